@@ -1,0 +1,5 @@
+//! Agents: what runs an `agent` job. Today, plans (ordered tool calls).
+
+pub mod plan;
+
+pub use plan::run_plan;

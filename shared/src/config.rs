@@ -1,0 +1,461 @@
+//! Configuration: `mcpq.toml`, shared by the worker and the producer.
+//!
+//! ```toml
+//! redis_url = "redis://127.0.0.1:6379"   # REDIS_URL overrides it
+//! namespace = "mcpq"                      # prefix of every Redis key; MCPQ_NAMESPACE overrides it
+//! mcp_servers_file = "claude_desktop_config.json"   # optional, servers in Claude Desktop form
+//!
+//! [worker]
+//! concurrency = 4          # jobs run at once by one worker process
+//! shutdown_grace = "10s"   # on SIGTERM, how long running jobs may finish
+//! poll_interval = "100ms"  # how often an idle worker looks for new jobs
+//!
+//! [defaults]
+//! job_timeout = "5m"       # a job's deadline unless the job sets options.timeout
+//! startup_timeout = "30s"  # spawn + MCP initialize of one server
+//! call_timeout = "60s"     # one tools/call
+//! kill_grace = "2s"        # between SIGTERM and SIGKILL of a server's process group
+//!
+//! [servers.echo]
+//! command = "mcpq-fixture"
+//! args = []
+//! env = { LOG_LEVEL = "debug" }
+//! cwd = "/tmp"
+//! startup_timeout = "10s"  # overrides [defaults]
+//! call_timeout = "30s"
+//! ```
+//!
+//! The file given to `--config` / `MCPQ_CONFIG` may also be a Claude Desktop JSON file
+//! (`{"mcpServers": {"name": {"command", "args", "env"}}}`); then every other setting
+//! takes its default. Values are validated when loaded: a bad value is an error that
+//! names the file and the key, never a surprise at run time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default Redis URL.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Default key namespace.
+pub const DEFAULT_NAMESPACE: &str = "mcpq";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML / JSON for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {key}: {message}")]
+    Invalid {
+        /// The key, e.g. `servers.echo.command`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where Redis is.
+    #[serde(default = "default_redis_url")]
+    pub redis_url: String,
+    /// Prefix of every Redis key this deployment uses.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// A Claude Desktop style JSON file with more servers (relative to this file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers_file: Option<PathBuf>,
+    /// Worker process settings.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// Deadlines used when a server or job sets none.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// The MCP servers jobs may use, by name.
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerConfig>,
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Jobs run at once by one worker process (1..=1024, default 4).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// On SIGTERM/SIGINT, how long running jobs may finish before they are stopped (default 10 s).
+    #[serde(default = "default_shutdown_grace", with = "crate::duration")]
+    pub shutdown_grace: Duration,
+    /// How often an idle worker polls Redis for new jobs (default 100 ms): the latency
+    /// between submit and start, against one cheap Redis call per interval.
+    #[serde(default = "default_poll_interval", with = "crate::duration")]
+    pub poll_interval: Duration,
+}
+
+/// `[defaults]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// A job's deadline when it sets no `options.timeout` (default 5 min).
+    #[serde(default = "default_job_timeout", with = "crate::duration")]
+    pub job_timeout: Duration,
+    /// Spawn plus MCP `initialize` of one server (default 30 s: Python servers take ~1 s,
+    /// `npx` may download first).
+    #[serde(default = "default_startup_timeout", with = "crate::duration")]
+    pub startup_timeout: Duration,
+    /// One `tools/call` (default 60 s).
+    #[serde(default = "default_call_timeout", with = "crate::duration")]
+    pub call_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a server's process group is stopped (default 2 s).
+    #[serde(default = "default_kill_grace", with = "crate::duration")]
+    pub kill_grace: Duration,
+}
+
+/// `[servers.NAME]`: how to start one stdio MCP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Program to run (looked up in PATH when it has no `/`).
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment variables for it.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default: the worker's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    /// Overrides `defaults.startup_timeout`.
+    #[serde(default, with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    pub startup_timeout: Option<Duration>,
+    /// Overrides `defaults.call_timeout`.
+    #[serde(default, with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    pub call_timeout: Option<Duration>,
+    /// Overrides `defaults.kill_grace`.
+    #[serde(default, with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    pub kill_grace: Option<Duration>,
+}
+
+/// A Claude Desktop config file: only `mcpServers` is read.
+#[derive(Debug, Deserialize)]
+struct ClaudeDesktopFile {
+    #[serde(rename = "mcpServers", default)]
+    mcp_servers: BTreeMap<String, ClaudeServer>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClaudeServer {
+    command: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    cwd: Option<PathBuf>,
+}
+
+fn default_redis_url() -> String {
+    DEFAULT_REDIS_URL.to_string()
+}
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.to_string()
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_job_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_kill_grace() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: default_concurrency(),
+            shutdown_grace: default_shutdown_grace(),
+            poll_interval: default_poll_interval(),
+        }
+    }
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            job_timeout: default_job_timeout(),
+            startup_timeout: default_startup_timeout(),
+            call_timeout: default_call_timeout(),
+            kill_grace: default_kill_grace(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            redis_url: default_redis_url(),
+            namespace: default_namespace(),
+            mcp_servers_file: None,
+            worker: WorkerConfig::default(),
+            defaults: Defaults::default(),
+            servers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (TOML, or a Claude Desktop `.json`), then the `mcp_servers_file` it
+    /// names. With no path, `./mcpq.toml` if it exists, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let local = PathBuf::from("mcpq.toml");
+                if !local.exists() {
+                    return Ok(Config::default());
+                }
+                local
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let mut config = if path.extension().is_some_and(|e| e == "json") {
+            let mut c = Config::default();
+            c.servers = read_claude_servers(&path, &text)?;
+            c
+        } else {
+            toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+        };
+        if let Some(file) = config.mcp_servers_file.clone() {
+            let file = path.parent().map(|dir| dir.join(&file)).unwrap_or(file);
+            let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            for (name, server) in read_claude_servers(&file, &text)? {
+                if config.servers.contains_key(&name) {
+                    return Err(ConfigError::Invalid {
+                        key: format!("servers.{name}"),
+                        message: format!("defined both in {} and in {}", path.display(), file.display()),
+                    });
+                }
+                config.servers.insert(name, server);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies overrides from the command line or the environment.
+    pub fn with_overrides(mut self, redis_url: Option<String>, namespace: Option<String>) -> Result<Config, ConfigError> {
+        if let Some(url) = redis_url {
+            self.redis_url = url;
+        }
+        if let Some(ns) = namespace {
+            self.namespace = ns;
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.to_string(),
+            message: message.to_string(),
+        };
+        if self.namespace.is_empty() || self.namespace.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("namespace", "must be non-empty, without spaces"));
+        }
+        if !(1..=1024).contains(&self.worker.concurrency) {
+            return Err(invalid("worker.concurrency", "must be between 1 and 1024"));
+        }
+        if self.worker.poll_interval.is_zero() {
+            return Err(invalid("worker.poll_interval", "must be longer than zero"));
+        }
+        for (key, d) in [
+            ("defaults.job_timeout", self.defaults.job_timeout),
+            ("defaults.startup_timeout", self.defaults.startup_timeout),
+            ("defaults.call_timeout", self.defaults.call_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        for (name, server) in &self.servers {
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(&format!("servers.{name:?}"), "a server name must be non-empty, without spaces"));
+            }
+            if server.command.trim().is_empty() {
+                return Err(invalid(&format!("servers.{name}.command"), "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured server names.
+    pub fn server_names(&self) -> impl Iterator<Item = &str> + Clone {
+        self.servers.keys().map(String::as_str)
+    }
+
+    /// The effective deadlines of one server.
+    pub fn timeouts(&self, server: &ServerConfig) -> ServerTimeouts {
+        ServerTimeouts {
+            startup: server.startup_timeout.unwrap_or(self.defaults.startup_timeout),
+            call: server.call_timeout.unwrap_or(self.defaults.call_timeout),
+            kill_grace: server.kill_grace.unwrap_or(self.defaults.kill_grace),
+        }
+    }
+}
+
+/// Deadlines of one server, defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerTimeouts {
+    /// Spawn + initialize.
+    pub startup: Duration,
+    /// One tool call.
+    pub call: Duration,
+    /// SIGTERM to SIGKILL.
+    pub kill_grace: Duration,
+}
+
+fn read_claude_servers(path: &Path, text: &str) -> Result<BTreeMap<String, ServerConfig>, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let file: ClaudeDesktopFile = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: format!("{}: {}", e.path(), e.inner()),
+    })?;
+    Ok(file
+        .mcp_servers
+        .into_iter()
+        .map(|(name, s)| {
+            let server = ServerConfig {
+                command: s.command,
+                args: s.args,
+                env: s.env,
+                cwd: s.cwd,
+                startup_timeout: None,
+                call_timeout: None,
+                kill_grace: None,
+            };
+            (name, server)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write temp file");
+        p
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mcpq-config-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d
+    }
+
+    #[test]
+    fn reads_toml_with_servers_and_durations() {
+        let dir = temp_dir("toml");
+        let p = write(
+            &dir,
+            "mcpq.toml",
+            r#"
+namespace = "t1"
+[worker]
+concurrency = 8
+[defaults]
+call_timeout = "5s"
+[servers.echo]
+command = "mcpq-fixture"
+args = ["--quiet"]
+startup_timeout = "2s"
+"#,
+        );
+        let c = Config::load(Some(&p)).expect("valid");
+        assert_eq!(c.namespace, "t1");
+        assert_eq!(c.worker.concurrency, 8);
+        let echo = &c.servers["echo"];
+        assert_eq!(echo.args, vec!["--quiet"]);
+        let t = c.timeouts(echo);
+        assert_eq!(t.startup, Duration::from_secs(2));
+        assert_eq!(t.call, Duration::from_secs(5));
+        assert_eq!(t.kill_grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn reads_claude_desktop_json_directly_and_by_reference() {
+        let dir = temp_dir("claude");
+        let json = r#"{"mcpServers": {"fs": {"command": "npx", "args": ["-y", "x"], "env": {"A": "1"}}}}"#;
+        let p = write(&dir, "claude.json", json);
+        let c = Config::load(Some(&p)).expect("json");
+        assert_eq!(c.servers["fs"].command, "npx");
+        assert_eq!(c.servers["fs"].env["A"], "1");
+
+        let t = write(&dir, "with-ref.toml", "mcp_servers_file = \"claude.json\"\n[servers.echo]\ncommand = \"e\"\n");
+        let c = Config::load(Some(&t)).expect("toml + json");
+        assert_eq!(c.server_names().collect::<Vec<_>>(), vec!["echo", "fs"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let dir = temp_dir("bad");
+        let p = write(&dir, "a.toml", "[worker]\nconcurrency = 0\n");
+        let e = Config::load(Some(&p)).expect_err("zero").to_string();
+        assert!(e.contains("worker.concurrency"), "{e}");
+
+        let p = write(&dir, "b.toml", "[worker]\nconcurency = 2\n");
+        let e = Config::load(Some(&p)).expect_err("typo").to_string();
+        assert!(e.contains("concurency"), "{e}");
+
+        let p = write(&dir, "c.toml", "[defaults]\ncall_timeout = \"soon\"\n");
+        let e = Config::load(Some(&p)).expect_err("duration").to_string();
+        assert!(e.contains("call_timeout") || e.contains("soon"), "{e}");
+
+        let e = Config::load(Some(&dir.join("missing.toml"))).expect_err("missing").to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+}

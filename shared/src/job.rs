@@ -1,0 +1,481 @@
+//! The job model: what a producer submits and a worker runs. Serde only, no I/O.
+//!
+//! A job travels as a versioned JSON envelope:
+//!
+//! ```json
+//! {
+//!   "version": 1,
+//!   "id": "01JDX6Q6T3N7Z8YV1K0W2M4C5B",
+//!   "kind": "agent",
+//!   "payload": {"steps": [{"server": "echo", "tool": "echo", "arguments": {"text": "hi"}}]},
+//!   "options": {"timeout": "30s", "max_attempts": 3, "priority": 0, "idempotency_key": "order-42"}
+//! }
+//! ```
+//!
+//! Guarantees:
+//! - Unknown fields anywhere in the envelope are rejected, and the error names the field
+//!   with its path (`payload.steps[0].tol: unknown field`), so a typo never runs silently.
+//! - A `version` other than [`SCHEMA_VERSION`] is rejected; a missing one means the
+//!   current version. `id` is assigned by the producer when absent.
+//! - [`Job::check_servers`] rejects any server that is not in the worker's configuration:
+//!   a job names servers, it never chooses a command to run.
+//!
+//! Caveats: `max_attempts`, `priority` and `idempotency_key` are stored with the job, but
+//! the worker does not act on them yet (retries and priorities come with the delivery
+//! guarantees work).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use ulid::Ulid;
+
+/// The envelope version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Default `options.max_attempts`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// Why a job envelope was rejected. Always a usage error: retrying cannot fix it.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The text is not JSON, or a field has the wrong type, is missing or is unknown.
+    #[error("invalid job: {path}: {message}")]
+    Invalid {
+        /// Where in the envelope, e.g. `payload.steps[1].server` (`.` for the whole text).
+        path: String,
+        /// What is wrong there.
+        message: String,
+    },
+    /// `version` names an envelope this build does not understand.
+    #[error("invalid job: version: unsupported schema version {found} (this mcpq reads version {SCHEMA_VERSION})")]
+    UnsupportedVersion {
+        /// The version found in the envelope.
+        found: u32,
+    },
+    /// A step names a server that is not configured.
+    #[error("invalid job: {path}: unknown server `{server}` (configured: {known})")]
+    UnknownServer {
+        /// Where the server is named.
+        path: String,
+        /// The name used.
+        server: String,
+        /// The configured names, comma separated (or "none").
+        known: String,
+    },
+}
+
+impl JobError {
+    fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        JobError::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A job id: a ULID, so ids sort by submission time and match apalis-redis task ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Ulid);
+
+impl JobId {
+    /// A fresh id.
+    pub fn generate() -> Self {
+        JobId(Ulid::generate())
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = JobError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s.trim())
+            .map(JobId)
+            .map_err(|e| JobError::invalid("id", format!("`{s}` is not a job id ({e}); ids look like 01JDX6Q6T3N7Z8YV1K0W2M4C5B")))
+    }
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Run an agent: a plan of tool calls.
+    Agent,
+    /// Process an inbound email with instructions.
+    Email,
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JobKind::Agent => "agent",
+            JobKind::Email => "email",
+        })
+    }
+}
+
+/// One tool call of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanStep {
+    /// Optional name, shown in results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A server name from the worker's configuration.
+    pub server: String,
+    /// The tool to call on that server.
+    pub tool: String,
+    /// The tool's arguments (a JSON object).
+    #[serde(default)]
+    pub arguments: Map<String, Value>,
+}
+
+/// Payload of an `agent` job: an ordered plan of tool calls, run one after the other.
+/// The job's result is the list of tool results; the first failing step fails the job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentJob {
+    /// The steps, in order. At least one.
+    pub steps: Vec<PlanStep>,
+}
+
+/// Payload of an `email` job: an inbound email and what to do with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailJob {
+    /// Sender address.
+    pub from: String,
+    /// Recipient addresses.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Subject line.
+    #[serde(default)]
+    pub subject: String,
+    /// Plain-text body.
+    #[serde(default)]
+    pub text: String,
+    /// What the agent should do with the email.
+    pub instructions: String,
+    /// Servers the agent may use.
+    #[serde(default)]
+    pub servers: Vec<String>,
+}
+
+/// The kind-specific part of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobPayload {
+    /// See [`AgentJob`].
+    Agent(AgentJob),
+    /// See [`EmailJob`].
+    Email(EmailJob),
+}
+
+/// How a job is run. Every field is optional in JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobOptions {
+    /// Deadline for the whole job, from the moment a worker starts it. Default: the
+    /// worker's `defaults.job_timeout`.
+    #[serde(default, with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// How many times the job may run in all (default 3).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Higher runs first (default 0).
+    #[serde(default)]
+    pub priority: i32,
+    /// A second submit with the same key returns the first job's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            timeout: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            priority: 0,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// A validated job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Unique id.
+    pub id: JobId,
+    /// What to do.
+    pub payload: JobPayload,
+    /// How to run it.
+    pub options: JobOptions,
+}
+
+/// The wire form, field for field.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    #[serde(default)]
+    version: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+    kind: JobKind,
+    payload: Value,
+    #[serde(default)]
+    options: JobOptions,
+}
+
+fn path_error<E: fmt::Display>(prefix: &str, err: serde_path_to_error::Error<E>) -> JobError {
+    let inner = err.path().to_string();
+    let path = match (prefix, inner.as_str()) {
+        ("", ".") => ".".to_string(),
+        ("", p) => p.to_string(),
+        (pre, ".") => pre.to_string(),
+        (pre, p) => format!("{pre}.{p}"),
+    };
+    JobError::invalid(path, err.into_inner().to_string())
+}
+
+impl Job {
+    /// A new agent job with a fresh id.
+    pub fn agent(steps: Vec<PlanStep>, options: JobOptions) -> Self {
+        Job {
+            id: JobId::generate(),
+            payload: JobPayload::Agent(AgentJob { steps }),
+            options,
+        }
+    }
+
+    /// The kind of the payload.
+    pub fn kind(&self) -> JobKind {
+        match self.payload {
+            JobPayload::Agent(_) => JobKind::Agent,
+            JobPayload::Email(_) => JobKind::Email,
+        }
+    }
+
+    /// Reads and validates an envelope. A missing `id` gets a fresh one.
+    pub fn from_json(text: &[u8]) -> Result<Job, JobError> {
+        let de = &mut serde_json::Deserializer::from_slice(text);
+        let env: Envelope = serde_path_to_error::deserialize(de).map_err(|e| path_error("", e))?;
+        Self::from_envelope(env)
+    }
+
+    /// Like [`Job::from_json`], from an already parsed value.
+    pub fn from_value(value: Value) -> Result<Job, JobError> {
+        let env: Envelope = serde_path_to_error::deserialize(value).map_err(|e| path_error("", e))?;
+        Self::from_envelope(env)
+    }
+
+    fn from_envelope(env: Envelope) -> Result<Job, JobError> {
+        if let Some(found) = env.version {
+            if found != SCHEMA_VERSION {
+                return Err(JobError::UnsupportedVersion { found });
+            }
+        }
+        let id = match env.id {
+            Some(id) => id.parse()?,
+            None => JobId::generate(),
+        };
+        let payload = match env.kind {
+            JobKind::Agent => JobPayload::Agent(
+                serde_path_to_error::deserialize(env.payload).map_err(|e| path_error("payload", e))?,
+            ),
+            JobKind::Email => JobPayload::Email(
+                serde_path_to_error::deserialize(env.payload).map_err(|e| path_error("payload", e))?,
+            ),
+        };
+        let job = Job {
+            id,
+            payload,
+            options: env.options,
+        };
+        job.validate()?;
+        Ok(job)
+    }
+
+    /// Checks what serde cannot: non-empty plans and names, sane options.
+    pub fn validate(&self) -> Result<(), JobError> {
+        if self.options.max_attempts == 0 {
+            return Err(JobError::invalid("options.max_attempts", "must be at least 1"));
+        }
+        if self.options.timeout == Some(Duration::ZERO) {
+            return Err(JobError::invalid("options.timeout", "must be longer than zero"));
+        }
+        match &self.payload {
+            JobPayload::Agent(agent) => {
+                if agent.steps.is_empty() {
+                    return Err(JobError::invalid("payload.steps", "a plan needs at least one step"));
+                }
+                for (i, step) in agent.steps.iter().enumerate() {
+                    if step.server.trim().is_empty() {
+                        return Err(JobError::invalid(format!("payload.steps[{i}].server"), "must not be empty"));
+                    }
+                    if step.tool.trim().is_empty() {
+                        return Err(JobError::invalid(format!("payload.steps[{i}].tool"), "must not be empty"));
+                    }
+                }
+            }
+            JobPayload::Email(email) => {
+                if email.from.trim().is_empty() {
+                    return Err(JobError::invalid("payload.from", "must not be empty"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every server the job names, with where it names it.
+    pub fn servers(&self) -> Vec<(String, &str)> {
+        match &self.payload {
+            JobPayload::Agent(agent) => agent
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("payload.steps[{i}].server"), s.server.as_str()))
+                .collect(),
+            JobPayload::Email(email) => email
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("payload.servers[{i}]"), s.as_str()))
+                .collect(),
+        }
+    }
+
+    /// Rejects the job if it names a server for which `is_known` is false.
+    pub fn check_servers<'a>(&self, known: impl IntoIterator<Item = &'a str> + Clone) -> Result<(), JobError> {
+        for (path, server) in self.servers() {
+            if !known.clone().into_iter().any(|k| k == server) {
+                let mut names: Vec<&str> = known.clone().into_iter().collect();
+                names.sort_unstable();
+                let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+                return Err(JobError::UnknownServer {
+                    path,
+                    server: server.to_string(),
+                    known,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The envelope as a JSON value.
+    pub fn to_value(&self) -> Value {
+        let payload = match &self.payload {
+            JobPayload::Agent(a) => serde_json::to_value(a),
+            JobPayload::Email(e) => serde_json::to_value(e),
+        }
+        .expect("job payloads are plain data and always serialize");
+        let env = Envelope {
+            version: Some(SCHEMA_VERSION),
+            id: Some(self.id.to_string()),
+            kind: self.kind(),
+            payload,
+            options: self.options.clone(),
+        };
+        serde_json::to_value(env).expect("job envelopes are plain data and always serialize")
+    }
+
+    /// The envelope as JSON bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_value()).expect("a JSON value always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn agent_json() -> Value {
+        json!({
+            "kind": "agent",
+            "payload": {"steps": [{"server": "echo", "tool": "echo", "arguments": {"text": "hi"}}]},
+            "options": {"timeout": "30s"}
+        })
+    }
+
+    #[test]
+    fn round_trips_an_agent_job() {
+        let job = Job::from_value(agent_json()).expect("valid job");
+        assert_eq!(job.kind(), JobKind::Agent);
+        assert_eq!(job.options.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(job.options.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        let again = Job::from_json(&job.to_json()).expect("round trip");
+        assert_eq!(again, job);
+        assert_eq!(job.to_value()["version"], json!(1));
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        let mut v = agent_json();
+        v["payload"]["steps"][0]["tol"] = json!("x");
+        let err = Job::from_value(v).expect_err("unknown field");
+        let text = err.to_string();
+        assert!(text.contains("payload.steps[0]"), "{text}");
+        assert!(text.contains("tol"), "{text}");
+
+        let mut v = agent_json();
+        v["colour"] = json!("red");
+        assert!(Job::from_value(v).expect_err("unknown").to_string().contains("colour"));
+    }
+
+    #[test]
+    fn missing_fields_and_bad_kinds_are_named() {
+        let v = json!({"kind": "agent", "payload": {"steps": [{"server": "echo"}]}});
+        let text = Job::from_value(v).expect_err("missing tool").to_string();
+        assert!(text.contains("payload.steps[0]") && text.contains("tool"), "{text}");
+
+        let v = json!({"kind": "fax", "payload": {}});
+        let text = Job::from_value(v).expect_err("bad kind").to_string();
+        assert!(text.contains("kind") && text.contains("fax"), "{text}");
+    }
+
+    #[test]
+    fn wrong_version_is_rejected() {
+        let mut v = agent_json();
+        v["version"] = json!(2);
+        assert_eq!(Job::from_value(v), Err(JobError::UnsupportedVersion { found: 2 }));
+    }
+
+    #[test]
+    fn empty_plan_and_zero_attempts_are_rejected() {
+        let v = json!({"kind": "agent", "payload": {"steps": []}});
+        assert!(Job::from_value(v).expect_err("empty").to_string().contains("payload.steps"));
+        let mut v = agent_json();
+        v["options"]["max_attempts"] = json!(0);
+        assert!(Job::from_value(v).expect_err("zero").to_string().contains("max_attempts"));
+    }
+
+    #[test]
+    fn unknown_servers_are_rejected() {
+        let job = Job::from_value(agent_json()).expect("valid");
+        assert!(job.check_servers(["echo", "fs"]).is_ok());
+        let err = job.check_servers(["fs"]).expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "invalid job: payload.steps[0].server: unknown server `echo` (configured: fs)"
+        );
+    }
+
+    #[test]
+    fn bad_ids_are_rejected() {
+        let mut v = agent_json();
+        v["id"] = json!("not-an-id");
+        assert!(Job::from_value(v).expect_err("bad id").to_string().contains("id"));
+    }
+}

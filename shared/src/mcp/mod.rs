@@ -1,0 +1,6 @@
+//! MCP clients. Runners reach tools only through this module; the processes behind the
+//! sessions belong to the [`crate::supervisor::Supervisor`].
+
+pub mod session;
+
+pub use session::{McpError, McpSession};

@@ -1,0 +1,282 @@
+//! `McpSession`: one MCP client connection to one stdio server process.
+//!
+//! The process belongs to the [`Supervisor`]; rmcp only sees its stdin/stdout pipes, so
+//! rmcp never spawns or kills anything. Every operation has a deadline:
+//! - [`McpSession::start`]: spawn + `initialize` within the server's `startup_timeout`
+//!   (or the job's deadline, if sooner);
+//! - [`McpSession::call_tool`]: one `tools/call` within the timeout given (rmcp sends
+//!   `notifications/cancelled` when it passes);
+//! - [`McpSession::shutdown`]: the supervisor's stop sequence, bounded by `kill_grace`.
+//!
+//! A server that dies mid-call is reported with its exit status and stderr tail.
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientRequest, Request, ServerResult};
+use rmcp::service::{PeerRequestOptions, RunningService};
+use rmcp::{RoleClient, ServiceError, ServiceExt};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use crate::config::{ServerConfig, ServerTimeouts};
+use crate::supervisor::{describe_exit, ServerProcess, SpawnError, Supervisor};
+
+/// How long to wait, after the pipe closed, for the server's exit status to report it.
+const EXIT_REPORT_WAIT: Duration = Duration::from_secs(1);
+
+/// An MCP operation that failed. Each variant carries the server's stderr tail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum McpError {
+    /// The process could not be created.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// No `initialize` answer within the startup deadline.
+    #[error("server `{server}` did not finish MCP initialize within {after:?}")]
+    StartupTimeout {
+        /// Server name.
+        server: String,
+        /// The deadline used.
+        after: Duration,
+        /// Stderr tail.
+        stderr: Option<String>,
+    },
+    /// The server exited or spoke nonsense during `initialize`.
+    #[error("server `{server}` failed to start: {message}")]
+    StartupFailed {
+        /// Server name.
+        server: String,
+        /// What happened, with the exit status when known.
+        message: String,
+        /// Stderr tail.
+        stderr: Option<String>,
+    },
+    /// A `tools/call` got no answer in time.
+    #[error("tool `{tool}` on server `{server}` did not answer within {after:?}")]
+    CallTimeout {
+        /// Server name.
+        server: String,
+        /// Tool name.
+        tool: String,
+        /// The deadline used.
+        after: Duration,
+        /// Stderr tail.
+        stderr: Option<String>,
+    },
+    /// The server process ended during a call.
+    #[error("server `{server}` exited during call to `{tool}` ({status})")]
+    ServerExited {
+        /// Server name.
+        server: String,
+        /// Tool name.
+        tool: String,
+        /// "exit code 3", "killed by SIGSEGV", or "still running" if the pipe closed but
+        /// the process did not exit.
+        status: String,
+        /// Stderr tail.
+        stderr: Option<String>,
+    },
+    /// The server answered with a JSON-RPC error or an unexpected message.
+    #[error("server `{server}` rejected call to `{tool}`: {message}")]
+    Protocol {
+        /// Server name.
+        server: String,
+        /// Tool name.
+        tool: String,
+        /// The error.
+        message: String,
+        /// Stderr tail.
+        stderr: Option<String>,
+    },
+}
+
+impl McpError {
+    /// The stderr tail attached to the error, if any.
+    pub fn stderr(&self) -> Option<&str> {
+        match self {
+            McpError::Spawn(_) => None,
+            McpError::StartupTimeout { stderr, .. }
+            | McpError::StartupFailed { stderr, .. }
+            | McpError::CallTimeout { stderr, .. }
+            | McpError::ServerExited { stderr, .. }
+            | McpError::Protocol { stderr, .. } => stderr.as_deref(),
+        }
+    }
+
+    /// A stable class name for job errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            McpError::Spawn(_) => "spawn_failed",
+            McpError::StartupTimeout { .. } => "startup_timeout",
+            McpError::StartupFailed { .. } => "startup_failed",
+            McpError::CallTimeout { .. } => "timeout",
+            McpError::ServerExited { .. } => "server_exited",
+            McpError::Protocol { .. } => "protocol_error",
+        }
+    }
+}
+
+/// A connected MCP client and the server process behind it.
+pub struct McpSession {
+    name: String,
+    process: ServerProcess,
+    client: RunningService<RoleClient, ()>,
+    timeouts: ServerTimeouts,
+}
+
+impl std::fmt::Debug for McpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpSession")
+            .field("name", &self.name)
+            .field("pid", &self.process.pid())
+            .finish()
+    }
+}
+
+fn status_text(status: Option<ExitStatus>) -> String {
+    status.map(|s| describe_exit(&s)).unwrap_or_else(|| "still running".to_string())
+}
+
+impl McpSession {
+    /// Spawns server `name` and completes MCP `initialize`, within the server's startup
+    /// timeout or by `deadline`, whichever comes first.
+    pub async fn start(
+        supervisor: &Supervisor,
+        name: &str,
+        config: &ServerConfig,
+        timeouts: ServerTimeouts,
+        deadline: Instant,
+    ) -> Result<McpSession, McpError> {
+        let mut process = supervisor.spawn(name, config, timeouts.kill_grace)?;
+        let (stdout, stdin) = process.take_stdio().expect("a fresh process has its pipes");
+        let limit = timeouts.startup.min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(limit, ().serve((stdout, stdin))).await {
+            Ok(Ok(client)) => {
+                tracing::debug!(server = name, pid = process.pid(), "MCP session initialized");
+                Ok(McpSession {
+                    name: name.to_string(),
+                    process,
+                    client,
+                    timeouts,
+                })
+            }
+            Ok(Err(e)) => {
+                let status = process.wait_exit(EXIT_REPORT_WAIT).await;
+                let stderr = process.stderr().for_error();
+                process.stop().await;
+                Err(McpError::StartupFailed {
+                    server: name.to_string(),
+                    message: format!("{e} (process: {})", status_text(status)),
+                    stderr,
+                })
+            }
+            Err(_) => {
+                let stderr = process.stderr().for_error();
+                process.stop().await;
+                Err(McpError::StartupTimeout {
+                    server: name.to_string(),
+                    after: limit,
+                    stderr,
+                })
+            }
+        }
+    }
+
+    /// Server name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The server's pid (= process group).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The server's deadlines.
+    pub fn timeouts(&self) -> ServerTimeouts {
+        self.timeouts
+    }
+
+    /// The server's stderr tail, for errors.
+    pub fn stderr_tail(&self) -> Option<String> {
+        self.process.stderr().for_error()
+    }
+
+    /// Calls `tool` with `arguments`; fails after `timeout`. A tool result flagged
+    /// `isError` is returned as `Ok`: it is the job's outcome, not a transport failure.
+    pub async fn call_tool(
+        &mut self,
+        tool: &str,
+        arguments: Map<String, Value>,
+        timeout: Duration,
+    ) -> Result<CallToolResult, McpError> {
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        let request = ClientRequest::CallToolRequest(Request::new(params));
+        let peer = self.client.peer().clone();
+        let call = async move {
+            peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
+                .await?
+                .await_response()
+                .await
+        };
+        // rmcp enforces `timeout` on the response; the outer timeout also covers a send
+        // that cannot proceed (a server that never reads its stdin).
+        let outcome = tokio::time::timeout(timeout + Duration::from_millis(100), call).await;
+        let err = match outcome {
+            Ok(Ok(ServerResult::CallToolResult(result))) => return Ok(result),
+            Ok(Ok(other)) => {
+                return Err(McpError::Protocol {
+                    server: self.name.clone(),
+                    tool: tool.to_string(),
+                    message: format!("unexpected answer to tools/call: {other:?}"),
+                    stderr: self.stderr_tail(),
+                })
+            }
+            Ok(Err(e)) => e,
+            Err(_) => ServiceError::Timeout { timeout },
+        };
+        Err(self.call_error(tool, err).await)
+    }
+
+    async fn call_error(&mut self, tool: &str, err: ServiceError) -> McpError {
+        let (server, tool) = (self.name.clone(), tool.to_string());
+        match err {
+            ServiceError::Timeout { timeout } => McpError::CallTimeout {
+                server,
+                tool,
+                after: timeout,
+                stderr: self.stderr_tail(),
+            },
+            ServiceError::McpError(data) => McpError::Protocol {
+                server,
+                tool,
+                message: format!("{} (JSON-RPC error {})", data.message, data.code.0),
+                stderr: self.stderr_tail(),
+            },
+            ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
+                let status = self.process.wait_exit(EXIT_REPORT_WAIT).await;
+                McpError::ServerExited {
+                    server,
+                    tool,
+                    status: status_text(status),
+                    stderr: self.stderr_tail(),
+                }
+            }
+            other => McpError::Protocol {
+                server,
+                tool,
+                message: other.to_string(),
+                stderr: self.stderr_tail(),
+            },
+        }
+    }
+
+    /// Closes the session and stops the process tree (see [`ServerProcess::stop`]).
+    pub async fn shutdown(self) {
+        let McpSession { client, process, .. } = self;
+        // Cancelling the client drops its transport, which closes the server's stdin.
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.cancel()).await;
+        process.stop().await;
+    }
+}

@@ -1,0 +1,281 @@
+//! `Supervisor`: the only code in mcpq that creates child processes.
+//!
+//! What it promises for every child (a stdio MCP server):
+//! 1. **Clean start**: empty signal mask, default dispositions, its own session and
+//!    process group, `PR_SET_PDEATHSIG(SIGKILL)`, no descriptor of the worker beyond
+//!    stdin/stdout/stderr ([`unix::prepare_child`]).
+//! 2. **Its own environment**: only `PATH`, `HOME`, `USER`, `LANG`, `LC_ALL`, `TZ`, `TMPDIR`
+//!    from the worker ([`INHERITED_ENV`]), plus the server's `env` from the config.
+//! 3. **Its own stderr pipe**, always drained ([`stderr`]): never the worker's log stream.
+//! 4. **Stop = the whole tree**: [`ServerProcess::stop`] closes stdin, then SIGTERM to the
+//!    process group, waits `kill_grace`, SIGKILL to the group, and reaps. Dropping a
+//!    [`ServerProcess`] without `stop` sends SIGKILL to the group at once.
+//! 5. [`Supervisor::kill_all`] kills every group still alive (worker shutdown).
+//!
+//! Caveats:
+//! - A grandchild that calls `setsid` itself leaves our process group and escapes the
+//!   group kill (it still gets no parent-death signal from us). Rare for MCP launchers.
+//! - Reaping after drop is done by tokio in the background (best effort, no deadline);
+//!   [`ServerProcess::stop`] reaps before it returns.
+//! - Spawn from a long-lived thread only (a tokio worker thread is fine): the kernel sends
+//!   the parent-death signal when the *thread* that forked exits.
+
+mod stderr;
+pub mod unix;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::time::Instant;
+
+pub use stderr::{StderrTail, TAIL_CAPACITY, TAIL_IN_ERRORS};
+
+use crate::config::ServerConfig;
+
+/// Environment variables a server inherits from the worker; everything else comes from
+/// its `env` in the config.
+pub const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
+/// How long [`ServerProcess::stop`] waits for a server to exit on its own after its stdin
+/// closed, before it sends SIGTERM. Servers exit at EOF; most within milliseconds.
+pub const EOF_GRACE: Duration = Duration::from_millis(200);
+
+/// How often exit and group liveness are polled while stopping.
+const STOP_POLL: Duration = Duration::from_millis(10);
+
+/// Why a server could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The program does not exist or is not executable.
+    #[error("cannot start server `{server}`: command `{command}` not found or not executable ({source}); check servers.{server}.command in the config")]
+    NotFound {
+        /// Server name.
+        server: String,
+        /// The command as configured.
+        command: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Any other spawn failure.
+    #[error("cannot start server `{server}` (`{command}`): {source}")]
+    Io {
+        /// Server name.
+        server: String,
+        /// The command as configured.
+        command: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Creates, tracks and kills server processes.
+#[derive(Debug, Clone, Default)]
+pub struct Supervisor {
+    live: Arc<Mutex<HashMap<u32, String>>>,
+}
+
+impl Supervisor {
+    /// A supervisor with no children.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts `config.command` for server `name`. Stdin and stdout are pipes for MCP;
+    /// stderr is drained into [`ServerProcess::stderr`].
+    pub fn spawn(&self, name: &str, config: &ServerConfig, kill_grace: Duration) -> Result<ServerProcess, SpawnError> {
+        let mut cmd = Command::new(&config.command);
+        cmd.args(&config.args)
+            .env_clear()
+            .envs(INHERITED_ENV.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v))))
+            .envs(&config.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Backstop only: our Drop kills the whole group first.
+            .kill_on_drop(true);
+        if let Some(cwd) = &config.cwd {
+            cmd.current_dir(cwd);
+        }
+        let parent = unix::current_pid();
+        // SAFETY: the closure only calls `prepare_child`, which is async-signal-safe and
+        // allocates nothing; `parent` is a plain integer captured by copy.
+        unsafe {
+            cmd.pre_exec(move || unix::prepare_child(parent));
+        }
+        let mut child = cmd.spawn().map_err(|source| {
+            let (server, command) = (name.to_string(), config.command.clone());
+            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied) {
+                SpawnError::NotFound { server, command, source }
+            } else {
+                SpawnError::Io { server, command, source }
+            }
+        })?;
+        let pid = child.id().expect("a child that was just spawned has a pid");
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let stderr = stderr::drain(name.to_string(), pid, stderr);
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, name.to_string());
+        tracing::debug!(server = name, pid, command = %config.command, "server started");
+        Ok(ServerProcess {
+            name: name.to_string(),
+            command: PathBuf::from(&config.command),
+            pid,
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            child: Some(child),
+            exit: None,
+            stderr,
+            kill_grace,
+            live: self.live.clone(),
+        })
+    }
+
+    /// Pids (= process group ids) of every server still running.
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
+    }
+
+    /// SIGKILL to every live server's process group. For the end of worker shutdown,
+    /// after jobs had their grace period.
+    pub fn kill_all(&self) -> usize {
+        let live: Vec<(u32, String)> = self.live.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        for (pid, name) in &live {
+            tracing::warn!(server = %name, pid, "killing server process group at shutdown");
+            let _ = unix::signal_group(*pid, libc::SIGKILL);
+        }
+        live.len()
+    }
+}
+
+/// One running server process and its process group (pgid = pid).
+#[derive(Debug)]
+pub struct ServerProcess {
+    name: String,
+    command: PathBuf,
+    pid: u32,
+    stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
+    child: Option<Child>,
+    exit: Option<ExitStatus>,
+    stderr: StderrTail,
+    kill_grace: Duration,
+    live: Arc<Mutex<HashMap<u32, String>>>,
+}
+
+/// How a server process ended, in words: "exit code 3" or "killed by SIGKILL".
+pub fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by {}", unix::signal_name(sig)),
+        _ => status.to_string(),
+    }
+}
+
+impl ServerProcess {
+    /// Server name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The command that was run.
+    pub fn command(&self) -> &std::path::Path {
+        &self.command
+    }
+
+    /// Pid, which is also the process group id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The stderr tail.
+    pub fn stderr(&self) -> &StderrTail {
+        &self.stderr
+    }
+
+    /// The MCP pipes (child's stdout to read, stdin to write). Once.
+    pub fn take_stdio(&mut self) -> Option<(ChildStdout, ChildStdin)> {
+        Some((self.stdout.take()?, self.stdin.take()?))
+    }
+
+    fn reaped(&mut self, status: ExitStatus) -> ExitStatus {
+        self.exit = Some(status);
+        self.child = None;
+        status
+    }
+
+    /// The exit status if the process has exited (reaping it), without waiting.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_some() {
+            return self.exit;
+        }
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        Some(self.reaped(status))
+    }
+
+    /// Waits up to `within` for the process to exit by itself, reaping it.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        if let Some(status) = self.try_exit() {
+            return Some(status);
+        }
+        let child = self.child.as_mut()?;
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(Ok(status)) => Some(self.reaped(status)),
+            _ => None,
+        }
+    }
+
+    async fn wait_group_gone(&mut self, until: Instant) -> bool {
+        loop {
+            self.try_exit();
+            if self.exit.is_some() && !unix::group_exists(self.pid) {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(STOP_POLL).await;
+        }
+    }
+
+    /// Stops the server and everything it started: stdin EOF, then SIGTERM to the group,
+    /// `kill_grace`, SIGKILL to the group, reap. Returns the leader's exit status.
+    pub async fn stop(mut self) -> Option<ExitStatus> {
+        // 1. EOF on stdin: a well-behaved MCP server exits by itself.
+        self.stdin = None;
+        if self.wait_exit(EOF_GRACE).await.is_some() && !unix::group_exists(self.pid) {
+            return self.finish();
+        }
+        // 2. SIGTERM to the whole group, then wait for the leader *and* the group.
+        let _ = unix::signal_group(self.pid, libc::SIGTERM);
+        let until = Instant::now() + self.kill_grace;
+        if !self.wait_group_gone(until).await {
+            // 3. SIGKILL cannot be ignored; the leader is then reaped below.
+            tracing::warn!(server = %self.name, pid = self.pid, grace = ?self.kill_grace, "server ignored SIGTERM; sending SIGKILL to its process group");
+            let _ = unix::signal_group(self.pid, libc::SIGKILL);
+            self.wait_group_gone(Instant::now() + Duration::from_secs(1)).await;
+        }
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Option<ExitStatus> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.pid);
+        self.exit
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Dropped without `stop` (a job future cancelled, a panic): kill the whole group
+        // now. SIGKILL because there is no one left to wait out a grace period; tokio's
+        // kill_on_drop then reaps the leader in the background.
+        if self.exit.is_none() || unix::group_exists(self.pid) {
+            let _ = unix::signal_group(self.pid, libc::SIGKILL);
+        }
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.pid);
+    }
+}

@@ -1,0 +1,153 @@
+//! `mcpq-fixture`: a stdio MCP server built with rmcp, with one tool per behaviour the
+//! tests need (echo, add, sleep, fail, crash, flood stderr, report signal state).
+//!
+//! It writes a start-up banner to stderr, as Node and Python servers do, so every test
+//! also checks that stderr is drained. With `MCPQ_FIXTURE_SPAWN_LOG=<file>` it appends
+//! its pid to that file at start (tests count spawns with it).
+
+use std::io::Write;
+use std::time::Duration;
+
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::{schemars, tool, tool_router, ErrorData, ServiceExt};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct EchoArgs {
+    /// Text to send back.
+    text: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct AddArgs {
+    /// Left operand.
+    a: f64,
+    /// Right operand.
+    b: f64,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct SleepArgs {
+    /// How long to sleep, in milliseconds.
+    ms: u64,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct FailArgs {
+    /// The error text to return.
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct CrashArgs {
+    /// Exit code (default 3).
+    #[serde(default)]
+    code: Option<i32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct FloodArgs {
+    /// Bytes to write to stderr before answering.
+    bytes: u64,
+}
+
+struct Fixture;
+
+/// Signal numbers set in a hex mask from /proc/self/status.
+fn signals_in(mask: &str) -> Vec<u32> {
+    let bits = u64::from_str_radix(mask.trim(), 16).unwrap_or(0);
+    (0..64).filter(|i| bits & (1u64 << i) != 0).map(|i| i + 1).collect()
+}
+
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+#[tool_router(server_handler)]
+impl Fixture {
+    #[tool(description = "Return the text unchanged")]
+    async fn echo(&self, Parameters(EchoArgs { text }): Parameters<EchoArgs>) -> String {
+        text
+    }
+
+    #[tool(description = "Add two numbers")]
+    async fn add(&self, Parameters(AddArgs { a, b }): Parameters<AddArgs>) -> String {
+        (a + b).to_string()
+    }
+
+    #[tool(description = "Sleep for ms milliseconds, then answer")]
+    async fn sleep_ms(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        format!("slept {ms} ms")
+    }
+
+    #[tool(description = "Return a tool error (isError: true)")]
+    async fn fail(&self, Parameters(FailArgs { message }): Parameters<FailArgs>) -> Result<CallToolResult, ErrorData> {
+        let text = message.unwrap_or_else(|| "the fixture failed on purpose".to_string());
+        Ok(CallToolResult::error(vec![ContentBlock::text(text)]))
+    }
+
+    #[tool(description = "Write a last words line to stderr and exit mid-call")]
+    async fn crash(&self, Parameters(CrashArgs { code }): Parameters<CrashArgs>) -> String {
+        let code = code.unwrap_or(3);
+        eprintln!("mcpq-fixture: crashing on purpose with exit code {code}");
+        std::process::exit(code)
+    }
+
+    #[tool(description = "Write `bytes` bytes to stderr, then answer")]
+    async fn stderr_flood(&self, Parameters(FloodArgs { bytes }): Parameters<FloodArgs>) -> String {
+        let line = [b'x'; 1023];
+        let mut err = std::io::stderr().lock();
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(1024) as usize;
+            let _ = err.write_all(&line[..n - 1]);
+            let _ = err.write_all(b"\n");
+            left -= n as u64;
+        }
+        let _ = err.write_all(b"mcpq-fixture: flood done\n");
+        format!("wrote {bytes} bytes to stderr")
+    }
+
+    #[tool(description = "Report this process's blocked and ignored signals, pid, process group and session")]
+    async fn signal_state(&self) -> Result<String, ErrorData> {
+        let status = std::fs::read_to_string("/proc/self/status")
+            .map_err(|e| ErrorData::internal_error(format!("cannot read /proc/self/status: {e}"), None))?;
+        let blocked = status_field(&status, "SigBlk:");
+        let ignored = status_field(&status, "SigIgn:");
+        // SAFETY: getpid/getpgrp/getsid(0) have no preconditions and cannot fail.
+        let (pid, pgid, sid) = unsafe { (libc::getpid(), libc::getpgrp(), libc::getsid(0)) };
+        let fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        Ok(json!({
+            "pid": pid,
+            "pgid": pgid,
+            "sid": sid,
+            "blocked_mask": blocked,
+            "ignored_mask": ignored,
+            "blocked": signals_in(&blocked),
+            "ignored": signals_in(&ignored),
+            "open_fds": fds.len(),
+        })
+        .to_string())
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    if let Some(path) = std::env::var_os("MCPQ_FIXTURE_SPAWN_LOG") {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        writeln!(f, "{}", std::process::id())?;
+    }
+    eprintln!("mcpq-fixture {} listening on stdio (pid {})", env!("CARGO_PKG_VERSION"), std::process::id());
+    let service = Fixture.serve(rmcp::transport::stdio()).await?;
+    service.waiting().await?;
+    Ok(())
+}

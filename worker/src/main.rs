@@ -1,0 +1,202 @@
+//! `mcpq-worker`: the daemon that pulls jobs from Redis and runs them against MCP servers.
+//!
+//! Start-up, in this order (each step says why it comes where it does):
+//! 1. reset the inherited signal state (before any thread exists: masks are per thread);
+//! 2. parse flags, start non-blocking logging, log what the reset changed;
+//! 3. start the tokio runtime, load the config, connect to Redis;
+//! 4. run an apalis Monitor with one apalis-redis worker of N concurrent jobs;
+//! 5. on SIGTERM/SIGINT: stop fetching, let running jobs finish within
+//!    `worker.shutdown_grace`, then kill every server process group left, exit 0.
+//!
+//! Exit codes: 0 clean shutdown, 2 bad flags or config, 3 Redis unreachable at start,
+//! 1 anything else.
+
+mod logging;
+mod signals;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis::prelude::*;
+use apalis_redis::RedisStorage;
+use clap::Parser;
+use mcpq_shared::queue::{self, enqueue::apalis_config, Keys, ResultStore};
+use mcpq_shared::supervisor::{unix, Supervisor};
+use mcpq_shared::{Config, Runner};
+use serde_json::Value;
+
+/// How often the worker renews its heartbeat (and with it the leases of its jobs).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Missed heartbeats after which another worker re-queues this worker's jobs: 3 x 5 s,
+/// so the jobs of a crashed worker run again after ~15 s instead of apalis's 300 s.
+const MISSED_HEARTBEATS: usize = 3;
+
+/// Runs mcpq jobs: pulls them from Redis, calls MCP tools, stores results.
+///
+/// The worker spawns only the MCP servers named in its config ([servers.NAME]); a job
+/// can name a server, never a command. Stop it with SIGTERM or Ctrl-C: it stops taking
+/// jobs, lets running ones finish (worker.shutdown_grace), then stops every server.
+#[derive(Debug, Parser)]
+#[command(name = "mcpq-worker", version, after_long_help = EXAMPLES)]
+struct Args {
+    /// Config file (mcpq.toml, or a Claude Desktop JSON file with "mcpServers").
+    #[arg(long, env = "MCPQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Redis URL; overrides redis_url in the config.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Key namespace; overrides namespace in the config.
+    #[arg(long, env = "MCPQ_NAMESPACE")]
+    namespace: Option<String>,
+    /// Jobs run at once; overrides worker.concurrency.
+    #[arg(long, env = "MCPQ_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// This worker's name; must be unique among live workers (default: host-pid-random).
+    #[arg(long)]
+    name: Option<String>,
+    /// Log line format (stderr). Filter with MCPQ_LOG or RUST_LOG, e.g. MCPQ_LOG=debug.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: logging::LogFormat,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  mcpq-worker --config mcpq.toml
+  REDIS_URL=redis://10.0.0.5:6379 mcpq-worker --config mcpq.toml --concurrency 16
+  MCPQ_LOG=debug mcpq-worker --config mcpq.toml   # also shows MCP servers' stderr
+
+Exit status: 0 after a clean shutdown, 2 bad flags or config, 3 Redis unreachable, 1 other errors.";
+
+fn main() -> ExitCode {
+    // 1. Before anything spawns a thread: see the module doc.
+    let reset = unix::reset_own_signal_state();
+    let args = Args::parse();
+    let _log_guard = logging::init(args.log_format);
+    match &reset {
+        Ok(r) if r.unblocked.is_empty() && r.defaulted.is_empty() => {}
+        Ok(r) => tracing::warn!(
+            unblocked = ?r.unblocked.iter().map(|s| unix::signal_name(*s)).collect::<Vec<_>>(),
+            defaulted = ?r.defaulted.iter().map(|s| unix::signal_name(*s)).collect::<Vec<_>>(),
+            "inherited signal state was reset (a parent had blocked or ignored these signals)"
+        ),
+        Err(e) => tracing::error!("could not reset the inherited signal state: {e}"),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mcpq-worker: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".to_string());
+    let random = ulid::Ulid::generate().random() as u32;
+    format!("{host}-{}-{random:08x}", std::process::id())
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(args.config.as_deref()).and_then(|c| c.with_overrides(args.redis_url, args.namespace)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mcpq-worker: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut config = config;
+    if let Some(n) = args.concurrency {
+        config.worker.concurrency = n;
+        if let Err(e) = config.validate() {
+            eprintln!("mcpq-worker: --concurrency: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let config = Arc::new(config);
+    let mut signals = signals::Signals::install().context("installing signal handlers")?;
+    let conn = match queue::connect(&config.redis_url).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mcpq-worker: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let keys = Keys::new(config.namespace.clone());
+    let name = args.name.unwrap_or_else(default_name);
+    let supervisor = Supervisor::new();
+    let runner = Runner::new(config.clone(), supervisor.clone(), ResultStore::new(conn.clone(), keys.clone()), name.clone());
+    let apalis = apalis_config(&keys)
+        .heartbeat_interval(HEARTBEAT_INTERVAL)
+        .missed_heartbeats(MISSED_HEARTBEATS);
+    tracing::info!(
+        worker = %name,
+        namespace = %keys.namespace(),
+        redis = %queue::redacted(&config.redis_url),
+        concurrency = config.worker.concurrency,
+        servers = ?config.server_names().collect::<Vec<_>>(),
+        "worker started"
+    );
+
+    let (concurrency, poll, grace) = (config.worker.concurrency, config.worker.poll_interval, config.worker.shutdown_grace);
+    let monitor = Monitor::new().register(move |_restarts| {
+        let storage = RedisStorage::<Value>::new(conn.clone())
+            .with_config(apalis.clone())
+            .poll_with_interval(poll);
+        WorkerBuilder::new(name.clone())
+            .backend(storage)
+            .data(runner.clone())
+            .concurrency(concurrency)
+            .parallelize(tokio::spawn)
+            .build(handle)
+    });
+
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal_task = tokio::spawn(async move {
+        let sig = signals.first().await;
+        tracing::info!(signal = sig, grace = ?grace, "shutting down: no new jobs; running jobs may finish within the grace period");
+        let _ = first_tx.send(());
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; stopping the jobs still running"),
+            sig = signals.second() => tracing::warn!(signal = sig, "second signal; stopping the jobs still running now"),
+        }
+    });
+    let shutdown_signal = async move {
+        let _ = first_rx.await;
+        Ok(())
+    };
+    let terminator = async move {
+        let _ = signal_task.await;
+    };
+    let result = monitor.with_terminator(terminator).run_with_signal(shutdown_signal).await;
+    let killed = supervisor.kill_all();
+    if killed > 0 {
+        tracing::warn!(killed, "killed server process groups of jobs cut off by shutdown");
+    }
+    match result {
+        Ok(()) => {
+            tracing::info!("worker stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(anyhow::anyhow!("worker stopped with an error: {e}")),
+    }
+}
+
+/// The apalis handler: one job. Errors here are Redis errors (the outcome could not be
+/// stored); the job is then not acknowledged as done.
+async fn handle(args: Value, task_id: TaskId, runner: Data<Runner>) -> Result<(), BoxDynError> {
+    runner.run(&task_id.to_string(), args).await?;
+    Ok(())
+}
