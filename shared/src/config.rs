@@ -146,13 +146,25 @@ pub struct ServerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
     /// Overrides `defaults.startup_timeout`.
-    #[serde(default, with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub startup_timeout: Option<Duration>,
     /// Overrides `defaults.call_timeout`.
-    #[serde(default, with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub call_timeout: Option<Duration>,
     /// Overrides `defaults.kill_grace`.
-    #[serde(default, with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kill_grace: Option<Duration>,
 }
 
@@ -255,9 +267,10 @@ impl Config {
             source,
         })?;
         let mut config = if path.extension().is_some_and(|e| e == "json") {
-            let mut c = Config::default();
-            c.servers = read_claude_servers(&path, &text)?;
-            c
+            Config {
+                servers: read_claude_servers(&path, &text)?,
+                ..Config::default()
+            }
         } else {
             toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
                 path: path.clone(),
@@ -274,7 +287,11 @@ impl Config {
                 if config.servers.contains_key(&name) {
                     return Err(ConfigError::Invalid {
                         key: format!("servers.{name}"),
-                        message: format!("defined both in {} and in {}", path.display(), file.display()),
+                        message: format!(
+                            "defined both in {} and in {}",
+                            path.display(),
+                            file.display()
+                        ),
                     });
                 }
                 config.servers.insert(name, server);
@@ -285,7 +302,11 @@ impl Config {
     }
 
     /// Applies overrides from the command line or the environment.
-    pub fn with_overrides(mut self, redis_url: Option<String>, namespace: Option<String>) -> Result<Config, ConfigError> {
+    pub fn with_overrides(
+        mut self,
+        redis_url: Option<String>,
+        namespace: Option<String>,
+    ) -> Result<Config, ConfigError> {
         if let Some(url) = redis_url {
             self.redis_url = url;
         }
@@ -302,7 +323,12 @@ impl Config {
             key: key.to_string(),
             message: message.to_string(),
         };
-        if self.namespace.is_empty() || self.namespace.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if self.namespace.is_empty()
+            || self
+                .namespace
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(invalid("namespace", "must be non-empty, without spaces"));
         }
         if !(1..=1024).contains(&self.worker.concurrency) {
@@ -322,10 +348,16 @@ impl Config {
         }
         for (name, server) in &self.servers {
             if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(invalid(&format!("servers.{name:?}"), "a server name must be non-empty, without spaces"));
+                return Err(invalid(
+                    &format!("servers.{name:?}"),
+                    "a server name must be non-empty, without spaces",
+                ));
             }
             if server.command.trim().is_empty() {
-                return Err(invalid(&format!("servers.{name}.command"), "must not be empty"));
+                return Err(invalid(
+                    &format!("servers.{name}.command"),
+                    "must not be empty",
+                ));
             }
         }
         Ok(())
@@ -339,7 +371,9 @@ impl Config {
     /// The effective deadlines of one server.
     pub fn timeouts(&self, server: &ServerConfig) -> ServerTimeouts {
         ServerTimeouts {
-            startup: server.startup_timeout.unwrap_or(self.defaults.startup_timeout),
+            startup: server
+                .startup_timeout
+                .unwrap_or(self.defaults.startup_timeout),
             call: server.call_timeout.unwrap_or(self.defaults.call_timeout),
             kill_grace: server.kill_grace.unwrap_or(self.defaults.kill_grace),
         }
@@ -357,12 +391,16 @@ pub struct ServerTimeouts {
     pub kill_grace: Duration,
 }
 
-fn read_claude_servers(path: &Path, text: &str) -> Result<BTreeMap<String, ServerConfig>, ConfigError> {
+fn read_claude_servers(
+    path: &Path,
+    text: &str,
+) -> Result<BTreeMap<String, ServerConfig>, ConfigError> {
     let de = &mut serde_json::Deserializer::from_str(text);
-    let file: ClaudeDesktopFile = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: format!("{}: {}", e.path(), e.inner()),
-    })?;
+    let file: ClaudeDesktopFile =
+        serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: format!("{}: {}", e.path(), e.inner()),
+        })?;
     Ok(file
         .mcp_servers
         .into_iter()
@@ -429,13 +467,18 @@ startup_timeout = "2s"
     #[test]
     fn reads_claude_desktop_json_directly_and_by_reference() {
         let dir = temp_dir("claude");
-        let json = r#"{"mcpServers": {"fs": {"command": "npx", "args": ["-y", "x"], "env": {"A": "1"}}}}"#;
+        let json =
+            r#"{"mcpServers": {"fs": {"command": "npx", "args": ["-y", "x"], "env": {"A": "1"}}}}"#;
         let p = write(&dir, "claude.json", json);
         let c = Config::load(Some(&p)).expect("json");
         assert_eq!(c.servers["fs"].command, "npx");
         assert_eq!(c.servers["fs"].env["A"], "1");
 
-        let t = write(&dir, "with-ref.toml", "mcp_servers_file = \"claude.json\"\n[servers.echo]\ncommand = \"e\"\n");
+        let t = write(
+            &dir,
+            "with-ref.toml",
+            "mcp_servers_file = \"claude.json\"\n[servers.echo]\ncommand = \"e\"\n",
+        );
         let c = Config::load(Some(&t)).expect("toml + json");
         assert_eq!(c.server_names().collect::<Vec<_>>(), vec!["echo", "fs"]);
     }
@@ -455,7 +498,9 @@ startup_timeout = "2s"
         let e = Config::load(Some(&p)).expect_err("duration").to_string();
         assert!(e.contains("call_timeout") || e.contains("soon"), "{e}");
 
-        let e = Config::load(Some(&dir.join("missing.toml"))).expect_err("missing").to_string();
+        let e = Config::load(Some(&dir.join("missing.toml")))
+            .expect_err("missing")
+            .to_string();
         assert!(e.contains("missing.toml"), "{e}");
     }
 }

@@ -13,12 +13,14 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = text.parse::<f64>() {
         return from_secs(secs);
     }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. \"30s\", \"500ms\" or \"2m\""))
+    humantime::parse_duration(text).map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write e.g. \"30s\", \"500ms\" or \"2m\"")
+    })
 }
 
 fn from_secs(secs: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{secs} is not a valid number of seconds"))
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{secs} is not a valid number of seconds"))
 }
 
 /// Formats a duration the way [`parse`] reads it.
@@ -40,7 +42,9 @@ pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 /// See [`serialize`].
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    match Raw::deserialize(d).map_err(|_| de::Error::custom("expected a duration such as \"30s\" or a number of seconds"))? {
+    match Raw::deserialize(d).map_err(|_| {
+        de::Error::custom("expected a duration such as \"30s\" or a number of seconds")
+    })? {
         Raw::Text(t) => parse(&t).map_err(de::Error::custom),
         Raw::Secs(s) => from_secs(s).map_err(de::Error::custom),
     }

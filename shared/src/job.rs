@@ -98,9 +98,12 @@ impl fmt::Display for JobId {
 impl FromStr for JobId {
     type Err = JobError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ulid::from_string(s.trim())
-            .map(JobId)
-            .map_err(|e| JobError::invalid("id", format!("`{s}` is not a job id ({e}); ids look like 01JDX6Q6T3N7Z8YV1K0W2M4C5B")))
+        Ulid::from_string(s.trim()).map(JobId).map_err(|e| {
+            JobError::invalid(
+                "id",
+                format!("`{s}` is not a job id ({e}); ids look like 01JDX6Q6T3N7Z8YV1K0W2M4C5B"),
+            )
+        })
     }
 }
 
@@ -185,7 +188,11 @@ pub enum JobPayload {
 pub struct JobOptions {
     /// Deadline for the whole job, from the moment a worker starts it. Default: the
     /// worker's `defaults.job_timeout`.
-    #[serde(default, with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<Duration>,
     /// How many times the job may run in all (default 3).
     #[serde(default = "default_max_attempts")]
@@ -276,7 +283,8 @@ impl Job {
 
     /// Like [`Job::from_json`], from an already parsed value.
     pub fn from_value(value: Value) -> Result<Job, JobError> {
-        let env: Envelope = serde_path_to_error::deserialize(value).map_err(|e| path_error("", e))?;
+        let env: Envelope =
+            serde_path_to_error::deserialize(value).map_err(|e| path_error("", e))?;
         Self::from_envelope(env)
     }
 
@@ -292,10 +300,12 @@ impl Job {
         };
         let payload = match env.kind {
             JobKind::Agent => JobPayload::Agent(
-                serde_path_to_error::deserialize(env.payload).map_err(|e| path_error("payload", e))?,
+                serde_path_to_error::deserialize(env.payload)
+                    .map_err(|e| path_error("payload", e))?,
             ),
             JobKind::Email => JobPayload::Email(
-                serde_path_to_error::deserialize(env.payload).map_err(|e| path_error("payload", e))?,
+                serde_path_to_error::deserialize(env.payload)
+                    .map_err(|e| path_error("payload", e))?,
             ),
         };
         let job = Job {
@@ -310,22 +320,37 @@ impl Job {
     /// Checks what serde cannot: non-empty plans and names, sane options.
     pub fn validate(&self) -> Result<(), JobError> {
         if self.options.max_attempts == 0 {
-            return Err(JobError::invalid("options.max_attempts", "must be at least 1"));
+            return Err(JobError::invalid(
+                "options.max_attempts",
+                "must be at least 1",
+            ));
         }
         if self.options.timeout == Some(Duration::ZERO) {
-            return Err(JobError::invalid("options.timeout", "must be longer than zero"));
+            return Err(JobError::invalid(
+                "options.timeout",
+                "must be longer than zero",
+            ));
         }
         match &self.payload {
             JobPayload::Agent(agent) => {
                 if agent.steps.is_empty() {
-                    return Err(JobError::invalid("payload.steps", "a plan needs at least one step"));
+                    return Err(JobError::invalid(
+                        "payload.steps",
+                        "a plan needs at least one step",
+                    ));
                 }
                 for (i, step) in agent.steps.iter().enumerate() {
                     if step.server.trim().is_empty() {
-                        return Err(JobError::invalid(format!("payload.steps[{i}].server"), "must not be empty"));
+                        return Err(JobError::invalid(
+                            format!("payload.steps[{i}].server"),
+                            "must not be empty",
+                        ));
                     }
                     if step.tool.trim().is_empty() {
-                        return Err(JobError::invalid(format!("payload.steps[{i}].tool"), "must not be empty"));
+                        return Err(JobError::invalid(
+                            format!("payload.steps[{i}].tool"),
+                            "must not be empty",
+                        ));
                     }
                 }
             }
@@ -357,12 +382,19 @@ impl Job {
     }
 
     /// Rejects the job if it names a server for which `is_known` is false.
-    pub fn check_servers<'a>(&self, known: impl IntoIterator<Item = &'a str> + Clone) -> Result<(), JobError> {
+    pub fn check_servers<'a>(
+        &self,
+        known: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Result<(), JobError> {
         for (path, server) in self.servers() {
             if !known.clone().into_iter().any(|k| k == server) {
                 let mut names: Vec<&str> = known.clone().into_iter().collect();
                 names.sort_unstable();
-                let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+                let known = if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                };
                 return Err(JobError::UnknownServer {
                     path,
                     server: server.to_string(),
@@ -431,14 +463,20 @@ mod tests {
 
         let mut v = agent_json();
         v["colour"] = json!("red");
-        assert!(Job::from_value(v).expect_err("unknown").to_string().contains("colour"));
+        assert!(Job::from_value(v)
+            .expect_err("unknown")
+            .to_string()
+            .contains("colour"));
     }
 
     #[test]
     fn missing_fields_and_bad_kinds_are_named() {
         let v = json!({"kind": "agent", "payload": {"steps": [{"server": "echo"}]}});
         let text = Job::from_value(v).expect_err("missing tool").to_string();
-        assert!(text.contains("payload.steps[0]") && text.contains("tool"), "{text}");
+        assert!(
+            text.contains("payload.steps[0]") && text.contains("tool"),
+            "{text}"
+        );
 
         let v = json!({"kind": "fax", "payload": {}});
         let text = Job::from_value(v).expect_err("bad kind").to_string();
@@ -449,16 +487,25 @@ mod tests {
     fn wrong_version_is_rejected() {
         let mut v = agent_json();
         v["version"] = json!(2);
-        assert_eq!(Job::from_value(v), Err(JobError::UnsupportedVersion { found: 2 }));
+        assert_eq!(
+            Job::from_value(v),
+            Err(JobError::UnsupportedVersion { found: 2 })
+        );
     }
 
     #[test]
     fn empty_plan_and_zero_attempts_are_rejected() {
         let v = json!({"kind": "agent", "payload": {"steps": []}});
-        assert!(Job::from_value(v).expect_err("empty").to_string().contains("payload.steps"));
+        assert!(Job::from_value(v)
+            .expect_err("empty")
+            .to_string()
+            .contains("payload.steps"));
         let mut v = agent_json();
         v["options"]["max_attempts"] = json!(0);
-        assert!(Job::from_value(v).expect_err("zero").to_string().contains("max_attempts"));
+        assert!(Job::from_value(v)
+            .expect_err("zero")
+            .to_string()
+            .contains("max_attempts"));
     }
 
     #[test]
@@ -476,6 +523,9 @@ mod tests {
     fn bad_ids_are_rejected() {
         let mut v = agent_json();
         v["id"] = json!("not-an-id");
-        assert!(Job::from_value(v).expect_err("bad id").to_string().contains("id"));
+        assert!(Job::from_value(v)
+            .expect_err("bad id")
+            .to_string()
+            .contains("id"));
     }
 }

@@ -62,7 +62,12 @@ fn failure(kind: &str, message: String, retryable: bool) -> JobFailure {
 
 impl Runner {
     /// A runner for `worker` (its unique name).
-    pub fn new(config: Arc<Config>, supervisor: Supervisor, store: ResultStore, worker: impl Into<String>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        supervisor: Supervisor,
+        store: ResultStore,
+        worker: impl Into<String>,
+    ) -> Self {
         Runner {
             config,
             supervisor,
@@ -78,7 +83,12 @@ impl Runner {
 
     /// Runs the job the queue delivered as `raw` with queue id `task_id`.
     pub async fn run(&self, task_id: &str, raw: Value) -> Result<RunSummary, QueueError> {
-        let id: JobId = match raw.get("id").and_then(Value::as_str).unwrap_or(task_id).parse() {
+        let id: JobId = match raw
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or(task_id)
+            .parse()
+        {
             Ok(id) => id,
             Err(_) => task_id.parse().map_err(|_| QueueError::Corrupt {
                 id: task_id.to_string(),
@@ -91,7 +101,9 @@ impl Runner {
         let elapsed = started.elapsed();
         match &outcome {
             Ok(_) => tracing::info!(job = %id, attempt, ?elapsed, "job succeeded"),
-            Err(f) => tracing::warn!(job = %id, attempt, ?elapsed, kind = %f.kind, "job failed: {}", f.message),
+            Err(f) => {
+                tracing::warn!(job = %id, attempt, ?elapsed, kind = %f.kind, "job failed: {}", f.message)
+            }
         }
         self.store.record_finished(&id, &outcome).await?;
         Ok(RunSummary {
@@ -105,7 +117,10 @@ impl Runner {
         let job = Job::from_value(raw).map_err(|e| failure("invalid_job", e.to_string(), false))?;
         job.check_servers(self.config.server_names())
             .map_err(|e| failure("unknown_server", e.to_string(), false))?;
-        let timeout = job.options.timeout.unwrap_or(self.config.defaults.job_timeout);
+        let timeout = job
+            .options
+            .timeout
+            .unwrap_or(self.config.defaults.job_timeout);
         let deadline = Instant::now() + timeout;
         let work = async {
             match &job.payload {
@@ -126,7 +141,11 @@ impl Runner {
         };
         match tokio::time::timeout(timeout + DEADLINE_SLACK, work).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(failure("timeout", format!("the job did not finish within its timeout of {timeout:?}"), true)),
+            Err(_) => Err(failure(
+                "timeout",
+                format!("the job did not finish within its timeout of {timeout:?}"),
+                true,
+            )),
         }
     }
 }

@@ -1,1 +1,8 @@
+//! End-to-end tests: the real `mcpq` and `mcpq-worker` binaries, the real Redis, real
+//! MCP server processes. One module per topic.
 
+mod bad_input; // invalid jobs and configs: clear errors, exit 2, nothing enqueued
+mod end_to_end; // submit -> worker -> MCP server -> result, one job to many
+mod failures; // tool errors, server crashes, stderr floods
+mod shutdown; // SIGTERM with jobs running: exit 0, no process left
+mod signals; // the clean signal state of every MCP server

@@ -1,1 +1,296 @@
+//! Helpers for mcpq's end-to-end tests: real binaries, real Redis, real processes.
+//!
+//! - [`TestEnv`]: a unique Redis namespace and temp directory per test, a config file
+//!   whose `echo` server is the fixture binary; its keys are deleted when it drops
+//!   (never FLUSHALL/FLUSHDB).
+//! - [`WorkerProc`]: a running `mcpq-worker`, stopped (SIGTERM, then SIGKILL) on drop.
+//! - [`TestEnv::mcpq`]: runs the `mcpq` CLI against the test's config.
+//!
+//! The binaries are looked up next to the test executable (`target/<profile>/`); build
+//! them first with `cargo build --workspace --bins` (the README's test command does).
 
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Redis used by the tests (`REDIS_URL`, default the local one).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}
+
+/// Path of a workspace binary built next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One test's world: namespace, directory, config.
+pub struct TestEnv {
+    /// Unique Redis key namespace.
+    pub namespace: String,
+    /// Unique temp directory (removed on drop).
+    pub dir: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+}
+
+impl TestEnv {
+    /// A fresh env named after `tag`, with the fixture as server `echo` and `extra` TOML
+    /// appended to the config (more servers, `[worker]` settings...).
+    pub fn new(tag: &str, extra: &str) -> TestEnv {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let namespace = format!(
+            "mcpq-test-{tag}-{}-{n}-{}",
+            std::process::id(),
+            ulid::Ulid::generate()
+        );
+        let dir = std::env::temp_dir().join(&namespace);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let config = dir.join("mcpq.toml");
+        let text = format!(
+            "namespace = \"{namespace}\"\nredis_url = \"{}\"\n{extra}\n[servers.echo]\ncommand = \"{}\"\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{}\" }}\n",
+            redis_url(),
+            bin("mcpq-fixture").display(),
+            dir.join("spawns.log").display(),
+        );
+        std::fs::write(&config, text).expect("write config");
+        TestEnv {
+            namespace,
+            dir,
+            config,
+        }
+    }
+
+    /// Pids of every fixture server started so far in this env.
+    pub fn fixture_pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.dir.join("spawns.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Starts a worker with the env's config and `args`.
+    pub fn worker(&self, args: &[&str]) -> WorkerProc {
+        self.worker_with(args, |_| {})
+    }
+
+    /// Starts a worker, letting `setup` change the command (e.g. its signal state).
+    pub fn worker_with(&self, args: &[&str], setup: impl FnOnce(&mut Command)) -> WorkerProc {
+        let log = self.dir.join(format!(
+            "worker-{}.log",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let file = std::fs::File::create(&log).expect("worker log");
+        let mut cmd = Command::new(bin("mcpq-worker"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("MCPQ_CONFIG")
+            .env_remove("MCPQ_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file);
+        setup(&mut cmd);
+        let child = cmd.spawn().expect("start mcpq-worker");
+        WorkerProc { child, log }
+    }
+
+    /// Runs `mcpq ARGS` with this env's config; `stdin` is fed to it.
+    pub fn mcpq_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(bin("mcpq"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("MCPQ_CONFIG")
+            .env_remove("MCPQ_NAMESPACE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mcpq");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin)
+            .expect("feed stdin");
+        child.wait_with_output().expect("mcpq output")
+    }
+
+    /// Runs `mcpq ARGS` with this env's config.
+    pub fn mcpq(&self, args: &[&str]) -> Output {
+        self.mcpq_with_stdin(args, b"")
+    }
+
+    /// `mcpq submit ...` and returns the printed job id (asserts success).
+    pub fn submit(&self, args: &[&str]) -> String {
+        let mut all = vec!["submit"];
+        all.extend_from_slice(args);
+        let out = self.mcpq(&all);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "submit failed: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// A sync Redis connection.
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(redis_url())
+            .and_then(|c| c.get_connection())
+            .expect("Redis must run at REDIS_URL (scripts/dev-up starts one)")
+    }
+
+    /// Every key of this env's namespace.
+    pub fn keys(&self) -> Vec<String> {
+        let mut conn = self.redis();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.namespace))
+            .query(&mut conn)
+            .expect("KEYS");
+        keys
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.namespace))
+                .query(&mut conn)
+                .unwrap_or_default();
+            for chunk in keys.chunks(500) {
+                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `mcpq-worker`.
+pub struct WorkerProc {
+    /// The process.
+    pub child: Child,
+    /// Its log file (stdout + stderr).
+    pub log: PathBuf,
+}
+
+impl WorkerProc {
+    /// Pid of the worker.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` to the worker.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid only sends a signal.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+
+    /// Waits up to `within` for the worker to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The worker's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, within: Duration) -> bool {
+        wait_until(within, || self.log_text().contains(needle))
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGTERM);
+            if self.wait_exit(Duration::from_secs(15)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `within` passes.
+pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True while a process with this pid exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the ")" that closes the command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            state != Some('Z')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Lossy text of process output.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Makes a worker command start with SIGCHLD blocked and SIGINT/SIGTERM ignored, the
+/// state a careless parent (a Python queue worker, a shell, a service manager) leaves.
+pub fn start_with_hostile_signal_state(cmd: &mut Command) {
+    // SAFETY: only async-signal-safe calls (sigemptyset, sigaddset, sigprocmask,
+    // signal) on stack values, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+}

@@ -30,7 +30,9 @@ pub fn init(format: LogFormat) -> WorkerGuard {
         .finish(std::io::stderr());
     let filter = EnvFilter::try_from_env("MCPQ_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info,apalis=warn,apalis_core=warn,apalis_redis=warn,rmcp=warn"));
+        .unwrap_or_else(|_| {
+            EnvFilter::new("info,apalis=warn,apalis_core=warn,apalis_redis=warn,rmcp=warn")
+        });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

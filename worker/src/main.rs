@@ -84,7 +84,10 @@ fn main() -> ExitCode {
         ),
         Err(e) => tracing::error!("could not reset the inherited signal state: {e}"),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
@@ -110,7 +113,9 @@ fn default_name() -> String {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(args.config.as_deref()).and_then(|c| c.with_overrides(args.redis_url, args.namespace)) {
+    let config = match Config::load(args.config.as_deref())
+        .and_then(|c| c.with_overrides(args.redis_url, args.namespace))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mcpq-worker: {e}");
@@ -137,7 +142,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let keys = Keys::new(config.namespace.clone());
     let name = args.name.unwrap_or_else(default_name);
     let supervisor = Supervisor::new();
-    let runner = Runner::new(config.clone(), supervisor.clone(), ResultStore::new(conn.clone(), keys.clone()), name.clone());
+    let runner = Runner::new(
+        config.clone(),
+        supervisor.clone(),
+        ResultStore::new(conn.clone(), keys.clone()),
+        name.clone(),
+    );
     let apalis = apalis_config(&keys)
         .heartbeat_interval(HEARTBEAT_INTERVAL)
         .missed_heartbeats(MISSED_HEARTBEATS);
@@ -150,7 +160,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "worker started"
     );
 
-    let (concurrency, poll, grace) = (config.worker.concurrency, config.worker.poll_interval, config.worker.shutdown_grace);
+    let (concurrency, poll, grace) = (
+        config.worker.concurrency,
+        config.worker.poll_interval,
+        config.worker.shutdown_grace,
+    );
     let monitor = Monitor::new().register(move |_restarts| {
         let storage = RedisStorage::<Value>::new(conn.clone())
             .with_config(apalis.clone())
@@ -180,10 +194,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let terminator = async move {
         let _ = signal_task.await;
     };
-    let result = monitor.with_terminator(terminator).run_with_signal(shutdown_signal).await;
+    let result = monitor
+        .with_terminator(terminator)
+        .run_with_signal(shutdown_signal)
+        .await;
     let killed = supervisor.kill_all();
     if killed > 0 {
-        tracing::warn!(killed, "killed server process groups of jobs cut off by shutdown");
+        tracing::warn!(
+            killed,
+            "killed server process groups of jobs cut off by shutdown"
+        );
     }
     match result {
         Ok(()) => {

@@ -73,19 +73,28 @@ async fn run_steps(
             retryable,
         };
         let Some(server) = ctx.config.servers.get(&step.server) else {
-            return Err(fail("unknown_server", format!("server `{}` is not configured on this worker", step.server), false));
+            return Err(fail(
+                "unknown_server",
+                format!("server `{}` is not configured on this worker", step.server),
+                false,
+            ));
         };
         let timeouts = ctx.config.timeouts(server);
         if !sessions.contains_key(&step.server) {
-            let session = McpSession::start(ctx.supervisor, &step.server, server, timeouts, ctx.deadline)
-                .await
-                .map_err(|e| mcp_failure(i, &step.server, &step.tool, &e))?;
+            let session =
+                McpSession::start(ctx.supervisor, &step.server, server, timeouts, ctx.deadline)
+                    .await
+                    .map_err(|e| mcp_failure(i, &step.server, &step.tool, &e))?;
             sessions.insert(step.server.clone(), session);
         }
         let session = sessions.get_mut(&step.server).expect("inserted above");
         let left = ctx.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(fail("timeout", "the job's deadline passed before this step could start".to_string(), true));
+            return Err(fail(
+                "timeout",
+                "the job's deadline passed before this step could start".to_string(),
+                true,
+            ));
         }
         let result = session
             .call_tool(&step.tool, step.arguments.clone(), timeouts.call.min(left))
@@ -93,7 +102,14 @@ async fn run_steps(
             .map_err(|e| mcp_failure(i, &step.server, &step.tool, &e))?;
         if result.is_error == Some(true) {
             let text = tool_text(&result);
-            let mut failure = fail("tool_error", format!("tool `{}` on server `{}` returned an error: {text}", step.tool, step.server), true);
+            let mut failure = fail(
+                "tool_error",
+                format!(
+                    "tool `{}` on server `{}` returned an error: {text}",
+                    step.tool, step.server
+                ),
+                true,
+            );
             failure.stderr_tail = session.stderr_tail();
             return Err(failure);
         }

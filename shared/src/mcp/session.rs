@@ -135,7 +135,9 @@ impl std::fmt::Debug for McpSession {
 }
 
 fn status_text(status: Option<ExitStatus>) -> String {
-    status.map(|s| describe_exit(&s)).unwrap_or_else(|| "still running".to_string())
+    status
+        .map(|s| describe_exit(&s))
+        .unwrap_or_else(|| "still running".to_string())
 }
 
 impl McpSession {
@@ -150,10 +152,16 @@ impl McpSession {
     ) -> Result<McpSession, McpError> {
         let mut process = supervisor.spawn(name, config, timeouts.kill_grace)?;
         let (stdout, stdin) = process.take_stdio().expect("a fresh process has its pipes");
-        let limit = timeouts.startup.min(deadline.saturating_duration_since(Instant::now()));
+        let limit = timeouts
+            .startup
+            .min(deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(limit, ().serve((stdout, stdin))).await {
             Ok(Ok(client)) => {
-                tracing::debug!(server = name, pid = process.pid(), "MCP session initialized");
+                tracing::debug!(
+                    server = name,
+                    pid = process.pid(),
+                    "MCP session initialized"
+                );
                 Ok(McpSession {
                     name: name.to_string(),
                     process,
@@ -274,7 +282,9 @@ impl McpSession {
 
     /// Closes the session and stops the process tree (see [`ServerProcess::stop`]).
     pub async fn shutdown(self) {
-        let McpSession { client, process, .. } = self;
+        let McpSession {
+            client, process, ..
+        } = self;
         // Cancelling the client drops its transport, which closes the server's stdin.
         let _ = tokio::time::timeout(Duration::from_secs(1), client.cancel()).await;
         process.stop().await;

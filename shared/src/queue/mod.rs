@@ -57,7 +57,9 @@ impl QueueError {
     pub fn is_unreachable(&self) -> bool {
         match self {
             QueueError::Unreachable { .. } => true,
-            QueueError::Command(e) => e.is_connection_refusal() || e.is_io_error() || e.is_timeout(),
+            QueueError::Command(e) => {
+                e.is_connection_refusal() || e.is_io_error() || e.is_timeout()
+            }
             QueueError::Storage(apalis_redis::Error::Database(e)) => {
                 e.is_connection_refusal() || e.is_io_error() || e.is_timeout()
             }
@@ -69,7 +71,9 @@ impl QueueError {
 /// Strips a password from a Redis URL for messages.
 pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_string(),
     }
 }
@@ -85,10 +89,18 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, QueueError> {
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(Duration::from_secs(30)))
         .set_number_of_retries(2);
-    match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_connection_manager_with_config(config)).await {
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT * 2,
+        client.get_connection_manager_with_config(config),
+    )
+    .await
+    {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(unreachable(e.to_string())),
-        Err(_) => Err(unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs() * 2))),
+        Err(_) => Err(unreachable(format!(
+            "no answer within {}s",
+            CONNECT_TIMEOUT.as_secs() * 2
+        ))),
     }
 }
 
@@ -98,7 +110,10 @@ mod tests {
 
     #[test]
     fn passwords_are_not_shown() {
-        assert_eq!(redacted("redis://:secret@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(
+            redacted("redis://:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

@@ -187,14 +187,19 @@ impl ResultStore {
     }
 
     /// Stores the outcome of a run.
-    pub async fn record_finished(&self, id: &JobId, outcome: &Result<Value, JobFailure>) -> Result<(), QueueError> {
+    pub async fn record_finished(
+        &self,
+        id: &JobId,
+        outcome: &Result<Value, JobFailure>,
+    ) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         let (status, field, body) = match outcome {
             Ok(result) => (JobStatus::Succeeded, "result", result.to_string()),
             Err(failure) => (
                 JobStatus::Failed,
                 "error",
-                serde_json::to_string(failure).expect("a failure is plain data and always serializes"),
+                serde_json::to_string(failure)
+                    .expect("a failure is plain data and always serializes"),
             ),
         };
         let _: () = conn

@@ -87,11 +87,20 @@ impl Supervisor {
 
     /// Starts `config.command` for server `name`. Stdin and stdout are pipes for MCP;
     /// stderr is drained into [`ServerProcess::stderr`].
-    pub fn spawn(&self, name: &str, config: &ServerConfig, kill_grace: Duration) -> Result<ServerProcess, SpawnError> {
+    pub fn spawn(
+        &self,
+        name: &str,
+        config: &ServerConfig,
+        kill_grace: Duration,
+    ) -> Result<ServerProcess, SpawnError> {
         let mut cmd = Command::new(&config.command);
         cmd.args(&config.args)
             .env_clear()
-            .envs(INHERITED_ENV.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v))))
+            .envs(
+                INHERITED_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+            )
             .envs(&config.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -109,16 +118,30 @@ impl Supervisor {
         }
         let mut child = cmd.spawn().map_err(|source| {
             let (server, command) = (name.to_string(), config.command.clone());
-            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied) {
-                SpawnError::NotFound { server, command, source }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ) {
+                SpawnError::NotFound {
+                    server,
+                    command,
+                    source,
+                }
             } else {
-                SpawnError::Io { server, command, source }
+                SpawnError::Io {
+                    server,
+                    command,
+                    source,
+                }
             }
         })?;
         let pid = child.id().expect("a child that was just spawned has a pid");
         let stderr = child.stderr.take().expect("stderr was piped");
         let stderr = stderr::drain(name.to_string(), pid, stderr);
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, name.to_string());
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid, name.to_string());
         tracing::debug!(server = name, pid, command = %config.command, "server started");
         Ok(ServerProcess {
             name: name.to_string(),
@@ -136,13 +159,23 @@ impl Supervisor {
 
     /// Pids (= process group ids) of every server still running.
     pub fn live_pids(&self) -> Vec<u32> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// SIGKILL to every live server's process group. For the end of worker shutdown,
     /// after jobs had their grace period.
     pub fn kill_all(&self) -> usize {
-        let live: Vec<(u32, String)> = self.live.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let live: Vec<(u32, String)> = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
         for (pid, name) in &live {
             tracing::warn!(server = %name, pid, "killing server process group at shutdown");
             let _ = unix::signal_group(*pid, libc::SIGKILL);
@@ -257,13 +290,17 @@ impl ServerProcess {
             // 3. SIGKILL cannot be ignored; the leader is then reaped below.
             tracing::warn!(server = %self.name, pid = self.pid, grace = ?self.kill_grace, "server ignored SIGTERM; sending SIGKILL to its process group");
             let _ = unix::signal_group(self.pid, libc::SIGKILL);
-            self.wait_group_gone(Instant::now() + Duration::from_secs(1)).await;
+            self.wait_group_gone(Instant::now() + Duration::from_secs(1))
+                .await;
         }
         self.finish()
     }
 
     fn finish(&mut self) -> Option<ExitStatus> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.pid);
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.pid);
         self.exit
     }
 }
@@ -276,6 +313,9 @@ impl Drop for ServerProcess {
         if self.exit.is_none() || unix::group_exists(self.pid) {
             let _ = unix::signal_group(self.pid, libc::SIGKILL);
         }
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.pid);
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.pid);
     }
 }

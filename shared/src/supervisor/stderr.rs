@@ -123,7 +123,12 @@ mod tests {
         for i in 0..10_000 {
             t.push(format!("line {i}\n").as_bytes());
         }
-        assert_eq!(t.total_bytes(), (0..10_000).map(|i| format!("line {i}\n").len() as u64).sum());
+        assert_eq!(
+            t.total_bytes(),
+            (0..10_000)
+                .map(|i| format!("line {i}\n").len() as u64)
+                .sum::<u64>()
+        );
         let text = t.text(100);
         assert!(text.ends_with("line 9999\n"), "{text}");
         assert!(text.starts_with('['), "{text}");

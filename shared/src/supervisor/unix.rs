@@ -46,6 +46,8 @@ pub(crate) unsafe fn prepare_child(parent: libc::pid_t) -> io::Result<()> {
                 libc::sigaction(sig, &action, std::ptr::null_mut());
             }
         }
+        #[cfg(target_os = "linux")]
+        reset_reserved_signals();
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
@@ -56,7 +58,14 @@ pub(crate) unsafe fn prepare_child(parent: libc::pid_t) -> io::Result<()> {
         }
         #[cfg(target_os = "linux")]
         {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             if libc::getppid() != parent {
@@ -67,12 +76,54 @@ pub(crate) unsafe fn prepare_child(parent: libc::pid_t) -> io::Result<()> {
             // through a CLOEXEC pipe that must stay open until exec. ENOSYS (kernel < 5.11)
             // is ignored: std and tokio open their descriptors with O_CLOEXEC anyway.
             const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-            libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC);
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            );
         }
         #[cfg(not(target_os = "linux"))]
         let _ = parent;
     }
     Ok(())
+}
+
+/// Signals 32 and 33 (glibc's SIGCANCEL and SIGSETXID) back to SIG_DFL with the raw
+/// `rt_sigaction` syscall, which glibc's wrapper refuses for them. A parent that left them
+/// ignored would otherwise pass that on to the server through exec.
+///
+/// # Safety
+/// Only for the child between fork and exec (glibc's own threads no longer exist there).
+#[cfg(target_os = "linux")]
+unsafe fn reset_reserved_signals() {
+    /// The kernel's `struct sigaction` (not glibc's): handler, flags, restorer, mask.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let action = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in [32, 33] {
+        // SAFETY: rt_sigaction with a valid struct pointer and the kernel's sigset size
+        // (8 bytes); async-signal-safe.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &action as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
 }
 
 /// What [`reset_own_signal_state`] changed.
@@ -128,7 +179,8 @@ pub fn reset_own_signal_state() -> io::Result<SignalReset> {
 /// Sends `sig` to every process of the group `pgid`. Returns `Ok(false)` when the group
 /// no longer exists.
 pub(crate) fn signal_group(pgid: u32, sig: libc::c_int) -> io::Result<bool> {
-    let pgid = libc::pid_t::try_from(pgid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let pgid =
+        libc::pid_t::try_from(pgid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     if pgid <= 1 {
         // kill(-1) or kill(0) would hit far more than one server: never.
         return Err(io::Error::from_raw_os_error(libc::EINVAL));

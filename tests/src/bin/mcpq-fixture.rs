@@ -56,10 +56,44 @@ struct FloodArgs {
 
 struct Fixture;
 
+/// `/proc/self/status` as it was before Rust's runtime started: the Rust runtime sets
+/// SIGPIPE to ignored before `main`, so only a constructor in `.init_array` (run by the
+/// loader before Rust's start-up code) sees the signal state the process inherited.
+static INHERITED_STATUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Descriptors open at exec (listing /proc/self/fd opens one more, which is left out).
+static INHERITED_FDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+extern "C" fn capture_inherited_status() {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let _ = INHERITED_STATUS.set(status);
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        let own_pid_fd_dir = format!("/proc/{}/fd", std::process::id());
+        let mut fds: Vec<u32> = dir
+            .filter_map(|e| e.ok())
+            // Leave out the descriptor of the directory being listed.
+            .filter(|e| {
+                std::fs::read_link(e.path()).map_or(true, |t| t.to_string_lossy() != own_pid_fd_dir)
+            })
+            .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+            .collect();
+        fds.sort_unstable();
+        let _ = INHERITED_FDS.set(fds);
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static CAPTURE_INHERITED_STATUS: extern "C" fn() = capture_inherited_status;
+
 /// Signal numbers set in a hex mask from /proc/self/status.
 fn signals_in(mask: &str) -> Vec<u32> {
     let bits = u64::from_str_radix(mask.trim(), 16).unwrap_or(0);
-    (0..64).filter(|i| bits & (1u64 << i) != 0).map(|i| i + 1).collect()
+    (0..64)
+        .filter(|i| bits & (1u64 << i) != 0)
+        .map(|i| i + 1)
+        .collect()
 }
 
 fn status_field(status: &str, name: &str) -> String {
@@ -88,7 +122,10 @@ impl Fixture {
     }
 
     #[tool(description = "Return a tool error (isError: true)")]
-    async fn fail(&self, Parameters(FailArgs { message }): Parameters<FailArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn fail(
+        &self,
+        Parameters(FailArgs { message }): Parameters<FailArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         let text = message.unwrap_or_else(|| "the fixture failed on purpose".to_string());
         Ok(CallToolResult::error(vec![ContentBlock::text(text)]))
     }
@@ -115,17 +152,17 @@ impl Fixture {
         format!("wrote {bytes} bytes to stderr")
     }
 
-    #[tool(description = "Report this process's blocked and ignored signals, pid, process group and session")]
+    #[tool(
+        description = "Report the blocked and ignored signals this process inherited, its pid, process group and session"
+    )]
     async fn signal_state(&self) -> Result<String, ErrorData> {
-        let status = std::fs::read_to_string("/proc/self/status")
-            .map_err(|e| ErrorData::internal_error(format!("cannot read /proc/self/status: {e}"), None))?;
-        let blocked = status_field(&status, "SigBlk:");
-        let ignored = status_field(&status, "SigIgn:");
+        let status = INHERITED_STATUS.get().ok_or_else(|| {
+            ErrorData::internal_error("could not read /proc/self/status at start-up", None)
+        })?;
+        let blocked = status_field(status, "SigBlk:");
+        let ignored = status_field(status, "SigIgn:");
         // SAFETY: getpid/getpgrp/getsid(0) have no preconditions and cannot fail.
         let (pid, pgid, sid) = unsafe { (libc::getpid(), libc::getpgrp(), libc::getsid(0)) };
-        let fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
         Ok(json!({
             "pid": pid,
             "pgid": pgid,
@@ -134,7 +171,7 @@ impl Fixture {
             "ignored_mask": ignored,
             "blocked": signals_in(&blocked),
             "ignored": signals_in(&ignored),
-            "open_fds": fds.len(),
+            "inherited_fds": INHERITED_FDS.get(),
         })
         .to_string())
     }
@@ -143,10 +180,18 @@ impl Fixture {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     if let Some(path) = std::env::var_os("MCPQ_FIXTURE_SPAWN_LOG") {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        writeln!(f, "{}", std::process::id())?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        // One write(2) per line: O_APPEND keeps concurrent servers' lines whole.
+        f.write_all(format!("{}\n", std::process::id()).as_bytes())?;
     }
-    eprintln!("mcpq-fixture {} listening on stdio (pid {})", env!("CARGO_PKG_VERSION"), std::process::id());
+    eprintln!(
+        "mcpq-fixture {} listening on stdio (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
     let service = Fixture.serve(rmcp::transport::stdio()).await?;
     service.waiting().await?;
     Ok(())

@@ -1,0 +1,143 @@
+//! The command line, as typed: clap types only, no I/O.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Submit jobs to mcpq and read their status and results.
+///
+/// mcpq is a job queue whose workers run MCP tools. `mcpq` puts jobs into Redis;
+/// `mcpq-worker` runs them against the MCP servers named in its config.
+#[derive(Debug, Parser)]
+#[command(name = "mcpq", version, after_long_help = EXIT_CODES)]
+pub struct Cli {
+    /// Config file (mcpq.toml or Claude Desktop JSON); its server list is what jobs may name.
+    #[arg(long, global = true, env = "MCPQ_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Redis URL; overrides redis_url in the config.
+    #[arg(long, global = true, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Key namespace; overrides namespace in the config.
+    #[arg(long, global = true, env = "MCPQ_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Print one JSON object per line on stdout (each with a "type" field) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0  success (the job succeeded, or the command did what it says)
+  1  the job failed
+  2  usage or input error (bad flags, invalid job, unknown server or job id)
+  3  cannot reach Redis
+  4  the job has not finished (result of a running job, wait timed out)";
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a job and print its id.
+    ///
+    /// The job comes from a JSON file, from stdin (`-`), or from flags (`mcpq submit agent ...`).
+    #[command(args_conflicts_with_subcommands = true, after_long_help = SUBMIT_EXAMPLES)]
+    Submit(SubmitArgs),
+    /// Show where a job is: queued, running, succeeded or failed.
+    #[command(after_long_help = "Example:\n  mcpq status 01JDX6Q6T3N7Z8YV1K0W2M4C5B --json")]
+    Status(IdArg),
+    /// Print a finished job's result (exit 1 and the error if it failed, 4 if not finished).
+    #[command(after_long_help = "Example:\n  mcpq result 01JDX6Q6T3N7Z8YV1K0W2M4C5B")]
+    Result(IdArg),
+    /// Wait until a job finishes, then print its result like `mcpq result`.
+    #[command(after_long_help = "Example:\n  mcpq wait 01JDX6Q6T3N7Z8YV1K0W2M4C5B --timeout 30s")]
+    Wait(WaitArgs),
+}
+
+const SUBMIT_EXAMPLES: &str = r#"Examples:
+  mcpq submit agent --server echo --tool echo --args '{"text":"hi"}' --timeout 30s
+  mcpq submit job.json
+  echo '{"kind":"agent","payload":{"steps":[{"server":"echo","tool":"add","arguments":{"a":1,"b":2}}]}}' | mcpq submit -
+  mcpq submit job.json --wait    # submit, then wait and print the result
+
+Job file format (version and id are optional):
+  {"version": 1, "kind": "agent",
+   "payload": {"steps": [{"server": "echo", "tool": "echo", "arguments": {"text": "hi"}}]},
+   "options": {"timeout": "30s", "max_attempts": 3, "priority": 0, "idempotency_key": "k"}}"#;
+
+/// `mcpq submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A job JSON file, or `-` for stdin.
+    pub file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub kind: Option<SubmitKind>,
+    #[command(flatten)]
+    pub options: JobOptionArgs,
+    /// After submitting, wait for the result and print it (exit status as `mcpq wait`).
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Job options shared by every way to submit; they override the file's `options`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct JobOptionArgs {
+    /// Deadline of the whole job once a worker starts it, e.g. 30s, 2m.
+    #[arg(long, global = true, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Most runs of the job in all.
+    #[arg(long, global = true)]
+    pub max_attempts: Option<u32>,
+    /// Higher runs first.
+    #[arg(long, global = true)]
+    pub priority: Option<i32>,
+    /// A second submit with the same key returns the first job's id.
+    #[arg(long, global = true)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Jobs built from flags.
+#[derive(Debug, Subcommand)]
+pub enum SubmitKind {
+    /// An agent job with one tool call.
+    #[command(
+        after_long_help = "Example:\n  mcpq submit agent --server echo --tool echo --args '{\"text\":\"hi\"}' --timeout 30s"
+    )]
+    Agent(AgentArgs),
+}
+
+/// `mcpq submit agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// A server name from the config.
+    #[arg(long)]
+    pub server: String,
+    /// The tool to call.
+    #[arg(long)]
+    pub tool: String,
+    /// The tool's arguments, a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub args: String,
+}
+
+/// A job id.
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// The id `mcpq submit` printed.
+    pub id: String,
+}
+
+/// `mcpq wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// The id `mcpq submit` printed.
+    pub id: String,
+    /// Give up after this long (exit 4), e.g. 30s.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    mcpq_shared::duration::parse(s)
+}

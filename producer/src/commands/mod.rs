@@ -1,0 +1,55 @@
+//! The commands, after the command line is parsed: resolve config and Redis, then act.
+
+mod result;
+mod status;
+mod submit;
+mod wait;
+
+use mcpq_shared::job::JobId;
+use mcpq_shared::queue::{self, Keys, Producer};
+use mcpq_shared::Config;
+
+use crate::cli::{Cli, Command};
+use crate::exit;
+
+/// What every command needs, resolved from flags, env and the config file.
+pub struct Ctx {
+    pub config: Config,
+    pub json: bool,
+}
+
+impl Ctx {
+    /// Connects to Redis (exit 3 with the URL if it cannot).
+    pub async fn producer(&self) -> anyhow::Result<Producer> {
+        let conn = queue::connect(&self.config.redis_url)
+            .await
+            .map_err(exit::queue)?;
+        Ok(Producer::new(
+            conn,
+            Keys::new(self.config.namespace.clone()),
+        ))
+    }
+}
+
+/// Parses a job id argument (exit 2 if it is not one).
+pub fn parse_id(text: &str) -> anyhow::Result<JobId> {
+    text.parse()
+        .map_err(|e: mcpq_shared::job::JobError| exit::usage(e.to_string()))
+}
+
+/// Runs the parsed command; returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let config = Config::load(cli.config.as_deref())
+        .and_then(|c| c.with_overrides(cli.redis_url.clone(), cli.namespace.clone()))
+        .map_err(|e| exit::usage(e.to_string()))?;
+    let ctx = Ctx {
+        config,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Submit(args) => submit::run(&ctx, args).await,
+        Command::Status(args) => status::run(&ctx, &args.id).await,
+        Command::Result(args) => result::run(&ctx, &args.id).await,
+        Command::Wait(args) => wait::run(&ctx, &args.id, args.timeout).await,
+    }
+}

@@ -1,0 +1,99 @@
+//! `mcpq submit`: build a job (file, stdin or flags), validate it against the config's
+//! servers, record and push it, print its id. Nothing is written to Redis unless the job
+//! is valid.
+
+use std::io::Read;
+
+use mcpq_shared::job::{Job, PlanStep};
+use serde_json::{json, Map, Value};
+
+use crate::cli::{SubmitArgs, SubmitKind};
+use crate::commands::{wait, Ctx};
+use crate::{exit, output};
+
+/// How long `submit --wait` waits beyond the job's own timeout for a worker to pick it up.
+const WAIT_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn read_source(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| exit::usage(format!("cannot read the job from stdin: {e}")))?;
+        Ok(buf)
+    } else {
+        std::fs::read(path)
+            .map_err(|e| exit::usage(format!("cannot read job file {}: {e}", path.display())))
+    }
+}
+
+fn build(args: &SubmitArgs) -> anyhow::Result<Job> {
+    let mut job = match (&args.kind, &args.file) {
+        (Some(SubmitKind::Agent(a)), _) => {
+            let arguments: Map<String, Value> = serde_json::from_str(&a.args)
+                .map_err(|e| exit::usage(format!("--args must be a JSON object: {e}")))?;
+            Job::agent(
+                vec![PlanStep {
+                    name: None,
+                    server: a.server.clone(),
+                    tool: a.tool.clone(),
+                    arguments,
+                }],
+                Default::default(),
+            )
+        }
+        (None, Some(path)) => {
+            let text = read_source(path)?;
+            Job::from_json(&text).map_err(|e| exit::usage(e.to_string()))?
+        }
+        (None, None) => {
+            return Err(exit::usage(
+                "nothing to submit: give a job file, `-` for stdin, or `agent --server S --tool T` (see mcpq submit --help)",
+            ))
+        }
+    };
+    let o = &args.options;
+    if let Some(t) = o.timeout {
+        job.options.timeout = Some(t);
+    }
+    if let Some(n) = o.max_attempts {
+        job.options.max_attempts = n;
+    }
+    if let Some(p) = o.priority {
+        job.options.priority = p;
+    }
+    if let Some(k) = &o.idempotency_key {
+        job.options.idempotency_key = Some(k.clone());
+    }
+    job.validate().map_err(|e| exit::usage(e.to_string()))?;
+    Ok(job)
+}
+
+pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<u8> {
+    let job = build(&args)?;
+    job.check_servers(ctx.config.server_names()).map_err(|e| {
+        let hint = if ctx.config.servers.is_empty() {
+            " (no config with [servers] was loaded: pass --config or set MCPQ_CONFIG)"
+        } else {
+            ""
+        };
+        exit::usage(format!("{e}{hint}"))
+    })?;
+    let producer = ctx.producer().await?;
+    producer.submit(&job).await.map_err(exit::queue)?;
+    let id = job.id.to_string();
+    if ctx.json {
+        output::json_line("submitted", json!({"id": id, "kind": job.kind()}));
+    } else {
+        output::line(&id);
+    }
+    if args.wait {
+        let timeout = job
+            .options
+            .timeout
+            .unwrap_or(ctx.config.defaults.job_timeout)
+            + WAIT_SLACK;
+        return wait::run(ctx, &id, timeout).await;
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,40 @@
+//! `mcpq wait ID --timeout D`: poll the job's record until it finishes or D passes.
+//!
+//! Polling starts at 20 ms and backs off to 250 ms: quick jobs return quickly, long ones
+//! cost one cheap HGETALL every quarter second.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::commands::{parse_id, result, Ctx};
+use crate::exit;
+
+const FIRST_POLL: Duration = Duration::from_millis(20);
+const MAX_POLL: Duration = Duration::from_millis(250);
+
+pub async fn run(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
+    let id = parse_id(id)?;
+    let producer = ctx.producer().await?;
+    let deadline = Instant::now() + timeout;
+    let mut pause = FIRST_POLL;
+    loop {
+        let Some(record) = producer.store().get(&id).await.map_err(exit::queue)? else {
+            return Err(exit::usage(format!(
+                "no job {id} in namespace `{}`",
+                ctx.config.namespace
+            )));
+        };
+        if record.status.is_finished() || Instant::now() >= deadline {
+            if !record.status.is_finished() {
+                eprintln!(
+                    "gave up waiting after {}",
+                    mcpq_shared::duration::format(timeout)
+                );
+            }
+            return Ok(result::show(ctx, &record));
+        }
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(MAX_POLL);
+    }
+}

@@ -1,0 +1,54 @@
+//! Exit codes, and the error type that carries one.
+
+use std::fmt;
+
+/// The job succeeded / the command worked.
+pub const OK: u8 = 0;
+/// The job failed.
+pub const JOB_FAILED: u8 = 1;
+/// Usage or input error.
+pub const USAGE: u8 = 2;
+/// Redis cannot be reached.
+pub const REDIS_DOWN: u8 = 3;
+/// The job has not finished.
+pub const NOT_FINISHED: u8 = 4;
+
+/// An error that decides the exit code.
+#[derive(Debug)]
+pub struct Exit {
+    /// The code.
+    pub code: u8,
+    /// The message for stderr.
+    pub message: String,
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// A usage/input error (exit 2).
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Exit {
+        code: USAGE,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// Maps a queue error: unreachable Redis is exit 3, the rest exit 1.
+pub fn queue(err: mcpq_shared::queue::QueueError) -> anyhow::Error {
+    let code = if err.is_unreachable() {
+        REDIS_DOWN
+    } else {
+        JOB_FAILED
+    };
+    Exit {
+        code,
+        message: err.to_string(),
+    }
+    .into()
+}

@@ -1,0 +1,128 @@
+//! Printing: data to stdout (text or JSON lines with a "type" field), messages to stderr.
+//! A closed stdout (`mcpq status ID | head`) is not an error.
+
+use std::io::Write;
+
+use mcpq_shared::queue::{JobFailure, JobRecord};
+use serde_json::{json, Value};
+
+/// Writes one line to stdout; a broken pipe ends the process quietly with 0.
+pub fn line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Writes one JSON object with `"type": kind` followed by `fields`.
+pub fn json_line(kind: &str, fields: Value) {
+    let mut obj = serde_json::Map::new();
+    obj.insert("type".to_string(), json!(kind));
+    if let Value::Object(map) = fields {
+        obj.extend(map);
+    }
+    line(&Value::Object(obj).to_string());
+}
+
+fn ms(t: Option<u64>) -> String {
+    match t {
+        Some(ms) => humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string(),
+        None => "-".to_string(),
+    }
+}
+
+/// The status of a record, as text lines.
+pub fn status_text(r: &JobRecord) -> String {
+    let mut s = format!("{}  {}  {}", r.id, r.kind, r.status);
+    s.push_str(&format!("\n  submitted {}", ms(r.submitted_at)));
+    if r.started_at.is_some() {
+        s.push_str(&format!(
+            "\n  started   {} by {} (attempt {})",
+            ms(r.started_at),
+            r.worker.as_deref().unwrap_or("?"),
+            r.attempts
+        ));
+    }
+    if let (Some(a), Some(b)) = (r.started_at, r.finished_at) {
+        s.push_str(&format!(
+            "\n  finished  {} ({} ms)",
+            ms(r.finished_at),
+            b.saturating_sub(a)
+        ));
+    }
+    if let Some(e) = &r.error {
+        s.push_str(&format!("\n  error     [{}] {}", e.kind, e.message));
+    }
+    s
+}
+
+/// A record's status fields as JSON (no result body).
+pub fn status_json(r: &JobRecord) -> Value {
+    json!({
+        "id": r.id, "kind": r.kind, "status": r.status, "attempts": r.attempts,
+        "worker": r.worker, "submitted_at": r.submitted_at, "started_at": r.started_at,
+        "finished_at": r.finished_at, "error": r.error,
+    })
+}
+
+/// A plan result as readable text: one block per step with its text content.
+pub fn result_text(result: &Value) -> String {
+    let Some(steps) = result.as_array() else {
+        return serde_json::to_string_pretty(result).unwrap_or_default();
+    };
+    let mut out = Vec::new();
+    for step in steps {
+        let head = format!(
+            "step {} {}/{}:",
+            step["step"],
+            step["server"].as_str().unwrap_or("?"),
+            step["tool"].as_str().unwrap_or("?")
+        );
+        let texts: Vec<String> = step["result"]["content"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .map(|item| match item.get("text").and_then(Value::as_str) {
+                        Some(t) => t.to_string(),
+                        None => item.to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let body = match (texts.len(), step["result"].get("structuredContent")) {
+            (0, Some(sc)) => sc.to_string(),
+            (0, None) => "(empty)".to_string(),
+            _ => texts.join("\n"),
+        };
+        if body.contains('\n') {
+            out.push(format!("{head}\n{}", indent(&body)));
+        } else {
+            out.push(format!("{head} {body}"));
+        }
+    }
+    out.join("\n")
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A failure as text for stderr, with the server's stderr tail.
+pub fn failure_text(id: &str, f: &JobFailure) -> String {
+    let mut s = format!("job {id} failed [{}]: {}", f.kind, f.message);
+    if let Some(tail) = &f.stderr_tail {
+        s.push_str(&format!(
+            "\n--- server stderr (last lines) ---\n{}",
+            tail.trim_end()
+        ));
+    }
+    s
+}

@@ -1,0 +1,181 @@
+use std::time::Duration;
+
+use mcpq_tests::{text, TestEnv};
+use serde_json::Value;
+
+/// Runs `mcpq submit` with `stdin` as the job and returns (exit code, stderr).
+fn submit_stdin(env: &TestEnv, job: &str) -> (Option<i32>, String) {
+    let out = env.mcpq_with_stdin(&["submit", "-"], job.as_bytes());
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn invalid_jobs_exit_2_with_a_message_naming_the_problem_and_enqueue_nothing() {
+    let env = TestEnv::new("bad-input", "");
+    let cases = [
+        ("{not json", "line 1"),
+        (r#"{"kind": "fax", "payload": {}}"#, "fax"),
+        (
+            r#"{"kind": "agent", "payload": {"steps": [{"server": "nope", "tool": "echo"}]}}"#,
+            "unknown server `nope`",
+        ),
+        (
+            r#"{"kind": "agent", "payload": {"steps": [{"server": "echo"}]}}"#,
+            "missing field `tool`",
+        ),
+        (
+            r#"{"kind": "agent", "payload": {"steps": [{"server": "echo", "tool": "echo", "argumnets": {}}]}}"#,
+            "argumnets",
+        ),
+        (
+            r#"{"version": 7, "kind": "agent", "payload": {"steps": []}}"#,
+            "unsupported schema version 7",
+        ),
+        (
+            r#"{"kind": "agent", "payload": {"steps": []}}"#,
+            "at least one step",
+        ),
+    ];
+    for (job, expected) in cases {
+        let (code, stderr) = submit_stdin(&env, job);
+        assert_eq!(code, Some(2), "job {job}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "job {job}: expected {expected:?} in {stderr:?}"
+        );
+    }
+    let out = env.mcpq(&[
+        "submit", "agent", "--server", "echo", "--tool", "echo", "--args", "[1,2]",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--args must be a JSON object"));
+    let out = env.mcpq(&["submit", "/nonexistent/job.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/job.json"));
+    assert_eq!(
+        env.keys(),
+        Vec::<String>::new(),
+        "a rejected job wrote to Redis"
+    );
+}
+
+#[test]
+fn unknown_job_ids_and_bad_flags_are_usage_errors() {
+    let env = TestEnv::new("bad-ids", "");
+    let out = env.mcpq(&["status", "not-an-id"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not-an-id"));
+    let out = env.mcpq(&["status", "01JDX6Q6T3N7Z8YV1K0W2M4C5B"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no job 01JDX6Q6T3N7Z8YV1K0W2M4C5B"));
+    let out = env.mcpq(&["submit", "--frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn unreachable_redis_exits_3_and_names_the_url() {
+    let env = TestEnv::new("no-redis", "");
+    let out = env.mcpq(&[
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "submit",
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("redis://127.0.0.1:1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_server_whose_binary_is_missing_fails_the_job_naming_the_command_and_the_worker_goes_on() {
+    let env = TestEnv::new(
+        "missing-bin",
+        "[servers.ghost]\ncommand = \"/nonexistent/mcp-ghost-server\"\n",
+    );
+    let worker = env.worker(&[]);
+    let id = env.submit(&["agent", "--server", "ghost", "--tool", "anything"]);
+    let out = env.mcpq(&["wait", &id, "--timeout", "30s", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["error"]["kind"], "spawn_failed");
+    let message = v["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("/nonexistent/mcp-ghost-server"),
+        "{message}"
+    );
+
+    let id = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"text":"still here"}"#,
+    ]);
+    let out = env.mcpq(&["wait", &id, "--timeout", "30s"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stderr),
+        worker.log_text()
+    );
+    assert!(text(&out.stdout).contains("still here"));
+}
+
+#[test]
+fn an_undecodable_job_in_the_queue_is_stored_as_failed_and_the_worker_goes_on() {
+    use mcpq_shared::queue::{self, JobStatus, Keys, ResultStore};
+    let env = TestEnv::new("undecodable", "");
+    let _worker = env.worker(&[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let id = ulid::Ulid::generate();
+    let record = rt.block_on(async {
+        let mut conn = queue::connect(&mcpq_tests::redis_url()).await.expect("redis");
+        let keys = Keys::new(env.namespace.clone());
+        // What a buggy or hostile producer might push: right id, wrong payload.
+        let body = serde_json::json!({"id": id.to_string(), "kind": "agent", "payload": {"plan": "rm -rf /"}});
+        let task = apalis_core::task::builder::TaskBuilder::new(serde_json::to_vec(&body).expect("json"))
+            .task_id(apalis_core::task::task_id::TaskId::from_ulid(id))
+            .build();
+        let config = queue::enqueue::apalis_config(&keys);
+        apalis_redis::queries::push_tasks(&mut conn, &config, &[task]).await.expect("push");
+        let store = ResultStore::new(conn, keys);
+        let job_id = mcpq_shared::JobId(id);
+        for _ in 0..1500 {
+            if let Some(r) = store.get(&job_id).await.expect("get") {
+                if r.status.is_finished() {
+                    return r;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the undecodable job never finished");
+    });
+    assert_eq!(record.status, JobStatus::Failed);
+    let error = record.error.expect("error");
+    assert_eq!(error.kind, "invalid_job");
+    assert!(error.message.contains("payload"), "{}", error.message);
+    assert!(!error.retryable);
+    let id = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"text":"next"}"#,
+    ]);
+    assert_eq!(
+        env.mcpq(&["wait", &id, "--timeout", "30s"]).status.code(),
+        Some(0)
+    );
+}
