@@ -76,7 +76,7 @@ pub struct SubmitArgs {
     #[command(flatten)]
     pub options: JobOptionArgs,
     /// After submitting, wait for the result and print it (exit status as `mcpq wait`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub wait: bool,
 }
 

@@ -77,7 +77,7 @@ fn main() -> ExitCode {
     let _log_guard = logging::init(args.log_format);
     match &reset {
         Ok(r) if r.unblocked.is_empty() && r.defaulted.is_empty() => {}
-        Ok(r) => tracing::warn!(
+        Ok(r) => tracing::info!(
             unblocked = ?r.unblocked.iter().map(|s| unix::signal_name(*s)).collect::<Vec<_>>(),
             defaulted = ?r.defaulted.iter().map(|s| unix::signal_name(*s)).collect::<Vec<_>>(),
             "inherited signal state was reset (a parent had blocked or ignored these signals)"

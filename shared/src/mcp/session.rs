@@ -24,6 +24,9 @@ use crate::supervisor::{describe_exit, ServerProcess, SpawnError, Supervisor};
 
 /// How long to wait, after the pipe closed, for the server's exit status to report it.
 const EXIT_REPORT_WAIT: Duration = Duration::from_secs(1);
+/// How long to wait, once it exited, for the drain task to read the server's last stderr
+/// bytes (its last words are usually the reason it died).
+const STDERR_EOF_WAIT: Duration = Duration::from_millis(500);
 
 /// An MCP operation that failed. Each variant carries the server's stderr tail.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +174,9 @@ impl McpSession {
             }
             Ok(Err(e)) => {
                 let status = process.wait_exit(EXIT_REPORT_WAIT).await;
+                if status.is_some() {
+                    process.stderr().wait_closed(STDERR_EOF_WAIT).await;
+                }
                 let stderr = process.stderr().for_error();
                 process.stop().await;
                 Err(McpError::StartupFailed {
@@ -264,6 +270,9 @@ impl McpSession {
             },
             ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
                 let status = self.process.wait_exit(EXIT_REPORT_WAIT).await;
+                if status.is_some() {
+                    self.process.stderr().wait_closed(STDERR_EOF_WAIT).await;
+                }
                 McpError::ServerExited {
                     server,
                     tool,

@@ -50,6 +50,20 @@ impl StderrTail {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).closed
     }
 
+    /// Waits up to `within` for the child's stderr to reach EOF, so that a tail read
+    /// after the child exited includes its last words. Bounded: a grandchild may keep
+    /// the pipe open after the child is gone.
+    pub async fn wait_closed(&self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.is_closed() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// Total bytes read so far.
     pub fn total_bytes(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).total
