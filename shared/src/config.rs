@@ -15,6 +15,11 @@
 //! startup_timeout = "30s"  # spawn + MCP initialize of one server
 //! call_timeout = "60s"     # one tools/call
 //! kill_grace = "2s"        # between SIGTERM and SIGKILL of a server's process group
+//! restart_backoff = "100ms"      # wait before restarting a crashed server; doubles per crash
+//! restart_backoff_max = "10s"
+//! crash_loop_threshold = 5       # this many crashes within crash_loop_window ...
+//! crash_loop_window = "60s"
+//! unhealthy_for = "30s"          # ... make jobs needing the server fail fast this long
 //!
 //! [servers.echo]
 //! command = "mcpq-fixture"
@@ -128,6 +133,23 @@ pub struct Defaults {
     /// Between SIGTERM and SIGKILL when a server's process group is stopped (default 2 s).
     #[serde(default = "default_kill_grace", with = "crate::duration")]
     pub kill_grace: Duration,
+    /// Wait before restarting a server after its first crash; doubles with each further
+    /// crash in a row (default 100 ms).
+    #[serde(default = "default_restart_backoff", with = "crate::duration")]
+    pub restart_backoff: Duration,
+    /// Upper bound of that wait (default 10 s).
+    #[serde(default = "default_restart_backoff_max", with = "crate::duration")]
+    pub restart_backoff_max: Duration,
+    /// Crashes within `crash_loop_window` that mark a server unhealthy (default 5).
+    #[serde(default = "default_crash_loop_threshold")]
+    pub crash_loop_threshold: u32,
+    /// Window in which crashes are counted (default 60 s).
+    #[serde(default = "default_crash_loop_window", with = "crate::duration")]
+    pub crash_loop_window: Duration,
+    /// How long jobs that need an unhealthy server fail fast before it is tried again
+    /// (default 30 s).
+    #[serde(default = "default_unhealthy_for", with = "crate::duration")]
+    pub unhealthy_for: Duration,
 }
 
 /// `[servers.NAME]`: how to start one stdio MCP server.
@@ -213,6 +235,21 @@ fn default_call_timeout() -> Duration {
 fn default_kill_grace() -> Duration {
     Duration::from_secs(2)
 }
+fn default_restart_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_restart_backoff_max() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_crash_loop_threshold() -> u32 {
+    5
+}
+fn default_crash_loop_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_unhealthy_for() -> Duration {
+    Duration::from_secs(30)
+}
 
 impl Default for WorkerConfig {
     fn default() -> Self {
@@ -231,6 +268,11 @@ impl Default for Defaults {
             startup_timeout: default_startup_timeout(),
             call_timeout: default_call_timeout(),
             kill_grace: default_kill_grace(),
+            restart_backoff: default_restart_backoff(),
+            restart_backoff_max: default_restart_backoff_max(),
+            crash_loop_threshold: default_crash_loop_threshold(),
+            crash_loop_window: default_crash_loop_window(),
+            unhealthy_for: default_unhealthy_for(),
         }
     }
 }
@@ -346,6 +388,12 @@ impl Config {
                 return Err(invalid(key, "must be longer than zero"));
             }
         }
+        if self.defaults.crash_loop_threshold == 0 {
+            return Err(invalid(
+                "defaults.crash_loop_threshold",
+                "must be at least 1",
+            ));
+        }
         for (name, server) in &self.servers {
             if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(invalid(
@@ -366,6 +414,31 @@ impl Config {
     /// The configured server names.
     pub fn server_names(&self) -> impl Iterator<Item = &str> + Clone {
         self.servers.keys().map(String::as_str)
+    }
+
+    /// The crash policy for the supervisor.
+    pub fn health_policy(&self) -> crate::supervisor::HealthPolicy {
+        let d = &self.defaults;
+        crate::supervisor::HealthPolicy {
+            restart_backoff: d.restart_backoff,
+            restart_backoff_max: d.restart_backoff_max,
+            crash_loop_threshold: d.crash_loop_threshold,
+            crash_loop_window: d.crash_loop_window,
+            unhealthy_for: d.unhealthy_for,
+        }
+    }
+
+    /// The longest a stopped server may take to go: its kill grace, plus the EOF wait
+    /// and the SIGKILL reap (see `ServerProcess::stop`).
+    pub fn max_stop_time(&self) -> Duration {
+        let grace = self
+            .servers
+            .values()
+            .filter_map(|s| s.kill_grace)
+            .chain([self.defaults.kill_grace])
+            .max()
+            .unwrap_or(self.defaults.kill_grace);
+        grace + crate::supervisor::EOF_GRACE + Duration::from_secs(1)
     }
 
     /// The effective deadlines of one server.

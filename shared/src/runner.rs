@@ -24,8 +24,9 @@ use crate::job::{Job, JobId, JobPayload};
 use crate::queue::{JobFailure, QueueError, ResultStore};
 use crate::supervisor::Supervisor;
 
-/// Slack on top of a job's deadline before the runner stops waiting for it: every
-/// operation inside already has the deadline, this only catches a bug.
+/// Slack on top of a job's deadline and the time its servers may take to stop, before
+/// the runner stops waiting for it: every operation inside already has a deadline, this
+/// only catches a bug (and then dropping the job kills its process groups).
 const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 
 /// Runs jobs; one per worker process, shared by its concurrent handlers.
@@ -139,7 +140,8 @@ impl Runner {
                 )),
             }
         };
-        match tokio::time::timeout(timeout + DEADLINE_SLACK, work).await {
+        let limit = timeout + self.config.max_stop_time() + DEADLINE_SLACK;
+        match tokio::time::timeout(limit, work).await {
             Ok(outcome) => outcome,
             Err(_) => Err(failure(
                 "timeout",

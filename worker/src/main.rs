@@ -84,6 +84,14 @@ fn main() -> ExitCode {
         ),
         Err(e) => tracing::error!("could not reset the inherited signal state: {e}"),
     }
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mcpq-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let name = args.name.clone().unwrap_or_else(default_name);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,7 +102,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(config, name)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -112,24 +120,21 @@ fn default_name() -> String {
     format!("{host}-{}-{random:08x}", std::process::id())
 }
 
-async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(args.config.as_deref())
-        .and_then(|c| c.with_overrides(args.redis_url, args.namespace))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("mcpq-worker: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let mut config = config;
+/// Reads and checks the configuration (before the runtime: file reads are blocking).
+fn load_config(args: &Args) -> Result<Config, String> {
+    let mut config = Config::load(args.config.as_deref())
+        .and_then(|c| c.with_overrides(args.redis_url.clone(), args.namespace.clone()))
+        .map_err(|e| e.to_string())?;
     if let Some(n) = args.concurrency {
         config.worker.concurrency = n;
-        if let Err(e) = config.validate() {
-            eprintln!("mcpq-worker: --concurrency: {e}");
-            return Ok(ExitCode::from(2));
-        }
+        config
+            .validate()
+            .map_err(|e| format!("--concurrency: {e}"))?;
     }
+    Ok(config)
+}
+
+async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
     let mut signals = signals::Signals::install().context("installing signal handlers")?;
     let conn = match queue::connect(&config.redis_url).await {
@@ -140,8 +145,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let keys = Keys::new(config.namespace.clone());
-    let name = args.name.unwrap_or_else(default_name);
-    let supervisor = Supervisor::new();
+    let supervisor = Supervisor::with_policy(config.health_policy());
     let runner = Runner::new(
         config.clone(),
         supervisor.clone(),

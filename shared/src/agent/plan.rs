@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::job::AgentJob;
 use crate::mcp::{McpError, McpSession};
 use crate::queue::JobFailure;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Admission, Supervisor};
 
 /// What a plan needs from the worker.
 #[derive(Debug, Clone, Copy)]
@@ -51,9 +51,54 @@ pub fn mcp_failure(step: usize, server: &str, tool: &str, err: &McpError) -> Job
 /// Runs every step of `plan`; see the module doc.
 pub async fn run_plan(plan: &AgentJob, ctx: PlanContext<'_>) -> Result<Value, JobFailure> {
     let mut sessions: HashMap<String, McpSession> = HashMap::new();
-    let outcome = run_steps(plan, ctx, &mut sessions).await;
-    futures::future::join_all(sessions.into_values().map(McpSession::shutdown)).await;
+    let mut outcome = run_steps(plan, ctx, &mut sessions).await;
+    let stops = futures::future::join_all(sessions.into_iter().map(|(name, session)| async move {
+        let report = session.shutdown().await;
+        (name, report)
+    }))
+    .await;
+    for (name, report) in stops {
+        if !report.escalated {
+            continue;
+        }
+        let note = format!(
+            "server `{name}` ignored SIGTERM for {:?} and was killed with SIGKILL",
+            report.kill_grace
+        );
+        tracing::warn!(server = %name, "{note}");
+        if let Err(failure) = &mut outcome {
+            failure.message.push_str(&format!("; then {note}"));
+        }
+    }
     outcome
+}
+
+/// Waits until the supervisor may start `server`, or fails: fast if the server is in a
+/// crash loop, or when its restart backoff would outlast the job's deadline.
+async fn admit(server: &str, ctx: PlanContext<'_>) -> Result<(), (&'static str, String)> {
+    let now = Instant::now();
+    match ctx.supervisor.health().admission(server, now.into_std()) {
+        Admission::Ready => Ok(()),
+        Admission::NotBefore(at) => {
+            let at = Instant::from_std(at);
+            if at > ctx.deadline {
+                return Err((
+                    "server_backoff",
+                    format!("server `{server}` crashed and may not restart for {:?}, past this job's deadline", at - now),
+                ));
+            }
+            tokio::time::sleep_until(at).await;
+            Ok(())
+        }
+        Admission::Unhealthy { crashes, until } => Err((
+            "server_unhealthy",
+            format!(
+                "server `{server}` is unhealthy: it crashed {crashes} times within {:?}; it will not be started again for {:?}",
+                ctx.supervisor.health().policy().crash_loop_window,
+                until.saturating_duration_since(now.into_std())
+            ),
+        )),
+    }
 }
 
 async fn run_steps(
@@ -80,11 +125,20 @@ async fn run_steps(
             ));
         };
         let timeouts = ctx.config.timeouts(server);
+        let health = ctx.supervisor.health();
         if !sessions.contains_key(&step.server) {
-            let session =
+            admit(&step.server, ctx)
+                .await
+                .map_err(|(kind, message)| fail(kind, message, true))?;
+            let started =
                 McpSession::start(ctx.supervisor, &step.server, server, timeouts, ctx.deadline)
-                    .await
-                    .map_err(|e| mcp_failure(i, &step.server, &step.tool, &e))?;
+                    .await;
+            let session = started.map_err(|e| {
+                if e.is_crash() {
+                    health.record_crash(&step.server, std::time::Instant::now());
+                }
+                mcp_failure(i, &step.server, &step.tool, &e)
+            })?;
             sessions.insert(step.server.clone(), session);
         }
         let session = sessions.get_mut(&step.server).expect("inserted above");
@@ -96,10 +150,21 @@ async fn run_steps(
                 true,
             ));
         }
-        let result = session
+        let result = match session
             .call_tool(&step.tool, step.arguments.clone(), timeouts.call.min(left))
             .await
-            .map_err(|e| mcp_failure(i, &step.server, &step.tool, &e))?;
+        {
+            Ok(result) => {
+                health.record_success(&step.server);
+                result
+            }
+            Err(e) => {
+                if e.is_crash() && health.record_crash(&step.server, std::time::Instant::now()) {
+                    tracing::warn!(server = %step.server, "server marked unhealthy: crash loop");
+                }
+                return Err(mcp_failure(i, &step.server, &step.tool, &e));
+            }
+        };
         if result.is_error == Some(true) {
             let text = tool_text(&result);
             let mut failure = fail(

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::config::{ServerConfig, ServerTimeouts};
-use crate::supervisor::{describe_exit, ServerProcess, SpawnError, Supervisor};
+use crate::supervisor::{describe_exit, ServerProcess, SpawnError, StopReport, Supervisor};
 
 /// How long to wait, after the pipe closed, for the server's exit status to report it.
 const EXIT_REPORT_WAIT: Duration = Duration::from_secs(1);
@@ -74,9 +74,18 @@ pub enum McpError {
         server: String,
         /// Tool name.
         tool: String,
-        /// "exit code 3", "killed by SIGSEGV", or "still running" if the pipe closed but
-        /// the process did not exit.
+        /// "exit code 3", "killed by SIGSEGV".
         status: String,
+        /// Stderr tail.
+        stderr: Option<String>,
+    },
+    /// The server closed its stdout (or stdin) during a call but did not exit.
+    #[error("server `{server}` closed the MCP connection during call to `{tool}` but kept running; its process group was stopped")]
+    ConnectionClosed {
+        /// Server name.
+        server: String,
+        /// Tool name.
+        tool: String,
         /// Stderr tail.
         stderr: Option<String>,
     },
@@ -103,8 +112,19 @@ impl McpError {
             | McpError::StartupFailed { stderr, .. }
             | McpError::CallTimeout { stderr, .. }
             | McpError::ServerExited { stderr, .. }
+            | McpError::ConnectionClosed { stderr, .. }
             | McpError::Protocol { stderr, .. } => stderr.as_deref(),
         }
+    }
+
+    /// True when the server died or broke its connection: a crash for the health book.
+    pub fn is_crash(&self) -> bool {
+        matches!(
+            self,
+            McpError::StartupFailed { .. }
+                | McpError::ServerExited { .. }
+                | McpError::ConnectionClosed { .. }
+        )
     }
 
     /// A stable class name for job errors.
@@ -115,6 +135,7 @@ impl McpError {
             McpError::StartupFailed { .. } => "startup_failed",
             McpError::CallTimeout { .. } => "timeout",
             McpError::ServerExited { .. } => "server_exited",
+            McpError::ConnectionClosed { .. } => "connection_closed",
             McpError::Protocol { .. } => "protocol_error",
         }
     }
@@ -269,15 +290,21 @@ impl McpSession {
                 stderr: self.stderr_tail(),
             },
             ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
-                let status = self.process.wait_exit(EXIT_REPORT_WAIT).await;
-                if status.is_some() {
-                    self.process.stderr().wait_closed(STDERR_EOF_WAIT).await;
-                }
-                McpError::ServerExited {
-                    server,
-                    tool,
-                    status: status_text(status),
-                    stderr: self.stderr_tail(),
+                match self.process.wait_exit(EXIT_REPORT_WAIT).await {
+                    Some(status) => {
+                        self.process.stderr().wait_closed(STDERR_EOF_WAIT).await;
+                        McpError::ServerExited {
+                            server,
+                            tool,
+                            status: describe_exit(&status),
+                            stderr: self.stderr_tail(),
+                        }
+                    }
+                    None => McpError::ConnectionClosed {
+                        server,
+                        tool,
+                        stderr: self.stderr_tail(),
+                    },
                 }
             }
             other => McpError::Protocol {
@@ -290,12 +317,12 @@ impl McpSession {
     }
 
     /// Closes the session and stops the process tree (see [`ServerProcess::stop`]).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(self) -> StopReport {
         let McpSession {
             client, process, ..
         } = self;
         // Cancelling the client drops its transport, which closes the server's stdin.
         let _ = tokio::time::timeout(Duration::from_secs(1), client.cancel()).await;
-        process.stop().await;
+        process.stop().await
     }
 }

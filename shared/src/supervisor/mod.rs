@@ -20,6 +20,7 @@
 //! - Spawn from a long-lived thread only (a tokio worker thread is fine): the kernel sends
 //!   the parent-death signal when the *thread* that forked exits.
 
+pub mod health;
 mod stderr;
 pub mod unix;
 
@@ -32,6 +33,7 @@ use std::time::Duration;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
 
+pub use health::{Admission, HealthBook, HealthPolicy};
 pub use stderr::{StderrTail, TAIL_CAPACITY, TAIL_IN_ERRORS};
 
 use crate::config::ServerConfig;
@@ -73,16 +75,41 @@ pub enum SpawnError {
     },
 }
 
-/// Creates, tracks and kills server processes.
+/// Creates, tracks and kills server processes, and keeps their crash records.
 #[derive(Debug, Clone, Default)]
 pub struct Supervisor {
     live: Arc<Mutex<HashMap<u32, String>>>,
+    health: Arc<HealthBook>,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopReport {
+    /// The leader's exit status, once reaped.
+    pub exit: Option<ExitStatus>,
+    /// True when SIGTERM was not enough and the group got SIGKILL.
+    pub escalated: bool,
+    /// The grace period SIGTERM was given.
+    pub kill_grace: Duration,
 }
 
 impl Supervisor {
-    /// A supervisor with no children.
+    /// A supervisor with no children and the default crash policy.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A supervisor with no children and `policy` for crashes.
+    pub fn with_policy(policy: HealthPolicy) -> Self {
+        Supervisor {
+            live: Arc::default(),
+            health: Arc::new(HealthBook::new(policy)),
+        }
+    }
+
+    /// The crash records.
+    pub fn health(&self) -> &HealthBook {
+        &self.health
     }
 
     /// Starts `config.command` for server `name`. Stdin and stdout are pipes for MCP;
@@ -276,32 +303,40 @@ impl ServerProcess {
     }
 
     /// Stops the server and everything it started: stdin EOF, then SIGTERM to the group,
-    /// `kill_grace`, SIGKILL to the group, reap. Returns the leader's exit status.
-    pub async fn stop(mut self) -> Option<ExitStatus> {
+    /// `kill_grace`, SIGKILL to the group, reap. Takes at most
+    /// `EOF_GRACE + kill_grace + 1 s`.
+    pub async fn stop(mut self) -> StopReport {
         // 1. EOF on stdin: a well-behaved MCP server exits by itself.
         self.stdin = None;
         if self.wait_exit(EOF_GRACE).await.is_some() && !unix::group_exists(self.pid) {
-            return self.finish();
+            return self.finish(false);
         }
-        // 2. SIGTERM to the whole group, then wait for the leader *and* the group.
+        // 2. SIGTERM to the whole group, then wait for the leader *and* the group: a
+        //    launcher's children (npx, uv, sh) must go too.
         let _ = unix::signal_group(self.pid, libc::SIGTERM);
         let until = Instant::now() + self.kill_grace;
-        if !self.wait_group_gone(until).await {
-            // 3. SIGKILL cannot be ignored; the leader is then reaped below.
-            tracing::warn!(server = %self.name, pid = self.pid, grace = ?self.kill_grace, "server ignored SIGTERM; sending SIGKILL to its process group");
-            let _ = unix::signal_group(self.pid, libc::SIGKILL);
-            self.wait_group_gone(Instant::now() + Duration::from_secs(1))
-                .await;
+        if self.wait_group_gone(until).await {
+            return self.finish(false);
         }
-        self.finish()
+        // 3. SIGKILL cannot be ignored; the leader is reaped in the wait below.
+        tracing::warn!(server = %self.name, pid = self.pid, grace = ?self.kill_grace,
+            "server ignored SIGTERM; sending SIGKILL to its process group");
+        let _ = unix::signal_group(self.pid, libc::SIGKILL);
+        self.wait_group_gone(Instant::now() + Duration::from_secs(1))
+            .await;
+        self.finish(true)
     }
 
-    fn finish(&mut self) -> Option<ExitStatus> {
+    fn finish(&mut self, escalated: bool) -> StopReport {
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.pid);
-        self.exit
+        StopReport {
+            exit: self.exit,
+            escalated,
+            kill_grace: self.kill_grace,
+        }
     }
 }
 

@@ -1,5 +1,10 @@
 //! `mcpq-fixture`: a stdio MCP server built with rmcp, with one tool per behaviour the
-//! tests need (echo, add, sleep, fail, crash, flood stderr, report signal state).
+//! tests need: echo, add, sleep, fail, crash, flood stderr, report signal state, and the
+//! torture ones (sleep for ever, ignore SIGTERM, spawn a grandchild, close stdout but
+//! stay alive).
+//!
+//! Environment switches: `MCPQ_FIXTURE_HANG_INITIALIZE=1` reads stdin for ever and never
+//! answers `initialize`.
 //!
 //! It writes a start-up banner to stderr, as Node and Python servers do, so every test
 //! also checks that stderr is drained. With `MCPQ_FIXTURE_SPAWN_LOG=<file>` it appends
@@ -55,6 +60,16 @@ struct FloodArgs {
 }
 
 struct Fixture;
+
+/// Set by `ignore_sigterm`: the server then also outlives the end of its stdin, like a
+/// hung server that only SIGKILL removes.
+static STUBBORN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+async fn forever() -> ! {
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
 
 /// `/proc/self/status` as it was before Rust's runtime started: the Rust runtime sets
 /// SIGPIPE to ignored before `main`, so only a constructor in `.init_array` (run by the
@@ -119,6 +134,42 @@ impl Fixture {
     async fn sleep_ms(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         format!("slept {ms} ms")
+    }
+
+    #[tool(description = "Never answer")]
+    async fn sleep_forever(&self) -> String {
+        forever().await
+    }
+
+    #[tool(description = "Ignore SIGTERM from now on, and stay alive after stdin closes")]
+    async fn ignore_sigterm(&self) -> String {
+        // SAFETY: setting a disposition to SIG_IGN has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
+        STUBBORN.store(true, std::sync::atomic::Ordering::SeqCst);
+        "SIGTERM is ignored now".to_string()
+    }
+
+    #[tool(
+        description = "Start `sleep 1000` in this process group (it inherits our stdio) and return its pid"
+    )]
+    async fn spawn_grandchild(&self) -> Result<String, ErrorData> {
+        let child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .map_err(|e| ErrorData::internal_error(format!("cannot start sleep: {e}"), None))?;
+        Ok(child.id().to_string())
+    }
+
+    #[tool(description = "Close stdout (the MCP channel) and keep running, never answering")]
+    async fn close_stdout_stay_alive(&self) -> String {
+        STUBBORN.store(true, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: closing fd 1 only ends our side of the pipe; nothing else uses it after.
+        unsafe {
+            libc::close(1);
+        }
+        forever().await
     }
 
     #[tool(description = "Return a tool error (isError: true)")]
@@ -192,7 +243,17 @@ async fn main() -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
+    if std::env::var_os("MCPQ_FIXTURE_HANG_INITIALIZE").is_some() {
+        eprintln!("mcpq-fixture: will never answer initialize");
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut sink).await;
+        forever().await;
+    }
     let service = Fixture.serve(rmcp::transport::stdio()).await?;
-    service.waiting().await?;
+    let _ = service.waiting().await;
+    if STUBBORN.load(std::sync::atomic::Ordering::SeqCst) {
+        eprintln!("mcpq-fixture: stdin closed, staying alive anyway");
+        forever().await;
+    }
     Ok(())
 }

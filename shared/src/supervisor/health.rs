@@ -1,0 +1,235 @@
+//! `HealthBook`: which servers keep crashing, and when they may be started again.
+//!
+//! A *crash* is a server that exited (or failed to start) when it should have kept
+//! serving: it died during a call, or during `initialize`. For each server:
+//! 1. After a crash, the next start waits an exponential backoff:
+//!    `restart_backoff * 2^(consecutive crashes - 1)`, capped at `restart_backoff_max`
+//!    (100 ms, 200 ms, 400 ms ... by default). A job that needs the server waits for the
+//!    backoff if its deadline allows, else fails.
+//! 2. `crash_loop_threshold` crashes within `crash_loop_window` (5 in 60 s by default)
+//!    mark the server *unhealthy* for `unhealthy_for` (30 s): jobs that need it fail
+//!    fast with an error that says so, without starting anything.
+//! 3. When that window has passed, the next job tries the server again. A crash then
+//!    marks it unhealthy again at once (the crashes are still in the window); a
+//!    successful call clears its record.
+//!
+//! Pure bookkeeping over `Instant`s given by the caller, so it is tested without clocks.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The knobs of [`HealthBook`], from `[defaults]` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// Backoff after the first crash; doubles with each consecutive crash.
+    pub restart_backoff: Duration,
+    /// Upper bound of the backoff.
+    pub restart_backoff_max: Duration,
+    /// Crashes within `crash_loop_window` that make a server unhealthy.
+    pub crash_loop_threshold: u32,
+    /// The window in which crashes are counted.
+    pub crash_loop_window: Duration,
+    /// How long an unhealthy server is not started at all.
+    pub unhealthy_for: Duration,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        HealthPolicy {
+            restart_backoff: Duration::from_millis(100),
+            restart_backoff_max: Duration::from_secs(10),
+            crash_loop_threshold: 5,
+            crash_loop_window: Duration::from_secs(60),
+            unhealthy_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// May a server be started now?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Yes.
+    Ready,
+    /// After this instant (restart backoff after a crash).
+    NotBefore(Instant),
+    /// No: it is in a crash loop until `until`.
+    Unhealthy {
+        /// Crashes counted in the window.
+        crashes: u32,
+        /// When it may be tried again.
+        until: Instant,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    crashes: VecDeque<Instant>,
+    consecutive: u32,
+    last_crash: Option<Instant>,
+    unhealthy_until: Option<Instant>,
+}
+
+/// Crash records of every server.
+#[derive(Debug, Default)]
+pub struct HealthBook {
+    policy: HealthPolicy,
+    servers: Mutex<HashMap<String, Record>>,
+}
+
+impl HealthBook {
+    /// An empty book with `policy`.
+    pub fn new(policy: HealthPolicy) -> Self {
+        HealthBook {
+            policy,
+            servers: Mutex::default(),
+        }
+    }
+
+    /// The policy in use.
+    pub fn policy(&self) -> HealthPolicy {
+        self.policy
+    }
+
+    /// Whether `server` may be started at `now`.
+    pub fn admission(&self, server: &str, now: Instant) -> Admission {
+        let servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(record) = servers.get(server) else {
+            return Admission::Ready;
+        };
+        if let Some(until) = record.unhealthy_until.filter(|&u| u > now) {
+            let crashes = record
+                .crashes
+                .iter()
+                .filter(|&&t| now.saturating_duration_since(t) <= self.policy.crash_loop_window)
+                .count() as u32;
+            return Admission::Unhealthy { crashes, until };
+        }
+        match record.last_crash {
+            Some(last) if record.consecutive > 0 => {
+                let at = last + self.backoff(record.consecutive);
+                if at > now {
+                    Admission::NotBefore(at)
+                } else {
+                    Admission::Ready
+                }
+            }
+            _ => Admission::Ready,
+        }
+    }
+
+    /// The backoff after `consecutive` crashes in a row.
+    pub fn backoff(&self, consecutive: u32) -> Duration {
+        let factor = 2u32.saturating_pow(consecutive.saturating_sub(1).min(30));
+        self.policy
+            .restart_backoff
+            .saturating_mul(factor)
+            .min(self.policy.restart_backoff_max)
+    }
+
+    /// Records a crash of `server` at `now`; returns true if it is now unhealthy.
+    pub fn record_crash(&self, server: &str, now: Instant) -> bool {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        let record = servers.entry(server.to_string()).or_default();
+        record.crashes.push_back(now);
+        while record
+            .crashes
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) > self.policy.crash_loop_window)
+        {
+            record.crashes.pop_front();
+        }
+        record.consecutive = record.consecutive.saturating_add(1);
+        record.last_crash = Some(now);
+        if record.crashes.len() as u32 >= self.policy.crash_loop_threshold {
+            record.unhealthy_until = Some(now + self.policy.unhealthy_for);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records that `server` served a call: its crash record is cleared.
+    pub fn record_success(&self, server: &str) {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        servers.remove(server);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book() -> HealthBook {
+        HealthBook::new(HealthPolicy {
+            restart_backoff: Duration::from_millis(100),
+            restart_backoff_max: Duration::from_secs(1),
+            crash_loop_threshold: 3,
+            crash_loop_window: Duration::from_secs(10),
+            unhealthy_for: Duration::from_secs(5),
+        })
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let b = book();
+        assert_eq!(b.backoff(1), Duration::from_millis(100));
+        assert_eq!(b.backoff(2), Duration::from_millis(200));
+        assert_eq!(b.backoff(4), Duration::from_millis(800));
+        assert_eq!(b.backoff(5), Duration::from_secs(1));
+        assert_eq!(b.backoff(500), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_crash_delays_the_next_start_by_the_backoff() {
+        let b = book();
+        let t0 = Instant::now();
+        assert_eq!(b.admission("s", t0), Admission::Ready);
+        assert!(!b.record_crash("s", t0));
+        assert_eq!(
+            b.admission("s", t0),
+            Admission::NotBefore(t0 + Duration::from_millis(100))
+        );
+        assert_eq!(
+            b.admission("s", t0 + Duration::from_millis(100)),
+            Admission::Ready
+        );
+        assert!(!b.record_crash("s", t0 + Duration::from_millis(150)));
+        assert_eq!(
+            b.admission("s", t0 + Duration::from_millis(150)),
+            Admission::NotBefore(t0 + Duration::from_millis(350))
+        );
+        // Another server is not affected.
+        assert_eq!(b.admission("other", t0), Admission::Ready);
+    }
+
+    #[test]
+    fn a_crash_loop_marks_unhealthy_until_the_window_passes() {
+        let b = book();
+        let t0 = Instant::now();
+        b.record_crash("s", t0);
+        b.record_crash("s", t0 + Duration::from_secs(1));
+        assert!(b.record_crash("s", t0 + Duration::from_secs(2)));
+        let until = t0 + Duration::from_secs(7);
+        assert_eq!(
+            b.admission("s", t0 + Duration::from_secs(3)),
+            Admission::Unhealthy { crashes: 3, until }
+        );
+        // After the window it may be tried again (once its backoff, capped at 1 s, is over).
+        assert_eq!(b.admission("s", until), Admission::Ready);
+        // ... and a crash then makes it unhealthy again at once.
+        assert!(b.record_crash("s", until));
+        b.record_success("s");
+        assert_eq!(b.admission("s", until), Admission::Ready);
+    }
+
+    #[test]
+    fn old_crashes_leave_the_window() {
+        let b = book();
+        let t0 = Instant::now();
+        b.record_crash("s", t0);
+        b.record_crash("s", t0 + Duration::from_secs(1));
+        // 20 s later the first two are out of the 10 s window: not a loop.
+        assert!(!b.record_crash("s", t0 + Duration::from_secs(21)));
+    }
+}
