@@ -7,3 +7,4 @@ mod failures; // tool errors, server crashes, stderr floods
 mod shutdown; // SIGTERM with jobs running: exit 0, no process left
 mod signals; // the clean signal state of every MCP server
 mod third_party; // real MCP servers from npm and PyPI
+mod torture; // the supervisor's torture suite: hangs elsewhere, none here

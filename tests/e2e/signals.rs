@@ -1,5 +1,7 @@
+use std::time::Duration;
+
 use mcpq_tests::{start_with_hostile_signal_state, text, TestEnv};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn signal_state(env: &TestEnv) -> Value {
     let id = env.submit(&["agent", "--server", "echo", "--tool", "signal_state"]);
@@ -19,12 +21,12 @@ fn child_signal_state_is_clean_even_when_the_worker_inherited_a_hostile_one() {
     let state = signal_state(&env);
     assert_eq!(
         state["blocked"],
-        serde_json::json!([]),
+        json!([]),
         "blocked signals in the server: {state}"
     );
     assert_eq!(
         state["ignored"],
-        serde_json::json!([]),
+        json!([]),
         "ignored signals in the server: {state}"
     );
     // Own session and process group, not the worker's.
@@ -32,35 +34,51 @@ fn child_signal_state_is_clean_even_when_the_worker_inherited_a_hostile_one() {
     assert_eq!(state["sid"], state["pid"]);
     assert_ne!(state["pgid"].as_u64(), Some(u64::from(worker.pid())));
     // Only stdin, stdout and stderr: no descriptor of the worker (its log, Redis sockets).
-    assert_eq!(
-        state["inherited_fds"],
-        serde_json::json!([0, 1, 2]),
-        "{state}"
-    );
+    assert_eq!(state["inherited_fds"], json!([0, 1, 2]), "{state}");
     // The worker said what it reset.
-    assert!(worker.wait_log(
-        "inherited signal state was reset",
-        std::time::Duration::from_secs(5)
-    ));
+    assert!(worker.wait_log("inherited signal state was reset", Duration::from_secs(5)));
     let log = worker.log_text();
-    assert!(
-        log.contains("SIGCHLD") && log.contains("SIGTERM") && log.contains("SIGINT"),
-        "{log}"
-    );
+    for sig in ["SIGCHLD", "SIGTERM", "SIGINT", "SIGHUP"] {
+        assert!(log.contains(sig), "{sig} not reported as reset: {log}");
+    }
 }
 
 #[test]
-fn a_worker_started_with_sigterm_ignored_still_stops_on_sigterm() {
-    let env = TestEnv::new("sigterm-ignored", "");
+fn a_worker_started_by_a_hostile_parent_still_times_out_jobs_and_stops_on_sigterm() {
+    let env = TestEnv::new("hostile", "[defaults]\nkill_grace = \"500ms\"\n");
     let mut worker = env.worker_with(&[], start_with_hostile_signal_state);
-    assert!(
-        worker.wait_log("worker started", std::time::Duration::from_secs(10)),
-        "{}",
-        worker.log_text()
+    // Jobs complete...
+    let id = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"text":"ok"}"#,
+    ]);
+    assert_eq!(
+        env.mcpq(&["wait", &id, "--timeout", "30s"]).status.code(),
+        Some(0)
     );
+    // ... timeouts fire (a blocked SIGCHLD or an ignored one would break reaping) ...
+    let id = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "sleep_forever",
+        "--timeout",
+        "1s",
+    ]);
+    let out = env.mcpq(&["wait", &id, "--timeout", "30s", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["error"]["kind"], "timeout", "{v}");
+    // ... and SIGTERM, ignored by the parent, still stops the worker gracefully.
     worker.signal(libc::SIGTERM);
     let status = worker
-        .wait_exit(std::time::Duration::from_secs(15))
+        .wait_exit(Duration::from_secs(15))
         .expect("worker exits on SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", worker.log_text());
 }

@@ -76,13 +76,22 @@ impl TestEnv {
         }
     }
 
-    /// Pids of every fixture server started so far in this env.
-    pub fn fixture_pids(&self) -> Vec<u32> {
+    fn spawn_log(&self, field: usize) -> Vec<u32> {
         std::fs::read_to_string(self.dir.join("spawns.log"))
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| l.trim().parse().ok())
+            .filter_map(|l| l.split_whitespace().nth(field)?.parse().ok())
             .collect()
+    }
+
+    /// Pids of every fixture server started so far in this env.
+    pub fn fixture_pids(&self) -> Vec<u32> {
+        self.spawn_log(0)
+    }
+
+    /// Process groups of those servers (a launcher's, when one runs in front).
+    pub fn fixture_groups(&self) -> Vec<u32> {
+        self.spawn_log(1)
     }
 
     /// Starts a worker with the env's config and `args`.
@@ -272,24 +281,77 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// `(state, ppid, pgrp)` of a process from /proc/PID/stat, if it exists.
+pub fn proc_stat(pid: u32) -> Option<(char, u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgrp))
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Live (non-zombie) processes of process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(
+            |&pid| matches!(proc_stat(pid), Some((state, _, pgrp)) if pgrp == pgid && state != 'Z'),
+        )
+        .collect()
+}
+
+/// Zombie children of `ppid` (exited, never reaped).
+pub fn zombie_children(ppid: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| matches!(proc_stat(pid), Some(('Z', parent, _)) if parent == ppid))
+        .collect()
+}
+
+/// Number of open descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 /// Lossy text of process output.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Makes a worker command start with SIGCHLD blocked and SIGINT/SIGTERM ignored, the
-/// state a careless parent (a Python queue worker, a shell, a service manager) leaves.
+/// Makes a worker command start the way a hostile parent (a Python queue worker, a
+/// shell, a service manager) can leave it: every signal blocked, and SIGCHLD, SIGINT,
+/// SIGTERM, SIGHUP and SIGPIPE ignored. Then the worker is exec'd.
 pub fn start_with_hostile_signal_state(cmd: &mut Command) {
-    // SAFETY: only async-signal-safe calls (sigemptyset, sigaddset, sigprocmask,
-    // signal) on stack values, between fork and exec.
+    // SAFETY: only async-signal-safe calls (sigfillset, sigprocmask, signal) on stack
+    // values, between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGCHLD);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            libc::signal(libc::SIGINT, libc::SIG_IGN);
-            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+            for sig in [
+                libc::SIGCHLD,
+                libc::SIGINT,
+                libc::SIGTERM,
+                libc::SIGHUP,
+                libc::SIGPIPE,
+            ] {
+                libc::signal(sig, libc::SIG_IGN);
+            }
             Ok(())
         });
     }

@@ -8,7 +8,7 @@
 //!
 //! It writes a start-up banner to stderr, as Node and Python servers do, so every test
 //! also checks that stderr is drained. With `MCPQ_FIXTURE_SPAWN_LOG=<file>` it appends
-//! its pid to that file at start (tests count spawns with it).
+//! its pid and process group to that file at start (tests count spawns with it).
 
 use std::io::Write;
 use std::time::Duration;
@@ -236,7 +236,9 @@ async fn main() -> anyhow::Result<()> {
             .append(true)
             .open(path)?;
         // One write(2) per line: O_APPEND keeps concurrent servers' lines whole.
-        f.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        // SAFETY: getpgrp has no preconditions and cannot fail.
+        let pgid = unsafe { libc::getpgrp() };
+        f.write_all(format!("{} {pgid}\n", std::process::id()).as_bytes())?;
     }
     eprintln!(
         "mcpq-fixture {} listening on stdio (pid {})",

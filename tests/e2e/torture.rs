@@ -1,0 +1,518 @@
+//! The supervisor's torture suite: each test recreates one way stdio MCP servers hang
+//! workers elsewhere, and asserts on real processes (via /proc) that mcpq does not.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use mcpq_tests::{
+    fd_count, group_members, process_alive, text, wait_until, zombie_children, TestEnv,
+};
+use serde_json::Value;
+
+/// Waits for a job and returns (exit code, the `--json` line).
+fn wait_json(env: &TestEnv, id: &str) -> (Option<i32>, Value) {
+    let out = env.mcpq(&["wait", id, "--timeout", "60s", "--json"]);
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} / {}", text(&out.stdout), text(&out.stderr)));
+    (out.status.code(), v)
+}
+
+/// The job's status record as JSON.
+fn status_json(env: &TestEnv, id: &str) -> Value {
+    let out = env.mcpq(&["status", id, "--json"]);
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+fn assert_group_gone(pgid: u32) {
+    assert!(
+        wait_until(Duration::from_secs(5), || group_members(pgid).is_empty()),
+        "process group {pgid} still has {:?}",
+        group_members(pgid)
+    );
+}
+
+#[test]
+fn sleep_forever_with_a_2s_job_timeout_fails_in_under_3s_and_its_group_is_gone() {
+    let env = TestEnv::new("sleep-forever", "");
+    let _worker = env.worker(&[]);
+    let id = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "sleep_forever",
+        "--timeout",
+        "2s",
+    ]);
+    let (code, v) = wait_json(&env, &id);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["error"]["kind"], "timeout", "{v}");
+    let s = status_json(&env, &id);
+    let took =
+        s["finished_at"].as_u64().expect("finished") - s["started_at"].as_u64().expect("started");
+    assert!(
+        took < 3000,
+        "the 2 s timeout took {took} ms to fail the job"
+    );
+    let pids = env.fixture_pids();
+    assert_eq!(pids.len(), 1);
+    assert_group_gone(pids[0]);
+}
+
+#[test]
+fn a_server_ignoring_sigterm_is_killed_by_sigkill_and_the_error_says_so() {
+    let env = TestEnv::new("ignore-sigterm", "[defaults]\nkill_grace = \"1s\"\n");
+    let _worker = env.worker(&[]);
+    let job = r#"{"kind":"agent","payload":{"steps":[
+        {"server":"echo","tool":"ignore_sigterm"},
+        {"server":"echo","tool":"sleep_forever"}]},"options":{"timeout":"2s"}}"#;
+    let out = env.mcpq_with_stdin(&["submit", "-"], job.as_bytes());
+    let id = text(&out.stdout).trim().to_string();
+    let (code, v) = wait_json(&env, &id);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["error"]["kind"], "timeout");
+    let message = v["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("ignored SIGTERM") && message.contains("SIGKILL"),
+        "{message}"
+    );
+    assert_group_gone(env.fixture_pids()[0]);
+}
+
+#[test]
+fn a_grandchild_in_the_servers_group_is_gone_after_the_job() {
+    let env = TestEnv::new("grandchild", "");
+    let _worker = env.worker(&[]);
+    let id = env.submit(&["agent", "--server", "echo", "--tool", "spawn_grandchild"]);
+    let (code, v) = wait_json(&env, &id);
+    assert_eq!(code, Some(0), "{v}");
+    let grandchild: u32 = v["result"][0]["result"]["content"][0]["text"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("grandchild pid");
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_alive(grandchild)),
+        "grandchild {grandchild} outlived its job"
+    );
+    assert_group_gone(env.fixture_pids()[0]);
+}
+
+#[test]
+fn launchers_between_us_and_the_server_are_stopped_with_it() {
+    let fixture = mcpq_tests::bin("mcpq-fixture");
+    let extra = format!(
+        "[servers.sh_exec]\ncommand = \"sh\"\nargs = [\"-c\", \"exec {f}\"]\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{{log}}\" }}\n\
+         [servers.sh_parent]\ncommand = \"sh\"\nargs = [\"-c\", \"{f}; sleep 1000\"]\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{{log}}\" }}\n\
+         [defaults]\nkill_grace = \"1s\"\n",
+        f = fixture.display()
+    );
+    let env = TestEnv::new("launchers", "");
+    let extra = extra.replace("{log}", &env.dir.join("spawns.log").display().to_string());
+    std::fs::write(
+        &env.config,
+        std::fs::read_to_string(&env.config).expect("config") + &extra,
+    )
+    .expect("config");
+    let _worker = env.worker(&[]);
+    for server in ["sh_exec", "sh_parent"] {
+        let id = env.submit(&[
+            "agent",
+            "--server",
+            server,
+            "--tool",
+            "echo",
+            "--args",
+            r#"{"text":"via sh"}"#,
+        ]);
+        let (code, v) = wait_json(&env, &id);
+        assert_eq!(code, Some(0), "{server}: {v}");
+        assert_eq!(v["result"][0]["result"]["content"][0]["text"], "via sh");
+    }
+    // Both fixtures (and the `sh` still waiting in front of the second one) are gone:
+    // the server pid under `sh -c 'x; sleep'` is not the group leader, the shell is.
+    let (pids, groups) = (env.fixture_pids(), env.fixture_groups());
+    assert_eq!(pids.len(), 2);
+    assert_ne!(
+        pids[1], groups[1],
+        "under `sh -c 'x; sleep'` the shell leads the group"
+    );
+    for pid in pids {
+        assert!(
+            wait_until(Duration::from_secs(5), || !process_alive(pid)),
+            "fixture {pid} left behind"
+        );
+    }
+    for pgid in groups {
+        assert_group_gone(pgid);
+    }
+}
+
+#[test]
+fn a_server_that_never_answers_initialize_fails_within_its_startup_timeout() {
+    let env = TestEnv::new(
+        "hang-init",
+        "[servers.mute]\ncommand = \"{F}\"\nstartup_timeout = \"1s\"\nenv = { MCPQ_FIXTURE_HANG_INITIALIZE = \"1\" }\n[defaults]\nkill_grace = \"500ms\"\n",
+    );
+    let fixture = mcpq_tests::bin("mcpq-fixture").display().to_string();
+    std::fs::write(
+        &env.config,
+        std::fs::read_to_string(&env.config)
+            .expect("config")
+            .replace("{F}", &fixture),
+    )
+    .expect("config");
+    let _worker = env.worker(&[]);
+    let id = env.submit(&["agent", "--server", "mute", "--tool", "echo"]);
+    let (code, v) = wait_json(&env, &id);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["error"]["kind"], "startup_timeout", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("initialize"));
+    assert!(v["error"]["stderr_tail"]
+        .as_str()
+        .expect("tail")
+        .contains("never answer initialize"));
+    let s = status_json(&env, &id);
+    let took =
+        s["finished_at"].as_u64().expect("finished") - s["started_at"].as_u64().expect("started");
+    assert!(took < 1000 + 1000, "startup timeout of 1 s took {took} ms");
+}
+
+#[test]
+fn a_server_that_closes_stdout_but_stays_alive_fails_the_call_and_is_stopped() {
+    let env = TestEnv::new("close-stdout", "[defaults]\nkill_grace = \"500ms\"\n");
+    let _worker = env.worker(&[]);
+    let id = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "close_stdout_stay_alive",
+        "--timeout",
+        "30s",
+    ]);
+    let (code, v) = wait_json(&env, &id);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["error"]["kind"], "connection_closed", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("kept running"));
+    let s = status_json(&env, &id);
+    let took =
+        s["finished_at"].as_u64().expect("finished") - s["started_at"].as_u64().expect("started");
+    assert!(took < 5000, "took {took} ms");
+    assert_group_gone(env.fixture_pids()[0]);
+}
+
+#[test]
+fn a_100_mb_stderr_flood_during_a_call_completes_and_errors_carry_only_a_bounded_tail() {
+    let env = TestEnv::new("flood-100mb", "");
+    let _worker = env.worker(&[]);
+    let job = r#"{"kind":"agent","payload":{"steps":[
+        {"server":"echo","tool":"stderr_flood","arguments":{"bytes":100000000}},
+        {"server":"echo","tool":"fail","arguments":{"message":"after the flood"}}]},
+        "options":{"timeout":"120s"}}"#;
+    let out = env.mcpq_with_stdin(&["submit", "-"], job.as_bytes());
+    let id = text(&out.stdout).trim().to_string();
+    let (code, v) = wait_json(&env, &id);
+    assert_eq!(code, Some(1), "{v}");
+    // The flood step completed; the plan reached the second step.
+    assert_eq!(v["error"]["step"], 1);
+    assert_eq!(v["error"]["kind"], "tool_error");
+    let tail = v["error"]["stderr_tail"].as_str().expect("tail");
+    assert!(
+        tail.len() <= mcpq_shared::supervisor::TAIL_IN_ERRORS + 100,
+        "tail of {} bytes",
+        tail.len()
+    );
+    assert!(
+        tail.contains("flood done"),
+        "{}",
+        &tail[tail.len().saturating_sub(200)..]
+    );
+    assert!(tail.starts_with('['), "the tail says how much was omitted");
+}
+
+#[test]
+fn a_worker_whose_log_pipe_nobody_reads_keeps_running_jobs_and_reports_dropped_lines() {
+    let env = TestEnv::new(
+        "unread-log",
+        "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
+    );
+    let mut worker = env.worker_with(&[], |cmd| {
+        cmd.env("MCPQ_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    });
+    let mut stderr = worker.child.stderr.take().expect("stderr pipe");
+    // Nobody reads the pipe now: with debug logging it is full within a few jobs.
+    let n = 500;
+    let ids: Vec<String> = {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let conn = mcpq_shared::queue::connect(&mcpq_tests::redis_url())
+                .await
+                .expect("redis");
+            let producer = mcpq_shared::queue::Producer::new(
+                conn,
+                mcpq_shared::queue::Keys::new(env.namespace.clone()),
+            );
+            let jobs: Vec<_> = (0..n)
+                .map(|i| {
+                    let step = mcpq_shared::job::PlanStep {
+                        name: None,
+                        server: "echo".into(),
+                        tool: "stderr_flood".into(),
+                        // 64 KiB = 64 debug lines per job: 500 jobs overflow the 16 Ki-line queue.
+                        arguments: serde_json::json!({"bytes": 65536 + i})
+                            .as_object()
+                            .cloned()
+                            .expect("obj"),
+                    };
+                    mcpq_shared::Job::agent(vec![step], Default::default())
+                })
+                .collect();
+            producer.submit_many(&jobs).await.expect("submit");
+            jobs.iter().map(|j| j.id.to_string()).collect()
+        })
+    };
+    let done_key = format!("{}:queue:done", env.namespace);
+    let mut redis = env.redis();
+    let all_done = wait_until(Duration::from_secs(180), || {
+        redis::cmd("SCARD")
+            .arg(&done_key)
+            .query::<usize>(&mut redis)
+            .unwrap_or(0)
+            >= n
+    });
+    assert!(all_done, "jobs stalled while the log pipe was full");
+    let (code, v) = wait_json(&env, &ids[n - 1]);
+    assert_eq!(code, Some(0), "{v}");
+    // Now the reader drains: the worker says how many lines it dropped.
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => seen.extend_from_slice(&buf[..k]),
+            }
+            if String::from_utf8_lossy(&seen).contains("log lines while the log output was blocked")
+            {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let log = reader.join().expect("reader");
+    let line = log
+        .lines()
+        .find(|l| l.contains("log lines while the log output was blocked"))
+        .unwrap_or_else(|| panic!("no drop report in {} bytes of log", log.len()));
+    let count: u64 = line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .expect("a count in the report");
+    assert!(count > 0, "{line}");
+    worker.signal(libc::SIGTERM);
+}
+
+#[test]
+fn a_servers_stderr_before_initialize_appears_in_the_worker_log_attributed_to_it() {
+    let env = TestEnv::new("banner", "");
+    let worker = env.worker_with(&[], |cmd| {
+        cmd.env("MCPQ_LOG", "debug");
+    });
+    let id = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"text":"x"}"#,
+    ]);
+    assert_eq!(wait_json(&env, &id).0, Some(0));
+    let pid = env.fixture_pids()[0];
+    assert!(worker.wait_log("listening on stdio", Duration::from_secs(5)));
+    let log = worker.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("listening on stdio"))
+        .expect("banner line");
+    assert!(
+        line.contains("server=echo") && line.contains(&format!("pid={pid}")),
+        "{line}"
+    );
+}
+
+#[test]
+fn sigkill_of_the_worker_takes_its_8_running_servers_with_it_within_1s() {
+    let env = TestEnv::new(
+        "sigkill-worker",
+        "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
+    );
+    let mut worker = env.worker(&[]);
+    for _ in 0..8 {
+        env.submit(&[
+            "agent",
+            "--server",
+            "echo",
+            "--tool",
+            "sleep_forever",
+            "--timeout",
+            "300s",
+        ]);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || env
+            .fixture_pids()
+            .iter()
+            .filter(|&&p| process_alive(p))
+            .count()
+            == 8),
+        "8 servers running"
+    );
+    let pids = env.fixture_pids();
+    worker.signal(libc::SIGKILL);
+    let _ = worker.wait_exit(Duration::from_secs(5));
+    assert!(
+        wait_until(Duration::from_secs(1), || pids
+            .iter()
+            .all(|&p| !process_alive(p))),
+        "servers outlived the killed worker: {:?}",
+        pids.iter()
+            .filter(|&&p| process_alive(p))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_thousand_fresh_servers_leave_no_zombie_and_no_leaked_descriptor() {
+    let env = TestEnv::new(
+        "thousand",
+        "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
+    );
+    let worker = env.worker(&[]);
+    let id = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"text":"warm-up"}"#,
+    ]);
+    assert_eq!(wait_json(&env, &id).0, Some(0));
+    std::thread::sleep(Duration::from_millis(300));
+    let baseline = fd_count(worker.pid());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let n = 1000;
+    rt.block_on(async {
+        let conn = mcpq_shared::queue::connect(&mcpq_tests::redis_url())
+            .await
+            .expect("redis");
+        let producer = mcpq_shared::queue::Producer::new(
+            conn,
+            mcpq_shared::queue::Keys::new(env.namespace.clone()),
+        );
+        let jobs: Vec<_> = (0..n)
+            .map(|i| {
+                let step = mcpq_shared::job::PlanStep {
+                    name: None,
+                    server: "echo".into(),
+                    tool: "echo".into(),
+                    arguments: serde_json::json!({"text": format!("{i}")})
+                        .as_object()
+                        .cloned()
+                        .expect("obj"),
+                };
+                mcpq_shared::Job::agent(vec![step], Default::default())
+            })
+            .collect();
+        producer.submit_many(&jobs).await.expect("submit");
+    });
+    let done_key = format!("{}:queue:done", env.namespace);
+    let mut redis = env.redis();
+    assert!(
+        wait_until(Duration::from_secs(300), || {
+            redis::cmd("SCARD")
+                .arg(&done_key)
+                .query::<usize>(&mut redis)
+                .unwrap_or(0)
+                > n
+        }),
+        "1000 jobs did not finish"
+    );
+    assert_eq!(
+        env.fixture_pids().len(),
+        n + 1,
+        "each job spawned its own server"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || zombie_children(worker.pid())
+            .is_empty()),
+        "zombies: {:?}",
+        zombie_children(worker.pid())
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || fd_count(worker.pid())
+            <= baseline),
+        "descriptors: {} now, {baseline} before",
+        fd_count(worker.pid())
+    );
+}
+
+#[test]
+fn a_crash_loop_marks_the_server_unhealthy_then_it_is_tried_again_after_the_window() {
+    let env = TestEnv::new(
+        "crash-loop",
+        "[worker]\nconcurrency = 1\n[defaults]\nrestart_backoff = \"10ms\"\ncrash_loop_threshold = 3\ncrash_loop_window = \"60s\"\nunhealthy_for = \"2s\"\n",
+    );
+    let _worker = env.worker(&[]);
+    for _ in 0..3 {
+        let id = env.submit(&["agent", "--server", "echo", "--tool", "crash"]);
+        let (code, v) = wait_json(&env, &id);
+        assert_eq!(code, Some(1));
+        assert_eq!(v["error"]["kind"], "server_exited", "{v}");
+    }
+    // In a crash loop: fails fast, says why, starts nothing.
+    let id = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"text":"x"}"#,
+    ]);
+    let (code, v) = wait_json(&env, &id);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["error"]["kind"], "server_unhealthy", "{v}");
+    let message = v["error"]["message"].as_str().expect("message");
+    assert!(message.contains("crashed 3 times"), "{message}");
+    assert_eq!(
+        env.fixture_pids().len(),
+        3,
+        "an unhealthy server was started"
+    );
+    // After the window, the server is tried again.
+    std::thread::sleep(Duration::from_millis(2100));
+    let id = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"text":"back"}"#,
+    ]);
+    let (code, v) = wait_json(&env, &id);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(env.fixture_pids().len(), 4);
+}
