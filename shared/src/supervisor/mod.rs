@@ -1,24 +1,53 @@
 //! `Supervisor`: the only code in mcpq that creates child processes.
 //!
-//! What it promises for every child (a stdio MCP server):
-//! 1. **Clean start**: empty signal mask, default dispositions, its own session and
-//!    process group, `PR_SET_PDEATHSIG(SIGKILL)`, no descriptor of the worker beyond
-//!    stdin/stdout/stderr ([`unix::prepare_child`]).
-//! 2. **Its own environment**: only `PATH`, `HOME`, `USER`, `LANG`, `LC_ALL`, `TZ`, `TMPDIR`
-//!    from the worker ([`INHERITED_ENV`]), plus the server's `env` from the config.
-//! 3. **Its own stderr pipe**, always drained ([`stderr`]): never the worker's log stream.
-//! 4. **Stop = the whole tree**: [`ServerProcess::stop`] closes stdin, then SIGTERM to the
-//!    process group, waits `kill_grace`, SIGKILL to the group, and reaps. Dropping a
-//!    [`ServerProcess`] without `stop` sends SIGKILL to the group at once.
-//! 5. [`Supervisor::kill_all`] kills every group still alive (worker shutdown).
+//! Stdio MCP servers hang workers elsewhere because children inherit a blocked signal
+//! mask or ignored signals, share the worker's log descriptor, fill a stderr pipe nobody
+//! reads, outlive a kill aimed at one pid, or are waited on without a deadline. What the
+//! supervisor promises for every child, each with the test that proves it
+//! (`tests/e2e/torture.rs`, `signals.rs`):
+//!
+//! 1. **Clean start** ([`unix::prepare_child`], in `pre_exec`, async-signal-safe calls
+//!    only): every catchable signal back to `SIG_DFL` (32 and 33 too, through the raw
+//!    syscall), an empty signal mask, its own session and process group (`setsid`),
+//!    `PR_SET_PDEATHSIG(SIGKILL)` with a check that the worker did not die before it,
+//!    and close-on-exec on every descriptor above 2.
+//!    Tests: `child_signal_state_is_clean_even_when_the_worker_inherited_a_hostile_one`,
+//!    `sigkill_of_the_worker_takes_its_8_running_servers_with_it_within_1s`.
+//! 2. **Its own environment**: only `PATH`, `HOME`, `USER`, `LANG`, `LC_ALL`, `TZ`,
+//!    `TMPDIR` from the worker ([`INHERITED_ENV`]), plus the server's `env` from config.
+//! 3. **Its own stderr pipe, always drained** ([`StderrTail`]): read until EOF into
+//!    `tracing` (debug, with server name and pid) and a 64 KiB ring buffer whose last
+//!    8 KiB go into errors. Tests: `a_100_mb_stderr_flood_during_a_call_completes_*`,
+//!    `a_servers_stderr_before_initialize_appears_in_the_worker_log_attributed_to_it`.
+//! 4. **Stop = the whole tree** ([`ServerProcess::stop`]): stdin EOF, [`EOF_GRACE`],
+//!    SIGTERM to the process group, `kill_grace`, SIGKILL to the group, reap; bounded by
+//!    `EOF_GRACE + kill_grace + 1 s`, and reports an escalation to SIGKILL. Dropping a
+//!    [`ServerProcess`] without `stop` (a cancelled job) sends SIGKILL to the group at
+//!    once; [`Supervisor::kill_all`] does the same for every live group at worker
+//!    shutdown. Tests: `a_grandchild_in_the_servers_group_is_gone_after_the_job`,
+//!    `launchers_between_us_and_the_server_are_stopped_with_it`,
+//!    `a_server_ignoring_sigterm_is_killed_by_sigkill_and_the_error_says_so`,
+//!    `a_thousand_fresh_servers_leave_no_zombie_and_no_leaked_descriptor`.
+//! 5. **Crash records** ([`HealthBook`]): a server that dies is reaped at once and its exit
+//!    status and stderr tail go into the job's error; restarts wait an exponential
+//!    backoff; a crash loop marks the server unhealthy and jobs fail fast until a window
+//!    passes. Test: `a_crash_loop_marks_the_server_unhealthy_then_*`.
+//! 6. **Nothing blocks the runtime**: spawning is `fork`+`exec` on the calling runtime
+//!    thread, exits are awaited through tokio, liveness checks are `kill(pid, 0)`.
+//!
+//! Deadlines on `initialize` and every call live in [`crate::mcp::McpSession`].
 //!
 //! Caveats:
 //! - A grandchild that calls `setsid` itself leaves our process group and escapes the
-//!   group kill (it still gets no parent-death signal from us). Rare for MCP launchers.
-//! - Reaping after drop is done by tokio in the background (best effort, no deadline);
+//!   group kill (and gets no parent-death signal from us). Rare for MCP launchers.
+//! - Reaping after a drop is done by tokio in the background (best effort, no deadline);
 //!   [`ServerProcess::stop`] reaps before it returns.
-//! - Spawn from a long-lived thread only (a tokio worker thread is fine): the kernel sends
-//!   the parent-death signal when the *thread* that forked exits.
+//! - Spawn from a long-lived thread only (a tokio worker thread is fine, the blocking
+//!   pool is not): the kernel sends the parent-death signal when the *thread* that
+//!   forked exits.
+//! - A pid is checked for its group after its leader was reaped; a new process could in
+//!   theory take the same number as its group id in between (pid reuse), a window of
+//!   milliseconds against a pid space of millions.
 
 pub mod health;
 mod stderr;
