@@ -6,7 +6,7 @@
 //! supervisor promises for every child, each with the test that proves it
 //! (`tests/e2e/torture.rs`, `signals.rs`):
 //!
-//! 1. **Clean start** ([`unix::prepare_child`], in `pre_exec`, async-signal-safe calls
+//! 1. **Clean start** (`unix::child_main`, between clone and exec, async-signal-safe calls
 //!    only): every catchable signal back to `SIG_DFL` (32 and 33 too, through the raw
 //!    syscall), an empty signal mask, its own session and process group (`setsid`),
 //!    `PR_SET_PDEATHSIG(SIGKILL)` with a check that the worker did not die before it,
@@ -50,16 +50,18 @@
 //!   milliseconds against a pid space of millions.
 
 pub mod health;
+mod spawn;
 mod stderr;
 pub mod unix;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
 pub use health::{Admission, HealthBook, HealthPolicy};
@@ -149,30 +151,23 @@ impl Supervisor {
         config: &ServerConfig,
         kill_grace: Duration,
     ) -> Result<ServerProcess, SpawnError> {
-        let mut cmd = Command::new(&config.command);
-        cmd.args(&config.args)
-            .env_clear()
-            .envs(
-                INHERITED_ENV
-                    .iter()
-                    .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
-            )
-            .envs(&config.env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Backstop only: our Drop kills the whole group first.
-            .kill_on_drop(true);
-        if let Some(cwd) = &config.cwd {
-            cmd.current_dir(cwd);
-        }
-        let parent = unix::current_pid();
-        // SAFETY: the closure only calls `prepare_child`, which is async-signal-safe and
-        // allocates nothing; `parent` is a plain integer captured by copy.
-        unsafe {
-            cmd.pre_exec(move || unix::prepare_child(parent));
-        }
-        let mut child = cmd.spawn().map_err(|source| {
+        let mut env: Vec<(OsString, OsString)> = INHERITED_ENV
+            .iter()
+            .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
+            .collect();
+        env.extend(
+            config
+                .env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        );
+        let spec = spawn::SpawnSpec {
+            program: OsString::from(&config.command),
+            args: config.args.iter().map(OsString::from).collect(),
+            env,
+            cwd: config.cwd.clone(),
+        };
+        let child = spawn::spawn(&spec).map_err(|source| {
             let (server, command) = (name.to_string(), config.command.clone());
             if matches!(
                 source.kind(),
@@ -191,9 +186,8 @@ impl Supervisor {
                 }
             }
         })?;
-        let pid = child.id().expect("a child that was just spawned has a pid");
-        let stderr = child.stderr.take().expect("stderr was piped");
-        let stderr = stderr::drain(name.to_string(), pid, stderr);
+        let pid = child.pid;
+        let stderr = stderr::drain(name.to_string(), pid, child.stderr);
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -203,9 +197,9 @@ impl Supervisor {
             name: name.to_string(),
             command: PathBuf::from(&config.command),
             pid,
-            stdin: child.stdin.take(),
-            stdout: child.stdout.take(),
-            child: Some(child),
+            stdin: Some(child.stdin),
+            stdout: Some(child.stdout),
+            watch: Some(child.exit),
             exit: None,
             stderr,
             kill_grace,
@@ -246,9 +240,9 @@ pub struct ServerProcess {
     name: String,
     command: PathBuf,
     pid: u32,
-    stdin: Option<ChildStdin>,
-    stdout: Option<ChildStdout>,
-    child: Option<Child>,
+    stdin: Option<pipe::Sender>,
+    stdout: Option<pipe::Receiver>,
+    watch: Option<spawn::ExitWatch>,
     exit: Option<ExitStatus>,
     stderr: StderrTail,
     kill_grace: Duration,
@@ -287,13 +281,13 @@ impl ServerProcess {
     }
 
     /// The MCP pipes (child's stdout to read, stdin to write). Once.
-    pub fn take_stdio(&mut self) -> Option<(ChildStdout, ChildStdin)> {
+    pub fn take_stdio(&mut self) -> Option<(pipe::Receiver, pipe::Sender)> {
         Some((self.stdout.take()?, self.stdin.take()?))
     }
 
     fn reaped(&mut self, status: ExitStatus) -> ExitStatus {
         self.exit = Some(status);
-        self.child = None;
+        self.watch = None;
         status
     }
 
@@ -302,7 +296,7 @@ impl ServerProcess {
         if self.exit.is_some() {
             return self.exit;
         }
-        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        let status = self.watch.as_mut()?.try_wait().ok().flatten()?;
         Some(self.reaped(status))
     }
 
@@ -311,8 +305,8 @@ impl ServerProcess {
         if let Some(status) = self.try_exit() {
             return Some(status);
         }
-        let child = self.child.as_mut()?;
-        match tokio::time::timeout(within, child.wait()).await {
+        let watch = self.watch.as_mut()?;
+        match tokio::time::timeout(within, watch.wait()).await {
             Ok(Ok(status)) => Some(self.reaped(status)),
             _ => None,
         }
@@ -372,10 +366,13 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         // Dropped without `stop` (a job future cancelled, a panic): kill the whole group
-        // now. SIGKILL because there is no one left to wait out a grace period; tokio's
-        // kill_on_drop then reaps the leader in the background.
+        // now. SIGKILL because there is no one left to wait out a grace period; the
+        // leader is then reaped in the background (no zombie).
         if self.exit.is_none() || unix::group_exists(self.pid) {
             let _ = unix::signal_group(self.pid, libc::SIGKILL);
+        }
+        if let Some(watch) = self.watch.take() {
+            spawn::reap_in_background(watch);
         }
         self.live
             .lock()

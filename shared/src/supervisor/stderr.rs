@@ -9,8 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::AsyncReadExt;
-use tokio::process::ChildStderr;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes of stderr kept per server.
 pub const TAIL_CAPACITY: usize = 64 * 1024;
@@ -95,7 +94,11 @@ impl StderrTail {
 }
 
 /// Starts the task that drains `stderr` until EOF.
-pub(crate) fn drain(server: String, pid: u32, mut stderr: ChildStderr) -> StderrTail {
+pub(crate) fn drain(
+    server: String,
+    pid: u32,
+    mut stderr: impl AsyncRead + Unpin + Send + 'static,
+) -> StderrTail {
     let tail = StderrTail::default();
     let out = tail.clone();
     tokio::spawn(async move {

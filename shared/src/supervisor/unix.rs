@@ -1,17 +1,20 @@
 //! Every `libc` call of the supervisor, and the reason each one is safe.
 //!
 //! Two resets live here:
-//! - [`prepare_child`] runs in the forked child before `exec` (`pre_exec`): empty signal
-//!   mask, default dispositions, own session and process group, parent-death signal,
-//!   close-on-exec on every descriptor above 2.
+//! - [`child_main`] runs in the cloned child before `execve` (see `spawn.rs`): default
+//!   dispositions, its stdio pipes on 0-2, own session and process group, parent-death
+//!   signal, close-on-exec on every descriptor above 2, working directory, empty signal
+//!   mask, exec.
 //! - [`reset_own_signal_state`] runs once at worker start-up, before any thread exists:
 //!   a service manager or a shell may have started us with signals blocked or ignored,
 //!   and children inherit both through `fork`.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 
 /// Highest signal number on Linux (`SIGRTMAX`); a constant because `SIGRTMAX()` is a libc
-/// function we do not want to call after fork.
+/// function we do not want to call in the child.
 const MAX_SIGNAL: libc::c_int = 64;
 
 /// glibc reserves 32 and 33 for its threading; `sigaction` refuses them with EINVAL.
@@ -19,25 +22,57 @@ fn is_settable(sig: libc::c_int) -> bool {
     sig != libc::SIGKILL && sig != libc::SIGSTOP && sig != 32 && sig != 33
 }
 
-/// Runs in the child between `fork` and `exec`. `parent` is the worker's pid, read before
-/// the fork.
+/// Everything the child needs, prepared by the parent before the clone. Raw pointers
+/// into buffers the parent keeps alive until the child has exec'd or exited.
+#[derive(Debug)]
+pub(crate) struct ChildPlan {
+    /// Absolute or relative path to execute (already resolved against PATH).
+    pub path: *const libc::c_char,
+    /// NULL-terminated argv.
+    pub argv: *const *const libc::c_char,
+    /// NULL-terminated envp.
+    pub envp: *const *const libc::c_char,
+    /// Working directory, or NULL.
+    pub cwd: *const libc::c_char,
+    /// Descriptors to become the child's 0, 1 and 2.
+    pub stdio: [libc::c_int; 3],
+    /// Write end of the close-on-exec pipe that reports a failure (errno) to the parent.
+    pub report: libc::c_int,
+    /// The worker's pid, to check that it did not die before the parent-death signal
+    /// was armed.
+    pub parent: libc::pid_t,
+}
+
+/// The child's side of [`clone_vfork`]. Runs on its own stack in the worker's address
+/// space, with every signal blocked, until `execve` replaces it.
 ///
-/// # Safety
-/// Must only be called from a `pre_exec` closure: it calls only async-signal-safe
-/// functions (`sigemptyset`, `sigprocmask`, `sigaction`, `setsid`, `prctl`, `getppid`,
-/// `syscall(close_range)`), allocates nothing and takes no lock.
-pub(crate) unsafe fn prepare_child(parent: libc::pid_t) -> io::Result<()> {
-    // SAFETY: all calls below are async-signal-safe syscalls on stack values; see the
-    // function contract. Order matters:
-    // 1. dispositions back to default *before* unblocking, so that a signal pending in
-    //    the mask cannot run an inherited handler (there is none after exec anyway, but
-    //    SIG_IGN would survive exec and swallow it);
-    // 2. empty mask;
-    // 3. setsid: own session and process group, so the supervisor can signal the whole
-    //    tree (npx, uv, sh launchers) with kill(-pgid);
-    // 4. PR_SET_PDEATHSIG, then check getppid(): if the worker died between fork and
-    //    prctl, no signal will ever come, so give up now.
+/// Only async-signal-safe syscalls on data prepared by the parent: no allocation, no
+/// lock, no write to the parent's memory (errno aside: the child has the parent thread's
+/// TLS, and that thread is suspended until we exec or exit). Order matters:
+/// 1. dispositions back to `SIG_DFL` first, while everything is still blocked: no
+///    handler of the worker can ever run here, and `SIG_IGN` (which survives exec) is
+///    undone;
+/// 2. the stdio pipes onto 0-2 (through descriptors >= 3 first, in case a pipe end
+///    itself is 0, 1 or 2 because the worker had closed those);
+/// 3. `setsid`: own session and process group, so the supervisor can signal the whole
+///    tree (npx, uv, sh launchers) with `kill(-pgid)`;
+/// 4. `PR_SET_PDEATHSIG`, then check `getppid()`: if the worker died before prctl, no
+///    signal will ever come, so give up now;
+/// 5. close-on-exec on every descriptor above 2 (`close_range`; ENOSYS on Linux < 5.11
+///    is ignored: std and tokio open theirs with O_CLOEXEC anyway);
+/// 6. `chdir`, an empty signal mask, `execve`.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `&ChildPlan` passed by `clone_vfork`, alive until we exec or
+    // exit (the parent thread is suspended by CLONE_VFORK until then). Every call is a
+    // plain syscall wrapper on stack values or on the plan's prepared buffers.
     unsafe {
+        let plan = &*(arg as *const ChildPlan);
+        let fail = |report: libc::c_int| -> ! {
+            let errno = *libc::__errno_location();
+            let bytes = errno.to_ne_bytes();
+            libc::write(report, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127)
+        };
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = libc::SIG_DFL;
         libc::sigemptyset(&mut action.sa_mask);
@@ -48,13 +83,21 @@ pub(crate) unsafe fn prepare_child(parent: libc::pid_t) -> io::Result<()> {
         }
         #[cfg(target_os = "linux")]
         reset_reserved_signals();
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
-            return Err(io::Error::last_os_error());
+
+        let mut high = [0 as libc::c_int; 3];
+        for (i, &fd) in plan.stdio.iter().enumerate() {
+            high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3);
+            if high[i] < 0 {
+                fail(plan.report);
+            }
+        }
+        for (target, &fd) in high.iter().enumerate() {
+            if libc::dup2(fd, target as libc::c_int) < 0 {
+                fail(plan.report);
+            }
         }
         if libc::setsid() < 0 {
-            return Err(io::Error::last_os_error());
+            fail(plan.report);
         }
         #[cfg(target_os = "linux")]
         {
@@ -66,15 +109,12 @@ pub(crate) unsafe fn prepare_child(parent: libc::pid_t) -> io::Result<()> {
                 0,
             ) != 0
             {
-                return Err(io::Error::last_os_error());
+                fail(plan.report);
             }
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            if libc::getppid() != plan.parent {
+                *libc::__errno_location() = libc::ESRCH;
+                fail(plan.report);
             }
-            // close_range(3, ~0, CLOSE_RANGE_CLOEXEC): every descriptor the worker opened
-            // without O_CLOEXEC closes at exec. Not a plain close: std reports exec errors
-            // through a CLOEXEC pipe that must stay open until exec. ENOSYS (kernel < 5.11)
-            // is ignored: std and tokio open their descriptors with O_CLOEXEC anyway.
             const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
             libc::syscall(
                 libc::SYS_close_range,
@@ -83,10 +123,136 @@ pub(crate) unsafe fn prepare_child(parent: libc::pid_t) -> io::Result<()> {
                 CLOSE_RANGE_CLOEXEC,
             );
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = parent;
+        if !plan.cwd.is_null() && libc::chdir(plan.cwd) != 0 {
+            fail(plan.report);
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::execve(plan.path, plan.argv, plan.envp);
+        fail(plan.report)
     }
-    Ok(())
+}
+
+/// Runs [`child_main`] in a new process sharing our memory (`CLONE_VM | CLONE_VFORK`, as
+/// `posix_spawn` does): returns its pid once it has exec'd or exited.
+pub(crate) fn clone_vfork(plan: &ChildPlan, stack: &mut [u8]) -> io::Result<libc::pid_t> {
+    // The stack grows down: hand clone its 16-byte aligned top.
+    let top = stack.as_mut_ptr() as usize + stack.len();
+    let top = (top & !15) as *mut libc::c_void;
+    // SAFETY: sigset/pthread_sigmask on stack values. clone runs `child_main` on `stack`
+    // (owned by the caller, alive across the call) with `plan` (likewise); CLONE_VFORK
+    // returns only after the child exec'd or exited, so neither is used after this
+    // function returns. All signals are blocked on this thread around the clone, so no
+    // handler runs in the child on our memory; the child resets them before unblocking.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            plan as *const ChildPlan as *mut libc::c_void,
+        );
+        let err = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(err);
+        }
+        Ok(pid)
+    }
+}
+
+/// A pipe, both ends close-on-exec: (read end, write end).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`; we own them from here on.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// Reads the child's failure report: `None` at EOF (it exec'd), else its errno.
+pub(crate) fn read_report(fd: &OwnedFd) -> io::Result<Option<i32>> {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled part of a stack buffer.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        match n {
+            0 => break,
+            n if n > 0 => got += n as usize,
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok((got == buf.len()).then(|| i32::from_ne_bytes(buf)))
+}
+
+/// `waitpid(pid, WNOHANG)`: the raw wait status once the child has exited.
+pub(crate) fn reap_nohang(pid: libc::pid_t) -> io::Result<Option<libc::c_int>> {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid status pointer.
+    match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+        0 => Ok(None),
+        p if p == pid => Ok(Some(status)),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Blocking `waitpid`; only for a child known to be exiting, off the async runtime.
+pub(crate) fn reap_blocking(pid: libc::pid_t) -> io::Result<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let p = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if p == pid {
+            return Ok(status);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// A pidfd for `pid` (Linux >= 5.3), readable once the process exits.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open returns a new descriptor we own, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor returned to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// True for a regular file we may execute.
+pub(crate) fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) on a NUL-terminated path.
+    meta.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
 }
 
 /// Signals 32 and 33 (glibc's SIGCANCEL and SIGSETXID) back to SIG_DFL with the raw
@@ -94,7 +260,7 @@ pub(crate) unsafe fn prepare_child(parent: libc::pid_t) -> io::Result<()> {
 /// ignored would otherwise pass that on to the server through exec.
 ///
 /// # Safety
-/// Only for the child between fork and exec (glibc's own threads no longer exist there).
+/// Only for the child between clone and exec.
 #[cfg(target_os = "linux")]
 unsafe fn reset_reserved_signals() {
     /// The kernel's `struct sigaction` (not glibc's): handler, flags, restorer, mask.
@@ -203,7 +369,7 @@ pub(crate) fn group_exists(pgid: u32) -> bool {
     signal_group(pgid, 0).unwrap_or(false)
 }
 
-/// The worker's own pid, for [`prepare_child`].
+/// The worker's own pid, for [`ChildPlan::parent`].
 pub(crate) fn current_pid() -> libc::pid_t {
     // SAFETY: getpid cannot fail and has no preconditions.
     unsafe { libc::getpid() }
