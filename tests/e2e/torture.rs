@@ -149,36 +149,43 @@ fn launchers_between_us_and_the_server_are_stopped_with_it() {
 }
 
 #[test]
-fn a_server_that_never_answers_initialize_fails_within_its_startup_timeout() {
-    let env = TestEnv::new(
-        "hang-init",
-        "[servers.mute]\ncommand = \"{F}\"\nstartup_timeout = \"1s\"\nenv = { MCPQ_FIXTURE_HANG_INITIALIZE = \"1\" }\n[defaults]\nkill_grace = \"500ms\"\n",
-    );
+fn servers_that_never_answer_or_never_read_fail_within_their_startup_timeout() {
     let fixture = mcpq_tests::bin("mcpq-fixture").display().to_string();
-    std::fs::write(
-        &env.config,
-        std::fs::read_to_string(&env.config)
-            .expect("config")
-            .replace("{F}", &fixture),
-    )
-    .expect("config");
+    let extra = format!(
+        "[servers.mute]\ncommand = \"{fixture}\"\nstartup_timeout = \"1s\"\nenv = {{ MCPQ_FIXTURE_HANG_INITIALIZE = \"1\" }}\n\
+         [servers.deaf]\ncommand = \"{fixture}\"\nstartup_timeout = \"1s\"\nenv = {{ MCPQ_FIXTURE_NEVER_READ = \"1\" }}\n\
+         [defaults]\nkill_grace = \"500ms\"\n"
+    );
+    let env = TestEnv::new("hang-init", &extra);
     let _worker = env.worker(&[]);
-    let id = env.submit(&["agent", "--server", "mute", "--tool", "echo"]);
-    let (code, v) = wait_json(&env, &id);
-    assert_eq!(code, Some(1));
-    assert_eq!(v["error"]["kind"], "startup_timeout", "{v}");
-    assert!(v["error"]["message"]
-        .as_str()
-        .expect("message")
-        .contains("initialize"));
-    assert!(v["error"]["stderr_tail"]
-        .as_str()
-        .expect("tail")
-        .contains("never answer initialize"));
-    let s = status_json(&env, &id);
-    let took =
-        s["finished_at"].as_u64().expect("finished") - s["started_at"].as_u64().expect("started");
-    assert!(took < 1000 + 1000, "startup timeout of 1 s took {took} ms");
+    for (server, words) in [
+        ("mute", "never answer initialize"),
+        ("deaf", "never read stdin"),
+    ] {
+        let id = env.submit(&["agent", "--server", server, "--tool", "echo"]);
+        let (code, v) = wait_json(&env, &id);
+        assert_eq!(code, Some(1));
+        assert_eq!(v["error"]["kind"], "startup_timeout", "{v}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("initialize"));
+        assert!(
+            v["error"]["stderr_tail"]
+                .as_str()
+                .expect("tail")
+                .contains(words),
+            "{v}"
+        );
+        let s = status_json(&env, &id);
+        let took = s["finished_at"].as_u64().expect("finished")
+            - s["started_at"].as_u64().expect("started");
+        // Deadline 1 s, + 1 s at most (the contract), stop included.
+        assert!(
+            took < 2000,
+            "{server}: a startup timeout of 1 s took {took} ms"
+        );
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! stay alive).
 //!
 //! Environment switches: `MCPQ_FIXTURE_HANG_INITIALIZE=1` reads stdin for ever and never
-//! answers `initialize`.
+//! answers `initialize`; `MCPQ_FIXTURE_NEVER_READ=1` never even reads its stdin.
 //!
 //! It writes a start-up banner to stderr, as Node and Python servers do, so every test
 //! also checks that stderr is drained. With `MCPQ_FIXTURE_SPAWN_LOG=<file>` it appends
@@ -245,6 +245,10 @@ async fn main() -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
+    if std::env::var_os("MCPQ_FIXTURE_NEVER_READ").is_some() {
+        eprintln!("mcpq-fixture: will never read stdin");
+        forever().await;
+    }
     if std::env::var_os("MCPQ_FIXTURE_HANG_INITIALIZE").is_some() {
         eprintln!("mcpq-fixture: will never answer initialize");
         let mut sink = Vec::new();
