@@ -100,7 +100,7 @@ fn a_server_whose_binary_is_missing_fails_the_job_naming_the_command_and_the_wor
         "[servers.ghost]\ncommand = \"/nonexistent/mcp-ghost-server\"\n",
     );
     let worker = env.worker(&[]);
-    let id = env.submit(&["agent", "--server", "ghost", "--tool", "anything"]);
+    let id = env.submit_call("ghost", "anything", "{}", &[]);
     let out = env.mcpq(&["wait", &id, "--timeout", "30s", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -111,15 +111,7 @@ fn a_server_whose_binary_is_missing_fails_the_job_naming_the_command_and_the_wor
         "{message}"
     );
 
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "echo",
-        "--args",
-        r#"{"text":"still here"}"#,
-    ]);
+    let id = env.submit_call("echo", "echo", r#"{"text":"still here"}"#, &[]);
     let out = env.mcpq(&["wait", &id, "--timeout", "30s"]);
     assert_eq!(
         out.status.code(),
@@ -165,15 +157,7 @@ fn an_undecodable_job_in_the_queue_is_stored_as_failed_and_the_worker_goes_on() 
     assert_eq!(error.kind, "invalid_job");
     assert!(error.message.contains("payload"), "{}", error.message);
     assert!(!error.retryable);
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "echo",
-        "--args",
-        r#"{"text":"next"}"#,
-    ]);
+    let id = env.submit_call("echo", "echo", r#"{"text":"next"}"#, &[]);
     assert_eq!(
         env.mcpq(&["wait", &id, "--timeout", "30s"]).status.code(),
         Some(0)

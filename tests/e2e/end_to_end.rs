@@ -1,25 +1,20 @@
 use std::time::Duration;
 
-use mcpq_shared::job::{Job, JobOptions, PlanStep};
-use mcpq_shared::queue::{self, JobStatus, Keys, Producer};
-use mcpq_tests::{text, wait_until, TestEnv};
+use mcpq_shared::job::Job;
+use mcpq_shared::queue::{self, JobStatus, Keys, ResultStore};
+use mcpq_tests::{call_job, text, wait_until, TestEnv};
 use serde_json::{json, Value};
 
 #[test]
 fn submit_run_and_wait_returns_the_echo_result() {
     let env = TestEnv::new("e2e-echo", "");
     let _worker = env.worker(&[]);
-    let id = env.submit(&[
-        "agent",
-        "--server",
+    let id = env.submit_call(
         "echo",
-        "--tool",
         "echo",
-        "--args",
         r#"{"text":"hi there"}"#,
-        "--timeout",
-        "30s",
-    ]);
+        &["--timeout", "30s"],
+    );
     assert_eq!(id.len(), 26, "a ULID: {id}");
 
     let out = env.mcpq(&["wait", &id, "--timeout", "30s"]);
@@ -83,26 +78,14 @@ fn two_hundred_jobs_at_concurrency_eight_all_complete_with_their_own_results() {
     let worker = env.worker(&[]);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let jobs: Vec<Job> = (0..200)
-        .map(|i| {
-            let step = PlanStep {
-                name: None,
-                server: "echo".to_string(),
-                tool: "add".to_string(),
-                arguments: json!({"a": i, "b": 1000})
-                    .as_object()
-                    .cloned()
-                    .expect("object"),
-            };
-            Job::agent(vec![step], JobOptions::default())
-        })
+        .map(|i| call_job("echo", "add", json!({"a": i, "b": 1000})))
         .collect();
+    env.submit_jobs(&jobs);
     let store = rt.block_on(async {
         let conn = queue::connect(&mcpq_tests::redis_url())
             .await
             .expect("redis");
-        let producer = Producer::new(conn, Keys::new(env.namespace.clone()));
-        producer.submit_many(&jobs).await.expect("submit");
-        producer.store().clone()
+        ResultStore::new(conn, Keys::new(env.namespace.clone()))
     });
     let all_done = wait_until(Duration::from_secs(120), || {
         rt.block_on(async {

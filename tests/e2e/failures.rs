@@ -1,27 +1,11 @@
 use mcpq_tests::{text, TestEnv};
-use serde_json::Value;
-
-fn wait_json(env: &TestEnv, id: &str) -> (Option<i32>, Value) {
-    let out = env.mcpq(&["wait", id, "--timeout", "60s", "--json"]);
-    let v = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
-    (out.status.code(), v)
-}
 
 #[test]
 fn a_tool_error_fails_the_job_with_the_tool_text_and_the_next_job_succeeds() {
     let env = TestEnv::new("tool-error", "");
     let _worker = env.worker(&[]);
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "fail",
-        "--args",
-        r#"{"message":"quota exceeded"}"#,
-    ]);
-    let (code, v) = wait_json(&env, &id);
+    let id = env.submit_call("echo", "fail", r#"{"message":"quota exceeded"}"#, &[]);
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
     assert_eq!(v["status"], "failed");
     assert_eq!(v["error"]["kind"], "tool_error");
@@ -39,32 +23,16 @@ fn a_tool_error_fails_the_job_with_the_tool_text_and_the_next_job_succeeds() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("quota exceeded"));
 
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "echo",
-        "--args",
-        r#"{"text":"ok"}"#,
-    ]);
-    assert_eq!(wait_json(&env, &id).0, Some(0));
+    let id = env.submit_call("echo", "echo", r#"{"text":"ok"}"#, &[]);
+    assert_eq!(env.wait_json(&id).0, Some(0));
 }
 
 #[test]
 fn a_server_crash_mid_call_fails_the_job_with_exit_status_and_stderr_tail() {
     let env = TestEnv::new("crash", "");
     let worker = env.worker(&[]);
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "crash",
-        "--args",
-        r#"{"code":7}"#,
-    ]);
-    let (code, v) = wait_json(&env, &id);
+    let id = env.submit_call("echo", "crash", r#"{"code":7}"#, &[]);
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "server_exited");
     let message = v["error"]["message"].as_str().expect("message");
@@ -75,16 +43,8 @@ fn a_server_crash_mid_call_fails_the_job_with_exit_status_and_stderr_tail() {
         "{tail}"
     );
 
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "add",
-        "--args",
-        r#"{"a":1,"b":1}"#,
-    ]);
-    let (code, v) = wait_json(&env, &id);
+    let id = env.submit_call("echo", "add", r#"{"a":1,"b":1}"#, &[]);
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(0), "{}", worker.log_text());
     assert_eq!(v["result"][0]["result"]["content"][0]["text"], "2");
 }
@@ -94,34 +54,21 @@ fn a_server_flooding_stderr_never_blocks_and_its_tail_is_bounded() {
     let env = TestEnv::new("flood", "");
     let _worker = env.worker(&[]);
     // 20 MB: far more than any pipe buffer; an undrained pipe would block the server.
-    let id = env.submit(&[
-        "agent",
-        "--server",
+    let id = env.submit_call(
         "echo",
-        "--tool",
         "stderr_flood",
-        "--args",
         r#"{"bytes":20000000}"#,
-        "--timeout",
-        "60s",
-    ]);
-    let (code, v) = wait_json(&env, &id);
+        &["--timeout", "60s"],
+    );
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(
         v["result"][0]["result"]["content"][0]["text"],
         "wrote 20000000 bytes to stderr"
     );
     // The tail in a later failure of the same kind of server stays small.
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "stderr_flood",
-        "--args",
-        r#"{"bytes":5000000}"#,
-    ]);
-    assert_eq!(wait_json(&env, &id).0, Some(0));
+    let id = env.submit_call("echo", "stderr_flood", r#"{"bytes":5000000}"#, &[]);
+    assert_eq!(env.wait_json(&id).0, Some(0));
 }
 
 #[test]
@@ -131,16 +78,8 @@ fn a_tool_that_outlives_its_timeout_fails_the_job_as_timeout() {
         "[defaults]\ncall_timeout = \"500ms\"\nkill_grace = \"500ms\"\n",
     );
     let _worker = env.worker(&[]);
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "sleep_ms",
-        "--args",
-        r#"{"ms":30000}"#,
-    ]);
-    let (code, v) = wait_json(&env, &id);
+    let id = env.submit_call("echo", "sleep_ms", r#"{"ms":30000}"#, &[]);
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "timeout");
     // The server of the timed-out call was stopped, not left behind.

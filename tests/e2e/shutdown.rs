@@ -9,24 +9,8 @@ fn sigterm_with_jobs_running_exits_0_within_the_grace_period_and_leaves_no_proce
         "[worker]\nshutdown_grace = \"2s\"\n[defaults]\nkill_grace = \"500ms\"\n",
     );
     let mut worker = env.worker(&[]);
-    let short = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "sleep_ms",
-        "--args",
-        r#"{"ms":800}"#,
-    ]);
-    let long = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "sleep_ms",
-        "--args",
-        r#"{"ms":600000}"#,
-    ]);
+    let short = env.submit_call("echo", "sleep_ms", r#"{"ms":800}"#, &[]);
+    let long = env.submit_call("echo", "sleep_ms", r#"{"ms":600000}"#, &[]);
     assert!(
         wait_until(Duration::from_secs(20), || env.fixture_pids().len() == 2),
         "both jobs started"

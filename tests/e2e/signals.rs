@@ -4,7 +4,7 @@ use mcpq_tests::{start_with_hostile_signal_state, text, TestEnv};
 use serde_json::{json, Value};
 
 fn signal_state(env: &TestEnv) -> Value {
-    let id = env.submit(&["agent", "--server", "echo", "--tool", "signal_state"]);
+    let id = env.submit_call("echo", "signal_state", "{}", &[]);
     let out = env.mcpq(&["wait", &id, "--timeout", "30s", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -48,29 +48,13 @@ fn a_worker_started_by_a_hostile_parent_still_times_out_jobs_and_stops_on_sigter
     let env = TestEnv::new("hostile", "[defaults]\nkill_grace = \"500ms\"\n");
     let mut worker = env.worker_with(&[], start_with_hostile_signal_state);
     // Jobs complete...
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "echo",
-        "--args",
-        r#"{"text":"ok"}"#,
-    ]);
+    let id = env.submit_call("echo", "echo", r#"{"text":"ok"}"#, &[]);
     assert_eq!(
         env.mcpq(&["wait", &id, "--timeout", "30s"]).status.code(),
         Some(0)
     );
     // ... timeouts fire (a blocked SIGCHLD or an ignored one would break reaping) ...
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "sleep_forever",
-        "--timeout",
-        "1s",
-    ]);
+    let id = env.submit_call("echo", "sleep_forever", "{}", &["--timeout", "1s"]);
     let out = env.mcpq(&["wait", &id, "--timeout", "30s", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");

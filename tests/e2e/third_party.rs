@@ -34,15 +34,7 @@ fn filesystem_server_from_npm_reads_a_file_and_its_stderr_banner_is_drained() {
     let env = TestEnv::new("npm-fs", &server);
     let _worker = env.worker(&[]);
     let args = format!(r#"{{"path":"{}"}}"#, files.join("hello.txt").display());
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "filesystem",
-        "--tool",
-        "read_text_file",
-        "--args",
-        &args,
-    ]);
+    let id = env.submit_call("filesystem", "read_text_file", &args, &[]);
     let out = env.mcpq(&["wait", &id, "--timeout", "60s", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -52,15 +44,12 @@ fn filesystem_server_from_npm_reads_a_file_and_its_stderr_banner_is_drained() {
     );
 
     // Outside its allowed directories the server refuses: a tool error, stored as such.
-    let id = env.submit(&[
-        "agent",
-        "--server",
+    let id = env.submit_call(
         "filesystem",
-        "--tool",
         "read_text_file",
-        "--args",
         r#"{"path":"/etc/hostname"}"#,
-    ]);
+        &[],
+    );
     let out = env.mcpq(&["wait", &id, "--timeout", "60s", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -77,15 +66,12 @@ fn time_server_from_pypi_answers_in_a_job() {
     );
     let env = TestEnv::new("pypi-time", &server);
     let _worker = env.worker(&[]);
-    let id = env.submit(&[
-        "agent",
-        "--server",
+    let id = env.submit_call(
         "time",
-        "--tool",
         "get_current_time",
-        "--args",
         r#"{"timezone":"Asia/Tokyo"}"#,
-    ]);
+        &[],
+    );
     let out = env.mcpq(&["wait", &id, "--timeout", "60s", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");

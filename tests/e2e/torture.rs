@@ -6,23 +6,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mcpq_tests::{
-    fd_count, group_members, process_alive, text, wait_until, zombie_children, TestEnv,
+    call_job, fd_count, group_members, process_alive, text, wait_until, zombie_children, TestEnv,
 };
-use serde_json::Value;
-
-/// Waits for a job and returns (exit code, the `--json` line).
-fn wait_json(env: &TestEnv, id: &str) -> (Option<i32>, Value) {
-    let out = env.mcpq(&["wait", id, "--timeout", "60s", "--json"]);
-    let v = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {} / {}", text(&out.stdout), text(&out.stderr)));
-    (out.status.code(), v)
-}
-
-/// The job's status record as JSON.
-fn status_json(env: &TestEnv, id: &str) -> Value {
-    let out = env.mcpq(&["status", id, "--json"]);
-    serde_json::from_slice(&out.stdout).expect("status JSON")
-}
+use serde_json::json;
 
 fn assert_group_gone(pgid: u32) {
     assert!(
@@ -36,21 +22,11 @@ fn assert_group_gone(pgid: u32) {
 fn sleep_forever_with_a_2s_job_timeout_fails_in_under_3s_and_its_group_is_gone() {
     let env = TestEnv::new("sleep-forever", "");
     let _worker = env.worker(&[]);
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "sleep_forever",
-        "--timeout",
-        "2s",
-    ]);
-    let (code, v) = wait_json(&env, &id);
+    let id = env.submit_call("echo", "sleep_forever", "{}", &["--timeout", "2s"]);
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "timeout", "{v}");
-    let s = status_json(&env, &id);
-    let took =
-        s["finished_at"].as_u64().expect("finished") - s["started_at"].as_u64().expect("started");
+    let took = env.run_millis(&id);
     assert!(
         took < 3000,
         "the 2 s timeout took {took} ms to fail the job"
@@ -69,7 +45,7 @@ fn a_server_ignoring_sigterm_is_killed_by_sigkill_and_the_error_says_so() {
         {"server":"echo","tool":"sleep_forever"}]},"options":{"timeout":"2s"}}"#;
     let out = env.mcpq_with_stdin(&["submit", "-"], job.as_bytes());
     let id = text(&out.stdout).trim().to_string();
-    let (code, v) = wait_json(&env, &id);
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "timeout");
     let message = v["error"]["message"].as_str().expect("message");
@@ -84,8 +60,8 @@ fn a_server_ignoring_sigterm_is_killed_by_sigkill_and_the_error_says_so() {
 fn a_grandchild_in_the_servers_group_is_gone_after_the_job() {
     let env = TestEnv::new("grandchild", "");
     let _worker = env.worker(&[]);
-    let id = env.submit(&["agent", "--server", "echo", "--tool", "spawn_grandchild"]);
-    let (code, v) = wait_json(&env, &id);
+    let id = env.submit_call("echo", "spawn_grandchild", "{}", &[]);
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(0), "{v}");
     let grandchild: u32 = v["result"][0]["result"]["content"][0]["text"]
         .as_str()
@@ -116,16 +92,8 @@ fn launchers_between_us_and_the_server_are_stopped_with_it() {
     .expect("config");
     let _worker = env.worker(&[]);
     for server in ["sh_exec", "sh_parent"] {
-        let id = env.submit(&[
-            "agent",
-            "--server",
-            server,
-            "--tool",
-            "echo",
-            "--args",
-            r#"{"text":"via sh"}"#,
-        ]);
-        let (code, v) = wait_json(&env, &id);
+        let id = env.submit_call(server, "echo", r#"{"text":"via sh"}"#, &[]);
+        let (code, v) = env.wait_json(&id);
         assert_eq!(code, Some(0), "{server}: {v}");
         assert_eq!(v["result"][0]["result"]["content"][0]["text"], "via sh");
     }
@@ -162,8 +130,8 @@ fn servers_that_never_answer_or_never_read_fail_within_their_startup_timeout() {
         ("mute", "never answer initialize"),
         ("deaf", "never read stdin"),
     ] {
-        let id = env.submit(&["agent", "--server", server, "--tool", "echo"]);
-        let (code, v) = wait_json(&env, &id);
+        let id = env.submit_call(server, "echo", "{}", &[]);
+        let (code, v) = env.wait_json(&id);
         assert_eq!(code, Some(1));
         assert_eq!(v["error"]["kind"], "startup_timeout", "{v}");
         assert!(v["error"]["message"]
@@ -177,9 +145,7 @@ fn servers_that_never_answer_or_never_read_fail_within_their_startup_timeout() {
                 .contains(words),
             "{v}"
         );
-        let s = status_json(&env, &id);
-        let took = s["finished_at"].as_u64().expect("finished")
-            - s["started_at"].as_u64().expect("started");
+        let took = env.run_millis(&id);
         // Deadline 1 s, + 1 s at most (the contract), stop included.
         assert!(
             took < 2000,
@@ -192,25 +158,20 @@ fn servers_that_never_answer_or_never_read_fail_within_their_startup_timeout() {
 fn a_server_that_closes_stdout_but_stays_alive_fails_the_call_and_is_stopped() {
     let env = TestEnv::new("close-stdout", "[defaults]\nkill_grace = \"500ms\"\n");
     let _worker = env.worker(&[]);
-    let id = env.submit(&[
-        "agent",
-        "--server",
+    let id = env.submit_call(
         "echo",
-        "--tool",
         "close_stdout_stay_alive",
-        "--timeout",
-        "30s",
-    ]);
-    let (code, v) = wait_json(&env, &id);
+        "{}",
+        &["--timeout", "30s"],
+    );
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "connection_closed", "{v}");
     assert!(v["error"]["message"]
         .as_str()
         .expect("message")
         .contains("kept running"));
-    let s = status_json(&env, &id);
-    let took =
-        s["finished_at"].as_u64().expect("finished") - s["started_at"].as_u64().expect("started");
+    let took = env.run_millis(&id);
     assert!(took < 5000, "took {took} ms");
     assert_group_gone(env.fixture_pids()[0]);
 }
@@ -225,7 +186,7 @@ fn a_100_mb_stderr_flood_during_a_call_completes_and_errors_carry_only_a_bounded
         "options":{"timeout":"120s"}}"#;
     let out = env.mcpq_with_stdin(&["submit", "-"], job.as_bytes());
     let id = text(&out.stdout).trim().to_string();
-    let (code, v) = wait_json(&env, &id);
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1), "{v}");
     // The flood step completed; the plan reached the second step.
     assert_eq!(v["error"]["step"], 1);
@@ -258,46 +219,14 @@ fn a_worker_whose_log_pipe_nobody_reads_keeps_running_jobs_and_reports_dropped_l
     let mut stderr = worker.child.stderr.take().expect("stderr pipe");
     // Nobody reads the pipe now: with debug logging it is full within a few jobs.
     let n = 500;
-    let ids: Vec<String> = {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(async {
-            let conn = mcpq_shared::queue::connect(&mcpq_tests::redis_url())
-                .await
-                .expect("redis");
-            let producer = mcpq_shared::queue::Producer::new(
-                conn,
-                mcpq_shared::queue::Keys::new(env.namespace.clone()),
-            );
-            let jobs: Vec<_> = (0..n)
-                .map(|i| {
-                    let step = mcpq_shared::job::PlanStep {
-                        name: None,
-                        server: "echo".into(),
-                        tool: "stderr_flood".into(),
-                        // 64 KiB = 64 debug lines per job: 500 jobs overflow the 16 Ki-line queue.
-                        arguments: serde_json::json!({"bytes": 65536 + i})
-                            .as_object()
-                            .cloned()
-                            .expect("obj"),
-                    };
-                    mcpq_shared::Job::agent(vec![step], Default::default())
-                })
-                .collect();
-            producer.submit_many(&jobs).await.expect("submit");
-            jobs.iter().map(|j| j.id.to_string()).collect()
-        })
-    };
-    let done_key = format!("{}:queue:done", env.namespace);
-    let mut redis = env.redis();
-    let all_done = wait_until(Duration::from_secs(180), || {
-        redis::cmd("SCARD")
-            .arg(&done_key)
-            .query::<usize>(&mut redis)
-            .unwrap_or(0)
-            >= n
-    });
+    // 64 KiB = 64 debug lines per job: 500 jobs overflow the 16 Ki-line log queue.
+    let jobs: Vec<_> = (0..n)
+        .map(|i| call_job("echo", "stderr_flood", json!({"bytes": 65536 + i})))
+        .collect();
+    env.submit_jobs(&jobs);
+    let all_done = env.wait_acked(n, Duration::from_secs(180));
     assert!(all_done, "jobs stalled while the log pipe was full");
-    let (code, v) = wait_json(&env, &ids[n - 1]);
+    let (code, v) = env.wait_json(&jobs[n - 1].id.to_string());
     assert_eq!(code, Some(0), "{v}");
     // Now the reader drains: the worker says how many lines it dropped.
     let reader = std::thread::spawn(move || {
@@ -335,16 +264,8 @@ fn a_servers_stderr_before_initialize_appears_in_the_worker_log_attributed_to_it
     let worker = env.worker_with(&[], |cmd| {
         cmd.env("MCPQ_LOG", "debug");
     });
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "echo",
-        "--args",
-        r#"{"text":"x"}"#,
-    ]);
-    assert_eq!(wait_json(&env, &id).0, Some(0));
+    let id = env.submit_call("echo", "echo", r#"{"text":"x"}"#, &[]);
+    assert_eq!(env.wait_json(&id).0, Some(0));
     let pid = env.fixture_pids()[0];
     assert!(worker.wait_log("listening on stdio", Duration::from_secs(5)));
     let log = worker.log_text();
@@ -366,15 +287,7 @@ fn sigkill_of_the_worker_takes_its_8_running_servers_with_it_within_1s() {
     );
     let mut worker = env.worker(&[]);
     for _ in 0..8 {
-        env.submit(&[
-            "agent",
-            "--server",
-            "echo",
-            "--tool",
-            "sleep_forever",
-            "--timeout",
-            "300s",
-        ]);
+        env.submit_call("echo", "sleep_forever", "{}", &["--timeout", "300s"]);
     }
     assert!(
         wait_until(Duration::from_secs(30), || env
@@ -406,54 +319,17 @@ fn a_thousand_fresh_servers_leave_no_zombie_and_no_leaked_descriptor() {
         "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
     );
     let worker = env.worker(&[]);
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "echo",
-        "--args",
-        r#"{"text":"warm-up"}"#,
-    ]);
-    assert_eq!(wait_json(&env, &id).0, Some(0));
+    let id = env.submit_call("echo", "echo", r#"{"text":"warm-up"}"#, &[]);
+    assert_eq!(env.wait_json(&id).0, Some(0));
     std::thread::sleep(Duration::from_millis(300));
     let baseline = fd_count(worker.pid());
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
     let n = 1000;
-    rt.block_on(async {
-        let conn = mcpq_shared::queue::connect(&mcpq_tests::redis_url())
-            .await
-            .expect("redis");
-        let producer = mcpq_shared::queue::Producer::new(
-            conn,
-            mcpq_shared::queue::Keys::new(env.namespace.clone()),
-        );
-        let jobs: Vec<_> = (0..n)
-            .map(|i| {
-                let step = mcpq_shared::job::PlanStep {
-                    name: None,
-                    server: "echo".into(),
-                    tool: "echo".into(),
-                    arguments: serde_json::json!({"text": format!("{i}")})
-                        .as_object()
-                        .cloned()
-                        .expect("obj"),
-                };
-                mcpq_shared::Job::agent(vec![step], Default::default())
-            })
-            .collect();
-        producer.submit_many(&jobs).await.expect("submit");
-    });
-    let done_key = format!("{}:queue:done", env.namespace);
-    let mut redis = env.redis();
+    let jobs: Vec<_> = (0..n)
+        .map(|i| call_job("echo", "echo", json!({"text": format!("{i}")})))
+        .collect();
+    env.submit_jobs(&jobs);
     assert!(
-        wait_until(Duration::from_secs(300), || {
-            redis::cmd("SCARD")
-                .arg(&done_key)
-                .query::<usize>(&mut redis)
-                .unwrap_or(0)
-                > n
-        }),
+        env.wait_acked(n + 1, Duration::from_secs(300)),
         "1000 jobs did not finish"
     );
     assert_eq!(
@@ -483,22 +359,14 @@ fn a_crash_loop_marks_the_server_unhealthy_then_it_is_tried_again_after_the_wind
     );
     let _worker = env.worker(&[]);
     for _ in 0..3 {
-        let id = env.submit(&["agent", "--server", "echo", "--tool", "crash"]);
-        let (code, v) = wait_json(&env, &id);
+        let id = env.submit_call("echo", "crash", "{}", &[]);
+        let (code, v) = env.wait_json(&id);
         assert_eq!(code, Some(1));
         assert_eq!(v["error"]["kind"], "server_exited", "{v}");
     }
     // In a crash loop: fails fast, says why, starts nothing.
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "echo",
-        "--args",
-        r#"{"text":"x"}"#,
-    ]);
-    let (code, v) = wait_json(&env, &id);
+    let id = env.submit_call("echo", "echo", r#"{"text":"x"}"#, &[]);
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "server_unhealthy", "{v}");
     let message = v["error"]["message"].as_str().expect("message");
@@ -510,16 +378,8 @@ fn a_crash_loop_marks_the_server_unhealthy_then_it_is_tried_again_after_the_wind
     );
     // After the window, the server is tried again.
     std::thread::sleep(Duration::from_millis(2100));
-    let id = env.submit(&[
-        "agent",
-        "--server",
-        "echo",
-        "--tool",
-        "echo",
-        "--args",
-        r#"{"text":"back"}"#,
-    ]);
-    let (code, v) = wait_json(&env, &id);
+    let id = env.submit_call("echo", "echo", r#"{"text":"back"}"#, &[]);
+    let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(env.fixture_pids().len(), 4);
 }

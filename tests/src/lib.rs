@@ -161,6 +161,61 @@ impl TestEnv {
         text(&out.stdout).trim().to_string()
     }
 
+    /// `mcpq submit agent --server S --tool T --args ARGS EXTRA...`; returns the job id.
+    pub fn submit_call(&self, server: &str, tool: &str, args: &str, extra: &[&str]) -> String {
+        let mut all = vec!["agent", "--server", server, "--tool", tool, "--args", args];
+        all.extend_from_slice(extra);
+        self.submit(&all)
+    }
+
+    /// `mcpq wait ID --timeout 60s --json`: its exit code and its JSON line.
+    pub fn wait_json(&self, id: &str) -> (Option<i32>, serde_json::Value) {
+        let out = self.mcpq(&["wait", id, "--timeout", "60s", "--json"]);
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {} / {}", text(&out.stdout), text(&out.stderr)));
+        (out.status.code(), v)
+    }
+
+    /// `mcpq status ID --json`.
+    pub fn status_json(&self, id: &str) -> serde_json::Value {
+        let out = self.mcpq(&["status", id, "--json"]);
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// Milliseconds from a finished job's start to its finish (status timestamps).
+    pub fn run_millis(&self, id: &str) -> u64 {
+        let s = self.status_json(id);
+        let (start, end) = (s["started_at"].as_u64(), s["finished_at"].as_u64());
+        end.expect("finished") - start.expect("started")
+    }
+
+    /// Pushes many jobs at once through the library's producer (the CLI spawns a
+    /// process per job, too slow for hundreds).
+    pub fn submit_jobs(&self, jobs: &[mcpq_shared::Job]) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let conn = mcpq_shared::queue::connect(&redis_url())
+                .await
+                .expect("redis");
+            let keys = mcpq_shared::queue::Keys::new(self.namespace.clone());
+            let producer = mcpq_shared::queue::Producer::new(conn, keys);
+            producer.submit_many(jobs).await.expect("submit");
+        });
+    }
+
+    /// Waits until the queue has acknowledged at least `n` jobs of this namespace.
+    pub fn wait_acked(&self, n: usize, within: Duration) -> bool {
+        let done_key = format!("{}:queue:done", self.namespace);
+        let mut redis = self.redis();
+        wait_until(within, || {
+            redis::cmd("SCARD")
+                .arg(&done_key)
+                .query::<usize>(&mut redis)
+                .unwrap_or(0)
+                >= n
+        })
+    }
+
     /// A sync Redis connection.
     pub fn redis(&self) -> redis::Connection {
         redis::Client::open(redis_url())
@@ -251,6 +306,20 @@ impl Drop for WorkerProc {
             }
         }
     }
+}
+
+/// A one-step agent job calling `tool` on `server` with `args` (a JSON object).
+pub fn call_job(server: &str, tool: &str, args: serde_json::Value) -> mcpq_shared::Job {
+    let step = mcpq_shared::job::PlanStep {
+        name: None,
+        server: server.to_string(),
+        tool: tool.to_string(),
+        arguments: args
+            .as_object()
+            .cloned()
+            .expect("tool arguments are a JSON object"),
+    };
+    mcpq_shared::Job::agent(vec![step], Default::default())
 }
 
 /// Polls `cond` every 20 ms until it holds or `within` passes.

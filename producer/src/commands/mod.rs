@@ -31,6 +31,20 @@ impl Ctx {
     }
 }
 
+/// The record of job `id` (exit 2 if there is no such job in the namespace).
+pub async fn record(
+    ctx: &Ctx,
+    store: &mcpq_shared::queue::ResultStore,
+    id: &JobId,
+) -> anyhow::Result<mcpq_shared::queue::JobRecord> {
+    store.get(id).await.map_err(exit::queue)?.ok_or_else(|| {
+        exit::usage(format!(
+            "no job {id} in namespace `{}`",
+            ctx.config.namespace
+        ))
+    })
+}
+
 /// Parses a job id argument (exit 2 if it is not one).
 pub fn parse_id(text: &str) -> anyhow::Result<JobId> {
     text.parse()

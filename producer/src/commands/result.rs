@@ -3,18 +3,13 @@
 use mcpq_shared::queue::{JobRecord, JobStatus};
 use serde_json::json;
 
-use crate::commands::{parse_id, Ctx};
+use crate::commands::{parse_id, record, Ctx};
 use crate::{exit, output};
 
 pub async fn run(ctx: &Ctx, id: &str) -> anyhow::Result<u8> {
     let id = parse_id(id)?;
     let producer = ctx.producer().await?;
-    let Some(record) = producer.store().get(&id).await.map_err(exit::queue)? else {
-        return Err(exit::usage(format!(
-            "no job {id} in namespace `{}`",
-            ctx.config.namespace
-        )));
-    };
+    let record = record(ctx, producer.store(), &id).await?;
     Ok(show(ctx, &record))
 }
 

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::commands::{parse_id, result, Ctx};
-use crate::exit;
+use crate::commands::{parse_id, record, result, Ctx};
 
 const FIRST_POLL: Duration = Duration::from_millis(20);
 const MAX_POLL: Duration = Duration::from_millis(250);
@@ -19,12 +18,7 @@ pub async fn run(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
     let deadline = Instant::now() + timeout;
     let mut pause = FIRST_POLL;
     loop {
-        let Some(record) = producer.store().get(&id).await.map_err(exit::queue)? else {
-            return Err(exit::usage(format!(
-                "no job {id} in namespace `{}`",
-                ctx.config.namespace
-            )));
-        };
+        let record = record(ctx, producer.store(), &id).await?;
         if record.status.is_finished() || Instant::now() >= deadline {
             if !record.status.is_finished() {
                 eprintln!(
