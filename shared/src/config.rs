@@ -188,6 +188,62 @@ pub struct ServerConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub kill_grace: Option<Duration>,
+    /// Keep sessions of this server alive across jobs (default true). With `false`, each
+    /// job starts its own server and stops it at its end (for servers that keep per-job
+    /// state).
+    #[serde(default = "default_true")]
+    pub pool: bool,
+    /// Sessions started with the worker and kept even when idle (default 0).
+    #[serde(default)]
+    pub min_sessions: usize,
+    /// Most sessions at once (default: `worker.concurrency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<usize>,
+    /// Calls in flight on one session (default 1; raise it for servers that handle
+    /// concurrent requests: MCP matches answers to requests by id).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// An idle session older than this is closed (beyond `min_sessions`), and one idle
+    /// for half of it is pinged before reuse (default 5 min).
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_ttl: Option<Duration>,
+    /// Calls after which a session is replaced by a fresh one (default: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_calls: Option<u64>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            command: String::new(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            startup_timeout: None,
+            call_timeout: None,
+            kill_grace: None,
+            pool: true,
+            min_sessions: 0,
+            max_sessions: None,
+            max_in_flight: default_max_in_flight(),
+            idle_ttl: None,
+            max_calls: None,
+        }
+    }
+}
+
+/// Default `idle_ttl` of a pooled server.
+pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(300);
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_in_flight() -> usize {
+    1
 }
 
 /// A Claude Desktop config file: only `mcpServers` is read.
@@ -407,6 +463,22 @@ impl Config {
                     "must not be empty",
                 ));
             }
+            let key = |k: &str| format!("servers.{name}.{k}");
+            if server.max_in_flight == 0 {
+                return Err(invalid(&key("max_in_flight"), "must be at least 1"));
+            }
+            if server.max_sessions == Some(0) {
+                return Err(invalid(&key("max_sessions"), "must be at least 1"));
+            }
+            if server.min_sessions > self.pool_settings(server).max_sessions {
+                return Err(invalid(
+                    &key("min_sessions"),
+                    "must not exceed max_sessions",
+                ));
+            }
+            if server.max_calls == Some(0) {
+                return Err(invalid(&key("max_calls"), "must be at least 1"));
+            }
         }
         Ok(())
     }
@@ -441,6 +513,18 @@ impl Config {
         grace + crate::supervisor::EOF_GRACE + Duration::from_secs(1)
     }
 
+    /// The effective pool settings of one server.
+    pub fn pool_settings(&self, server: &ServerConfig) -> PoolSettings {
+        PoolSettings {
+            pooled: server.pool,
+            min_sessions: server.min_sessions,
+            max_sessions: server.max_sessions.unwrap_or(self.worker.concurrency),
+            max_in_flight: server.max_in_flight,
+            idle_ttl: server.idle_ttl.unwrap_or(DEFAULT_IDLE_TTL),
+            max_calls: server.max_calls,
+        }
+    }
+
     /// The effective deadlines of one server.
     pub fn timeouts(&self, server: &ServerConfig) -> ServerTimeouts {
         ServerTimeouts {
@@ -451,6 +535,23 @@ impl Config {
             kill_grace: server.kill_grace.unwrap_or(self.defaults.kill_grace),
         }
     }
+}
+
+/// Pool settings of one server, defaults applied (see [`ServerConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Sessions outlive jobs.
+    pub pooled: bool,
+    /// Sessions kept even when idle.
+    pub min_sessions: usize,
+    /// Most sessions at once.
+    pub max_sessions: usize,
+    /// Calls in flight on one session.
+    pub max_in_flight: usize,
+    /// Idle sessions beyond `min_sessions` close after this; ping after half of it.
+    pub idle_ttl: Duration,
+    /// Calls before a session is replaced.
+    pub max_calls: Option<u64>,
 }
 
 /// Deadlines of one server, defaults applied.
@@ -483,9 +584,7 @@ fn read_claude_servers(
                 args: s.args,
                 env: s.env,
                 cwd: s.cwd,
-                startup_timeout: None,
-                call_timeout: None,
-                kill_grace: None,
+                ..ServerConfig::default()
             };
             (name, server)
         })

@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use crate::agent::plan::{run_plan, PlanContext};
 use crate::config::Config;
 use crate::job::{Job, JobId, JobPayload};
+use crate::mcp::McpPool;
 use crate::queue::{JobFailure, QueueError, ResultStore};
-use crate::supervisor::Supervisor;
 
 /// Slack on top of a job's deadline and the time its servers may take to stop, before
 /// the runner stops waiting for it: every operation inside already has a deadline, this
@@ -33,7 +33,7 @@ const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Runner {
     config: Arc<Config>,
-    supervisor: Supervisor,
+    pool: McpPool,
     store: ResultStore,
     worker: String,
 }
@@ -62,24 +62,24 @@ fn failure(kind: &str, message: String, retryable: bool) -> JobFailure {
 }
 
 impl Runner {
-    /// A runner for `worker` (its unique name).
+    /// A runner for `worker` (its unique name), calling tools through `pool`.
     pub fn new(
         config: Arc<Config>,
-        supervisor: Supervisor,
+        pool: McpPool,
         store: ResultStore,
         worker: impl Into<String>,
     ) -> Self {
         Runner {
             config,
-            supervisor,
+            pool,
             store,
             worker: worker.into(),
         }
     }
 
-    /// The supervisor whose processes this runner starts.
-    pub fn supervisor(&self) -> &Supervisor {
-        &self.supervisor
+    /// The pool (and through it the supervisor) this runner uses.
+    pub fn pool(&self) -> &McpPool {
+        &self.pool
     }
 
     /// Runs the job the queue delivered as `raw` with queue id `task_id`.
@@ -128,7 +128,7 @@ impl Runner {
                 JobPayload::Agent(plan) => {
                     let ctx = PlanContext {
                         config: &self.config,
-                        supervisor: &self.supervisor,
+                        pool: &self.pool,
                         deadline,
                     };
                     run_plan(plan, ctx).await

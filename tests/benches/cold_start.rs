@@ -53,7 +53,7 @@ async fn supervised(
 ) -> Duration {
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut session = McpSession::start(supervisor, "fixture", config, timeouts, deadline)
+    let session = McpSession::start(supervisor, "fixture", config, timeouts, deadline)
         .await
         .expect("start");
     let result = session
@@ -79,12 +79,7 @@ fn main() {
     let fixture = mcpq_tests::bin("mcpq-fixture");
     let config = ServerConfig {
         command: fixture.display().to_string(),
-        args: vec![],
-        env: Default::default(),
-        cwd: None,
-        startup_timeout: None,
-        call_timeout: None,
-        kill_grace: None,
+        ..Default::default()
     };
     let timeouts = ServerTimeouts {
         startup: Duration::from_secs(30),

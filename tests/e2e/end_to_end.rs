@@ -132,6 +132,7 @@ fn two_hundred_jobs_at_concurrency_eight_all_complete_with_their_own_results() {
         peak = peak.max(now);
     }
     assert!((2..=8).contains(&peak), "peak concurrency {peak}");
-    // Each job started its own server process (no pool yet).
-    assert_eq!(env.fixture_pids().len(), 200);
+    // The pool served them all: at most max_sessions (= concurrency, 8) servers started.
+    let spawned = env.fixture_pids().len();
+    assert!((1..=8).contains(&spawned), "{spawned} servers for 200 jobs");
 }

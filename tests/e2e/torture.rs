@@ -58,7 +58,8 @@ fn a_server_ignoring_sigterm_is_killed_by_sigkill_and_the_error_says_so() {
 
 #[test]
 fn a_grandchild_in_the_servers_group_is_gone_after_the_job() {
-    let env = TestEnv::new("grandchild", "");
+    // A fresh server per job: the job's end is the session's end.
+    let env = TestEnv::with_echo("grandchild", "", "pool = false");
     let _worker = env.worker(&[]);
     let id = env.submit_call("echo", "spawn_grandchild", "{}", &[]);
     let (code, v) = env.wait_json(&id);
@@ -78,8 +79,8 @@ fn a_grandchild_in_the_servers_group_is_gone_after_the_job() {
 fn launchers_between_us_and_the_server_are_stopped_with_it() {
     let fixture = mcpq_tests::bin("mcpq-fixture");
     let extra = format!(
-        "[servers.sh_exec]\ncommand = \"sh\"\nargs = [\"-c\", \"exec {f}\"]\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{{log}}\" }}\n\
-         [servers.sh_parent]\ncommand = \"sh\"\nargs = [\"-c\", \"{f}; sleep 1000\"]\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{{log}}\" }}\n\
+        "[servers.sh_exec]\ncommand = \"sh\"\nargs = [\"-c\", \"exec {f}\"]\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{{log}}\" }}\npool = false\n\
+         [servers.sh_parent]\ncommand = \"sh\"\nargs = [\"-c\", \"{f}; sleep 1000\"]\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{{log}}\" }}\npool = false\n\
          [defaults]\nkill_grace = \"1s\"\n",
         f = fixture.display()
     );
@@ -314,9 +315,10 @@ fn sigkill_of_the_worker_takes_its_8_running_servers_with_it_within_1s() {
 
 #[test]
 fn a_thousand_fresh_servers_leave_no_zombie_and_no_leaked_descriptor() {
-    let env = TestEnv::new(
+    let env = TestEnv::with_echo(
         "thousand",
         "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
+        "pool = false",
     );
     let worker = env.worker(&[]);
     let id = env.submit_call("echo", "echo", r#"{"text":"warm-up"}"#, &[]);

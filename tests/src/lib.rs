@@ -50,9 +50,15 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// A fresh env named after `tag`, with the fixture as server `echo` and `extra` TOML
-    /// appended to the config (more servers, `[worker]` settings...).
+    /// A fresh env named after `tag`, with the fixture as server `echo` (pooled) and
+    /// `extra` TOML prepended to the config (more servers, `[worker]` settings...).
     pub fn new(tag: &str, extra: &str) -> TestEnv {
+        Self::with_echo(tag, extra, "")
+    }
+
+    /// Like [`TestEnv::new`], with `echo_extra` added to `[servers.echo]`
+    /// (e.g. `pool = false` for a fresh server per job).
+    pub fn with_echo(tag: &str, extra: &str, echo_extra: &str) -> TestEnv {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let namespace = format!(
             "mcpq-test-{tag}-{}-{n}-{}",
@@ -63,7 +69,7 @@ impl TestEnv {
         std::fs::create_dir_all(&dir).expect("create test dir");
         let config = dir.join("mcpq.toml");
         let text = format!(
-            "namespace = \"{namespace}\"\nredis_url = \"{}\"\n{extra}\n[servers.echo]\ncommand = \"{}\"\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{}\" }}\n",
+            "namespace = \"{namespace}\"\nredis_url = \"{}\"\n{extra}\n[servers.echo]\ncommand = \"{}\"\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{}\" }}\n{echo_extra}\n",
             redis_url(),
             bin("mcpq-fixture").display(),
             dir.join("spawns.log").display(),

@@ -23,6 +23,7 @@ use anyhow::Context;
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
 use clap::Parser;
+use mcpq_shared::mcp::McpPool;
 use mcpq_shared::queue::{self, enqueue::apalis_config, Keys, ResultStore};
 use mcpq_shared::supervisor::{unix, Supervisor};
 use mcpq_shared::{Config, Runner};
@@ -146,9 +147,11 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
     };
     let keys = Keys::new(config.namespace.clone());
     let supervisor = Supervisor::with_policy(config.health_policy());
+    let pool = McpPool::new(&config, supervisor.clone());
+    let maintenance = pool.start_background();
     let runner = Runner::new(
         config.clone(),
-        supervisor.clone(),
+        pool.clone(),
         ResultStore::new(conn.clone(), keys.clone()),
         name.clone(),
     );
@@ -202,6 +205,10 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         .with_terminator(terminator)
         .run_with_signal(shutdown_signal)
         .await;
+    // Jobs are done or cut off: close the warm sessions (graceful, bounded by each
+    // server's kill_grace), then kill whatever is left.
+    maintenance.abort();
+    let _ = tokio::time::timeout(config.max_stop_time(), pool.shutdown()).await;
     let killed = supervisor.kill_all();
     if killed > 0 {
         tracing::warn!(

@@ -13,14 +13,21 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientRequest, Request, ServerResult};
-use rmcp::service::{PeerRequestOptions, RunningService};
-use rmcp::{RoleClient, ServiceError, ServiceExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientRequest, Request, ServerResult, Tool,
+};
+use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RunningService};
+use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::config::{ServerConfig, ServerTimeouts};
-use crate::supervisor::{describe_exit, ServerProcess, SpawnError, StopReport, Supervisor};
+use crate::supervisor::{
+    describe_exit, ServerProcess, SpawnError, StderrTail, StopReport, Supervisor,
+};
 
 /// How long to wait, after the pipe closed, for the server's exit status to report it.
 const EXIT_REPORT_WAIT: Duration = Duration::from_secs(1);
@@ -141,19 +148,37 @@ impl McpError {
     }
 }
 
-/// A connected MCP client and the server process behind it.
+/// The client side's handler: notes when the server says its tool list changed.
+#[derive(Debug, Clone, Default)]
+pub struct ClientState {
+    tools_changed: Arc<AtomicBool>,
+}
+
+impl ClientHandler for ClientState {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tools_changed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A connected MCP client and the server process behind it. Calls take `&self`: one
+/// session serves several requests at once (JSON-RPC ids keep them apart).
 pub struct McpSession {
     name: String,
-    process: ServerProcess,
-    client: RunningService<RoleClient, ()>,
+    pid: u32,
+    peer: Peer<RoleClient>,
+    client: RunningService<RoleClient, ClientState>,
+    process: tokio::sync::Mutex<ServerProcess>,
+    stderr: StderrTail,
     timeouts: ServerTimeouts,
+    tools_changed: Arc<AtomicBool>,
+    tools: std::sync::Mutex<Option<Arc<Vec<Tool>>>>,
 }
 
 impl std::fmt::Debug for McpSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpSession")
             .field("name", &self.name)
-            .field("pid", &self.process.pid())
+            .field("pid", &self.pid)
             .finish()
     }
 }
@@ -179,7 +204,9 @@ impl McpSession {
         let limit = timeouts
             .startup
             .min(deadline.saturating_duration_since(Instant::now()));
-        match tokio::time::timeout(limit, ().serve((stdout, stdin))).await {
+        let state = ClientState::default();
+        let tools_changed = state.tools_changed.clone();
+        match tokio::time::timeout(limit, state.serve((stdout, stdin))).await {
             Ok(Ok(client)) => {
                 tracing::debug!(
                     server = name,
@@ -188,9 +215,14 @@ impl McpSession {
                 );
                 Ok(McpSession {
                     name: name.to_string(),
-                    process,
+                    pid: process.pid(),
+                    peer: client.peer().clone(),
                     client,
+                    stderr: process.stderr().clone(),
+                    process: tokio::sync::Mutex::new(process),
                     timeouts,
+                    tools_changed,
+                    tools: std::sync::Mutex::new(None),
                 })
             }
             Ok(Err(e)) => {
@@ -225,7 +257,7 @@ impl McpSession {
 
     /// The server's pid (= process group).
     pub fn pid(&self) -> u32 {
-        self.process.pid()
+        self.pid
     }
 
     /// The server's deadlines.
@@ -235,20 +267,76 @@ impl McpSession {
 
     /// The server's stderr tail, for errors.
     pub fn stderr_tail(&self) -> Option<String> {
-        self.process.stderr().for_error()
+        self.stderr.for_error()
+    }
+
+    /// False once the connection closed or the process exited (checked without waiting).
+    pub fn is_alive(&self) -> bool {
+        if self.client.is_closed() || self.peer.is_transport_closed() {
+            return false;
+        }
+        match self.process.try_lock() {
+            Ok(mut process) => process.try_exit().is_none(),
+            // Someone is looking at the process right now: an error path; not usable.
+            Err(_) => false,
+        }
+    }
+
+    /// Sends `ping`; fails after `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), McpError> {
+        let request = ClientRequest::PingRequest(Default::default());
+        let peer = self.peer.clone();
+        let call = async move {
+            peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
+                .await?
+                .await_response()
+                .await
+        };
+        match tokio::time::timeout(timeout + Duration::from_millis(100), call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.call_error("ping", e).await),
+            Err(_) => Err(self
+                .call_error("ping", ServiceError::Timeout { timeout })
+                .await),
+        }
+    }
+
+    /// The server's tools, from `tools/list` (cached; fetched again after the server sends
+    /// `notifications/tools/list_changed`).
+    pub async fn list_tools(&self, timeout: Duration) -> Result<Arc<Vec<Tool>>, McpError> {
+        if !self.tools_changed.swap(false, Ordering::SeqCst) {
+            if let Some(tools) = self.tools.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                return Ok(tools);
+            }
+        }
+        let listed = tokio::time::timeout(timeout, self.peer.list_all_tools()).await;
+        let tools = match listed {
+            Ok(Ok(tools)) => Arc::new(tools),
+            Ok(Err(e)) => return Err(self.call_error("tools/list", e).await),
+            Err(_) => {
+                return Err(self
+                    .call_error("tools/list", ServiceError::Timeout { timeout })
+                    .await)
+            }
+        };
+        *self.tools.lock().unwrap_or_else(|p| p.into_inner()) = Some(tools.clone());
+        Ok(tools)
     }
 
     /// Calls `tool` with `arguments`; fails after `timeout`. A tool result flagged
     /// `isError` is returned as `Ok`: it is the job's outcome, not a transport failure.
+    ///
+    /// On timeout rmcp sends `notifications/cancelled` for the request; the server's
+    /// handler may still run, so a caller that shares the session should retire it.
     pub async fn call_tool(
-        &mut self,
+        &self,
         tool: &str,
         arguments: Map<String, Value>,
         timeout: Duration,
     ) -> Result<CallToolResult, McpError> {
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
         let request = ClientRequest::CallToolRequest(Request::new(params));
-        let peer = self.client.peer().clone();
+        let peer = self.peer.clone();
         let call = async move {
             peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
                 .await?
@@ -274,7 +362,7 @@ impl McpSession {
         Err(self.call_error(tool, err).await)
     }
 
-    async fn call_error(&mut self, tool: &str, err: ServiceError) -> McpError {
+    async fn call_error(&self, tool: &str, err: ServiceError) -> McpError {
         let (server, tool) = (self.name.clone(), tool.to_string());
         match err {
             ServiceError::Timeout { timeout } => McpError::CallTimeout {
@@ -290,9 +378,10 @@ impl McpSession {
                 stderr: self.stderr_tail(),
             },
             ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
-                match self.process.wait_exit(EXIT_REPORT_WAIT).await {
+                let status = self.process.lock().await.wait_exit(EXIT_REPORT_WAIT).await;
+                match status {
                     Some(status) => {
-                        self.process.stderr().wait_closed(STDERR_EOF_WAIT).await;
+                        self.stderr.wait_closed(STDERR_EOF_WAIT).await;
                         McpError::ServerExited {
                             server,
                             tool,
@@ -317,12 +406,10 @@ impl McpSession {
     }
 
     /// Closes the session and stops the process tree (see [`ServerProcess::stop`]).
-    pub async fn shutdown(self) -> StopReport {
-        let McpSession {
-            client, process, ..
-        } = self;
+    /// Calls still in flight fail with a closed connection.
+    pub async fn shutdown(&self) -> StopReport {
         // Cancelling the client drops its transport, which closes the server's stdin.
-        let _ = tokio::time::timeout(Duration::from_secs(1), client.cancel()).await;
-        process.stop().await
+        self.client.cancellation_token().cancel();
+        self.process.lock().await.stop().await
     }
 }

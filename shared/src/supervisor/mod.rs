@@ -328,7 +328,7 @@ impl ServerProcess {
     /// Stops the server and everything it started: stdin EOF, then SIGTERM to the group,
     /// `kill_grace`, SIGKILL to the group, reap. Takes at most
     /// `EOF_GRACE + kill_grace + 1 s`.
-    pub async fn stop(mut self) -> StopReport {
+    pub async fn stop(&mut self) -> StopReport {
         // 1. EOF on stdin: a well-behaved MCP server exits by itself.
         self.stdin = None;
         if self.wait_exit(EOF_GRACE).await.is_some() && !unix::group_exists(self.pid) {
