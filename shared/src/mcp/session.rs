@@ -277,8 +277,9 @@ impl McpSession {
         }
         match self.process.try_lock() {
             Ok(mut process) => process.try_exit().is_none(),
-            // Someone is looking at the process right now: an error path; not usable.
-            Err(_) => false,
+            // Another caller is checking it right now (or stopping it, and then the
+            // transport is closed, seen above): nothing says it died.
+            Err(_) => true,
         }
     }
 

@@ -1,0 +1,218 @@
+//! The warm session pool: reuse, multiplexing, replacement, cancellation, limits.
+
+use std::time::Duration;
+
+use mcpq_tests::{call_job, group_members, process_alive, wait_until, TestEnv};
+use serde_json::json;
+
+/// Start-to-finish span of several finished jobs, in ms (from their status records).
+fn span_millis(env: &TestEnv, ids: &[String]) -> u64 {
+    let records: Vec<_> = ids.iter().map(|id| env.status_json(id)).collect();
+    let start = records
+        .iter()
+        .filter_map(|r| r["started_at"].as_u64())
+        .min();
+    let end = records
+        .iter()
+        .filter_map(|r| r["finished_at"].as_u64())
+        .max();
+    end.expect("finished") - start.expect("started")
+}
+
+#[test]
+fn five_hundred_jobs_on_two_pooled_sessions_start_exactly_two_servers() {
+    let env = TestEnv::with_echo(
+        "pool-500",
+        "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
+        "max_sessions = 2",
+    );
+    let worker = env.worker(&[]);
+    let jobs: Vec<_> = (0..500)
+        .map(|i| call_job("echo", "add", json!({"a": i, "b": 0.5})))
+        .collect();
+    env.submit_jobs(&jobs);
+    assert!(
+        env.wait_acked(500, Duration::from_secs(120)),
+        "{}",
+        worker.log_text()
+    );
+    for (i, job) in jobs.iter().enumerate().step_by(37) {
+        let (code, v) = env.wait_json(&job.id.to_string());
+        assert_eq!(code, Some(0), "{v}");
+        assert_eq!(
+            v["result"][0]["result"]["content"][0]["text"],
+            format!("{i}.5")
+        );
+    }
+    assert_eq!(env.fixture_pids().len(), 2, "servers started for 500 jobs");
+}
+
+#[test]
+fn eight_calls_multiplexed_on_one_session_run_concurrently() {
+    let env = TestEnv::with_echo(
+        "pool-mux",
+        "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
+        "max_sessions = 1\nmax_in_flight = 8",
+    );
+    let _worker = env.worker(&[]);
+    let jobs: Vec<_> = (0..8)
+        .map(|_| call_job("echo", "sleep_ms", json!({"ms": 500})))
+        .collect();
+    env.submit_jobs(&jobs);
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+    for id in &ids {
+        assert_eq!(env.wait_json(id).0, Some(0));
+    }
+    let span = span_millis(&env, &ids);
+    // One after the other would take 4 s.
+    assert!(span < 2000, "8 x 500 ms on one session took {span} ms");
+    assert_eq!(env.fixture_pids().len(), 1);
+}
+
+#[test]
+fn a_pooled_server_killed_between_jobs_is_replaced_and_the_next_job_succeeds() {
+    let env = TestEnv::new("pool-kill-idle", "");
+    let _worker = env.worker(&[]);
+    let id = env.submit_call("echo", "echo", r#"{"text":"one"}"#, &[]);
+    assert_eq!(env.wait_json(&id).0, Some(0));
+    let first = env.fixture_pids()[0];
+    // SAFETY: kill(2) on a fixture server this test's worker started.
+    unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(5), || !process_alive(first)));
+    let id = env.submit_call("echo", "echo", r#"{"text":"two"}"#, &[]);
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["result"][0]["result"]["content"][0]["text"], "two");
+    assert_eq!(env.fixture_pids().len(), 2);
+}
+
+#[test]
+fn a_pooled_server_killed_during_a_call_fails_that_job_and_is_replaced() {
+    let env = TestEnv::new("pool-kill-busy", "");
+    let _worker = env.worker(&[]);
+    let id = env.submit_call("echo", "sleep_ms", r#"{"ms":30000}"#, &[]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        env.status_json(&id)["status"] == "running" && !env.fixture_pids().is_empty()
+    }));
+    std::thread::sleep(Duration::from_millis(200));
+    let first = env.fixture_pids()[0];
+    // SAFETY: kill(2) on a fixture server this test's worker started.
+    unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) };
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["error"]["kind"], "server_exited", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("SIGKILL"));
+    let id = env.submit_call("echo", "echo", r#"{"text":"after"}"#, &[]);
+    assert_eq!(env.wait_json(&id).0, Some(0));
+    assert_eq!(env.fixture_pids().len(), 2);
+}
+
+#[test]
+fn a_timed_out_call_on_a_multiplexed_session_leaves_the_others_to_finish() {
+    let env = TestEnv::with_echo(
+        "pool-cancel",
+        "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n[defaults]\nkill_grace = \"500ms\"\n",
+        "max_sessions = 1\nmax_in_flight = 8",
+    );
+    let _worker = env.worker(&[]);
+    let slow: Vec<_> = (0..3)
+        .map(|_| call_job("echo", "sleep_ms", json!({"ms": 2000})))
+        .collect();
+    env.submit_jobs(&slow);
+    assert!(wait_until(Duration::from_secs(10), || {
+        slow.iter()
+            .all(|j| env.status_json(&j.id.to_string())["status"] == "running")
+    }));
+    let doomed = env.submit_call("echo", "sleep_forever", "{}", &["--timeout", "1s"]);
+    let (code, v) = env.wait_json(&doomed);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["error"]["kind"], "timeout", "{v}");
+    for job in &slow {
+        let (code, v) = env.wait_json(&job.id.to_string());
+        assert_eq!(code, Some(0), "a cancellation disturbed another call: {v}");
+    }
+    // One session served all four; once its other calls were done, the session of the
+    // cancelled call was stopped.
+    assert_eq!(env.fixture_pids().len(), 1);
+    let pgid = env.fixture_groups()[0];
+    assert!(
+        wait_until(Duration::from_secs(5), || group_members(pgid).is_empty()),
+        "the retired session's server is still running"
+    );
+}
+
+#[test]
+fn a_full_pool_fails_the_job_at_its_deadline_with_pool_exhausted() {
+    let env = TestEnv::with_echo(
+        "pool-exhausted",
+        "[worker]\nconcurrency = 2\npoll_interval = \"20ms\"\n",
+        "max_sessions = 1",
+    );
+    let _worker = env.worker(&[]);
+    let busy = env.submit_call("echo", "sleep_ms", r#"{"ms":3000}"#, &[]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        env.status_json(&busy)["status"] == "running"
+    }));
+    let id = env.submit_call("echo", "echo", r#"{"text":"x"}"#, &["--timeout", "1s"]);
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["error"]["kind"], "pool_exhausted", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("max_sessions"));
+    assert_eq!(env.wait_json(&busy).0, Some(0));
+}
+
+#[test]
+fn min_sessions_start_with_the_worker_and_idle_ones_beyond_it_are_closed() {
+    let env = TestEnv::with_echo(
+        "pool-min-idle",
+        "[worker]\nconcurrency = 4\npoll_interval = \"20ms\"\n",
+        "min_sessions = 1\nidle_ttl = \"1s\"\nmax_in_flight = 1",
+    );
+    let _worker = env.worker(&[]);
+    // Started with the worker, before any job.
+    assert!(wait_until(Duration::from_secs(10), || env
+        .fixture_pids()
+        .len()
+        == 1));
+    // Two jobs at once need a second session...
+    let jobs: Vec<_> = (0..2)
+        .map(|_| call_job("echo", "sleep_ms", json!({"ms": 300})))
+        .collect();
+    env.submit_jobs(&jobs);
+    for job in &jobs {
+        assert_eq!(env.wait_json(&job.id.to_string()).0, Some(0));
+    }
+    assert_eq!(env.fixture_pids().len(), 2);
+    // ... and once both are idle for idle_ttl, one is closed: min_sessions stays.
+    let alive = || {
+        env.fixture_pids()
+            .into_iter()
+            .filter(|&p| process_alive(p))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || alive() == 1),
+        "{} sessions alive after idle_ttl",
+        alive()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(alive(), 1, "min_sessions is kept");
+}
+
+#[test]
+fn a_session_is_replaced_after_max_calls() {
+    let env = TestEnv::with_echo("pool-max-calls", "", "max_calls = 3");
+    let _worker = env.worker(&[]);
+    for i in 0..7 {
+        let args = json!({"text": format!("{i}")}).to_string();
+        let id = env.submit_call("echo", "echo", &args, &[]);
+        assert_eq!(env.wait_json(&id).0, Some(0));
+    }
+    assert_eq!(env.fixture_pids().len(), 3, "7 calls at 3 per session");
+}
