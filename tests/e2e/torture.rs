@@ -86,11 +86,7 @@ fn launchers_between_us_and_the_server_are_stopped_with_it() {
     );
     let env = TestEnv::new("launchers", "");
     let extra = extra.replace("{log}", &env.dir.join("spawns.log").display().to_string());
-    std::fs::write(
-        &env.config,
-        std::fs::read_to_string(&env.config).expect("config") + &extra,
-    )
-    .expect("config");
+    env.add_config(&extra);
     let _worker = env.worker(&[]);
     for server in ["sh_exec", "sh_parent"] {
         let id = env.submit_call(server, "echo", r#"{"text":"via sh"}"#, &[]);

@@ -82,6 +82,12 @@ impl TestEnv {
         }
     }
 
+    /// Appends TOML (more `[servers.X]` tables) to the config.
+    pub fn add_config(&self, toml: &str) {
+        let config = std::fs::read_to_string(&self.config).expect("config");
+        std::fs::write(&self.config, format!("{config}\n{toml}\n")).expect("config");
+    }
+
     fn spawn_log(&self, field: usize) -> Vec<u32> {
         std::fs::read_to_string(self.dir.join("spawns.log"))
             .unwrap_or_default()
@@ -392,6 +398,20 @@ pub fn zombie_children(ppid: u32) -> Vec<u32> {
     all_pids()
         .into_iter()
         .filter(|&pid| matches!(proc_stat(pid), Some(('Z', parent, _)) if parent == ppid))
+        .collect()
+}
+
+/// Live processes whose environment contains `KEY=VALUE` (a tag a test gave a server:
+/// its launcher's children inherit it).
+pub fn processes_with_env(key_value: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            matches!(proc_stat(pid), Some((state, _, _)) if state != 'Z')
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .map(|env| env.split(|&b| b == 0).any(|kv| kv == key_value.as_bytes()))
+                    .unwrap_or(false)
+        })
         .collect()
 }
 
