@@ -50,10 +50,24 @@ pub enum Command {
     /// Print a finished job's result (exit 1 and the error if it failed, 4 if not finished).
     #[command(after_long_help = "Example:\n  mcpq result 01JDX6Q6T3N7Z8YV1K0W2M4C5B")]
     Result(IdArg),
+    /// List the configured MCP servers with their health, sessions and tools.
+    ///
+    /// Health, sessions and tools come from the running workers' reports (every 5 s);
+    /// `mcpq servers check` starts each server here and asks it directly.
+    #[command(after_long_help = SERVERS_EXAMPLES)]
+    Servers(ServersArgs),
     /// Wait until a job finishes, then print its result like `mcpq result`.
     #[command(after_long_help = "Example:\n  mcpq wait 01JDX6Q6T3N7Z8YV1K0W2M4C5B --timeout 30s")]
     Wait(WaitArgs),
 }
+
+const SERVERS_EXAMPLES: &str = "Examples:
+  mcpq servers                  # configured servers, health, tools (from the workers)
+  mcpq servers --json
+  mcpq servers check            # start each server once, list its tools, report failures
+  mcpq servers check filesystem --json
+
+Exit status of `check`: 0 every server answered, 1 at least one failed.";
 
 const SUBMIT_EXAMPLES: &str = r#"Examples:
   mcpq submit agent --server echo --tool echo --args '{"text":"hi"}' --timeout 30s
@@ -119,6 +133,28 @@ pub struct AgentArgs {
     /// The tool's arguments, a JSON object.
     #[arg(long, default_value = "{}")]
     pub args: String,
+}
+
+/// `mcpq servers`.
+#[derive(Debug, Args)]
+pub struct ServersArgs {
+    #[command(subcommand)]
+    pub action: Option<ServersAction>,
+}
+
+/// What to do with the servers.
+#[derive(Debug, Subcommand)]
+pub enum ServersAction {
+    /// Start each server (or those named) once, list its tools, stop it; report what
+    /// fails with the server's stderr tail.
+    Check(CheckArgs),
+}
+
+/// `mcpq servers check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Server names (default: all configured).
+    pub names: Vec<String>,
 }
 
 /// A job id.

@@ -149,6 +149,13 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
     let supervisor = Supervisor::with_policy(config.health_policy());
     let pool = McpPool::new(&config, supervisor.clone());
     let maintenance = pool.start_background();
+    let reporter = tokio::spawn(report_servers(
+        pool.clone(),
+        config.clone(),
+        conn.clone(),
+        keys.clone(),
+        name.clone(),
+    ));
     let runner = Runner::new(
         config.clone(),
         pool.clone(),
@@ -208,6 +215,7 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
     // Jobs are done or cut off: close the warm sessions (graceful, bounded by each
     // server's kill_grace), then kill whatever is left.
     maintenance.abort();
+    reporter.abort();
     let _ = tokio::time::timeout(config.max_stop_time(), pool.shutdown()).await;
     let killed = supervisor.kill_all();
     if killed > 0 {
@@ -222,6 +230,26 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(anyhow::anyhow!("worker stopped with an error: {e}")),
+    }
+}
+
+/// How often the worker publishes what it knows about its servers (`mcpq servers`).
+const REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Publishes server health, sessions and tools every [`REPORT_INTERVAL`].
+async fn report_servers(
+    pool: McpPool,
+    config: Arc<Config>,
+    conn: redis::aio::ConnectionManager,
+    keys: Keys,
+    worker: String,
+) {
+    loop {
+        let reports = pool.reports(&config, &worker).await;
+        if let Err(e) = mcpq_shared::queue::servers::publish(&conn, &keys, &reports).await {
+            tracing::debug!("could not publish server reports: {e}");
+        }
+        tokio::time::sleep(REPORT_INTERVAL).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! The commands, after the command line is parsed: resolve config and Redis, then act.
 
 mod result;
+mod servers;
 mod status;
 mod submit;
 mod wait;
@@ -65,5 +66,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => status::run(&ctx, &args.id).await,
         Command::Result(args) => result::run(&ctx, &args.id).await,
         Command::Wait(args) => wait::run(&ctx, &args.id, args.timeout).await,
+        Command::Servers(args) => servers::run(&ctx, args).await,
     }
 }

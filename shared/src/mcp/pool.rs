@@ -33,6 +33,8 @@ use tokio::time::Instant;
 
 use super::{McpError, McpSession};
 use crate::config::{Config, PoolSettings, ServerConfig, ServerTimeouts};
+use crate::queue::results::now_ms;
+use crate::queue::servers::{ServerReport, ToolInfo};
 use crate::supervisor::{Admission, StopReport, Supervisor};
 
 /// Longest a reuse ping may take.
@@ -336,7 +338,7 @@ impl McpPool {
             Ok(result) if result.is_error == Some(true) => lease.slot.session.stderr_tail(),
             _ => None,
         };
-        let report = self.release(lease, retire).await;
+        let report = self.release(lease, retire, true).await;
         outcome
             .map(|result| (result, stderr))
             .map_err(|error| PoolError::Mcp {
@@ -362,11 +364,70 @@ impl McpPool {
             .call
             .min(deadline.saturating_duration_since(Instant::now()));
         let outcome = lease.slot.session.list_tools(timeout).await;
-        let report = self.release(lease, outcome.is_err()).await;
+        let report = self.release(lease, outcome.is_err(), false).await;
         outcome.map_err(|error| PoolError::Mcp {
             error,
             stop_note: report.and_then(|r| stop_note(server, &r)),
         })
+    }
+
+    /// The tools of `server` if a session of it is up and has room, without starting one.
+    pub async fn tools_if_warm(&self, server: &str) -> Option<Arc<Vec<Tool>>> {
+        let pool = self.servers.get(server)?.clone();
+        let slot = {
+            let st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = st
+                .slots
+                .iter()
+                .find(|s| {
+                    !s.retired.load(Ordering::SeqCst)
+                        && s.in_flight.load(Ordering::SeqCst) < pool.settings.max_in_flight
+                })?
+                .clone();
+            slot.in_flight.fetch_add(1, Ordering::SeqCst);
+            slot
+        };
+        let lease = Lease { slot, pool };
+        let tools = lease.slot.session.list_tools(PING_TIMEOUT).await;
+        self.release(lease, tools.is_err(), false).await;
+        tools.ok()
+    }
+
+    /// This worker's report on every server of `config`, for `mcpq servers`.
+    pub async fn reports(
+        &self,
+        config: &Config,
+        worker: &str,
+    ) -> std::collections::BTreeMap<String, ServerReport> {
+        let mut out = std::collections::BTreeMap::new();
+        for (name, server) in &config.servers {
+            let (health, clears) = self
+                .supervisor
+                .health()
+                .describe(name, std::time::Instant::now());
+            let snapshot = self.snapshot(name);
+            let tools = self.tools_if_warm(name).await.map(|tools| {
+                tools
+                    .iter()
+                    .map(|t| ToolInfo {
+                        name: t.name.to_string(),
+                        description: t.description.as_ref().map(|d| d.to_string()),
+                    })
+                    .collect()
+            });
+            let report = ServerReport {
+                worker: worker.to_string(),
+                reported_at: now_ms(),
+                health: health.to_string(),
+                health_clears_in_ms: clears.map(|d| d.as_millis() as u64),
+                pooled: server.pool,
+                sessions: snapshot.as_ref().map_or(0, |s| s.sessions),
+                in_flight: snapshot.as_ref().map_or(0, |s| s.in_flight),
+                tools,
+            };
+            out.insert(name.clone(), report);
+        }
+        out
     }
 
     /// Stops every session of every server (worker shutdown).
@@ -408,7 +469,7 @@ impl McpPool {
                     if self.is_usable(&lease, deadline).await {
                         return Ok(lease);
                     }
-                    self.release(lease, true).await;
+                    self.release(lease, true, false).await;
                 }
                 Step::Start => {
                     let slot = self.start_slot(pool, deadline, true).await?;
@@ -542,11 +603,12 @@ impl McpPool {
         .await
     }
 
-    /// Returns a lease. With `retire`, or once the session reached `max_calls`, the
-    /// session takes no new calls; the last call out stops it and gets the report.
-    async fn release(&self, lease: Lease, retire: bool) -> Option<StopReport> {
+    /// Returns a lease (`counted`: it made a tool call, which counts toward `max_calls`).
+    /// With `retire`, or once the session reached `max_calls`, the session takes no new
+    /// calls; the last call out stops it and gets the report.
+    async fn release(&self, lease: Lease, retire: bool, counted: bool) -> Option<StopReport> {
         let Lease { slot, pool } = lease;
-        let calls = slot.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let calls = slot.calls.fetch_add(u64::from(counted), Ordering::SeqCst) + u64::from(counted);
         *slot.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if retire || pool.settings.max_calls.is_some_and(|max| calls >= max) {
             slot.retired.store(true, Ordering::SeqCst);

@@ -34,6 +34,11 @@ impl Keys {
         format!("{}:job:{id}", self.namespace)
     }
 
+    /// Hash of the workers' reports on their MCP servers, by server name.
+    pub fn servers(&self) -> String {
+        format!("{}:servers", self.namespace)
+    }
+
     /// Pattern matching every key of this namespace (for tests and clean-up tools).
     pub fn all_pattern(&self) -> String {
         format!("{}:*", self.namespace)

@@ -12,6 +12,7 @@
 pub mod enqueue;
 pub mod keys;
 pub mod results;
+pub mod servers;
 
 use std::time::Duration;
 

@@ -127,6 +127,18 @@ impl HealthBook {
             .min(self.policy.restart_backoff_max)
     }
 
+    /// A word for `server`'s state at `now`: `ok`, `backoff` (restarting after a crash)
+    /// or `unhealthy` (in a crash loop), with the time until that ends.
+    pub fn describe(&self, server: &str, now: Instant) -> (&'static str, Option<Duration>) {
+        match self.admission(server, now) {
+            Admission::Ready => ("ok", None),
+            Admission::NotBefore(at) => ("backoff", Some(at.saturating_duration_since(now))),
+            Admission::Unhealthy { until, .. } => {
+                ("unhealthy", Some(until.saturating_duration_since(now)))
+            }
+        }
+    }
+
     /// Records a crash of `server` at `now`; returns true if it is now unhealthy.
     pub fn record_crash(&self, server: &str, now: Instant) -> bool {
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
