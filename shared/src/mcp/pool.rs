@@ -37,6 +37,10 @@ use crate::queue::results::now_ms;
 use crate::queue::servers::{ServerReport, ToolInfo};
 use crate::supervisor::{Admission, StopReport, Supervisor};
 
+/// A session idle for longer than this has its process checked (`waitpid`) at checkout;
+/// a busy one only its connection (a dead server closes its stdout).
+const IDLE_CHECK: Duration = Duration::from_millis(100);
+
 /// Longest a reuse ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -149,6 +153,33 @@ struct ServerPool {
     settings: PoolSettings,
     state: Mutex<State>,
     changed: Notify,
+    /// Checkouts waiting on `changed`; releases notify only when there are some.
+    waiters: AtomicUsize,
+}
+
+/// Counts one waiting checkout while it lives.
+struct WaiterGuard<'a>(&'a AtomicUsize);
+
+impl<'a> WaiterGuard<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        WaiterGuard(count)
+    }
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ServerPool {
+    /// Wakes waiting checkouts, if any (the state changed: a slot freed or appeared).
+    fn wake_waiters(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
 }
 
 /// A checked-out slot: one call's right to use a session.
@@ -204,6 +235,7 @@ impl McpPool {
                     settings: config.pool_settings(server),
                     state: Mutex::default(),
                     changed: Notify::new(),
+                    waiters: AtomicUsize::new(0),
                 };
                 (name.clone(), Arc::new(pool))
             })
@@ -451,14 +483,25 @@ impl McpPool {
         loop {
             let notified = pool.changed.notified();
             tokio::pin!(notified);
-            // Registered before looking at the state, so a release in between wakes us.
-            notified.as_mut().enable();
-            let (step, dead) = self.next_step(pool);
+            let (mut step, mut dead) = self.next_step(pool);
+            let mut waiting = None;
+            if matches!(step, Step::Wait) {
+                // Register as a waiter, then look again: a release between the first look
+                // and the registration is seen by the second look, one after it wakes us.
+                waiting = Some(WaiterGuard::new(&pool.waiters));
+                notified.as_mut().enable();
+                let (again, more) = self.next_step(pool);
+                step = again;
+                dead.extend(more);
+            }
             for slot in dead {
                 tracing::debug!(server = %pool.name, pid = slot.session.pid(), "discarding session");
                 tokio::spawn(async move {
                     slot.session.shutdown().await;
                 });
+            }
+            if !matches!(step, Step::Wait) {
+                drop(waiting.take());
             }
             match step {
                 Step::Use(slot) => {
@@ -479,6 +522,7 @@ impl McpPool {
                     });
                 }
                 Step::Wait => {
+                    let _waiting = waiting;
                     tokio::select! {
                         _ = notified => {}
                         _ = tokio::time::sleep_until(deadline) => {
@@ -532,17 +576,23 @@ impl McpPool {
     }
 
     /// A leased slot is usable if its process lives and, after a long idle, it answers
-    /// a ping.
+    /// a ping. A busy session only gets the cheap connection check; one idle for more
+    /// than [`IDLE_CHECK`] also gets its process checked.
     async fn is_usable(&self, lease: &Lease, deadline: Instant) -> bool {
         let session = &lease.slot.session;
-        if !session.is_alive() {
+        let idle = lease.slot.idle_for(Instant::now());
+        let alive = if idle > IDLE_CHECK {
+            session.is_alive()
+        } else {
+            session.is_connected()
+        };
+        if !alive {
             tracing::info!(server = %lease.pool.name, pid = session.pid(), "pooled server died while idle; replacing it");
             self.supervisor
                 .health()
                 .record_crash(&lease.pool.name, std::time::Instant::now());
             return false;
         }
-        let idle = lease.slot.idle_for(Instant::now());
         if lease.slot.in_flight.load(Ordering::SeqCst) == 1
             && idle > lease.pool.settings.idle_ttl / 2
         {
@@ -584,7 +634,7 @@ impl McpPool {
             slot
         });
         drop(st);
-        pool.changed.notify_waiters();
+        pool.wake_waiters();
         result
     }
 
@@ -622,7 +672,7 @@ impl McpPool {
             }
             last_out
         };
-        pool.changed.notify_waiters();
+        pool.wake_waiters();
         if last_out {
             tracing::debug!(server = %pool.name, pid = slot.session.pid(), "retiring session");
             return Some(slot.session.shutdown().await);

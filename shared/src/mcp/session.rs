@@ -270,9 +270,15 @@ impl McpSession {
         self.stderr.for_error()
     }
 
-    /// False once the connection closed or the process exited (checked without waiting).
+    /// False once the connection is known to be closed (no syscall).
+    pub fn is_connected(&self) -> bool {
+        !(self.client.is_closed() || self.peer.is_transport_closed())
+    }
+
+    /// False once the connection closed or the process exited (checked without waiting;
+    /// one `waitpid(WNOHANG)`).
     pub fn is_alive(&self) -> bool {
-        if self.client.is_closed() || self.peer.is_transport_closed() {
+        if !self.is_connected() {
             return false;
         }
         match self.process.try_lock() {
