@@ -2,8 +2,10 @@
 //!
 //! - **anchor**: N no-op jobs through bare apalis-redis (an in-process worker, same
 //!   concurrency), the floor cost of the queue itself;
-//! - **mcpq**: N echo-tool jobs through `mcpq-worker` (a separate process), each spawning
-//!   the fixture MCP server, initializing MCP, calling `echo` and storing the result.
+//! - **mcpq pooled**: N echo-tool jobs through `mcpq-worker` (a separate process), on
+//!   warm pooled sessions of the fixture MCP server, storing each result;
+//! - **mcpq fresh**: the same with `pool = false`: each job spawns the server,
+//!   initializes MCP, calls `echo`, stops the server.
 //!
 //! Both are timed from the first push until apalis's done set holds all N jobs, with the
 //! worker already running. Prints both rates and their ratio, then one JSON line.
@@ -85,9 +87,9 @@ async fn anchor(n: usize, concurrency: usize) -> Duration {
     }
 }
 
-async fn mcpq(n: usize, concurrency: usize) -> Duration {
+async fn mcpq(n: usize, concurrency: usize, pooled: bool) -> Duration {
     let extra = format!("[worker]\nconcurrency = {concurrency}\npoll_interval = \"20ms\"\n");
-    let env = TestEnv::new("bench-mcpq", &extra);
+    let env = TestEnv::with_echo("bench-mcpq", &extra, &format!("pool = {pooled}"));
     let worker = env.worker(&[]);
     assert!(
         worker.wait_log("worker started", Duration::from_secs(10)),
@@ -144,25 +146,30 @@ fn main() {
         mcpq_tests::redis_url()
     );
     let a = rt.block_on(anchor(n, concurrency));
-    let m = rt.block_on(mcpq(n, concurrency));
+    let m = rt.block_on(mcpq(n, concurrency, true));
+    let f = rt.block_on(mcpq(n, concurrency, false));
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let row = |label: &str, d: Duration| {
+        println!(
+            "{label:<44}: {n} jobs in {:>7.2} s = {:>8.1} jobs/s",
+            d.as_secs_f64(),
+            rate(d)
+        )
+    };
+    row("anchor  bare apalis-redis, no-op job", a);
+    row("mcpq    echo job, pooled session", m);
+    row("mcpq    echo job, fresh server per job", f);
     println!(
-        "anchor  bare apalis-redis, no-op job        : {n} jobs in {:>7.2} s = {:>8.1} jobs/s",
-        a.as_secs_f64(),
-        rate(a)
-    );
-    println!(
-        "mcpq    echo tool job (spawn + MCP + store) : {n} jobs in {:>7.2} s = {:>8.1} jobs/s",
-        m.as_secs_f64(),
-        rate(m)
-    );
-    println!(
-        "ratio   mcpq / anchor                       : {:.3}",
-        rate(m) / rate(a)
+        "ratio   pooled / anchor {:.3}, fresh / anchor {:.3}, pooled / fresh {:.2}",
+        rate(m) / rate(a),
+        rate(f) / rate(a),
+        rate(m) / rate(f)
     );
     println!(
         "{}",
         json!({"type": "bench", "name": "throughput", "jobs": n, "concurrency": concurrency,
-               "anchor_jobs_per_s": rate(a), "mcpq_jobs_per_s": rate(m), "ratio": rate(m) / rate(a)})
+               "anchor_jobs_per_s": rate(a), "mcpq_pooled_jobs_per_s": rate(m),
+               "mcpq_fresh_jobs_per_s": rate(f), "ratio_pooled_to_anchor": rate(m) / rate(a),
+               "ratio_fresh_to_anchor": rate(f) / rate(a)})
     );
 }
