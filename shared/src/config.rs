@@ -21,6 +21,11 @@
 //! crash_loop_window = "60s"
 //! unhealthy_for = "30s"          # ... make jobs needing the server fail fast this long
 //!
+//! [servers.remote]                    # a streamable-HTTP MCP server
+//! url = "http://127.0.0.1:8000/mcp"
+//! headers = { "X-Team" = "billing" }
+//! bearer_token_env = "REMOTE_MCP_TOKEN"  # Authorization: Bearer $REMOTE_MCP_TOKEN
+//!
 //! [servers.echo]
 //! command = "mcpq-fixture"
 //! args = []
@@ -152,12 +157,24 @@ pub struct Defaults {
     pub unhealthy_for: Duration,
 }
 
-/// `[servers.NAME]`: how to start one stdio MCP server.
+/// `[servers.NAME]`: how to reach one MCP server: a stdio program to start (`command`)
+/// or a streamable-HTTP endpoint (`url`), exactly one of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Program to run (looked up in PATH when it has no `/`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub command: String,
+    /// Streamable-HTTP endpoint, e.g. `http://127.0.0.1:8000/mcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Extra HTTP headers sent to `url`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Name of an environment variable (of the worker) holding a bearer token for `url`,
+    /// sent as `Authorization: Bearer <token>`. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
     /// Its arguments.
     #[serde(default)]
     pub args: Vec<String>,
@@ -220,6 +237,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             command: String::new(),
+            url: None,
+            headers: BTreeMap::new(),
+            bearer_token_env: None,
             args: Vec::new(),
             env: BTreeMap::new(),
             cwd: None,
@@ -457,11 +477,28 @@ impl Config {
                     "a server name must be non-empty, without spaces",
                 ));
             }
-            if server.command.trim().is_empty() {
-                return Err(invalid(
-                    &format!("servers.{name}.command"),
-                    "must not be empty",
-                ));
+            match (server.command.trim().is_empty(), &server.url) {
+                (true, None) => {
+                    return Err(invalid(
+                        &format!("servers.{name}"),
+                        "needs a `command` (stdio) or a `url` (streamable HTTP)",
+                    ))
+                }
+                (false, Some(_)) => {
+                    return Err(invalid(
+                        &format!("servers.{name}"),
+                        "has both `command` and `url`: choose one",
+                    ))
+                }
+                (true, Some(url))
+                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                {
+                    return Err(invalid(
+                        &format!("servers.{name}.url"),
+                        "must start with http:// or https://",
+                    ))
+                }
+                _ => {}
             }
             let key = |k: &str| format!("servers.{name}.{k}");
             if server.max_in_flight == 0 {

@@ -4,6 +4,7 @@
 mod bad_input; // invalid jobs and configs: clear errors, exit 2, nothing enqueued
 mod end_to_end; // submit -> worker -> MCP server -> result, one job to many
 mod failures; // tool errors, server crashes, stderr floods
+mod http; // streamable-HTTP servers: bearer tokens, headers, a server that goes away
 mod pool; // the warm session pool: reuse, multiplexing, replacement, limits
 mod servers; // mcpq servers / servers check: tool discovery, what fails
 mod shutdown; // SIGTERM with jobs running: exit 0, no process left

@@ -19,6 +19,9 @@ pub async fn run(ctx: &Ctx, args: ServersArgs) -> anyhow::Result<u8> {
 }
 
 fn target(server: &mcpq_shared::config::ServerConfig) -> String {
+    if let Some(url) = &server.url {
+        return url.clone();
+    }
     std::iter::once(server.command.as_str())
         .chain(server.args.iter().map(String::as_str))
         .collect::<Vec<_>>()

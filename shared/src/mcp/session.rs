@@ -20,6 +20,8 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientRequest, Request, ServerResult, Tool,
 };
 use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
@@ -86,8 +88,9 @@ pub enum McpError {
         /// Stderr tail.
         stderr: Option<String>,
     },
-    /// The server closed its stdout (or stdin) during a call but did not exit.
-    #[error("server `{server}` closed the MCP connection during call to `{tool}` but kept running; its process group was stopped")]
+    /// The connection closed during a call: a stdio server closed its stdout but did not
+    /// exit (its process group is then stopped), or an HTTP server went away.
+    #[error("server `{server}` closed the MCP connection during call to `{tool}` but kept running (or is remote); the session was discarded")]
     ConnectionClosed {
         /// Server name.
         server: String,
@@ -164,10 +167,11 @@ impl ClientHandler for ClientState {
 /// session serves several requests at once (JSON-RPC ids keep them apart).
 pub struct McpSession {
     name: String,
-    pid: u32,
+    pid: Option<u32>,
     peer: Peer<RoleClient>,
     client: RunningService<RoleClient, ClientState>,
-    process: tokio::sync::Mutex<ServerProcess>,
+    /// The stdio server's process; `None` for a streamable-HTTP server.
+    process: Option<tokio::sync::Mutex<ServerProcess>>,
     stderr: StderrTail,
     timeouts: ServerTimeouts,
     tools_changed: Arc<AtomicBool>,
@@ -190,8 +194,9 @@ fn status_text(status: Option<ExitStatus>) -> String {
 }
 
 impl McpSession {
-    /// Spawns server `name` and completes MCP `initialize`, within the server's startup
-    /// timeout or by `deadline`, whichever comes first.
+    /// Connects to server `name` (spawns it, or opens its HTTP endpoint) and completes
+    /// MCP `initialize`, within the server's startup timeout or by `deadline`, whichever
+    /// comes first.
     pub async fn start(
         supervisor: &Supervisor,
         name: &str,
@@ -199,6 +204,9 @@ impl McpSession {
         timeouts: ServerTimeouts,
         deadline: Instant,
     ) -> Result<McpSession, McpError> {
+        if config.url.is_some() {
+            return Self::start_http(name, config, timeouts, deadline).await;
+        }
         let mut process = supervisor.spawn(name, config, timeouts.kill_grace)?;
         let (stdout, stdin) = process.take_stdio().expect("a fresh process has its pipes");
         let limit = timeouts
@@ -215,11 +223,11 @@ impl McpSession {
                 );
                 Ok(McpSession {
                     name: name.to_string(),
-                    pid: process.pid(),
+                    pid: Some(process.pid()),
                     peer: client.peer().clone(),
                     client,
                     stderr: process.stderr().clone(),
-                    process: tokio::sync::Mutex::new(process),
+                    process: Some(tokio::sync::Mutex::new(process)),
                     timeouts,
                     tools_changed,
                     tools: std::sync::Mutex::new(None),
@@ -250,13 +258,94 @@ impl McpSession {
         }
     }
 
+    /// Connects to a streamable-HTTP server: its `url`, `headers` and bearer token,
+    /// retrying a refused connection with a short backoff until the startup deadline.
+    async fn start_http(
+        name: &str,
+        config: &ServerConfig,
+        timeouts: ServerTimeouts,
+        deadline: Instant,
+    ) -> Result<McpSession, McpError> {
+        let failed = |message: String| McpError::StartupFailed {
+            server: name.to_string(),
+            message,
+            stderr: None,
+        };
+        let url = config.url.clone().unwrap_or_default();
+        let mut headers = std::collections::HashMap::new();
+        for (k, v) in &config.headers {
+            let key = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
+                failed(format!(
+                    "servers.{name}.headers: `{k}` is not a header name ({e})"
+                ))
+            })?;
+            let value = http::HeaderValue::from_str(v).map_err(|e| {
+                failed(format!(
+                    "servers.{name}.headers: the value of `{k}` is not valid ({e})"
+                ))
+            })?;
+            headers.insert(key, value);
+        }
+        let mut transport_config =
+            StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers);
+        if let Some(var) = &config.bearer_token_env {
+            let token = std::env::var(var).map_err(|_| {
+                failed(format!(
+                    "the environment variable `{var}` (servers.{name}.bearer_token_env) is not set on the worker"
+                ))
+            })?;
+            transport_config = transport_config.auth_header(token);
+        }
+        let limit = timeouts
+            .startup
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let until = Instant::now() + limit;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let state = ClientState::default();
+            let tools_changed = state.tools_changed.clone();
+            let transport = StreamableHttpClientTransport::from_config(transport_config.clone());
+            let left = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, state.serve(transport)).await {
+                Ok(Ok(client)) => {
+                    tracing::debug!(server = name, %url, "MCP session initialized over HTTP");
+                    return Ok(McpSession {
+                        name: name.to_string(),
+                        pid: None,
+                        peer: client.peer().clone(),
+                        client,
+                        stderr: StderrTail::default(),
+                        process: None,
+                        timeouts,
+                        tools_changed,
+                        tools: std::sync::Mutex::new(None),
+                    });
+                }
+                Ok(Err(e)) if Instant::now() + pause < until => {
+                    // Connection refused, a server still starting, a 5xx: try again.
+                    tracing::debug!(server = name, %url, "HTTP connect failed, retrying: {e}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Ok(Err(e)) => return Err(failed(format!("{url}: {e}"))),
+                Err(_) => {
+                    return Err(McpError::StartupTimeout {
+                        server: name.to_string(),
+                        after: limit,
+                        stderr: None,
+                    })
+                }
+            }
+        }
+    }
+
     /// Server name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// The server's pid (= process group).
-    pub fn pid(&self) -> u32 {
+    /// The server's pid (= process group); `None` for an HTTP server.
+    pub fn pid(&self) -> Option<u32> {
         self.pid
     }
 
@@ -281,7 +370,10 @@ impl McpSession {
         if !self.is_connected() {
             return false;
         }
-        match self.process.try_lock() {
+        let Some(process) = &self.process else {
+            return true;
+        };
+        match process.try_lock() {
             Ok(mut process) => process.try_exit().is_none(),
             // Another caller is checking it right now (or stopping it, and then the
             // transport is closed, seen above): nothing says it died.
@@ -385,7 +477,10 @@ impl McpSession {
                 stderr: self.stderr_tail(),
             },
             ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
-                let status = self.process.lock().await.wait_exit(EXIT_REPORT_WAIT).await;
+                let status = match &self.process {
+                    Some(process) => process.lock().await.wait_exit(EXIT_REPORT_WAIT).await,
+                    None => None,
+                };
                 match status {
                     Some(status) => {
                         self.stderr.wait_closed(STDERR_EOF_WAIT).await;
@@ -417,6 +512,13 @@ impl McpSession {
     pub async fn shutdown(&self) -> StopReport {
         // Cancelling the client drops its transport, which closes the server's stdin.
         self.client.cancellation_token().cancel();
-        self.process.lock().await.stop().await
+        match &self.process {
+            Some(process) => process.lock().await.stop().await,
+            None => StopReport {
+                exit: None,
+                escalated: false,
+                kill_grace: self.timeouts.kill_grace,
+            },
+        }
     }
 }

@@ -3,6 +3,11 @@
 //! torture ones (sleep for ever, ignore SIGTERM, spawn a grandchild, close stdout but
 //! stay alive).
 //!
+//! With `--http ADDR` (e.g. `--http 127.0.0.1:0`) it serves the same tools over
+//! streamable HTTP at `http://ADDR/mcp` instead, and prints that URL on stdout; with
+//! `MCPQ_FIXTURE_REQUIRE_BEARER=<token>` it then answers 401 to requests without
+//! `Authorization: Bearer <token>`.
+//!
 //! Environment switches: `MCPQ_FIXTURE_HANG_INITIALIZE=1` reads stdin for ever and never
 //! answers `initialize`; `MCPQ_FIXTURE_NEVER_READ=1` never even reads its stdin.
 //!
@@ -228,8 +233,57 @@ impl Fixture {
     }
 }
 
+/// Serves the fixture over streamable HTTP until killed.
+async fn serve_http(addr: &str) -> anyhow::Result<()> {
+    use rmcp::transport::streamable_http_server::{
+        session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let service: StreamableHttpService<Fixture, LocalSessionManager> = StreamableHttpService::new(
+        || Ok(Fixture),
+        Default::default(),
+        StreamableHttpServerConfig::default(),
+    );
+    let required = std::env::var("MCPQ_FIXTURE_REQUIRE_BEARER").ok();
+    let router =
+        axum::Router::new()
+            .nest_service("/mcp", service)
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let required = required.clone();
+                    async move {
+                        if let Some(token) = required {
+                            let expected = format!("Bearer {token}");
+                            let given = request
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok());
+                            if given != Some(expected.as_str()) {
+                                return axum::response::IntoResponse::into_response(
+                                    axum::http::StatusCode::UNAUTHORIZED,
+                                );
+                            }
+                        }
+                        next.run(request).await
+                    }
+                },
+            ));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("http://{}/mcp", listener.local_addr()?);
+    eprintln!(
+        "mcpq-fixture serving streamable HTTP on {}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--http") {
+        let addr = args.get(2).map(String::as_str).unwrap_or("127.0.0.1:0");
+        return serve_http(addr).await;
+    }
     if let Some(path) = std::env::var_os("MCPQ_FIXTURE_SPAWN_LOG") {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
