@@ -216,3 +216,24 @@ fn a_session_is_replaced_after_max_calls() {
     }
     assert_eq!(env.fixture_pids().len(), 3, "7 calls at 3 per session");
 }
+
+#[test]
+fn an_idle_session_that_stopped_answering_fails_its_ping_and_is_replaced() {
+    let env = TestEnv::with_echo("pool-ping", "", "idle_ttl = \"4s\"\ncall_timeout = \"1s\"");
+    let _worker = env.worker(&[]);
+    let id = env.submit_call("echo", "freeze_after", r#"{"ms":100}"#, &[]);
+    assert_eq!(env.wait_json(&id).0, Some(0));
+    // Idle for more than idle_ttl / 2 (and the server frozen): the next checkout pings,
+    // the ping fails, and the job runs on a new session instead of timing out.
+    std::thread::sleep(Duration::from_millis(2500));
+    let id = env.submit_call("echo", "echo", r#"{"text":"fresh"}"#, &["--timeout", "20s"]);
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["result"][0]["result"]["content"][0]["text"], "fresh");
+    let pids = env.fixture_pids();
+    assert_eq!(pids.len(), 2);
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_alive(pids[0])),
+        "the frozen server was not stopped"
+    );
+}

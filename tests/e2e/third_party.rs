@@ -123,6 +123,14 @@ fn everything_server_from_npm_lists_and_calls_tools_from_pooled_jobs() {
         .as_str()
         .expect("sum");
     assert!(sum.contains("42"), "{sum}");
+    // Its tools, listed by `mcpq servers check`.
+    let out = env.mcpq(&["servers", "check", "everything", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let check: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let tools = check["tools"].as_array().expect("tools");
+    for tool in ["echo", "get-sum"] {
+        assert!(tools.iter().any(|t| t == tool), "{tool} not in {tools:?}");
+    }
 }
 
 #[test]

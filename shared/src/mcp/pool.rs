@@ -41,7 +41,7 @@ use crate::supervisor::{Admission, StopReport, Supervisor};
 /// a busy one only its connection (a dead server closes its stdout).
 const IDLE_CHECK: Duration = Duration::from_millis(100);
 
-/// Longest a reuse ping may take.
+/// Longest a reuse ping may take (also bounded by the server's `call_timeout`).
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the pool could not serve a call.
@@ -596,7 +596,9 @@ impl McpPool {
         if lease.slot.in_flight.load(Ordering::SeqCst) == 1
             && idle > lease.pool.settings.idle_ttl / 2
         {
-            let timeout = PING_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+            let timeout = PING_TIMEOUT
+                .min(lease.pool.timeouts.call)
+                .min(deadline.saturating_duration_since(Instant::now()));
             if let Err(e) = session.ping(timeout).await {
                 tracing::info!(server = %lease.pool.name, pid = session.pid(), "idle session failed its ping: {e}");
                 return false;

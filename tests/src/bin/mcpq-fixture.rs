@@ -177,6 +177,18 @@ impl Fixture {
         forever().await
     }
 
+    #[tool(
+        description = "Answer now, then freeze (stop serving, stay alive) after ms milliseconds"
+    )]
+    async fn freeze_after(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            // Blocks the server's only runtime thread: alive, but deaf to every request.
+            std::thread::sleep(Duration::from_secs(u64::from(u32::MAX)));
+        });
+        format!("freezing in {ms} ms")
+    }
+
     #[tool(description = "Return a tool error (isError: true)")]
     async fn fail(
         &self,
