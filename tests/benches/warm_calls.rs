@@ -66,30 +66,25 @@ fn pool_for(in_flight: usize) -> McpPool {
     McpPool::new(&config, Supervisor::new())
 }
 
-async fn warm(pool: &McpPool, callers: usize, n: usize) -> (Vec<Duration>, Duration) {
-    let args = json!({"text": "warm"})
-        .as_object()
-        .cloned()
-        .expect("object");
-    let deadline = || tokio::time::Instant::now() + Duration::from_secs(30);
-    // Warm up: start the session and the code paths.
+/// Runs `n` calls of `call` from `callers` concurrent tasks (after 100 warm-up calls);
+/// returns every call's latency and the wall time.
+async fn measure<F, Fut>(callers: usize, n: usize, call: F) -> (Vec<Duration>, Duration)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     for _ in 0..100 {
-        pool.call("fixture", "echo", args.clone(), deadline())
-            .await
-            .expect("call");
+        call().await;
     }
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
-            let pool = pool.clone();
-            let args = args.clone();
+            let call = call.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(n / callers);
                 for _ in 0..n / callers {
                     let t = Instant::now();
-                    pool.call("fixture", "echo", args.clone(), deadline())
-                        .await
-                        .expect("call");
+                    call().await;
                     lat.push(t.elapsed());
                 }
                 lat
@@ -101,6 +96,27 @@ async fn warm(pool: &McpPool, callers: usize, n: usize) -> (Vec<Duration>, Durat
         all.extend(t.await.expect("task"));
     }
     (all, start.elapsed())
+}
+
+fn echo_args() -> serde_json::Map<String, serde_json::Value> {
+    json!({"text": "warm"})
+        .as_object()
+        .cloned()
+        .expect("object")
+}
+
+async fn warm(pool: &McpPool, callers: usize, n: usize) -> (Vec<Duration>, Duration) {
+    let pool = pool.clone();
+    measure(callers, n, move || {
+        let pool = pool.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            pool.call("fixture", "echo", echo_args(), deadline)
+                .await
+                .expect("call");
+        }
+    })
+    .await
 }
 
 /// The same calls on one `McpSession` without the pool: what the pool adds.
@@ -121,42 +137,21 @@ async fn bare(callers: usize, n: usize) -> (Vec<Duration>, Duration) {
             .await
             .expect("start"),
     );
-    let args = json!({"text": "warm"})
-        .as_object()
-        .cloned()
-        .expect("object");
-    for _ in 0..100 {
-        session
-            .call_tool("echo", args.clone(), Duration::from_secs(30))
-            .await
-            .expect("call");
-    }
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
+    let measured = measure(callers, n, {
+        let session = session.clone();
+        move || {
             let session = session.clone();
-            let args = args.clone();
-            tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(n / callers);
-                for _ in 0..n / callers {
-                    let t = Instant::now();
-                    session
-                        .call_tool("echo", args.clone(), Duration::from_secs(30))
-                        .await
-                        .expect("call");
-                    lat.push(t.elapsed());
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(n);
-    for t in tasks {
-        all.extend(t.await.expect("task"));
-    }
-    let took = start.elapsed();
+            async move {
+                session
+                    .call_tool("echo", echo_args(), Duration::from_secs(30))
+                    .await
+                    .expect("call");
+            }
+        }
+    })
+    .await;
     session.shutdown().await;
-    (all, took)
+    measured
 }
 
 fn main() {

@@ -379,30 +379,6 @@ impl McpPool {
             })
     }
 
-    /// The tools of `server` from one of its sessions (cached per session).
-    pub async fn list_tools(
-        &self,
-        server: &str,
-        deadline: Instant,
-    ) -> Result<Arc<Vec<Tool>>, PoolError> {
-        let pool = self
-            .servers
-            .get(server)
-            .expect("callers check is_pooled first")
-            .clone();
-        let lease = self.checkout(&pool, deadline).await?;
-        let timeout = pool
-            .timeouts
-            .call
-            .min(deadline.saturating_duration_since(Instant::now()));
-        let outcome = lease.slot.session.list_tools(timeout).await;
-        let report = self.release(lease, outcome.is_err(), false).await;
-        outcome.map_err(|error| PoolError::Mcp {
-            error,
-            stop_note: report.and_then(|r| stop_note(server, &r)),
-        })
-    }
-
     /// The tools of `server` if a session of it is up and has room, without starting one.
     pub async fn tools_if_warm(&self, server: &str) -> Option<Arc<Vec<Tool>>> {
         let pool = self.servers.get(server)?.clone();

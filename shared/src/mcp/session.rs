@@ -381,9 +381,15 @@ impl McpSession {
         }
     }
 
-    /// Sends `ping`; fails after `timeout`.
-    pub async fn ping(&self, timeout: Duration) -> Result<(), McpError> {
-        let request = ClientRequest::PingRequest(Default::default());
+    /// Sends one request and awaits its answer for at most `timeout`. rmcp enforces the
+    /// timeout on the answer (and sends `notifications/cancelled` when it passes); the
+    /// outer timeout also covers a send that cannot proceed (a server that never reads
+    /// its stdin).
+    async fn request(
+        &self,
+        request: ClientRequest,
+        timeout: Duration,
+    ) -> Result<ServerResult, ServiceError> {
         let peer = self.peer.clone();
         let call = async move {
             peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
@@ -391,12 +397,19 @@ impl McpSession {
                 .await_response()
                 .await
         };
-        match tokio::time::timeout(timeout + Duration::from_millis(100), call).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(self.call_error("ping", e).await),
-            Err(_) => Err(self
-                .call_error("ping", ServiceError::Timeout { timeout })
-                .await),
+        tokio::time::timeout(timeout + Duration::from_millis(100), call)
+            .await
+            .unwrap_or(Err(ServiceError::Timeout { timeout }))
+    }
+
+    /// Sends `ping`; fails after `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), McpError> {
+        match self
+            .request(ClientRequest::PingRequest(Default::default()), timeout)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.call_error("ping", e).await),
         }
     }
 
@@ -435,19 +448,9 @@ impl McpSession {
     ) -> Result<CallToolResult, McpError> {
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
         let request = ClientRequest::CallToolRequest(Request::new(params));
-        let peer = self.peer.clone();
-        let call = async move {
-            peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
-                .await?
-                .await_response()
-                .await
-        };
-        // rmcp enforces `timeout` on the response; the outer timeout also covers a send
-        // that cannot proceed (a server that never reads its stdin).
-        let outcome = tokio::time::timeout(timeout + Duration::from_millis(100), call).await;
-        let err = match outcome {
-            Ok(Ok(ServerResult::CallToolResult(result))) => return Ok(result),
-            Ok(Ok(other)) => {
+        let err = match self.request(request, timeout).await {
+            Ok(ServerResult::CallToolResult(result)) => return Ok(result),
+            Ok(other) => {
                 return Err(McpError::Protocol {
                     server: self.name.clone(),
                     tool: tool.to_string(),
@@ -455,8 +458,7 @@ impl McpSession {
                     stderr: self.stderr_tail(),
                 })
             }
-            Ok(Err(e)) => e,
-            Err(_) => ServiceError::Timeout { timeout },
+            Err(e) => e,
         };
         Err(self.call_error(tool, err).await)
     }
