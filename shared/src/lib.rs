@@ -1,25 +1,32 @@
 //! mcpq's library: the job model, configuration, the Redis queue and result store, the
-//! process supervisor for stdio MCP servers, MCP sessions and the job runners.
+//! process supervisor for stdio MCP servers, MCP sessions and their pool, and the job
+//! runners.
 //!
 //! The binaries (`mcpq-worker`, `mcpq`) are thin glue over this crate.
 //!
-//! # Guarantees, each with the test that proves it
+//! # Guarantees, each with the test that proves it (`tests/e2e/`)
 //! - A job names servers; only servers in the worker's config ever run
-//!   (`job::tests::unknown_servers_are_rejected`, e2e `bad_input::unknown_server_*`).
-//! - Bad input is rejected with a message naming the field (`job::tests`, e2e
-//!   `bad_input`), and a bad job in the queue fails with a stored error instead of
-//!   crashing the worker (e2e `bad_input::undecodable_job_in_queue_fails_cleanly`).
+//!   (`job::tests::unknown_servers_are_rejected`,
+//!   `bad_input::invalid_jobs_exit_2_with_a_message_naming_the_problem_and_enqueue_nothing`).
+//! - Bad input is rejected with a message naming the field, and a bad job in the queue
+//!   fails with a stored error instead of crashing the worker
+//!   (`bad_input::an_undecodable_job_in_the_queue_is_stored_as_failed_and_the_worker_goes_on`).
 //! - Every MCP server starts with an empty signal mask, default dispositions, in its own
-//!   process group (e2e `signals::child_signal_state_is_clean_*`).
+//!   session and process group, with no descriptor of the worker
+//!   (`signals::child_signal_state_is_clean_even_when_the_worker_inherited_a_hostile_one`).
 //! - A server's stderr is its own pipe, always drained; its tail is quoted in errors
-//!   (e2e `failures::server_crash_mid_call_*`).
-//! - Every MCP operation has a deadline (`mcp::session`), and a stopped server's whole
-//!   process group is signalled (e2e `shutdown::sigterm_*`).
-//! - A job is acknowledged only after its outcome is stored (`runner`).
+//!   (`failures::a_server_crash_mid_call_fails_the_job_with_exit_status_and_stderr_tail`,
+//!   `torture::a_100_mb_stderr_flood_during_a_call_completes_*`).
+//! - Every MCP operation has a deadline, and stopping a server stops its whole process
+//!   tree (`torture.rs`: the supervisor's contract is listed in [`supervisor`]).
+//! - Warm sessions are shared by jobs within `max_sessions` x `max_in_flight`; a session
+//!   that failed is never handed out again (`pool.rs`; contract in [`mcp::pool`]).
+//! - A job is acknowledged only after its outcome is stored ([`runner`]).
 //!
 //! # Caveats
-//! Retries, dead letters, leases with fencing, cancellation and a warm session pool are
-//! not built yet: today each job starts the servers it needs and stops them at its end.
+//! Retries, dead letters, leases with fencing, idempotency and cancellation are not
+//! built yet (delivery guarantees): a job runs once per delivery, and a job cut off by a
+//! worker's death or shutdown runs again when apalis-redis re-queues it (~15 s).
 
 pub mod agent;
 pub mod config;
