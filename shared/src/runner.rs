@@ -77,11 +77,6 @@ impl Runner {
         }
     }
 
-    /// The pool (and through it the supervisor) this runner uses.
-    pub fn pool(&self) -> &McpPool {
-        &self.pool
-    }
-
     /// Runs the job the queue delivered as `raw` with queue id `task_id`.
     pub async fn run(&self, task_id: &str, raw: Value) -> Result<RunSummary, QueueError> {
         let id: JobId = match raw

@@ -349,11 +349,6 @@ impl McpSession {
         self.pid
     }
 
-    /// The server's deadlines.
-    pub fn timeouts(&self) -> ServerTimeouts {
-        self.timeouts
-    }
-
     /// The server's stderr tail, for errors.
     pub fn stderr_tail(&self) -> Option<String> {
         self.stderr.for_error()

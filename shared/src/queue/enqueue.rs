@@ -54,10 +54,10 @@ impl Producer {
         self.submit_many(std::slice::from_ref(job)).await
     }
 
-    /// Records and pushes several jobs in one round trip each.
+    /// Records and pushes several jobs, 500 per round trip.
     pub async fn submit_many(&self, jobs: &[Job]) -> Result<(), QueueError> {
-        for job in jobs {
-            self.store.record_queued(job).await?;
+        for chunk in jobs.chunks(500) {
+            self.store.record_queued(chunk).await?;
         }
         let tasks: Vec<RedisTask> = jobs.iter().map(Self::task).collect();
         let mut conn = self.conn.clone();

@@ -143,22 +143,26 @@ impl ResultStore {
         &self.keys
     }
 
-    /// Writes the `queued` record of a job about to be pushed.
-    pub async fn record_queued(&self, job: &Job) -> Result<(), QueueError> {
+    /// Writes the `queued` records of jobs about to be pushed, in one round trip.
+    pub async fn record_queued(&self, jobs: &[Job]) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
-        let envelope = String::from_utf8(job.to_json()).expect("serde_json writes UTF-8");
-        let _: () = conn
-            .hset_multiple(
+        let mut pipe = redis::pipe();
+        let submitted_at = now_ms().to_string();
+        for job in jobs {
+            let envelope = String::from_utf8(job.to_json()).expect("serde_json writes UTF-8");
+            pipe.hset_multiple(
                 self.keys.job(&job.id),
                 &[
                     ("status", JobStatus::Queued.as_str().to_string()),
                     ("kind", job.kind().to_string()),
                     ("job", envelope),
-                    ("submitted_at", now_ms().to_string()),
+                    ("submitted_at", submitted_at.clone()),
                     ("attempts", "0".to_string()),
                 ],
             )
-            .await?;
+            .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
@@ -166,7 +170,7 @@ impl ResultStore {
     pub async fn record_running(&self, id: &JobId, worker: &str) -> Result<u32, QueueError> {
         let mut conn = self.conn.clone();
         let key = self.keys.job(id);
-        let (attempts, ()): (u32, ()) = redis::pipe()
+        let (attempts,): (u32,) = redis::pipe()
             .atomic()
             .hincr(&key, "attempts", 1)
             .hset_multiple(
@@ -181,8 +185,7 @@ impl ResultStore {
             .hdel(&key, &["result", "error", "finished_at"])
             .ignore()
             .query_async(&mut conn)
-            .await
-            .map(|(a,): (u32,)| (a, ()))?;
+            .await?;
         Ok(attempts)
     }
 
@@ -213,12 +216,6 @@ impl ResultStore {
             )
             .await?;
         Ok(())
-    }
-
-    /// The stored envelope of a job, if any.
-    pub async fn envelope(&self, id: &JobId) -> Result<Option<String>, QueueError> {
-        let mut conn = self.conn.clone();
-        Ok(conn.hget(self.keys.job(id), "job").await?)
     }
 
     /// The record of a job, or `None` if no such job is known.

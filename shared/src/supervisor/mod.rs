@@ -56,7 +56,6 @@ pub mod unix;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -195,7 +194,6 @@ impl Supervisor {
         tracing::debug!(server = name, pid, command = %config.command, "server started");
         Ok(ServerProcess {
             name: name.to_string(),
-            command: PathBuf::from(&config.command),
             pid,
             stdin: Some(child.stdin),
             stdout: Some(child.stdout),
@@ -205,16 +203,6 @@ impl Supervisor {
             kill_grace,
             live: self.live.clone(),
         })
-    }
-
-    /// Pids (= process group ids) of every server still running.
-    pub fn live_pids(&self) -> Vec<u32> {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect()
     }
 
     /// SIGKILL to every live server's process group. For the end of worker shutdown,
@@ -238,7 +226,6 @@ impl Supervisor {
 #[derive(Debug)]
 pub struct ServerProcess {
     name: String,
-    command: PathBuf,
     pid: u32,
     stdin: Option<pipe::Sender>,
     stdout: Option<pipe::Receiver>,
@@ -260,16 +247,6 @@ pub fn describe_exit(status: &ExitStatus) -> String {
 }
 
 impl ServerProcess {
-    /// Server name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The command that was run.
-    pub fn command(&self) -> &std::path::Path {
-        &self.command
-    }
-
     /// Pid, which is also the process group id.
     pub fn pid(&self) -> u32 {
         self.pid
