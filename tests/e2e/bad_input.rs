@@ -1,7 +1,6 @@
 use std::time::Duration;
 
 use mcpq_tests::{text, TestEnv};
-use serde_json::Value;
 
 /// Runs `mcpq submit` with `stdin` as the job and returns (exit code, stderr).
 fn submit_stdin(env: &TestEnv, job: &str) -> (Option<i32>, String) {
@@ -101,9 +100,8 @@ fn a_server_whose_binary_is_missing_fails_the_job_naming_the_command_and_the_wor
     );
     let worker = env.worker(&[]);
     let id = env.submit_call("ghost", "anything", "{}", &[]);
-    let out = env.mcpq(&["wait", &id, "--timeout", "30s", "--json"]);
-    assert_eq!(out.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(1), "{v}");
     assert_eq!(v["error"]["kind"], "spawn_failed");
     let message = v["error"]["message"].as_str().expect("message");
     assert!(

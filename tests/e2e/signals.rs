@@ -1,13 +1,12 @@
 use std::time::Duration;
 
-use mcpq_tests::{start_with_hostile_signal_state, text, TestEnv};
+use mcpq_tests::{start_with_hostile_signal_state, TestEnv};
 use serde_json::{json, Value};
 
 fn signal_state(env: &TestEnv) -> Value {
     let id = env.submit_call("echo", "signal_state", "{}", &[]);
-    let out = env.mcpq(&["wait", &id, "--timeout", "30s", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(0), "{v}");
     let state = v["result"][0]["result"]["content"][0]["text"]
         .as_str()
         .expect("text");
@@ -55,9 +54,8 @@ fn a_worker_started_by_a_hostile_parent_still_times_out_jobs_and_stops_on_sigter
     );
     // ... timeouts fire (a blocked SIGCHLD or an ignored one would break reaping) ...
     let id = env.submit_call("echo", "sleep_forever", "{}", &["--timeout", "1s"]);
-    let out = env.mcpq(&["wait", &id, "--timeout", "30s", "--json"]);
-    assert_eq!(out.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(1), "{v}");
     assert_eq!(v["error"]["kind"], "timeout", "{v}");
     // ... and SIGTERM, ignored by the parent, still stops the worker gracefully.
     worker.signal(libc::SIGTERM);

@@ -35,9 +35,8 @@ fn filesystem_server_from_npm_reads_a_file_and_its_stderr_banner_is_drained() {
     let _worker = env.worker(&[]);
     let args = format!(r#"{{"path":"{}"}}"#, files.join("hello.txt").display());
     let id = env.submit_call("filesystem", "read_text_file", &args, &[]);
-    let out = env.mcpq(&["wait", &id, "--timeout", "60s", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(0), "{v}");
     assert_eq!(
         v["result"][0]["result"]["content"][0]["text"],
         "hello from a file\n"
@@ -50,9 +49,8 @@ fn filesystem_server_from_npm_reads_a_file_and_its_stderr_banner_is_drained() {
         r#"{"path":"/etc/hostname"}"#,
         &[],
     );
-    let out = env.mcpq(&["wait", &id, "--timeout", "60s", "--json"]);
-    assert_eq!(out.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(1), "{v}");
     assert_eq!(v["error"]["kind"], "tool_error", "{v}");
     let _ = std::fs::remove_dir_all(&files);
 }
@@ -72,9 +70,8 @@ fn time_server_from_pypi_answers_in_a_job() {
         r#"{"timezone":"Asia/Tokyo"}"#,
         &[],
     );
-    let out = env.mcpq(&["wait", &id, "--timeout", "60s", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(0), "{v}");
     let body = v["result"][0]["result"]["content"][0]["text"]
         .as_str()
         .expect("text");
