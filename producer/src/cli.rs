@@ -31,10 +31,10 @@ pub struct Cli {
 pub const EXIT_CODES: &str = "\
 Exit status:
   0  success (the job succeeded, or the command did what it says)
-  1  the job failed
+  1  the job is dead (failed for good) or was cancelled
   2  usage or input error (bad flags, invalid job, unknown server or job id)
   3  cannot reach Redis
-  4  the job has not finished (result of a running job, wait timed out)";
+  4  the job has not finished (queued, running, or failed and waiting to retry; wait timed out)";
 
 /// The commands.
 #[derive(Debug, Subcommand)]
@@ -44,7 +44,8 @@ pub enum Command {
     /// The job comes from a JSON file, from stdin (`-`), or from flags (`mcpq submit agent ...`).
     #[command(args_conflicts_with_subcommands = true, after_long_help = SUBMIT_EXAMPLES)]
     Submit(SubmitArgs),
-    /// Show where a job is: queued, running, succeeded or failed.
+    /// Show where a job is (queued, running, failed = will retry, succeeded, dead,
+    /// cancelled), its timestamps and one line per attempt.
     #[command(after_long_help = "Example:\n  mcpq status 01JDX6Q6T3N7Z8YV1K0W2M4C5B --json")]
     Status(IdArg),
     /// Print a finished job's result (exit 1 and the error if it failed, 4 if not finished).
@@ -59,6 +60,60 @@ pub enum Command {
     /// Wait until a job finishes, then print its result like `mcpq result`.
     #[command(after_long_help = "Example:\n  mcpq wait 01JDX6Q6T3N7Z8YV1K0W2M4C5B --timeout 30s")]
     Wait(WaitArgs),
+    /// Cancel a job: a queued job never runs; a running one is stopped (its tool call
+    /// ends, its server is stopped or its pooled session retired) and marked cancelled.
+    ///
+    /// Exit status: 0 when the job is cancelled now or had already finished (the output
+    /// says which), 2 for an unknown job.
+    #[command(after_long_help = "Example:\n  mcpq cancel 01JDX6Q6T3N7Z8YV1K0W2M4C5B --json")]
+    Cancel(IdArg),
+    /// The dead-letter set: jobs that failed permanently or ran out of attempts.
+    #[command(after_long_help = DLQ_EXAMPLES)]
+    Dlq(DlqArgs),
+}
+
+const DLQ_EXAMPLES: &str = "Examples:
+  mcpq dlq list                       # newest first: id, when, attempts, last error
+  mcpq dlq show 01JDX6Q6T3N7Z8YV1K0W2M4C5B   # payload, every attempt with its error
+  mcpq dlq requeue 01JDX6Q6T3N7Z8YV1K0W2M4C5B  # back to its queue, attempts start again
+  mcpq dlq requeue --all
+  mcpq dlq purge --older-than 7d      # delete dead jobs that died more than 7 days ago
+
+Dead jobs are deleted by themselves after queue.dead_ttl (default 7d).";
+
+/// `mcpq dlq`.
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+/// What to do with the dead-letter set.
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// List dead jobs, newest first.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one dead job: payload, every attempt with its error and stderr tail.
+    Show(IdArg),
+    /// Put dead jobs back in their queue with a fresh set of attempts.
+    Requeue {
+        /// The dead job to requeue.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Requeue every dead job.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete dead jobs that died more than some time ago.
+    Purge {
+        /// e.g. 7d, 12h, 0s (everything).
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Duration,
+    },
 }
 
 const SERVERS_EXAMPLES: &str = "Examples:
@@ -78,7 +133,7 @@ const SUBMIT_EXAMPLES: &str = r#"Examples:
 Job file format (version and id are optional):
   {"version": 1, "kind": "agent",
    "payload": {"steps": [{"server": "echo", "tool": "echo", "arguments": {"text": "hi"}}]},
-   "options": {"timeout": "30s", "max_attempts": 3, "priority": 0, "idempotency_key": "k"}}"#;
+   "options": {"timeout": "30s", "max_attempts": 3, "priority": "high", "idempotency_key": "k"}}"#;
 
 /// `mcpq submit`.
 #[derive(Debug, Args)]
@@ -100,13 +155,14 @@ pub struct JobOptionArgs {
     /// Deadline of the whole job once a worker starts it, e.g. 30s, 2m.
     #[arg(long, global = true, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Most runs of the job in all.
+    /// Most runs of the job in all, retries included (default 3).
     #[arg(long, global = true)]
     pub max_attempts: Option<u32>,
-    /// Higher runs first.
+    /// high, normal (default) or low; served by weight, so low never starves.
     #[arg(long, global = true)]
-    pub priority: Option<i32>,
-    /// A second submit with the same key returns the first job's id.
+    pub priority: Option<mcpq_shared::job::Priority>,
+    /// A second submit with the same key (within queue.idempotency_ttl, default 24h)
+    /// enqueues nothing and prints the first job's id.
     #[arg(long, global = true)]
     pub idempotency_key: Option<String>,
 }

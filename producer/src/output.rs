@@ -40,6 +40,10 @@ fn ms(t: Option<u64>) -> String {
 pub fn status_text(r: &JobRecord) -> String {
     let mut s = format!("{}  {}  {}", r.id, r.kind, r.status);
     s.push_str(&format!("\n  submitted {}", ms(r.submitted_at)));
+    s.push_str(&format!(
+        "\n  priority  {}, attempts {} of at most {} ({} failed)",
+        r.priority, r.attempts, r.max_attempts, r.failures
+    ));
     if r.started_at.is_some() {
         s.push_str(&format!(
             "\n  started   {} by {} (attempt {})",
@@ -48,9 +52,12 @@ pub fn status_text(r: &JobRecord) -> String {
             r.attempts
         ));
     }
+    if r.next_run_at.is_some() {
+        s.push_str(&format!("\n  retry at  {}", ms(r.next_run_at)));
+    }
     if let (Some(a), Some(b)) = (r.started_at, r.finished_at) {
         s.push_str(&format!(
-            "\n  finished  {} ({} ms)",
+            "\n  finished  {} ({} ms after the last start)",
             ms(r.finished_at),
             b.saturating_sub(a)
         ));
@@ -58,15 +65,36 @@ pub fn status_text(r: &JobRecord) -> String {
     if let Some(e) = &r.error {
         s.push_str(&format!("\n  error     [{}] {}", e.kind, e.message));
     }
+    if r.stale_writes > 0 {
+        s.push_str(&format!(
+            "\n  rejected  {} late write(s) of older attempts",
+            r.stale_writes
+        ));
+    }
+    for a in &r.history {
+        s.push_str(&format!(
+            "\n  attempt {}  {}  {} ms  {}  on {}",
+            a.attempt,
+            ms(Some(a.started_at)),
+            a.ended_at.saturating_sub(a.started_at),
+            a.outcome,
+            a.worker
+        ));
+        if let Some(e) = &a.error {
+            s.push_str(&format!(": [{}] {}", e.kind, e.message));
+        }
+    }
     s
 }
 
 /// A record's status fields as JSON (no result body).
 pub fn status_json(r: &JobRecord) -> Value {
     json!({
-        "id": r.id, "kind": r.kind, "status": r.status, "attempts": r.attempts,
+        "id": r.id, "kind": r.kind, "status": r.status, "priority": r.priority,
+        "attempts": r.attempts, "failures": r.failures, "max_attempts": r.max_attempts,
         "worker": r.worker, "submitted_at": r.submitted_at, "started_at": r.started_at,
-        "finished_at": r.finished_at, "error": r.error,
+        "finished_at": r.finished_at, "next_run_at": r.next_run_at, "error": r.error,
+        "stale_writes": r.stale_writes, "history": r.history,
     })
 }
 
@@ -115,9 +143,19 @@ fn indent(text: &str) -> String {
         .join("\n")
 }
 
+/// A time (ms since the Unix epoch) as RFC 3339, or `-`.
+pub fn time(t: u64) -> String {
+    ms(Some(t))
+}
+
 /// A failure as text for stderr, with the server's stderr tail.
 pub fn failure_text(id: &str, f: &JobFailure) -> String {
-    let mut s = format!("job {id} failed [{}]: {}", f.kind, f.message);
+    let verb = if f.kind == "cancelled" {
+        "was"
+    } else {
+        "failed"
+    };
+    let mut s = format!("job {id} {verb} [{}]: {}", f.kind, f.message);
     if let Some(tail) = &f.stderr_tail {
         s.push_str(&format!(
             "\n--- server stderr (last lines) ---\n{}",

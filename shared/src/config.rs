@@ -10,6 +10,10 @@
 //! shutdown_grace = "10s"   # on SIGTERM, how long running jobs may finish
 //! poll_interval = "100ms"  # how often an idle worker looks for new jobs
 //!
+//! [queue]                  # leases, retries, retention, priorities: see queue::settings
+//! lease = "30s"
+//! max_payload = 1048576
+//!
 //! [defaults]
 //! job_timeout = "5m"       # a job's deadline unless the job sets options.timeout
 //! startup_timeout = "30s"  # spawn + MCP initialize of one server
@@ -100,6 +104,9 @@ pub struct Config {
     /// Deadlines used when a server or job sets none.
     #[serde(default)]
     pub defaults: Defaults,
+    /// Leases, retries, retention, priorities (`[queue]`).
+    #[serde(default)]
+    pub queue: crate::queue::QueueSettings,
     /// The MCP servers jobs may use, by name.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
@@ -361,6 +368,7 @@ impl Default for Config {
             mcp_servers_file: None,
             worker: WorkerConfig::default(),
             defaults: Defaults::default(),
+            queue: crate::queue::QueueSettings::default(),
             servers: BTreeMap::new(),
         }
     }
@@ -445,9 +453,12 @@ impl Config {
             || self
                 .namespace
                 .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
+                .any(|c| c.is_whitespace() || c.is_control() || "{}[]*?\\".contains(c))
         {
-            return Err(invalid("namespace", "must be non-empty, without spaces"));
+            return Err(invalid(
+                "namespace",
+                "must be non-empty, without spaces or any of {}[]*?\\",
+            ));
         }
         if !(1..=1024).contains(&self.worker.concurrency) {
             return Err(invalid("worker.concurrency", "must be between 1 and 1024"));
@@ -464,6 +475,7 @@ impl Config {
                 return Err(invalid(key, "must be longer than zero"));
             }
         }
+        self.queue.validate()?;
         if self.defaults.crash_loop_threshold == 0 {
             return Err(invalid(
                 "defaults.crash_loop_threshold",

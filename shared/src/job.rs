@@ -8,7 +8,7 @@
 //!   "id": "01JDX6Q6T3N7Z8YV1K0W2M4C5B",
 //!   "kind": "agent",
 //!   "payload": {"steps": [{"server": "echo", "tool": "echo", "arguments": {"text": "hi"}}]},
-//!   "options": {"timeout": "30s", "max_attempts": 3, "priority": 0, "idempotency_key": "order-42"}
+//!   "options": {"timeout": "30s", "max_attempts": 3, "priority": "high", "idempotency_key": "order-42"}
 //! }
 //! ```
 //!
@@ -20,9 +20,8 @@
 //! - [`Job::check_servers`] rejects any server that is not in the worker's configuration:
 //!   a job names servers, it never chooses a command to run.
 //!
-//! Caveats: `max_attempts`, `priority` and `idempotency_key` are stored with the job, but
-//! the worker does not act on them yet (retries and priorities come with the delivery
-//! guarantees work).
+//! - `max_attempts`, `priority` and `idempotency_key` are acted on by the queue; what they
+//!   promise is in `docs/GUARANTEES.md`. `max_attempts` is at most [`MAX_ATTEMPTS_LIMIT`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,6 +36,90 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Default `options.max_attempts`.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// Largest `options.max_attempts`: more is a retry storm, not a policy.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+
+/// Which ready queue a job waits in. Served by weight (`[queue] weights`): high first,
+/// and low still gets its share, so it never starves.
+///
+/// In JSON: `"high"`, `"normal"`, `"low"`, or a number (> 0 high, 0 normal, < 0 low).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Served first (weight 6 of 10 by default).
+    High,
+    /// The default (weight 3 of 10).
+    #[default]
+    Normal,
+    /// Served last, but at least weight 1 of 10 of the fetches when there is other work.
+    Low,
+}
+
+impl Priority {
+    /// All priorities, highest first.
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+    /// The name used in JSON, in Redis keys and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// From a number: > 0 high, 0 normal, < 0 low.
+    pub fn from_number(n: i64) -> Self {
+        match n {
+            n if n > 0 => Priority::High,
+            0 => Priority::Normal,
+            _ => Priority::Low,
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Priority {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "high" => Ok(Priority::High),
+            "normal" => Ok(Priority::Normal),
+            "low" => Ok(Priority::Low),
+            other => other
+                .parse::<i64>()
+                .map(Priority::from_number)
+                .map_err(|_| {
+                    format!("unknown priority `{other}`: use high, normal, low or a number")
+                }),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Priority {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Name(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Number(n)) => Ok(Priority::from_number(n)),
+            Ok(Raw::Name(s)) => s.parse().map_err(serde::de::Error::custom),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected high, normal, low or a number",
+            )),
+        }
+    }
+}
 
 /// Why a job envelope was rejected. Always a usage error: retrying cannot fix it.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -197,9 +280,9 @@ pub struct JobOptions {
     /// How many times the job may run in all (default 3).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
-    /// Higher runs first (default 0).
+    /// `high`, `normal` (default) or `low`; served by weight, so low never starves.
     #[serde(default)]
-    pub priority: i32,
+    pub priority: Priority,
     /// A second submit with the same key returns the first job's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -214,7 +297,7 @@ impl Default for JobOptions {
         JobOptions {
             timeout: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
-            priority: 0,
+            priority: Priority::Normal,
             idempotency_key: None,
         }
     }
@@ -319,11 +402,19 @@ impl Job {
 
     /// Checks what serde cannot: non-empty plans and names, sane options.
     pub fn validate(&self) -> Result<(), JobError> {
-        if self.options.max_attempts == 0 {
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&self.options.max_attempts) {
             return Err(JobError::invalid(
                 "options.max_attempts",
-                "must be at least 1",
+                format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
             ));
+        }
+        if let Some(key) = &self.options.idempotency_key {
+            if key.is_empty() || key.len() > 256 {
+                return Err(JobError::invalid(
+                    "options.idempotency_key",
+                    "must be 1 to 256 bytes long",
+                ));
+            }
         }
         if self.options.timeout == Some(Duration::ZERO) {
             return Err(JobError::invalid(

@@ -21,12 +21,15 @@
 //!   tree (`torture.rs`: the supervisor's contract is listed in [`supervisor`]).
 //! - Warm sessions are shared by jobs within `max_sessions` x `max_in_flight`; a session
 //!   that failed is never handed out again (`pool.rs`; contract in [`mcp::pool`]).
-//! - A job is acknowledged only after its outcome is stored ([`runner`]).
+//! - Delivery (at least once, leases with fencing, retries with full-jitter backoff,
+//!   dead letters, idempotency keys, cancellation, release on shutdown, retention,
+//!   priorities): each promise and its test are listed in `docs/GUARANTEES.md`; the
+//!   queue is mcpq's own apalis backend over Lua scripts ([`queue`]).
 //!
 //! # Caveats
-//! Retries, dead letters, leases with fencing, idempotency and cancellation are not
-//! built yet (delivery guarantees): a job runs once per delivery, and a job cut off by a
-//! worker's death or shutdown runs again when apalis-redis re-queues it (~15 s).
+//! At least once, not exactly once: a worker that stalls past its lease, or dies, has
+//! its job run again. Tools with side effects should use the job id to make a second
+//! run harmless.
 
 pub mod agent;
 pub mod config;

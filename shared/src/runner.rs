@@ -1,28 +1,41 @@
-//! `Runner`: runs one job pulled from the queue and stores its outcome.
+//! `Runner`: runs one job the queue delivered and stores its outcome.
 //!
-//! For each job it:
-//! 1. marks the record `running` (worker name, attempt number);
-//! 2. decodes and validates the envelope again (the worker trusts nothing it reads
-//!    from Redis) and checks every server against *this worker's* configuration;
-//! 3. runs the payload by kind, within the job's deadline
-//!    (`options.timeout`, else `defaults.job_timeout`);
-//! 4. stores the result or the failure *before* returning, so the caller acknowledges
-//!    only jobs whose outcome is stored.
+//! For each delivery (a job leased to this worker, attempt n) it:
+//! 1. registers the job as running here ([`InFlight`]), so its lease is renewed and a
+//!    cancel, a lost lease or the end of the shutdown grace can stop it;
+//! 2. checks the payload's size, decodes and validates the envelope again (the worker
+//!    trusts nothing it reads from Redis) and checks every server against *this
+//!    worker's* configuration;
+//! 3. runs the payload by kind within the job's deadline (`options.timeout`, else
+//!    `defaults.job_timeout`);
+//! 4. decides what happens next (see `docs/GUARANTEES.md`): succeeded; a retryable
+//!    failure with attempts left is retried after a full-jitter backoff; any other
+//!    failure is dead; a job cut off by shutdown is released; a cancelled job or one
+//!    whose lease was lost writes nothing (someone else owns it now);
+//! 5. stores that outcome, fenced by the attempt number, retrying while Redis is down
+//!    for at most one lease; after that the job is left to the rescuer, which runs it
+//!    again (at least once, never lost).
 //!
-//! A job that cannot be decoded is stored as failed (`invalid_job`) under the id the
-//! queue gave it; it never crashes the worker.
+//! Nothing here panics or returns an error on bad input: a job that cannot be decoded
+//! goes to the dead-letter set with the reason.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::aio::ConnectionManager;
 use serde_json::Value;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::plan::{run_plan, PlanContext};
 use crate::config::Config;
-use crate::job::{Job, JobId, JobPayload};
+use crate::job::{Job, JobPayload};
 use crate::mcp::McpPool;
-use crate::queue::{JobFailure, QueueError, ResultStore};
+use crate::queue::fetch::Delivery;
+use crate::queue::finish::{finish, Finished, Outcome};
+use crate::queue::lease::{InFlight, StopReason};
+use crate::queue::retry::backoff;
+use crate::queue::{JobFailure, Keys};
 
 /// Slack on top of a job's deadline and the time its servers may take to stop, before
 /// the runner stops waiting for it: every operation inside already has a deadline, this
@@ -34,85 +47,143 @@ const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 pub struct Runner {
     config: Arc<Config>,
     pool: McpPool,
-    store: ResultStore,
-    worker: String,
+    conn: ConnectionManager,
+    keys: Keys,
+    jobs: InFlight,
 }
 
-/// What happened to one job, for logs and counters.
+/// What became of one delivery, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunSummary {
-    /// The job id.
-    pub id: JobId,
-    /// Attempt number (1 = first run).
-    pub attempt: u32,
-    /// `None` when it succeeded.
-    pub failure: Option<JobFailure>,
-}
-
-fn failure(kind: &str, message: String, retryable: bool) -> JobFailure {
-    JobFailure {
-        kind: kind.to_string(),
-        message,
-        step: None,
-        server: None,
-        tool: None,
-        stderr_tail: None,
-        retryable,
-    }
+pub enum RunOutcome {
+    /// This outcome was stored.
+    Stored(Outcome),
+    /// Nothing was stored: the job was cancelled or its lease was lost, or the outcome
+    /// could not be stored before the lease ran out (the job will run again).
+    NotStored(String),
 }
 
 impl Runner {
-    /// A runner for `worker` (its unique name), calling tools through `pool`.
+    /// A runner calling tools through `pool` and writing to `conn`; `jobs` is the
+    /// worker's registry of running jobs (shared with lease renewal and cancels).
     pub fn new(
         config: Arc<Config>,
         pool: McpPool,
-        store: ResultStore,
-        worker: impl Into<String>,
+        conn: ConnectionManager,
+        keys: Keys,
+        jobs: InFlight,
     ) -> Self {
         Runner {
             config,
             pool,
-            store,
-            worker: worker.into(),
+            conn,
+            keys,
+            jobs,
         }
     }
 
-    /// Runs the job the queue delivered as `raw` with queue id `task_id`.
-    pub async fn run(&self, task_id: &str, raw: Value) -> Result<RunSummary, QueueError> {
-        let id: JobId = match raw
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or(task_id)
-            .parse()
-        {
-            Ok(id) => id,
-            Err(_) => task_id.parse().map_err(|_| QueueError::Corrupt {
-                id: task_id.to_string(),
-                message: "the queue delivered a job whose id is not a ULID".to_string(),
-            })?,
-        };
-        let attempt = self.store.record_running(&id, &self.worker).await?;
+    /// Runs one delivery to the end; see the module doc.
+    pub async fn run(&self, delivery: Delivery) -> RunOutcome {
+        let Delivery { id, attempt, .. } = &delivery;
+        let running = self.jobs.register(id, *attempt);
         let started = Instant::now();
-        let outcome = self.execute(raw).await;
+        let result = self.execute(&delivery.payload, running.token()).await;
         let elapsed = started.elapsed();
-        match &outcome {
-            Ok(_) => tracing::info!(job = %id, attempt, ?elapsed, "job succeeded"),
-            Err(f) => {
-                tracing::warn!(job = %id, attempt, ?elapsed, kind = %f.kind, "job failed: {}", f.message)
+        let settings = &self.config.queue;
+        let outcome = match (running.reason(), result) {
+            (Some(StopReason::Cancelled), _) => {
+                tracing::info!(job = %id, attempt, ?elapsed, "job cancelled");
+                return RunOutcome::NotStored("cancelled".to_string());
+            }
+            (Some(StopReason::LeaseLost { status }), _) => {
+                tracing::warn!(job = %id, attempt, ?elapsed, %status, "lease lost while running; this attempt's outcome is dropped");
+                return RunOutcome::NotStored(format!("lease lost (job is {status})"));
+            }
+            (_, Ok(value)) => {
+                tracing::info!(job = %id, attempt, ?elapsed, "job succeeded");
+                Outcome::Succeeded(value)
+            }
+            (Some(StopReason::Shutdown), Err(_)) => {
+                tracing::info!(job = %id, attempt, ?elapsed, "job cut off by shutdown; releasing it");
+                Outcome::Release
+            }
+            (None, Err(error)) => {
+                let failures = delivery.failures + 1;
+                if error.retryable && failures < delivery.max_attempts {
+                    let delay = backoff(failures, settings.retry_base, settings.retry_cap);
+                    tracing::warn!(job = %id, attempt, ?elapsed, kind = %error.kind, ?delay, "job failed, will retry: {}", error.message);
+                    Outcome::Retry { error, delay }
+                } else {
+                    tracing::warn!(job = %id, attempt, ?elapsed, kind = %error.kind, "job dead ({failures} of {} attempts failed): {}", delivery.max_attempts, error.message);
+                    Outcome::Dead(error)
+                }
+            }
+        };
+        let stored = self.store(&delivery, &outcome).await;
+        drop(running);
+        stored
+    }
+
+    /// Writes `outcome`, retrying Redis failures for at most one lease.
+    async fn store(&self, delivery: &Delivery, outcome: &Outcome) -> RunOutcome {
+        let settings = &self.config.queue;
+        let give_up = Instant::now() + settings.lease;
+        let mut wait = Duration::from_millis(100);
+        let mut conn = self.conn.clone();
+        loop {
+            match finish(
+                &mut conn,
+                &self.keys,
+                settings,
+                &delivery.id,
+                delivery.attempt,
+                outcome,
+            )
+            .await
+            {
+                Ok(Finished::Stored) => return RunOutcome::Stored(outcome.clone()),
+                Ok(Finished::Stale { status, attempt }) => {
+                    tracing::warn!(
+                        job = %delivery.id,
+                        attempt = delivery.attempt,
+                        now_status = %status,
+                        now_attempt = attempt,
+                        "late outcome rejected: the job moved on (lease expired or cancelled)"
+                    );
+                    return RunOutcome::NotStored(format!("stale: job is {status}"));
+                }
+                Err(e) if Instant::now() + wait < give_up => {
+                    tracing::warn!(job = %delivery.id, "cannot store the outcome (retrying in {wait:?}): {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(job = %delivery.id, "cannot store the outcome; giving up, the job will run again when its lease expires: {e}");
+                    return RunOutcome::NotStored(format!("store failed: {e}"));
+                }
             }
         }
-        self.store.record_finished(&id, &outcome).await?;
-        Ok(RunSummary {
-            id,
-            attempt,
-            failure: outcome.err(),
-        })
     }
 
-    async fn execute(&self, raw: Value) -> Result<Value, JobFailure> {
-        let job = Job::from_value(raw).map_err(|e| failure("invalid_job", e.to_string(), false))?;
+    async fn execute(
+        &self,
+        payload: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Value, JobFailure> {
+        let limit = self.config.queue.max_payload;
+        if payload.len() > limit {
+            return Err(JobFailure::new(
+                "invalid_job",
+                format!(
+                    "the job is {} bytes; the limit (queue.max_payload) is {limit}",
+                    payload.len()
+                ),
+                false,
+            ));
+        }
+        let job = Job::from_json(payload.as_bytes())
+            .map_err(|e| JobFailure::new("invalid_job", e.to_string(), false))?;
         job.check_servers(self.config.server_names())
-            .map_err(|e| failure("unknown_server", e.to_string(), false))?;
+            .map_err(|e| JobFailure::new("unknown_server", e.to_string(), false))?;
         let timeout = job
             .options
             .timeout
@@ -125,12 +196,13 @@ impl Runner {
                         config: &self.config,
                         pool: &self.pool,
                         deadline,
+                        cancel,
                     };
                     run_plan(plan, ctx).await
                 }
-                JobPayload::Email(_) => Err(failure(
+                JobPayload::Email(_) => Err(JobFailure::new(
                     "unsupported",
-                    "email jobs are not run by this worker version yet".to_string(),
+                    "email jobs are not run by this worker version yet",
                     false,
                 )),
             }
@@ -138,7 +210,7 @@ impl Runner {
         let limit = timeout + self.config.max_stop_time() + DEADLINE_SLACK;
         match tokio::time::timeout(limit, work).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(failure(
+            Err(_) => Err(JobFailure::new(
                 "timeout",
                 format!("the job did not finish within its timeout of {timeout:?}"),
                 true,

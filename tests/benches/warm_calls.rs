@@ -111,7 +111,8 @@ async fn warm(pool: &McpPool, callers: usize, n: usize) -> (Vec<Duration>, Durat
         let pool = pool.clone();
         async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            pool.call("fixture", "echo", echo_args(), deadline)
+            let cancel = tokio_util::sync::CancellationToken::new();
+            pool.call("fixture", "echo", echo_args(), deadline, &cancel)
                 .await
                 .expect("call");
         }

@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use mcpq_tests::{text, TestEnv};
 
 /// Runs `mcpq submit` with `stdin` as the job and returns (exit code, stderr).
@@ -122,42 +120,43 @@ fn a_server_whose_binary_is_missing_fails_the_job_naming_the_command_and_the_wor
 }
 
 #[test]
-fn an_undecodable_job_in_the_queue_is_stored_as_failed_and_the_worker_goes_on() {
-    use mcpq_shared::queue::{self, JobStatus, Keys, ResultStore};
+fn an_undecodable_job_in_the_queue_is_dead_lettered_and_the_worker_goes_on() {
     let env = TestEnv::new("undecodable", "");
-    let _worker = env.worker(&[]);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let id = ulid::Ulid::generate();
-    let record = rt.block_on(async {
-        let mut conn = queue::connect(&mcpq_tests::redis_url()).await.expect("redis");
-        let keys = Keys::new(env.namespace.clone());
-        // What a buggy or hostile producer might push: right id, wrong payload.
-        let body = serde_json::json!({"id": id.to_string(), "kind": "agent", "payload": {"plan": "rm -rf /"}});
-        let task = apalis_core::task::builder::TaskBuilder::new(serde_json::to_vec(&body).expect("json"))
-            .task_id(apalis_core::task::task_id::TaskId::from_ulid(id))
-            .build();
-        let config = queue::enqueue::apalis_config(&keys);
-        apalis_redis::queries::push_tasks(&mut conn, &config, &[task]).await.expect("push");
-        let store = ResultStore::new(conn, keys);
-        let job_id = mcpq_shared::JobId(id);
-        for _ in 0..1500 {
-            if let Some(r) = store.get(&job_id).await.expect("get") {
-                if r.status.is_finished() {
-                    return r;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the undecodable job never finished");
-    });
-    assert_eq!(record.status, JobStatus::Failed);
-    let error = record.error.expect("error");
-    assert_eq!(error.kind, "invalid_job");
-    assert!(error.message.contains("payload"), "{}", error.message);
-    assert!(!error.retryable);
-    let id = env.submit_call("echo", "echo", r#"{"text":"next"}"#, &[]);
-    assert_eq!(
-        env.mcpq(&["wait", &id, "--timeout", "30s"]).status.code(),
-        Some(0)
+    let worker = env.worker(&[]);
+    let id = ulid::Ulid::generate().to_string();
+    // What a buggy or hostile producer might write: a record and a queue entry with the
+    // right id but a payload mcpq never produced.
+    let body = serde_json::json!({"id": id, "kind": "agent", "payload": {"plan": "rm -rf /"}});
+    let mut redis = env.redis();
+    let prefix = format!("{{{}}}", env.namespace);
+    let _: () = redis::pipe()
+        .hset_multiple(
+            format!("{prefix}:job:{id}"),
+            &[
+                ("status", "queued"),
+                ("payload", &body.to_string()),
+                ("kind", "agent"),
+                ("priority", "normal"),
+                ("max_attempts", "3"),
+            ],
+        )
+        .lpush(format!("{prefix}:ready:normal"), &id)
+        .query(&mut redis)
+        .expect("write");
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["status"], "dead", "not retried: retrying cannot fix it");
+    assert_eq!(v["error"]["kind"], "invalid_job");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("payload"),
+        "{v}"
     );
+    assert_eq!(v["error"]["retryable"], false);
+    let out = env.mcpq(&["dlq", "list", "--json"]);
+    assert!(text(&out.stdout).contains(&id), "{}", text(&out.stdout));
+    let id = env.submit_call("echo", "echo", r#"{"text":"next"}"#, &[]);
+    assert_eq!(env.wait_json(&id).0, Some(0), "{}", worker.log_text());
 }

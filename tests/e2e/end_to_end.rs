@@ -90,7 +90,7 @@ fn two_hundred_jobs_at_concurrency_eight_all_complete_with_their_own_results() {
     let all_done = wait_until(Duration::from_secs(120), || {
         rt.block_on(async {
             for job in &jobs {
-                match store.get(&job.id).await.expect("record") {
+                match store.get(&job.id.to_string()).await.expect("record") {
                     Some(r) if r.status.is_finished() => {}
                     _ => return false,
                 }
@@ -106,7 +106,13 @@ fn two_hundred_jobs_at_concurrency_eight_all_complete_with_their_own_results() {
     let records = rt.block_on(async {
         let mut records = Vec::new();
         for job in &jobs {
-            records.push(store.get(&job.id).await.expect("record").expect("exists"));
+            records.push(
+                store
+                    .get(&job.id.to_string())
+                    .await
+                    .expect("record")
+                    .expect("exists"),
+            );
         }
         records
     });

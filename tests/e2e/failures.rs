@@ -7,7 +7,7 @@ fn a_tool_error_fails_the_job_with_the_tool_text_and_the_next_job_succeeds() {
     let id = env.submit_call("echo", "fail", r#"{"message":"quota exceeded"}"#, &[]);
     let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
-    assert_eq!(v["status"], "failed");
+    assert_eq!(v["status"], "dead", "retried max_attempts times, then dead");
     assert_eq!(v["error"]["kind"], "tool_error");
     assert!(v["error"]["message"]
         .as_str()
@@ -78,7 +78,12 @@ fn a_tool_that_outlives_its_timeout_fails_the_job_as_timeout() {
         "[defaults]\ncall_timeout = \"500ms\"\nkill_grace = \"500ms\"\n",
     );
     let _worker = env.worker(&[]);
-    let id = env.submit_call("echo", "sleep_ms", r#"{"ms":30000}"#, &[]);
+    let id = env.submit_call(
+        "echo",
+        "sleep_ms",
+        r#"{"ms":30000}"#,
+        &["--max-attempts", "1"],
+    );
     let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "timeout");

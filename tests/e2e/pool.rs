@@ -32,7 +32,7 @@ fn five_hundred_jobs_on_two_pooled_sessions_start_exactly_two_servers() {
         .collect();
     env.submit_jobs(&jobs);
     assert!(
-        env.wait_acked(500, Duration::from_secs(120)),
+        env.wait_finished(500, Duration::from_secs(120)),
         "{}",
         worker.log_text()
     );
@@ -90,7 +90,12 @@ fn a_pooled_server_killed_between_jobs_is_replaced_and_the_next_job_succeeds() {
 fn a_pooled_server_killed_during_a_call_fails_that_job_and_is_replaced() {
     let env = TestEnv::new("pool-kill-busy", "");
     let _worker = env.worker(&[]);
-    let id = env.submit_call("echo", "sleep_ms", r#"{"ms":30000}"#, &[]);
+    let id = env.submit_call(
+        "echo",
+        "sleep_ms",
+        r#"{"ms":30000}"#,
+        &["--max-attempts", "1"],
+    );
     assert!(wait_until(Duration::from_secs(10), || {
         env.status_json(&id)["status"] == "running" && !env.fixture_pids().is_empty()
     }));
@@ -126,7 +131,12 @@ fn a_timed_out_call_on_a_multiplexed_session_leaves_the_others_to_finish() {
         slow.iter()
             .all(|j| env.status_json(&j.id.to_string())["status"] == "running")
     }));
-    let doomed = env.submit_call("echo", "sleep_forever", "{}", &["--timeout", "1s"]);
+    let doomed = env.submit_call(
+        "echo",
+        "sleep_forever",
+        "{}",
+        &["--timeout", "1s", "--max-attempts", "1"],
+    );
     let (code, v) = env.wait_json(&doomed);
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "timeout", "{v}");
@@ -156,7 +166,12 @@ fn a_full_pool_fails_the_job_at_its_deadline_with_pool_exhausted() {
     assert!(wait_until(Duration::from_secs(10), || {
         env.status_json(&busy)["status"] == "running"
     }));
-    let id = env.submit_call("echo", "echo", r#"{"text":"x"}"#, &["--timeout", "1s"]);
+    let id = env.submit_call(
+        "echo",
+        "echo",
+        r#"{"text":"x"}"#,
+        &["--timeout", "1s", "--max-attempts", "1"],
+    );
     let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "pool_exhausted", "{v}");

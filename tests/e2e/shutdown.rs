@@ -4,6 +4,7 @@ use mcpq_tests::{process_alive, text, wait_until, TestEnv};
 
 #[test]
 fn sigterm_with_jobs_running_exits_0_within_the_grace_period_and_leaves_no_process() {
+    // Also: a_job_cut_off_by_shutdown_is_released_and_runs_again_at_once (GUARANTEES.md 7).
     let env = TestEnv::new(
         "shutdown",
         "[worker]\nshutdown_grace = \"2s\"\n[defaults]\nkill_grace = \"500ms\"\n",
@@ -45,4 +46,19 @@ fn sigterm_with_jobs_running_exits_0_within_the_grace_period_and_leaves_no_proce
             "server {pid} outlived the worker"
         );
     }
+    // The long job was released, not left running under a lease: it is queued again,
+    // its cut-off attempt recorded and not counted as a failure.
+    let v = env.status_json(&long);
+    assert_eq!(v["status"], "queued", "{v}");
+    assert_eq!(v["failures"], 0, "{v}");
+    assert_eq!(v["history"][0]["outcome"], "released", "{v}");
+    // A new worker starts it at once (the lease is 30 s; a leftover lease would wait).
+    let _next = env.worker(&[]);
+    assert!(
+        wait_until(Duration::from_secs(5), || env.status_json(&long)
+            ["attempts"]
+            == 2),
+        "the released job did not run again at once: {}",
+        env.status_json(&long)
+    );
 }

@@ -147,7 +147,7 @@ fn everything_through_npx_leaves_no_node_process_when_its_job_times_out() {
         "npx_everything",
         "trigger-long-running-operation",
         r#"{"duration":60,"steps":5}"#,
-        &["--timeout", "20s"],
+        &["--timeout", "20s", "--max-attempts", "1"],
     );
     // While it runs, the launcher and the server both carry the tag.
     assert!(

@@ -22,7 +22,12 @@ fn assert_group_gone(pgid: u32) {
 fn sleep_forever_with_a_2s_job_timeout_fails_in_under_3s_and_its_group_is_gone() {
     let env = TestEnv::new("sleep-forever", "");
     let _worker = env.worker(&[]);
-    let id = env.submit_call("echo", "sleep_forever", "{}", &["--timeout", "2s"]);
+    let id = env.submit_call(
+        "echo",
+        "sleep_forever",
+        "{}",
+        &["--timeout", "2s", "--max-attempts", "1"],
+    );
     let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "timeout", "{v}");
@@ -221,7 +226,7 @@ fn a_worker_whose_log_pipe_nobody_reads_keeps_running_jobs_and_reports_dropped_l
         .map(|i| call_job("echo", "stderr_flood", json!({"bytes": 65536 + i})))
         .collect();
     env.submit_jobs(&jobs);
-    let all_done = env.wait_acked(n, Duration::from_secs(180));
+    let all_done = env.wait_finished(n, Duration::from_secs(180));
     assert!(all_done, "jobs stalled while the log pipe was full");
     let (code, v) = env.wait_json(&jobs[n - 1].id.to_string());
     assert_eq!(code, Some(0), "{v}");
@@ -327,7 +332,7 @@ fn a_thousand_fresh_servers_leave_no_zombie_and_no_leaked_descriptor() {
         .collect();
     env.submit_jobs(&jobs);
     assert!(
-        env.wait_acked(n + 1, Duration::from_secs(300)),
+        env.wait_finished(n + 1, Duration::from_secs(300)),
         "1000 jobs did not finish"
     );
     assert_eq!(
@@ -357,13 +362,13 @@ fn a_crash_loop_marks_the_server_unhealthy_then_it_is_tried_again_after_the_wind
     );
     let _worker = env.worker(&[]);
     for _ in 0..3 {
-        let id = env.submit_call("echo", "crash", "{}", &[]);
+        let id = env.submit_call("echo", "crash", "{}", &["--max-attempts", "1"]);
         let (code, v) = env.wait_json(&id);
         assert_eq!(code, Some(1));
         assert_eq!(v["error"]["kind"], "server_exited", "{v}");
     }
     // In a crash loop: fails fast, says why, starts nothing.
-    let id = env.submit_call("echo", "echo", r#"{"text":"x"}"#, &[]);
+    let id = env.submit_call("echo", "echo", r#"{"text":"x"}"#, &["--max-attempts", "1"]);
     let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "server_unhealthy", "{v}");

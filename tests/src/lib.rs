@@ -39,6 +39,10 @@ pub fn bin(name: &str) -> PathBuf {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The `[queue]` table of test configs: retries come back within a fraction of a second
+/// (the defaults, 1 s doubling to 5 min, would make failure tests slow).
+pub const TEST_QUEUE: &str = "retry_base = \"50ms\"\nretry_cap = \"200ms\"\n";
+
 /// One test's world: namespace, directory, config.
 pub struct TestEnv {
     /// Unique Redis key namespace.
@@ -59,6 +63,16 @@ impl TestEnv {
     /// Like [`TestEnv::new`], with `echo_extra` added to `[servers.echo]`
     /// (e.g. `pool = false` for a fresh server per job).
     pub fn with_echo(tag: &str, extra: &str, echo_extra: &str) -> TestEnv {
+        Self::custom(tag, TEST_QUEUE, extra, echo_extra)
+    }
+
+    /// Like [`TestEnv::new`] with `queue` as the `[queue]` table (see [`TEST_QUEUE`]).
+    pub fn with_queue(tag: &str, queue: &str, extra: &str) -> TestEnv {
+        Self::custom(tag, queue, extra, "")
+    }
+
+    /// The general constructor: `[queue]` table, extra TOML, extra `[servers.echo]` lines.
+    pub fn custom(tag: &str, queue: &str, extra: &str, echo_extra: &str) -> TestEnv {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let namespace = format!(
             "mcpq-test-{tag}-{}-{n}-{}",
@@ -69,7 +83,7 @@ impl TestEnv {
         std::fs::create_dir_all(&dir).expect("create test dir");
         let config = dir.join("mcpq.toml");
         let text = format!(
-            "namespace = \"{namespace}\"\nredis_url = \"{}\"\n{extra}\n[servers.echo]\ncommand = \"{}\"\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{}\" }}\n{echo_extra}\n",
+            "namespace = \"{namespace}\"\nredis_url = \"{}\"\n[queue]\n{queue}\n{extra}\n[servers.echo]\ncommand = \"{}\"\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{}\" }}\n{echo_extra}\n",
             redis_url(),
             bin("mcpq-fixture").display(),
             dir.join("spawns.log").display(),
@@ -210,21 +224,34 @@ impl TestEnv {
                 .await
                 .expect("redis");
             let keys = mcpq_shared::queue::Keys::new(self.namespace.clone());
-            let producer = mcpq_shared::queue::Producer::new(conn, keys);
+            let producer = mcpq_shared::queue::Producer::new(conn, keys, Default::default());
             producer.submit_many(jobs).await.expect("submit");
         });
     }
 
-    /// Waits until the queue has acknowledged at least `n` jobs of this namespace.
-    pub fn wait_acked(&self, n: usize, within: Duration) -> bool {
-        let done_key = format!("{}:queue:done", self.namespace);
+    /// How many jobs of this namespace have finished (succeeded, dead or cancelled).
+    pub fn finished_count(&self) -> usize {
         let mut redis = self.redis();
-        wait_until(within, || {
-            redis::cmd("SCARD")
-                .arg(&done_key)
-                .query::<usize>(&mut redis)
-                .unwrap_or(0)
-                >= n
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}}}:job:*", self.namespace))
+            .query(&mut redis)
+            .unwrap_or_default();
+        let jobs: Vec<&String> = keys.iter().filter(|k| !k.ends_with(":attempts")).collect();
+        let mut pipe = redis::pipe();
+        for key in &jobs {
+            pipe.hget(key.as_str(), "status");
+        }
+        let statuses: Vec<Option<String>> = pipe.query(&mut redis).unwrap_or_default();
+        statuses
+            .iter()
+            .filter(|s| matches!(s.as_deref(), Some("succeeded" | "dead" | "cancelled")))
+            .count()
+    }
+
+    /// Waits until at least `n` jobs of this namespace have finished.
+    pub fn wait_finished(&self, n: usize, within: Duration) -> bool {
+        wait_until_every(within, Duration::from_millis(200), || {
+            self.finished_count() >= n
         })
     }
 
@@ -239,7 +266,7 @@ impl TestEnv {
     pub fn keys(&self) -> Vec<String> {
         let mut conn = self.redis();
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.namespace))
+            .arg(format!("{{{}}}:*", self.namespace))
             .query(&mut conn)
             .expect("KEYS");
         keys
@@ -250,7 +277,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
             let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", self.namespace))
+                .arg(format!("{{{}}}:*", self.namespace))
                 .query(&mut conn)
                 .unwrap_or_default();
             for chunk in keys.chunks(500) {
@@ -335,7 +362,16 @@ pub fn call_job(server: &str, tool: &str, args: serde_json::Value) -> mcpq_share
 }
 
 /// Polls `cond` every 20 ms until it holds or `within` passes.
-pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn wait_until(within: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_until_every(within, Duration::from_millis(20), cond)
+}
+
+/// Polls `cond` every `period` until it holds or `within` passes.
+pub fn wait_until_every(
+    within: Duration,
+    period: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + within;
     loop {
         if cond() {
@@ -344,7 +380,7 @@ pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(period);
     }
 }
 

@@ -4,9 +4,13 @@
 //! 1. reset the inherited signal state (before any thread exists: masks are per thread);
 //! 2. parse flags, start non-blocking logging, log what the reset changed;
 //! 3. start the tokio runtime, load the config, connect to Redis;
-//! 4. run an apalis Monitor with one apalis-redis worker of N concurrent jobs;
-//! 5. on SIGTERM/SIGINT: stop fetching, let running jobs finish within
-//!    `worker.shutdown_grace`, then kill every server process group left, exit 0.
+//! 4. start the background loops: lease renewal, the cancel listener, the rescuer of
+//!    dead workers' jobs, server reports;
+//! 5. run an apalis Monitor with one worker of N concurrent jobs over mcpq's own Redis
+//!    backend ([`mcpq_shared::queue::backend`]);
+//! 6. on SIGTERM/SIGINT: stop fetching, let running jobs finish within
+//!    `worker.shutdown_grace`, then stop the rest: they are released to the front of
+//!    their queue (not counted as failures) and their servers stopped; exit 0.
 //!
 //! Exit codes: 0 clean shutdown, 2 bad flags or config, 3 Redis unreachable at start,
 //! 1 anything else.
@@ -21,19 +25,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use apalis::prelude::*;
-use apalis_redis::RedisStorage;
 use clap::Parser;
 use mcpq_shared::mcp::McpPool;
-use mcpq_shared::queue::{self, enqueue::apalis_config, Keys, ResultStore};
+use mcpq_shared::queue::backend::RedisQueue;
+use mcpq_shared::queue::fetch::Delivery;
+use mcpq_shared::queue::lease::{self, InFlight, StopReason};
+use mcpq_shared::queue::{self, rescue, Keys};
 use mcpq_shared::supervisor::{unix, Supervisor};
 use mcpq_shared::{Config, Runner};
-use serde_json::Value;
-
-/// How often the worker renews its heartbeat (and with it the leases of its jobs).
-const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-/// Missed heartbeats after which another worker re-queues this worker's jobs: 3 x 5 s,
-/// so the jobs of a crashed worker run again after ~15 s instead of apalis's 300 s.
-const MISSED_HEARTBEATS: usize = 3;
 
 /// Runs mcpq jobs: pulls them from Redis, calls MCP tools, stores results.
 ///
@@ -156,15 +155,33 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         keys.clone(),
         name.clone(),
     ));
+    let jobs = InFlight::default();
+    let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
+    let background = [
+        tokio::spawn(lease::renew_leases(
+            conn.clone(),
+            keys.clone(),
+            config.queue.clone(),
+            jobs.clone(),
+        )),
+        tokio::spawn(lease::listen_for_cancels(
+            client,
+            keys.clone(),
+            jobs.clone(),
+        )),
+        tokio::spawn(rescue::rescue_loop(
+            conn.clone(),
+            keys.clone(),
+            config.queue.clone(),
+        )),
+    ];
     let runner = Runner::new(
         config.clone(),
         pool.clone(),
-        ResultStore::new(conn.clone(), keys.clone()),
-        name.clone(),
+        conn.clone(),
+        keys.clone(),
+        jobs.clone(),
     );
-    let apalis = apalis_config(&keys)
-        .heartbeat_interval(HEARTBEAT_INTERVAL)
-        .missed_heartbeats(MISSED_HEARTBEATS);
     tracing::info!(
         worker = %name,
         namespace = %keys.namespace(),
@@ -179,12 +196,17 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         config.worker.poll_interval,
         config.worker.shutdown_grace,
     );
+    let settings = config.queue.clone();
     let monitor = Monitor::new().register(move |_restarts| {
-        let storage = RedisStorage::<Value>::new(conn.clone())
-            .with_config(apalis.clone())
-            .poll_with_interval(poll);
+        let backend = RedisQueue::new(
+            conn.clone(),
+            keys.clone(),
+            settings.clone(),
+            name.clone(),
+            poll,
+        );
         WorkerBuilder::new(name.clone())
-            .backend(storage)
+            .backend(backend)
             .data(runner.clone())
             .concurrency(concurrency)
             .parallelize(tokio::spawn)
@@ -192,21 +214,37 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
     });
 
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = jobs.clone();
     let signal_task = tokio::spawn(async move {
         let sig = signals.first().await;
         tracing::info!(signal = sig, grace = ?grace, "shutting down: no new jobs; running jobs may finish within the grace period");
         let _ = first_tx.send(());
         tokio::select! {
-            _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; stopping the jobs still running"),
-            sig = signals.second() => tracing::warn!(signal = sig, "second signal; stopping the jobs still running now"),
+            _ = tokio::time::sleep(grace) => {}
+            sig = signals.second() => tracing::warn!(signal = sig, "second signal: stopping the jobs still running now"),
         }
+        // Jobs still running are released (back to the front of their queue, attempt
+        // not counted) so another worker starts them now, not after their lease.
+        let stopped = running.stop_all(StopReason::Shutdown);
+        if stopped > 0 {
+            tracing::warn!(
+                jobs = stopped,
+                "grace period over: stopping and releasing the jobs still running"
+            );
+        }
+        // They store their release within a lease at most; then apalis may drop them.
+        std::future::pending::<()>().await
     });
     let shutdown_signal = async move {
         let _ = first_rx.await;
         Ok(())
     };
+    // apalis waits for running jobs by itself; the terminator is only the last resort
+    // when a job does not return after being stopped (a bug: every wait has a deadline).
+    let stop_wait = grace + config.queue.lease + config.max_stop_time();
     let terminator = async move {
-        let _ = signal_task.await;
+        tokio::time::sleep(stop_wait).await;
+        tracing::error!("jobs did not return {stop_wait:?} after shutdown began; dropping them");
     };
     let result = monitor
         .with_terminator(terminator)
@@ -214,8 +252,12 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         .await;
     // Jobs are done or cut off: close the warm sessions (graceful, bounded by each
     // server's kill_grace), then kill whatever is left.
+    signal_task.abort();
     maintenance.abort();
     reporter.abort();
+    for task in background {
+        task.abort();
+    }
     let _ = tokio::time::timeout(config.max_stop_time(), pool.shutdown()).await;
     let killed = supervisor.kill_all();
     if killed > 0 {
@@ -253,9 +295,9 @@ async fn report_servers(
     }
 }
 
-/// The apalis handler: one job. Errors here are Redis errors (the outcome could not be
-/// stored); the job is then not acknowledged as done.
-async fn handle(args: Value, task_id: TaskId, runner: Data<Runner>) -> Result<(), BoxDynError> {
-    runner.run(&task_id.to_string(), args).await?;
+/// The apalis handler: one job. It never fails: the runner stores every outcome itself
+/// (or leaves the job to the rescuer), see [`Runner::run`].
+async fn handle(delivery: Delivery, runner: Data<Runner>) -> Result<(), BoxDynError> {
+    runner.run(delivery).await;
     Ok(())
 }

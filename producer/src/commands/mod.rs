@@ -1,5 +1,7 @@
 //! The commands, after the command line is parsed: resolve config and Redis, then act.
 
+mod cancel;
+mod dlq;
 mod result;
 mod servers;
 mod status;
@@ -28,6 +30,7 @@ impl Ctx {
         Ok(Producer::new(
             conn,
             Keys::new(self.config.namespace.clone()),
+            self.config.queue.clone(),
         ))
     }
 }
@@ -38,12 +41,16 @@ pub async fn record(
     store: &mcpq_shared::queue::ResultStore,
     id: &JobId,
 ) -> anyhow::Result<mcpq_shared::queue::JobRecord> {
-    store.get(id).await.map_err(exit::queue)?.ok_or_else(|| {
-        exit::usage(format!(
-            "no job {id} in namespace `{}`",
-            ctx.config.namespace
-        ))
-    })
+    store
+        .get(&id.to_string())
+        .await
+        .map_err(exit::queue)?
+        .ok_or_else(|| {
+            exit::usage(format!(
+                "no job {id} in namespace `{}`",
+                ctx.config.namespace
+            ))
+        })
 }
 
 /// Parses a job id argument (exit 2 if it is not one).
@@ -67,5 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Result(args) => result::run(&ctx, &args.id).await,
         Command::Wait(args) => wait::run(&ctx, &args.id, args.timeout).await,
         Command::Servers(args) => servers::run(&ctx, args).await,
+        Command::Cancel(args) => cancel::run(&ctx, &args.id).await,
+        Command::Dlq(args) => dlq::run(&ctx, args.action).await,
     }
 }

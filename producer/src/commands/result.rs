@@ -13,7 +13,8 @@ pub async fn run(ctx: &Ctx, id: &str) -> anyhow::Result<u8> {
     Ok(show(ctx, &record))
 }
 
-/// Prints a record's outcome; returns the exit code (0 succeeded, 1 failed, 4 not finished).
+/// Prints a record's outcome; returns the exit code (0 succeeded, 1 dead or cancelled,
+/// 4 not finished).
 pub fn show(ctx: &Ctx, record: &JobRecord) -> u8 {
     match record.status {
         JobStatus::Succeeded => {
@@ -28,7 +29,7 @@ pub fn show(ctx: &Ctx, record: &JobRecord) -> u8 {
             }
             exit::OK
         }
-        JobStatus::Failed => {
+        JobStatus::Dead | JobStatus::Cancelled => {
             let failure = record.error.clone();
             if ctx.json {
                 output::json_line(
@@ -38,16 +39,29 @@ pub fn show(ctx: &Ctx, record: &JobRecord) -> u8 {
             }
             match &failure {
                 Some(f) => eprintln!("{}", output::failure_text(&record.id, f)),
-                None => eprintln!("job {} failed (no error was stored)", record.id),
+                None => eprintln!(
+                    "job {} is {} (no error was stored)",
+                    record.id, record.status
+                ),
             }
             exit::JOB_FAILED
         }
-        JobStatus::Queued | JobStatus::Running => {
+        JobStatus::Queued | JobStatus::Running | JobStatus::Failed => {
             if ctx.json {
-                output::json_line("result", json!({"id": record.id, "status": record.status}));
+                output::json_line(
+                    "result",
+                    json!({"id": record.id, "status": record.status, "error": record.error}),
+                );
             }
+            let retry = match (&record.error, record.status) {
+                (Some(e), JobStatus::Failed) => format!(
+                    " (attempt {} of {} failed: [{}] {}; it will run again)",
+                    record.attempts, record.max_attempts, e.kind, e.message
+                ),
+                _ => String::new(),
+            };
             eprintln!(
-                "job {} is {}; run `mcpq wait {}` to wait for it",
+                "job {} is {}{retry}; run `mcpq wait {}` to wait for it",
                 record.id, record.status, record.id
             );
             exit::NOT_FINISHED

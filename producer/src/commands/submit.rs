@@ -80,10 +80,19 @@ pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<u8> {
         exit::usage(format!("{e}{hint}"))
     })?;
     let producer = ctx.producer().await?;
-    producer.submit(&job).await.map_err(exit::queue)?;
-    let id = job.id.to_string();
+    let submitted = producer.submit(&job).await.map_err(exit::queue)?;
+    let id = submitted.id.clone();
+    if !submitted.created {
+        eprintln!(
+            "mcpq: idempotency key {:?} was already used by job {id} (within queue.idempotency_ttl): nothing enqueued",
+            job.options.idempotency_key.as_deref().unwrap_or("")
+        );
+    }
     if ctx.json {
-        output::json_line("submitted", json!({"id": id, "kind": job.kind()}));
+        output::json_line(
+            "submitted",
+            json!({"id": id, "kind": job.kind(), "created": submitted.created}),
+        );
     } else {
         output::line(&id);
     }

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use rmcp::model::CallToolResult;
 use serde_json::{json, Value};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::job::{AgentJob, PlanStep};
@@ -34,6 +35,10 @@ pub struct PlanContext<'a> {
     pub pool: &'a McpPool,
     /// The job's deadline.
     pub deadline: Instant,
+    /// Fires when the job must stop (cancel, lost lease, end of shutdown grace): the call
+    /// in progress ends, a fresh server is stopped with its process tree, a pooled
+    /// session is retired.
+    pub cancel: &'a CancellationToken,
 }
 
 /// The failure of step `i`.
@@ -100,10 +105,14 @@ async fn call_fresh(
     let session = &fresh[&step.server];
     let left = ctx.deadline.saturating_duration_since(Instant::now());
     let health = supervisor.health();
-    match session
-        .call_tool(&step.tool, step.arguments.clone(), timeouts.call.min(left))
-        .await
-    {
+    let called = tokio::select! {
+        called = session.call_tool(&step.tool, step.arguments.clone(), timeouts.call.min(left)) => called,
+        // run_plan stops the session (and its process tree) when the plan ends.
+        _ = ctx.cancel.cancelled() => {
+            return Err(PoolError::Cancelled { server: step.server.clone(), stop_note: None });
+        }
+    };
+    match called {
         Ok(result) => {
             health.record_success(&step.server);
             let stderr = (result.is_error == Some(true))
@@ -134,6 +143,10 @@ async fn run_steps(
             let message = format!("server `{}` is not configured on this worker", step.server);
             return Err(step_failure(i, step, "unknown_server", message, false));
         }
+        if ctx.cancel.is_cancelled() {
+            let message = "the job was stopped before this step".to_string();
+            return Err(step_failure(i, step, "cancelled", message, false));
+        }
         if Instant::now() >= ctx.deadline {
             let message = "the job's deadline passed before this step could start".to_string();
             return Err(step_failure(i, step, "timeout", message, true));
@@ -145,6 +158,7 @@ async fn run_steps(
                     &step.tool,
                     step.arguments.clone(),
                     ctx.deadline,
+                    ctx.cancel,
                 )
                 .await
         } else {

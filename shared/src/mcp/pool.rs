@@ -30,6 +30,7 @@ use rmcp::model::{CallToolResult, Tool};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{McpError, McpSession};
 use crate::config::{Config, PoolSettings, ServerConfig, ServerTimeouts};
@@ -81,6 +82,15 @@ pub enum PoolError {
         /// Time until it may be tried again.
         retry_in: Duration,
     },
+    /// The job was cancelled (or its lease lost, or shutdown cut it off) while it waited
+    /// for a session or during its call; a call cut off this way retires its session.
+    #[error("cancelled while calling server `{server}`{}", stop_note.as_deref().map(|n| format!("; then {n}")).unwrap_or_default())]
+    Cancelled {
+        /// Server name.
+        server: String,
+        /// Set when the retired session's server ignored SIGTERM.
+        stop_note: Option<String>,
+    },
     /// The server crashed and its restart backoff outlasts the job's deadline.
     #[error(
         "server `{server}` crashed and may not restart for {retry_in:?}, past this job's deadline"
@@ -101,6 +111,7 @@ impl PoolError {
             PoolError::Exhausted { .. } => "pool_exhausted",
             PoolError::Unhealthy { .. } => "server_unhealthy",
             PoolError::Backoff { .. } => "server_backoff",
+            PoolError::Cancelled { .. } => "cancelled",
         }
     }
 
@@ -112,14 +123,15 @@ impl PoolError {
         }
     }
 
-    /// False when retrying cannot help (the command does not exist).
+    /// False when retrying cannot help (the command does not exist) or must not happen
+    /// (the job was cancelled).
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
             PoolError::Mcp {
                 error: McpError::Spawn(_),
                 ..
-            }
+            } | PoolError::Cancelled { .. }
         )
     }
 }
@@ -341,16 +353,28 @@ impl McpPool {
         tool: &str,
         arguments: Map<String, Value>,
         deadline: Instant,
+        cancel: &CancellationToken,
     ) -> Result<(CallToolResult, Option<String>), PoolError> {
         let pool = self
             .servers
             .get(server)
             .expect("callers check is_pooled first")
             .clone();
-        let lease = self.checkout(&pool, deadline).await?;
+        let lease = self.checkout(&pool, deadline, cancel).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = pool.timeouts.call.min(left);
-        let outcome = lease.slot.session.call_tool(tool, arguments, timeout).await;
+        let outcome = tokio::select! {
+            outcome = lease.slot.session.call_tool(tool, arguments, timeout) => outcome,
+            _ = cancel.cancelled() => {
+                // The server may still be working on the call: retire the session, so
+                // that its process tree is stopped once its other calls are done.
+                let report = self.release(lease, true, true).await;
+                return Err(PoolError::Cancelled {
+                    server: server.to_string(),
+                    stop_note: report.and_then(|r| stop_note(server, &r)),
+                });
+            }
+        };
         let retire = match &outcome {
             Ok(_) => {
                 self.supervisor.health().record_success(server);
@@ -454,6 +478,7 @@ impl McpPool {
         &self,
         pool: &Arc<ServerPool>,
         deadline: Instant,
+        cancel: &CancellationToken,
     ) -> Result<Lease, PoolError> {
         let waited_from = Instant::now();
         loop {
@@ -501,6 +526,12 @@ impl McpPool {
                     let _waiting = waiting;
                     tokio::select! {
                         _ = notified => {}
+                        _ = cancel.cancelled() => {
+                            return Err(PoolError::Cancelled {
+                                server: pool.name.clone(),
+                                stop_note: None,
+                            });
+                        }
                         _ = tokio::time::sleep_until(deadline) => {
                             return Err(PoolError::Exhausted {
                                 server: pool.name.clone(),

@@ -1,40 +1,47 @@
 //! `Producer`: puts validated jobs into the queue.
 //!
-//! Order of writes, and why: the job's record ([`ResultStore::record_queued`]) is written
-//! first, then the job is pushed with apalis-redis under the same id. A worker can only
-//! see a job after its record exists, so `mcpq status ID` never answers "unknown" for an
-//! id `mcpq submit` printed. If the push fails, the caller gets the error (and the record
-//! says `queued` for a job that is not in the queue: the submit reported failure, so no
-//! one holds its id).
+//! One Lua script per job (`lua/enqueue.lua`) writes the job's record and pushes its id
+//! to its priority's queue in one step, so a job id that `mcpq submit` printed can
+//! always be looked up, and a job is never in the queue without its record. The same
+//! step checks the idempotency key: a second submit with a key seen within
+//! `queue.idempotency_ttl` enqueues nothing and answers the first job's id. Batches go
+//! 500 scripts per round trip.
 
-use apalis_core::task::builder::TaskBuilder;
-use apalis_core::task::task_id::TaskId;
-use apalis_redis::{Config as ApalisConfig, RedisTask};
 use redis::aio::ConnectionManager;
 
-use super::{Keys, QueueError, ResultStore};
+use super::{scripts, Keys, QueueError, QueueSettings, ResultStore};
 use crate::job::Job;
+
+/// Jobs per round trip in [`Producer::submit_many`].
+const BATCH: usize = 500;
 
 /// Pushes jobs for one namespace.
 #[derive(Clone)]
 pub struct Producer {
     conn: ConnectionManager,
-    apalis: ApalisConfig,
+    keys: Keys,
+    settings: QueueSettings,
     store: ResultStore,
 }
 
-/// The apalis-redis configuration both sides of a namespace use.
-pub fn apalis_config(keys: &Keys) -> ApalisConfig {
-    ApalisConfig::default().queue(keys.queue())
+/// What a submit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The job's id: the new one, or the first job's when `created` is false.
+    pub id: String,
+    /// False when an earlier job had the same idempotency key (or the same id): nothing
+    /// was enqueued.
+    pub created: bool,
 }
 
 impl Producer {
     /// A producer over `conn` for `keys`' namespace.
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: ConnectionManager, keys: Keys, settings: QueueSettings) -> Self {
         Producer {
-            apalis: apalis_config(&keys),
-            store: ResultStore::new(conn.clone(), keys),
+            store: ResultStore::new(conn.clone(), keys.clone()),
             conn,
+            keys,
+            settings,
         }
     }
 
@@ -43,27 +50,74 @@ impl Producer {
         &self.store
     }
 
-    fn task(job: &Job) -> RedisTask {
-        TaskBuilder::new(job.to_json())
-            .task_id(TaskId::from_ulid(job.id.0))
-            .build()
+    /// The connection (for the other queue operations of the CLI).
+    pub fn connection(&self) -> &ConnectionManager {
+        &self.conn
     }
 
-    /// Records and pushes one job. The job must already be validated.
-    pub async fn submit(&self, job: &Job) -> Result<(), QueueError> {
-        self.submit_many(std::slice::from_ref(job)).await
+    /// The key names in use.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
-    /// Records and pushes several jobs, 500 per round trip.
-    pub async fn submit_many(&self, jobs: &[Job]) -> Result<(), QueueError> {
-        for chunk in jobs.chunks(500) {
-            self.store.record_queued(chunk).await?;
-        }
-        let tasks: Vec<RedisTask> = jobs.iter().map(Self::task).collect();
+    /// The queue settings in use.
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// Enqueues one job. The job must already be validated.
+    pub async fn submit(&self, job: &Job) -> Result<Submitted, QueueError> {
+        let mut all = self.submit_many(std::slice::from_ref(job)).await?;
+        Ok(all.remove(0))
+    }
+
+    /// Enqueues several jobs, [`BATCH`] per round trip; one answer per job, in order.
+    pub async fn submit_many(&self, jobs: &[Job]) -> Result<Vec<Submitted>, QueueError> {
         let mut conn = self.conn.clone();
-        for chunk in tasks.chunks(500) {
-            apalis_redis::queries::push_tasks(&mut conn, &self.apalis, chunk).await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        let ttl = QueueSettings::secs(self.settings.idempotency_ttl);
+        for chunk in jobs.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for job in chunk {
+                let envelope = job.to_json();
+                if envelope.len() > self.settings.max_payload {
+                    return Err(QueueError::TooLarge {
+                        id: job.id.to_string(),
+                        bytes: envelope.len(),
+                        limit: self.settings.max_payload,
+                    });
+                }
+                let mut invocation = scripts::ENQUEUE.prepare_invoke();
+                invocation
+                    .arg(self.keys.prefix())
+                    .arg(job.id.to_string())
+                    .arg(envelope)
+                    .arg(job.kind().to_string())
+                    .arg(job.options.priority.as_str())
+                    .arg(job.options.max_attempts)
+                    .arg(job.options.idempotency_key.as_deref().unwrap_or(""))
+                    .arg(ttl);
+                pipe.invoke_script(&invocation);
+            }
+            let answers: Vec<(u8, String)> = match pipe.query_async(&mut conn).await {
+                Ok(a) => a,
+                // A restarted Redis forgot the script: load it once, then send again.
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    scripts::ENQUEUE
+                        .prepare_invoke()
+                        .load_async(&mut conn)
+                        .await?;
+                    pipe.query_async(&mut conn).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            out.extend(answers.into_iter().map(|(created, id)| Submitted {
+                id,
+                created: created == 1,
+            }));
         }
-        Ok(())
+        Ok(out)
     }
 }

@@ -1,21 +1,26 @@
 //! Every Redis key mcpq uses, in one place.
 //!
-//! All keys start with `<namespace>:`. apalis-redis derives its own keys from the queue
-//! name [`Keys::queue`] (`<namespace>:queue:active`, `...:inflight`, `...:data`, ...).
+//! All keys of a namespace `ns` start with `{ns}:`; the braces are a Redis Cluster hash
+//! tag, so one namespace lives in one slot and the Lua scripts ([`super::scripts`]) may
+//! touch any of its keys. The scripts build the same names from the prefix
+//! ([`Keys::prefix`]); `lua/common.lua` is the other place that knows them.
 
-use crate::job::JobId;
+use crate::job::Priority;
 
 /// Key names for one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     namespace: String,
+    prefix: String,
 }
 
 impl Keys {
     /// Keys under `namespace`.
     pub fn new(namespace: impl Into<String>) -> Self {
+        let namespace = namespace.into();
         Keys {
-            namespace: namespace.into(),
+            prefix: format!("{{{namespace}}}"),
+            namespace,
         }
     }
 
@@ -24,24 +29,62 @@ impl Keys {
         &self.namespace
     }
 
-    /// The apalis-redis queue name; apalis appends its own suffixes.
-    pub fn queue(&self) -> String {
-        format!("{}:queue", self.namespace)
+    /// `{ns}`: what every key starts with; the first argument of every script.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
-    /// Hash with one job's status, timestamps, result or error.
-    pub fn job(&self, id: &JobId) -> String {
-        format!("{}:job:{id}", self.namespace)
+    /// Hash with one job's status, payload, attempts, timestamps, result or error.
+    /// Takes any string: a malformed queue entry is dead-lettered under its own name.
+    pub fn job(&self, id: &str) -> String {
+        format!("{}:job:{id}", self.prefix)
+    }
+
+    /// List of one job's attempt records (JSON), oldest first.
+    pub fn attempts(&self, id: &str) -> String {
+        format!("{}:job:{id}:attempts", self.prefix)
+    }
+
+    /// List of ids waiting for a worker at `priority` (workers pop from the right).
+    pub fn ready(&self, priority: Priority) -> String {
+        format!("{}:ready:{}", self.prefix, priority.as_str())
+    }
+
+    /// Sorted set of ids waiting for a retry, by due time (ms).
+    pub fn scheduled(&self) -> String {
+        format!("{}:scheduled", self.prefix)
+    }
+
+    /// Sorted set of running ids, by lease expiry (ms).
+    pub fn leases(&self) -> String {
+        format!("{}:leases", self.prefix)
+    }
+
+    /// Sorted set of dead ids, by time of death (ms).
+    pub fn dead(&self) -> String {
+        format!("{}:dead", self.prefix)
+    }
+
+    /// The job id an idempotency key was first used for.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.prefix)
+    }
+
+    /// Pub/sub channel carrying the ids of running jobs to cancel.
+    pub fn cancel_channel(&self) -> String {
+        format!("{}:cancel", self.prefix)
     }
 
     /// Hash of the workers' reports on their MCP servers, by server name.
     pub fn servers(&self) -> String {
-        format!("{}:servers", self.namespace)
+        format!("{}:servers", self.prefix)
     }
 
     /// Pattern matching every key of this namespace (for tests and clean-up tools).
     pub fn all_pattern(&self) -> String {
-        format!("{}:*", self.namespace)
+        // `{` and `}` are not glob characters; `[` would be, and namespaces cannot
+        // contain it (Config::validate).
+        format!("{}:*", self.prefix)
     }
 }
 
@@ -50,11 +93,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_share_the_namespace() {
+    fn keys_share_the_namespace_hash_tag() {
         let k = Keys::new("t1");
-        let id: JobId = "01JDX6Q6T3N7Z8YV1K0W2M4C5B".parse().expect("valid id");
-        assert_eq!(k.queue(), "t1:queue");
-        assert_eq!(k.job(&id), "t1:job:01JDX6Q6T3N7Z8YV1K0W2M4C5B");
-        assert!(k.job(&id).starts_with(&k.all_pattern()[..3]));
+        let id = "01JDX6Q6T3N7Z8YV1K0W2M4C5B";
+        assert_eq!(k.job(id), "{t1}:job:01JDX6Q6T3N7Z8YV1K0W2M4C5B");
+        assert_eq!(k.ready(Priority::High), "{t1}:ready:high");
+        for key in [
+            k.job(id),
+            k.attempts(id),
+            k.scheduled(),
+            k.leases(),
+            k.dead(),
+        ] {
+            assert!(key.starts_with("{t1}:"), "{key}");
+        }
+        assert_eq!(k.all_pattern(), "{t1}:*");
     }
 }

@@ -1,18 +1,34 @@
-//! The queue in Redis: how jobs go in, and where their status and results live.
+//! The queue in Redis: mcpq's own apalis backend and the operations around it.
 //!
-//! Jobs travel through apalis-redis (its Lua scripts keep the pending list, the
-//! in-flight sets and the worker heartbeats). Next to that, mcpq keeps one hash per job
-//! ([`keys::Keys::job`]) with its status, timestamps, result or error; the producer
-//! writes it before the job is pushed, so a job id that was printed can always be
-//! looked up.
+//! One hash per job ([`Keys::job`]) holds its state; ids wait in one list per priority;
+//! retries, leases and dead jobs are sorted sets by time. Every change of state is one
+//! Lua script ([`scripts`]), fenced by the attempt number where a running job is
+//! involved. The promises (at-least-once, leases, retries, dead letters, idempotency,
+//! cancellation, retention, priorities) and the tests that prove them are in
+//! `docs/GUARANTEES.md`.
+//!
+//! - [`enqueue`]: the producer side; [`backend`]: the apalis `Backend` workers pull
+//!   from; [`fetch`], [`finish`]: one attempt's start and end; [`lease`]: renewing the
+//!   leases of running jobs and hearing cancels; [`rescue`]: re-queueing jobs of dead
+//!   workers; [`retry`]: backoff; [`control`]: cancel and the dead-letter set;
+//!   [`results`]: reading records.
 //!
 //! Every key starts with the configured namespace, so tests, demos and deployments
 //! share one Redis without touching each other's keys.
 
+pub mod backend;
+pub mod control;
 pub mod enqueue;
+pub mod fetch;
+pub mod finish;
 pub mod keys;
+pub mod lease;
+pub mod rescue;
 pub mod results;
+pub mod retry;
+mod scripts;
 pub mod servers;
+pub mod settings;
 
 use std::time::Duration;
 
@@ -20,7 +36,8 @@ use redis::aio::ConnectionManager;
 
 pub use enqueue::Producer;
 pub use keys::Keys;
-pub use results::{JobFailure, JobRecord, JobStatus, ResultStore};
+pub use results::{AttemptRecord, JobFailure, JobRecord, JobStatus, ResultStore};
+pub use settings::QueueSettings;
 
 /// How long a first connection to Redis may take before we say it is unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,9 +57,16 @@ pub enum QueueError {
     /// A command failed on an open connection.
     #[error("Redis command failed: {0}")]
     Command(#[from] redis::RedisError),
-    /// apalis-redis refused an operation.
-    #[error("queue operation failed: {0}")]
-    Storage(#[from] apalis_redis::Error),
+    /// A job envelope is larger than `queue.max_payload`.
+    #[error("job {id} is {bytes} bytes; the limit (queue.max_payload) is {limit}")]
+    TooLarge {
+        /// The job.
+        id: String,
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Stored data could not be read back.
     #[error("corrupt record for job {id}: {message}")]
     Corrupt {
@@ -59,9 +83,6 @@ impl QueueError {
         match self {
             QueueError::Unreachable { .. } => true,
             QueueError::Command(e) => {
-                e.is_connection_refusal() || e.is_io_error() || e.is_timeout()
-            }
-            QueueError::Storage(apalis_redis::Error::Database(e)) => {
                 e.is_connection_refusal() || e.is_io_error() || e.is_timeout()
             }
             _ => false,

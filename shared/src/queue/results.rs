@@ -1,25 +1,19 @@
-//! `ResultStore`: each job's status, timestamps, result or error, in one Redis hash.
+//! `ResultStore`: reads a job's record: status, timestamps, attempts, result or error.
 //!
-//! Lifecycle of the record (one hash per job, [`Keys::job`]):
-//! 1. `queued`: written by the producer *before* the job is pushed, with the envelope.
-//! 2. `running`: written by the worker when it starts the job (worker name, attempt).
-//! 3. `succeeded` with `result`, or `failed` with `error`: written by the worker before
-//!    it acknowledges the job to apalis, so an acknowledged job always has its outcome.
-//!
-//! Caveats: status writes are last-writer-wins; a worker that was only slow can still
-//! overwrite a newer attempt (fencing comes with the delivery guarantees work). Records
-//! do not expire yet.
+//! The record is one hash per job ([`Keys::job`]) plus its attempt history
+//! ([`Keys::attempts`]). Only the Lua scripts write them ([`super::scripts`]); each
+//! write of a running job is fenced by its attempt number, so what this module reads is
+//! always one consistent attempt's outcome. The states and their transitions are drawn
+//! in `docs/GUARANTEES.md`.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Keys, QueueError};
-use crate::job::{Job, JobId};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,35 +21,48 @@ use crate::job::{Job, JobId};
 pub enum JobStatus {
     /// Waiting for a worker.
     Queued,
-    /// A worker is running it.
+    /// A worker holds its lease.
     Running,
+    /// The last attempt failed; it runs again after its backoff (`next_run_at`).
+    Failed,
     /// Finished; `result` is set.
     Succeeded,
-    /// Finished with an error; `error` is set.
-    Failed,
+    /// In the dead-letter set: failed permanently or ran out of attempts; `error` is set.
+    Dead,
+    /// Stopped by `mcpq cancel`.
+    Cancelled,
 }
 
 impl JobStatus {
-    /// True once the job will not change any more.
+    /// True once the job will not change any more (unless a dead job is requeued).
     pub fn is_finished(self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Failed)
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled
+        )
     }
 
-    fn as_str(self) -> &'static str {
+    /// The name stored in Redis and shown to users.
+    pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
-            JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Dead => "dead",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "queued" => JobStatus::Queued,
             "running" => JobStatus::Running,
-            "succeeded" => JobStatus::Succeeded,
             "failed" => JobStatus::Failed,
+            "succeeded" => JobStatus::Succeeded,
+            "dead" => JobStatus::Dead,
+            "cancelled" => JobStatus::Cancelled,
             _ => return None,
         })
     }
@@ -72,7 +79,7 @@ impl std::fmt::Display for JobStatus {
 pub struct JobFailure {
     /// A stable machine-readable class: `invalid_job`, `unknown_server`, `spawn_failed`,
     /// `startup_failed`, `timeout`, `tool_error`, `server_exited`, `protocol_error`,
-    /// `unsupported`.
+    /// `pool_exhausted`, `unhealthy`, `unsupported`, `lease_expired`, `cancelled`.
     pub kind: String,
     /// The human message.
     pub message: String,
@@ -92,32 +99,82 @@ pub struct JobFailure {
     pub retryable: bool,
 }
 
+impl JobFailure {
+    /// A failure with no step, server or tool.
+    pub fn new(kind: &str, message: impl Into<String>, retryable: bool) -> Self {
+        JobFailure {
+            kind: kind.to_string(),
+            message: message.into(),
+            step: None,
+            server: None,
+            tool: None,
+            stderr_tail: None,
+            retryable,
+        }
+    }
+}
+
+/// One attempt, as kept in the job's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1 for the first run; also the attempt's fencing token.
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// When it started (ms since the Unix epoch, Redis's clock).
+    pub started_at: u64,
+    /// When it ended (ms).
+    pub ended_at: u64,
+    /// `succeeded`, `failed` (will retry), `dead`, `released` (shutdown),
+    /// `lease_expired` or `cancelled`.
+    pub outcome: String,
+    /// Its error, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobFailure>,
+}
+
 /// A job's stored record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
-    /// The job id.
+    /// The job id (for a malformed queue entry, the entry itself).
     pub id: String,
-    /// `agent` or `email`.
+    /// `agent`, `email`, or `unknown` for a malformed queue entry.
     pub kind: String,
     /// Where it is.
     pub status: JobStatus,
-    /// When the producer stored it (ms since the Unix epoch).
+    /// `high`, `normal` or `low`.
+    pub priority: String,
+    /// When it was submitted (ms since the Unix epoch).
     pub submitted_at: Option<u64>,
-    /// When a worker started it (ms).
+    /// When its last attempt started (ms).
     pub started_at: Option<u64>,
     /// When it finished (ms).
     pub finished_at: Option<u64>,
+    /// When it runs again, while `failed` (ms).
+    pub next_run_at: Option<u64>,
     /// The worker that ran it last.
     pub worker: Option<String>,
     /// How many times a worker started it.
     pub attempts: u32,
+    /// Failed attempts counted against `max_attempts`.
+    pub failures: u32,
+    /// Most runs allowed.
+    pub max_attempts: u32,
+    /// Late writes of older attempts that were rejected (see fencing).
+    pub stale_writes: u32,
     /// The result, once succeeded.
     pub result: Option<Value>,
-    /// The error, once failed.
+    /// The last error.
     pub error: Option<JobFailure>,
+    /// Every attempt that ended, oldest first.
+    pub history: Vec<AttemptRecord>,
+    /// The envelope as submitted (JSON text), for `mcpq dlq show`.
+    #[serde(skip)]
+    pub payload: Option<String>,
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (this machine's clock; Redis's clock is used for
+/// everything stored).
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -125,7 +182,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads and writes job records.
+/// Reads job records.
 #[derive(Clone)]
 pub struct ResultStore {
     conn: ConnectionManager,
@@ -143,116 +200,68 @@ impl ResultStore {
         &self.keys
     }
 
-    /// Writes the `queued` records of jobs about to be pushed, in one round trip.
-    pub async fn record_queued(&self, jobs: &[Job]) -> Result<(), QueueError> {
+    /// The record of a job, or `None` if no such job is known (or it expired).
+    pub async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        let submitted_at = now_ms().to_string();
-        for job in jobs {
-            let envelope = String::from_utf8(job.to_json()).expect("serde_json writes UTF-8");
-            pipe.hset_multiple(
-                self.keys.job(&job.id),
-                &[
-                    ("status", JobStatus::Queued.as_str().to_string()),
-                    ("kind", job.kind().to_string()),
-                    ("job", envelope),
-                    ("submitted_at", submitted_at.clone()),
-                    ("attempts", "0".to_string()),
-                ],
-            )
-            .ignore();
-        }
-        let _: () = pipe.query_async(&mut conn).await?;
-        Ok(())
-    }
-
-    /// Marks a job as started by `worker`; returns the attempt number (1 for the first run).
-    pub async fn record_running(&self, id: &JobId, worker: &str) -> Result<u32, QueueError> {
-        let mut conn = self.conn.clone();
-        let key = self.keys.job(id);
-        let (attempts,): (u32,) = redis::pipe()
-            .atomic()
-            .hincr(&key, "attempts", 1)
-            .hset_multiple(
-                &key,
-                &[
-                    ("status", JobStatus::Running.as_str().to_string()),
-                    ("started_at", now_ms().to_string()),
-                    ("worker", worker.to_string()),
-                ],
-            )
-            .ignore()
-            .hdel(&key, &["result", "error", "finished_at"])
-            .ignore()
+        let (map, history): (HashMap<String, String>, Vec<String>) = redis::pipe()
+            .hgetall(self.keys.job(id))
+            .lrange(self.keys.attempts(id), 0, -1)
             .query_async(&mut conn)
             .await?;
-        Ok(attempts)
-    }
-
-    /// Stores the outcome of a run.
-    pub async fn record_finished(
-        &self,
-        id: &JobId,
-        outcome: &Result<Value, JobFailure>,
-    ) -> Result<(), QueueError> {
-        let mut conn = self.conn.clone();
-        let (status, field, body) = match outcome {
-            Ok(result) => (JobStatus::Succeeded, "result", result.to_string()),
-            Err(failure) => (
-                JobStatus::Failed,
-                "error",
-                serde_json::to_string(failure)
-                    .expect("a failure is plain data and always serializes"),
-            ),
-        };
-        let _: () = conn
-            .hset_multiple(
-                self.keys.job(id),
-                &[
-                    ("status", status.as_str().to_string()),
-                    (field, body),
-                    ("finished_at", now_ms().to_string()),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// The record of a job, or `None` if no such job is known.
-    pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError> {
-        let mut conn = self.conn.clone();
-        let map: HashMap<String, String> = conn.hgetall(self.keys.job(id)).await?;
         if map.is_empty() {
             return Ok(None);
         }
-        let corrupt = |message: String| QueueError::Corrupt {
-            id: id.to_string(),
-            message,
-        };
-        let status = map
-            .get("status")
-            .and_then(|s| JobStatus::parse(s))
-            .ok_or_else(|| corrupt(format!("bad status {:?}", map.get("status"))))?;
-        let num = |k: &str| map.get(k).and_then(|v| v.parse::<u64>().ok());
-        let result = match map.get("result") {
-            Some(r) => Some(serde_json::from_str(r).map_err(|e| corrupt(format!("result: {e}")))?),
-            None => None,
-        };
-        let error = match map.get("error") {
-            Some(r) => Some(serde_json::from_str(r).map_err(|e| corrupt(format!("error: {e}")))?),
-            None => None,
-        };
-        Ok(Some(JobRecord {
-            id: id.to_string(),
-            kind: map.get("kind").cloned().unwrap_or_default(),
-            status,
-            submitted_at: num("submitted_at"),
-            started_at: num("started_at"),
-            finished_at: num("finished_at"),
-            worker: map.get("worker").cloned(),
-            attempts: num("attempts").unwrap_or(0) as u32,
-            result,
-            error,
-        }))
+        parse_record(id, &map, &history).map(Some)
     }
+}
+
+/// Builds a record from the job hash and its history list.
+pub(crate) fn parse_record(
+    id: &str,
+    map: &HashMap<String, String>,
+    history: &[String],
+) -> Result<JobRecord, QueueError> {
+    let corrupt = |message: String| QueueError::Corrupt {
+        id: id.to_string(),
+        message,
+    };
+    let status = map
+        .get("status")
+        .and_then(|s| JobStatus::parse(s))
+        .ok_or_else(|| corrupt(format!("bad status {:?}", map.get("status"))))?;
+    let num = |k: &str| map.get(k).and_then(|v| v.parse::<u64>().ok());
+    let result = match map.get("result") {
+        Some(r) => Some(serde_json::from_str(r).map_err(|e| corrupt(format!("result: {e}")))?),
+        None => None,
+    };
+    let error = match map.get("error") {
+        Some(r) => Some(serde_json::from_str(r).map_err(|e| corrupt(format!("error: {e}")))?),
+        None => None,
+    };
+    let history = history
+        .iter()
+        .map(|h| serde_json::from_str(h).map_err(|e| corrupt(format!("attempt record: {e}"))))
+        .collect::<Result<Vec<AttemptRecord>, _>>()?;
+    Ok(JobRecord {
+        id: id.to_string(),
+        kind: map.get("kind").cloned().unwrap_or_default(),
+        status,
+        priority: map
+            .get("priority")
+            .cloned()
+            .unwrap_or_else(|| "normal".to_string()),
+        submitted_at: num("submitted_at"),
+        started_at: num("started_at"),
+        finished_at: num("finished_at"),
+        next_run_at: num("next_run_at"),
+        worker: map.get("worker").cloned(),
+        attempts: num("attempt").unwrap_or(0) as u32,
+        failures: num("failures").unwrap_or(0) as u32,
+        max_attempts: num("max_attempts").unwrap_or(0) as u32,
+        stale_writes: num("stale_writes").unwrap_or(0) as u32,
+        result,
+        error,
+        history,
+        payload: map.get("payload").cloned(),
+    })
 }

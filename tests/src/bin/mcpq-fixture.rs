@@ -39,6 +39,16 @@ struct AddArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct MarkArgs {
+    /// File to append to.
+    path: String,
+    /// Line to append (and the answer).
+    tag: String,
+    /// Sleep after writing, in milliseconds.
+    ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct SleepArgs {
     /// How long to sleep, in milliseconds.
     ms: u64,
@@ -139,6 +149,25 @@ impl Fixture {
     async fn sleep_ms(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         format!("slept {ms} ms")
+    }
+
+    #[tool(
+        description = "Append `tag` and a newline to the file `path` (one write, O_APPEND), sleep `ms`, answer `tag`: a log of every execution"
+    )]
+    async fn mark(
+        &self,
+        Parameters(MarkArgs { path, tag, ms }): Parameters<MarkArgs>,
+    ) -> Result<String, ErrorData> {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| ErrorData::internal_error(format!("cannot open {path}: {e}"), None))?;
+        file.write_all(format!("{tag}\n").as_bytes())
+            .map_err(|e| ErrorData::internal_error(format!("cannot write {path}: {e}"), None))?;
+        tokio::time::sleep(Duration::from_millis(ms.unwrap_or(0))).await;
+        Ok(tag)
     }
 
     #[tool(description = "Never answer")]

@@ -1,0 +1,213 @@
+//! Operator actions: cancel a job, and the dead-letter set (list, requeue, purge).
+//!
+//! Dead jobs keep their payload, every attempt's error and timings and the stderr
+//! tail, for `queue.dead_ttl`; `{ns}:dead` orders them by time of death. An id whose
+//! record already expired is dropped from the set the next time it is listed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use super::results::parse_record;
+use super::{scripts, JobRecord, JobStatus, Keys, QueueError, QueueSettings};
+
+/// What `mcpq cancel` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The job was queued or waiting to retry: it will never run.
+    BeforeRunning,
+    /// The job was running: it is marked cancelled and its worker was told to stop it.
+    WhileRunning,
+    /// The job had finished already (status given): nothing changed.
+    AlreadyFinished(JobStatus),
+    /// No such job (or it expired).
+    Unknown,
+}
+
+/// Cancels job `id` (see [`Cancelled`]).
+pub async fn cancel(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    settings: &QueueSettings,
+    id: &str,
+) -> Result<Cancelled, QueueError> {
+    let before: String = scripts::CANCEL
+        .prepare_invoke()
+        .arg(keys.prefix())
+        .arg(id)
+        .arg(QueueSettings::secs(settings.result_ttl))
+        .invoke_async(conn)
+        .await?;
+    Ok(match before.as_str() {
+        "queued" | "failed" => Cancelled::BeforeRunning,
+        "running" => Cancelled::WhileRunning,
+        "unknown" => Cancelled::Unknown,
+        other => match JobStatus::parse(other) {
+            Some(status) => Cancelled::AlreadyFinished(status),
+            None => Cancelled::Unknown,
+        },
+    })
+}
+
+/// One dead job, as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadJob {
+    /// The job id (or the malformed queue entry).
+    pub id: String,
+    /// When it died (ms since the Unix epoch).
+    pub died_at: u64,
+    /// `agent`, `email` or `unknown`.
+    pub kind: String,
+    /// How many times it ran.
+    pub attempts: u32,
+    /// The last error's kind.
+    pub error_kind: String,
+    /// The last error's message.
+    pub error: String,
+}
+
+/// The dead-letter set, newest first: up to `limit` entries and the total count.
+pub async fn dead_list(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    limit: usize,
+) -> Result<(Vec<DeadJob>, u64), QueueError> {
+    let (entries, total): (Vec<(String, f64)>, u64) = redis::pipe()
+        .zrevrange_withscores(keys.dead(), 0, limit.saturating_sub(1) as isize)
+        .zcard(keys.dead())
+        .query_async(conn)
+        .await?;
+    if entries.is_empty() {
+        return Ok((Vec::new(), total));
+    }
+    let mut pipe = redis::pipe();
+    for (id, _) in &entries {
+        pipe.cmd("HMGET")
+            .arg(keys.job(id))
+            .arg(&["kind", "attempt", "error", "status"]);
+    }
+    type Fields = (Option<String>, Option<u32>, Option<String>, Option<String>);
+    let fields: Vec<Fields> = pipe.query_async(conn).await?;
+    let mut out = Vec::new();
+    let mut gone = Vec::new();
+    for ((id, died_at), (kind, attempts, error, status)) in entries.into_iter().zip(fields) {
+        if status.as_deref() != Some("dead") {
+            gone.push(id); // expired, or requeued by someone else meanwhile
+            continue;
+        }
+        let error: Option<super::JobFailure> = error.and_then(|e| serde_json::from_str(&e).ok());
+        out.push(DeadJob {
+            id,
+            died_at: died_at as u64,
+            kind: kind.unwrap_or_default(),
+            attempts: attempts.unwrap_or(0),
+            error_kind: error.as_ref().map(|e| e.kind.clone()).unwrap_or_default(),
+            error: error.map(|e| e.message).unwrap_or_default(),
+        });
+    }
+    if !gone.is_empty() {
+        let _: () = redis::cmd("ZREM")
+            .arg(keys.dead())
+            .arg(&gone)
+            .query_async(conn)
+            .await?;
+    }
+    Ok((out, total.saturating_sub(gone.len() as u64)))
+}
+
+/// The full record of a dead job (with its payload), or `None`.
+pub async fn dead_show(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    id: &str,
+) -> Result<Option<JobRecord>, QueueError> {
+    let (map, history): (HashMap<String, String>, Vec<String>) = redis::pipe()
+        .hgetall(keys.job(id))
+        .lrange(keys.attempts(id), 0, -1)
+        .query_async(conn)
+        .await?;
+    if map.is_empty() {
+        return Ok(None);
+    }
+    parse_record(id, &map, &history).map(Some)
+}
+
+/// Puts dead job `id` back in its queue; false if it is not dead.
+pub async fn requeue(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    id: &str,
+) -> Result<bool, QueueError> {
+    let done: u8 = scripts::REQUEUE
+        .prepare_invoke()
+        .arg(keys.prefix())
+        .arg(id)
+        .invoke_async(conn)
+        .await?;
+    Ok(done == 1)
+}
+
+/// Puts every dead job back in its queue; returns how many.
+pub async fn requeue_all(conn: &mut ConnectionManager, keys: &Keys) -> Result<u64, QueueError> {
+    let mut total = 0;
+    loop {
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.dead())
+            .arg(0)
+            .arg(499)
+            .query_async(conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(total);
+        }
+        let mut done = 0;
+        for id in &ids {
+            if requeue(conn, keys, id).await? {
+                done += 1;
+            } else {
+                // Not dead any more (or gone): take it out of the set.
+                let _: () = redis::cmd("ZREM")
+                    .arg(keys.dead())
+                    .arg(id)
+                    .query_async(conn)
+                    .await?;
+            }
+        }
+        total += done;
+    }
+}
+
+/// Deletes dead jobs that died more than `age` ago; returns how many.
+pub async fn purge_dead(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    age: Duration,
+) -> Result<u64, QueueError> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+    let now = secs * 1000 + micros / 1000;
+    let cutoff = now.saturating_sub(age.as_millis() as u64);
+    let mut total = 0;
+    loop {
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(keys.dead())
+            .arg("-inf")
+            .arg(cutoff)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(500)
+            .query_async(conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(total);
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.del(&[keys.job(id), keys.attempts(id)]).ignore();
+        }
+        pipe.cmd("ZREM").arg(keys.dead()).arg(&ids).ignore();
+        let _: () = pipe.query_async(conn).await?;
+        total += ids.len() as u64;
+    }
+}

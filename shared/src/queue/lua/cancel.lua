@@ -1,0 +1,29 @@
+-- cancel.lua: cancel a job that has not finished.
+-- ARGV: 1 prefix, 2 id, 3 result ttl (s)
+-- Returns the status the job had ('queued', 'failed', 'running'), or, when nothing was
+-- done, its final status, or 'unknown'.
+-- A running job is marked cancelled at once (its attempt can no longer write, see
+-- finish.lua) and its worker is told on the channel {ns}:cancel.
+local id = ARGV[2]
+local job = job_key(id)
+local f = redis.call('HMGET', job, 'status', 'priority', 'attempt', 'worker', 'started_at')
+local status = f[1]
+if not status then return 'unknown' end
+if status == 'queued' then
+  redis.call('LREM', ready_key(f[2]), 1, id)
+elseif status == 'failed' then
+  redis.call('ZREM', P .. ':scheduled', id)
+elseif status == 'running' then
+  redis.call('ZREM', P .. ':leases', id)
+  redis.call('RPUSH', job .. ':attempts', attempt_record(f[3], f[4], f[5], 'cancelled', nil))
+  redis.call('PUBLISH', P .. ':cancel', id)
+else
+  return status
+end
+local err = cjson.encode({kind = 'cancelled', retryable = false,
+  message = 'cancelled by mcpq cancel while ' .. status})
+redis.call('HSET', job, 'status', 'cancelled', 'error', err, 'finished_at', string.format('%d', NOW))
+redis.call('HDEL', job, 'lease_until', 'next_run_at')
+redis.call('EXPIRE', job, tonumber(ARGV[3]))
+redis.call('EXPIRE', job .. ':attempts', tonumber(ARGV[3]))
+return status

@@ -1,0 +1,38 @@
+//! The Lua scripts that are the queue: one per operation, in `lua/`.
+//!
+//! Every state change of a job is one script, so it is atomic: Redis runs a script to
+//! the end before any other command. Each script opens with its contract (ARGV,
+//! returns); `lua/common.lua` is prepended to all of them (the prefix, Redis's clock,
+//! key names, the attempt record). Scripts are sent by SHA and re-sent in full when
+//! Redis answers NOSCRIPT (after a restart), which `redis::Script` does for us.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+macro_rules! script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/common.lua"),
+                "\n",
+                include_str!(concat!("lua/", $file))
+            ))
+        })
+    };
+}
+
+/// Add one job (id and idempotency key checked in the same step).
+pub(crate) static ENQUEUE: LazyLock<Script> = script!("enqueue.lua");
+/// Lease the next job to a worker.
+pub(crate) static FETCH: LazyLock<Script> = script!("fetch.lua");
+/// Extend the leases a worker still holds; report the lost ones.
+pub(crate) static RENEW: LazyLock<Script> = script!("renew.lua");
+/// Store one attempt's outcome, fenced by its attempt number.
+pub(crate) static FINISH: LazyLock<Script> = script!("finish.lua");
+/// Re-queue (or bury) jobs whose lease expired.
+pub(crate) static RESCUE: LazyLock<Script> = script!("rescue.lua");
+/// Cancel a job that has not finished.
+pub(crate) static CANCEL: LazyLock<Script> = script!("cancel.lua");
+/// Put a dead job back in its queue.
+pub(crate) static REQUEUE: LazyLock<Script> = script!("requeue.lua");
