@@ -51,6 +51,8 @@ pub struct TestEnv {
     pub dir: PathBuf,
     /// The config file.
     pub config: PathBuf,
+    /// The Redis this env uses (the shared one, or a chaos test's private one).
+    pub redis_url: String,
 }
 
 impl TestEnv {
@@ -73,6 +75,11 @@ impl TestEnv {
 
     /// The general constructor: `[queue]` table, extra TOML, extra `[servers.echo]` lines.
     pub fn custom(tag: &str, queue: &str, extra: &str, echo_extra: &str) -> TestEnv {
+        Self::on_redis(&redis_url(), tag, queue, extra, echo_extra)
+    }
+
+    /// [`TestEnv::custom`] on the Redis at `url` (a chaos test's private server).
+    pub fn on_redis(url: &str, tag: &str, queue: &str, extra: &str, echo_extra: &str) -> TestEnv {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let namespace = format!(
             "mcpq-test-{tag}-{}-{n}-{}",
@@ -83,8 +90,7 @@ impl TestEnv {
         std::fs::create_dir_all(&dir).expect("create test dir");
         let config = dir.join("mcpq.toml");
         let text = format!(
-            "namespace = \"{namespace}\"\nredis_url = \"{}\"\n[queue]\n{queue}\n{extra}\n[servers.echo]\ncommand = \"{}\"\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{}\" }}\n{echo_extra}\n",
-            redis_url(),
+            "namespace = \"{namespace}\"\nredis_url = \"{url}\"\n[queue]\n{queue}\n{extra}\n[servers.echo]\ncommand = \"{}\"\nenv = {{ MCPQ_FIXTURE_SPAWN_LOG = \"{}\" }}\n{echo_extra}\n",
             bin("mcpq-fixture").display(),
             dir.join("spawns.log").display(),
         );
@@ -93,6 +99,7 @@ impl TestEnv {
             namespace,
             dir,
             config,
+            redis_url: url.to_string(),
         }
     }
 
@@ -138,6 +145,7 @@ impl TestEnv {
             .args(args)
             .env_remove("MCPQ_CONFIG")
             .env_remove("MCPQ_NAMESPACE")
+            .env("REDIS_URL", &self.redis_url)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup log"))
             .stderr(file);
@@ -154,6 +162,7 @@ impl TestEnv {
             .args(args)
             .env_remove("MCPQ_CONFIG")
             .env_remove("MCPQ_NAMESPACE")
+            .env("REDIS_URL", &self.redis_url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -220,13 +229,54 @@ impl TestEnv {
     pub fn submit_jobs(&self, jobs: &[mcpq_shared::Job]) {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
-            let conn = mcpq_shared::queue::connect(&redis_url())
+            let conn = mcpq_shared::queue::connect(&self.redis_url)
                 .await
                 .expect("redis");
             let keys = mcpq_shared::queue::Keys::new(self.namespace.clone());
             let producer = mcpq_shared::queue::Producer::new(conn, keys, Default::default());
             producer.submit_many(jobs).await.expect("submit");
         });
+    }
+
+    /// Jobs not finished yet, from the queue's own structures (O(1)): queued in any
+    /// priority, running under a lease, or waiting for a retry.
+    pub fn queue_depth(&self) -> usize {
+        let p = format!("{{{}}}", self.namespace);
+        let (high, normal, low, leases, scheduled): (usize, usize, usize, usize, usize) =
+            redis::pipe()
+                .llen(format!("{p}:ready:high"))
+                .llen(format!("{p}:ready:normal"))
+                .llen(format!("{p}:ready:low"))
+                .zcard(format!("{p}:leases"))
+                .zcard(format!("{p}:scheduled"))
+                .query(&mut self.redis())
+                .unwrap_or((1, 0, 0, 0, 0));
+        high + normal + low + leases + scheduled
+    }
+
+    /// Counts of job statuses in this namespace (KEYS + one HGET each: for checks at the
+    /// end of a test, not for polling).
+    pub fn status_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut redis = self.redis();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}}}:job:*", self.namespace))
+            .query(&mut redis)
+            .unwrap_or_default();
+        let jobs: Vec<&String> = keys.iter().filter(|k| !k.ends_with(":attempts")).collect();
+        let mut counts = std::collections::BTreeMap::new();
+        for chunk in jobs.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.hget(key.as_str(), "status");
+            }
+            let statuses: Vec<Option<String>> = pipe.query(&mut redis).unwrap_or_default();
+            for s in statuses {
+                *counts
+                    .entry(s.unwrap_or_else(|| "none".into()))
+                    .or_insert(0) += 1;
+            }
+        }
+        counts
     }
 
     /// How many jobs of this namespace have finished (succeeded, dead or cancelled).
@@ -257,7 +307,7 @@ impl TestEnv {
 
     /// A sync Redis connection.
     pub fn redis(&self) -> redis::Connection {
-        redis::Client::open(redis_url())
+        redis::Client::open(self.redis_url.as_str())
             .and_then(|c| c.get_connection())
             .expect("Redis must run at REDIS_URL (scripts/dev-up starts one)")
     }
@@ -275,7 +325,9 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
+        if let Ok(mut conn) =
+            redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection())
+        {
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{{{}}}:*", self.namespace))
                 .query(&mut conn)

@@ -1,0 +1,68 @@
+//! The chaos suite: mcpq's delivery guarantees under crashes, pauses, restarts and
+//! garbage, each scenario bounded in time. Run it alone with `scripts/chaos`
+//! (`--long` for a longer soak); `scripts/test` runs it too.
+//!
+//! Every scenario starts its own `redis-server` on a free loopback port, with AOF on
+//! ([`private_redis`]), so it can kill and restart it without touching the shared one,
+//! and runs the real `mcpq-worker` binaries. Scenarios run one at a time (a lock), so
+//! their timings do not fight over the two cores. Each ends by checking that no MCP
+//! server process and no zombie is left.
+
+mod private_redis;
+
+mod bad_entries; // 1,000 malformed queue entries between good jobs
+mod big_batch; // 100,000 jobs pushed at once
+mod crashing_server; // a server that crashes on every call
+mod killed_workers; // SIGKILL workers mid-run, 5 times
+mod paused_worker; // SIGSTOP past the lease, then SIGCONT
+mod redis_restart; // restart Redis mid-run
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use mcpq_tests::{processes_with_env, wait_until, zombie_children, TestEnv};
+
+/// Scenarios take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Holds the turn for one scenario (a failed scenario does not block the others).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// True when `scripts/chaos --long` asked for the soak sizes.
+pub fn long() -> bool {
+    std::env::var("MCPQ_CHAOS_LONG").is_ok_and(|v| v == "1")
+}
+
+/// Fast leases and retries for the scenarios: a dead worker's jobs come back within
+/// about 3 s instead of 31 s.
+pub const CHAOS_QUEUE: &str = "lease = \"2s\"\nretry_base = \"50ms\"\nretry_cap = \"500ms\"\n";
+
+/// After the workers are gone: no fixture server of `env` is alive, no zombie is ours.
+pub fn assert_no_leftovers(env: &TestEnv) {
+    let tag = format!(
+        "MCPQ_FIXTURE_SPAWN_LOG={}",
+        env.dir.join("spawns.log").display()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || processes_with_env(&tag)
+            .is_empty()),
+        "orphan MCP server processes: {:?}",
+        processes_with_env(&tag)
+    );
+    assert!(
+        zombie_children(std::process::id()).is_empty(),
+        "zombies: {:?}",
+        zombie_children(std::process::id())
+    );
+}
+
+/// Lines of a `mark` log, counted per tag.
+pub fn marks(path: &std::path::Path) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        *counts.entry(line.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
