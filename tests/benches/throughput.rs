@@ -25,6 +25,7 @@ use mcpq_shared::job::{Job, JobOptions, PlanStep};
 use mcpq_shared::queue::backend::RedisQueue;
 use mcpq_shared::queue::fetch::Delivery;
 use mcpq_shared::queue::finish::{finish, Outcome};
+use mcpq_shared::queue::lease::InFlight;
 use mcpq_shared::queue::{self, Keys, Producer, QueueSettings, ResultStore};
 use mcpq_tests::TestEnv;
 use redis::AsyncCommands;
@@ -101,9 +102,12 @@ struct NoopCtx {
     keys: Keys,
     settings: QueueSettings,
     done: Arc<AtomicUsize>,
+    jobs: InFlight,
 }
 
 async fn noop_delivery(d: Delivery, ctx: Data<NoopCtx>) -> Result<(), BoxDynError> {
+    // What the runner does around a job, minus the job: register, store, unregister.
+    let _running = ctx.jobs.register(&d.id, d.attempt);
     let mut conn = ctx.conn.clone();
     let outcome = Outcome::Succeeded(Value::Null);
     finish(
@@ -144,7 +148,9 @@ async fn mcpq_noop(n: usize, concurrency: usize) -> Duration {
         .expect("redis");
     let settings = QueueSettings::default();
     let done = Arc::new(AtomicUsize::new(0));
+    let jobs_running = InFlight::default();
     let ctx = NoopCtx {
+        jobs: jobs_running.clone(),
         conn: conn.clone(),
         keys: keys.clone(),
         settings: settings.clone(),
@@ -156,7 +162,8 @@ async fn mcpq_noop(n: usize, concurrency: usize) -> Duration {
         settings.clone(),
         format!("bench-noop-{}", std::process::id()),
         Duration::from_millis(20),
-    );
+    )
+    .with_jobs(jobs_running.clone(), concurrency);
     let worker = WorkerBuilder::new(format!("bench-noop-{}", std::process::id()))
         .backend(backend)
         .data(ctx)

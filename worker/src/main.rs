@@ -197,6 +197,7 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         config.worker.shutdown_grace,
     );
     let settings = config.queue.clone();
+    let held = jobs.clone();
     let monitor = Monitor::new().register(move |_restarts| {
         let backend = RedisQueue::new(
             conn.clone(),
@@ -204,7 +205,8 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
             settings.clone(),
             name.clone(),
             poll,
-        );
+        )
+        .with_jobs(held.clone(), concurrency);
         WorkerBuilder::new(name.clone())
             .backend(backend)
             .data(runner.clone())

@@ -1,9 +1,12 @@
 //! `RedisQueue`: mcpq's own apalis [`Backend`] over the Lua scripts of this module.
 //!
 //! apalis runs the worker (concurrency, tower layers, graceful stop); this backend only
-//! hands it jobs. It asks for a job only when apalis has a free slot (apalis polls the
-//! service before the backend), so nothing is fetched ahead and held without running:
-//! every leased job is a running job whose lease its worker renews.
+//! hands it jobs. apalis asks for a job only when it has a free slot; the backend then
+//! leases as many jobs as there are free slots (`concurrency` minus the jobs in
+//! [`InFlight`]), at most [`MAX_BATCH`], in one round trip, and hands them out one by one.
+//! Jobs fetched ahead are registered in [`InFlight`] at once, so their leases are renewed
+//! and a cancel reaches them before they start. Under load batches grow; when idle, a
+//! worker takes one job at a time and leaves the rest to the other workers.
 //!
 //! Guarantees:
 //! - **Never ends on a Redis error.** A failed fetch is logged and retried after a
@@ -14,6 +17,7 @@
 //!   outcome is written by the runner; a fetch still in flight at shutdown is awaited
 //!   and its job released to the front of its queue.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -28,16 +32,20 @@ use apalis_core::worker::context::WorkerContext;
 use redis::aio::ConnectionManager;
 use tower_layer::Identity;
 
-use super::fetch::{fetch, Delivery};
+use super::fetch::{fetch_batch, Delivery};
 use super::finish::{finish, Outcome};
+use super::lease::InFlight;
 use super::{Keys, QueueError, QueueSettings};
+
+/// Most jobs leased in one fetch.
+pub const MAX_BATCH: usize = 32;
 
 /// First wait after a failed fetch; doubles up to [`MAX_ERROR_BACKOFF`].
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between fetch attempts while Redis fails.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 
-type FetchFuture = Pin<Box<dyn Future<Output = Result<Option<Delivery>, QueueError>> + Send>>;
+type FetchFuture = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, QueueError>> + Send>>;
 
 /// The backend of one worker process.
 pub struct RedisQueue {
@@ -46,6 +54,9 @@ pub struct RedisQueue {
     settings: QueueSettings,
     worker: String,
     poll_interval: Duration,
+    jobs: InFlight,
+    concurrency: usize,
+    buffer: VecDeque<Delivery>,
     fetching: Option<FetchFuture>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     backoff: Duration,
@@ -70,6 +81,7 @@ impl Clone for RedisQueue {
             self.worker.clone(),
             self.poll_interval,
         )
+        .with_jobs(self.jobs.clone(), self.concurrency)
     }
 }
 
@@ -88,6 +100,9 @@ impl RedisQueue {
             settings,
             worker,
             poll_interval,
+            jobs: InFlight::default(),
+            concurrency: 1,
+            buffer: VecDeque::new(),
             fetching: None,
             sleep: None,
             backoff: ERROR_BACKOFF,
@@ -95,14 +110,35 @@ impl RedisQueue {
         }
     }
 
+    /// Shares the worker's registry of running jobs, and its `concurrency` (which
+    /// bounds how many jobs one fetch leases). Without it, one job per fetch.
+    pub fn with_jobs(mut self, jobs: InFlight, concurrency: usize) -> Self {
+        self.jobs = jobs;
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
     fn start_fetch(&mut self) -> FetchFuture {
-        let (mut conn, keys, settings, worker) = (
+        let (mut conn, keys, settings, worker, jobs) = (
             self.conn.clone(),
             self.keys.clone(),
             self.settings.clone(),
             self.worker.clone(),
+            self.jobs.clone(),
         );
-        Box::pin(async move { fetch(&mut conn, &keys, &worker, &settings).await })
+        // apalis polls only with a slot free: at least one.
+        let free = self
+            .concurrency
+            .saturating_sub(jobs.len())
+            .clamp(1, MAX_BATCH);
+        let pick = fastrand::u32(0..settings.weights.total());
+        Box::pin(async move {
+            let batch = fetch_batch(&mut conn, &keys, &worker, &settings, pick, free).await?;
+            for d in &batch {
+                jobs.hold(&d.id, d.attempt);
+            }
+            Ok(batch)
+        })
     }
 }
 
@@ -133,6 +169,9 @@ impl Backend for RedisQueue {
         _: &WorkerContext,
     ) -> Poll<Option<Result<Task<Delivery>, QueueError>>> {
         loop {
+            if let Some(delivery) = self.buffer.pop_front() {
+                return Poll::Ready(Some(Ok(task(delivery))));
+            }
             if let Some(sleep) = self.sleep.as_mut() {
                 ready!(sleep.as_mut().poll(cx));
                 self.sleep = None;
@@ -147,11 +186,12 @@ impl Backend for RedisQueue {
             let fetched = ready!(fut.as_mut().poll(cx));
             self.fetching = None;
             let wait = match fetched {
-                Ok(Some(delivery)) => {
+                Ok(batch) if !batch.is_empty() => {
                     self.backoff = ERROR_BACKOFF;
-                    return Poll::Ready(Some(Ok(task(delivery))));
+                    self.buffer.extend(batch);
+                    continue;
                 }
-                Ok(None) => {
+                Ok(_) => {
                     self.backoff = ERROR_BACKOFF;
                     self.poll_interval
                 }
@@ -172,27 +212,27 @@ impl Backend for RedisQueue {
         _: &WorkerContext,
     ) -> Poll<Result<(), QueueError>> {
         if self.closing.is_none() {
-            // A fetch in flight may have leased a job that will now never run here:
-            // finish the fetch and release that job to the front of its queue, rather
-            // than leave it to the rescuer (which would count a failed attempt).
+            // Jobs fetched ahead, and those of a fetch still in flight, will now never
+            // run here: release them to the front of their queue, rather than leave them
+            // to the rescuer (which would count a failed attempt).
             let fetching = self.fetching.take();
-            let (mut conn, keys, settings) =
-                (self.conn.clone(), self.keys.clone(), self.settings.clone());
+            let mut held: Vec<Delivery> = self.buffer.drain(..).collect();
+            let (mut conn, keys, settings, jobs) = (
+                self.conn.clone(),
+                self.keys.clone(),
+                self.settings.clone(),
+                self.jobs.clone(),
+            );
             self.closing = Some(Box::pin(async move {
-                if let Some(Ok(Some(d))) = match fetching {
-                    Some(f) => Some(f.await),
-                    None => None,
-                } {
-                    let released = finish(
-                        &mut conn,
-                        &keys,
-                        &settings,
-                        &d.id,
-                        d.attempt,
-                        &Outcome::Release,
-                    )
-                    .await;
-                    tracing::debug!(job = %d.id, ?released, "released a job fetched during shutdown");
+                if let Some(f) = fetching {
+                    held.extend(f.await.unwrap_or_default());
+                }
+                for d in held {
+                    let release = Outcome::Release;
+                    let released =
+                        finish(&mut conn, &keys, &settings, &d.id, d.attempt, &release).await;
+                    jobs.forget(&d.id, d.attempt);
+                    tracing::debug!(job = %d.id, ?released, "released a job fetched ahead, at shutdown");
                 }
             }));
         }

@@ -5,14 +5,15 @@
 //! always be looked up, and a job is never in the queue without its record. The same
 //! step checks the idempotency key: a second submit with a key seen within
 //! `queue.idempotency_ttl` enqueues nothing and answers the first job's id. Batches go
-//! 500 scripts per round trip.
+//! in one script call per 500 jobs.
 
 use redis::aio::ConnectionManager;
 
 use super::{scripts, Keys, QueueError, QueueSettings, ResultStore};
 use crate::job::Job;
 
-/// Jobs per round trip in [`Producer::submit_many`].
+/// Jobs per script call in [`Producer::submit_many`]: big enough to amortize the round
+/// trip, small enough that one call keeps Redis busy for only a few milliseconds.
 const BATCH: usize = 500;
 
 /// Pushes jobs for one namespace.
@@ -71,13 +72,14 @@ impl Producer {
         Ok(all.remove(0))
     }
 
-    /// Enqueues several jobs, [`BATCH`] per round trip; one answer per job, in order.
+    /// Enqueues several jobs, [`BATCH`] per script call; one answer per job, in order.
     pub async fn submit_many(&self, jobs: &[Job]) -> Result<Vec<Submitted>, QueueError> {
         let mut conn = self.conn.clone();
         let mut out = Vec::with_capacity(jobs.len());
         let ttl = QueueSettings::secs(self.settings.idempotency_ttl);
         for chunk in jobs.chunks(BATCH) {
-            let mut pipe = redis::pipe();
+            let mut invocation = scripts::ENQUEUE.prepare_invoke();
+            invocation.arg(self.keys.prefix()).arg(ttl);
             for job in chunk {
                 let envelope = job.to_json();
                 if envelope.len() > self.settings.max_payload {
@@ -87,32 +89,15 @@ impl Producer {
                         limit: self.settings.max_payload,
                     });
                 }
-                let mut invocation = scripts::ENQUEUE.prepare_invoke();
                 invocation
-                    .arg(self.keys.prefix())
                     .arg(job.id.to_string())
                     .arg(envelope)
                     .arg(job.kind().to_string())
                     .arg(job.options.priority.as_str())
                     .arg(job.options.max_attempts)
-                    .arg(job.options.idempotency_key.as_deref().unwrap_or(""))
-                    .arg(ttl);
-                pipe.invoke_script(&invocation);
+                    .arg(job.options.idempotency_key.as_deref().unwrap_or(""));
             }
-            let answers: Vec<(u8, String)> = match pipe.query_async(&mut conn).await {
-                Ok(a) => a,
-                // A restarted Redis forgot the script: load it once, then send again.
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    scripts::ENQUEUE
-                        .prepare_invoke()
-                        .load_async(&mut conn)
-                        .await?;
-                    pipe.query_async(&mut conn).await?
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let answers: Vec<(u8, String)> = invocation.invoke_async(&mut conn).await?;
             out.extend(answers.into_iter().map(|(created, id)| Submitted {
                 id,
                 created: created == 1,

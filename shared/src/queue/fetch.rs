@@ -28,7 +28,7 @@ pub struct Delivery {
 }
 
 /// Leases the next job to `worker` for `settings.lease`, or `None` if none is ready.
-/// The priority looked at first is drawn by weight (see [`fetch_picked`]).
+/// The priority looked at first is drawn by weight (see [`fetch_batch`]).
 pub async fn fetch(
     conn: &mut ConnectionManager,
     keys: &Keys,
@@ -39,9 +39,7 @@ pub async fn fetch(
     fetch_picked(conn, keys, worker, settings, pick).await
 }
 
-/// [`fetch`] with the draw given: `pick` in `0..weights.total()`; below `high` looks at
-/// high first, then below `high + normal` at normal first, else at low first. An empty
-/// queue passes its turn to the others, highest first.
+/// [`fetch`] with the draw given (see [`fetch_batch`]).
 pub async fn fetch_picked(
     conn: &mut ConnectionManager,
     keys: &Keys,
@@ -49,31 +47,84 @@ pub async fn fetch_picked(
     settings: &QueueSettings,
     pick: u32,
 ) -> Result<Option<Delivery>, QueueError> {
+    Ok(fetch_batch(conn, keys, worker, settings, pick, 1)
+        .await?
+        .pop())
+}
+
+/// Leases up to `max` jobs to `worker` in one round trip.
+///
+/// Job `j` of the batch looks first at the priority of draw `pick + j x stride` (mod the
+/// sum of the weights, `stride` coprime with it): `pick` below `high` means high first,
+/// then below `high + normal` normal first, else low first; an empty queue passes its
+/// turn to the others, highest first. So over any run of draws each priority comes
+/// first in proportion to its weight, and low is never starved.
+pub async fn fetch_batch(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    worker: &str,
+    settings: &QueueSettings,
+    pick: u32,
+    max: usize,
+) -> Result<Vec<Delivery>, QueueError> {
     let w = settings.weights;
-    let answer: Option<(String, u32, String, String, String)> = scripts::FETCH
+    let answer: Vec<(String, u32, String, String, String)> = scripts::FETCH
         .prepare_invoke()
         .arg(keys.prefix())
         .arg(worker)
         .arg(millis(settings.lease))
-        .arg(pick)
+        .arg(pick % w.total())
         .arg(w.high)
         .arg(w.normal)
+        .arg(w.low)
         .arg(QueueSettings::secs(settings.dead_ttl))
+        .arg(max.max(1))
+        .arg(stride(w.total()))
         .invoke_async(conn)
         .await?;
-    Ok(
-        answer.map(|(id, attempt, payload, max_attempts, failures)| Delivery {
+    Ok(answer
+        .into_iter()
+        .map(|(id, attempt, payload, max_attempts, failures)| Delivery {
             id,
             attempt,
             payload,
             // A record written by hand may hold anything: fall back to one run.
             max_attempts: max_attempts.parse().unwrap_or(1),
             failures: failures.parse().unwrap_or(0),
-        }),
-    )
+        })
+        .collect())
+}
+
+/// A step through `0..total` that visits every value once per `total` steps: the first
+/// number from about 0.618 x total up that is coprime with `total`.
+fn stride(total: u32) -> u32 {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let start = (total as f64 * 0.618) as u32;
+    (start.max(1)..).find(|s| gcd(*s, total) == 1).unwrap_or(1)
 }
 
 /// Milliseconds for the scripts.
 pub(crate) fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stride_visits_every_draw_once_per_round() {
+        for total in [1, 2, 3, 10, 12, 100, 1000] {
+            let s = stride(total);
+            let mut seen: Vec<u32> = (0..total).map(|j| (j * s) % total).collect();
+            seen.sort();
+            assert_eq!(seen, (0..total).collect::<Vec<_>>(), "total {total}");
+        }
+    }
 }

@@ -92,18 +92,50 @@ impl InFlight {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers attempt `attempt` of job `id` as running here.
-    pub fn register(&self, id: &str, attempt: u32) -> Running {
-        let token = CancellationToken::new();
-        let reason = Arc::new(OnceLock::new());
+    /// Registers attempt `attempt` of job `id` as held here before it starts (fetched
+    /// ahead in a batch): its lease is renewed, and a cancel is remembered for when it
+    /// starts.
+    pub fn hold(&self, id: &str, attempt: u32) {
         self.lock().insert(
             id.to_string(),
             Entry {
                 attempt,
-                token: token.clone(),
-                reason: reason.clone(),
+                token: CancellationToken::new(),
+                reason: Arc::new(OnceLock::new()),
             },
         );
+    }
+
+    /// Forgets a held job that will not run here (released at shutdown).
+    pub fn forget(&self, id: &str, attempt: u32) {
+        let mut jobs = self.lock();
+        if jobs.get(id).is_some_and(|e| e.attempt == attempt) {
+            jobs.remove(id);
+        }
+    }
+
+    /// Registers attempt `attempt` of job `id` as running here (keeping the token of a
+    /// [`InFlight::hold`] of the same attempt, so a cancel that came first still counts).
+    pub fn register(&self, id: &str, attempt: u32) -> Running {
+        let (token, reason) = {
+            let mut jobs = self.lock();
+            match jobs.get(id) {
+                Some(e) if e.attempt == attempt => (e.token.clone(), e.reason.clone()),
+                _ => {
+                    let token = CancellationToken::new();
+                    let reason = Arc::new(OnceLock::new());
+                    jobs.insert(
+                        id.to_string(),
+                        Entry {
+                            attempt,
+                            token: token.clone(),
+                            reason: reason.clone(),
+                        },
+                    );
+                    (token, reason)
+                }
+            }
+        };
         Running {
             id: id.to_string(),
             attempt,
@@ -242,6 +274,20 @@ mod tests {
         assert_eq!(run.reason(), Some(StopReason::Cancelled));
         assert!(!jobs.stop("b", StopReason::Cancelled));
         drop(run);
+        assert!(jobs.is_empty());
+    }
+
+    #[test]
+    fn a_cancel_of_a_held_job_is_seen_when_it_starts() {
+        let jobs = InFlight::default();
+        jobs.hold("a", 3);
+        assert!(jobs.stop("a", StopReason::Cancelled));
+        let run = jobs.register("a", 3);
+        assert!(run.token().is_cancelled());
+        assert_eq!(run.reason(), Some(StopReason::Cancelled));
+        drop(run);
+        jobs.hold("b", 1);
+        jobs.forget("b", 1);
         assert!(jobs.is_empty());
     }
 

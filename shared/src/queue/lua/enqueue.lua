@@ -1,19 +1,35 @@
--- enqueue.lua: add one job, unless its id or its idempotency key is known already.
--- ARGV: 1 prefix, 2 id, 3 payload (envelope JSON), 4 kind, 5 priority (high|normal|low),
---       6 max_attempts, 7 idempotency key ("" = none), 8 idempotency ttl (s)
--- Returns {1, id} when enqueued; {0, first_id} when the key or the id was seen before.
-local id = ARGV[2]
-local job = job_key(id)
-if ARGV[7] ~= '' then
-  local ikey = P .. ':idem:' .. ARGV[7]
-  local first = redis.call('GET', ikey)
-  if first then return {0, first} end
-  redis.call('SET', ikey, id, 'EX', tonumber(ARGV[8]))
+-- enqueue.lua: add a batch of jobs; each is skipped when its id or its idempotency key
+-- is known already.
+-- ARGV: 1 prefix, 2 idempotency ttl (s), then 6 per job:
+--       id, payload (envelope JSON), kind, priority (high|normal|low), max_attempts,
+--       idempotency key ("" = none)
+-- Returns a flat list, 2 per job: 1 and the id when enqueued; 0 and the first job's id
+-- when the key or the id was seen before.
+local ttl = tonumber(ARGV[2])
+local out = {}
+local submitted = string.format('%d', NOW)
+for i = 3, #ARGV, 6 do
+  local id, payload, kind, priority, max_attempts, key =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local job = job_key(id)
+  local first = nil
+  if key ~= '' then
+    local ikey = P .. ':idem:' .. key
+    first = redis.call('GET', ikey)
+    if not first then redis.call('SET', ikey, id, 'EX', ttl) end
+  end
+  if not first and redis.call('EXISTS', job) == 1 then first = id end
+  if first then
+    table.insert(out, 0)
+    table.insert(out, first)
+  else
+    redis.call('HSET', job, 'status', 'queued', 'payload', payload, 'kind', kind,
+      'priority', priority, 'max_attempts', max_attempts, 'attempt', 0, 'failures', 0,
+      'submitted_at', submitted)
+    if key ~= '' then redis.call('HSET', job, 'idempotency_key', key) end
+    redis.call('LPUSH', ready_key(priority), id)
+    table.insert(out, 1)
+    table.insert(out, id)
+  end
 end
-if redis.call('EXISTS', job) == 1 then return {0, id} end
-redis.call('HSET', job, 'status', 'queued', 'payload', ARGV[3], 'kind', ARGV[4],
-  'priority', ARGV[5], 'max_attempts', ARGV[6], 'attempt', 0, 'failures', 0,
-  'submitted_at', string.format('%d', NOW))
-if ARGV[7] ~= '' then redis.call('HSET', job, 'idempotency_key', ARGV[7]) end
-redis.call('LPUSH', ready_key(ARGV[5]), id)
-return {1, id}
+return out

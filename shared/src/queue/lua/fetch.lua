@@ -1,9 +1,14 @@
--- fetch.lua: lease the next job to a worker.
+-- fetch.lua: lease up to `max` queued jobs to a worker.
 -- ARGV: 1 prefix, 2 worker name, 3 lease (ms), 4 pick (0 <= pick < sum of weights),
---       5 weight of high, 6 weight of normal, 7 dead ttl (s)
--- Returns nil when nothing is ready, else {id, attempt, payload, max_attempts, failures}.
--- Work per call is bounded: at most 100 due retries moved, at most 100 stale entries
--- skipped, whatever the queue length (apalis-redis unpacked the whole due set).
+--       5 weight of high, 6 weight of normal, 7 weight of low, 8 dead ttl (s),
+--       9 max jobs, 10 stride (coprime with the sum of the weights)
+-- Returns a flat list, 5 per job: id, attempt, payload, max_attempts, failures (empty
+-- when nothing is ready).
+-- Job j of the batch draws pick + j x stride (mod the sum): within every sum-of-weights
+-- consecutive draws each priority comes first exactly its weight's times.
+-- Work per call is bounded: at most 100 due retries moved, at most `max` jobs and 100
+-- stale entries popped, whatever the queue length (apalis-redis unpacked the whole due
+-- set).
 local worker, lease = ARGV[2], tonumber(ARGV[3])
 -- 1. Retries whose backoff is over go back to the front of their queue.
 local due = redis.call('ZRANGEBYSCORE', P .. ':scheduled', '-inf', NOW, 'LIMIT', 0, 100)
@@ -17,18 +22,22 @@ for _, id in ipairs(due) do
 end
 -- 2. Which queue first: by weight; the others in priority order when it is empty.
 local pick, wh, wn = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local order
-if pick < wh then order = {'high', 'normal', 'low'}
-elseif pick < wh + wn then order = {'normal', 'high', 'low'}
-else order = {'low', 'high', 'normal'} end
--- 3. Pop until a queued job turns up.
-for _ = 1, 100 do
+local total = wh + wn + tonumber(ARGV[7])
+local max, stride = tonumber(ARGV[9]), tonumber(ARGV[10])
+local out, got, skipped = {}, 0, 0
+local function order_for(draw)
+  if draw < wh then return {'high', 'normal', 'low'}
+  elseif draw < wh + wn then return {'normal', 'high', 'low'}
+  else return {'low', 'high', 'normal'} end
+end
+-- 3. Pop until `max` queued jobs turned up or the queues are empty.
+while got < max and skipped < 100 do
   local id
-  for _, q in ipairs(order) do
+  for _, q in ipairs(order_for((pick + got * stride) % total)) do
     id = redis.call('RPOP', ready_key(q))
     if id then break end
   end
-  if not id then return nil end
+  if not id then break end
   local job = job_key(id)
   local status = redis.call('HGET', job, 'status')
   if not status then
@@ -39,7 +48,8 @@ for _ = 1, 100 do
     redis.call('HSET', job, 'status', 'dead', 'kind', 'unknown', 'attempt', 0, 'failures', 0,
       'finished_at', string.format('%d', NOW), 'error', err)
     redis.call('ZADD', P .. ':dead', NOW, id)
-    redis.call('EXPIRE', job, tonumber(ARGV[7]))
+    redis.call('EXPIRE', job, tonumber(ARGV[8]))
+    skipped = skipped + 1
   elseif status == 'queued' then
     local attempt = redis.call('HINCRBY', job, 'attempt', 1)
     redis.call('HSET', job, 'status', 'running', 'worker', worker,
@@ -47,8 +57,15 @@ for _ = 1, 100 do
     redis.call('HDEL', job, 'next_run_at')
     redis.call('ZADD', P .. ':leases', NOW + lease, id)
     local f = redis.call('HMGET', job, 'payload', 'max_attempts', 'failures')
-    return {id, attempt, f[1] or '', f[2] or '1', f[3] or '0'}
+    table.insert(out, id)
+    table.insert(out, attempt)
+    table.insert(out, f[1] or '')
+    table.insert(out, f[2] or '1')
+    table.insert(out, f[3] or '0')
+    got = got + 1
+  else
+    -- Any other status (cancelled, dead, running): a stale entry; drop it.
+    skipped = skipped + 1
   end
-  -- Any other status (cancelled, dead, running): a stale entry; drop it.
 end
-return nil
+return out

@@ -1,8 +1,11 @@
 -- rescue.lua: re-queue jobs whose lease expired (their worker died, was killed or
 -- paused). The lost attempt counts as a failure, so a job that kills its worker every
 -- time ends dead after max_attempts instead of looping for ever.
+-- It also forgets dead-set entries older than the dead ttl (their records expired), so
+-- the dead set does not grow for ever when nobody lists it.
 -- ARGV: 1 prefix, 2 dead ttl (s)
 -- Returns {requeued, dead}. At most 100 jobs per call.
+redis.call('ZREMRANGEBYSCORE', P .. ':dead', '-inf', NOW - tonumber(ARGV[2]) * 1000)
 local expired = redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', NOW, 'LIMIT', 0, 100)
 local requeued, dead = 0, 0
 for _, id in ipairs(expired) do
