@@ -37,6 +37,39 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Default `options.max_attempts`.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
+/// Checks the templates of a plan's steps when the job is built (see
+/// [`crate::agent::template`]): syntax, and that each name exists at its step.
+fn check_plan_templates(
+    steps: &[PlanStep],
+    input: &Map<String, Value>,
+    email: bool,
+) -> Result<(), JobError> {
+    use crate::agent::template::{TemplateContext, Templates};
+    let templates = Templates::new();
+    let mut ctx = TemplateContext {
+        input: input.keys().cloned().collect(),
+        steps: Default::default(),
+        email,
+    };
+    for (i, step) in steps.iter().enumerate() {
+        for (key, value) in &step.arguments {
+            templates.check(value, &ctx).map_err(|e| {
+                JobError::invalid(format!("payload.steps[{i}].arguments.{key}"), e.to_string())
+            })?;
+        }
+        if let Some(name) = &step.name {
+            if ctx.steps.contains(name) {
+                return Err(JobError::invalid(
+                    format!("payload.steps[{i}].name"),
+                    format!("two steps are named `{name}`; step names must be unique"),
+                ));
+            }
+            ctx.steps.insert(name.clone());
+        }
+    }
+    Ok(())
+}
+
 /// Largest `options.max_attempts`: more is a retry storm, not a policy.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 
@@ -220,9 +253,14 @@ pub struct PlanStep {
     pub server: String,
     /// The tool to call on that server.
     pub tool: String,
-    /// The tool's arguments (a JSON object).
+    /// The tool's arguments (a JSON object); strings may be templates over the job's
+    /// input and earlier steps (see [`crate::agent::template`]).
     #[serde(default)]
     pub arguments: Map<String, Value>,
+    /// When true, a failure of this step is recorded in the results and the plan goes
+    /// on (later steps see it as `steps.NAME.error`); by default it ends the plan.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
 }
 
 /// Payload of an `agent` job: an ordered plan of tool calls, run one after the other.
@@ -232,6 +270,9 @@ pub struct PlanStep {
 pub struct AgentJob {
     /// The steps, in order. At least one.
     pub steps: Vec<PlanStep>,
+    /// Data the steps' templates may use as `input.KEY`.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub input: Map<String, Value>,
 }
 
 /// Payload of an `email` job: an inbound email and what to do with it.
@@ -344,7 +385,10 @@ impl Job {
     pub fn agent(steps: Vec<PlanStep>, options: JobOptions) -> Self {
         Job {
             id: JobId::generate(),
-            payload: JobPayload::Agent(AgentJob { steps }),
+            payload: JobPayload::Agent(AgentJob {
+                steps,
+                input: Map::new(),
+            }),
             options,
         }
     }
@@ -430,6 +474,7 @@ impl Job {
                         "a plan needs at least one step",
                     ));
                 }
+                check_plan_templates(&agent.steps, &agent.input, false)?;
                 for (i, step) in agent.steps.iter().enumerate() {
                     if step.server.trim().is_empty() {
                         return Err(JobError::invalid(

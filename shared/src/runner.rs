@@ -189,6 +189,7 @@ impl Runner {
             .timeout
             .unwrap_or(self.config.defaults.job_timeout);
         let deadline = Instant::now() + timeout;
+        let data = serde_json::json!({"job": {"id": job.id.to_string()}});
         let work = async {
             match &job.payload {
                 JobPayload::Agent(plan) => {
@@ -197,6 +198,7 @@ impl Runner {
                         pool: &self.pool,
                         deadline,
                         cancel,
+                        data: &data,
                     };
                     run_plan(plan, ctx).await
                 }

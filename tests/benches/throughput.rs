@@ -134,6 +134,7 @@ fn echo_jobs(n: usize) -> Vec<Job> {
                     .as_object()
                     .cloned()
                     .expect("object"),
+                continue_on_error: false,
             };
             Job::agent(vec![step], JobOptions::default())
         })

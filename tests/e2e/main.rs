@@ -6,6 +6,7 @@ mod delivery; // retries, dead letters, fencing, idempotency, cancel, retention,
 mod end_to_end; // submit -> worker -> MCP server -> result, one job to many
 mod failures; // tool errors, server crashes, stderr floods
 mod http; // streamable-HTTP servers: bearer tokens, headers, a server that goes away
+mod plans; // plans as small programs: templates, continue_on_error
 mod pool; // the warm session pool: reuse, multiplexing, replacement, limits
 mod servers; // mcpq servers / servers check: tool discovery, what fails
 mod shutdown; // SIGTERM with jobs running: exit 0, no process left

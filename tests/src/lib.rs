@@ -409,6 +409,7 @@ pub fn call_job(server: &str, tool: &str, args: serde_json::Value) -> mcpq_share
             .as_object()
             .cloned()
             .expect("tool arguments are a JSON object"),
+        continue_on_error: false,
     };
     mcpq_shared::Job::agent(vec![step], Default::default())
 }

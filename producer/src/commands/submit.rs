@@ -38,6 +38,7 @@ fn build(args: &SubmitArgs) -> anyhow::Result<Job> {
                     server: a.server.clone(),
                     tool: a.tool.clone(),
                     arguments,
+                    continue_on_error: false,
                 }],
                 Default::default(),
             )

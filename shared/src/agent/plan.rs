@@ -7,19 +7,26 @@
 //!   ends.
 //! - Each call's deadline is the server's `call_timeout`, cut to what is left of the
 //!   job's deadline.
-//! - The first failing step ends the plan; the failure names the step, server and tool,
-//!   and quotes the server's stderr tail.
+//! - A step's arguments are rendered just before its call: templates over the job's
+//!   input, earlier steps' results and the email ([`super::template`]); a template that
+//!   fails at run time fails the step (`template_error`).
+//! - The first failing step ends the plan, unless it is marked `continue_on_error`: then
+//!   its failure is recorded (and visible to later steps as `steps.NAME.error`) and the
+//!   plan goes on. The failure names the step, server and tool, and quotes the server's
+//!   stderr tail. A cancelled job always stops.
 //!
 //! Result: a JSON array with one entry per step:
-//! `{"step": 0, "name": null, "server": "echo", "tool": "echo", "result": <CallToolResult>}`.
+//! `{"step": 0, "name": null, "server": "echo", "tool": "echo", "result": <CallToolResult>}`,
+//! or, for a failed `continue_on_error` step, `{..., "error": <failure>}`.
 
 use std::collections::HashMap;
 
 use rmcp::model::CallToolResult;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::template::Templates;
 use crate::config::Config;
 use crate::job::{AgentJob, PlanStep};
 use crate::mcp::pool::{start_admitted, stop_note};
@@ -39,6 +46,9 @@ pub struct PlanContext<'a> {
     /// in progress ends, a fresh server is stopped with its process tree, a pooled
     /// session is retired.
     pub cancel: &'a CancellationToken,
+    /// What templates see besides `input` and `steps`: `job`, and in email jobs `email`
+    /// and `attachments` (an object; may be `Value::Null`).
+    pub data: &'a Value,
 }
 
 /// The failure of step `i`.
@@ -91,6 +101,7 @@ pub async fn run_plan(plan: &AgentJob, ctx: PlanContext<'_>) -> Result<Value, Jo
 /// One call on a fresh (per-job) session of `step.server`, started on first use.
 async fn call_fresh(
     step: &PlanStep,
+    arguments: Map<String, Value>,
     ctx: PlanContext<'_>,
     fresh: &mut HashMap<String, McpSession>,
 ) -> Result<(CallToolResult, Option<String>), PoolError> {
@@ -106,7 +117,7 @@ async fn call_fresh(
     let left = ctx.deadline.saturating_duration_since(Instant::now());
     let health = supervisor.health();
     let called = tokio::select! {
-        called = session.call_tool(&step.tool, step.arguments.clone(), timeouts.call.min(left)) => called,
+        called = session.call_tool(&step.tool, arguments, timeouts.call.min(left)) => called,
         // run_plan stops the session (and its process tree) when the plan ends.
         _ = ctx.cancel.cancelled() => {
             return Err(PoolError::Cancelled { server: step.server.clone(), stop_note: None });
@@ -137,58 +148,116 @@ async fn run_steps(
     ctx: PlanContext<'_>,
     fresh: &mut HashMap<String, McpSession>,
 ) -> Result<Value, JobFailure> {
+    let templates = Templates::new();
+    let mut data = match ctx.data {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    data.insert("input".to_string(), Value::Object(plan.input.clone()));
+    data.insert("steps".to_string(), Value::Object(Map::new()));
+    let mut data = Value::Object(data);
     let mut results = Vec::with_capacity(plan.steps.len());
     for (i, step) in plan.steps.iter().enumerate() {
-        if !ctx.config.servers.contains_key(&step.server) {
-            let message = format!("server `{}` is not configured on this worker", step.server);
-            return Err(step_failure(i, step, "unknown_server", message, false));
+        let entry = json!({"step": i, "name": step.name, "server": step.server, "tool": step.tool});
+        match run_step(i, step, &templates, &data, ctx, fresh).await {
+            Ok((result, seen)) => {
+                let mut entry = entry;
+                entry["result"] = serde_json::to_value(&result).unwrap_or(Value::Null);
+                results.push(entry);
+                remember(&mut data, step, seen);
+            }
+            Err(failure) if step.continue_on_error && failure.kind != "cancelled" => {
+                tracing::info!(step = i, kind = %failure.kind, "step failed; continue_on_error: going on");
+                let mut entry = entry;
+                entry["error"] = serde_json::to_value(&failure).unwrap_or(Value::Null);
+                results.push(entry);
+                remember(&mut data, step, json!({"is_error": true, "error": failure}));
+            }
+            Err(failure) => return Err(failure),
         }
-        if ctx.cancel.is_cancelled() {
-            let message = "the job was stopped before this step".to_string();
-            return Err(step_failure(i, step, "cancelled", message, false));
-        }
-        if Instant::now() >= ctx.deadline {
-            let message = "the job's deadline passed before this step could start".to_string();
-            return Err(step_failure(i, step, "timeout", message, true));
-        }
-        let called = if ctx.pool.is_pooled(&step.server) {
-            ctx.pool
-                .call(
-                    &step.server,
-                    &step.tool,
-                    step.arguments.clone(),
-                    ctx.deadline,
-                    ctx.cancel,
-                )
-                .await
-        } else {
-            call_fresh(step, ctx, fresh).await
-        };
-        let (result, stderr) = called.map_err(|e| pool_failure(i, step, &e))?;
-        if result.is_error == Some(true) {
-            let message = format!(
-                "tool `{}` on server `{}` returned an error: {}",
-                step.tool,
-                step.server,
-                tool_text(&result)
-            );
-            let mut failure = step_failure(i, step, "tool_error", message, true);
-            failure.stderr_tail = stderr;
-            return Err(failure);
-        }
-        results.push(json!({
-            "step": i,
-            "name": step.name,
-            "server": step.server,
-            "tool": step.tool,
-            "result": result,
-        }));
     }
     Ok(Value::Array(results))
 }
 
-/// The text parts of a tool result, joined by newlines.
-pub fn tool_text(result: &CallToolResult) -> String {
+/// Makes a step's outcome visible to later templates as `steps.NAME`.
+fn remember(data: &mut Value, step: &PlanStep, seen: Value) {
+    if let (Some(name), Some(steps)) = (&step.name, data["steps"].as_object_mut()) {
+        steps.insert(name.clone(), seen);
+    }
+}
+
+/// One step: render its arguments, call its tool. On success, the tool result and what
+/// later templates see of it.
+async fn run_step(
+    i: usize,
+    step: &PlanStep,
+    templates: &Templates,
+    data: &Value,
+    ctx: PlanContext<'_>,
+    fresh: &mut HashMap<String, McpSession>,
+) -> Result<(CallToolResult, Value), JobFailure> {
+    if !ctx.config.servers.contains_key(&step.server) {
+        let message = format!("server `{}` is not configured on this worker", step.server);
+        return Err(step_failure(i, step, "unknown_server", message, false));
+    }
+    if ctx.cancel.is_cancelled() {
+        let message = "the job was stopped before this step".to_string();
+        return Err(step_failure(i, step, "cancelled", message, false));
+    }
+    if Instant::now() >= ctx.deadline {
+        let message = "the job's deadline passed before this step could start".to_string();
+        return Err(step_failure(i, step, "timeout", message, true));
+    }
+    let arguments = match templates.render(&Value::Object(step.arguments.clone()), data) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => Map::new(),
+        Err(e) => {
+            return Err(step_failure(
+                i,
+                step,
+                "template_error",
+                e.to_string(),
+                false,
+            ))
+        }
+    };
+    let called = if ctx.pool.is_pooled(&step.server) {
+        ctx.pool
+            .call(
+                &step.server,
+                &step.tool,
+                arguments,
+                ctx.deadline,
+                ctx.cancel,
+            )
+            .await
+    } else {
+        call_fresh(step, arguments, ctx, fresh).await
+    };
+    let (result, stderr) = called.map_err(|e| pool_failure(i, step, &e))?;
+    let text = text_parts(&result);
+    if result.is_error == Some(true) {
+        let message = format!(
+            "tool `{}` on server `{}` returned an error: {}",
+            step.tool,
+            step.server,
+            tool_text(&result)
+        );
+        let mut failure = step_failure(i, step, "tool_error", message, true);
+        failure.stderr_tail = stderr;
+        return Err(failure);
+    }
+    let seen = json!({
+        "text": text,
+        "result": result,
+        "structured": result.structured_content,
+        "is_error": false,
+    });
+    Ok((result, seen))
+}
+
+/// The text parts of a tool result, joined by newlines (empty when there are none).
+pub fn text_parts(result: &CallToolResult) -> String {
     let value = serde_json::to_value(&result.content).unwrap_or(Value::Null);
     let parts: Vec<String> = value
         .as_array()
@@ -199,9 +268,15 @@ pub fn tool_text(result: &CallToolResult) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    if parts.is_empty() {
+    parts.join("\n")
+}
+
+/// The text parts of a tool result for messages: `(no text content)` when there are none.
+pub fn tool_text(result: &CallToolResult) -> String {
+    let text = text_parts(result);
+    if text.is_empty() {
         "(no text content)".to_string()
     } else {
-        parts.join("\n")
+        text
     }
 }
