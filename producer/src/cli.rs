@@ -175,6 +175,47 @@ pub enum SubmitKind {
         after_long_help = "Example:\n  mcpq submit agent --server echo --tool echo --args '{\"text\":\"hi\"}' --timeout 30s"
     )]
     Agent(AgentArgs),
+    /// An email job from a raw message (.eml): its attachments go to the worker's
+    /// attachment directory, the plan's templates see email.* and attachments.
+    #[command(after_long_help = EMAIL_EXAMPLES)]
+    Email(EmailArgs),
+}
+
+const EMAIL_EXAMPLES: &str = r#"Example:
+  mcpq submit email --eml message.eml --instructions "File the invoice" --server filesystem \
+    --steps '[{"name":"info","server":"filesystem","tool":"get_file_info",
+               "arguments":{"path":"{{ attachments[0].path }}"}}]' \
+    --reply-text 'Got {{ attachments | length }} file(s): {{ steps.info.text }}'
+
+Templates see: email.from, email.to, email.cc, email.subject, email.text, email.html,
+email.message_id, email.date, attachments[i].name/.path/.size/.content_type,
+input.instructions, steps.NAME.text/.result/.structured, job.id.
+--steps also takes @FILE (a JSON array of steps)."#;
+
+/// `mcpq submit email`.
+#[derive(Debug, Args)]
+pub struct EmailArgs {
+    /// The raw message (RFC 5322, as saved by a mail client), or `-` for stdin.
+    #[arg(long)]
+    pub eml: PathBuf,
+    /// What to do with the email (templates see it as input.instructions).
+    #[arg(long, default_value = "")]
+    pub instructions: String,
+    /// A server the job may use (repeat for more); each must be in the config.
+    #[arg(long = "server")]
+    pub servers: Vec<String>,
+    /// The plan: a JSON array of steps, or @FILE.
+    #[arg(long)]
+    pub steps: String,
+    /// Draft a reply with this body (a template).
+    #[arg(long)]
+    pub reply_text: Option<String>,
+    /// The reply's subject (a template; default "Re: " + the subject).
+    #[arg(long, requires = "reply_text")]
+    pub reply_subject: Option<String>,
+    /// Send the reply over SMTP (the worker's [smtp] config).
+    #[arg(long, requires = "reply_text")]
+    pub send_reply: bool,
 }
 
 /// `mcpq submit agent`.

@@ -107,6 +107,9 @@ pub struct Config {
     /// Leases, retries, retention, priorities (`[queue]`).
     #[serde(default)]
     pub queue: crate::queue::QueueSettings,
+    /// Attachments of email jobs (`[email]`).
+    #[serde(default)]
+    pub email: crate::email::EmailSettings,
     /// The MCP servers jobs may use, by name.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
@@ -369,6 +372,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             defaults: Defaults::default(),
             queue: crate::queue::QueueSettings::default(),
+            email: crate::email::EmailSettings::default(),
             servers: BTreeMap::new(),
         }
     }

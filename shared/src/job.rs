@@ -275,35 +275,15 @@ pub struct AgentJob {
     pub input: Map<String, Value>,
 }
 
-/// Payload of an `email` job: an inbound email and what to do with it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailJob {
-    /// Sender address.
-    pub from: String,
-    /// Recipient addresses.
-    #[serde(default)]
-    pub to: Vec<String>,
-    /// Subject line.
-    #[serde(default)]
-    pub subject: String,
-    /// Plain-text body.
-    #[serde(default)]
-    pub text: String,
-    /// What the agent should do with the email.
-    pub instructions: String,
-    /// Servers the agent may use.
-    #[serde(default)]
-    pub servers: Vec<String>,
-}
+pub use crate::email::EmailJob;
 
 /// The kind-specific part of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobPayload {
     /// See [`AgentJob`].
     Agent(AgentJob),
-    /// See [`EmailJob`].
-    Email(EmailJob),
+    /// See [`EmailJob`] (boxed: it is much larger than a plan).
+    Email(Box<EmailJob>),
 }
 
 /// How a job is run. Every field is optional in JSON.
@@ -389,6 +369,15 @@ impl Job {
                 steps,
                 input: Map::new(),
             }),
+            options,
+        }
+    }
+
+    /// A new email job with a fresh id.
+    pub fn email(email: EmailJob, options: JobOptions) -> Self {
+        Job {
+            id: JobId::generate(),
+            payload: JobPayload::Email(Box::new(email)),
             options,
         }
     }
@@ -494,6 +483,48 @@ impl Job {
                 if email.from.trim().is_empty() {
                     return Err(JobError::invalid("payload.from", "must not be empty"));
                 }
+                if email.steps.is_empty() {
+                    return Err(JobError::invalid(
+                        "payload.steps",
+                        "an email job needs a plan (`steps`): the tool calls to make, with templates over email.* and attachments",
+                    ));
+                }
+                for (i, a) in email.attachments.iter().enumerate() {
+                    if a.name.trim().is_empty() {
+                        return Err(JobError::invalid(
+                            format!("payload.attachments[{i}].name"),
+                            "must not be empty",
+                        ));
+                    }
+                    if a.content_base64.is_none() && a.path.is_none() {
+                        return Err(JobError::invalid(
+                            format!("payload.attachments[{i}]"),
+                            "needs content_base64 (or, in a file given to mcpq submit, a path)",
+                        ));
+                    }
+                }
+                let mut input = Map::new();
+                input.insert("instructions".to_string(), Value::Null);
+                check_plan_templates(&email.steps, &input, true)?;
+                if let Some(reply) = &email.reply {
+                    use crate::agent::template::{TemplateContext, Templates};
+                    let ctx = TemplateContext {
+                        input: input.keys().cloned().collect(),
+                        steps: email.steps.iter().filter_map(|s| s.name.clone()).collect(),
+                        email: true,
+                    };
+                    let templates = Templates::new();
+                    for (path, text) in [
+                        ("payload.reply.text", Some(&reply.text)),
+                        ("payload.reply.subject", reply.subject.as_ref()),
+                    ] {
+                        if let Some(text) = text {
+                            templates
+                                .check(&Value::String(text.clone()), &ctx)
+                                .map_err(|e| JobError::invalid(path, e.to_string()))?;
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -508,12 +539,19 @@ impl Job {
                 .enumerate()
                 .map(|(i, s)| (format!("payload.steps[{i}].server"), s.server.as_str()))
                 .collect(),
-            JobPayload::Email(email) => email
-                .servers
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("payload.servers[{i}]"), s.as_str()))
-                .collect(),
+            JobPayload::Email(email) => {
+                email
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("payload.servers[{i}]"), s.as_str()))
+                    .chain(
+                        email.steps.iter().enumerate().map(|(i, s)| {
+                            (format!("payload.steps[{i}].server"), s.server.as_str())
+                        }),
+                    )
+                    .collect()
+            }
         }
     }
 

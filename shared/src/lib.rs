@@ -34,6 +34,7 @@
 pub mod agent;
 pub mod config;
 pub mod duration;
+pub mod email;
 pub mod job;
 pub mod mcp;
 pub mod queue;

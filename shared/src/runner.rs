@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::plan::{run_plan, PlanContext};
 use crate::config::Config;
+use crate::email::run_email;
 use crate::job::{Job, JobPayload};
 use crate::mcp::McpPool;
 use crate::queue::fetch::Delivery;
@@ -202,11 +203,17 @@ impl Runner {
                     };
                     run_plan(plan, ctx).await
                 }
-                JobPayload::Email(_) => Err(JobFailure::new(
-                    "unsupported",
-                    "email jobs are not run by this worker version yet",
-                    false,
-                )),
+                JobPayload::Email(email) => {
+                    let ctx = PlanContext {
+                        config: &self.config,
+                        pool: &self.pool,
+                        deadline,
+                        cancel,
+                        data: &data,
+                    };
+                    let id = job.id.to_string();
+                    run_email(email, &id, &self.config.email, ctx).await
+                }
             }
         };
         let limit = timeout + self.config.max_stop_time() + DEADLINE_SLACK;

@@ -17,7 +17,7 @@ fn malformed_queue_entries_are_dead_lettered_and_good_jobs_between_them_succeed(
     let env = TestEnv::on_redis(
         &redis.url(),
         "chaos-garbage",
-        CHAOS_QUEUE,
+        &format!("{CHAOS_QUEUE}max_payload = 1048576\n"),
         "[worker]\nconcurrency = 4\npoll_interval = \"20ms\"\n",
         "",
     );

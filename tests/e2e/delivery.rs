@@ -57,15 +57,18 @@ fn a_tool_error_is_retried_then_dead_with_every_attempt() {
     let gap =
         history[1]["started_at"].as_u64().expect("t") - history[0]["ended_at"].as_u64().expect("t");
     assert!(gap < 5_000, "backoff {gap} ms");
-    // A permanent error is not retried: this worker cannot run email jobs yet, and
-    // trying again cannot change that.
-    let email = json!({"kind": "email", "payload": {"from": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "b", "instructions": "i", "servers": ["echo"]}});
-    let out = env.mcpq_with_stdin(&["submit", "-"], email.to_string().as_bytes());
+    // A permanent error is not retried: a template that fails at run time (the step
+    // exists, its result has no such field) fails the same way every time.
+    let plan = json!({"kind": "agent", "payload": {"steps": [
+        {"name": "a", "server": "echo", "tool": "echo", "arguments": {"text": "x"}},
+        {"server": "echo", "tool": "echo", "arguments": {"text": "{{ steps.a.structured.nope }}"}}
+    ]}});
+    let out = env.mcpq_with_stdin(&["submit", "-"], plan.to_string().as_bytes());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
     let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1), "{v}");
-    assert_eq!(v["error"]["kind"], "unsupported");
+    assert_eq!(v["error"]["kind"], "template_error");
     let s = env.status_json(&id);
     assert_eq!(
         (s["status"].clone(), s["attempts"].clone()),

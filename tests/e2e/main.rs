@@ -3,6 +3,7 @@
 
 mod bad_input; // invalid jobs and configs: clear errors, exit 2, nothing enqueued
 mod delivery; // retries, dead letters, fencing, idempotency, cancel, retention, priorities
+mod email; // email jobs: the .eml corpus, attachments, reply drafts
 mod end_to_end; // submit -> worker -> MCP server -> result, one job to many
 mod failures; // tool errors, server crashes, stderr floods
 mod http; // streamable-HTTP servers: bearer tokens, headers, a server that goes away

@@ -174,6 +174,7 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
             keys.clone(),
             config.queue.clone(),
         )),
+        tokio::spawn(sweep_attachments(config.email.clone())),
     ];
     let runner = Runner::new(
         config.clone(),
@@ -274,6 +275,24 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(anyhow::anyhow!("worker stopped with an error: {e}")),
+    }
+}
+
+/// Removes email jobs' attachment directories older than `email.retention`, every
+/// `retention / 2` (between 1 s and 60 s).
+async fn sweep_attachments(settings: mcpq_shared::email::EmailSettings) {
+    let every = (settings.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let (root, retention) = (settings.attachments_dir.clone(), settings.retention);
+        let removed = tokio::task::spawn_blocking(move || {
+            mcpq_shared::email::attachments::sweep(&root, retention)
+        })
+        .await
+        .unwrap_or(0);
+        if removed > 0 {
+            tracing::debug!(removed, "removed expired attachment directories");
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

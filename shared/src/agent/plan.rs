@@ -79,6 +79,17 @@ fn pool_failure(i: usize, step: &PlanStep, err: &PoolError) -> JobFailure {
 
 /// Runs every step of `plan`; see the module doc.
 pub async fn run_plan(plan: &AgentJob, ctx: PlanContext<'_>) -> Result<Value, JobFailure> {
+    run_plan_with_data(plan, ctx)
+        .await
+        .map(|(results, _)| results)
+}
+
+/// [`run_plan`], also returning what templates saw at the end (`input`, `steps`, and
+/// the context's data), for templates rendered after the plan (an email reply).
+pub async fn run_plan_with_data(
+    plan: &AgentJob,
+    ctx: PlanContext<'_>,
+) -> Result<(Value, Value), JobFailure> {
     let mut fresh: HashMap<String, McpSession> = HashMap::new();
     let mut outcome = run_steps(plan, ctx, &mut fresh).await;
     let stops = futures::future::join_all(fresh.into_iter().map(|(name, session)| async move {
@@ -147,7 +158,7 @@ async fn run_steps(
     plan: &AgentJob,
     ctx: PlanContext<'_>,
     fresh: &mut HashMap<String, McpSession>,
-) -> Result<Value, JobFailure> {
+) -> Result<(Value, Value), JobFailure> {
     let templates = Templates::new();
     let mut data = match ctx.data {
         Value::Object(map) => map.clone(),
@@ -176,7 +187,7 @@ async fn run_steps(
             Err(failure) => return Err(failure),
         }
     }
-    Ok(Value::Array(results))
+    Ok((Value::Array(results), data))
 }
 
 /// Makes a step's outcome visible to later templates as `steps.NAME`.

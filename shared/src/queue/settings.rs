@@ -8,7 +8,8 @@
 //! result_ttl = "24h"        # succeeded and cancelled jobs are deleted this long after
 //! dead_ttl = "7d"           # dead jobs (the dead-letter set) are deleted this long after
 //! idempotency_ttl = "24h"   # how long an idempotency key maps to its first job
-//! max_payload = 1048576     # bytes; a bigger job is refused (producer) or dead (worker)
+//! max_payload = 33554432    # bytes (32 MiB: emails carry attachments); a bigger job is
+//!                           # refused (producer) or dead (worker)
 //! weights = { high = 6, normal = 3, low = 1 }
 //! ```
 //!
@@ -45,7 +46,8 @@ pub struct QueueSettings {
     /// How long an idempotency key maps to its first job (default 24 h, at least 1 s).
     #[serde(default = "default_idempotency_ttl", with = "crate::duration")]
     pub idempotency_ttl: Duration,
-    /// Largest job envelope in bytes (default 1 MiB).
+    /// Largest job envelope in bytes (default 32 MiB: email jobs carry their
+    /// attachments, base64).
     #[serde(default = "default_max_payload")]
     pub max_payload: usize,
     /// Share of fetches that look at each priority first.
@@ -102,7 +104,7 @@ fn default_idempotency_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
 }
 fn default_max_payload() -> usize {
-    1024 * 1024
+    32 * 1024 * 1024
 }
 
 impl Default for QueueSettings {

@@ -1,0 +1,117 @@
+//! Email jobs: an inbound email, instructions, and tools.
+//!
+//! A worker runs an email job in four steps:
+//! 1. writes its attachments into a fresh per-job directory ([`attachments`]: sanitized
+//!    names, size limits, nothing outside the directory);
+//! 2. runs its plan (`steps`), whose templates see `email.*`, `attachments` (name,
+//!    path, size, content_type), `input.instructions` and earlier steps;
+//! 3. drafts the reply (`reply.text` and `reply.subject` are templates too), addressed
+//!    to the sender with `In-Reply-To` and `References` from the email;
+//! 4. returns `{"summary", "actions", "attachments", "reply"}`: the last step's text,
+//!    every step's result, the files written, and the draft.
+//!
+//! Raw `.eml` messages are turned into the job's JSON by [`parse`] (the producer does
+//! it, so a broken message is a usage error at submit).
+
+pub mod attachments;
+pub mod message;
+pub mod parse;
+pub mod settings;
+
+use serde_json::{json, Map, Value};
+
+use crate::agent::plan::{run_plan_with_data, text_parts, PlanContext};
+use crate::agent::template::{TemplateError, Templates};
+use crate::job::AgentJob;
+use crate::queue::JobFailure;
+
+pub use message::{Attachment, EmailJob, ReplySpec};
+pub use settings::EmailSettings;
+
+/// What templates see as `email`.
+fn email_view(email: &EmailJob) -> Value {
+    json!({
+        "from": email.from, "to": email.to, "cc": email.cc, "subject": email.subject,
+        "text": email.text, "html": email.html, "message_id": email.message_id,
+        "references": email.references, "date": email.date,
+    })
+}
+
+/// Runs an email job (see the module doc). `ctx.data` carries `job`; this adds the rest.
+pub async fn run_email(
+    email: &EmailJob,
+    job_id: &str,
+    settings: &EmailSettings,
+    ctx: PlanContext<'_>,
+) -> Result<Value, JobFailure> {
+    let (s, id, list) = (
+        settings.clone(),
+        job_id.to_string(),
+        email.attachments.clone(),
+    );
+    let saved = tokio::task::spawn_blocking(move || attachments::materialize(&s, &id, &list))
+        .await
+        .map_err(|e| JobFailure::new("internal", format!("attachment writer panicked: {e}"), true))?
+        .map_err(|e| {
+            let kind = match e {
+                attachments::AttachmentError::TooLarge { .. } => "attachment_too_large",
+                attachments::AttachmentError::Invalid { .. } => "invalid_job",
+                _ => "attachment_io",
+            };
+            JobFailure::new(kind, e.to_string(), e.is_retryable())
+        })?;
+    let mut data = match ctx.data {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    data.insert("email".to_string(), email_view(email));
+    data.insert("attachments".to_string(), json!(saved));
+    let data = Value::Object(data);
+    let mut input = Map::new();
+    input.insert("instructions".to_string(), json!(email.instructions));
+    let plan = AgentJob {
+        steps: email.steps.clone(),
+        input,
+    };
+    let (actions, seen) = run_plan_with_data(&plan, PlanContext { data: &data, ..ctx }).await?;
+    let summary = actions
+        .as_array()
+        .and_then(|steps| steps.iter().rev().find_map(|s| s.get("result")))
+        .and_then(|r| serde_json::from_value(r.clone()).ok())
+        .map(|r| text_parts(&r))
+        .unwrap_or_default();
+    let reply = match &email.reply {
+        Some(spec) => Some(
+            draft_reply(email, spec, &seen)
+                .map_err(|e| JobFailure::new("template_error", format!("reply: {e}"), false))?,
+        ),
+        None => None,
+    };
+    Ok(json!({"summary": summary, "actions": actions, "attachments": saved, "reply": reply}))
+}
+
+/// The reply draft: to the sender, subject and body rendered.
+fn draft_reply(email: &EmailJob, spec: &ReplySpec, data: &Value) -> Result<Value, TemplateError> {
+    let templates = Templates::new();
+    let render = |t: &str| {
+        templates
+            .render(&Value::String(t.to_string()), data)
+            .map(|v| match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            })
+    };
+    let subject = match &spec.subject {
+        Some(t) => render(t)?,
+        None if email.subject.to_lowercase().starts_with("re:") => email.subject.clone(),
+        None => format!("Re: {}", email.subject),
+    };
+    let mut references = email.references.clone();
+    if let Some(id) = &email.message_id {
+        references.push(id.clone());
+    }
+    Ok(json!({
+        "to": [email.from], "subject": subject, "text": render(&spec.text)?,
+        "in_reply_to": email.message_id, "references": references, "send": spec.send, "sent": false,
+    }))
+}

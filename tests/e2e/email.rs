@@ -1,0 +1,226 @@
+//! Email jobs: the corpus in tests/data/eml, attachments on disk (sanitized, limited,
+//! swept), plan templates over the email, reply drafts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mcpq_shared::email::parse::parse_eml;
+use mcpq_shared::job::{Job, PlanStep};
+use mcpq_tests::{text, wait_until, TestEnv};
+use serde_json::{json, Value};
+
+fn corpus(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/eml")
+        .join(name)
+}
+
+fn email_env(tag: &str, extra: &str) -> (TestEnv, PathBuf) {
+    let env = TestEnv::new(tag, "");
+    let root = env.dir.join("attachments");
+    env.add_config(&format!(
+        "[email]\nattachments_dir = \"{}\"\nmax_attachment = 4096\n{extra}",
+        root.display()
+    ));
+    (env, root)
+}
+
+/// The subject and every attachment's name and size, through a real MCP call.
+const LIST_STEPS: &str = r#"[{"name": "list", "server": "echo", "tool": "echo", "arguments": {"text": "{{ email.subject }}|{% for a in attachments %}{{ a.name }}={{ a.size }};{% endfor %}"}}]"#;
+
+fn submit_eml(env: &TestEnv, name: &str) -> std::process::Output {
+    let eml = corpus(name);
+    env.mcpq(&[
+        "submit",
+        "email",
+        "--eml",
+        eml.to_str().expect("path"),
+        "--instructions",
+        "list it",
+        "--server",
+        "echo",
+        "--steps",
+        LIST_STEPS,
+    ])
+}
+
+/// Every file under `root`, relative to it.
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(root).expect("under root").to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_email_corpus_is_processed_or_rejected_with_clear_errors() {
+    let (env, root) = email_env("email-corpus", "");
+    let worker = env.worker(&[]);
+    let expected: &[(&str, &str)] = &[
+        ("01-plain.eml", "Meeting moved|"),
+        ("02-alternative.eml", "Your receipt|"),
+        ("03-nested.eml", "Invoice 42|invoice-42.pdf=69;"),
+        ("04-latin1-quoted-printable.eml", "Café für das Büro|"),
+        (
+            "05-utf8-subject-rfc2231-name.eml",
+            "日本の請求書 ✓|請求書.txt=16;",
+        ),
+        ("06-inline-image.eml", "Logo draft|logo.png=70;"),
+        ("07-zip.eml", "Nightly export|export.zip="),
+        (
+            "08-malicious-filename.eml",
+            "Totally normal file|passwd=31;absolute.txt=",
+        ),
+        ("10-broken-boundary.eml", "Truncated message|"),
+        ("11-forwarded-message.eml", "Fwd: Contract|"),
+        ("12-duplicate-names.eml", "Two notes|notes.txt="),
+    ];
+    let mut ids = Vec::new();
+    for (file, _) in expected {
+        let out = submit_eml(&env, file);
+        assert_eq!(out.status.code(), Some(0), "{file}: {}", text(&out.stderr));
+        ids.push(text(&out.stdout).trim().to_string());
+    }
+    for ((file, prefix), id) in expected.iter().zip(&ids) {
+        let (code, v) = env.wait_json(id);
+        assert_eq!(code, Some(0), "{file}: {v}\n{}", worker.log_text());
+        let summary = v["result"]["summary"].as_str().expect("summary");
+        assert!(
+            summary.starts_with(prefix),
+            "{file}: {summary:?} does not start with {prefix:?}"
+        );
+    }
+    let dup = env.wait_json(&ids[10]).1;
+    assert!(
+        dup["result"]["summary"]
+            .as_str()
+            .expect("s")
+            .contains("notes (2).txt="),
+        "{dup}"
+    );
+    let evil = env.wait_json(&ids[7]).1;
+    assert!(
+        evil["result"]["summary"]
+            .as_str()
+            .expect("s")
+            .contains("windows.ini="),
+        "{evil}"
+    );
+
+    // Rejected at submit with a clear error; nothing enqueued for them.
+    let out = submit_eml(&env, "09-oversized-attachment.eml");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("email.max_attachment"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = submit_eml(&env, "13-no-from.eml");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no From address"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Nothing was written outside the job directories: every file is ROOT/<job id>/<name>.
+    let files = files_under(&root);
+    assert!(!files.is_empty());
+    for f in &files {
+        let parts: Vec<_> = f.components().collect();
+        assert_eq!(parts.len(), 2, "{}", f.display());
+        let job: String = parts[0].as_os_str().to_string_lossy().into_owned();
+        assert!(
+            ids.contains(&job),
+            "{} is not in a job directory",
+            f.display()
+        );
+    }
+    let passwd = root.join(&ids[7]).join("passwd");
+    assert!(std::fs::read_to_string(&passwd)
+        .expect("sanitized file")
+        .contains("owned"));
+    assert!(!root.join("etc").exists() && !env.dir.join("etc").exists());
+    let zip = std::fs::read(root.join(&ids[6]).join("export.zip")).expect("zip");
+    assert_eq!(&zip[..4], b"PK\x03\x04", "the zip's bytes arrived intact");
+
+    // An oversized attachment that reaches a worker anyway (another producer) is dead,
+    // not a crash, and not retried.
+    let mut email = parse_eml(&std::fs::read(corpus("09-oversized-attachment.eml")).expect("eml"))
+        .expect("parse");
+    email.instructions = "x".into();
+    email.steps = serde_json::from_str::<Vec<PlanStep>>(LIST_STEPS).expect("steps");
+    let job = Job::email(email, Default::default());
+    env.submit_jobs(std::slice::from_ref(&job));
+    let (code, v) = env.wait_json(&job.id.to_string());
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["error"]["kind"], "attachment_too_large", "{v}");
+    assert_eq!(env.status_json(&job.id.to_string())["attempts"], 1);
+}
+
+#[test]
+fn attachments_given_by_path_are_inlined_by_the_producer_and_never_read_by_a_worker() {
+    let (env, root) = email_env("email-json", "retention = \"2s\"\n");
+    let worker = env.worker(&[]);
+    std::fs::write(env.dir.join("note.txt"), "hello attachment").expect("file");
+    let job = json!({"kind": "email", "payload": {
+        "from": "Ana <ana@example.com>", "subject": "Note", "text": "see file",
+        "message_id": "m1@example.com",
+        "attachments": [{"name": "note.txt", "content_type": "text/plain", "path": "note.txt"}],
+        "instructions": "summarise", "servers": ["echo"],
+        "steps": [{"name": "say", "server": "echo", "tool": "echo",
+                   "arguments": {"text": "{{ attachments[0].name }} {{ attachments[0].size }} {{ input.instructions }}"}}],
+        "reply": {"text": "Thanks {{ email.from }}: {{ steps.say.text }}"}
+    }});
+    let file = env.dir.join("job.json");
+    std::fs::write(&file, job.to_string()).expect("job file");
+    let out = env.mcpq(&["submit", file.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(0), "{v}\n{}", worker.log_text());
+    let r = &v["result"];
+    assert_eq!(r["summary"], "note.txt 16 summarise");
+    assert_eq!(
+        r["attachments"][0]["path"],
+        root.join(&id).join("note.txt").to_string_lossy().as_ref()
+    );
+    assert_eq!(r["reply"]["to"], json!(["Ana <ana@example.com>"]));
+    assert_eq!(r["reply"]["subject"], "Re: Note");
+    assert_eq!(
+        r["reply"]["text"],
+        "Thanks Ana <ana@example.com>: note.txt 16 summarise"
+    );
+    assert_eq!(r["reply"]["in_reply_to"], "m1@example.com");
+    // The directory is swept after the retention (2 s here).
+    assert!(
+        wait_until(Duration::from_secs(10), || !root.join(&id).exists()),
+        "the attachment directory outlived its retention"
+    );
+
+    // A job whose attachment still names a path (written by another producer) is dead:
+    // a worker never reads a path a job gives.
+    let mut stored: Job = Job::from_value(job.clone()).expect("valid job");
+    stored.id = mcpq_shared::JobId::generate();
+    env.submit_jobs(std::slice::from_ref(&stored));
+    let (code, v) = env.wait_json(&stored.id.to_string());
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["error"]["kind"], "invalid_job");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("never reads a path"),
+        "{v}"
+    );
+    let _: Value = v;
+}
