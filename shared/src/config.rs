@@ -110,6 +110,9 @@ pub struct Config {
     /// Attachments of email jobs (`[email]`).
     #[serde(default)]
     pub email: crate::email::EmailSettings,
+    /// Where email replies are sent (`[smtp]`); none: replies are drafted, not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<crate::email::smtp::SmtpSettings>,
     /// The MCP servers jobs may use, by name.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
@@ -373,6 +376,7 @@ impl Default for Config {
             defaults: Defaults::default(),
             queue: crate::queue::QueueSettings::default(),
             email: crate::email::EmailSettings::default(),
+            smtp: None,
             servers: BTreeMap::new(),
         }
     }

@@ -212,7 +212,14 @@ impl Runner {
                         data: &data,
                     };
                     let id = job.id.to_string();
-                    run_email(email, &id, &self.config.email, ctx).await
+                    run_email(
+                        email,
+                        &id,
+                        &self.config.email,
+                        self.config.smtp.as_ref(),
+                        ctx,
+                    )
+                    .await
                 }
             }
         };

@@ -224,3 +224,143 @@ fn attachments_given_by_path_are_inlined_by_the_producer_and_never_read_by_a_wor
     );
     let _: Value = v;
 }
+
+/// A real SMTP server (aiosmtpd, from PyPI via scripts/test-deps) writing what it
+/// receives into a Maildir; killed on drop.
+struct SmtpServer {
+    child: std::process::Child,
+    port: u16,
+    maildir: PathBuf,
+}
+
+impl SmtpServer {
+    fn start(venv: &Path, dir: &Path) -> SmtpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let maildir = dir.join("maildir");
+        let child = std::process::Command::new(venv.join("bin/python"))
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd");
+        assert!(
+            wait_until(Duration::from_secs(15), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "aiosmtpd did not listen on {port}"
+        );
+        SmtpServer {
+            child,
+            port,
+            maildir,
+        }
+    }
+
+    /// The raw messages received so far.
+    fn received(&self) -> Vec<String> {
+        std::fs::read_dir(self.maildir.join("new"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_reply_is_sent_over_smtp_with_threading_headers() {
+    let Some(deps) = mcpq_tests::deps("venv") else {
+        return;
+    };
+    let env = TestEnv::new("email-smtp", "");
+    let smtp = SmtpServer::start(&deps.join("venv"), &env.dir);
+    env.add_config(&format!(
+        "[email]\nattachments_dir = \"{}\"\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"mcpq bot <bot@example.com>\"\ntimeout = \"10s\"\n",
+        env.dir.join("attachments").display(),
+        smtp.port
+    ));
+    let worker = env.worker(&[]);
+    let eml = corpus("03-nested.eml");
+    let out = env.mcpq(&[
+        "submit", "email", "--eml", eml.to_str().expect("path"), "--instructions", "file it",
+        "--server", "echo", "--steps", LIST_STEPS,
+        "--reply-text", "Filed {{ attachments[0].name }} ({{ attachments[0].size }} bytes). {{ input.instructions }}.",
+        "--send-reply",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(0), "{v}\n{}", worker.log_text());
+    let reply = &v["result"]["reply"];
+    assert_eq!(reply["sent"], true, "{reply}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !smtp.received().is_empty()),
+        "nothing arrived"
+    );
+    let received = smtp.received();
+    assert_eq!(received.len(), 1);
+    // Unfold folded header lines (a line starting with white space continues the last).
+    let msg = received[0]
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ")
+        .replace("\n ", " ");
+    let header = |name: &str| {
+        msg.lines()
+            .find(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+            })
+            .map(|l| l[name.len() + 1..].trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("To"), "Carlos <carlos@example.org>");
+    assert!(header("From").contains("bot@example.com"), "{msg}");
+    assert_eq!(header("Subject"), "Re: Invoice 42");
+    assert_eq!(header("In-Reply-To"), "<nested-3@example.org>");
+    assert_eq!(
+        header("References"),
+        "<thread-0@example.org> <thread-1@example.org> <nested-3@example.org>"
+    );
+    assert_eq!(
+        header("Message-ID"),
+        format!("<{}>", reply["message_id"].as_str().expect("id"))
+    );
+    assert!(
+        msg.contains("Filed invoice-42.pdf (69 bytes). file it."),
+        "{msg}"
+    );
+
+    // Without [smtp], asking to send is a clear, permanent error.
+    let env2 = TestEnv::new("email-nosmtp", "");
+    let _w2 = env2.worker(&[]);
+    let out = env2.mcpq(&[
+        "submit",
+        "email",
+        "--eml",
+        eml.to_str().expect("path"),
+        "--server",
+        "echo",
+        "--steps",
+        LIST_STEPS,
+        "--reply-text",
+        "x",
+        "--send-reply",
+    ]);
+    let (code, v) = env2.wait_json(text(&out.stdout).trim());
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["error"]["kind"], "smtp_not_configured");
+}

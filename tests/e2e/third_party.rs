@@ -2,22 +2,8 @@
 
 use std::path::PathBuf;
 
-use mcpq_tests::{text, TestEnv};
+use mcpq_tests::{deps, text, TestEnv};
 use serde_json::Value;
-
-/// The deps directory, or `None` with a loud message when scripts/test-deps could not
-/// install `what` (registry unreachable).
-fn deps(what: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("MCPQ_DEPS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mcpq-deps")))?;
-    if dir.join(what).join(".stamp").exists() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: {what} MCP servers are not installed in {} (run scripts/test-deps; is the registry reachable?)", dir.display());
-        None
-    }
-}
 
 #[test]
 fn filesystem_server_from_npm_reads_a_file_and_its_stderr_banner_is_drained() {

@@ -21,6 +21,23 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
 }
 
+/// The directory scripts/test-deps installed `what` (`npm` or `venv`) into, or `None`
+/// with a loud message when it could not (registry unreachable): the test then skips.
+pub fn deps(what: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("MCPQ_DEPS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mcpq-deps")))?;
+    if dir.join(what).join(".stamp").exists() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: {what} is not installed in {} (run scripts/test-deps; is the registry reachable?)",
+            dir.display()
+        );
+        None
+    }
+}
+
 /// Path of a workspace binary built next to the test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

@@ -17,6 +17,7 @@ pub mod attachments;
 pub mod message;
 pub mod parse;
 pub mod settings;
+pub mod smtp;
 
 use serde_json::{json, Map, Value};
 
@@ -42,6 +43,7 @@ pub async fn run_email(
     email: &EmailJob,
     job_id: &str,
     settings: &EmailSettings,
+    smtp: Option<&smtp::SmtpSettings>,
     ctx: PlanContext<'_>,
 ) -> Result<Value, JobFailure> {
     let (s, id, list) = (
@@ -80,14 +82,66 @@ pub async fn run_email(
         .and_then(|r| serde_json::from_value(r.clone()).ok())
         .map(|r| text_parts(&r))
         .unwrap_or_default();
-    let reply = match &email.reply {
+    let mut reply = match &email.reply {
         Some(spec) => Some(
             draft_reply(email, spec, &seen)
                 .map_err(|e| JobFailure::new("template_error", format!("reply: {e}"), false))?,
         ),
         None => None,
     };
+    if let (Some(draft), Some(spec)) = (reply.as_mut(), &email.reply) {
+        if spec.send {
+            send_reply(email, draft, smtp, ctx.deadline).await?;
+        }
+    }
     Ok(json!({"summary": summary, "actions": actions, "attachments": saved, "reply": reply}))
+}
+
+/// Sends `draft` over SMTP and marks it sent (with the Message-ID it went out with).
+async fn send_reply(
+    email: &EmailJob,
+    draft: &mut Value,
+    smtp: Option<&smtp::SmtpSettings>,
+    deadline: tokio::time::Instant,
+) -> Result<(), JobFailure> {
+    let settings = smtp.ok_or_else(|| {
+        JobFailure::new(
+            "smtp_not_configured",
+            "reply.send is true but the worker has no [smtp] config",
+            false,
+        )
+    })?;
+    let to: Vec<String> = serde_json::from_value(draft["to"].clone()).unwrap_or_default();
+    let references: Vec<String> =
+        serde_json::from_value(draft["references"].clone()).unwrap_or_default();
+    let reply = smtp::Reply {
+        to: &to,
+        subject: draft["subject"].as_str().unwrap_or_default(),
+        text: draft["text"].as_str().unwrap_or_default(),
+        in_reply_to: email.message_id.as_deref(),
+        references: &references,
+    };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let message_id = match tokio::time::timeout(left, smtp::send(settings, &reply)).await {
+        Ok(Ok(id)) => id,
+        Ok(Err(e)) => {
+            return Err(JobFailure::new(
+                "smtp_error",
+                e.to_string(),
+                e.is_retryable(),
+            ))
+        }
+        Err(_) => {
+            return Err(JobFailure::new(
+                "timeout",
+                "sending the reply did not finish before the job's deadline",
+                true,
+            ))
+        }
+    };
+    draft["sent"] = json!(true);
+    draft["message_id"] = json!(message_id);
+    Ok(())
 }
 
 /// The reply draft: to the sender, subject and body rendered.
