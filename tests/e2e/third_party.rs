@@ -1,7 +1,5 @@
 //! Real third-party MCP servers (npm and PyPI), installed by scripts/test-deps.
 
-use std::path::PathBuf;
-
 use mcpq_tests::{deps, text, TestEnv};
 use serde_json::Value;
 
