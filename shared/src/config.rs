@@ -110,6 +110,10 @@ pub struct Config {
     /// Attachments of email jobs (`[email]`).
     #[serde(default)]
     pub email: crate::email::EmailSettings,
+    /// The model API of LLM-mode jobs (`[llm]`); none: such jobs fail with
+    /// `llm_not_configured`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::agent::chat::LlmSettings>,
     /// Where email replies are sent (`[smtp]`); none: replies are drafted, not sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<crate::email::smtp::SmtpSettings>,
@@ -377,6 +381,7 @@ impl Default for Config {
             queue: crate::queue::QueueSettings::default(),
             email: crate::email::EmailSettings::default(),
             smtp: None,
+            llm: None,
             servers: BTreeMap::new(),
         }
     }

@@ -50,6 +50,7 @@ fn check_plan_templates(
         input: input.keys().cloned().collect(),
         steps: Default::default(),
         email,
+        answer: false,
     };
     for (i, step) in steps.iter().enumerate() {
         for (key, value) in &step.arguments {
@@ -68,6 +69,18 @@ fn check_plan_templates(
         }
     }
     Ok(())
+}
+
+fn check_max_steps(n: u32) -> Result<(), JobError> {
+    use crate::agent::llm::MAX_STEPS_LIMIT;
+    if (1..=MAX_STEPS_LIMIT).contains(&n) {
+        Ok(())
+    } else {
+        Err(JobError::invalid(
+            "payload.llm.max_steps",
+            format!("must be between 1 and {MAX_STEPS_LIMIT}"),
+        ))
+    }
 }
 
 /// Largest `options.max_attempts`: more is a retry storm, not a policy.
@@ -268,8 +281,18 @@ pub struct PlanStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentJob {
-    /// The steps, in order. At least one.
+    /// Plan mode: the steps, in order. At least one, unless `prompt` is given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<PlanStep>,
+    /// LLM mode: what to ask the model (see [`crate::agent::llm`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// LLM mode: the servers whose tools the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// LLM mode: model options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::agent::llm::LlmOptions>,
     /// Data the steps' templates may use as `input.KEY`.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub input: Map<String, Value>,
@@ -368,6 +391,9 @@ impl Job {
             payload: JobPayload::Agent(AgentJob {
                 steps,
                 input: Map::new(),
+                prompt: None,
+                servers: Vec::new(),
+                llm: None,
             }),
             options,
         }
@@ -457,11 +483,32 @@ impl Job {
         }
         match &self.payload {
             JobPayload::Agent(agent) => {
-                if agent.steps.is_empty() {
+                match (&agent.prompt, agent.steps.is_empty()) {
+                    (Some(_), false) => {
+                        return Err(JobError::invalid(
+                            "payload",
+                            "give either `steps` (a plan) or `prompt` (LLM mode), not both",
+                        ))
+                    }
+                    (Some(p), true) if p.trim().is_empty() => {
+                        return Err(JobError::invalid("payload.prompt", "must not be empty"))
+                    }
+                    (None, true) => {
+                        return Err(JobError::invalid(
+                            "payload.steps",
+                            "a plan needs at least one step (or give `prompt` for LLM mode)",
+                        ))
+                    }
+                    _ => {}
+                }
+                if agent.prompt.is_none() && (agent.llm.is_some() || !agent.servers.is_empty()) {
                     return Err(JobError::invalid(
-                        "payload.steps",
-                        "a plan needs at least one step",
+                        "payload",
+                        "`llm` and `servers` belong to LLM mode: give a `prompt` too",
                     ));
+                }
+                if let Some(n) = agent.llm.as_ref().and_then(|l| l.max_steps) {
+                    check_max_steps(n)?;
                 }
                 check_plan_templates(&agent.steps, &agent.input, false)?;
                 for (i, step) in agent.steps.iter().enumerate() {
@@ -483,11 +530,23 @@ impl Job {
                 if email.from.trim().is_empty() {
                     return Err(JobError::invalid("payload.from", "must not be empty"));
                 }
-                if email.steps.is_empty() {
-                    return Err(JobError::invalid(
-                        "payload.steps",
-                        "an email job needs a plan (`steps`): the tool calls to make, with templates over email.* and attachments",
-                    ));
+                match (email.steps.is_empty(), &email.llm) {
+                    (true, None) => {
+                        return Err(JobError::invalid(
+                            "payload.steps",
+                            "an email job needs a plan (`steps`, tool calls with templates over email.* and attachments) or `llm` (LLM mode)",
+                        ))
+                    }
+                    (false, Some(_)) => {
+                        return Err(JobError::invalid(
+                            "payload",
+                            "give either `steps` (a plan) or `llm` (LLM mode), not both",
+                        ))
+                    }
+                    _ => {}
+                }
+                if let Some(n) = email.llm.as_ref().and_then(|l| l.max_steps) {
+                    check_max_steps(n)?;
                 }
                 for (i, a) in email.attachments.iter().enumerate() {
                     if a.name.trim().is_empty() {
@@ -512,6 +571,7 @@ impl Job {
                         input: input.keys().cloned().collect(),
                         steps: email.steps.iter().filter_map(|s| s.name.clone()).collect(),
                         email: true,
+                        answer: email.llm.is_some(),
                     };
                     let templates = Templates::new();
                     for (path, text) in [
@@ -538,6 +598,13 @@ impl Job {
                 .iter()
                 .enumerate()
                 .map(|(i, s)| (format!("payload.steps[{i}].server"), s.server.as_str()))
+                .chain(
+                    agent
+                        .servers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (format!("payload.servers[{i}]"), s.as_str())),
+                )
                 .collect(),
             JobPayload::Email(email) => {
                 email

@@ -27,6 +27,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::llm::run_llm;
 use crate::agent::plan::{run_plan, PlanContext};
 use crate::config::Config;
 use crate::email::run_email;
@@ -193,7 +194,7 @@ impl Runner {
         let data = serde_json::json!({"job": {"id": job.id.to_string()}});
         let work = async {
             match &job.payload {
-                JobPayload::Agent(plan) => {
+                JobPayload::Agent(agent) => {
                     let ctx = PlanContext {
                         config: &self.config,
                         pool: &self.pool,
@@ -201,7 +202,14 @@ impl Runner {
                         cancel,
                         data: &data,
                     };
-                    run_plan(plan, ctx).await
+                    match &agent.prompt {
+                        Some(prompt) => {
+                            let options = agent.llm.clone().unwrap_or_default();
+                            let llm = self.config.llm.as_ref();
+                            run_llm(prompt, &agent.servers, &options, llm, ctx).await
+                        }
+                        None => run_plan(agent, ctx).await,
+                    }
                 }
                 JobPayload::Email(email) => {
                     let ctx = PlanContext {
@@ -212,14 +220,7 @@ impl Runner {
                         data: &data,
                     };
                     let id = job.id.to_string();
-                    run_email(
-                        email,
-                        &id,
-                        &self.config.email,
-                        self.config.smtp.as_ref(),
-                        ctx,
-                    )
-                    .await
+                    run_email(email, &id, ctx).await
                 }
             }
         };

@@ -9,6 +9,8 @@
 //! The binaries are looked up next to the test executable (`target/<profile>/`); build
 //! them first with `cargo build --workspace --bins` (the README's test command does).
 
+pub mod scripted_model;
+
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -64,6 +64,8 @@ pub struct TemplateContext {
     pub steps: BTreeSet<String>,
     /// True in email jobs: `email` and `attachments` exist.
     pub email: bool,
+    /// True in an email reply of LLM mode: `answer` exists.
+    pub answer: bool,
 }
 
 /// Renders and checks templates; one per process is enough.
@@ -204,6 +206,7 @@ fn check_name(template: &str, name: &str, ctx: &TemplateContext) -> Result<(), T
         )),
         ("steps", _) => Ok(()),
         ("email" | "attachments", _) if ctx.email => Ok(()),
+        ("answer", _) if ctx.answer => Ok(()),
         ("email" | "attachments", _) => fail(format!("`{root}` exists only in email jobs")),
         // minijinja's own functions and tests (range, loop, ...) are not data.
         ("range" | "loop" | "dict" | "namespace" | "debug" | "lipsum" | "cycler" | "joiner", _) => {
@@ -239,6 +242,7 @@ mod tests {
             input: input.iter().map(|s| s.to_string()).collect(),
             steps: steps.iter().map(|s| s.to_string()).collect(),
             email: false,
+            answer: false,
         }
     }
 

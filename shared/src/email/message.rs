@@ -66,6 +66,10 @@ pub struct EmailJob {
     /// Plan mode: tool calls with templates over `email.*` and `attachments`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<PlanStep>,
+    /// LLM mode (when there are no `steps`): the model gets the instructions, the email
+    /// and the attachment list with paths, and may call the tools of `servers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::agent::llm::LlmOptions>,
     /// A reply to draft (and send, with `send` and an `[smtp]` config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<ReplySpec>,
@@ -93,7 +97,7 @@ pub struct Attachment {
 #[serde(deny_unknown_fields)]
 pub struct ReplySpec {
     /// Body; a template over `email.*`, `attachments`, `input.instructions` and the
-    /// plan's named steps.
+    /// plan's named steps (in LLM mode: `answer`, the model's answer).
     pub text: String,
     /// Subject (default `Re: ` + the email's subject); a template too.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,11 +4,14 @@
 //! 1. writes its attachments into a fresh per-job directory ([`attachments`]: sanitized
 //!    names, size limits, nothing outside the directory);
 //! 2. runs its plan (`steps`), whose templates see `email.*`, `attachments` (name,
-//!    path, size, content_type), `input.instructions` and earlier steps;
+//!    path, size, content_type), `input.instructions` and earlier steps; or, in LLM
+//!    mode (`llm` and no steps), asks the model with the instructions, the email and
+//!    the attachments' paths, letting it call the tools of `servers`;
 //! 3. drafts the reply (`reply.text` and `reply.subject` are templates too), addressed
 //!    to the sender with `In-Reply-To` and `References` from the email;
-//! 4. returns `{"summary", "actions", "attachments", "reply"}`: the last step's text,
-//!    every step's result, the files written, and the draft.
+//! 4. returns `{"summary", "actions", "attachments", "reply"}`: the last step's text
+//!    (or the model's answer), every step's result (or the model's transcript), the
+//!    files written, and the draft.
 //!
 //! Raw `.eml` messages are turned into the job's JSON by [`parse`] (the producer does
 //! it, so a broken message is a usage error at submit).
@@ -21,6 +24,7 @@ pub mod smtp;
 
 use serde_json::{json, Map, Value};
 
+use crate::agent::llm::run_llm;
 use crate::agent::plan::{run_plan_with_data, text_parts, PlanContext};
 use crate::agent::template::{TemplateError, Templates};
 use crate::job::AgentJob;
@@ -38,16 +42,43 @@ fn email_view(email: &EmailJob) -> Value {
     })
 }
 
+/// The user message of LLM mode: instructions, the email, the attachments' paths.
+fn email_prompt(email: &EmailJob, saved: &[attachments::SavedAttachment]) -> String {
+    let mut p = format!(
+        "{}\n\n--- The email ---\nFrom: {}\nTo: {}\n",
+        email.instructions,
+        email.from,
+        email.to.join(", ")
+    );
+    if !email.cc.is_empty() {
+        p.push_str(&format!("Cc: {}\n", email.cc.join(", ")));
+    }
+    p.push_str(&format!("Subject: {}\n", email.subject));
+    if let Some(date) = &email.date {
+        p.push_str(&format!("Date: {date}\n"));
+    }
+    p.push_str(&format!("\n{}\n", email.text));
+    if !saved.is_empty() {
+        p.push_str("\n--- Attachments (files your tools can read) ---\n");
+        for a in saved {
+            p.push_str(&format!(
+                "{} ({}, {} bytes): {}\n",
+                a.name, a.content_type, a.size, a.path
+            ));
+        }
+    }
+    p
+}
+
 /// Runs an email job (see the module doc). `ctx.data` carries `job`; this adds the rest.
 pub async fn run_email(
     email: &EmailJob,
     job_id: &str,
-    settings: &EmailSettings,
-    smtp: Option<&smtp::SmtpSettings>,
     ctx: PlanContext<'_>,
 ) -> Result<Value, JobFailure> {
+    let config = ctx.config;
     let (s, id, list) = (
-        settings.clone(),
+        config.email.clone(),
         job_id.to_string(),
         email.attachments.clone(),
     );
@@ -71,17 +102,34 @@ pub async fn run_email(
     let data = Value::Object(data);
     let mut input = Map::new();
     input.insert("instructions".to_string(), json!(email.instructions));
-    let plan = AgentJob {
-        steps: email.steps.clone(),
-        input,
+    let ctx = PlanContext { data: &data, ..ctx };
+    let (summary, actions, seen) = if email.steps.is_empty() {
+        let prompt = email_prompt(email, &saved);
+        let options = email.llm.clone().unwrap_or_default();
+        let out = run_llm(&prompt, &email.servers, &options, config.llm.as_ref(), ctx).await?;
+        let answer = out["answer"].as_str().unwrap_or_default().to_string();
+        let mut seen = data.clone();
+        seen["answer"] = json!(answer);
+        seen["input"] = Value::Object(input);
+        seen["steps"] = json!({});
+        (answer, out, seen)
+    } else {
+        let plan = AgentJob {
+            steps: email.steps.clone(),
+            input,
+            prompt: None,
+            servers: Vec::new(),
+            llm: None,
+        };
+        let (actions, seen) = run_plan_with_data(&plan, ctx).await?;
+        let summary = actions
+            .as_array()
+            .and_then(|steps| steps.iter().rev().find_map(|s| s.get("result")))
+            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .map(|r| text_parts(&r))
+            .unwrap_or_default();
+        (summary, actions, seen)
     };
-    let (actions, seen) = run_plan_with_data(&plan, PlanContext { data: &data, ..ctx }).await?;
-    let summary = actions
-        .as_array()
-        .and_then(|steps| steps.iter().rev().find_map(|s| s.get("result")))
-        .and_then(|r| serde_json::from_value(r.clone()).ok())
-        .map(|r| text_parts(&r))
-        .unwrap_or_default();
     let mut reply = match &email.reply {
         Some(spec) => Some(
             draft_reply(email, spec, &seen)
@@ -91,7 +139,7 @@ pub async fn run_email(
     };
     if let (Some(draft), Some(spec)) = (reply.as_mut(), &email.reply) {
         if spec.send {
-            send_reply(email, draft, smtp, ctx.deadline).await?;
+            send_reply(email, draft, config.smtp.as_ref(), ctx.deadline).await?;
         }
     }
     Ok(json!({"summary": summary, "actions": actions, "attachments": saved, "reply": reply}))

@@ -403,6 +403,32 @@ impl McpPool {
             })
     }
 
+    /// The tools of pooled `server` (from a warm session, starting one if needed).
+    pub async fn list_tools(
+        &self,
+        server: &str,
+        deadline: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<Vec<Tool>>, PoolError> {
+        let pool = self
+            .servers
+            .get(server)
+            .expect("callers check is_pooled first")
+            .clone();
+        let lease = self.checkout(&pool, deadline, cancel).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let tools = lease
+            .slot
+            .session
+            .list_tools(pool.timeouts.call.min(left))
+            .await;
+        let report = self.release(lease, tools.is_err(), false).await;
+        tools.map_err(|error| PoolError::Mcp {
+            error,
+            stop_note: report.and_then(|r| stop_note(server, &r)),
+        })
+    }
+
     /// The tools of `server` if a session of it is up and has room, without starting one.
     pub async fn tools_if_warm(&self, server: &str) -> Option<Arc<Vec<Tool>>> {
         let pool = self.servers.get(server)?.clone();

@@ -1,0 +1,212 @@
+//! A client for OpenAI-compatible chat completions (`POST {base_url}/chat/completions`
+//! with `tools`): OpenAI, vLLM, Ollama, llama.cpp's server and others speak it.
+//!
+//! Guarantees:
+//! - Every request is bounded by the job's deadline (and `llm.request_timeout`).
+//! - 429 and 5xx answers, and connection failures, are retried with exponential backoff
+//!   and full jitter (honouring `Retry-After` in seconds), while the deadline allows.
+//! - Any other 4xx is a permanent error quoting the server's message: retrying the same
+//!   request cannot help.
+//!
+//! ```toml
+//! [llm]
+//! base_url = "https://api.openai.com/v1"   # or http://127.0.0.1:11434/v1 (Ollama), ...
+//! model = "gpt-4o-mini"                     # a job's llm.model overrides it
+//! api_key_env = "OPENAI_API_KEY"            # sent as Authorization: Bearer ...
+//! request_timeout = "60s"
+//! ```
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+
+/// The `[llm]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    /// The API's base URL, up to and including `/v1`.
+    pub base_url: String,
+    /// Default model.
+    pub model: String,
+    /// Name of the environment variable holding the API key (none: no Authorization).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Bound on one request (default 60 s; the job's deadline bounds it too).
+    #[serde(default = "default_request_timeout", with = "crate::duration")]
+    pub request_timeout: Duration,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Why the model could not be asked.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChatError {
+    /// The API refused the request (a 4xx other than 429): not retryable.
+    #[error("the model API refused the request: HTTP {status}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The API's error message (cut to 2,000 characters).
+        message: String,
+    },
+    /// 429/5xx/connection errors until the deadline: retryable later.
+    #[error("the model API did not answer successfully before the job's deadline (last: {last})")]
+    Unavailable {
+        /// The last failure.
+        last: String,
+    },
+    /// The answer was not a chat completion.
+    #[error("the model API answered something that is not a chat completion: {0}")]
+    BadAnswer(String),
+}
+
+impl ChatError {
+    /// True when trying the job again later could help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ChatError::Unavailable { .. })
+    }
+}
+
+/// A chat client for one job.
+#[derive(Debug, Clone)]
+pub struct ChatClient {
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+    request_timeout: Duration,
+}
+
+/// One answer: the assistant message and token usage.
+#[derive(Debug, Clone)]
+pub struct ChatAnswer {
+    /// `choices[0].message`, as sent (role, content, tool_calls).
+    pub message: Value,
+    /// `usage`, if the API reported it.
+    pub usage: Option<Value>,
+    /// `choices[0].finish_reason`.
+    pub finish_reason: Option<String>,
+}
+
+fn cut(s: &str) -> String {
+    s.chars().take(2000).collect()
+}
+
+impl ChatClient {
+    /// A client for `settings` (the API key is read from its env var now).
+    pub fn new(settings: &LlmSettings) -> Self {
+        ChatClient {
+            http: reqwest::Client::new(),
+            url: format!(
+                "{}/chat/completions",
+                settings.base_url.trim_end_matches('/')
+            ),
+            api_key: settings
+                .api_key_env
+                .as_ref()
+                .and_then(|var| std::env::var(var).ok()),
+            request_timeout: settings.request_timeout,
+        }
+    }
+
+    /// Sends `body` (a chat completions request), retrying as the module doc says.
+    pub async fn complete(&self, body: &Value, deadline: Instant) -> Result<ChatAnswer, ChatError> {
+        let mut failures = 0u32;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = match self.once(body, left.min(self.request_timeout)).await {
+                Ok(answer) => return Ok(answer),
+                Err(Attempt::Permanent(e)) => return Err(e),
+                Err(Attempt::Transient {
+                    message,
+                    retry_after,
+                }) => {
+                    failures += 1;
+                    let backoff = crate::queue::retry::backoff(
+                        failures,
+                        Duration::from_millis(200),
+                        Duration::from_secs(10),
+                    );
+                    tracing::warn!(attempt = failures, "model API: {message}; retrying");
+                    let wait = retry_after.unwrap_or(backoff);
+                    if Instant::now() + wait >= deadline {
+                        return Err(ChatError::Unavailable { last: message });
+                    }
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn once(&self, body: &Value, timeout: Duration) -> Result<ChatAnswer, Attempt> {
+        if timeout.is_zero() {
+            return Err(Attempt::Transient {
+                message: "no time left before the job's deadline".to_string(),
+                retry_after: None,
+            });
+        }
+        let mut request = self.http.post(&self.url).json(body).timeout(timeout);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| Attempt::Transient {
+            message: format!("request failed: {e}"),
+            retry_after: None,
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.map_err(|e| Attempt::Transient {
+            message: format!("reading the answer failed: {e}"),
+            retry_after: None,
+        })?;
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Err(Attempt::Transient {
+                message: format!("HTTP {}: {}", status.as_u16(), cut(&text)),
+                retry_after,
+            });
+        }
+        if !status.is_success() {
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| cut(&text));
+            return Err(Attempt::Permanent(ChatError::Refused {
+                status: status.as_u16(),
+                message,
+            }));
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| {
+            Attempt::Permanent(ChatError::BadAnswer(format!("{e}: {}", cut(&text))))
+        })?;
+        let choice = &v["choices"][0];
+        if !choice["message"].is_object() {
+            return Err(Attempt::Permanent(ChatError::BadAnswer(format!(
+                "no choices[0].message in {}",
+                cut(&text)
+            ))));
+        }
+        Ok(ChatAnswer {
+            message: choice["message"].clone(),
+            usage: v.get("usage").cloned(),
+            finish_reason: choice["finish_reason"].as_str().map(str::to_string),
+        })
+    }
+}
+
+enum Attempt {
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    Permanent(ChatError),
+}

@@ -1,0 +1,306 @@
+//! LLM mode: the tool-calling loop of an agent job against an OpenAI-compatible chat
+//! completions API ([`super::chat`]).
+//!
+//! ```json
+//! {"kind": "agent", "payload": {
+//!   "prompt": "What time is it in Tokyo? Answer in one sentence.",
+//!   "servers": ["time"],
+//!   "llm": {"model": "gpt-4o-mini", "max_steps": 10, "system": "Be brief.", "temperature": 0}
+//! }}
+//! ```
+//!
+//! The loop:
+//! 1. lists the tools of `servers` and offers them as `tools`, named `server__tool`
+//!    (characters the API does not allow become `_`), with their JSON schemas as sent by
+//!    the server;
+//! 2. asks the model; when it answers with `tool_calls`, runs them all at once through
+//!    MCP, sends the results back as `tool` messages, and asks again;
+//! 3. stops on an answer without tool calls (`stop_reason: "answer"`), after `max_steps`
+//!    model calls (`"max_steps"`, default 10) or at the job's deadline (a `timeout`
+//!    failure).
+//!
+//! A tool call the model got wrong (unknown tool, arguments that are not a JSON object)
+//! and a tool that fails are answered to the model as a tool error, as real agents do;
+//! the loop goes on. The result holds the answer, the stop reason, token usage and the
+//! transcript (every message, tool call with arguments, result, timing).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
+
+use super::chat::{ChatClient, ChatError, LlmSettings};
+use super::plan::{text_parts, PlanContext};
+use super::toolbox::Toolbox;
+use crate::mcp::PoolError;
+use crate::queue::JobFailure;
+
+/// Default and largest `llm.max_steps`.
+pub const DEFAULT_MAX_STEPS: u32 = 10;
+/// Largest `llm.max_steps`.
+pub const MAX_STEPS_LIMIT: u32 = 100;
+
+/// A job's `llm` options; every field is optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LlmOptions {
+    /// Model name (default: the worker's `llm.model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Most model calls (default 10, at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+    /// A system message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+}
+
+/// An API-safe tool name: `[a-zA-Z0-9_-]`, at most 64 characters.
+fn api_name(server: &str, tool: &str) -> String {
+    let raw = format!("{server}__{tool}");
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+/// Runs the loop (see the module doc).
+pub async fn run_llm(
+    prompt: &str,
+    servers: &[String],
+    options: &LlmOptions,
+    settings: Option<&LlmSettings>,
+    ctx: PlanContext<'_>,
+) -> Result<Value, JobFailure> {
+    let settings = settings.ok_or_else(|| {
+        JobFailure::new(
+            "llm_not_configured",
+            "this job asks a model, but the worker has no [llm] config (base_url, model)",
+            false,
+        )
+    })?;
+    let toolbox = Toolbox::open(servers, ctx).await.map_err(|(server, e)| {
+        let mut f = JobFailure::new(
+            e.kind(),
+            format!("listing the tools of `{server}`: {e}"),
+            e.is_retryable(),
+        );
+        f.server = Some(server);
+        f.stderr_tail = e.stderr().map(str::to_string);
+        f
+    })?;
+    let outcome = converse(prompt, options, settings, &toolbox, ctx).await;
+    toolbox.close().await;
+    outcome
+}
+
+async fn converse(
+    prompt: &str,
+    options: &LlmOptions,
+    settings: &LlmSettings,
+    toolbox: &Toolbox<'_>,
+    ctx: PlanContext<'_>,
+) -> Result<Value, JobFailure> {
+    let started = Instant::now();
+    let client = ChatClient::new(settings);
+    let mut names: HashMap<String, (String, String)> = HashMap::new();
+    let tools: Vec<Value> = toolbox
+        .tools
+        .iter()
+        .map(|(server, tool)| {
+            let name = api_name(server, &tool.name);
+            names.insert(name.clone(), (server.clone(), tool.name.to_string()));
+            json!({"type": "function", "function": {
+                "name": name,
+                "description": tool.description.as_deref().unwrap_or(""),
+                "parameters": Value::Object((*tool.input_schema).clone()),
+            }})
+        })
+        .collect();
+    let mut messages = Vec::new();
+    if let Some(system) = &options.system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    messages.push(json!({"role": "user", "content": prompt}));
+    let mut transcript: Vec<Value> = messages.clone();
+    let mut usage = (0u64, 0u64, 0u64);
+    let max_steps = options.max_steps.unwrap_or(DEFAULT_MAX_STEPS);
+    let model = options
+        .model
+        .clone()
+        .unwrap_or_else(|| settings.model.clone());
+    let mut last_content = Value::Null;
+    let mut tool_calls_made = 0usize;
+    for step in 1..=max_steps {
+        let mut body = json!({"model": model, "messages": messages});
+        if !tools.is_empty() {
+            body["tools"] = json!(tools);
+            body["tool_choice"] = json!("auto");
+        }
+        if let Some(t) = options.temperature {
+            body["temperature"] = json!(t);
+        }
+        let asked = Instant::now();
+        let answer = tokio::select! {
+            answer = client.complete(&body, ctx.deadline) => answer,
+            _ = ctx.cancel.cancelled() => return Err(JobFailure::new("cancelled", "the job was stopped while the model was thinking", false)),
+        }
+        .map_err(|e: ChatError| {
+            if Instant::now() >= ctx.deadline {
+                JobFailure::new("timeout", format!("the job's deadline passed while asking the model: {e}"), true)
+            } else {
+                JobFailure::new("llm_error", e.to_string(), e.is_retryable())
+            }
+        })?;
+        if let Some(u) = &answer.usage {
+            usage.0 += u["prompt_tokens"].as_u64().unwrap_or(0);
+            usage.1 += u["completion_tokens"].as_u64().unwrap_or(0);
+            usage.2 += u["total_tokens"].as_u64().unwrap_or(0);
+        }
+        let message = &answer.message;
+        last_content = message["content"].clone();
+        let calls: Vec<Value> = message["tool_calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut sent = json!({"role": "assistant", "content": message["content"]});
+        if !calls.is_empty() {
+            sent["tool_calls"] = json!(calls);
+        }
+        messages.push(sent.clone());
+        let mut record = sent;
+        record["ms"] = json!(asked.elapsed().as_millis() as u64);
+        record["usage"] = answer.usage.clone().unwrap_or(Value::Null);
+        record["finish_reason"] = json!(answer.finish_reason);
+        transcript.push(record);
+        if calls.is_empty() {
+            return Ok(result(
+                last_content,
+                "answer",
+                step,
+                usage,
+                tool_calls_made,
+                transcript,
+            ));
+        }
+        tool_calls_made += calls.len();
+        let runs = calls
+            .iter()
+            .map(|call| run_call(call, &names, toolbox, started));
+        for outcome in futures::future::join_all(runs).await {
+            let (message, record) = outcome?;
+            messages.push(message);
+            transcript.push(record);
+        }
+    }
+    Ok(result(
+        last_content,
+        "max_steps",
+        max_steps,
+        usage,
+        tool_calls_made,
+        transcript,
+    ))
+}
+
+fn result(
+    answer: Value,
+    stop: &str,
+    steps: u32,
+    usage: (u64, u64, u64),
+    calls: usize,
+    transcript: Vec<Value>,
+) -> Value {
+    json!({
+        "answer": answer, "stop_reason": stop, "steps": steps, "tool_calls": calls,
+        "usage": {"prompt_tokens": usage.0, "completion_tokens": usage.1, "total_tokens": usage.2},
+        "transcript": transcript,
+    })
+}
+
+/// One tool call: the `tool` message for the model, and the transcript record. Only a
+/// cancelled job is an error; everything else is told to the model.
+async fn run_call(
+    call: &Value,
+    names: &HashMap<String, (String, String)>,
+    toolbox: &Toolbox<'_>,
+    started: Instant,
+) -> Result<(Value, Value), JobFailure> {
+    let id = call["id"].as_str().unwrap_or_default().to_string();
+    let name = call["function"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let raw_args = &call["function"]["arguments"];
+    let start_ms = ms_since(started);
+    let t0 = Instant::now();
+    let args: Result<Map<String, Value>, String> = match raw_args {
+        Value::String(s) if s.trim().is_empty() => Ok(Map::new()),
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(other) => Err(format!("the arguments must be a JSON object, got {other}")),
+            Err(e) => Err(format!("the arguments are not valid JSON ({e}): {s}")),
+        },
+        Value::Object(m) => Ok(m.clone()),
+        Value::Null => Ok(Map::new()),
+        other => Err(format!("the arguments must be a JSON object, got {other}")),
+    };
+    let (ok, content) = match (names.get(&name), args) {
+        (None, _) => {
+            let mut known: Vec<&String> = names.keys().collect();
+            known.sort();
+            (
+                false,
+                format!("error: there is no tool named `{name}`; the tools are: {known:?}"),
+            )
+        }
+        (Some(_), Err(e)) => (false, format!("error: {e}")),
+        (Some((server, tool)), Ok(args)) => match toolbox.call(server, tool, args).await {
+            Ok(result) => {
+                let mut text = text_parts(&result);
+                if text.is_empty() {
+                    text = serde_json::to_string(
+                        &result
+                            .structured_content
+                            .clone()
+                            .unwrap_or(json!(result.content)),
+                    )
+                    .unwrap_or_default();
+                }
+                if result.is_error == Some(true) {
+                    (false, format!("error: {text}"))
+                } else {
+                    (true, text)
+                }
+            }
+            Err(PoolError::Cancelled { .. }) => {
+                return Err(JobFailure::new(
+                    "cancelled",
+                    "the job was stopped during a tool call",
+                    false,
+                ))
+            }
+            Err(e) => (false, format!("error: the tool failed: {e}")),
+        },
+    };
+    let message = json!({"role": "tool", "tool_call_id": id, "content": content});
+    let record = json!({
+        "role": "tool", "tool_call_id": id, "name": name, "arguments": raw_args,
+        "ok": ok, "content": content, "start_ms": start_ms, "ms": t0.elapsed().as_millis() as u64,
+    });
+    Ok((message, record))
+}
