@@ -41,7 +41,10 @@ Exit status:
 pub enum Command {
     /// Submit a job and print its id.
     ///
-    /// The job comes from a JSON file, from stdin (`-`), or from flags (`mcpq submit agent ...`).
+    /// The job comes from a JSON file, from stdin (`-`), or from flags (`mcpq submit agent
+    /// ...`, `mcpq submit email --eml ...`). Job kinds: agent plans (tool calls with
+    /// templates), agents in LLM mode (a model calls the tools), and emails (with
+    /// attachments and a reply). The formats are below.
     #[command(args_conflicts_with_subcommands = true, after_long_help = SUBMIT_EXAMPLES)]
     Submit(SubmitArgs),
     /// Show where a job is (queued, running, failed = will retry, succeeded, dead,
@@ -127,13 +130,39 @@ Exit status of `check`: 0 every server answered, 1 at least one failed.";
 const SUBMIT_EXAMPLES: &str = r#"Examples:
   mcpq submit agent --server echo --tool echo --args '{"text":"hi"}' --timeout 30s
   mcpq submit job.json
-  echo '{"kind":"agent","payload":{"steps":[{"server":"echo","tool":"add","arguments":{"a":1,"b":2}}]}}' | mcpq submit -
   mcpq submit job.json --wait    # submit, then wait and print the result
+  mcpq submit email --eml message.eml --server filesystem --steps @plan.json
 
-Job file format (version and id are optional):
-  {"version": 1, "kind": "agent",
-   "payload": {"steps": [{"server": "echo", "tool": "echo", "arguments": {"text": "hi"}}]},
-   "options": {"timeout": "30s", "max_attempts": 3, "priority": "high", "idempotency_key": "k"}}"#;
+Job files (version and id are optional; unknown fields are rejected):
+
+  An agent plan: steps in order; arguments may be templates over input, earlier
+  named steps and job.id ({{ input.city }}, {{ steps.NAME.text }}, .result,
+  .structured, .error); "continue_on_error" lets the plan go on after a failure.
+  {"kind": "agent", "payload": {
+     "input": {"city": "Oslo"},
+     "steps": [{"name": "greet", "server": "echo", "tool": "echo",
+                "arguments": {"text": "weather in {{ input.city }}"}},
+               {"server": "echo", "tool": "echo",
+                "arguments": {"text": "{{ steps.greet.text | upper }}"}}]},
+   "options": {"timeout": "30s", "max_attempts": 3, "priority": "high",
+               "idempotency_key": "order-42"}}
+
+  An agent in LLM mode: the worker's [llm] model calls the tools of "servers"
+  (named server__tool) until it answers or max_steps.
+  {"kind": "agent", "payload": {"prompt": "What time is it in Tokyo?",
+     "servers": ["time"], "llm": {"model": "gpt-4o-mini", "max_steps": 10}}}
+
+  An email: attachments by path (read here and inlined) or content_base64; the
+  plan's templates also see email.* and attachments[i].name/.path/.size; the reply
+  is drafted (and sent over the worker's [smtp] with "send": true). Instead of
+  "steps", "llm": {...} lets the model handle it.
+  {"kind": "email", "payload": {"from": "Ana <ana@example.com>", "subject": "Invoice",
+     "text": "Please file it.", "instructions": "File the invoice.",
+     "attachments": [{"name": "invoice.pdf", "path": "invoice.pdf"}],
+     "servers": ["echo"],
+     "steps": [{"name": "file", "server": "echo", "tool": "echo",
+                "arguments": {"text": "{{ attachments[0].path }}"}}],
+     "reply": {"text": "Filed {{ attachments[0].name }}.", "send": false}}}"#;
 
 /// `mcpq submit`.
 #[derive(Debug, Args)]

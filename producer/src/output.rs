@@ -98,8 +98,47 @@ pub fn status_json(r: &JobRecord) -> Value {
     })
 }
 
-/// A plan result as readable text: one block per step with its text content.
+/// A result as readable text: a plan's steps, a model's answer, an email's summary and
+/// reply (`--json` gives everything).
 pub fn result_text(result: &Value) -> String {
+    if let Some(answer) = result.get("answer") {
+        let mut s = answer
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| answer.to_string());
+        s.push_str(&format!(
+            "\n({} model call(s), {} tool call(s), stop: {}; --json for the transcript)",
+            result["steps"],
+            result["tool_calls"],
+            result["stop_reason"].as_str().unwrap_or("?")
+        ));
+        return s;
+    }
+    if let Some(summary) = result.get("summary") {
+        let mut s = format!("summary: {}", summary.as_str().unwrap_or_default());
+        for a in result["attachments"].as_array().into_iter().flatten() {
+            s.push_str(&format!(
+                "\nattachment: {} ({} bytes) {}",
+                a["name"].as_str().unwrap_or("?"),
+                a["size"],
+                a["path"].as_str().unwrap_or("")
+            ));
+        }
+        if let Some(reply) = result.get("reply").filter(|r| r.is_object()) {
+            s.push_str(&format!(
+                "\nreply ({}) to {}: {}\n{}",
+                if reply["sent"] == true {
+                    "sent"
+                } else {
+                    "draft"
+                },
+                reply["to"],
+                reply["subject"].as_str().unwrap_or_default(),
+                indent(reply["text"].as_str().unwrap_or_default())
+            ));
+        }
+        return s;
+    }
     let Some(steps) = result.as_array() else {
         return serde_json::to_string_pretty(result).unwrap_or_default();
     };
@@ -122,9 +161,18 @@ pub fn result_text(result: &Value) -> String {
                     .collect()
             })
             .unwrap_or_default();
-        let body = match (texts.len(), step["result"].get("structuredContent")) {
-            (0, Some(sc)) => sc.to_string(),
-            (0, None) => "(empty)".to_string(),
+        let body = match (
+            texts.len(),
+            step["result"].get("structuredContent"),
+            step.get("error"),
+        ) {
+            (_, _, Some(e)) => format!(
+                "failed (continue_on_error) [{}] {}",
+                e["kind"].as_str().unwrap_or("?"),
+                e["message"].as_str().unwrap_or("")
+            ),
+            (0, Some(sc), _) => sc.to_string(),
+            (0, None, _) => "(empty)".to_string(),
             _ => texts.join("\n"),
         };
         if body.contains('\n') {
