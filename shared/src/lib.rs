@@ -1,6 +1,6 @@
 //! mcpq's library: the job model, configuration, the Redis queue and result store, the
 //! process supervisor for stdio MCP servers, MCP sessions and their pool, and the job
-//! runners.
+//! runners: agent plans with templates, the LLM tool-calling loop, email jobs.
 //!
 //! The binaries (`mcpq-worker`, `mcpq`) are thin glue over this crate.
 //!
@@ -21,6 +21,13 @@
 //!   tree (`torture.rs`: the supervisor's contract is listed in [`supervisor`]).
 //! - Warm sessions are shared by jobs within `max_sessions` x `max_in_flight`; a session
 //!   that failed is never handed out again (`pool.rs`; contract in [`mcp::pool`]).
+//! - Plan templates are checked at submit (a missing reference or a bad template exits
+//!   2) and bounded at run time (`plans.rs`, `agent::template` tests).
+//! - An email's attachments are written only inside their job's directory, with
+//!   sanitized names and size limits (`email::the_email_corpus_is_processed_or_rejected_with_clear_errors`,
+//!   `email::attachments` tests).
+//! - The LLM loop retries 429/5xx within the deadline, fails a 4xx permanently, and
+//!   answers malformed tool calls to the model (`llm::the_model_loop_calls_real_mcp_tools_and_handles_every_answer`).
 //! - Delivery (at least once, leases with fencing, retries with full-jitter backoff,
 //!   dead letters, idempotency keys, cancellation, release on shutdown, retention,
 //!   priorities): each promise and its test are listed in `docs/GUARANTEES.md`; the

@@ -162,6 +162,11 @@ impl Templates {
                             .compile_expression(expr)
                             .and_then(|e| e.eval(data))
                             .map_err(|e| TemplateError::new(s, e.to_string()))?;
+                        // Strict mode errors when undefined is printed, not when an
+                        // expression evaluates to it: refuse it here too.
+                        if v.is_undefined() {
+                            return Err(TemplateError::new(s, format!("`{expr}` is undefined")));
+                        }
                         serde_json::to_value(&v)
                             .map_err(|e| TemplateError::new(s, e.to_string()))?
                     }
