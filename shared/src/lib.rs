@@ -47,6 +47,7 @@ pub mod mcp;
 pub mod queue;
 pub mod runner;
 pub mod supervisor;
+pub mod tls;
 
 pub use config::Config;
 pub use job::{Job, JobId};

@@ -192,33 +192,24 @@ impl Runner {
             .unwrap_or(self.config.defaults.job_timeout);
         let deadline = Instant::now() + timeout;
         let data = serde_json::json!({"job": {"id": job.id.to_string()}});
+        let ctx = PlanContext {
+            config: &self.config,
+            pool: &self.pool,
+            deadline,
+            cancel,
+            data: &data,
+        };
         let work = async {
             match &job.payload {
-                JobPayload::Agent(agent) => {
-                    let ctx = PlanContext {
-                        config: &self.config,
-                        pool: &self.pool,
-                        deadline,
-                        cancel,
-                        data: &data,
-                    };
-                    match &agent.prompt {
-                        Some(prompt) => {
-                            let options = agent.llm.clone().unwrap_or_default();
-                            let llm = self.config.llm.as_ref();
-                            run_llm(prompt, &agent.servers, &options, llm, ctx).await
-                        }
-                        None => run_plan(agent, ctx).await,
+                JobPayload::Agent(agent) => match &agent.prompt {
+                    Some(prompt) => {
+                        let options = agent.llm.clone().unwrap_or_default();
+                        let llm = self.config.llm.as_ref();
+                        run_llm(prompt, &agent.servers, &options, llm, ctx).await
                     }
-                }
+                    None => run_plan(agent, ctx).await,
+                },
                 JobPayload::Email(email) => {
-                    let ctx = PlanContext {
-                        config: &self.config,
-                        pool: &self.pool,
-                        deadline,
-                        cancel,
-                        data: &data,
-                    };
                     let id = job.id.to_string();
                     run_email(email, &id, ctx).await
                 }

@@ -300,21 +300,11 @@ impl TestEnv {
 
     /// How many jobs of this namespace have finished (succeeded, dead or cancelled).
     pub fn finished_count(&self) -> usize {
-        let mut redis = self.redis();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{{{}}}:job:*", self.namespace))
-            .query(&mut redis)
-            .unwrap_or_default();
-        let jobs: Vec<&String> = keys.iter().filter(|k| !k.ends_with(":attempts")).collect();
-        let mut pipe = redis::pipe();
-        for key in &jobs {
-            pipe.hget(key.as_str(), "status");
-        }
-        let statuses: Vec<Option<String>> = pipe.query(&mut redis).unwrap_or_default();
-        statuses
+        self.status_counts()
             .iter()
-            .filter(|s| matches!(s.as_deref(), Some("succeeded" | "dead" | "cancelled")))
-            .count()
+            .filter(|(status, _)| matches!(status.as_str(), "succeeded" | "dead" | "cancelled"))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Waits until at least `n` jobs of this namespace have finished.

@@ -99,6 +99,7 @@ fn cut(s: &str) -> String {
 impl ChatClient {
     /// A client for `settings` (the API key is read from its env var now).
     pub fn new(settings: &LlmSettings) -> Self {
+        crate::tls::install();
         ChatClient {
             http: reqwest::Client::new(),
             url: format!(
@@ -209,4 +210,36 @@ enum Attempt {
         retry_after: Option<Duration>,
     },
     Permanent(ChatError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HTTPS is built in: a request to an https URL fails to connect (nothing listens),
+    /// it is not refused for lack of TLS support, and nothing panics.
+    #[tokio::test]
+    async fn https_urls_are_supported() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let client = ChatClient::new(&LlmSettings {
+            base_url: format!("https://127.0.0.1:{port}/v1"),
+            model: "m".into(),
+            api_key_env: None,
+            request_timeout: Duration::from_secs(2),
+        });
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let err = client
+            .complete(&serde_json::json!({}), deadline)
+            .await
+            .expect_err("nothing listens");
+        assert!(err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(!text.contains("scheme is not"), "{text}");
+        // Without a TLS backend reqwest fails in its builder ("scheme is not http"),
+        // before sending anything.
+        assert!(text.contains("error sending request"), "{text}");
+    }
 }

@@ -304,6 +304,7 @@ impl McpSession {
         loop {
             let state = ClientState::default();
             let tools_changed = state.tools_changed.clone();
+            crate::tls::install();
             let transport = StreamableHttpClientTransport::from_config(transport_config.clone());
             let left = until.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, state.serve(transport)).await {
