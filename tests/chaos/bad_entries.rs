@@ -102,6 +102,16 @@ fn malformed_queue_entries_are_dead_lettered_and_good_jobs_between_them_succeed(
         })
         .count();
     assert_eq!(huge_errors, 10, "the 2 MiB payloads are refused by size");
+    // A dead entry with no record behind it cannot be requeued, and says why.
+    let garbage = lines
+        .iter()
+        .find(|l| l["kind"] == "unknown")
+        .and_then(|l| l["id"].as_str())
+        .expect("a no-record entry");
+    let out = env.mcpq(&["dlq", "requeue", garbage]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no payload"), "{stderr}");
     for w in &mut workers {
         assert!(
             w.child.try_wait().expect("try_wait").is_none(),

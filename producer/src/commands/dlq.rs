@@ -66,13 +66,21 @@ pub async fn run(ctx: &Ctx, action: DlqAction) -> anyhow::Result<u8> {
             }
         }
         DlqAction::Requeue { id: Some(id), .. } => {
-            let done = control::requeue(&mut conn, keys, &id)
+            match control::requeue(&mut conn, keys, &id)
                 .await
-                .map_err(exit::queue)?;
-            if !done {
-                return Err(exit::usage(format!(
-                    "job {id} is not in the dead-letter set"
-                )));
+                .map_err(exit::queue)?
+            {
+                control::Requeued::Yes => {}
+                control::Requeued::NotDead => {
+                    return Err(exit::usage(format!(
+                        "job {id} is not in the dead-letter set"
+                    )))
+                }
+                control::Requeued::NoPayload => {
+                    return Err(exit::usage(format!(
+                        "{id} is a malformed queue entry with no payload: nothing could run; remove it with mcpq dlq purge"
+                    )))
+                }
             }
             if ctx.json {
                 output::json_line("requeued", json!({"ids": [id], "count": 1}));

@@ -134,48 +134,67 @@ pub async fn dead_show(
     parse_record(id, &map, &history).map(Some)
 }
 
-/// Puts dead job `id` back in its queue; false if it is not dead.
+/// What [`requeue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeued {
+    /// Back in its queue.
+    Yes,
+    /// Not in the dead-letter set (or unknown).
+    NotDead,
+    /// A malformed queue entry with no payload: nothing could run; purge it.
+    NoPayload,
+}
+
+/// Puts dead job `id` back in its queue.
 pub async fn requeue(
     conn: &mut ConnectionManager,
     keys: &Keys,
     id: &str,
-) -> Result<bool, QueueError> {
-    let done: u8 = scripts::REQUEUE
+) -> Result<Requeued, QueueError> {
+    let done: i8 = scripts::REQUEUE
         .prepare_invoke()
         .arg(keys.prefix())
         .arg(id)
         .invoke_async(conn)
         .await?;
-    Ok(done == 1)
+    Ok(match done {
+        1 => Requeued::Yes,
+        -1 => Requeued::NoPayload,
+        _ => Requeued::NotDead,
+    })
 }
 
-/// Puts every dead job back in its queue; returns how many.
+/// Puts every dead job back in its queue; returns how many. Malformed entries with no
+/// payload stay (nothing could run them); `purge_dead` removes them.
 pub async fn requeue_all(conn: &mut ConnectionManager, keys: &Keys) -> Result<u64, QueueError> {
     let mut total = 0;
+    // Entries that stay in the set (no payload) are skipped by position; requeued and
+    // stale ones leave the set, so the next page starts where they were.
+    let mut kept: isize = 0;
     loop {
         let ids: Vec<String> = redis::cmd("ZRANGE")
             .arg(keys.dead())
-            .arg(0)
-            .arg(499)
+            .arg(kept)
+            .arg(kept + 499)
             .query_async(conn)
             .await?;
         if ids.is_empty() {
             return Ok(total);
         }
-        let mut done = 0;
         for id in &ids {
-            if requeue(conn, keys, id).await? {
-                done += 1;
-            } else {
-                // Not dead any more (or gone): take it out of the set.
-                let _: () = redis::cmd("ZREM")
-                    .arg(keys.dead())
-                    .arg(id)
-                    .query_async(conn)
-                    .await?;
+            match requeue(conn, keys, id).await? {
+                Requeued::Yes => total += 1,
+                Requeued::NoPayload => kept += 1,
+                Requeued::NotDead => {
+                    // Not dead any more (or gone): take it out of the set.
+                    let _: () = redis::cmd("ZREM")
+                        .arg(keys.dead())
+                        .arg(id)
+                        .query_async(conn)
+                        .await?;
+                }
             }
         }
-        total += done;
     }
 }
 
