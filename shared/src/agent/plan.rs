@@ -27,9 +27,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::template::Templates;
+use super::toolbox::{call_own_session, stop_sessions};
 use crate::config::Config;
 use crate::job::{AgentJob, PlanStep};
-use crate::mcp::pool::{start_admitted, stop_note};
+use crate::mcp::pool::start_admitted;
 use crate::mcp::{McpPool, McpSession, PoolError};
 use crate::queue::JobFailure;
 
@@ -92,16 +93,7 @@ pub async fn run_plan_with_data(
 ) -> Result<(Value, Value), JobFailure> {
     let mut fresh: HashMap<String, McpSession> = HashMap::new();
     let mut outcome = run_steps(plan, ctx, &mut fresh).await;
-    let stops = futures::future::join_all(fresh.into_iter().map(|(name, session)| async move {
-        let report = session.shutdown().await;
-        (name, report)
-    }))
-    .await;
-    for (name, report) in stops {
-        let Some(note) = stop_note(&name, &report) else {
-            continue;
-        };
-        tracing::warn!(server = %name, "{note}");
+    for (_, note) in stop_sessions(fresh).await {
         if let Err(failure) = &mut outcome {
             failure.message.push_str(&format!("; then {note}"));
         }
@@ -116,42 +108,16 @@ async fn call_fresh(
     ctx: PlanContext<'_>,
     fresh: &mut HashMap<String, McpSession>,
 ) -> Result<(CallToolResult, Option<String>), PoolError> {
-    let server = &ctx.config.servers[&step.server];
-    let timeouts = ctx.config.timeouts(server);
-    let supervisor = ctx.pool.supervisor();
     if !fresh.contains_key(&step.server) {
+        let server = &ctx.config.servers[&step.server];
+        let timeouts = ctx.config.timeouts(server);
+        let supervisor = ctx.pool.supervisor();
         let session =
             start_admitted(supervisor, &step.server, server, timeouts, ctx.deadline).await?;
         fresh.insert(step.server.clone(), session);
     }
     let session = &fresh[&step.server];
-    let left = ctx.deadline.saturating_duration_since(Instant::now());
-    let health = supervisor.health();
-    let called = tokio::select! {
-        called = session.call_tool(&step.tool, arguments, timeouts.call.min(left)) => called,
-        // run_plan stops the session (and its process tree) when the plan ends.
-        _ = ctx.cancel.cancelled() => {
-            return Err(PoolError::Cancelled { server: step.server.clone(), stop_note: None });
-        }
-    };
-    match called {
-        Ok(result) => {
-            health.record_success(&step.server);
-            let stderr = (result.is_error == Some(true))
-                .then(|| session.stderr_tail())
-                .flatten();
-            Ok((result, stderr))
-        }
-        Err(error) => {
-            if error.is_crash() && health.record_crash(&step.server, std::time::Instant::now()) {
-                tracing::warn!(server = %step.server, "server marked unhealthy: crash loop");
-            }
-            Err(PoolError::Mcp {
-                error,
-                stop_note: None,
-            })
-        }
-    }
+    call_own_session(ctx, &step.server, session, &step.tool, arguments).await
 }
 
 async fn run_steps(

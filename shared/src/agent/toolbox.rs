@@ -93,34 +93,76 @@ impl<'a> Toolbox<'a> {
                 .await
                 .map(|(result, _)| result);
         }
-        let Some(session) = self.fresh.get(server) else {
-            return Err(PoolError::Cancelled {
-                server: server.to_string(),
-                stop_note: Some("the server is not open in this job".to_string()),
-            });
-        };
-        let timeouts = ctx.config.timeouts(&ctx.config.servers[server]);
-        let left = ctx.deadline.saturating_duration_since(Instant::now());
-        tokio::select! {
-            called = session.call_tool(tool, arguments, timeouts.call.min(left)) => {
-                called.map_err(|error| PoolError::Mcp { error, stop_note: None })
-            }
-            _ = ctx.cancel.cancelled() => Err(PoolError::Cancelled { server: server.to_string(), stop_note: None }),
-        }
+        let session = self
+            .fresh
+            .get(server)
+            .expect("tools are offered only for servers Toolbox::open opened");
+        call_own_session(ctx, server, session, tool, arguments)
+            .await
+            .map(|(result, _)| result)
     }
 
     /// Stops the job's own sessions (whole process trees).
     pub async fn close(self) {
-        let stops =
-            futures::future::join_all(self.fresh.into_iter().map(|(name, session)| async move {
-                let report = session.shutdown().await;
-                (name, report)
-            }))
-            .await;
-        for (name, report) in stops {
-            if let Some(note) = stop_note(&name, &report) {
-                tracing::warn!(server = %name, "{note}");
+        stop_sessions(self.fresh).await;
+    }
+}
+
+/// One call on a job's own (unpooled) session of `server`: bounded by the server's
+/// `call_timeout` and the job's deadline, ended by the job's cancellation, and recorded
+/// in the supervisor's health book (crash loops). With a tool error, the server's
+/// stderr tail.
+pub(crate) async fn call_own_session(
+    ctx: PlanContext<'_>,
+    server: &str,
+    session: &McpSession,
+    tool: &str,
+    arguments: Map<String, Value>,
+) -> Result<(CallToolResult, Option<String>), PoolError> {
+    let timeouts = ctx.config.timeouts(&ctx.config.servers[server]);
+    let left = ctx.deadline.saturating_duration_since(Instant::now());
+    let health = ctx.pool.supervisor().health();
+    let called = tokio::select! {
+        called = session.call_tool(tool, arguments, timeouts.call.min(left)) => called,
+        // The session's owner stops it (and its process tree) when the job ends.
+        _ = ctx.cancel.cancelled() => {
+            return Err(PoolError::Cancelled { server: server.to_string(), stop_note: None });
+        }
+    };
+    match called {
+        Ok(result) => {
+            health.record_success(server);
+            let stderr = (result.is_error == Some(true))
+                .then(|| session.stderr_tail())
+                .flatten();
+            Ok((result, stderr))
+        }
+        Err(error) => {
+            if error.is_crash() && health.record_crash(server, std::time::Instant::now()) {
+                tracing::warn!(server = %server, "server marked unhealthy: crash loop");
             }
+            Err(PoolError::Mcp {
+                error,
+                stop_note: None,
+            })
         }
     }
+}
+
+/// Stops a job's own sessions (whole process trees) at once; returns, by server, the
+/// notes of those whose server had to be killed (also logged).
+pub(crate) async fn stop_sessions(sessions: HashMap<String, McpSession>) -> Vec<(String, String)> {
+    let stops = futures::future::join_all(sessions.into_iter().map(|(name, session)| async move {
+        let report = session.shutdown().await;
+        (name, report)
+    }))
+    .await;
+    stops
+        .into_iter()
+        .filter_map(|(name, report)| {
+            let note = stop_note(&name, &report)?;
+            tracing::warn!(server = %name, "{note}");
+            Some((name, note))
+        })
+        .collect()
 }

@@ -355,11 +355,7 @@ impl McpPool {
         deadline: Instant,
         cancel: &CancellationToken,
     ) -> Result<(CallToolResult, Option<String>), PoolError> {
-        let pool = self
-            .servers
-            .get(server)
-            .expect("callers check is_pooled first")
-            .clone();
+        let pool = self.pooled(server);
         let lease = self.checkout(&pool, deadline, cancel).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = pool.timeouts.call.min(left);
@@ -403,6 +399,14 @@ impl McpPool {
             })
     }
 
+    /// The pool of `server`; callers check [`McpPool::is_pooled`] first.
+    fn pooled(&self, server: &str) -> Arc<ServerPool> {
+        self.servers
+            .get(server)
+            .expect("callers check is_pooled first")
+            .clone()
+    }
+
     /// The tools of pooled `server` (from a warm session, starting one if needed).
     pub async fn list_tools(
         &self,
@@ -410,11 +414,7 @@ impl McpPool {
         deadline: Instant,
         cancel: &CancellationToken,
     ) -> Result<Arc<Vec<Tool>>, PoolError> {
-        let pool = self
-            .servers
-            .get(server)
-            .expect("callers check is_pooled first")
-            .clone();
+        let pool = self.pooled(server);
         let lease = self.checkout(&pool, deadline, cancel).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         let tools = lease
