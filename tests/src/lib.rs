@@ -385,6 +385,15 @@ impl WorkerProc {
         }
     }
 
+    /// The worker's peak resident memory so far, in bytes (`VmHWM`), or `None` once
+    /// it has exited. Chaos scenarios report it and check it against their bound.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
     /// The worker's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
