@@ -71,6 +71,15 @@ pub fn status_text(r: &JobRecord) -> String {
             r.stale_writes
         ));
     }
+    if r.rescues > 0 {
+        s.push_str(&format!(
+            "\n  rescued   {} time(s) after its worker died (not counted as failures)",
+            r.rescues
+        ));
+    }
+    for p in &r.problems {
+        s.push_str(&format!("\n  corrupt   {p}"));
+    }
     for a in &r.history {
         s.push_str(&format!(
             "\n  attempt {}  {}  {} ms  {}  on {}",
@@ -94,7 +103,8 @@ pub fn status_json(r: &JobRecord) -> Value {
         "attempts": r.attempts, "failures": r.failures, "max_attempts": r.max_attempts,
         "worker": r.worker, "submitted_at": r.submitted_at, "started_at": r.started_at,
         "finished_at": r.finished_at, "next_run_at": r.next_run_at, "error": r.error,
-        "stale_writes": r.stale_writes, "history": r.history,
+        "stale_writes": r.stale_writes, "rescues": r.rescues, "history": r.history,
+        "problems": r.problems,
     })
 }
 

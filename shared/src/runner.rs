@@ -4,8 +4,10 @@
 //! 1. registers the job as running here ([`InFlight`]), so its lease is renewed and a
 //!    cancel, a lost lease or the end of the shutdown grace can stop it;
 //! 2. checks the payload's size, decodes and validates the envelope again (the worker
-//!    trusts nothing it reads from Redis) and checks every server against *this
-//!    worker's* configuration;
+//!    trusts nothing it reads from Redis), checks that it names the job it was queued
+//!    as (the queue entry's id is the job's identity: a payload claiming another id
+//!    could overwrite that job's result or attachments) and checks every server
+//!    against *this worker's* configuration;
 //! 3. runs the payload by kind within the job's deadline (`options.timeout`, else
 //!    `defaults.job_timeout`);
 //! 4. decides what happens next (see `docs/GUARANTEES.md`): succeeded; a retryable
@@ -88,7 +90,7 @@ impl Runner {
         let Delivery { id, attempt, .. } = &delivery;
         let running = self.jobs.register(id, *attempt);
         let started = Instant::now();
-        let result = self.execute(&delivery.payload, running.token()).await;
+        let result = self.execute(&delivery, running.token()).await;
         let elapsed = started.elapsed();
         let settings = &self.config.queue;
         let outcome = match (running.reason(), result) {
@@ -168,9 +170,13 @@ impl Runner {
 
     async fn execute(
         &self,
-        payload: &str,
+        delivery: &Delivery,
         cancel: &CancellationToken,
     ) -> Result<Value, JobFailure> {
+        if let Some(problem) = &delivery.problem {
+            return Err(JobFailure::new("invalid_job", problem.clone(), false));
+        }
+        let payload = &delivery.payload;
         let limit = self.config.queue.max_payload;
         if payload.len() > limit {
             return Err(JobFailure::new(
@@ -184,6 +190,18 @@ impl Runner {
         }
         let job = Job::from_json(payload.as_bytes())
             .map_err(|e| JobFailure::new("invalid_job", e.to_string(), false))?;
+        // The queue's id is the job's identity (its record, its lease, its attachment
+        // folder): a payload that names another job is not this job.
+        if job.id.to_string() != delivery.id {
+            return Err(JobFailure::new(
+                "invalid_job",
+                format!(
+                    "the payload says it is job {}, but it was queued as job {}",
+                    job.id, delivery.id
+                ),
+                false,
+            ));
+        }
         job.check_servers(self.config.server_names())
             .map_err(|e| JobFailure::new("unknown_server", e.to_string(), false))?;
         let timeout = job

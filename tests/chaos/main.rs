@@ -15,7 +15,9 @@ mod big_batch; // 100,000 jobs pushed at once
 mod crashing_server; // a server that crashes on every call
 mod killed_workers; // SIGKILL workers mid-run, 5 times
 mod paused_worker; // SIGSTOP past the lease, then SIGCONT
+mod poison_entries; // entries that broke whole fetch batches, mixed with good jobs
 mod redis_restart; // restart Redis mid-run
+mod worker_killer; // a job that kills every worker that runs it
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;

@@ -167,7 +167,8 @@ fn a_stale_attempt_cannot_overwrite_a_newer_one() {
         let outcomes: Vec<&str> = record.history.iter().map(|a| a.outcome.as_str()).collect();
         assert_eq!(outcomes, ["lease_expired", "succeeded"]);
         assert_eq!(record.history[0].worker, "slow-worker");
-        assert_eq!(record.failures, 1, "the lost attempt counts");
+        assert_eq!(record.rescues, 1, "the lost attempt counts as a rescue");
+        assert_eq!(record.failures, 0, "a lost worker is not a failed attempt");
     });
 }
 
@@ -489,4 +490,106 @@ fn priorities_are_served_by_weight_and_low_never_starves() {
             .expect("fetch")
             .is_none());
     });
+}
+
+#[test]
+fn a_second_job_with_an_existing_id_is_refused_and_binds_no_idempotency_key() {
+    let env = TestEnv::new("dup-id", "");
+    let first = env.submit_call("echo", "echo", r#"{"text":"first"}"#, &[]);
+    let job = format!(
+        r#"{{"id": "{first}", "kind": "agent", "payload": {{"steps": [{{"server": "echo", "tool": "echo", "arguments": {{"text": "second"}}}}]}}}}"#
+    );
+    let out = env.mcpq_with_stdin(
+        &["submit", "-", "--idempotency-key", "dup-key"],
+        job.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exists already"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no id printed: {}",
+        text(&out.stdout)
+    );
+    // The key was not bound to the first job: a new submit with it creates a new job.
+    let fresh = env.submit_call(
+        "echo",
+        "echo",
+        r#"{"text":"third"}"#,
+        &["--idempotency-key", "dup-key"],
+    );
+    assert_ne!(fresh, first);
+    let _worker = env.worker(&[]);
+    let (code, v) = env.wait_json(&first);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        v["result"][0]["result"]["content"][0]["text"], "first",
+        "{v}"
+    );
+    let (code, v) = env.wait_json(&fresh);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        v["result"][0]["result"]["content"][0]["text"], "third",
+        "{v}"
+    );
+}
+
+#[test]
+fn reading_a_status_never_loads_the_result_and_a_corrupt_record_is_reported_not_fatal() {
+    let env = TestEnv::new("status-light", "");
+    let _worker = env.worker(&[]);
+    let id = env.submit_call("echo", "echo", r#"{"text":"a result"}"#, &[]);
+    let (code, _) = env.wait_json(&id);
+    assert_eq!(code, Some(0));
+    let rt = runtime();
+    let (status, full) = rt.block_on(async {
+        let store = ResultStore::new(connect().await, Keys::new(env.namespace.clone()));
+        (
+            store.status(&id).await.expect("status").expect("known"),
+            store.get(&id).await.expect("get").expect("known"),
+        )
+    });
+    assert_eq!(status.status, JobStatus::Succeeded);
+    assert!(
+        status.result.is_none() && status.payload.is_none(),
+        "{status:?}"
+    );
+    assert!(full.result.is_some() && full.payload.is_some(), "{full:?}");
+
+    // A record someone else scribbled on: the status says what is wrong, exit 0.
+    let key = format!("{{{}}}:job:{id}", env.namespace);
+    let mut conn = env.redis();
+    let _: () = redis::pipe()
+        .hset(&key, "error", "{not json")
+        .hset(&key, "result", b"\xff\xfe not json".as_slice())
+        .rpush(format!("{key}:attempts"), "garbage")
+        .query(&mut conn)
+        .expect("scribble");
+    let out = env.mcpq(&["status", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("corrupt") && shown.contains("not a job error"),
+        "{shown}"
+    );
+    assert!(shown.contains("attempt record does not parse"), "{shown}");
+    // A record of another Redis type: a clear error for that job only.
+    let other = ulid::Ulid::generate().to_string();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{{{}}}:job:{other}", env.namespace))
+        .arg("not a job")
+        .query(&mut conn)
+        .expect("SET");
+    let out = env.mcpq(&["status", &other]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("another Redis type"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env.mcpq(&["status", &id]);
+    assert_eq!(out.status.code(), Some(0), "other jobs still read");
 }

@@ -53,6 +53,25 @@ pub async fn record(
         })
 }
 
+/// The record of job `id` without its result and payload (exit 2 if there is no such
+/// job): what a status needs, however big the result is.
+pub async fn status_record(
+    ctx: &Ctx,
+    store: &mcpq_shared::queue::ResultStore,
+    id: &JobId,
+) -> anyhow::Result<mcpq_shared::queue::JobRecord> {
+    store
+        .status(&id.to_string())
+        .await
+        .map_err(exit::queue)?
+        .ok_or_else(|| {
+            exit::usage(format!(
+                "no job {id} in namespace `{}`",
+                ctx.config.namespace
+            ))
+        })
+}
+
 /// Parses a job id argument (exit 2 if it is not one).
 pub fn parse_id(text: &str) -> anyhow::Result<JobId> {
     text.parse()

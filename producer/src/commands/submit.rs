@@ -155,6 +155,11 @@ pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<u8> {
     let producer = ctx.producer().await?;
     let submitted = producer.submit(&job).await.map_err(exit::queue)?;
     let id = submitted.id.clone();
+    if submitted.duplicate_id {
+        return Err(exit::usage(format!(
+            "a job with id {id} exists already: nothing enqueued (leave `id` out to get a fresh one, or use an idempotency key to make a resubmit return the first job)"
+        )));
+    }
     if !submitted.created {
         eprintln!(
             "mcpq: idempotency key {:?} was already used by job {id} (within queue.idempotency_ttl): nothing enqueued",

@@ -1,13 +1,14 @@
 //! `mcpq wait ID --timeout D`: poll the job's record until it finishes or D passes.
 //!
 //! Polling starts at 20 ms and backs off to 250 ms: quick jobs return quickly, long ones
-//! cost one cheap HGETALL every quarter second.
+//! cost one cheap read of the status fields every quarter second; the result (which may
+//! be megabytes) is read once, at the end.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::commands::{parse_id, record, result, Ctx};
+use crate::commands::{parse_id, record, result, status_record, Ctx};
 
 const FIRST_POLL: Duration = Duration::from_millis(20);
 const MAX_POLL: Duration = Duration::from_millis(250);
@@ -18,9 +19,10 @@ pub async fn run(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
     let deadline = Instant::now() + timeout;
     let mut pause = FIRST_POLL;
     loop {
-        let record = record(ctx, producer.store(), &id).await?;
-        if record.status.is_finished() || Instant::now() >= deadline {
-            if !record.status.is_finished() {
+        let status = status_record(ctx, producer.store(), &id).await?;
+        if status.status.is_finished() || Instant::now() >= deadline {
+            let record = record(ctx, producer.store(), &id).await?;
+            if !status.status.is_finished() {
                 eprintln!(
                     "gave up waiting after {}",
                     mcpq_shared::duration::format(timeout)

@@ -4,13 +4,12 @@
 //! tail, for `queue.dead_ttl`; `{ns}:dead` orders them by time of death. An id whose
 //! record already expired is dropped from the set the next time it is listed.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use super::results::parse_record;
+use super::results::{read_record, Read};
 use super::{scripts, JobRecord, JobStatus, Keys, QueueError, QueueSettings};
 
 /// What `mcpq cancel` did.
@@ -74,7 +73,9 @@ pub async fn dead_list(
     keys: &Keys,
     limit: usize,
 ) -> Result<(Vec<DeadJob>, u64), QueueError> {
-    let (entries, total): (Vec<(String, f64)>, u64) = redis::pipe()
+    // Members and fields are read as bytes: an entry someone else wrote may not be
+    // UTF-8, and one such entry must not make the whole listing fail.
+    let (entries, total): (Vec<(Vec<u8>, f64)>, u64) = redis::pipe()
         .zrevrange_withscores(keys.dead(), 0, limit.saturating_sub(1) as isize)
         .zcard(keys.dead())
         .query_async(conn)
@@ -82,27 +83,68 @@ pub async fn dead_list(
     if entries.is_empty() {
         return Ok((Vec::new(), total));
     }
+    let job_key = |id: &[u8]| {
+        let mut key = format!("{}:job:", keys.prefix()).into_bytes();
+        key.extend_from_slice(id);
+        key
+    };
+    // HMGET on a key of another type fails the whole pipeline: ask for the types first
+    // and read only the hashes (a key of another type lists as corrupt).
     let mut pipe = redis::pipe();
     for (id, _) in &entries {
+        pipe.cmd("TYPE").arg(job_key(id));
+    }
+    let types: Vec<String> = pipe.query_async(conn).await?;
+    let mut pipe = redis::pipe();
+    for ((id, _), _) in entries.iter().zip(&types).filter(|(_, t)| *t == "hash") {
         pipe.cmd("HMGET")
-            .arg(keys.job(id))
+            .arg(job_key(id))
             .arg(&["kind", "attempt", "error", "status"]);
     }
-    type Fields = (Option<String>, Option<u32>, Option<String>, Option<String>);
-    let fields: Vec<Fields> = pipe.query_async(conn).await?;
+    type Fields = (
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+    );
+    let mut hashes: std::vec::IntoIter<Fields> =
+        pipe.query_async::<Vec<Fields>>(conn).await?.into_iter();
+    let corrupt = |t: &str| {
+        let error = super::JobFailure::new(
+            "invalid_job",
+            format!("the record is a Redis {t}, not a job hash"),
+            false,
+        );
+        (
+            Some(b"unknown".to_vec()),
+            None,
+            serde_json::to_vec(&error).ok(),
+            Some(b"dead".to_vec()),
+        )
+    };
+    let fields: Vec<Fields> = types
+        .iter()
+        .map(|t| match t.as_str() {
+            "hash" => hashes.next().unwrap_or_default(),
+            "none" => Fields::default(),
+            other => corrupt(other),
+        })
+        .collect();
+    let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
     let mut out = Vec::new();
     let mut gone = Vec::new();
     for ((id, died_at), (kind, attempts, error, status)) in entries.into_iter().zip(fields) {
-        if status.as_deref() != Some("dead") {
+        if text(status).as_deref() != Some("dead") {
             gone.push(id); // expired, or requeued by someone else meanwhile
             continue;
         }
-        let error: Option<super::JobFailure> = error.and_then(|e| serde_json::from_str(&e).ok());
+        let error: Option<super::JobFailure> =
+            text(error).and_then(|e| serde_json::from_str(&e).ok());
         out.push(DeadJob {
-            id,
+            id: String::from_utf8_lossy(&id).into_owned(),
             died_at: died_at as u64,
-            kind: kind.unwrap_or_default(),
-            attempts: attempts.unwrap_or(0),
+            kind: text(kind).unwrap_or_default(),
+            attempts: text(attempts).and_then(|a| a.parse().ok()).unwrap_or(0),
             error_kind: error.as_ref().map(|e| e.kind.clone()).unwrap_or_default(),
             error: error.map(|e| e.message).unwrap_or_default(),
         });
@@ -123,15 +165,7 @@ pub async fn dead_show(
     keys: &Keys,
     id: &str,
 ) -> Result<Option<JobRecord>, QueueError> {
-    let (map, history): (HashMap<String, String>, Vec<String>) = redis::pipe()
-        .hgetall(keys.job(id))
-        .lrange(keys.attempts(id), 0, -1)
-        .query_async(conn)
-        .await?;
-    if map.is_empty() {
-        return Ok(None);
-    }
-    parse_record(id, &map, &history).map(Some)
+    read_record(conn, keys, id, Read::Full).await
 }
 
 /// What [`requeue`] did.
@@ -172,7 +206,7 @@ pub async fn requeue_all(conn: &mut ConnectionManager, keys: &Keys) -> Result<u6
     // stale ones leave the set, so the next page starts where they were.
     let mut kept: isize = 0;
     loop {
-        let ids: Vec<String> = redis::cmd("ZRANGE")
+        let ids: Vec<Vec<u8>> = redis::cmd("ZRANGE")
             .arg(keys.dead())
             .arg(kept)
             .arg(kept + 499)
@@ -182,6 +216,11 @@ pub async fn requeue_all(conn: &mut ConnectionManager, keys: &Keys) -> Result<u6
             return Ok(total);
         }
         for id in &ids {
+            // A member that is not UTF-8 was not written by mcpq: nothing to run.
+            let Ok(id) = std::str::from_utf8(id) else {
+                kept += 1;
+                continue;
+            };
             match requeue(conn, keys, id).await? {
                 Requeued::Yes => total += 1,
                 Requeued::NoPayload => kept += 1,
@@ -209,7 +248,9 @@ pub async fn purge_dead(
     let cutoff = now.saturating_sub(age.as_millis() as u64);
     let mut total = 0;
     loop {
-        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        // Raw bytes: a member someone else wrote may not be UTF-8, and it must still be
+        // removed (else this loop would find it again for ever).
+        let ids: Vec<Vec<u8>> = redis::cmd("ZRANGEBYSCORE")
             .arg(keys.dead())
             .arg("-inf")
             .arg(cutoff)
@@ -223,7 +264,11 @@ pub async fn purge_dead(
         }
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.del(&[keys.job(id), keys.attempts(id)]).ignore();
+            let mut job = format!("{}:job:", keys.prefix()).into_bytes();
+            job.extend_from_slice(id);
+            let mut attempts = job.clone();
+            attempts.extend_from_slice(b":attempts");
+            pipe.del(&[job, attempts]).ignore();
         }
         pipe.cmd("ZREM").arg(keys.dead()).arg(&ids).ignore();
         let _: () = pipe.query_async(conn).await?;

@@ -30,9 +30,12 @@ pub struct Producer {
 pub struct Submitted {
     /// The job's id: the new one, or the first job's when `created` is false.
     pub id: String,
-    /// False when an earlier job had the same idempotency key (or the same id): nothing
-    /// was enqueued.
+    /// False when an earlier job had the same idempotency key, or when a job with this
+    /// id exists already: nothing was enqueued.
     pub created: bool,
+    /// True when a job with this id exists already (a second submit of the same id
+    /// without the first one's idempotency key): refused, no key was bound.
+    pub duplicate_id: bool,
 }
 
 impl Producer {
@@ -98,9 +101,10 @@ impl Producer {
                     .arg(job.options.idempotency_key.as_deref().unwrap_or(""));
             }
             let answers: Vec<(u8, String)> = invocation.invoke_async(&mut conn).await?;
-            out.extend(answers.into_iter().map(|(created, id)| Submitted {
+            out.extend(answers.into_iter().map(|(code, id)| Submitted {
                 id,
-                created: created == 1,
+                created: code == 1,
+                duplicate_id: code == 2,
             }));
         }
         Ok(out)

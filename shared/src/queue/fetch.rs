@@ -2,7 +2,11 @@
 //!
 //! In one step the script moves retries whose backoff is over back to their queues,
 //! picks a priority by weight, pops one id, skips stale entries (a job cancelled while
-//! queued) and dead-letters entries with no record. The job becomes `running` with a
+//! queued) and dead-letters malformed entries (no record, a key of the wrong type, a
+//! priority no queue has, a counter that is not a number), each judged alone, so one
+//! bad entry never costs the good jobs of its batch their run. A payload that is not
+//! UTF-8 is handed over as such ([`Delivery::problem`]) and dead-lettered by the
+//! runner, like any payload that does not decode. The job becomes `running` with a
 //! lease and the next attempt number, which is the fencing token of everything the
 //! attempt writes later ([`super::finish`], [`super::lease`]).
 
@@ -21,6 +25,8 @@ pub struct Delivery {
     pub attempt: u32,
     /// The envelope as stored; the worker decodes and checks it again.
     pub payload: String,
+    /// Why the stored payload cannot even be read (not UTF-8); `payload` is empty then.
+    pub problem: Option<String>,
     /// Most runs allowed.
     pub max_attempts: u32,
     /// Failed attempts so far (not counting this one).
@@ -68,7 +74,7 @@ pub async fn fetch_batch(
     max: usize,
 ) -> Result<Vec<Delivery>, QueueError> {
     let w = settings.weights;
-    let answer: Vec<(String, u32, String, String, String)> = scripts::FETCH
+    let answer: Vec<(String, u32, Vec<u8>, String, String)> = scripts::FETCH
         .prepare_invoke()
         .arg(keys.prefix())
         .arg(worker)
@@ -84,13 +90,26 @@ pub async fn fetch_batch(
         .await?;
     Ok(answer
         .into_iter()
-        .map(|(id, attempt, payload, max_attempts, failures)| Delivery {
-            id,
-            attempt,
-            payload,
-            // A record written by hand may hold anything: fall back to one run.
-            max_attempts: max_attempts.parse().unwrap_or(1),
-            failures: failures.parse().unwrap_or(0),
+        .map(|(id, attempt, payload, max_attempts, failures)| {
+            let (payload, problem) = match String::from_utf8(payload) {
+                Ok(p) => (p, None),
+                Err(e) => (
+                    String::new(),
+                    Some(format!(
+                        "the stored payload is not UTF-8 text (invalid byte at offset {})",
+                        e.utf8_error().valid_up_to()
+                    )),
+                ),
+            };
+            Delivery {
+                id,
+                attempt,
+                payload,
+                problem,
+                // A record written by hand may hold anything: fall back to one run.
+                max_attempts: max_attempts.parse().unwrap_or(1),
+                failures: failures.parse().unwrap_or(0),
+            }
         })
         .collect())
 }

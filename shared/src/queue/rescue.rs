@@ -3,8 +3,11 @@
 //! Every worker runs it every [`RESCUE_INTERVAL`], so a dead worker's jobs run again
 //! within `lease + 1 s` as long as one worker is alive. Running it on every worker is
 //! safe: each expired lease is handled once, by whichever script call comes first.
-//! The lost attempt counts as a failure: a job that kills its worker every time ends
-//! `dead` after `max_attempts` instead of taking workers down for ever.
+//! A worker's death is not the job's failure: the lost attempt does not count against
+//! `max_attempts` but against `queue.max_rescues` (default 5), so crashes of the
+//! infrastructure never burn a job's attempts, while a job that kills its worker every
+//! time ends `dead` after `max_rescues + 1` lost leases instead of taking workers down
+//! for ever. An expired lease whose record is malformed is dead-lettered alone.
 
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ pub async fn rescue_once(
         .prepare_invoke()
         .arg(keys.prefix())
         .arg(QueueSettings::secs(settings.dead_ttl))
+        .arg(settings.max_rescues)
         .invoke_async(conn)
         .await?;
     Ok((requeued, dead))

@@ -158,6 +158,8 @@ pub struct JobRecord {
     pub attempts: u32,
     /// Failed attempts counted against `max_attempts`.
     pub failures: u32,
+    /// Times its worker died under it and it was re-queued (`queue.max_rescues`).
+    pub rescues: u32,
     /// Most runs allowed.
     pub max_attempts: u32,
     /// Late writes of older attempts that were rejected (see fencing).
@@ -168,9 +170,13 @@ pub struct JobRecord {
     pub error: Option<JobFailure>,
     /// Every attempt that ended, oldest first.
     pub history: Vec<AttemptRecord>,
-    /// The envelope as submitted (JSON text), for `mcpq dlq show`.
+    /// The envelope as submitted (JSON text), for `mcpq dlq show`; only read by
+    /// [`ResultStore::get`] (not by [`ResultStore::status`]).
     #[serde(skip)]
     pub payload: Option<String>,
+    /// What of the stored record could not be read (not UTF-8, not JSON): shown, never
+    /// a reason to fail the whole read.
+    pub problems: Vec<String>,
 }
 
 /// Milliseconds since the Unix epoch (this machine's clock; Redis's clock is used for
@@ -200,48 +206,148 @@ impl ResultStore {
         &self.keys
     }
 
-    /// The record of a job, or `None` if no such job is known (or it expired).
+    /// The whole record of a job (result and payload included), or `None` if no such
+    /// job is known (or it expired).
     pub async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
-        let mut conn = self.conn.clone();
-        let (map, history): (HashMap<String, String>, Vec<String>) = redis::pipe()
-            .hgetall(self.keys.job(id))
-            .lrange(self.keys.attempts(id), 0, -1)
-            .query_async(&mut conn)
-            .await?;
-        if map.is_empty() {
-            return Ok(None);
-        }
-        parse_record(id, &map, &history).map(Some)
+        read_record(&mut self.conn.clone(), &self.keys, id, Read::Full).await
+    }
+
+    /// The record of a job without its result and payload (which may be megabytes):
+    /// what `mcpq status` and a waiting `mcpq wait` need.
+    pub async fn status(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
+        read_record(&mut self.conn.clone(), &self.keys, id, Read::Status).await
     }
 }
 
-/// Builds a record from the job hash and its history list.
+/// How much of a record [`read_record`] loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Everything but the result and the payload.
+    Status,
+    /// Everything.
+    Full,
+}
+
+/// The hash fields a record is made of, in the order [`read_record`] asks for them.
+const FIELDS: [&str; 14] = [
+    "status",
+    "kind",
+    "priority",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "next_run_at",
+    "worker",
+    "attempt",
+    "failures",
+    "max_attempts",
+    "stale_writes",
+    "rescues",
+    "error",
+];
+
+/// Most attempt records read (the newest ones): a job requeued for ever has a long
+/// history, a status line does not need all of it.
+const MAX_HISTORY: isize = 100;
+
+/// Reads job `id`'s record (see [`Read`]). Anything may have been written into Redis by
+/// someone else: bytes that are not UTF-8 are read lossily, fields that do not parse
+/// are listed in [`JobRecord::problems`], and a key of the wrong type is a
+/// [`QueueError::Corrupt`] naming it, never a failure of the command as a whole.
+pub(crate) async fn read_record(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    id: &str,
+    read: Read,
+) -> Result<Option<JobRecord>, QueueError> {
+    let mut fields: Vec<&str> = FIELDS.to_vec();
+    if read == Read::Full {
+        fields.extend(["result", "payload"]);
+    }
+    let answer: Result<(Vec<Option<Vec<u8>>>, Vec<Vec<u8>>), redis::RedisError> = redis::pipe()
+        .cmd("HMGET")
+        .arg(keys.job(id))
+        .arg(&fields)
+        .lrange(keys.attempts(id), -MAX_HISTORY, -1)
+        .query_async(conn)
+        .await;
+    let (values, history) = match answer {
+        Ok(v) => v,
+        Err(e) => {
+            // A key of another type fails the whole pipeline (WRONGTYPE): say which.
+            let types: (String, String) = redis::pipe()
+                .cmd("TYPE")
+                .arg(keys.job(id))
+                .cmd("TYPE")
+                .arg(keys.attempts(id))
+                .query_async(conn)
+                .await?;
+            return Err(match types {
+                (job, _) if job != "hash" && job != "none" => QueueError::Corrupt {
+                    id: id.to_string(),
+                    message: format!("its record is a Redis {job}, not a hash: written by something other than mcpq (another Redis type)"),
+                },
+                (_, history) if history != "list" && history != "none" => QueueError::Corrupt {
+                    id: id.to_string(),
+                    message: format!("its attempt history is a Redis {history}, not a list: written by something other than mcpq (another Redis type)"),
+                },
+                _ => e.into(),
+            });
+        }
+    };
+    if values.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let map: HashMap<String, String> = fields
+        .iter()
+        .zip(values)
+        .filter_map(|(k, v)| Some((k.to_string(), String::from_utf8_lossy(&v?).into_owned())))
+        .collect();
+    let history: Vec<String> = history
+        .iter()
+        .map(|h| String::from_utf8_lossy(h).into_owned())
+        .collect();
+    parse_record(id, &map, &history).map(Some)
+}
+
+/// Builds a record from the job hash and its history list. Only a missing or unknown
+/// status is an error: without it nothing about the job can be said.
 pub(crate) fn parse_record(
     id: &str,
     map: &HashMap<String, String>,
     history: &[String],
 ) -> Result<JobRecord, QueueError> {
-    let corrupt = |message: String| QueueError::Corrupt {
-        id: id.to_string(),
-        message,
-    };
     let status = map
         .get("status")
         .and_then(|s| JobStatus::parse(s))
-        .ok_or_else(|| corrupt(format!("bad status {:?}", map.get("status"))))?;
+        .ok_or_else(|| QueueError::Corrupt {
+            id: id.to_string(),
+            message: format!(
+                "bad status {:?}",
+                map.get("status")
+                    .map(|s| s.chars().take(50).collect::<String>())
+            ),
+        })?;
+    let mut problems = Vec::new();
     let num = |k: &str| map.get(k).and_then(|v| v.parse::<u64>().ok());
-    let result = match map.get("result") {
-        Some(r) => Some(serde_json::from_str(r).map_err(|e| corrupt(format!("result: {e}")))?),
-        None => None,
-    };
-    let error = match map.get("error") {
-        Some(r) => Some(serde_json::from_str(r).map_err(|e| corrupt(format!("error: {e}")))?),
-        None => None,
-    };
+    let result = map.get("result").and_then(|r| {
+        serde_json::from_str(r)
+            .map_err(|e| problems.push(format!("the stored result is not JSON: {e}")))
+            .ok()
+    });
+    let error = map.get("error").and_then(|r| {
+        serde_json::from_str(r)
+            .map_err(|e| problems.push(format!("the stored error is not a job error: {e}")))
+            .ok()
+    });
     let history = history
         .iter()
-        .map(|h| serde_json::from_str(h).map_err(|e| corrupt(format!("attempt record: {e}"))))
-        .collect::<Result<Vec<AttemptRecord>, _>>()?;
+        .filter_map(|h| {
+            serde_json::from_str(h)
+                .map_err(|e| problems.push(format!("an attempt record does not parse: {e}")))
+                .ok()
+        })
+        .collect::<Vec<AttemptRecord>>();
     Ok(JobRecord {
         id: id.to_string(),
         kind: map.get("kind").cloned().unwrap_or_default(),
@@ -257,11 +363,13 @@ pub(crate) fn parse_record(
         worker: map.get("worker").cloned(),
         attempts: num("attempt").unwrap_or(0) as u32,
         failures: num("failures").unwrap_or(0) as u32,
+        rescues: num("rescues").unwrap_or(0) as u32,
         max_attempts: num("max_attempts").unwrap_or(0) as u32,
         stale_writes: num("stale_writes").unwrap_or(0) as u32,
         result,
         error,
         history,
         payload: map.get("payload").cloned(),
+        problems,
     })
 }

@@ -10,6 +10,7 @@
 //! idempotency_ttl = "24h"   # how long an idempotency key maps to its first job
 //! max_payload = 33554432    # bytes (32 MiB: emails carry attachments); a bigger job is
 //!                           # refused (producer) or dead (worker)
+//! max_rescues = 5          # lost leases (dead workers) a job survives; the next is dead
 //! weights = { high = 6, normal = 3, low = 1 }
 //! ```
 //!
@@ -50,6 +51,12 @@ pub struct QueueSettings {
     /// attachments, base64).
     #[serde(default = "default_max_payload")]
     pub max_payload: usize,
+    /// How many times a job is re-queued after its worker died (its lease expired)
+    /// before the next loss makes it dead (default 5). A worker's death is not the
+    /// job's failure: these do not count against `max_attempts`; this budget only stops
+    /// a job that kills every worker that runs it.
+    #[serde(default = "default_max_rescues")]
+    pub max_rescues: u32,
     /// Share of fetches that look at each priority first.
     #[serde(default)]
     pub weights: Weights,
@@ -106,6 +113,9 @@ fn default_idempotency_ttl() -> Duration {
 fn default_max_payload() -> usize {
     32 * 1024 * 1024
 }
+fn default_max_rescues() -> u32 {
+    5
+}
 
 impl Default for QueueSettings {
     fn default() -> Self {
@@ -117,6 +127,7 @@ impl Default for QueueSettings {
             dead_ttl: default_dead_ttl(),
             idempotency_ttl: default_idempotency_ttl(),
             max_payload: default_max_payload(),
+            max_rescues: default_max_rescues(),
             weights: Weights::default(),
         }
     }
@@ -150,6 +161,9 @@ impl QueueSettings {
         }
         if self.max_payload < 1024 {
             return invalid("max_payload", "must be at least 1024 bytes");
+        }
+        if self.max_rescues > 1000 {
+            return invalid("max_rescues", "must be at most 1000");
         }
         if self.weights.high == 0 || self.weights.normal == 0 || self.weights.low == 0 {
             return invalid(

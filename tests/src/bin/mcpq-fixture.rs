@@ -234,6 +234,17 @@ impl Fixture {
         std::process::exit(code)
     }
 
+    #[tool(
+        description = "SIGKILL this server's parent (the worker that started it), then never answer: a job that kills every worker that runs it"
+    )]
+    async fn kill_parent(&self) -> String {
+        // SAFETY: getppid and kill only read our parent's pid and send it a signal.
+        unsafe {
+            libc::kill(libc::getppid(), libc::SIGKILL);
+        }
+        std::future::pending::<String>().await
+    }
+
     #[tool(description = "Write `bytes` bytes to stderr, then answer")]
     async fn stderr_flood(&self, Parameters(FloodArgs { bytes }): Parameters<FloodArgs>) -> String {
         let line = [b'x'; 1023];

@@ -4,7 +4,12 @@ local P = ARGV[1]
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function job_key(id) return P .. ':job:' .. id end
-local function ready_key(priority) return P .. ':ready:' .. (priority or 'normal') end
+-- A job's queue; an unknown priority (never written by mcpq) falls back to normal, so
+-- that no script parks a job in a queue no worker reads.
+local function ready_key(priority)
+  if priority ~= 'high' and priority ~= 'low' then priority = 'normal' end
+  return P .. ':ready:' .. priority
+end
 -- One attempt's history entry. `err` is already JSON (or nil).
 local function attempt_record(attempt, worker, started, outcome, err)
   local rec = '{"attempt":' .. tostring(attempt or 0)
@@ -14,4 +19,56 @@ local function attempt_record(attempt, worker, started, outcome, err)
     .. ',"outcome":"' .. outcome .. '"'
   if err and err ~= '' then rec = rec .. ',"error":' .. err end
   return rec .. '}'
+end
+-- Anything in our keys may have been written by someone else: these judge one entry
+-- at a time, so that a bad one is dead-lettered alone and never aborts a script (a
+-- Lua error would leave the script's earlier writes done and its answer lost).
+local PRIORITIES = {high = true, normal = true, low = true}
+-- A queue entry's name as it can be stored and shown: short printable ids keep their
+-- name; anything else (binary, huge) is named by its hash.
+local function entry_name(id)
+  if #id <= 200 and string.match(id, '^[%w%-_.:]+$') then return id end
+  return 'invalid-' .. redis.sha1hex(id)
+end
+local function key_type(key) return redis.call('TYPE', key)['ok'] end
+-- Why the record of queue entry `id` cannot be run, or nil. Status is not judged here.
+local function record_problem(id)
+  if entry_name(id) ~= id then return 'the queue held an entry that is not a job id' end
+  local t = key_type(job_key(id))
+  if t == 'none' then
+    return 'the queue held an entry with no job record (written by something other than mcpq?): ' .. id
+  end
+  if t ~= 'hash' then return 'the job record is a ' .. t .. ', not a hash (written by something other than mcpq?)' end
+  local a = key_type(job_key(id) .. ':attempts')
+  if a ~= 'none' and a ~= 'list' then return 'the attempt history is a ' .. a .. ', not a list' end
+  local f = redis.call('HMGET', job_key(id), 'priority', 'attempt', 'rescues')
+  if f[1] and not PRIORITIES[f[1]] then
+    return 'priority ' .. cjson.encode(string.sub(f[1], 1, 50)) .. ' is not high, normal or low'
+  end
+  if f[2] and not string.match(f[2], '^%d+$') then return 'the attempt counter is not a number' end
+  if f[3] and not string.match(f[3], '^%d+$') then return 'the rescue counter is not a number' end
+  return nil
+end
+-- Dead-letters queue entry `id` as malformed (`invalid_job`, never run), under its
+-- entry_name; a key of the wrong type is kept aside as KEY:corrupt for inspection.
+local function bury(id, reason, dead_ttl)
+  local name = entry_name(id)
+  local job = job_key(name)
+  for _, k in ipairs({job, job .. ':attempts'}) do
+    local t = key_type(k)
+    local want = (k == job) and 'hash' or 'list'
+    if t ~= 'none' and t ~= want then
+      redis.call('RENAME', k, k .. ':corrupt')
+      redis.call('EXPIRE', k .. ':corrupt', dead_ttl)
+    end
+  end
+  local err = cjson.encode({kind = 'invalid_job', retryable = false, message = reason})
+  redis.call('ZREM', P .. ':leases', name)
+  redis.call('ZREM', P .. ':scheduled', name)
+  redis.call('HSET', job, 'status', 'dead', 'finished_at', string.format('%d', NOW), 'error', err)
+  redis.call('HSETNX', job, 'kind', 'unknown')
+  redis.call('HDEL', job, 'lease_until', 'next_run_at')
+  redis.call('ZADD', P .. ':dead', NOW, name)
+  redis.call('EXPIRE', job, dead_ttl)
+  redis.call('EXPIRE', job .. ':attempts', dead_ttl)
 end

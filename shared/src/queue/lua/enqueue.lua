@@ -4,7 +4,8 @@
 --       id, payload (envelope JSON), kind, priority (high|normal|low), max_attempts,
 --       idempotency key ("" = none)
 -- Returns a flat list, 2 per job: 1 and the id when enqueued; 0 and the first job's id
--- when the key or the id was seen before.
+-- when the idempotency key was seen before; 2 and the id when a job with that id exists
+-- already (refused: nothing enqueued, and the key, if any, is not bound to that job).
 local ttl = tonumber(ARGV[2])
 local out = {}
 local submitted = string.format('%d', NOW)
@@ -12,21 +13,21 @@ for i = 3, #ARGV, 6 do
   local id, payload, kind, priority, max_attempts, key =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local job = job_key(id)
-  local first = nil
-  if key ~= '' then
-    local ikey = P .. ':idem:' .. key
-    first = redis.call('GET', ikey)
-    if not first then redis.call('SET', ikey, id, 'EX', ttl) end
-  end
-  if not first and redis.call('EXISTS', job) == 1 then first = id end
+  local first, code = nil, 0
+  local ikey = P .. ':idem:' .. key
+  if key ~= '' then first = redis.call('GET', ikey) end
+  if not first and redis.call('EXISTS', job) == 1 then first, code = id, 2 end
   if first then
-    table.insert(out, 0)
+    table.insert(out, code)
     table.insert(out, first)
   else
     redis.call('HSET', job, 'status', 'queued', 'payload', payload, 'kind', kind,
       'priority', priority, 'max_attempts', max_attempts, 'attempt', 0, 'failures', 0,
       'submitted_at', submitted)
-    if key ~= '' then redis.call('HSET', job, 'idempotency_key', key) end
+    if key ~= '' then
+      redis.call('SET', ikey, id, 'EX', ttl)
+      redis.call('HSET', job, 'idempotency_key', key)
+    end
     redis.call('LPUSH', ready_key(priority), id)
     table.insert(out, 1)
     table.insert(out, id)

@@ -10,14 +10,21 @@
 -- stale entries popped, whatever the queue length (apalis-redis unpacked the whole due
 -- set).
 local worker, lease = ARGV[2], tonumber(ARGV[3])
--- 1. Retries whose backoff is over go back to the front of their queue.
+-- 1. Retries whose backoff is over go back to the front of their queue (a malformed
+--    one, e.g. with a priority no queue has, to the dead-letter set).
+local dead_ttl = tonumber(ARGV[8])
 local due = redis.call('ZRANGEBYSCORE', P .. ':scheduled', '-inf', NOW, 'LIMIT', 0, 100)
 for _, id in ipairs(due) do
   redis.call('ZREM', P .. ':scheduled', id)
-  local f = redis.call('HMGET', job_key(id), 'status', 'priority')
-  if f[1] == 'failed' then
-    redis.call('HSET', job_key(id), 'status', 'queued')
-    redis.call('RPUSH', ready_key(f[2]), id)
+  local problem = record_problem(id)
+  if problem then
+    bury(id, problem, dead_ttl)
+  else
+    local f = redis.call('HMGET', job_key(id), 'status', 'priority')
+    if f[1] == 'failed' then
+      redis.call('HSET', job_key(id), 'status', 'queued')
+      redis.call('RPUSH', ready_key(f[2]), id)
+    end
   end
 end
 -- 2. Which queue first: by weight; the others in priority order when it is empty.
@@ -39,16 +46,15 @@ while got < max and skipped < 100 do
   end
   if not id then break end
   local job = job_key(id)
-  local status = redis.call('HGET', job, 'status')
-  if not status then
-    -- Written into the queue by something other than enqueue.lua: dead-letter it
-    -- under its own name so that it is seen, never run.
-    local err = cjson.encode({kind = 'invalid_job', retryable = false,
-      message = 'the queue held an entry with no job record (written by something other than mcpq?): ' .. string.sub(id, 1, 200)})
-    redis.call('HSET', job, 'status', 'dead', 'kind', 'unknown', 'attempt', 0, 'failures', 0,
-      'finished_at', string.format('%d', NOW), 'error', err)
-    redis.call('ZADD', P .. ':dead', NOW, id)
-    redis.call('EXPIRE', job, tonumber(ARGV[8]))
+  -- Each entry is judged alone: a malformed one is dead-lettered (never run) and the
+  -- others of the batch are leased as usual.
+  local problem = record_problem(id)
+  local status = (not problem) and redis.call('HGET', job, 'status')
+  if not problem and not status then
+    problem = 'the job record has no status (written by something other than mcpq?)'
+  end
+  if problem then
+    bury(id, problem, dead_ttl)
     skipped = skipped + 1
   elseif status == 'queued' then
     local attempt = redis.call('HINCRBY', job, 'attempt', 1)

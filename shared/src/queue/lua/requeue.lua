@@ -11,7 +11,7 @@ if not f[3] then return -1 end
 redis.call('ZREM', P .. ':dead', id)
 redis.call('PERSIST', job)
 redis.call('PERSIST', job .. ':attempts')
-redis.call('HSET', job, 'status', 'queued', 'failures', 0)
+redis.call('HSET', job, 'status', 'queued', 'failures', 0, 'rescues', 0)
 redis.call('HDEL', job, 'finished_at')
 redis.call('LPUSH', ready_key(f[2]), id)
 return 1
