@@ -41,16 +41,7 @@ pub async fn record(
     store: &mcpq_shared::queue::ResultStore,
     id: &JobId,
 ) -> anyhow::Result<mcpq_shared::queue::JobRecord> {
-    store
-        .get(&id.to_string())
-        .await
-        .map_err(exit::queue)?
-        .ok_or_else(|| {
-            exit::usage(format!(
-                "no job {id} in namespace `{}`",
-                ctx.config.namespace
-            ))
-        })
+    known(ctx, id, store.get(&id.to_string()).await)
 }
 
 /// The record of job `id` without its result and payload (exit 2 if there is no such
@@ -60,16 +51,21 @@ pub async fn status_record(
     store: &mcpq_shared::queue::ResultStore,
     id: &JobId,
 ) -> anyhow::Result<mcpq_shared::queue::JobRecord> {
-    store
-        .status(&id.to_string())
-        .await
-        .map_err(exit::queue)?
-        .ok_or_else(|| {
-            exit::usage(format!(
-                "no job {id} in namespace `{}`",
-                ctx.config.namespace
-            ))
-        })
+    known(ctx, id, store.status(&id.to_string()).await)
+}
+
+/// A read record, or the exit code that says why there is none.
+fn known(
+    ctx: &Ctx,
+    id: &JobId,
+    read: Result<Option<mcpq_shared::queue::JobRecord>, mcpq_shared::queue::QueueError>,
+) -> anyhow::Result<mcpq_shared::queue::JobRecord> {
+    read.map_err(exit::queue)?.ok_or_else(|| {
+        exit::usage(format!(
+            "no job {id} in namespace `{}`",
+            ctx.config.namespace
+        ))
+    })
 }
 
 /// Parses a job id argument (exit 2 if it is not one).
