@@ -11,7 +11,8 @@
 //! 4. decides what happens next (see `docs/GUARANTEES.md`): succeeded; a retryable
 //!    failure with attempts left is retried after a full-jitter backoff; any other
 //!    failure is dead; a job cut off by shutdown is released; a cancelled job or one
-//!    whose lease was lost writes nothing (someone else owns it now);
+//!    whose lease was lost writes nothing (someone else owns it now); a result bigger
+//!    than `queue.max_result` is a permanent `result_too_large` failure, never stored;
 //! 5. stores that outcome, fenced by the attempt number, retrying while Redis is down
 //!    for at most one lease; after that the job is left to the rescuer, which runs it
 //!    again (at least once, never lost).
@@ -38,6 +39,7 @@ use crate::queue::finish::{finish, Finished, Outcome};
 use crate::queue::lease::{InFlight, StopReason};
 use crate::queue::retry::backoff;
 use crate::queue::{JobFailure, Keys};
+use crate::result_budget::ResultBudget;
 
 /// Slack on top of a job's deadline and the time its servers may take to stop, before
 /// the runner stops waiting for it: every operation inside already has a deadline, this
@@ -88,7 +90,12 @@ impl Runner {
         let Delivery { id, attempt, .. } = &delivery;
         let running = self.jobs.register(id, *attempt);
         let started = Instant::now();
-        let result = self.execute(&delivery.payload, running.token()).await;
+        let mut result = self.execute(&delivery.payload, running.token()).await;
+        if let Ok(value) = &result {
+            if let Err(failure) = ResultBudget::check(value, self.config.queue.max_result) {
+                result = Err(*failure);
+            }
+        }
         let elapsed = started.elapsed();
         let settings = &self.config.queue;
         let outcome = match (running.reason(), result) {

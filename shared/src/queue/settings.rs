@@ -10,6 +10,8 @@
 //! idempotency_ttl = "24h"   # how long an idempotency key maps to its first job
 //! max_payload = 33554432    # bytes (32 MiB: emails carry attachments); a bigger job is
 //!                           # refused (producer) or dead (worker)
+//! max_result = 8388608     # bytes (8 MiB): the largest result (and the largest single
+//!                           # tool answer) a job may produce; see `max_result` below
 //! weights = { high = 6, normal = 3, low = 1 }
 //! ```
 //!
@@ -50,6 +52,14 @@ pub struct QueueSettings {
     /// attachments, base64).
     #[serde(default = "default_max_payload")]
     pub max_payload: usize,
+    /// Largest result in bytes (default 8 MiB, at least 1024): the JSON a job would
+    /// store, and also the largest single answer (one JSON-RPC message, one HTTP body)
+    /// accepted from an MCP server. A job that goes past it fails at once, permanently,
+    /// with `result_too_large`: a plan counts its steps' results as they come, so the
+    /// worker never holds much more than this per job; a server whose answer is bigger
+    /// has its session closed (the stream is cut mid-message).
+    #[serde(default = "default_max_result")]
+    pub max_result: usize,
     /// Share of fetches that look at each priority first.
     #[serde(default)]
     pub weights: Weights,
@@ -106,6 +116,12 @@ fn default_idempotency_ttl() -> Duration {
 fn default_max_payload() -> usize {
     32 * 1024 * 1024
 }
+/// 8 MiB: a result is read back whole by `mcpq result`; far below Redis's 512 MB value
+/// limit and small enough that `concurrency` jobs at the limit keep a worker small.
+pub const DEFAULT_MAX_RESULT: usize = 8 * 1024 * 1024;
+fn default_max_result() -> usize {
+    DEFAULT_MAX_RESULT
+}
 
 impl Default for QueueSettings {
     fn default() -> Self {
@@ -117,6 +133,7 @@ impl Default for QueueSettings {
             dead_ttl: default_dead_ttl(),
             idempotency_ttl: default_idempotency_ttl(),
             max_payload: default_max_payload(),
+            max_result: default_max_result(),
             weights: Weights::default(),
         }
     }
@@ -150,6 +167,9 @@ impl QueueSettings {
         }
         if self.max_payload < 1024 {
             return invalid("max_payload", "must be at least 1024 bytes");
+        }
+        if self.max_result < 1024 {
+            return invalid("max_result", "must be at least 1024 bytes");
         }
         if self.weights.high == 0 || self.weights.normal == 0 || self.weights.low == 0 {
             return invalid(
