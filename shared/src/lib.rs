@@ -45,6 +45,7 @@ pub mod email;
 pub mod job;
 pub mod mcp;
 pub mod queue;
+pub mod redact;
 pub mod result_budget;
 pub mod runner;
 pub mod supervisor;

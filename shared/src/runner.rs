@@ -13,7 +13,9 @@
 //!    failure is dead; a job cut off by shutdown is released; a cancelled job or one
 //!    whose lease was lost writes nothing (someone else owns it now); a result bigger
 //!    than `queue.max_result` is a permanent `result_too_large` failure, never stored;
-//! 5. stores that outcome, fenced by the attempt number, retrying while Redis is down
+//! 5. replaces every secret the worker read (API keys, bearer tokens, passwords) in the
+//!    result or failure with `[REDACTED]` ([`Redactor`]);
+//! 6. stores that outcome, fenced by the attempt number, retrying while Redis is down
 //!    for at most one lease; after that the job is left to the rescuer, which runs it
 //!    again (at least once, never lost).
 //!
@@ -39,6 +41,7 @@ use crate::queue::finish::{finish, Finished, Outcome};
 use crate::queue::lease::{InFlight, StopReason};
 use crate::queue::retry::backoff;
 use crate::queue::{JobFailure, Keys};
+use crate::redact::Redactor;
 use crate::result_budget::ResultBudget;
 
 /// Slack on top of a job's deadline and the time its servers may take to stop, before
@@ -54,6 +57,7 @@ pub struct Runner {
     conn: ConnectionManager,
     keys: Keys,
     jobs: InFlight,
+    redactor: Arc<Redactor>,
 }
 
 /// What became of one delivery, for logs and tests.
@@ -68,7 +72,8 @@ pub enum RunOutcome {
 
 impl Runner {
     /// A runner calling tools through `pool` and writing to `conn`; `jobs` is the
-    /// worker's registry of running jobs (shared with lease renewal and cancels).
+    /// worker's registry of running jobs (shared with lease renewal and cancels). The
+    /// secrets to redact are read from the environment now ([`Redactor::from_config`]).
     pub fn new(
         config: Arc<Config>,
         pool: McpPool,
@@ -76,12 +81,14 @@ impl Runner {
         keys: Keys,
         jobs: InFlight,
     ) -> Self {
+        let redactor = Arc::new(Redactor::from_config(&config));
         Runner {
             config,
             pool,
             conn,
             keys,
             jobs,
+            redactor,
         }
     }
 
@@ -95,6 +102,11 @@ impl Runner {
             if let Err(failure) = ResultBudget::check(value, self.config.queue.max_result) {
                 result = Err(*failure);
             }
+        }
+        // Servers and APIs echo what they were sent: no secret of ours is stored.
+        match &mut result {
+            Ok(value) => self.redactor.value(value),
+            Err(failure) => self.redactor.failure(failure),
         }
         let elapsed = started.elapsed();
         let settings = &self.config.queue;
