@@ -595,6 +595,7 @@ impl Config {
                 .unwrap_or(self.defaults.startup_timeout),
             call: server.call_timeout.unwrap_or(self.defaults.call_timeout),
             kill_grace: server.kill_grace.unwrap_or(self.defaults.kill_grace),
+            max_answer: self.queue.max_result,
         }
     }
 }
@@ -625,6 +626,9 @@ pub struct ServerTimeouts {
     pub call: Duration,
     /// SIGTERM to SIGKILL.
     pub kill_grace: Duration,
+    /// Largest single message (stdio line, HTTP body or SSE event) accepted from the
+    /// server, in bytes: `queue.max_result`.
+    pub max_answer: usize,
 }
 
 fn read_claude_servers(

@@ -45,6 +45,8 @@ pub mod email;
 pub mod job;
 pub mod mcp;
 pub mod queue;
+pub mod redact;
+pub mod result_budget;
 pub mod runner;
 pub mod supervisor;
 pub mod tls;

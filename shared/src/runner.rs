@@ -13,8 +13,11 @@
 //! 4. decides what happens next (see `docs/GUARANTEES.md`): succeeded; a retryable
 //!    failure with attempts left is retried after a full-jitter backoff; any other
 //!    failure is dead; a job cut off by shutdown is released; a cancelled job or one
-//!    whose lease was lost writes nothing (someone else owns it now);
-//! 5. stores that outcome, fenced by the attempt number, retrying while Redis is down
+//!    whose lease was lost writes nothing (someone else owns it now); a result bigger
+//!    than `queue.max_result` is a permanent `result_too_large` failure, never stored;
+//! 5. replaces every secret the worker read (API keys, bearer tokens, passwords) in the
+//!    result or failure with `[REDACTED]` ([`Redactor`]);
+//! 6. stores that outcome, fenced by the attempt number, retrying while Redis is down
 //!    for at most one lease; after that the job is left to the rescuer, which runs it
 //!    again (at least once, never lost).
 //!
@@ -40,6 +43,8 @@ use crate::queue::finish::{finish, Finished, Outcome};
 use crate::queue::lease::{InFlight, StopReason};
 use crate::queue::retry::backoff;
 use crate::queue::{JobFailure, Keys};
+use crate::redact::Redactor;
+use crate::result_budget::ResultBudget;
 
 /// Slack on top of a job's deadline and the time its servers may take to stop, before
 /// the runner stops waiting for it: every operation inside already has a deadline, this
@@ -54,6 +59,7 @@ pub struct Runner {
     conn: ConnectionManager,
     keys: Keys,
     jobs: InFlight,
+    redactor: Arc<Redactor>,
 }
 
 /// What became of one delivery, for logs and tests.
@@ -68,7 +74,8 @@ pub enum RunOutcome {
 
 impl Runner {
     /// A runner calling tools through `pool` and writing to `conn`; `jobs` is the
-    /// worker's registry of running jobs (shared with lease renewal and cancels).
+    /// worker's registry of running jobs (shared with lease renewal and cancels). The
+    /// secrets to redact are read from the environment now ([`Redactor::from_config`]).
     pub fn new(
         config: Arc<Config>,
         pool: McpPool,
@@ -76,12 +83,14 @@ impl Runner {
         keys: Keys,
         jobs: InFlight,
     ) -> Self {
+        let redactor = Arc::new(Redactor::from_config(&config));
         Runner {
             config,
             pool,
             conn,
             keys,
             jobs,
+            redactor,
         }
     }
 
@@ -90,7 +99,17 @@ impl Runner {
         let Delivery { id, attempt, .. } = &delivery;
         let running = self.jobs.register(id, *attempt);
         let started = Instant::now();
-        let result = self.execute(&delivery, running.token()).await;
+        let mut result = self.execute(&delivery, running.token()).await;
+        if let Ok(value) = &result {
+            if let Err(failure) = ResultBudget::check(value, self.config.queue.max_result) {
+                result = Err(*failure);
+            }
+        }
+        // Servers and APIs echo what they were sent: no secret of ours is stored.
+        match &mut result {
+            Ok(value) => self.redactor.value(value),
+            Err(failure) => self.redactor.failure(failure),
+        }
         let elapsed = started.elapsed();
         let settings = &self.config.queue;
         let outcome = match (running.reason(), result) {

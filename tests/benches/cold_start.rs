@@ -85,6 +85,7 @@ fn main() {
         startup: Duration::from_secs(30),
         call: Duration::from_secs(30),
         kill_grace: Duration::from_secs(2),
+        max_answer: mcpq_shared::queue::settings::DEFAULT_MAX_RESULT,
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let supervisor = Supervisor::new();

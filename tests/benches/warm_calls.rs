@@ -130,6 +130,7 @@ async fn bare(callers: usize, n: usize) -> (Vec<Duration>, Duration) {
         startup: Duration::from_secs(30),
         call: Duration::from_secs(30),
         kill_grace: Duration::from_secs(2),
+        max_answer: mcpq_shared::queue::settings::DEFAULT_MAX_RESULT,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let supervisor = Supervisor::new();

@@ -12,6 +12,8 @@ mod private_redis;
 
 mod bad_entries; // 1,000 malformed queue entries between good jobs
 mod big_batch; // 100,000 jobs pushed at once
+mod big_model_answer; // a model API answering 2 GB
+mod big_results; // tool answers and results past queue.max_result
 mod crashing_server; // a server that crashes on every call
 mod killed_workers; // SIGKILL workers mid-run, 5 times
 mod paused_worker; // SIGSTOP past the lease, then SIGCONT

@@ -562,3 +562,42 @@ pub fn start_with_hostile_signal_state(cmd: &mut Command) {
         });
     }
 }
+
+/// The fixture serving streamable HTTP on 127.0.0.1 (`mcpq-fixture --http`); killed on
+/// drop. `env` is passed to it (e.g. `MCPQ_FIXTURE_REQUIRE_BEARER`).
+pub struct HttpFixture {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub url: String,
+}
+
+impl HttpFixture {
+    /// Starts one and reads its URL.
+    pub fn start(env: &[(&str, &str)]) -> HttpFixture {
+        use std::io::BufRead;
+        let mut child = Command::new(bin("mcpq-fixture"))
+            .args(["--http", "127.0.0.1:0"])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the HTTP fixture");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the fixture prints its URL");
+        HttpFixture {
+            child,
+            url: line.trim().to_string(),
+        }
+    }
+}
+
+impl Drop for HttpFixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

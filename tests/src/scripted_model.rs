@@ -10,7 +10,10 @@
 //! Scripts: `tools` (two tool calls, then checks their results), `parallel` (two slow
 //! calls at once), `loop` (asks for a tool for ever), `flaky` (429, then 500, then an
 //! answer), `bad_request` (400), `bad_args` (malformed arguments and an unknown tool,
-//! then checks the errors it was told), `email` (reads the prompt's attachment path).
+//! then checks the errors it was told), `email` (reads the prompt's attachment path),
+//! `huge` (a 2 GB answer, streamed in 1 MiB chunks, never allocated whole),
+//! `echo_auth` (a 401 whose message quotes the `Authorization` header it got, as
+//! careless APIs do; it is checked before the key).
 
 use std::sync::{Arc, Mutex};
 
@@ -119,6 +122,18 @@ async fn complete(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    if body["model"] == "echo_auth" {
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let message = format!("invalid credentials: Authorization: {given}");
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"message": message}})),
+        )
+            .into_response();
+    }
     if headers.get("authorization").and_then(|v| v.to_str().ok())
         != Some(&format!("Bearer {API_KEY}"))
     {
@@ -201,6 +216,13 @@ async fn complete(
                 Some(p) if prompt.contains("Invoice 42") => completion(answer(&format!("Filed the invoice saved at {p}"))),
                 other => completion(answer(&format!("WRONG: {other:?}"))),
             }
+        }
+        "huge" => {
+            let chunk = axum::body::Bytes::from(vec![b' '; 1024 * 1024]);
+            let chunks = futures::stream::iter(
+                (0..2048).map(move |_| Ok::<_, std::convert::Infallible>(chunk.clone())),
+            );
+            (StatusCode::OK, axum::body::Body::from_stream(chunks)).into_response()
         }
         other => completion(answer(&format!("WRONG: unknown script {other}"))),
     }

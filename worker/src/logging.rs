@@ -8,13 +8,25 @@
 //! again, the writer thread itself reports how many lines were dropped.
 //!
 //! MCP servers never write to this stream: each has its own stderr pipe (supervisor).
+//!
+//! What goes in a line comes partly from outside (a tool's error text, a server's
+//! stderr, a model's answer), so:
+//! - in the text format every field and message has its control characters escaped
+//!   (`\n`, `\r`, `\t`, `\u{1b}`...; [`escape_control`]): one event is always one
+//!   line, and a message cannot forge a line of its own or drive the terminal. The JSON
+//!   format escapes them already;
+//! - once the config is loaded ([`LogGuard::set_redactor`]), every line, in both
+//!   formats, has the secrets the worker read replaced by `[REDACTED]`.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use tracing_subscriber::fmt::MakeWriter;
+use mcpq_shared::redact::Redactor;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 use tracing_subscriber::EnvFilter;
 
 /// Lines held while the sink is slow; past that, lines are dropped (and counted).
@@ -34,11 +46,16 @@ pub enum LogFormat {
 pub struct LogSink {
     tx: SyncSender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
+    redactor: Arc<OnceLock<Redactor>>,
 }
 
 impl Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self.tx.try_send(buf.to_vec()) {
+        let line = match self.redactor.get() {
+            Some(redactor) => redactor.bytes(buf).into_owned(),
+            None => buf.to_vec(),
+        };
+        match self.tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -63,6 +80,51 @@ impl<'a> MakeWriter<'a> for LogSink {
 pub struct LogGuard {
     tx: Option<SyncSender<Vec<u8>>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    redactor: Arc<OnceLock<Redactor>>,
+}
+
+impl LogGuard {
+    /// From now on, every line has `redactor`'s secrets replaced (set once, when the
+    /// config is loaded; a second call changes nothing).
+    pub fn set_redactor(&self, redactor: Redactor) {
+        let _ = self.redactor.set(redactor);
+    }
+}
+
+/// `text` with every control character escaped: `\n`, `\r`, `\t`, others (ESC, DEL,
+/// C1, the Unicode line and paragraph separators) as `\u{..}`.
+pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |c: char| c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+    if !text.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The text format's fields: tracing-subscriber's default layout, with control
+/// characters escaped ([`escape_control`]).
+struct EscapedFields;
+
+impl<'writer> FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut raw = String::new();
+        DefaultFields::new().format_fields(Writer::new(&mut raw), fields)?;
+        writer.write_str(&escape_control(&raw))
+    }
 }
 
 impl Drop for LogGuard {
@@ -108,9 +170,11 @@ pub fn init(format: LogFormat) -> LogGuard {
         .name("mcpq-log-writer".to_string())
         .spawn(move || writer_thread(rx, thread_dropped, std::io::stderr()))
         .ok();
+    let redactor: Arc<OnceLock<Redactor>> = Arc::default();
     let sink = LogSink {
         tx: tx.clone(),
         dropped,
+        redactor: redactor.clone(),
     };
     let filter = EnvFilter::try_from_env("MCPQ_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
@@ -124,12 +188,13 @@ pub fn init(format: LogFormat) -> LogGuard {
         .with_ansi(ansi)
         .with_target(false);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(EscapedFields).init(),
         LogFormat::Json => builder.json().init(),
     }
     LogGuard {
         tx: Some(tx),
         thread,
+        redactor,
     }
 }
 
@@ -157,6 +222,21 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_are_escaped_so_a_message_stays_on_one_line() {
+        let forged = "boom\n2026-01-01T00:00:00Z  INFO job succeeded job=FORGED\r\u{1b}]0;x\u{7}";
+        let escaped = escape_control(forged);
+        assert!(!escaped.contains('\n') && !escaped.contains('\r') && !escaped.contains('\u{1b}'));
+        assert_eq!(
+            escaped,
+            "boom\\n2026-01-01T00:00:00Z  INFO job succeeded job=FORGED\\r\\u{1b}]0;x\\u{7}"
+        );
+        assert!(matches!(
+            escape_control("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
     fn a_blocked_sink_drops_lines_without_blocking_and_reports_them_on_recovery() {
         let (tx, rx) = sync_channel::<Vec<u8>>(4);
         let dropped = Arc::new(AtomicU64::new(0));
@@ -168,7 +248,11 @@ mod tests {
         };
         let d = dropped.clone();
         let thread = std::thread::spawn(move || writer_thread(rx, d, gate));
-        let mut sink = LogSink { tx, dropped };
+        let mut sink = LogSink {
+            tx,
+            dropped,
+            redactor: Arc::default(),
+        };
         for i in 0..100 {
             // Never blocks, although nothing is being written.
             sink.write_all(format!("line {i}\n").as_bytes())

@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     // 1. Before anything spawns a thread: see the module doc.
     let reset = unix::reset_own_signal_state();
     let args = Args::parse();
-    let _log_guard = logging::init(args.log_format);
+    let log_guard = logging::init(args.log_format);
     match &reset {
         Ok(r) if r.unblocked.is_empty() && r.defaulted.is_empty() => {}
         Ok(r) => tracing::info!(
@@ -91,6 +91,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // From here on no log line carries a secret the worker read (API keys, tokens,
+    // passwords): servers and APIs echo them in errors.
+    log_guard.set_redactor(mcpq_shared::redact::Redactor::from_config(&config));
     let name = args.name.clone().unwrap_or_else(default_name);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

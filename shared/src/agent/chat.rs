@@ -7,6 +7,10 @@
 //!   and full jitter (honouring `Retry-After` in seconds), while the deadline allows.
 //! - Any other 4xx is a permanent error quoting the server's message: retrying the same
 //!   request cannot help.
+//! - An answer is never read past `llm.max_response` bytes (default 16 MiB): a bigger
+//!   `Content-Length` is refused before reading, a body without one is read in chunks
+//!   and dropped as soon as it passes the limit. Either is a permanent error naming
+//!   the limit (`llm_error`).
 //!
 //! ```toml
 //! [llm]
@@ -14,6 +18,7 @@
 //! model = "gpt-4o-mini"                     # a job's llm.model overrides it
 //! api_key_env = "OPENAI_API_KEY"            # sent as Authorization: Bearer ...
 //! request_timeout = "60s"
+//! max_response = 16777216                   # bytes (16 MiB)
 //! ```
 
 use std::time::Duration;
@@ -36,10 +41,20 @@ pub struct LlmSettings {
     /// Bound on one request (default 60 s; the job's deadline bounds it too).
     #[serde(default = "default_request_timeout", with = "crate::duration")]
     pub request_timeout: Duration,
+    /// Largest answer body read from the API, in bytes (default 16 MiB).
+    #[serde(default = "default_max_response")]
+    pub max_response: usize,
 }
 
 fn default_request_timeout() -> Duration {
     Duration::from_secs(60)
+}
+
+/// 16 MiB: a chat completion is text and a few tool calls; a model's longest answers
+/// are well under 1 MiB, so this only stops a broken or hostile endpoint.
+pub const DEFAULT_MAX_RESPONSE: usize = 16 * 1024 * 1024;
+fn default_max_response() -> usize {
+    DEFAULT_MAX_RESPONSE
 }
 
 /// Why the model could not be asked.
@@ -60,6 +75,12 @@ pub enum ChatError {
         /// The last failure.
         last: String,
     },
+    /// The answer's body is bigger than `llm.max_response`: not retryable.
+    #[error("the model API's answer is more than {limit} bytes, the limit (llm.max_response); it was not read")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// The answer was not a chat completion.
     #[error("the model API answered something that is not a chat completion: {0}")]
     BadAnswer(String),
@@ -79,6 +100,7 @@ pub struct ChatClient {
     url: String,
     api_key: Option<String>,
     request_timeout: Duration,
+    max_response: usize,
 }
 
 /// One answer: the assistant message and token usage.
@@ -111,6 +133,7 @@ impl ChatClient {
                 .as_ref()
                 .and_then(|var| std::env::var(var).ok()),
             request_timeout: settings.request_timeout,
+            max_response: settings.max_response,
         }
     }
 
@@ -166,10 +189,7 @@ impl ChatClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response.text().await.map_err(|e| Attempt::Transient {
-            message: format!("reading the answer failed: {e}"),
-            retry_after: None,
-        })?;
+        let text = self.read_body(response).await?;
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(Attempt::Transient {
                 message: format!("HTTP {}: {}", status.as_u16(), cut(&text)),
@@ -204,6 +224,36 @@ impl ChatClient {
     }
 }
 
+impl ChatClient {
+    /// The body of `response` as text, never holding more than `max_response` bytes.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<String, Attempt> {
+        let limit = self.max_response;
+        let too_large = || Attempt::Permanent(ChatError::TooLarge { limit });
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let mut body: Vec<u8> = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len().saturating_add(chunk.len()) > limit {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Attempt::Transient {
+                        message: format!("reading the answer failed: {e}"),
+                        retry_after: None,
+                    })
+                }
+            }
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
 enum Attempt {
     Transient {
         message: String,
@@ -229,6 +279,7 @@ mod tests {
             model: "m".into(),
             api_key_env: None,
             request_timeout: Duration::from_secs(2),
+            max_response: DEFAULT_MAX_RESPONSE,
         });
         let deadline = Instant::now() + Duration::from_millis(300);
         let err = client

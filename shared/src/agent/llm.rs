@@ -21,7 +21,9 @@
 //!
 //! A tool call the model got wrong (unknown tool, arguments that are not a JSON object)
 //! and a tool that fails are answered to the model as a tool error, as real agents do;
-//! the loop goes on. The result holds the answer, the stop reason, token usage and the
+//! the loop goes on, except an answer bigger than `queue.max_result`, which fails the
+//! job (`result_too_large`). The transcript is charged to the job's [`ResultBudget`] as
+//! it grows: past `queue.max_result` the job stops with `result_too_large`. The result holds the answer, the stop reason, token usage and the
 //! transcript (every message, tool call with arguments, result, timing).
 
 use std::collections::HashMap;
@@ -35,6 +37,7 @@ use super::plan::{text_parts, PlanContext};
 use super::toolbox::Toolbox;
 use crate::mcp::PoolError;
 use crate::queue::JobFailure;
+use crate::result_budget::{ResultBudget, RESULT_TOO_LARGE};
 
 /// Default and largest `llm.max_steps`.
 pub const DEFAULT_MAX_STEPS: u32 = 10;
@@ -137,6 +140,8 @@ async fn converse(
     }
     messages.push(json!({"role": "user", "content": prompt}));
     let mut transcript: Vec<Value> = messages.clone();
+    let mut budget = ResultBudget::new(ctx.config.queue.max_result);
+    budget.charge(&transcript, "the prompt").map_err(|f| *f)?;
     let mut usage = (0u64, 0u64, 0u64);
     let max_steps = options.max_steps.unwrap_or(DEFAULT_MAX_STEPS);
     let model = options
@@ -186,6 +191,9 @@ async fn converse(
         record["ms"] = json!(asked.elapsed().as_millis() as u64);
         record["usage"] = answer.usage.clone().unwrap_or(Value::Null);
         record["finish_reason"] = json!(answer.finish_reason);
+        budget
+            .charge(&record, &format!("the model's answer {step}"))
+            .map_err(|f| *f)?;
         transcript.push(record);
         if calls.is_empty() {
             return Ok(result(
@@ -203,6 +211,9 @@ async fn converse(
             .map(|call| run_call(call, &names, toolbox, started));
         for outcome in futures::future::join_all(runs).await {
             let (message, record) = outcome?;
+            budget
+                .charge(&record, &format!("a tool result of step {step}"))
+                .map_err(|f| *f)?;
             messages.push(message);
             transcript.push(record);
         }
@@ -293,6 +304,12 @@ async fn run_call(
                     "the job was stopped during a tool call",
                     false,
                 ))
+            }
+            Err(e) if e.kind() == RESULT_TOO_LARGE => {
+                let mut failure = JobFailure::new(RESULT_TOO_LARGE, e.to_string(), false);
+                failure.server = Some(server.clone());
+                failure.tool = Some(tool.clone());
+                return Err(failure);
             }
             Err(e) => (false, format!("error: the tool failed: {e}")),
         },

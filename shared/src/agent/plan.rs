@@ -15,6 +15,11 @@
 //!   plan goes on. The failure names the step, server and tool, and quotes the server's
 //!   stderr tail. A cancelled job always stops.
 //!
+//! - Each step's entry is charged to the job's [`ResultBudget`] (`queue.max_result`) as
+//!   it is added: once the results add up to more than the limit the plan stops with
+//!   `result_too_large` (permanent; `continue_on_error` does not apply). One answer
+//!   bigger than the limit fails its step the same way (the session is closed).
+//!
 //! Result: a JSON array with one entry per step:
 //! `{"step": 0, "name": null, "server": "echo", "tool": "echo", "result": <CallToolResult>}`,
 //! or, for a failed `continue_on_error` step, `{..., "error": <failure>}`.
@@ -33,6 +38,7 @@ use crate::job::{AgentJob, PlanStep};
 use crate::mcp::pool::start_admitted;
 use crate::mcp::{McpPool, McpSession, PoolError};
 use crate::queue::JobFailure;
+use crate::result_budget::ResultBudget;
 
 /// What a plan needs from the worker.
 #[derive(Debug, Clone, Copy)]
@@ -134,19 +140,26 @@ async fn run_steps(
     data.insert("steps".to_string(), Value::Object(Map::new()));
     let mut data = Value::Object(data);
     let mut results = Vec::with_capacity(plan.steps.len());
+    let mut budget = ResultBudget::new(ctx.config.queue.max_result);
     for (i, step) in plan.steps.iter().enumerate() {
-        let entry = json!({"step": i, "name": step.name, "server": step.server, "tool": step.tool});
+        let mut entry =
+            json!({"step": i, "name": step.name, "server": step.server, "tool": step.tool});
         match run_step(i, step, &templates, &data, ctx, fresh).await {
             Ok((result, seen)) => {
-                let mut entry = entry;
                 entry["result"] = serde_json::to_value(&result).unwrap_or(Value::Null);
+                drop(result);
+                charge(&mut budget, &entry, i, step).map_err(|f| *f)?;
                 results.push(entry);
                 remember(&mut data, step, seen);
             }
-            Err(failure) if step.continue_on_error && failure.kind != "cancelled" => {
+            Err(failure)
+                if step.continue_on_error
+                    && failure.kind != "cancelled"
+                    && failure.kind != crate::result_budget::RESULT_TOO_LARGE =>
+            {
                 tracing::info!(step = i, kind = %failure.kind, "step failed; continue_on_error: going on");
-                let mut entry = entry;
                 entry["error"] = serde_json::to_value(&failure).unwrap_or(Value::Null);
+                charge(&mut budget, &entry, i, step).map_err(|f| *f)?;
                 results.push(entry);
                 remember(&mut data, step, json!({"is_error": true, "error": failure}));
             }
@@ -154,6 +167,18 @@ async fn run_steps(
         }
     }
     Ok((Value::Array(results), data))
+}
+
+/// Charges step `i`'s entry to the job's result budget.
+fn charge(
+    budget: &mut ResultBudget,
+    entry: &Value,
+    i: usize,
+    step: &PlanStep,
+) -> Result<(), Box<JobFailure>> {
+    budget
+        .charge(entry, &format!("step {i}'s result"))
+        .map_err(|f| Box::new(step_failure(i, step, &f.kind, f.message, false)))
 }
 
 /// Makes a step's outcome visible to later templates as `steps.NAME`.

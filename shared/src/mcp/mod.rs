@@ -1,6 +1,7 @@
 //! MCP clients. Runners reach tools only through this module; the processes behind the
 //! sessions belong to the [`crate::supervisor::Supervisor`].
 
+pub mod answer_limit;
 pub mod pool;
 pub mod session;
 

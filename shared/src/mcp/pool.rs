@@ -129,7 +129,7 @@ impl PoolError {
         !matches!(
             self,
             PoolError::Mcp {
-                error: McpError::Spawn(_),
+                error: McpError::Spawn(_) | McpError::AnswerTooLarge { .. },
                 ..
             } | PoolError::Cancelled { .. }
         )

@@ -9,6 +9,11 @@
 //! - [`McpSession::shutdown`]: the supervisor's stop sequence, bounded by `kill_grace`.
 //!
 //! A server that dies mid-call is reported with its exit status and stderr tail.
+//!
+//! No message from a server may be bigger than `queue.max_result` ([`AnswerLimit`]): a
+//! stdio line past it closes the session at once, an HTTP body or SSE event past it
+//! fails the request; either way the call fails with [`McpError::AnswerTooLarge`]
+//! (`result_too_large`, not retried) instead of waiting out its timeout.
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -26,6 +31,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::answer_limit::{AnswerLimit, LimitedLines};
 use crate::config::{ServerConfig, ServerTimeouts};
 use crate::supervisor::{
     describe_exit, ServerProcess, SpawnError, StderrTail, StopReport, Supervisor,
@@ -99,6 +105,19 @@ pub enum McpError {
         /// Stderr tail.
         stderr: Option<String>,
     },
+    /// The server sent a message bigger than `queue.max_result` (a stdio line, an HTTP
+    /// body or an SSE event). A stdio session is closed by it.
+    #[error("server `{server}` answered `{tool}` with a message of more than {limit} bytes, the limit (queue.max_result); the session was closed")]
+    AnswerTooLarge {
+        /// Server name.
+        server: String,
+        /// Tool name (or `tools/list`, `ping`).
+        tool: String,
+        /// The limit in bytes.
+        limit: usize,
+        /// Stderr tail.
+        stderr: Option<String>,
+    },
     /// The server answered with a JSON-RPC error or an unexpected message.
     #[error("server `{server}` rejected call to `{tool}`: {message}")]
     Protocol {
@@ -123,6 +142,7 @@ impl McpError {
             | McpError::CallTimeout { stderr, .. }
             | McpError::ServerExited { stderr, .. }
             | McpError::ConnectionClosed { stderr, .. }
+            | McpError::AnswerTooLarge { stderr, .. }
             | McpError::Protocol { stderr, .. } => stderr.as_deref(),
         }
     }
@@ -146,6 +166,7 @@ impl McpError {
             McpError::CallTimeout { .. } => "timeout",
             McpError::ServerExited { .. } => "server_exited",
             McpError::ConnectionClosed { .. } => "connection_closed",
+            McpError::AnswerTooLarge { .. } => "result_too_large",
             McpError::Protocol { .. } => "protocol_error",
         }
     }
@@ -176,6 +197,7 @@ pub struct McpSession {
     timeouts: ServerTimeouts,
     tools_changed: Arc<AtomicBool>,
     tools: std::sync::Mutex<Option<Arc<Vec<Tool>>>>,
+    limit: AnswerLimit,
 }
 
 impl std::fmt::Debug for McpSession {
@@ -185,6 +207,18 @@ impl std::fmt::Debug for McpSession {
             .field("pid", &self.pid)
             .finish()
     }
+}
+
+/// True when rmcp's HTTP client refused a body or SSE event over its size limit (the
+/// limit we set: `queue.max_result`). rmcp reports it only as text inside a transport
+/// error, so the text is what we can match.
+fn is_body_too_large(err: &ServiceError) -> bool {
+    let text = match err {
+        ServiceError::TransportSend(e) => e.to_string(),
+        ServiceError::McpError(data) => data.message.to_string(),
+        _ => return false,
+    };
+    text.contains("exceeded the maximum size")
 }
 
 fn status_text(status: Option<ExitStatus>) -> String {
@@ -214,7 +248,15 @@ impl McpSession {
             .min(deadline.saturating_duration_since(Instant::now()));
         let state = ClientState::default();
         let tools_changed = state.tools_changed.clone();
-        match tokio::time::timeout(limit, state.serve((stdout, stdin))).await {
+        let answer_limit = AnswerLimit::new(timeouts.max_answer);
+        // rmcp's own line cap (which drops a line silently) stays above ours, so ours is
+        // the one that acts.
+        let transport = rmcp::transport::async_rw::AsyncRwTransport::new_client(
+            LimitedLines::new(stdout, answer_limit.clone()),
+            stdin,
+        )
+        .with_max_line_length(timeouts.max_answer.saturating_add(2));
+        match tokio::time::timeout(limit, state.serve(transport)).await {
             Ok(Ok(client)) => {
                 tracing::debug!(
                     server = name,
@@ -231,6 +273,7 @@ impl McpSession {
                     timeouts,
                     tools_changed,
                     tools: std::sync::Mutex::new(None),
+                    limit: answer_limit,
                 })
             }
             Ok(Err(e)) => {
@@ -286,8 +329,10 @@ impl McpSession {
             })?;
             headers.insert(key, value);
         }
-        let mut transport_config =
-            StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers);
+        let mut transport_config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+            .custom_headers(headers)
+            .max_json_response_size(timeouts.max_answer)
+            .max_sse_event_size(timeouts.max_answer);
         if let Some(var) = &config.bearer_token_env {
             let token = std::env::var(var).map_err(|_| {
                 failed(format!(
@@ -320,6 +365,7 @@ impl McpSession {
                         timeouts,
                         tools_changed,
                         tools: std::sync::Mutex::new(None),
+                        limit: AnswerLimit::new(timeouts.max_answer),
                     });
                 }
                 Ok(Err(e)) if Instant::now() + pause < until => {
@@ -461,6 +507,15 @@ impl McpSession {
 
     async fn call_error(&self, tool: &str, err: ServiceError) -> McpError {
         let (server, tool) = (self.name.clone(), tool.to_string());
+        if self.limit.tripped() || is_body_too_large(&err) {
+            self.limit.trip();
+            return McpError::AnswerTooLarge {
+                server,
+                tool,
+                limit: self.limit.bytes,
+                stderr: self.stderr_tail(),
+            };
+        }
         match err {
             ServiceError::Timeout { timeout } => McpError::CallTimeout {
                 server,
@@ -503,6 +558,11 @@ impl McpSession {
                 stderr: self.stderr_tail(),
             },
         }
+    }
+
+    /// True once a message from the server went past `queue.max_result`.
+    pub fn answer_too_large(&self) -> bool {
+        self.limit.tripped()
     }
 
     /// Closes the session and stops the process tree (see [`ServerProcess::stop`]).

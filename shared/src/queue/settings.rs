@@ -11,6 +11,8 @@
 //! max_payload = 33554432    # bytes (32 MiB: emails carry attachments); a bigger job is
 //!                           # refused (producer) or dead (worker)
 //! max_rescues = 5          # lost leases (dead workers) a job survives; the next is dead
+//! max_result = 8388608     # bytes (8 MiB): the largest result (and the largest single
+//!                           # tool answer) a job may produce; see `max_result` below
 //! weights = { high = 6, normal = 3, low = 1 }
 //! ```
 //!
@@ -57,6 +59,14 @@ pub struct QueueSettings {
     /// a job that kills every worker that runs it.
     #[serde(default = "default_max_rescues")]
     pub max_rescues: u32,
+    /// Largest result in bytes (default 8 MiB, at least 1024): the JSON a job would
+    /// store, and also the largest single answer (one JSON-RPC message, one HTTP body)
+    /// accepted from an MCP server. A job that goes past it fails at once, permanently,
+    /// with `result_too_large`: a plan counts its steps' results as they come, so the
+    /// worker never holds much more than this per job; a server whose answer is bigger
+    /// has its session closed (the stream is cut mid-message).
+    #[serde(default = "default_max_result")]
+    pub max_result: usize,
     /// Share of fetches that look at each priority first.
     #[serde(default)]
     pub weights: Weights,
@@ -116,6 +126,12 @@ fn default_max_payload() -> usize {
 fn default_max_rescues() -> u32 {
     5
 }
+/// 8 MiB: a result is read back whole by `mcpq result`; far below Redis's 512 MB value
+/// limit and small enough that `concurrency` jobs at the limit keep a worker small.
+pub const DEFAULT_MAX_RESULT: usize = 8 * 1024 * 1024;
+fn default_max_result() -> usize {
+    DEFAULT_MAX_RESULT
+}
 
 impl Default for QueueSettings {
     fn default() -> Self {
@@ -128,6 +144,7 @@ impl Default for QueueSettings {
             idempotency_ttl: default_idempotency_ttl(),
             max_payload: default_max_payload(),
             max_rescues: default_max_rescues(),
+            max_result: default_max_result(),
             weights: Weights::default(),
         }
     }
@@ -164,6 +181,9 @@ impl QueueSettings {
         }
         if self.max_rescues > 1000 {
             return invalid("max_rescues", "must be at most 1000");
+        }
+        if self.max_result < 1024 {
+            return invalid("max_result", "must be at least 1024 bytes");
         }
         if self.weights.high == 0 || self.weights.normal == 0 || self.weights.low == 0 {
             return invalid(

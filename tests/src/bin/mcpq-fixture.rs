@@ -1,12 +1,14 @@
 //! `mcpq-fixture`: a stdio MCP server built with rmcp, with one tool per behaviour the
-//! tests need: echo, add, sleep, fail, crash, flood stderr, report signal state, and the
+//! tests need: echo, add, sleep, fail, crash, flood stderr, a big answer, report signal
+//! state, and the
 //! torture ones (sleep for ever, ignore SIGTERM, spawn a grandchild, close stdout but
 //! stay alive).
 //!
 //! With `--http ADDR` (e.g. `--http 127.0.0.1:0`) it serves the same tools over
 //! streamable HTTP at `http://ADDR/mcp` instead, and prints that URL on stdout; with
 //! `MCPQ_FIXTURE_REQUIRE_BEARER=<token>` it then answers 401 to requests without
-//! `Authorization: Bearer <token>`.
+//! `Authorization: Bearer <token>` (with `MCPQ_FIXTURE_ECHO_AUTH=1`, its 401 body quotes
+//! the `Authorization` header it got, as careless servers do).
 //!
 //! Environment switches: `MCPQ_FIXTURE_HANG_INITIALIZE=1` reads stdin for ever and never
 //! answers `initialize`; `MCPQ_FIXTURE_NEVER_READ=1` never even reads its stdin.
@@ -66,6 +68,12 @@ struct CrashArgs {
     /// Exit code (default 3).
     #[serde(default)]
     code: Option<i32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct BigArgs {
+    /// Length of the text answer, in bytes.
+    bytes: u64,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -245,6 +253,11 @@ impl Fixture {
         std::future::pending::<String>().await
     }
 
+    #[tool(description = "Answer a text of `bytes` bytes (`x` repeated)")]
+    async fn big_answer(&self, Parameters(BigArgs { bytes }): Parameters<BigArgs>) -> String {
+        "x".repeat(usize::try_from(bytes).unwrap_or(usize::MAX))
+    }
+
     #[tool(description = "Write `bytes` bytes to stderr, then answer")]
     async fn stderr_flood(&self, Parameters(FloodArgs { bytes }): Parameters<FloodArgs>) -> String {
         let line = [b'x'; 1023];
@@ -296,6 +309,7 @@ async fn serve_http(addr: &str) -> anyhow::Result<()> {
         StreamableHttpServerConfig::default(),
     );
     let required = std::env::var("MCPQ_FIXTURE_REQUIRE_BEARER").ok();
+    let echo_auth = std::env::var_os("MCPQ_FIXTURE_ECHO_AUTH").is_some();
     let router =
         axum::Router::new()
             .nest_service("/mcp", service)
@@ -310,9 +324,16 @@ async fn serve_http(addr: &str) -> anyhow::Result<()> {
                                 .get("authorization")
                                 .and_then(|v| v.to_str().ok());
                             if given != Some(expected.as_str()) {
-                                return axum::response::IntoResponse::into_response(
+                                // A careless server that quotes the request back.
+                                let body = if echo_auth {
+                                    format!("unauthorized: Authorization: {}", given.unwrap_or(""))
+                                } else {
+                                    String::new()
+                                };
+                                return axum::response::IntoResponse::into_response((
                                     axum::http::StatusCode::UNAUTHORIZED,
-                                );
+                                    body,
+                                ));
                             }
                         }
                         next.run(request).await
