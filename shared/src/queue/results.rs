@@ -264,7 +264,9 @@ pub(crate) async fn read_record(
     if read == Read::Full {
         fields.extend(["result", "payload"]);
     }
-    let answer: Result<(Vec<Option<Vec<u8>>>, Vec<Vec<u8>>), redis::RedisError> = redis::pipe()
+    // (the hash fields asked for, the attempt records), as bytes.
+    type Raw = (Vec<Option<Vec<u8>>>, Vec<Vec<u8>>);
+    let answer: Result<Raw, redis::RedisError> = redis::pipe()
         .cmd("HMGET")
         .arg(keys.job(id))
         .arg(&fields)
