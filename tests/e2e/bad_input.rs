@@ -160,3 +160,95 @@ fn an_undecodable_job_in_the_queue_is_dead_lettered_and_the_worker_goes_on() {
     let id = env.submit_call("echo", "echo", r#"{"text":"next"}"#, &[]);
     assert_eq!(env.wait_json(&id).0, Some(0), "{}", worker.log_text());
 }
+
+/// Writes what a buggy or hostile producer might: a queued record and a queue entry whose
+/// payload mcpq's own producer would refuse. Returns the id.
+fn push_raw(env: &TestEnv, body: serde_json::Value) -> String {
+    let id = body["id"].as_str().expect("id").to_string();
+    let mut redis = env.redis();
+    let prefix = format!("{{{}}}", env.namespace);
+    let _: () = redis::pipe()
+        .hset_multiple(
+            format!("{prefix}:job:{id}"),
+            &[
+                ("status", "queued"),
+                ("payload", &body.to_string()),
+                ("kind", "agent"),
+                ("priority", "normal"),
+                ("max_attempts", "3"),
+            ],
+        )
+        .lpush(format!("{prefix}:ready:normal"), &id)
+        .query(&mut redis)
+        .expect("write");
+    id
+}
+
+#[test]
+fn a_huge_timeout_exits_2_at_submit_naming_the_maximum_and_a_worker_dead_letters_it_without_panicking(
+) {
+    let env = TestEnv::new("huge-timeout", "");
+    // From a job file: the field and the maximum are named, nothing is enqueued.
+    for (timeout, maximum) in [("18446744073709551615s", "365 days"), ("30d", "7 days")] {
+        let job = format!(
+            r#"{{"kind": "agent", "payload": {{"steps": [{{"server": "echo", "tool": "echo"}}]}}, "options": {{"timeout": "{timeout}"}}}}"#
+        );
+        let (code, stderr) = submit_stdin(&env, &job);
+        assert_eq!(code, Some(2), "{timeout}: {stderr}");
+        assert!(
+            stderr.contains("options.timeout") && stderr.contains(maximum),
+            "{timeout}: {stderr}"
+        );
+    }
+    // From the flag.
+    let out = env.mcpq(&[
+        "submit",
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--timeout",
+        "18446744073709551615s",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("365 days"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        env.keys(),
+        Vec::<String>::new(),
+        "a rejected job wrote to Redis"
+    );
+
+    // Written into Redis anyway: dead at once as invalid_job, and the worker goes on.
+    let worker = env.worker(&[]);
+    let steps = serde_json::json!([{"server": "echo", "tool": "echo", "arguments": {"text": "x"}}]);
+    for timeout in ["18446744073709551615s", "30d"] {
+        let id = push_raw(
+            &env,
+            serde_json::json!({"id": ulid::Ulid::generate().to_string(), "kind": "agent",
+                "payload": {"steps": steps}, "options": {"timeout": timeout}}),
+        );
+        let (code, v) = env.wait_json(&id);
+        assert_eq!(code, Some(1), "{v}");
+        assert_eq!(v["status"], "dead", "{v}");
+        assert_eq!(v["error"]["kind"], "invalid_job", "{v}");
+        assert_eq!(v["error"]["retryable"], false, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("options.timeout")),
+            "{v}"
+        );
+    }
+    let id = env.submit_call("echo", "echo", r#"{"text":"next"}"#, &[]);
+    assert_eq!(env.wait_json(&id).0, Some(0), "{}", worker.log_text());
+    assert!(
+        !worker.log_text().contains("panicked"),
+        "{}",
+        worker.log_text()
+    );
+}
