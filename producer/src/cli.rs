@@ -33,7 +33,7 @@ Exit status:
   0  success (the job succeeded, or the command did what it says)
   1  the job is dead (failed for good) or was cancelled
   2  usage or input error (bad flags, invalid job, unknown server or job id)
-  3  cannot reach Redis
+  3  Redis cannot be reached or refused the command (out of memory, ACL, read-only)
   4  the job has not finished (queued, running, or failed and waiting to retry; wait timed out)";
 
 /// The commands.

@@ -12,7 +12,7 @@
 //!
 //! [queue]                  # leases, retries, retention, priorities: see queue::settings
 //! lease = "30s"
-//! max_payload = 1048576
+//! max_payload = 33554432   # bytes (32 MiB)
 //!
 //! [defaults]
 //! job_timeout = "5m"       # a job's deadline unless the job sets options.timeout

@@ -252,3 +252,119 @@ fn a_huge_timeout_exits_2_at_submit_naming_the_maximum_and_a_worker_dead_letters
         worker.log_text()
     );
 }
+
+#[test]
+fn a_job_over_max_payload_exits_2_naming_the_limit_and_enqueues_nothing() {
+    let env = TestEnv::with_queue("over-payload", "max_payload = 2048\n", "");
+    let big = "x".repeat(4096);
+    let out = env.mcpq(&[
+        "submit",
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--args",
+        &format!(r#"{{"text":"{big}"}}"#),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("queue.max_payload"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.keys(), Vec::<String>::new());
+}
+
+/// Deletes an ACL user when dropped (the test's own, uniquely named).
+struct AclUser(String);
+
+impl Drop for AclUser {
+    fn drop(&mut self) {
+        if let Ok(mut c) =
+            redis::Client::open(mcpq_tests::redis_url()).and_then(|c| c.get_connection())
+        {
+            let _: Result<i64, _> = redis::cmd("ACL").arg("DELUSER").arg(&self.0).query(&mut c);
+        }
+    }
+}
+
+#[test]
+fn a_redis_that_refuses_a_submit_by_acl_exits_3_not_1() {
+    let env = TestEnv::new("acl-refusal", "");
+    let user = AclUser(format!("mcpq-test-ro-{}", ulid::Ulid::generate()));
+    let mut redis = env.redis();
+    // Read-only on the test's namespace: the submit script is refused (NOPERM).
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user.0)
+        .arg("on")
+        .arg(">ro-secret")
+        .arg(format!("~{{{}}}:*", env.namespace))
+        .arg("+@read")
+        .arg("+ping")
+        .arg("+hello")
+        .arg("+client")
+        .query(&mut redis)
+        .expect("ACL SETUSER");
+    let base = mcpq_tests::redis_url();
+    let url = base.replacen("redis://", &format!("redis://{}:ro-secret@", user.0), 1);
+    let out = env.mcpq(&[
+        "--redis-url",
+        &url,
+        "submit",
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.to_lowercase().contains("noperm") || stderr.contains("permission"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("ro-secret"),
+        "the password was printed: {stderr}"
+    );
+}
+
+#[test]
+fn a_redis_out_of_memory_on_submit_exits_3_not_1() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--maxmemory", "1", "--maxmemory-policy", "noeviction"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed");
+    let url = format!("redis://127.0.0.1:{port}");
+    let up = mcpq_tests::wait_until(std::time::Duration::from_secs(10), || {
+        redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    });
+    let out = up.then(|| {
+        let env = TestEnv::on_redis(&url, "redis-oom", mcpq_tests::TEST_QUEUE, "", "");
+        env.mcpq(&["submit", "agent", "--server", "echo", "--tool", "echo"])
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let out = out.expect("the private redis-server did not start");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("OOM"), "{}", text(&out.stderr));
+}
