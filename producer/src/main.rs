@@ -1,5 +1,6 @@
 //! `mcpq`: the producer command line. Parse -> run -> exit code.
 
+mod attach;
 mod cli;
 mod commands;
 mod exit;

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `mcpq` and `mcpq-worker` binaries, the real Redis, real
 //! MCP server processes. One module per topic.
 
+mod attachments; // which files submit may read, a private attachment root, caps, the sweep
 mod bad_input; // invalid jobs and configs: clear errors, exit 2, nothing enqueued
 mod delivery; // retries, dead letters, fencing, idempotency, cancel, retention, priorities
 mod email; // email jobs: the .eml corpus, attachments, reply drafts

@@ -278,14 +278,22 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Removes email jobs' attachment directories older than `email.retention`, every
-/// `retention / 2` (between 1 s and 60 s).
+/// Removes finished email jobs' attachment directories `email.retention` after they
+/// ended, every `retention / 2` (between 1 s and 60 s). First says whether the root is
+/// safe: an unsafe one fails every email job (`attachments_dir_unsafe`) until fixed.
 async fn sweep_attachments(settings: mcpq_shared::email::EmailSettings) {
+    let root = settings.attachments_dir.clone();
+    let checked =
+        tokio::task::spawn_blocking(move || mcpq_shared::email::attachment_dir::check_root(&root))
+            .await;
+    if let Ok(Err(e)) = checked {
+        tracing::error!("{e}; email jobs will fail until it is fixed");
+    }
     let every = (settings.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let (root, retention) = (settings.attachments_dir.clone(), settings.retention);
         let removed = tokio::task::spawn_blocking(move || {
-            mcpq_shared::email::attachments::sweep(&root, retention)
+            mcpq_shared::email::attachment_dir::sweep(&root, retention)
         })
         .await
         .unwrap_or(0);

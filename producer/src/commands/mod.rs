@@ -69,7 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         json: cli.json,
     };
     match cli.command {
-        Command::Submit(args) => submit::run(&ctx, args).await,
+        Command::Submit(args) => submit::run(&ctx, *args).await,
         Command::Status(args) => status::run(&ctx, &args.id).await,
         Command::Result(args) => result::run(&ctx, &args.id).await,
         Command::Wait(args) => wait::run(&ctx, &args.id, args.timeout).await,

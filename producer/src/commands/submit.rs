@@ -5,13 +5,13 @@
 use std::io::Read;
 
 use mcpq_shared::email::parse::parse_eml;
-use mcpq_shared::email::{EmailSettings, ReplySpec};
+use mcpq_shared::email::{Attachment, EmailSettings, ReplySpec};
 use mcpq_shared::job::{Job, JobPayload, PlanStep};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{EmailArgs, SubmitArgs, SubmitKind};
 use crate::commands::{wait, Ctx};
-use crate::{exit, output};
+use crate::{attach, exit, output};
 
 /// How long `submit --wait` waits beyond the job's own timeout for a worker to pick it up.
 const WAIT_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -52,37 +52,69 @@ fn email_job(args: &EmailArgs) -> anyhow::Result<Job> {
     Ok(Job::email(email, Default::default()))
 }
 
-/// Reads the files of attachments given by `path` (relative to `base`) into
-/// `content_base64`, and checks the size limits of the config's `[email]`.
-fn inline_attachments(
-    job: &mut Job,
-    base: &std::path::Path,
-    limits: &EmailSettings,
-) -> anyhow::Result<()> {
+/// Fills in the email job's attachment files: a JSON `path` only under `--attach-root`
+/// (see [`crate::attach`]), then the `--attach` files; checks the `[email]` limits of the
+/// config (count, per file, per job) before reading anything big.
+fn attach_files(job: &mut Job, args: &SubmitArgs, limits: &EmailSettings) -> anyhow::Result<()> {
     use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
     let JobPayload::Email(email) = &mut job.payload else {
+        if !args.attach.is_empty() {
+            return Err(exit::usage(
+                "--attach is for email jobs only (mcpq submit email ... or a job file of kind email)",
+            ));
+        }
         return Ok(());
     };
+    for file in &args.attach {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "attachment".to_string());
+        email.attachments.push(Attachment {
+            content_type: attach::content_type(&name).to_string(),
+            name,
+            content_base64: None,
+            path: Some(file.to_string_lossy().into_owned()),
+        });
+    }
+    let count = email.attachments.len();
+    if count > limits.max_attachments {
+        return Err(exit::usage(format!(
+            "the job has {count} attachments; the limit (email.max_attachments) is {}",
+            limits.max_attachments
+        )));
+    }
+    let from_flags = count - args.attach.len();
     let mut total = 0u64;
     for (i, a) in email.attachments.iter_mut().enumerate() {
+        let field = format!("payload.attachments[{i}]");
+        let left = limits.max_attachments_total.saturating_sub(total);
+        let (limit, key) = if limits.max_attachment <= left {
+            (limits.max_attachment, "email.max_attachment")
+        } else {
+            (left, "email.max_attachments_total, what is left of it")
+        };
         if let Some(path) = a.path.take() {
-            let full = base.join(&path);
-            let bytes = std::fs::read(&full).map_err(|e| {
-                exit::usage(format!(
-                    "payload.attachments[{i}].path: cannot read {}: {e}",
-                    full.display()
-                ))
-            })?;
-            a.content_base64 = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+            let real = if i >= from_flags {
+                std::path::PathBuf::from(&path)
+            } else {
+                let root = args.attach_root.as_deref().ok_or_else(|| {
+                    exit::usage(format!("{field}.path: {}", attach::HOW_TO_ATTACH))
+                })?;
+                attach::resolve_under(root, &path, &format!("{field}.path"))?
+            };
+            let bytes = attach::read_file(&real, limit, key, &format!("{field} ({:?})", a.name))?;
+            a.content_base64 = Some(engine.encode(&bytes));
         }
         let size = a.decoded_len() as u64;
-        total += size;
         if size > limits.max_attachment {
             return Err(exit::usage(format!(
-                "payload.attachments[{i}] ({:?}) is {size} bytes; the limit (email.max_attachment) is {}",
+                "{field} ({:?}) is {size} bytes; the limit (email.max_attachment) is {}",
                 a.name, limits.max_attachment
             )));
         }
+        total += size;
         if total > limits.max_attachments_total {
             return Err(exit::usage(format!(
                 "the attachments add up to more than {} bytes (email.max_attachments_total)",
@@ -133,11 +165,7 @@ fn build(args: &SubmitArgs, limits: &EmailSettings) -> anyhow::Result<Job> {
     if let Some(k) = &o.idempotency_key {
         job.options.idempotency_key = Some(k.clone());
     }
-    let base = match &args.file {
-        Some(p) if p.as_os_str() != "-" => p.parent().map(|d| d.to_path_buf()).unwrap_or_default(),
-        _ => std::path::PathBuf::from("."),
-    };
-    inline_attachments(&mut job, &base, limits)?;
+    attach_files(&mut job, args, limits)?;
     job.validate().map_err(|e| exit::usage(e.to_string()))?;
     Ok(job)
 }
