@@ -14,5 +14,6 @@ mod pool; // the warm session pool: reuse, multiplexing, replacement, limits
 mod servers; // mcpq servers / servers check: tool discovery, what fails
 mod shutdown; // SIGTERM with jobs running: exit 0, no process left
 mod signals; // the clean signal state of every MCP server
+mod terminal; // human output escapes control characters from outside
 mod third_party; // real MCP servers from npm and PyPI
 mod torture; // the supervisor's torture suite: hangs elsewhere, none here

@@ -184,10 +184,10 @@ pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<u8> {
     let submitted = producer.submit(&job).await.map_err(exit::queue)?;
     let id = submitted.id.clone();
     if !submitted.created {
-        eprintln!(
+        output::eline(&format!(
             "mcpq: idempotency key {:?} was already used by job {id} (within queue.idempotency_ttl): nothing enqueued",
             job.options.idempotency_key.as_deref().unwrap_or("")
-        );
+        ));
     }
     if ctx.json {
         output::json_line(
