@@ -15,8 +15,10 @@ pub struct Cli {
     /// Config file (mcpq.toml or Claude Desktop JSON); its server list is what jobs may name.
     #[arg(long, global = true, env = "MCPQ_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Redis URL; overrides redis_url in the config.
-    #[arg(long, global = true, env = "REDIS_URL")]
+    /// Redis URL; overrides redis_url in the config. Put no password here (`ps` shows
+    /// it to every local user): set REDIS_URL instead, or redis_password_env in the
+    /// config (the name of an environment variable holding the password).
+    #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Key namespace; overrides namespace in the config.
     #[arg(long, global = true, env = "MCPQ_NAMESPACE")]

@@ -368,3 +368,81 @@ fn a_redis_out_of_memory_on_submit_exits_3_not_1() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("OOM"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_redis_password_from_redis_password_env_connects_and_is_never_shown() {
+    let env = TestEnv::new("redis-password-env", "");
+    let user = AclUser(format!("mcpq-test-rw-{}", ulid::Ulid::generate()));
+    let secret = format!("pw-{}", ulid::Ulid::generate());
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user.0)
+        .arg("on")
+        .arg(format!(">{secret}"))
+        .arg(format!("~{{{}}}:*", env.namespace))
+        .arg("&*")
+        .arg("+@all")
+        .query(&mut env.redis())
+        .expect("ACL SETUSER");
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        format!("redis_password_env = \"MCPQ_TEST_REDIS_PASSWORD\"\n{config}"),
+    )
+    .expect("config");
+    // The URL names the user only; the password comes from the environment.
+    let url = mcpq_tests::redis_url().replacen("redis://", &format!("redis://{}@", user.0), 1);
+    let worker = env.worker_with(&[], |cmd| {
+        cmd.env("REDIS_URL", &url)
+            .env("MCPQ_TEST_REDIS_PASSWORD", &secret);
+    });
+    let mcpq = |args: &[&str], password: Option<&str>| {
+        let mut cmd = std::process::Command::new(mcpq_tests::bin("mcpq"));
+        cmd.arg("--config")
+            .arg(&env.config)
+            .args(args)
+            .env_remove("MCPQ_CONFIG")
+            .env("REDIS_URL", &url)
+            .env_remove("MCPQ_TEST_REDIS_PASSWORD");
+        if let Some(p) = password {
+            cmd.env("MCPQ_TEST_REDIS_PASSWORD", p);
+        }
+        cmd.output().expect("run mcpq")
+    };
+    let out = mcpq(
+        &[
+            "submit",
+            "agent",
+            "--server",
+            "echo",
+            "--tool",
+            "echo",
+            "--args",
+            r#"{"text":"authed"}"#,
+            "--wait",
+        ],
+        Some(&secret),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stderr),
+        worker.log_text()
+    );
+    assert!(text(&out.stdout).contains("authed"));
+    // Without the variable: a usage error that names it, not a connection attempt.
+    let out = mcpq(&["dlq", "list"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("MCPQ_TEST_REDIS_PASSWORD"),
+        "{}",
+        text(&out.stderr)
+    );
+    // --help does not print REDIS_URL's value.
+    let out = mcpq(&["--help"], Some(&secret));
+    assert!(text(&out.stdout).contains("redis_password_env"));
+    for shown in [text(&out.stdout), text(&out.stderr), worker.log_text()] {
+        assert!(!shown.contains(&secret), "the password was shown: {shown}");
+    }
+}

@@ -45,8 +45,9 @@ struct Args {
     /// Config file (mcpq.toml, or a Claude Desktop JSON file with "mcpServers").
     #[arg(long, env = "MCPQ_CONFIG")]
     config: Option<PathBuf>,
-    /// Redis URL; overrides redis_url in the config.
-    #[arg(long, env = "REDIS_URL")]
+    /// Redis URL; overrides redis_url in the config. Put no password here (`ps` shows
+    /// it): use REDIS_URL, or redis_password_env in the config.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// Key namespace; overrides namespace in the config.
     #[arg(long, env = "MCPQ_NAMESPACE")]
@@ -125,6 +126,8 @@ fn load_config(args: &Args) -> Result<Config, String> {
     let mut config = Config::load(args.config.as_deref())
         .and_then(|c| c.with_overrides(args.redis_url.clone(), args.namespace.clone()))
         .map_err(|e| e.to_string())?;
+    // A missing redis_password_env variable is a config error at start-up.
+    config.redis_connect_url().map_err(|e| e.to_string())?;
     if let Some(n) = args.concurrency {
         config.worker.concurrency = n;
         config
@@ -137,7 +140,8 @@ fn load_config(args: &Args) -> Result<Config, String> {
 async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
     let mut signals = signals::Signals::install().context("installing signal handlers")?;
-    let conn = match queue::connect(&config.redis_url).await {
+    let redis_url = config.redis_connect_url().context("redis_password_env")?;
+    let conn = match queue::connect(&redis_url).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mcpq-worker: {e}");
@@ -156,7 +160,7 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         name.clone(),
     ));
     let jobs = InFlight::default();
-    let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
+    let client = redis::Client::open(redis_url.as_str()).context("redis_url")?;
     let background = [
         tokio::spawn(lease::renew_leases(
             conn.clone(),

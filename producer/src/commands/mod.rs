@@ -22,9 +22,17 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The URL to connect with, password from `redis_password_env` included (exit 2 if
+    /// that variable is not set).
+    pub fn redis_url(&self) -> anyhow::Result<String> {
+        self.config
+            .redis_connect_url()
+            .map_err(|e| exit::usage(e.to_string()))
+    }
+
     /// Connects to Redis (exit 3 with the URL if it cannot).
     pub async fn producer(&self) -> anyhow::Result<Producer> {
-        let conn = queue::connect(&self.config.redis_url)
+        let conn = queue::connect(&self.redis_url()?)
             .await
             .map_err(exit::queue)?;
         Ok(Producer::new(
