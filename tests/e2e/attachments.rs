@@ -160,6 +160,26 @@ fn a_huge_file_is_refused_by_its_size_before_it_is_read() {
         eprintln!("mcpq submit --attach <280 MB file>: peak RSS {kb} kB");
         assert!(kb < 100 * 1024, "the producer grew to {kb} kB");
     }
+    // A job file, a raw message or a plan that never ends: read up to queue.max_payload.
+    let eml = concat!(env!("CARGO_MANIFEST_DIR"), "/data/eml/01-plain.eml");
+    for args in [
+        &["submit", "/dev/zero"][..],
+        &["submit", "email", "--eml", "/dev/zero", "--steps", "[]"],
+        &["submit", "email", "--eml", eml, "--steps", "@/dev/zero"],
+    ] {
+        let out = env.mcpq(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("queue.max_payload"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
     assert_eq!(env.keys(), Vec::<String>::new());
 }
 

@@ -16,27 +16,37 @@ use crate::{attach, exit, output};
 /// How long `submit --wait` waits beyond the job's own timeout for a worker to pick it up.
 const WAIT_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn read_source(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    if path.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .map_err(|e| exit::usage(format!("cannot read the job from stdin: {e}")))?;
-        Ok(buf)
+/// Reads a job file, `.eml` or `--steps @FILE` (`-`: stdin), at most `limit` bytes
+/// (`queue.max_payload`: no job can be bigger), so `/dev/zero` cannot grow the producer.
+fn read_source(path: &std::path::Path, limit: usize) -> anyhow::Result<Vec<u8>> {
+    let (what, reader): (String, Box<dyn Read>) = if path.as_os_str() == "-" {
+        ("stdin".to_string(), Box::new(std::io::stdin()))
     } else {
-        std::fs::read(path)
-            .map_err(|e| exit::usage(format!("cannot read job file {}: {e}", path.display())))
+        let file = std::fs::File::open(path)
+            .map_err(|e| exit::usage(format!("cannot read job file {}: {e}", path.display())))?;
+        (path.display().to_string(), Box::new(file))
+    };
+    let mut buf = Vec::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| exit::usage(format!("cannot read {what}: {e}")))?;
+    if buf.len() > limit {
+        return Err(exit::usage(format!(
+            "{what} is more than {limit} bytes; the limit (queue.max_payload) is {limit}"
+        )));
     }
+    Ok(buf)
 }
 
 /// `mcpq submit email`: the raw message parsed here, so a broken one is a usage error.
-fn email_job(args: &EmailArgs) -> anyhow::Result<Job> {
-    let raw = read_source(&args.eml)?;
+fn email_job(args: &EmailArgs, limit: usize) -> anyhow::Result<Job> {
+    let raw = read_source(&args.eml, limit)?;
     let mut email =
         parse_eml(&raw).map_err(|e| exit::usage(format!("{}: {e}", args.eml.display())))?;
     let steps_text = match args.steps.strip_prefix('@') {
         Some(file) => {
-            String::from_utf8_lossy(&read_source(std::path::Path::new(file))?).into_owned()
+            String::from_utf8_lossy(&read_source(std::path::Path::new(file), limit)?).into_owned()
         }
         None => args.steps.clone(),
     };
@@ -125,7 +135,7 @@ fn attach_files(job: &mut Job, args: &SubmitArgs, limits: &EmailSettings) -> any
     Ok(())
 }
 
-fn build(args: &SubmitArgs, limits: &EmailSettings) -> anyhow::Result<Job> {
+fn build(args: &SubmitArgs, limits: &EmailSettings, max_payload: usize) -> anyhow::Result<Job> {
     let mut job = match (&args.kind, &args.file) {
         (Some(SubmitKind::Agent(a)), _) => {
             let arguments: Map<String, Value> = serde_json::from_str(&a.args)
@@ -141,9 +151,9 @@ fn build(args: &SubmitArgs, limits: &EmailSettings) -> anyhow::Result<Job> {
                 Default::default(),
             )
         }
-        (Some(SubmitKind::Email(e)), _) => email_job(e)?,
+        (Some(SubmitKind::Email(e)), _) => email_job(e, max_payload)?,
         (None, Some(path)) => {
-            let text = read_source(path)?;
+            let text = read_source(path, max_payload)?;
             Job::from_json(&text).map_err(|e| exit::usage(e.to_string()))?
         }
         (None, None) => {
@@ -171,7 +181,7 @@ fn build(args: &SubmitArgs, limits: &EmailSettings) -> anyhow::Result<Job> {
 }
 
 pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<u8> {
-    let job = build(&args, &ctx.config.email)?;
+    let job = build(&args, &ctx.config.email, ctx.config.queue.max_payload)?;
     job.check_servers(ctx.config.server_names()).map_err(|e| {
         let hint = if ctx.config.servers.is_empty() {
             " (no config with [servers] was loaded: pass --config or set MCPQ_CONFIG)"
