@@ -204,3 +204,59 @@ pub fn sweep(root: &Path, retention: Duration) -> usize {
     }
     removed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aged(path: &Path, ago: Duration) {
+        let t = SystemTime::now() - ago;
+        let file = std::fs::File::open(path).expect("open");
+        file.set_modified(t).expect("set mtime");
+    }
+
+    #[test]
+    fn the_sweep_keeps_running_and_recent_jobs_and_removes_old_finished_and_abandoned_ones() {
+        let root = std::env::temp_dir().join(format!(
+            "mcpq-sweep-test-{}-{}",
+            std::process::id(),
+            ulid::Ulid::generate()
+        ));
+        let hour = Duration::from_secs(3600);
+        let day = 24 * hour;
+        let job = |name: &str, dir_age: Duration, mark_age: Option<Duration>| {
+            let dir = root.join(name);
+            std::fs::create_dir_all(&dir).expect("dir");
+            std::fs::write(dir.join("a.txt"), "x").expect("file");
+            aged(&dir, dir_age);
+            if let Some(age) = mark_age {
+                let mark = finished_mark(&root, name);
+                std::fs::write(&mark, "").expect("mark");
+                aged(&mark, age);
+            }
+        };
+        job("running-for-a-day", day, None);
+        job("abandoned", 8 * day, None);
+        job("finished-long-ago", day, Some(2 * hour));
+        job("finished-just-now", day, Some(Duration::from_secs(60)));
+        std::fs::write(finished_mark(&root, "gone"), "").expect("orphan mark");
+        aged(&finished_mark(&root, "gone"), 2 * hour);
+
+        assert_eq!(sweep(&root, hour), 2);
+        let mut left: Vec<String> = std::fs::read_dir(&root)
+            .expect("root")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "finished-just-now",
+                "finished-just-now.finished",
+                "running-for-a-day"
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
