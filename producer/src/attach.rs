@@ -6,7 +6,10 @@
 //! - the command line names them (`--attach FILE`), or
 //! - a job's attachment gives a `path` and the command line allows a directory with
 //!   `--attach-root DIR`: the path (relative to DIR, or absolute) must resolve, symlinks
-//!   followed, to a file inside DIR.
+//!   followed, to a file inside DIR; that resolved path is then opened without following
+//!   a symlink (one swapped in after the check is refused). Caveat: a directory on the
+//!   way swapped for a symlink between the check and the open is not detected; do not
+//!   name a DIR that other users can write to.
 //!
 //! Reading: only regular files (a FIFO, a device such as `/dev/zero` or a directory is
 //! refused without reading: the file is opened non-blocking and checked with `fstat`);
@@ -46,15 +49,35 @@ pub fn resolve_under(root: &Path, path: &str, field: &str) -> anyhow::Result<Pat
     Ok(real)
 }
 
+/// How [`read_file`] treats a symlink as the last component of the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Follow it (a file the user named on the command line).
+    Follow,
+    /// Refuse it (a path already resolved by [`resolve_under`]: a symlink there now was
+    /// put in after the check).
+    Refuse,
+}
+
 /// Reads the regular file at `path`, refusing it if it is bigger than `limit` bytes
 /// (`limit_key` names the config key in the message).
-pub fn read_file(path: &Path, limit: u64, limit_key: &str, field: &str) -> anyhow::Result<Vec<u8>> {
+pub fn read_file(
+    path: &Path,
+    symlinks: Symlinks,
+    limit: u64,
+    limit_key: &str,
+    field: &str,
+) -> anyhow::Result<Vec<u8>> {
     let cannot =
         |e: std::io::Error| exit::usage(format!("{field}: cannot read {}: {e}", path.display()));
     // Non-blocking: opening a FIFO for reading must not wait for a writer.
+    let nofollow = match symlinks {
+        Symlinks::Follow => 0,
+        Symlinks::Refuse => libc::O_NOFOLLOW,
+    };
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | nofollow)
         .open(path)
         .map_err(cannot)?;
     let meta = file.metadata().map_err(cannot)?;

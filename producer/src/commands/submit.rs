@@ -106,15 +106,17 @@ fn attach_files(job: &mut Job, args: &SubmitArgs, limits: &EmailSettings) -> any
             (left, "email.max_attachments_total, what is left of it")
         };
         if let Some(path) = a.path.take() {
-            let real = if i >= from_flags {
-                std::path::PathBuf::from(&path)
+            let (real, symlinks) = if i >= from_flags {
+                (std::path::PathBuf::from(&path), attach::Symlinks::Follow)
             } else {
                 let root = args.attach_root.as_deref().ok_or_else(|| {
                     exit::usage(format!("{field}.path: {}", attach::HOW_TO_ATTACH))
                 })?;
-                attach::resolve_under(root, &path, &format!("{field}.path"))?
+                let real = attach::resolve_under(root, &path, &format!("{field}.path"))?;
+                (real, attach::Symlinks::Refuse)
             };
-            let bytes = attach::read_file(&real, limit, key, &format!("{field} ({:?})", a.name))?;
+            let field = format!("{field} ({:?})", a.name);
+            let bytes = attach::read_file(&real, symlinks, limit, key, &field)?;
             a.content_base64 = Some(engine.encode(&bytes));
         }
         let size = a.decoded_len() as u64;
