@@ -15,8 +15,10 @@ pub struct Cli {
     /// Config file (mcpq.toml or Claude Desktop JSON); its server list is what jobs may name.
     #[arg(long, global = true, env = "MCPQ_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Redis URL; overrides redis_url in the config.
-    #[arg(long, global = true, env = "REDIS_URL")]
+    /// Redis URL; overrides redis_url in the config. Put no password here (`ps` shows
+    /// it to every local user): set REDIS_URL instead, or redis_password_env in the
+    /// config (the name of an environment variable holding the password).
+    #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Key namespace; overrides namespace in the config.
     #[arg(long, global = true, env = "MCPQ_NAMESPACE")]
@@ -33,7 +35,7 @@ Exit status:
   0  success (the job succeeded, or the command did what it says)
   1  the job is dead (failed for good) or was cancelled
   2  usage or input error (bad flags, invalid job, unknown server or job id)
-  3  cannot reach Redis
+  3  Redis cannot be reached or refused the command (out of memory, ACL, read-only)
   4  the job has not finished (queued, running, or failed and waiting to retry; wait timed out)";
 
 /// The commands.
@@ -46,7 +48,7 @@ pub enum Command {
     /// templates), agents in LLM mode (a model calls the tools), and emails (with
     /// attachments and a reply). The formats are below.
     #[command(args_conflicts_with_subcommands = true, after_long_help = SUBMIT_EXAMPLES)]
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Show where a job is (queued, running, failed = will retry, succeeded, dead,
     /// cancelled), its timestamps and one line per attempt.
     #[command(after_long_help = "Example:\n  mcpq status 01JDX6Q6T3N7Z8YV1K0W2M4C5B --json")]
@@ -132,6 +134,7 @@ const SUBMIT_EXAMPLES: &str = r#"Examples:
   mcpq submit job.json
   mcpq submit job.json --wait    # submit, then wait and print the result
   mcpq submit email --eml message.eml --server filesystem --steps @plan.json
+  mcpq submit email.json --attach invoice.pdf   # a JSON email job plus a local file
 
 Job files (version and id are optional; unknown fields are rejected):
 
@@ -152,13 +155,15 @@ Job files (version and id are optional; unknown fields are rejected):
   {"kind": "agent", "payload": {"prompt": "What time is it in Tokyo?",
      "servers": ["time"], "llm": {"model": "gpt-4o-mini", "max_steps": 10}}}
 
-  An email: attachments by path (read here and inlined) or content_base64; the
-  plan's templates also see email.* and attachments[i].name/.path/.size; the reply
-  is drafted (and sent over the worker's [smtp] with "send": true). Instead of
-  "steps", "llm": {...} lets the model handle it.
+  An email: attachments as content_base64, or local files given with
+  --attach FILE (a "path" in the job is read only under --attach-root DIR: a job
+  file never chooses local files by itself); the plan's templates also see email.*
+  and attachments[i].name/.path/.size; the reply is drafted (and sent over the
+  worker's [smtp] with "send": true). Instead of "steps", "llm": {...} lets the
+  model handle it.
+  mcpq submit email.json --attach invoice.pdf, with email.json:
   {"kind": "email", "payload": {"from": "Ana <ana@example.com>", "subject": "Invoice",
      "text": "Please file it.", "instructions": "File the invoice.",
-     "attachments": [{"name": "invoice.pdf", "path": "invoice.pdf"}],
      "servers": ["echo"],
      "steps": [{"name": "file", "server": "echo", "tool": "echo",
                 "arguments": {"text": "{{ attachments[0].path }}"}}],
@@ -176,6 +181,14 @@ pub struct SubmitArgs {
     /// After submitting, wait for the result and print it (exit status as `mcpq wait`).
     #[arg(long, global = true)]
     pub wait: bool,
+    /// Attach this local file to the email job (repeat for more). The only way a file
+    /// is read besides --attach-root: a job file never chooses local files by itself.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub attach: Vec<PathBuf>,
+    /// Let a job file's attachments give a `path`, read only if it resolves (symlinks
+    /// followed) inside DIR; relative paths are taken from DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub attach_root: Option<PathBuf>,
 }
 
 /// Job options shared by every way to submit; they override the file's `options`.
@@ -219,7 +232,7 @@ const EMAIL_EXAMPLES: &str = r#"Example:
 Templates see: email.from, email.to, email.cc, email.subject, email.text, email.html,
 email.message_id, email.date, attachments[i].name/.path/.size/.content_type,
 input.instructions, steps.NAME.text/.result/.structured, job.id.
---steps also takes @FILE (a JSON array of steps)."#;
+--steps also takes @FILE (a JSON array of steps); --attach FILE adds local files."#;
 
 /// `mcpq submit email`.
 #[derive(Debug, Args)]

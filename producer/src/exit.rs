@@ -8,7 +8,8 @@ pub const OK: u8 = 0;
 pub const JOB_FAILED: u8 = 1;
 /// Usage or input error.
 pub const USAGE: u8 = 2;
-/// Redis cannot be reached.
+/// Redis cannot be reached, or refused the command (out of memory, an ACL, read-only
+/// replica...): the environment, not the job.
 pub const REDIS_DOWN: u8 = 3;
 /// The job has not finished.
 pub const NOT_FINISHED: u8 = 4;
@@ -39,12 +40,13 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
-/// Maps a queue error: unreachable Redis is exit 3, the rest exit 1.
+/// Maps a queue error: a job over `queue.max_payload` is the input's fault (exit 2);
+/// everything else (Redis unreachable, out of memory, an ACL refusal, unreadable data)
+/// is the environment's (exit 3). Never exit 1: that says a *job* is dead or cancelled.
 pub fn queue(err: mcpq_shared::queue::QueueError) -> anyhow::Error {
-    let code = if err.is_unreachable() {
-        REDIS_DOWN
-    } else {
-        JOB_FAILED
+    let code = match err {
+        mcpq_shared::queue::QueueError::TooLarge { .. } => USAGE,
+        _ => REDIS_DOWN,
     };
     Exit {
         code,

@@ -1,9 +1,11 @@
 //! `mcpq`: the producer command line. Parse -> run -> exit code.
 
+mod attach;
 mod cli;
 mod commands;
 mod exit;
 mod output;
+mod terminal;
 
 use std::process::ExitCode;
 
@@ -39,7 +41,7 @@ fn main() -> ExitCode {
                 .downcast_ref::<exit::Exit>()
                 .map(|e| e.code)
                 .unwrap_or(exit::JOB_FAILED);
-            eprintln!("mcpq: {err:#}");
+            output::eline(&format!("mcpq: {err:#}"));
             ExitCode::from(code)
         }
     }

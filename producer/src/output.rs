@@ -1,13 +1,27 @@
 //! Printing: data to stdout (text or JSON lines with a "type" field), messages to stderr.
-//! A closed stdout (`mcpq status ID | head`) is not an error.
+//! A closed stdout (`mcpq status ID | head`) is not an error. Every human line is
+//! escaped for the terminal ([`crate::terminal`]); JSON lines are safe as they are.
 
 use std::io::Write;
+
+use crate::terminal::{escape, one_line, Newlines};
 
 use mcpq_shared::queue::{JobFailure, JobRecord};
 use serde_json::{json, Value};
 
-/// Writes one line to stdout; a broken pipe ends the process quietly with 0.
+/// Writes one human line (or a body of lines) to stdout, control characters escaped;
+/// a broken pipe ends the process quietly with 0.
 pub fn line(text: &str) {
+    raw_line(&escape(text, Newlines::Keep));
+}
+
+/// Writes a message to stderr, control characters escaped.
+pub fn eline(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{}", escape(text, Newlines::Keep));
+}
+
+/// Writes `text` as it is (JSON, already escaped).
+fn raw_line(text: &str) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = writeln!(out, "{text}").and_then(|_| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -23,7 +37,7 @@ pub fn json_line(kind: &str, fields: Value) {
     if let Value::Object(map) = fields {
         obj.extend(map);
     }
-    line(&Value::Object(obj).to_string());
+    raw_line(&Value::Object(obj).to_string());
 }
 
 fn ms(t: Option<u64>) -> String {
@@ -48,7 +62,7 @@ pub fn status_text(r: &JobRecord) -> String {
         s.push_str(&format!(
             "\n  started   {} by {} (attempt {})",
             ms(r.started_at),
-            r.worker.as_deref().unwrap_or("?"),
+            one_line(r.worker.as_deref().unwrap_or("?")),
             r.attempts
         ));
     }
@@ -63,7 +77,11 @@ pub fn status_text(r: &JobRecord) -> String {
         ));
     }
     if let Some(e) = &r.error {
-        s.push_str(&format!("\n  error     [{}] {}", e.kind, e.message));
+        s.push_str(&format!(
+            "\n  error     [{}] {}",
+            one_line(&e.kind),
+            one_line(&e.message)
+        ));
     }
     if r.stale_writes > 0 {
         s.push_str(&format!(
@@ -87,10 +105,14 @@ pub fn status_text(r: &JobRecord) -> String {
             ms(Some(a.started_at)),
             a.ended_at.saturating_sub(a.started_at),
             a.outcome,
-            a.worker
+            one_line(&a.worker)
         ));
         if let Some(e) = &a.error {
-            s.push_str(&format!(": [{}] {}", e.kind, e.message));
+            s.push_str(&format!(
+                ": [{}] {}",
+                one_line(&e.kind),
+                one_line(&e.message)
+            ));
         }
     }
     s
@@ -129,9 +151,9 @@ pub fn result_text(result: &Value) -> String {
         for a in result["attachments"].as_array().into_iter().flatten() {
             s.push_str(&format!(
                 "\nattachment: {} ({} bytes) {}",
-                a["name"].as_str().unwrap_or("?"),
+                one_line(a["name"].as_str().unwrap_or("?")),
                 a["size"],
-                a["path"].as_str().unwrap_or("")
+                one_line(a["path"].as_str().unwrap_or(""))
             ));
         }
         if let Some(reply) = result.get("reply").filter(|r| r.is_object()) {
@@ -143,7 +165,7 @@ pub fn result_text(result: &Value) -> String {
                     "draft"
                 },
                 reply["to"],
-                reply["subject"].as_str().unwrap_or_default(),
+                one_line(reply["subject"].as_str().unwrap_or_default()),
                 indent(reply["text"].as_str().unwrap_or_default())
             ));
         }
@@ -178,8 +200,8 @@ pub fn result_text(result: &Value) -> String {
         ) {
             (_, _, Some(e)) => format!(
                 "failed (continue_on_error) [{}] {}",
-                e["kind"].as_str().unwrap_or("?"),
-                e["message"].as_str().unwrap_or("")
+                one_line(e["kind"].as_str().unwrap_or("?")),
+                one_line(e["message"].as_str().unwrap_or(""))
             ),
             (0, Some(sc), _) => sc.to_string(),
             (0, None, _) => "(empty)".to_string(),
@@ -213,7 +235,12 @@ pub fn failure_text(id: &str, f: &JobFailure) -> String {
     } else {
         "failed"
     };
-    let mut s = format!("job {id} {verb} [{}]: {}", f.kind, f.message);
+    let mut s = format!(
+        "job {} {verb} [{}]: {}",
+        one_line(id),
+        one_line(&f.kind),
+        one_line(&f.message)
+    );
     if let Some(tail) = &f.stderr_tail {
         s.push_str(&format!(
             "\n--- server stderr (last lines) ---\n{}",

@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! redis_url = "redis://127.0.0.1:6379"   # REDIS_URL overrides it
+//! redis_password_env = "MCPQ_REDIS_PASSWORD"   # the env var holding Redis's password
 //! namespace = "mcpq"                      # prefix of every Redis key; MCPQ_NAMESPACE overrides it
 //! mcp_servers_file = "claude_desktop_config.json"   # optional, servers in Claude Desktop form
 //!
@@ -12,7 +13,7 @@
 //!
 //! [queue]                  # leases, retries, retention, priorities: see queue::settings
 //! lease = "30s"
-//! max_payload = 1048576
+//! max_payload = 33554432   # bytes (32 MiB)
 //!
 //! [defaults]
 //! job_timeout = "5m"       # a job's deadline unless the job sets options.timeout
@@ -92,6 +93,11 @@ pub struct Config {
     /// Where Redis is.
     #[serde(default = "default_redis_url")]
     pub redis_url: String,
+    /// Name of an environment variable holding Redis's password, put into the URL when
+    /// connecting ([`Config::redis_connect_url`]): a password in `--redis-url` shows in
+    /// `ps`, one in an environment variable does not. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_password_env: Option<String>,
     /// Prefix of every Redis key this deployment uses.
     #[serde(default = "default_namespace")]
     pub namespace: String,
@@ -374,6 +380,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             redis_url: default_redis_url(),
+            redis_password_env: None,
             namespace: default_namespace(),
             mcp_servers_file: None,
             worker: WorkerConfig::default(),
@@ -438,6 +445,28 @@ impl Config {
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The URL to connect with: `redis_url`, with the password from `redis_password_env`
+    /// when that is set (an error naming the variable when it is not in the environment).
+    /// Show it only through [`crate::queue::redacted`].
+    pub fn redis_connect_url(&self) -> Result<String, ConfigError> {
+        let Some(var) = &self.redis_password_env else {
+            return Ok(self.redis_url.clone());
+        };
+        let password = std::env::var(var).map_err(|_| ConfigError::Invalid {
+            key: "redis_password_env".to_string(),
+            message: format!("the environment variable {var} is not set (or not UTF-8)"),
+        })?;
+        crate::queue::with_password(&self.redis_url, &password).ok_or_else(|| {
+            ConfigError::Invalid {
+                key: "redis_url".to_string(),
+                message: format!(
+                    "{} is not a redis:// or rediss:// URL",
+                    crate::queue::redacted(&self.redis_url)
+                ),
+            }
+        })
     }
 
     /// Applies overrides from the command line or the environment.

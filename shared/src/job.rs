@@ -21,7 +21,10 @@
 //!   a job names servers, it never chooses a command to run.
 //!
 //! - `max_attempts`, `priority` and `idempotency_key` are acted on by the queue; what they
-//!   promise is in `docs/GUARANTEES.md`. `max_attempts` is at most [`MAX_ATTEMPTS_LIMIT`].
+//!   promise is in `docs/GUARANTEES.md`. `max_attempts` is at most [`MAX_ATTEMPTS_LIMIT`],
+//!   `options.timeout` at most [`MAX_JOB_TIMEOUT`] (7 days): a payload with a longer one
+//!   (`"18446744073709551615s"`) is rejected when it is read, at submit (exit 2) and by a
+//!   worker (dead, `invalid_job`), never turned into a deadline.
 
 use std::fmt;
 use std::str::FromStr;
@@ -85,6 +88,10 @@ fn check_max_steps(n: u32) -> Result<(), JobError> {
 
 /// Largest `options.max_attempts`: more is a retry storm, not a policy.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+
+/// Longest `options.timeout`: 7 days. A job that needs longer is a workflow, not a job;
+/// the bound also keeps the worker's `Instant::now() + timeout` far from overflow.
+pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Which ready queue a job waits in. Served by weight (`[queue] weights`): high first,
 /// and low still gets its share, so it never starves.
@@ -481,6 +488,12 @@ impl Job {
                 "must be longer than zero",
             ));
         }
+        if self.options.timeout.is_some_and(|t| t > MAX_JOB_TIMEOUT) {
+            return Err(JobError::invalid(
+                "options.timeout",
+                "must be at most 7 days (7d)",
+            ));
+        }
         match &self.payload {
             JobPayload::Agent(agent) => {
                 match (&agent.prompt, agent.steps.is_empty()) {
@@ -747,6 +760,26 @@ mod tests {
             .expect_err("zero")
             .to_string()
             .contains("max_attempts"));
+    }
+
+    #[test]
+    fn a_timeout_beyond_the_maximum_is_rejected_naming_the_field_and_the_maximum() {
+        for (timeout, maximum) in [
+            (json!("18446744073709551615s"), "365 days"),
+            (json!(1e300), "365 days"),
+            (json!("8d"), "7 days"),
+        ] {
+            let mut v = agent_json();
+            v["options"]["timeout"] = timeout.clone();
+            let text = Job::from_value(v).expect_err("too long").to_string();
+            assert!(
+                text.contains("options.timeout") && text.contains(maximum),
+                "{timeout}: {text}"
+            );
+        }
+        let mut v = agent_json();
+        v["options"]["timeout"] = json!("7d");
+        assert!(Job::from_value(v).is_ok());
     }
 
     #[test]

@@ -25,7 +25,12 @@
 //!   2) and bounded at run time (`plans.rs`, `agent::template` tests).
 //! - An email's attachments are written only inside their job's directory, with
 //!   sanitized names and size limits (`email::the_email_corpus_is_processed_or_rejected_with_clear_errors`,
-//!   `email::attachments` tests).
+//!   `email::attachments` tests), private to the worker's user (`0700`/`0600`, an unsafe
+//!   root refused), capped in count and on disk, and swept only after their job ended
+//!   (`attachments.rs`; contract in [`email::attachment_dir`]).
+//! - No duration longer than 365 days is read anywhere, a job's timeout is at most 7
+//!   days, so no deadline overflows (`duration` tests,
+//!   `bad_input::a_huge_timeout_exits_2_at_submit_naming_the_maximum_and_a_worker_dead_letters_it_without_panicking`).
 //! - The LLM loop retries 429/5xx within the deadline, fails a 4xx permanently, and
 //!   answers malformed tool calls to the model (`llm::the_model_loop_calls_real_mcp_tools_and_handles_every_answer`).
 //! - Delivery (at least once, leases with fencing, retries with full-jitter backoff,

@@ -132,8 +132,16 @@ fn the_email_corpus_is_processed_or_rejected_with_clear_errors() {
         text(&out.stderr)
     );
 
-    // Nothing was written outside the job directories: every file is ROOT/<job id>/<name>.
-    let files = files_under(&root);
+    // Nothing was written outside the job directories: every file is ROOT/<job id>/<name>
+    // (besides the sweep's ROOT/<job id>.finished marks of finished jobs).
+    let files: Vec<PathBuf> = files_under(&root)
+        .into_iter()
+        .filter(|f| {
+            f.to_str()
+                .and_then(|f| f.strip_suffix(".finished"))
+                .is_none_or(|id| !ids.iter().any(|i| i == id))
+        })
+        .collect();
     assert!(!files.is_empty());
     for f in &files {
         let parts: Vec<_> = f.components().collect();
@@ -168,7 +176,8 @@ fn the_email_corpus_is_processed_or_rejected_with_clear_errors() {
 }
 
 #[test]
-fn attachments_given_by_path_are_inlined_by_the_producer_and_never_read_by_a_worker() {
+fn attachments_given_by_path_under_attach_root_are_inlined_by_the_producer_and_never_read_by_a_worker(
+) {
     let (env, root) = email_env("email-json", "retention = \"2s\"\n");
     let worker = env.worker(&[]);
     std::fs::write(env.dir.join("note.txt"), "hello attachment").expect("file");
@@ -183,7 +192,12 @@ fn attachments_given_by_path_are_inlined_by_the_producer_and_never_read_by_a_wor
     }});
     let file = env.dir.join("job.json");
     std::fs::write(&file, job.to_string()).expect("job file");
-    let out = env.mcpq(&["submit", file.to_str().expect("path")]);
+    let out = env.mcpq(&[
+        "submit",
+        file.to_str().expect("path"),
+        "--attach-root",
+        env.dir.to_str().expect("dir"),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
     let (code, v) = env.wait_json(&id);

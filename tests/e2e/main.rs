@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `mcpq` and `mcpq-worker` binaries, the real Redis, real
 //! MCP server processes. One module per topic.
 
+mod attachments; // which files submit may read, a private attachment root, caps, the sweep
 mod bad_input; // invalid jobs and configs: clear errors, exit 2, nothing enqueued
 mod delivery; // retries, dead letters, fencing, idempotency, cancel, retention, priorities
 mod email; // email jobs: the .eml corpus, attachments, reply drafts
@@ -14,5 +15,6 @@ mod secrets_and_logs; // secrets echoed back are redacted; no forged log lines
 mod servers; // mcpq servers / servers check: tool discovery, what fails
 mod shutdown; // SIGTERM with jobs running: exit 0, no process left
 mod signals; // the clean signal state of every MCP server
+mod terminal; // human output escapes control characters from outside
 mod third_party; // real MCP servers from npm and PyPI
 mod torture; // the supervisor's torture suite: hangs elsewhere, none here

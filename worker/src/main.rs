@@ -45,8 +45,9 @@ struct Args {
     /// Config file (mcpq.toml, or a Claude Desktop JSON file with "mcpServers").
     #[arg(long, env = "MCPQ_CONFIG")]
     config: Option<PathBuf>,
-    /// Redis URL; overrides redis_url in the config.
-    #[arg(long, env = "REDIS_URL")]
+    /// Redis URL; overrides redis_url in the config. Put no password here (`ps` shows
+    /// it): use REDIS_URL, or redis_password_env in the config.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// Key namespace; overrides namespace in the config.
     #[arg(long, env = "MCPQ_NAMESPACE")]
@@ -128,6 +129,8 @@ fn load_config(args: &Args) -> Result<Config, String> {
     let mut config = Config::load(args.config.as_deref())
         .and_then(|c| c.with_overrides(args.redis_url.clone(), args.namespace.clone()))
         .map_err(|e| e.to_string())?;
+    // A missing redis_password_env variable is a config error at start-up.
+    config.redis_connect_url().map_err(|e| e.to_string())?;
     if let Some(n) = args.concurrency {
         config.worker.concurrency = n;
         config
@@ -140,7 +143,8 @@ fn load_config(args: &Args) -> Result<Config, String> {
 async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
     let mut signals = signals::Signals::install().context("installing signal handlers")?;
-    let conn = match queue::connect(&config.redis_url).await {
+    let redis_url = config.redis_connect_url().context("redis_password_env")?;
+    let conn = match queue::connect(&redis_url).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mcpq-worker: {e}");
@@ -159,7 +163,7 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         name.clone(),
     ));
     let jobs = InFlight::default();
-    let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
+    let client = redis::Client::open(redis_url.as_str()).context("redis_url")?;
     let background = [
         tokio::spawn(lease::renew_leases(
             conn.clone(),
@@ -281,14 +285,22 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Removes email jobs' attachment directories older than `email.retention`, every
-/// `retention / 2` (between 1 s and 60 s).
+/// Removes finished email jobs' attachment directories `email.retention` after they
+/// ended, every `retention / 2` (between 1 s and 60 s). First says whether the root is
+/// safe: an unsafe one fails every email job (`attachments_dir_unsafe`) until fixed.
 async fn sweep_attachments(settings: mcpq_shared::email::EmailSettings) {
+    let root = settings.attachments_dir.clone();
+    let checked =
+        tokio::task::spawn_blocking(move || mcpq_shared::email::attachment_dir::check_root(&root))
+            .await;
+    if let Ok(Err(e)) = checked {
+        tracing::error!("{e}; email jobs will fail until it is fixed");
+    }
     let every = (settings.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let (root, retention) = (settings.attachments_dir.clone(), settings.retention);
         let removed = tokio::task::spawn_blocking(move || {
-            mcpq_shared::email::attachments::sweep(&root, retention)
+            mcpq_shared::email::attachment_dir::sweep(&root, retention)
         })
         .await
         .unwrap_or(0);

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::cli::DlqAction;
 use crate::commands::Ctx;
+use crate::terminal::one_line;
 use crate::{exit, output};
 
 pub async fn run(ctx: &Ctx, action: DlqAction) -> anyhow::Result<u8> {
@@ -25,15 +26,15 @@ pub async fn run(ctx: &Ctx, action: DlqAction) -> anyhow::Result<u8> {
                 for job in &jobs {
                     output::line(&format!(
                         "{}  {}  {}  {} attempt(s)  [{}] {}",
-                        job.id,
+                        one_line(&job.id),
                         output::time(job.died_at),
-                        job.kind,
+                        one_line(&job.kind),
                         job.attempts,
-                        job.error_kind,
-                        first_line(&job.error)
+                        one_line(&job.error_kind),
+                        one_line(first_line(&job.error))
                     ));
                 }
-                eprintln!("{} dead job(s), {} shown", total, jobs.len());
+                output::eline(&format!("{} dead job(s), {} shown", total, jobs.len()));
             }
         }
         DlqAction::Show(arg) => {

@@ -22,9 +22,17 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The URL to connect with, password from `redis_password_env` included (exit 2 if
+    /// that variable is not set).
+    pub fn redis_url(&self) -> anyhow::Result<String> {
+        self.config
+            .redis_connect_url()
+            .map_err(|e| exit::usage(e.to_string()))
+    }
+
     /// Connects to Redis (exit 3 with the URL if it cannot).
     pub async fn producer(&self) -> anyhow::Result<Producer> {
-        let conn = queue::connect(&self.config.redis_url)
+        let conn = queue::connect(&self.redis_url()?)
             .await
             .map_err(exit::queue)?;
         Ok(Producer::new(
@@ -84,7 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         json: cli.json,
     };
     match cli.command {
-        Command::Submit(args) => submit::run(&ctx, args).await,
+        Command::Submit(args) => submit::run(&ctx, *args).await,
         Command::Status(args) => status::run(&ctx, &args.id).await,
         Command::Result(args) => result::run(&ctx, &args.id).await,
         Command::Wait(args) => wait::run(&ctx, &args.id, args.timeout).await,

@@ -4,6 +4,7 @@ use mcpq_shared::queue::{JobRecord, JobStatus};
 use serde_json::json;
 
 use crate::commands::{parse_id, record, Ctx};
+use crate::terminal::one_line;
 use crate::{exit, output};
 
 pub async fn run(ctx: &Ctx, id: &str) -> anyhow::Result<u8> {
@@ -38,11 +39,11 @@ pub fn show(ctx: &Ctx, record: &JobRecord) -> u8 {
                 );
             }
             match &failure {
-                Some(f) => eprintln!("{}", output::failure_text(&record.id, f)),
-                None => eprintln!(
+                Some(f) => output::eline(&output::failure_text(&record.id, f)),
+                None => output::eline(&format!(
                     "job {} is {} (no error was stored)",
                     record.id, record.status
-                ),
+                )),
             }
             exit::JOB_FAILED
         }
@@ -56,14 +57,17 @@ pub fn show(ctx: &Ctx, record: &JobRecord) -> u8 {
             let retry = match (&record.error, record.status) {
                 (Some(e), JobStatus::Failed) => format!(
                     " (attempt {} of {} failed: [{}] {}; it will run again)",
-                    record.attempts, record.max_attempts, e.kind, e.message
+                    record.attempts,
+                    record.max_attempts,
+                    one_line(&e.kind),
+                    one_line(&e.message)
                 ),
                 _ => String::new(),
             };
-            eprintln!(
+            output::eline(&format!(
                 "job {} is {}{retry}; run `mcpq wait {}` to wait for it",
                 record.id, record.status, record.id
-            );
+            ));
             exit::NOT_FINISHED
         }
     }

@@ -29,7 +29,7 @@ fn target(server: &mcpq_shared::config::ServerConfig) -> String {
 }
 
 async fn list(ctx: &Ctx) -> anyhow::Result<u8> {
-    let conn = queue::connect(&ctx.config.redis_url)
+    let conn = queue::connect(&ctx.redis_url()?)
         .await
         .map_err(exit::queue)?;
     let reports = servers::read_all(&conn, &Keys::new(ctx.config.namespace.clone()))

@@ -5,38 +5,48 @@
 use std::io::Read;
 
 use mcpq_shared::email::parse::parse_eml;
-use mcpq_shared::email::{EmailSettings, ReplySpec};
+use mcpq_shared::email::{Attachment, EmailSettings, ReplySpec};
 use mcpq_shared::job::{Job, JobPayload, PlanStep};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{EmailArgs, SubmitArgs, SubmitKind};
 use crate::commands::{wait, Ctx};
-use crate::{exit, output};
+use crate::{attach, exit, output};
 
 /// How long `submit --wait` waits beyond the job's own timeout for a worker to pick it up.
 const WAIT_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn read_source(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    if path.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .map_err(|e| exit::usage(format!("cannot read the job from stdin: {e}")))?;
-        Ok(buf)
+/// Reads a job file, `.eml` or `--steps @FILE` (`-`: stdin), at most `limit` bytes
+/// (`queue.max_payload`: no job can be bigger), so `/dev/zero` cannot grow the producer.
+fn read_source(path: &std::path::Path, limit: usize) -> anyhow::Result<Vec<u8>> {
+    let (what, reader): (String, Box<dyn Read>) = if path.as_os_str() == "-" {
+        ("stdin".to_string(), Box::new(std::io::stdin()))
     } else {
-        std::fs::read(path)
-            .map_err(|e| exit::usage(format!("cannot read job file {}: {e}", path.display())))
+        let file = std::fs::File::open(path)
+            .map_err(|e| exit::usage(format!("cannot read job file {}: {e}", path.display())))?;
+        (path.display().to_string(), Box::new(file))
+    };
+    let mut buf = Vec::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| exit::usage(format!("cannot read {what}: {e}")))?;
+    if buf.len() > limit {
+        return Err(exit::usage(format!(
+            "{what} is more than {limit} bytes; the limit (queue.max_payload) is {limit}"
+        )));
     }
+    Ok(buf)
 }
 
 /// `mcpq submit email`: the raw message parsed here, so a broken one is a usage error.
-fn email_job(args: &EmailArgs) -> anyhow::Result<Job> {
-    let raw = read_source(&args.eml)?;
+fn email_job(args: &EmailArgs, limit: usize) -> anyhow::Result<Job> {
+    let raw = read_source(&args.eml, limit)?;
     let mut email =
         parse_eml(&raw).map_err(|e| exit::usage(format!("{}: {e}", args.eml.display())))?;
     let steps_text = match args.steps.strip_prefix('@') {
         Some(file) => {
-            String::from_utf8_lossy(&read_source(std::path::Path::new(file))?).into_owned()
+            String::from_utf8_lossy(&read_source(std::path::Path::new(file), limit)?).into_owned()
         }
         None => args.steps.clone(),
     };
@@ -52,37 +62,71 @@ fn email_job(args: &EmailArgs) -> anyhow::Result<Job> {
     Ok(Job::email(email, Default::default()))
 }
 
-/// Reads the files of attachments given by `path` (relative to `base`) into
-/// `content_base64`, and checks the size limits of the config's `[email]`.
-fn inline_attachments(
-    job: &mut Job,
-    base: &std::path::Path,
-    limits: &EmailSettings,
-) -> anyhow::Result<()> {
+/// Fills in the email job's attachment files: a JSON `path` only under `--attach-root`
+/// (see [`crate::attach`]), then the `--attach` files; checks the `[email]` limits of the
+/// config (count, per file, per job) before reading anything big.
+fn attach_files(job: &mut Job, args: &SubmitArgs, limits: &EmailSettings) -> anyhow::Result<()> {
     use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
     let JobPayload::Email(email) = &mut job.payload else {
+        if !args.attach.is_empty() {
+            return Err(exit::usage(
+                "--attach is for email jobs only (mcpq submit email ... or a job file of kind email)",
+            ));
+        }
         return Ok(());
     };
+    for file in &args.attach {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "attachment".to_string());
+        email.attachments.push(Attachment {
+            content_type: attach::content_type(&name).to_string(),
+            name,
+            content_base64: None,
+            path: Some(file.to_string_lossy().into_owned()),
+        });
+    }
+    let count = email.attachments.len();
+    if count > limits.max_attachments {
+        return Err(exit::usage(format!(
+            "the job has {count} attachments; the limit (email.max_attachments) is {}",
+            limits.max_attachments
+        )));
+    }
+    let from_flags = count - args.attach.len();
     let mut total = 0u64;
     for (i, a) in email.attachments.iter_mut().enumerate() {
+        let field = format!("payload.attachments[{i}]");
+        let left = limits.max_attachments_total.saturating_sub(total);
+        let (limit, key) = if limits.max_attachment <= left {
+            (limits.max_attachment, "email.max_attachment")
+        } else {
+            (left, "email.max_attachments_total, what is left of it")
+        };
         if let Some(path) = a.path.take() {
-            let full = base.join(&path);
-            let bytes = std::fs::read(&full).map_err(|e| {
-                exit::usage(format!(
-                    "payload.attachments[{i}].path: cannot read {}: {e}",
-                    full.display()
-                ))
-            })?;
-            a.content_base64 = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+            let (real, symlinks) = if i >= from_flags {
+                (std::path::PathBuf::from(&path), attach::Symlinks::Follow)
+            } else {
+                let root = args.attach_root.as_deref().ok_or_else(|| {
+                    exit::usage(format!("{field}.path: {}", attach::HOW_TO_ATTACH))
+                })?;
+                let real = attach::resolve_under(root, &path, &format!("{field}.path"))?;
+                (real, attach::Symlinks::Refuse)
+            };
+            let field = format!("{field} ({:?})", a.name);
+            let bytes = attach::read_file(&real, symlinks, limit, key, &field)?;
+            a.content_base64 = Some(engine.encode(&bytes));
         }
         let size = a.decoded_len() as u64;
-        total += size;
         if size > limits.max_attachment {
             return Err(exit::usage(format!(
-                "payload.attachments[{i}] ({:?}) is {size} bytes; the limit (email.max_attachment) is {}",
+                "{field} ({:?}) is {size} bytes; the limit (email.max_attachment) is {}",
                 a.name, limits.max_attachment
             )));
         }
+        total += size;
         if total > limits.max_attachments_total {
             return Err(exit::usage(format!(
                 "the attachments add up to more than {} bytes (email.max_attachments_total)",
@@ -93,7 +137,7 @@ fn inline_attachments(
     Ok(())
 }
 
-fn build(args: &SubmitArgs, limits: &EmailSettings) -> anyhow::Result<Job> {
+fn build(args: &SubmitArgs, limits: &EmailSettings, max_payload: usize) -> anyhow::Result<Job> {
     let mut job = match (&args.kind, &args.file) {
         (Some(SubmitKind::Agent(a)), _) => {
             let arguments: Map<String, Value> = serde_json::from_str(&a.args)
@@ -109,9 +153,9 @@ fn build(args: &SubmitArgs, limits: &EmailSettings) -> anyhow::Result<Job> {
                 Default::default(),
             )
         }
-        (Some(SubmitKind::Email(e)), _) => email_job(e)?,
+        (Some(SubmitKind::Email(e)), _) => email_job(e, max_payload)?,
         (None, Some(path)) => {
-            let text = read_source(path)?;
+            let text = read_source(path, max_payload)?;
             Job::from_json(&text).map_err(|e| exit::usage(e.to_string()))?
         }
         (None, None) => {
@@ -133,17 +177,13 @@ fn build(args: &SubmitArgs, limits: &EmailSettings) -> anyhow::Result<Job> {
     if let Some(k) = &o.idempotency_key {
         job.options.idempotency_key = Some(k.clone());
     }
-    let base = match &args.file {
-        Some(p) if p.as_os_str() != "-" => p.parent().map(|d| d.to_path_buf()).unwrap_or_default(),
-        _ => std::path::PathBuf::from("."),
-    };
-    inline_attachments(&mut job, &base, limits)?;
+    attach_files(&mut job, args, limits)?;
     job.validate().map_err(|e| exit::usage(e.to_string()))?;
     Ok(job)
 }
 
 pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<u8> {
-    let job = build(&args, &ctx.config.email)?;
+    let job = build(&args, &ctx.config.email, ctx.config.queue.max_payload)?;
     job.check_servers(ctx.config.server_names()).map_err(|e| {
         let hint = if ctx.config.servers.is_empty() {
             " (no config with [servers] was loaded: pass --config or set MCPQ_CONFIG)"
@@ -161,10 +201,10 @@ pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<u8> {
         )));
     }
     if !submitted.created {
-        eprintln!(
+        output::eline(&format!(
             "mcpq: idempotency key {:?} was already used by job {id} (within queue.idempotency_ttl): nothing enqueued",
             job.options.idempotency_key.as_deref().unwrap_or("")
-        );
+        ));
     }
     if ctx.json {
         output::json_line(

@@ -157,7 +157,11 @@ impl ChatClient {
                     );
                     tracing::warn!(attempt = failures, "model API: {message}; retrying");
                     let wait = retry_after.unwrap_or(backoff);
-                    if Instant::now() + wait >= deadline {
+                    // A hostile `Retry-After: 18446744073709551615` must not overflow.
+                    if Instant::now()
+                        .checked_add(wait)
+                        .is_none_or(|at| at >= deadline)
+                    {
                         return Err(ChatError::Unavailable { last: message });
                     }
                     wait

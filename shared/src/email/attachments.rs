@@ -7,16 +7,20 @@
 //!   separators are dropped, leading dots removed, the length capped; an empty result
 //!   becomes `attachment-N`. Files are created with `create_new` in a directory made
 //!   fresh for each attempt, so no existing file or symlink is followed.
+//! - **Private**: the job's directory is created `0700`, its files `0600`, under a root
+//!   checked by [`super::attachment_dir::check_root`] (owned by the worker's user, not
+//!   writable by others).
 //! - **Same-name attachments do not overwrite each other**: `a.txt`, `a (2).txt`, ...
-//! - **Size limits** per attachment and per job, checked before anything is written,
-//!   with an error that names the attachment and the limit.
-//! - Directories older than `email.retention` are removed by [`sweep`], which the
-//!   worker runs every minute.
+//! - **Limits** per attachment (`email.max_attachment`), per job (`max_attachments_total`
+//!   bytes, `max_attachments` files) and for the whole root (`max_attachments_dir`),
+//!   checked before anything is written, with an error that names the limit.
+//! - A finished job's directory is removed `email.retention` after the job ended
+//!   ([`super::attachment_dir::sweep`]), never while it runs.
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
 
 use base64::Engine;
 use serde::Serialize;
@@ -63,6 +67,29 @@ pub enum AttachmentError {
         /// The limit.
         limit: u64,
     },
+    /// More attachments than `email.max_attachments` (not retryable).
+    #[error("the job has {count} attachments; the limit (email.max_attachments) is {limit}")]
+    TooMany {
+        /// How many the job has.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The root would hold more than `email.max_attachments_dir` (not retryable).
+    #[error("the attachment directory {root} holds {used} bytes; this job's {adding} more would pass the limit (email.max_attachments_dir) of {limit}")]
+    DirFull {
+        /// The root.
+        root: PathBuf,
+        /// Bytes already there.
+        used: u64,
+        /// This job's bytes.
+        adding: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The attachment root is not safe to use (not retryable: an operator must fix it).
+    #[error(transparent)]
+    UnsafeRoot(#[from] super::attachment_dir::UnsafeRoot),
     /// Not base64, or a `path` reached the worker (not retryable).
     #[error("attachment {index} ({name:?}): {message}")]
     Invalid {
@@ -135,6 +162,12 @@ pub fn materialize(
     attachments: &[Attachment],
 ) -> Result<Vec<SavedAttachment>, AttachmentError> {
     let engine = base64::engine::general_purpose::STANDARD;
+    if attachments.len() > settings.max_attachments {
+        return Err(AttachmentError::TooMany {
+            count: attachments.len(),
+            limit: settings.max_attachments,
+        });
+    }
     let mut decoded = Vec::with_capacity(attachments.len());
     let mut total = 0u64;
     for (index, a) in attachments.iter().enumerate() {
@@ -180,15 +213,32 @@ pub fn materialize(
             .map_err(|e| invalid(format!("content_base64 is not base64: {e}")))?;
         decoded.push(bytes);
     }
-    let dir = settings.attachments_dir.join(job_id);
+    let root = &settings.attachments_dir;
+    super::attachment_dir::check_root(root)?;
+    let dir = root.join(job_id);
     let io = |source| AttachmentError::Io {
         dir: dir.clone(),
         source,
     };
-    if dir.exists() {
+    // An earlier attempt's finished mark: this attempt's files must not be swept.
+    let _ = std::fs::remove_file(super::attachment_dir::finished_mark(root, job_id));
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        // An earlier attempt's files: this attempt starts from nothing.
         std::fs::remove_dir_all(&dir).map_err(io)?;
     }
-    std::fs::create_dir_all(&dir).map_err(io)?;
+    let used = super::attachment_dir::usage(root);
+    if total > 0 && used + total > settings.max_attachments_dir {
+        return Err(AttachmentError::DirFull {
+            root: root.clone(),
+            used,
+            adding: total,
+            limit: settings.max_attachments_dir,
+        });
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io)?;
     let mut taken = HashSet::new();
     let mut saved = Vec::with_capacity(attachments.len());
     for (index, (a, bytes)) in attachments.iter().zip(decoded).enumerate() {
@@ -198,6 +248,7 @@ pub fn materialize(
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io)?;
         file.write_all(&bytes).map_err(io)?;
@@ -210,27 +261,6 @@ pub fn materialize(
         });
     }
     Ok(saved)
-}
-
-/// Removes job directories under `root` last changed more than `retention` ago;
-/// returns how many (blocking).
-pub fn sweep(root: &Path, retention: Duration) -> usize {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return 0;
-    };
-    let now = SystemTime::now();
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .map(|t| now.duration_since(t).unwrap_or_default() > retention)
-            .unwrap_or(false);
-        if old && entry.path().is_dir() && std::fs::remove_dir_all(entry.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
 }
 
 #[cfg(test)]

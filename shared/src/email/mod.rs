@@ -16,6 +16,7 @@
 //! Raw `.eml` messages are turned into the job's JSON by [`parse`] (the producer does
 //! it, so a broken message is a usage error at submit).
 
+pub mod attachment_dir;
 pub mod attachments;
 pub mod message;
 pub mod parse;
@@ -82,17 +83,30 @@ pub async fn run_email(
         job_id.to_string(),
         email.attachments.clone(),
     );
+    // Marks the directory finished when the job ends, however it ends (see
+    // attachment_dir): the sweep never removes the files of a running job.
+    let mut finished = attachment_dir::FinishGuard::new(&config.email.attachments_dir, job_id);
+    finished.arm();
     let saved = tokio::task::spawn_blocking(move || attachments::materialize(&s, &id, &list))
         .await
-        .map_err(|e| JobFailure::new("internal", format!("attachment writer panicked: {e}"), true))?
         .map_err(|e| {
-            let kind = match e {
-                attachments::AttachmentError::TooLarge { .. } => "attachment_too_large",
-                attachments::AttachmentError::Invalid { .. } => "invalid_job",
-                _ => "attachment_io",
-            };
-            JobFailure::new(kind, e.to_string(), e.is_retryable())
+            JobFailure::new("internal", format!("attachment writer panicked: {e}"), true)
         })?;
+    if matches!(saved, Err(attachments::AttachmentError::UnsafeRoot(_))) {
+        // Write nothing into a directory others control.
+        finished.disarm();
+    }
+    let saved = saved.map_err(|e| {
+        let kind = match e {
+            attachments::AttachmentError::TooLarge { .. }
+            | attachments::AttachmentError::TooMany { .. }
+            | attachments::AttachmentError::DirFull { .. } => "attachment_too_large",
+            attachments::AttachmentError::Invalid { .. } => "invalid_job",
+            attachments::AttachmentError::UnsafeRoot(_) => "attachments_dir_unsafe",
+            _ => "attachment_io",
+        };
+        JobFailure::new(kind, e.to_string(), e.is_retryable())
+    })?;
     let mut data = match ctx.data {
         Value::Object(map) => map.clone(),
         _ => Map::new(),

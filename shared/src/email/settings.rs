@@ -3,11 +3,18 @@
 //!
 //! ```toml
 //! [email]
-//! attachments_dir = "/var/lib/mcpq/attachments"   # default: $TMPDIR/mcpq-attachments
+//! attachments_dir = "/var/lib/mcpq/attachments"   # default: see below
 //! max_attachment = 10485760          # bytes per attachment (default 10 MiB)
 //! max_attachments_total = 26214400   # bytes per job (default 25 MiB)
-//! retention = "1h"                   # job directories are removed this long after
+//! max_attachments = 100              # attachments per job
+//! max_attachments_dir = 1073741824   # bytes under attachments_dir, all jobs (1 GiB)
+//! retention = "1h"                   # a finished job's directory is removed this long after
 //! ```
+//!
+//! The default `attachments_dir` is under the worker's own state directory:
+//! `$XDG_STATE_HOME/mcpq/attachments`, else `$HOME/.local/state/mcpq/attachments`
+//! (else `$TMPDIR/mcpq-<uid>/attachments`); a service sets `/var/lib/mcpq/attachments`.
+//! Never a shared, guessable directory that another local user could create first.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,13 +34,41 @@ pub struct EmailSettings {
     /// Largest total of one job's attachments in bytes.
     #[serde(default = "default_max_total")]
     pub max_attachments_total: u64,
+    /// Most attachments in one job (default 100).
+    #[serde(default = "default_max_count")]
+    pub max_attachments: usize,
+    /// Largest total of every job's files under `attachments_dir` in bytes (default
+    /// 1 GiB): a job whose attachments would go beyond it fails (`attachment_too_large`)
+    /// instead of filling the disk.
+    #[serde(default = "default_max_dir")]
+    pub max_attachments_dir: u64,
     /// How long a job's attachment directory is kept.
     #[serde(default = "default_retention", with = "crate::duration")]
     pub retention: Duration,
 }
 
 fn default_dir() -> PathBuf {
-    std::env::temp_dir().join("mcpq-attachments")
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|h| h.join(".local/state"))
+        });
+    match state {
+        Some(dir) => dir.join("mcpq").join("attachments"),
+        None => std::env::temp_dir()
+            .join(format!("mcpq-{}", crate::supervisor::unix::current_uid()))
+            .join("attachments"),
+    }
+}
+fn default_max_count() -> usize {
+    100
+}
+fn default_max_dir() -> u64 {
+    1024 * 1024 * 1024
 }
 fn default_max_attachment() -> u64 {
     10 * 1024 * 1024
@@ -51,6 +86,8 @@ impl Default for EmailSettings {
             attachments_dir: default_dir(),
             max_attachment: default_max_attachment(),
             max_attachments_total: default_max_total(),
+            max_attachments: default_max_count(),
+            max_attachments_dir: default_max_dir(),
             retention: default_retention(),
         }
     }

@@ -375,6 +375,12 @@ pub(crate) fn current_pid() -> libc::pid_t {
     unsafe { libc::getpid() }
 }
 
+/// The worker's real user id (owner checks of the attachment directory).
+pub fn current_uid() -> u32 {
+    // SAFETY: getuid cannot fail and has no preconditions.
+    unsafe { libc::getuid() }
+}
+
 /// `SIGTERM`-style name of a signal number, for logs and errors.
 pub fn signal_name(sig: i32) -> String {
     let name = match sig {

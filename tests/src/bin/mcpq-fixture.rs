@@ -82,6 +82,12 @@ struct FloodArgs {
     bytes: u64,
 }
 
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct ReadArgs {
+    /// The file to read.
+    path: String,
+}
+
 struct Fixture;
 
 /// Set by `ignore_sigterm`: the server then also outlives the end of its stdin, like a
@@ -233,6 +239,19 @@ impl Fixture {
     ) -> Result<CallToolResult, ErrorData> {
         let text = message.unwrap_or_else(|| "the fixture failed on purpose".to_string());
         Ok(CallToolResult::error(vec![ContentBlock::text(text)]))
+    }
+
+    #[tool(
+        description = "Return the text of the file at `path` (a tool error if it cannot be read)"
+    )]
+    async fn read_text(
+        &self,
+        Parameters(ReadArgs { path }): Parameters<ReadArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(match std::fs::read_to_string(&path) {
+            Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
+            Err(e) => CallToolResult::error(vec![ContentBlock::text(format!("{path}: {e}"))]),
+        })
     }
 
     #[tool(description = "Write a last words line to stderr and exit mid-call")]
