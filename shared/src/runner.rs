@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::llm::run_llm;
 use crate::agent::plan::{run_plan, PlanContext};
+use crate::agent::template_sandbox::TemplateSandbox;
 use crate::config::Config;
 use crate::email::run_email;
 use crate::job::{Job, JobPayload};
@@ -52,6 +53,7 @@ pub struct Runner {
     conn: ConnectionManager,
     keys: Keys,
     jobs: InFlight,
+    templates: TemplateSandbox,
 }
 
 /// What became of one delivery, for logs and tests.
@@ -67,6 +69,10 @@ pub enum RunOutcome {
 impl Runner {
     /// A runner calling tools through `pool` and writing to `conn`; `jobs` is the
     /// worker's registry of running jobs (shared with lease renewal and cancels).
+    ///
+    /// Templates are rendered in children of the running binary started through the
+    /// pool's supervisor ([`TemplateSandbox::new`]): its `main` must serve them (as
+    /// `mcpq-worker` does).
     pub fn new(
         config: Arc<Config>,
         pool: McpPool,
@@ -74,12 +80,14 @@ impl Runner {
         keys: Keys,
         jobs: InFlight,
     ) -> Self {
+        let templates = TemplateSandbox::new(pool.supervisor().clone());
         Runner {
             config,
             pool,
             conn,
             keys,
             jobs,
+            templates,
         }
     }
 
@@ -198,6 +206,7 @@ impl Runner {
             deadline,
             cancel,
             data: &data,
+            templates: &self.templates,
         };
         let work = async {
             match &job.payload {

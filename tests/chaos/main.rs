@@ -13,6 +13,7 @@ mod private_redis;
 mod bad_entries; // 1,000 malformed queue entries between good jobs
 mod big_batch; // 100,000 jobs pushed at once
 mod crashing_server; // a server that crashes on every call
+mod huge_template; // templates that build gigabytes, and the jobs around them
 mod killed_workers; // SIGKILL workers mid-run, 5 times
 mod paused_worker; // SIGSTOP past the lease, then SIGCONT
 mod redis_restart; // restart Redis mid-run

@@ -42,7 +42,7 @@
 use std::collections::BTreeSet;
 use std::io;
 
-use minijinja::machinery::{tokenize, Token, WhitespaceConfig};
+use minijinja::machinery::{parse, parse_expr, tokenize, Token, WhitespaceConfig};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
@@ -61,7 +61,7 @@ pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
 const LOADER_STATEMENTS: &[&str] = &["include", "import", "from", "extends"];
 
 /// Why a template could not be checked or rendered.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("template {template:?}: {message}")]
 pub struct TemplateError {
     /// The template text (cut to 200 characters).
@@ -120,6 +120,13 @@ fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
+/// Jinja's default delimiters, the only ones a job's templates have.
+// `SyntaxConfig` is a unit struct only without minijinja's `custom_syntax` feature.
+#[allow(clippy::default_constructed_unit_structs)]
+fn syntax() -> SyntaxConfig {
+    SyntaxConfig::default()
+}
+
 /// True when `value` holds a template anywhere (a string with `{{` or `{%`); anything
 /// else renders to itself.
 pub fn has_templates(value: &Value) -> bool {
@@ -134,15 +141,8 @@ pub fn has_templates(value: &Value) -> bool {
 /// Refuses `{% include %}`, `{% import %}`, `{% from %}` and `{% extends %}`, found on
 /// the token stream (so text, comments and `{% raw %}` blocks that merely mention them
 /// are fine). Syntax errors are left to the parser, which words them better.
-// `SyntaxConfig` is a unit struct only without minijinja's `custom_syntax` feature.
-#[allow(clippy::default_constructed_unit_structs)]
 fn refuse_loader_statements(s: &str) -> Result<(), TemplateError> {
-    let tokens = tokenize(
-        s,
-        false,
-        SyntaxConfig::default(),
-        WhitespaceConfig::default(),
-    );
+    let tokens = tokenize(s, false, syntax(), WhitespaceConfig::default());
     let mut after_block_start = false;
     for token in tokens {
         let Ok((token, _)) = token else {
@@ -162,6 +162,34 @@ fn refuse_loader_statements(s: &str) -> Result<(), TemplateError> {
         after_block_start = matches!(token, Token::BlockStart);
     }
     Ok(())
+}
+
+/// `source` (the template `template`, or its whole expression) with every string
+/// literal replaced by `''` and every number by `0`, for reading its names: the same
+/// syntax and the same names, but constants that fold to almost nothing. A number right
+/// after a dot (`input.0`) is part of a name and stays.
+fn without_literals(template: &str, source: &str, in_expr: bool) -> Result<String, TemplateError> {
+    let tokens = tokenize(source, in_expr, syntax(), WhitespaceConfig::default());
+    let mut out = String::with_capacity(source.len());
+    let mut copied = 0;
+    let mut after_dot = false;
+    for token in tokens {
+        let (token, span) = token.map_err(|e| TemplateError::new(template, e.to_string()))?;
+        let blank = match token {
+            Token::Str(_) | Token::String(_) => Some("''"),
+            Token::Int(_) | Token::Int128(_) | Token::Float(_) if !after_dot => Some("0"),
+            _ => None,
+        };
+        after_dot = matches!(token, Token::Dot);
+        let (start, end) = (span.start_offset as usize, span.end_offset as usize);
+        if let (Some(blank), Some(before)) = (blank, source.get(copied..start)) {
+            out.push_str(before);
+            out.push_str(blank);
+            copied = end;
+        }
+    }
+    out.push_str(source.get(copied..).unwrap_or_default());
+    Ok(out)
 }
 
 /// An `io::Write` that keeps what it is given until the budget of one render is spent,
@@ -224,19 +252,29 @@ impl Templates {
     }
 
     /// The names `s` uses (dotted, e.g. `steps.fetch.text`), or its syntax error.
+    ///
+    /// Never evaluates anything, not even constants: minijinja folds constant
+    /// expressions when it compiles (`"a" * 100000000 ~ "a" * 100000000` becomes a 200 MB
+    /// string), so the syntax is checked with the parser alone and the names are read
+    /// from a copy whose literals are emptied ([`without_literals`]).
     pub fn references(&self, s: &str) -> Result<BTreeSet<String>, TemplateError> {
         refuse_loader_statements(s)?;
+        let error = |e: minijinja::Error| TemplateError::new(s, e.to_string());
         let names = match whole_expression(s) {
-            Some(expr) => self
-                .env
-                .compile_expression(expr)
-                .map_err(|e| TemplateError::new(s, e.to_string()))?
-                .undeclared_variables(true),
-            None => self
-                .env
-                .template_from_str(s)
-                .map_err(|e| TemplateError::new(s, e.to_string()))?
-                .undeclared_variables(true),
+            Some(expr) => {
+                parse_expr(expr).map_err(error)?;
+                self.env
+                    .compile_expression(&without_literals(s, expr, true)?)
+                    .map_err(error)?
+                    .undeclared_variables(true)
+            }
+            None => {
+                parse(s, "<string>", syntax(), WhitespaceConfig::default()).map_err(error)?;
+                self.env
+                    .template_from_str(&without_literals(s, s, false)?)
+                    .map_err(error)?
+                    .undeclared_variables(true)
+            }
         };
         Ok(names.into_iter().collect())
     }
@@ -464,6 +502,28 @@ mod tests {
             .render(&json!("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"), &json!({}))
             .expect_err("fuel");
         assert!(!err.message.is_empty());
+    }
+
+    #[test]
+    fn checking_a_template_evaluates_none_of_its_constants() {
+        let t = Templates::new();
+        let c = ctx(&["city"], &["fetch"]);
+        // Folded at compile time, this would be 50 strings of 100 MB, concatenated.
+        let huge = vec!["(\"a\" * 100000000)"; 50].join(" ~ ");
+        for template in [
+            format!("{{{{ {huge} }}}}"),
+            format!("x {{{{ {huge} }}}} {{% set a = {huge} %}}{{{{ a ~ input.city }}}}"),
+        ] {
+            assert!(t.check(&json!(template), &c).is_ok(), "{template}");
+        }
+        // Names are read as written: numbers after a dot and literals elsewhere.
+        let names = t
+            .references("{{ steps.fetch.text ~ input.city ~ 'input.town' ~ steps.fetch.result.0 }}")
+            .expect("names");
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["input.city", "steps.fetch.result", "steps.fetch.text"]
+        );
     }
 
     #[test]
