@@ -69,18 +69,15 @@ pub enum RunOutcome {
 impl Runner {
     /// A runner calling tools through `pool` and writing to `conn`; `jobs` is the
     /// worker's registry of running jobs (shared with lease renewal and cancels).
-    ///
-    /// Templates are rendered in children of the running binary started through the
-    /// pool's supervisor ([`TemplateSandbox::new`]): its `main` must serve them (as
-    /// `mcpq-worker` does).
+    /// Templates are rendered in `templates` (see [`TemplateSandbox::new`]).
     pub fn new(
         config: Arc<Config>,
         pool: McpPool,
         conn: ConnectionManager,
         keys: Keys,
         jobs: InFlight,
+        templates: TemplateSandbox,
     ) -> Self {
-        let templates = TemplateSandbox::new(pool.supervisor().clone());
         Runner {
             config,
             pool,

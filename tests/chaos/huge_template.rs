@@ -148,10 +148,22 @@ fn templates_that_build_gigabytes_fail_their_jobs_and_the_worker_and_the_jobs_ar
         mcpq_shared::agent::template_sandbox::MEMORY_LIMIT_BYTES / (1024 * 1024)
     );
     assert!(peak < WORKER_RSS_BOUND, "worker peak RSS {peak} bytes");
-    // The sandbox children go with the worker.
+    // The sandbox children go with the worker, quietly: they are not servers cut off.
     let sandboxes = sandboxes_of(pid);
     assert!(!sandboxes.is_empty(), "no sandbox child of the worker");
-    drop(worker);
+    worker.signal(libc::SIGTERM);
+    let exit = worker.wait_exit(Duration::from_secs(15));
+    assert_eq!(
+        exit.and_then(|e| e.code()),
+        Some(0),
+        "{}",
+        worker.log_text()
+    );
+    assert!(
+        !worker.log_text().contains("killing server process group"),
+        "{}",
+        worker.log_text()
+    );
     assert!(
         wait_until(Duration::from_secs(5), || sandboxes
             .iter()

@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::Context;
 use apalis::prelude::*;
 use clap::Parser;
-use mcpq_shared::agent::template_sandbox;
+use mcpq_shared::agent::template_sandbox::{self, TemplateSandbox};
 use mcpq_shared::mcp::McpPool;
 use mcpq_shared::queue::backend::RedisQueue;
 use mcpq_shared::queue::fetch::Delivery;
@@ -188,12 +188,15 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         )),
         tokio::spawn(sweep_attachments(config.email.clone())),
     ];
+    // Children of this very binary, started with the sandbox argument (see `main`).
+    let templates = TemplateSandbox::new(supervisor.clone());
     let runner = Runner::new(
         config.clone(),
         pool.clone(),
         conn.clone(),
         keys.clone(),
         jobs.clone(),
+        templates.clone(),
     );
     tracing::info!(
         worker = %name,
@@ -274,6 +277,7 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         task.abort();
     }
     let _ = tokio::time::timeout(config.max_stop_time(), pool.shutdown()).await;
+    templates.stop_idle();
     let killed = supervisor.kill_all();
     if killed > 0 {
         tracing::warn!(

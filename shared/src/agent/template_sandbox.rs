@@ -21,7 +21,8 @@
 //! 3. **Started like every other child**: through the [`Supervisor`] (clean signal
 //!    state, own process group, parent-death signal, drained stderr, only the
 //!    [`crate::supervisor::INHERITED_ENV`] variables, so no secret of the worker), in
-//!    `/`; killed with the servers at shutdown.
+//!    `/`; stopped at worker shutdown ([`TemplateSandbox::stop_idle`]), killed with the
+//!    servers if one is still busy.
 //! 4. **Fast when it can be.** A value without `{{` or `{%` never leaves the worker.
 //!    Children are started on first use, reused (one request at a time each; up to
 //!    [`MAX_IDLE`] wait for the next), and replaced when they die. A child found dead
@@ -259,6 +260,20 @@ impl TemplateSandbox {
                 Exchange::Cancelled => return Err(RenderError::Cancelled),
             }
         }
+    }
+
+    /// Stops every idle child (at worker shutdown, before the supervisor kills what is
+    /// left of the servers: an idle sandbox is not a server cut off by shutdown).
+    pub fn stop_idle(&self) {
+        let idle: Vec<Child> = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        // Dropping one kills its process group and reaps it in the background.
+        drop(idle);
     }
 
     /// An idle child that is still alive, if any.
