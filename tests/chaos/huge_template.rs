@@ -1,6 +1,7 @@
 //! Templates that ask for gigabytes (issue #11, finding 1): `{% set a = a ~ a %}` six
 //! times over a 100 MB string, a filter that grows its input, constants that fold into
-//! gigabytes, output past the template output limit, an email reply. Each job ends dead with `template_error` naming the limit, after one
+//! gigabytes, output past the template output limit, a render that takes minutes, an
+//! email reply. Each job ends dead with `template_error` naming the limit, after one
 //! attempt; the worker lives (same pid, small), and the good jobs around them succeed.
 
 use std::time::Duration;
@@ -85,6 +86,11 @@ fn templates_that_build_gigabytes_fail_their_jobs_and_the_worker_and_the_jobs_ar
             json!({"a": "{{ \"a\" * 3000000 }}", "b": "{{ \"b\" * 3000000 }}"}),
             "template output limit of 4 MiB",
         ),
+        // Little fuel, little memory, minutes of work: the sandbox is killed.
+        (
+            json!({"text": "{% for i in range(1000) %}{{ (\"a\" * 50000000) | replace(\"a\", \"b\") | length }}{% endfor %}"}),
+            "template time limit of 10 s",
+        ),
     ];
     let mut good_ids = vec![submit(good(0))];
     let mut bad_ids = Vec::new();
@@ -140,7 +146,7 @@ fn templates_that_build_gigabytes_fail_their_jobs_and_the_worker_and_the_jobs_ar
     );
     let peak = worker.peak_rss().expect("worker alive");
     eprintln!(
-        "chaos: {} gigabyte templates failed their jobs; worker peak RSS {} MiB (bound {} MiB); \
+        "chaos: {} hostile templates failed their jobs; worker peak RSS {} MiB (bound {} MiB); \
          sandbox memory limit {} MiB",
         bad_ids.len(),
         peak / (1024 * 1024),
