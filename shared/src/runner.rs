@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::llm::run_llm;
 use crate::agent::plan::{run_plan, PlanContext};
+use crate::agent::template_sandbox::TemplateSandbox;
 use crate::config::Config;
 use crate::email::run_email;
 use crate::job::{Job, JobPayload};
@@ -60,6 +61,7 @@ pub struct Runner {
     keys: Keys,
     jobs: InFlight,
     redactor: Arc<Redactor>,
+    templates: TemplateSandbox,
 }
 
 /// What became of one delivery, for logs and tests.
@@ -74,7 +76,8 @@ pub enum RunOutcome {
 
 impl Runner {
     /// A runner calling tools through `pool` and writing to `conn`; `jobs` is the
-    /// worker's registry of running jobs (shared with lease renewal and cancels). The
+    /// worker's registry of running jobs (shared with lease renewal and cancels).
+    /// Templates are rendered in `templates` (see [`TemplateSandbox::new`]). The
     /// secrets to redact are read from the environment now ([`Redactor::from_config`]).
     pub fn new(
         config: Arc<Config>,
@@ -82,6 +85,7 @@ impl Runner {
         conn: ConnectionManager,
         keys: Keys,
         jobs: InFlight,
+        templates: TemplateSandbox,
     ) -> Self {
         let redactor = Arc::new(Redactor::from_config(&config));
         Runner {
@@ -91,6 +95,7 @@ impl Runner {
             keys,
             jobs,
             redactor,
+            templates,
         }
     }
 
@@ -235,6 +240,7 @@ impl Runner {
             deadline,
             cancel,
             data: &data,
+            templates: &self.templates,
         };
         let work = async {
             match &job.payload {

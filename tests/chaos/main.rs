@@ -15,6 +15,7 @@ mod big_batch; // 100,000 jobs pushed at once
 mod big_model_answer; // a model API answering 2 GB
 mod big_results; // tool answers and results past queue.max_result
 mod crashing_server; // a server that crashes on every call
+mod huge_template; // templates that build gigabytes, and the jobs around them
 mod killed_workers; // SIGKILL workers mid-run, 5 times
 mod paused_worker; // SIGSTOP past the lease, then SIGCONT
 mod poison_entries; // entries that broke whole fetch batches, mixed with good jobs

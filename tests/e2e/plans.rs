@@ -100,3 +100,44 @@ fn bad_templates_are_usage_errors_at_submit_and_enqueue_nothing() {
         env.keys()
     );
 }
+
+#[test]
+fn include_import_from_and_extends_are_refused_at_submit_with_exit_2() {
+    let env = TestEnv::new("plan-loader-statements", "");
+    for template in [
+        "{% include 'other' %}",
+        "{% import 'macros' as m %}{{ m.f() }}",
+        "{% from 'macros' import f %}{{ f() }}",
+        "{% extends 'base' %}",
+    ] {
+        let job = json!({"kind": "agent", "payload": {"steps": [
+            {"server": "echo", "tool": "echo", "arguments": {"text": template}}
+        ]}});
+        let out = env.mcpq_with_stdin(&["submit", "-"], job.to_string().as_bytes());
+        assert_eq!(out.status.code(), Some(2), "{template}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("payload.steps[0].arguments.text")
+                && stderr.contains("cannot load other templates"),
+            "{template}: {stderr}"
+        );
+    }
+    // An email reply is a template too.
+    let email = json!({"kind": "email", "payload": {
+        "from": "ana@example.com", "to": ["inbox@example.com"], "subject": "hi", "text": "x",
+        "instructions": "reply",
+        "steps": [{"server": "echo", "tool": "echo", "arguments": {"text": "ok"}}],
+        "reply": {"text": "{% include 'signature' %}"}}});
+    let out = env.mcpq_with_stdin(&["submit", "-"], email.to_string().as_bytes());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("payload.reply.text"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        env.keys().is_empty(),
+        "a rejected job wrote to Redis: {:?}",
+        env.keys()
+    );
+}

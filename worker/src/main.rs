@@ -1,5 +1,8 @@
 //! `mcpq-worker`: the daemon that pulls jobs from Redis and runs them against MCP servers.
 //!
+//! Started with `--mcpq-template-sandbox` as its first argument, it is instead a
+//! template sandbox child of a worker (see `mcpq_shared::agent::template_sandbox`).
+//!
 //! Start-up, in this order (each step says why it comes where it does):
 //! 1. reset the inherited signal state (before any thread exists: masks are per thread);
 //! 2. parse flags, start non-blocking logging, log what the reset changed;
@@ -26,6 +29,7 @@ use std::time::Duration;
 use anyhow::Context;
 use apalis::prelude::*;
 use clap::Parser;
+use mcpq_shared::agent::template_sandbox::{self, TemplateSandbox};
 use mcpq_shared::mcp::McpPool;
 use mcpq_shared::queue::backend::RedisQueue;
 use mcpq_shared::queue::fetch::Delivery;
@@ -72,6 +76,14 @@ Examples:
 Exit status: 0 after a clean shutdown, 2 bad flags or config, 3 Redis unreachable, 1 other errors.";
 
 fn main() -> ExitCode {
+    // 0. A child started to render templates (`TemplateSandbox`): nothing of the worker
+    //    runs in it, not even flag parsing.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == template_sandbox::SANDBOX_ARG)
+    {
+        return template_sandbox::serve();
+    }
     // 1. Before anything spawns a thread: see the module doc.
     let reset = unix::reset_own_signal_state();
     let args = Args::parse();
@@ -183,12 +195,15 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         )),
         tokio::spawn(sweep_attachments(config.email.clone())),
     ];
+    // Children of this very binary, started with the sandbox argument (see `main`).
+    let templates = TemplateSandbox::new(supervisor.clone());
     let runner = Runner::new(
         config.clone(),
         pool.clone(),
         conn.clone(),
         keys.clone(),
         jobs.clone(),
+        templates.clone(),
     );
     tracing::info!(
         worker = %name,
@@ -269,6 +284,7 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         task.abort();
     }
     let _ = tokio::time::timeout(config.max_stop_time(), pool.shutdown()).await;
+    templates.stop_idle();
     let killed = supervisor.kill_all();
     if killed > 0 {
         tracing::warn!(

@@ -8,8 +8,10 @@
 //! - Each call's deadline is the server's `call_timeout`, cut to what is left of the
 //!   job's deadline.
 //! - A step's arguments are rendered just before its call: templates over the job's
-//!   input, earlier steps' results and the email ([`super::template`]); a template that
-//!   fails at run time fails the step (`template_error`).
+//!   input, earlier steps' results and the email ([`super::template`]), in the
+//!   [`TemplateSandbox`], never in the worker itself; a template that fails at run time
+//!   (an error, or a template memory, output or time limit) fails the step
+//!   (`template_error`, not retried).
 //! - The first failing step ends the plan, unless it is marked `continue_on_error`: then
 //!   its failure is recorded (and visible to later steps as `steps.NAME.error`) and the
 //!   plan goes on. The failure names the step, server and tool, and quotes the server's
@@ -31,7 +33,7 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::template::Templates;
+use super::template_sandbox::TemplateSandbox;
 use super::toolbox::{call_own_session, stop_sessions};
 use crate::config::Config;
 use crate::job::{AgentJob, PlanStep};
@@ -56,6 +58,8 @@ pub struct PlanContext<'a> {
     /// What templates see besides `input` and `steps`: `job`, and in email jobs `email`
     /// and `attachments` (an object; may be `Value::Null`).
     pub data: &'a Value,
+    /// Where templates are rendered (a memory-limited child process, never the worker).
+    pub templates: &'a TemplateSandbox,
 }
 
 /// The failure of step `i`.
@@ -131,7 +135,6 @@ async fn run_steps(
     ctx: PlanContext<'_>,
     fresh: &mut HashMap<String, McpSession>,
 ) -> Result<(Value, Value), JobFailure> {
-    let templates = Templates::new();
     let mut data = match ctx.data {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
@@ -144,7 +147,7 @@ async fn run_steps(
     for (i, step) in plan.steps.iter().enumerate() {
         let mut entry =
             json!({"step": i, "name": step.name, "server": step.server, "tool": step.tool});
-        match run_step(i, step, &templates, &data, ctx, fresh).await {
+        match run_step(i, step, &data, ctx, fresh).await {
             Ok((result, seen)) => {
                 entry["result"] = serde_json::to_value(&result).unwrap_or(Value::Null);
                 drop(result);
@@ -193,7 +196,6 @@ fn remember(data: &mut Value, step: &PlanStep, seen: Value) {
 async fn run_step(
     i: usize,
     step: &PlanStep,
-    templates: &Templates,
     data: &Value,
     ctx: PlanContext<'_>,
     fresh: &mut HashMap<String, McpSession>,
@@ -210,17 +212,17 @@ async fn run_step(
         let message = "the job's deadline passed before this step could start".to_string();
         return Err(step_failure(i, step, "timeout", message, true));
     }
-    let arguments = match templates.render(&Value::Object(step.arguments.clone()), data) {
+    let arguments = Value::Object(step.arguments.clone());
+    let rendered = ctx
+        .templates
+        .render(&arguments, data, ctx.deadline, ctx.cancel)
+        .await;
+    let arguments = match rendered {
         Ok(Value::Object(map)) => map,
         Ok(_) => Map::new(),
         Err(e) => {
-            return Err(step_failure(
-                i,
-                step,
-                "template_error",
-                e.to_string(),
-                false,
-            ))
+            let (kind, retryable) = (e.kind(), e.is_retryable());
+            return Err(step_failure(i, step, kind, e.to_string(), retryable));
         }
     };
     let called = if ctx.pool.is_pooled(&step.server) {

@@ -22,22 +22,46 @@
 //!   `message_id`, `date`) and `attachments` (a list of `name`, `path`, `size`,
 //!   `content_type`).
 //!
-//! Guarantees: templates are checked when the job is submitted (syntax, and that every
-//! name exists at that step: an earlier named step, a key of `input`), so a typo is a
-//! usage error, not a failed job. At run time a missing value is an error, never an
-//! empty string, and a template's work is bounded (minijinja fuel), so a template cannot
-//! hang a worker.
+//! Guarantees:
+//! - Templates are checked when the job is submitted (syntax, and that every name exists
+//!   at that step: an earlier named step, a key of `input`), so a typo is a usage error,
+//!   not a failed job. `include`, `import`, `from ... import` and `extends` are refused
+//!   there and at run time: there are no other templates to load.
+//! - At run time a missing value is an error, never an empty string.
+//! - A template's work is bounded (minijinja fuel, [`FUEL`]), and what one render
+//!   produces is bounded too: all the templates of one render (a step's arguments, a
+//!   reply) together make at most [`MAX_OUTPUT_BYTES`] (the *template output limit*;
+//!   text counts its bytes, a whole expression its JSON).
+//!
+//! Caveat: the values a template builds on the way (`"a" * 100000000`, `a ~ a`, filters
+//! such as `center` or `indent`) are not counted here: an allocation that fails aborts
+//! the whole process. So the worker never calls [`Templates::render`] itself: it renders
+//! in a memory-limited child process ([`super::template_sandbox`]), which may die in its
+//! place.
 
 use std::collections::BTreeSet;
+use std::io;
 
+use minijinja::machinery::{parse, parse_expr, tokenize, Token, WhitespaceConfig};
+use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
 /// Bound on the work of one template (minijinja "fuel": roughly instructions).
-const FUEL: u64 = 100_000;
+pub const FUEL: u64 = 100_000;
+
+/// The template output limit: the most one render (every template of a step's arguments
+/// together, or of a reply) may produce, in bytes. Text counts its bytes, a whole
+/// expression (`"{{ steps.fetch.result }}"`) the length of its JSON. 4 MiB is far above
+/// any tool argument we have seen, and small enough that a job cannot make the worker
+/// hold or send much more than its own payload.
+pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Statements that load another template: there is no loader, so they can never work.
+const LOADER_STATEMENTS: &[&str] = &["include", "import", "from", "extends"];
 
 /// Why a template could not be checked or rendered.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("template {template:?}: {message}")]
 pub struct TemplateError {
     /// The template text (cut to 200 characters).
@@ -47,7 +71,7 @@ pub struct TemplateError {
 }
 
 impl TemplateError {
-    fn new(template: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(template: &str, message: impl Into<String>) -> Self {
         TemplateError {
             template: template.chars().take(200).collect(),
             message: message.into(),
@@ -96,6 +120,114 @@ fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
+/// Jinja's default delimiters, the only ones a job's templates have.
+// `SyntaxConfig` is a unit struct only without minijinja's `custom_syntax` feature.
+#[allow(clippy::default_constructed_unit_structs)]
+fn syntax() -> SyntaxConfig {
+    SyntaxConfig::default()
+}
+
+/// True when `value` holds a template anywhere (a string with `{{` or `{%`); anything
+/// else renders to itself.
+pub fn has_templates(value: &Value) -> bool {
+    match value {
+        Value::String(s) => is_template(s),
+        Value::Array(items) => items.iter().any(has_templates),
+        Value::Object(map) => map.values().any(has_templates),
+        _ => false,
+    }
+}
+
+/// Refuses `{% include %}`, `{% import %}`, `{% from %}` and `{% extends %}`, found on
+/// the token stream (so text, comments and `{% raw %}` blocks that merely mention them
+/// are fine). Syntax errors are left to the parser, which words them better.
+fn refuse_loader_statements(s: &str) -> Result<(), TemplateError> {
+    let tokens = tokenize(s, false, syntax(), WhitespaceConfig::default());
+    let mut after_block_start = false;
+    for token in tokens {
+        let Ok((token, _)) = token else {
+            return Ok(());
+        };
+        if let (true, Token::Ident(name)) = (after_block_start, &token) {
+            if LOADER_STATEMENTS.contains(name) {
+                return Err(TemplateError::new(
+                    s,
+                    format!(
+                        "`{{% {name} %}}` is not supported: a template cannot load other \
+                         templates (include, import, from, extends); write the text inline"
+                    ),
+                ));
+            }
+        }
+        after_block_start = matches!(token, Token::BlockStart);
+    }
+    Ok(())
+}
+
+/// `source` (the template `template`, or its whole expression) with every string
+/// literal replaced by `''` and every number by `0`, for reading its names: the same
+/// syntax and the same names, but constants that fold to almost nothing. A number right
+/// after a dot (`input.0`) is part of a name and stays.
+fn without_literals(template: &str, source: &str, in_expr: bool) -> Result<String, TemplateError> {
+    let tokens = tokenize(source, in_expr, syntax(), WhitespaceConfig::default());
+    let mut out = String::with_capacity(source.len());
+    let mut copied = 0;
+    let mut after_dot = false;
+    for token in tokens {
+        let (token, span) = token.map_err(|e| TemplateError::new(template, e.to_string()))?;
+        let blank = match token {
+            Token::Str(_) | Token::String(_) => Some("''"),
+            Token::Int(_) | Token::Int128(_) | Token::Float(_) if !after_dot => Some("0"),
+            _ => None,
+        };
+        after_dot = matches!(token, Token::Dot);
+        let (start, end) = (span.start_offset as usize, span.end_offset as usize);
+        if let (Some(blank), Some(before)) = (blank, source.get(copied..start)) {
+            out.push_str(before);
+            out.push_str(blank);
+            copied = end;
+        }
+    }
+    out.push_str(source.get(copied..).unwrap_or_default());
+    Ok(out)
+}
+
+/// An `io::Write` that keeps what it is given until the budget of one render is spent,
+/// then fails (and remembers that it did, to name the limit in the error).
+struct CappedOutput<'a> {
+    out: Vec<u8>,
+    left: &'a mut usize,
+    exceeded: bool,
+}
+
+impl io::Write for CappedOutput<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() > *self.left {
+            self.exceeded = true;
+            return Err(io::Error::other("template output limit exceeded"));
+        }
+        *self.left -= buf.len();
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The error for a render past [`MAX_OUTPUT_BYTES`].
+fn output_limit_error(template: &str) -> TemplateError {
+    TemplateError::new(
+        template,
+        format!(
+            "the rendered output is larger than the template output limit of {} MiB \
+             (all templates of one step's arguments, or of one reply, together)",
+            MAX_OUTPUT_BYTES / (1024 * 1024)
+        ),
+    )
+}
+
 impl Templates {
     /// A strict environment: undefined names are errors; work is bounded.
     pub fn new() -> Self {
@@ -120,18 +252,29 @@ impl Templates {
     }
 
     /// The names `s` uses (dotted, e.g. `steps.fetch.text`), or its syntax error.
+    ///
+    /// Never evaluates anything, not even constants: minijinja folds constant
+    /// expressions when it compiles (`"a" * 100000000 ~ "a" * 100000000` becomes a 200 MB
+    /// string), so the syntax is checked with the parser alone and the names are read
+    /// from a copy whose literals are emptied ([`without_literals`]).
     pub fn references(&self, s: &str) -> Result<BTreeSet<String>, TemplateError> {
+        refuse_loader_statements(s)?;
+        let error = |e: minijinja::Error| TemplateError::new(s, e.to_string());
         let names = match whole_expression(s) {
-            Some(expr) => self
-                .env
-                .compile_expression(expr)
-                .map_err(|e| TemplateError::new(s, e.to_string()))?
-                .undeclared_variables(true),
-            None => self
-                .env
-                .template_from_str(s)
-                .map_err(|e| TemplateError::new(s, e.to_string()))?
-                .undeclared_variables(true),
+            Some(expr) => {
+                parse_expr(expr).map_err(error)?;
+                self.env
+                    .compile_expression(&without_literals(s, expr, true)?)
+                    .map_err(error)?
+                    .undeclared_variables(true)
+            }
+            None => {
+                parse(s, "<string>", syntax(), WhitespaceConfig::default()).map_err(error)?;
+                self.env
+                    .template_from_str(&without_literals(s, s, false)?)
+                    .map_err(error)?
+                    .undeclared_variables(true)
+            }
         };
         Ok(names.into_iter().collect())
     }
@@ -151,44 +294,84 @@ impl Templates {
         }
     }
 
-    /// Renders every template inside `value` with the data `data` (see the module doc).
+    /// Renders every template inside `value` with the data `data` (see the module doc);
+    /// all of them together may produce at most [`MAX_OUTPUT_BYTES`].
+    ///
+    /// Runs in the calling process: see the module's caveat before calling it on a
+    /// job's templates anywhere but in the sandbox.
     pub fn render(&self, value: &Value, data: &Value) -> Result<Value, TemplateError> {
+        let mut left = MAX_OUTPUT_BYTES;
+        self.render_within(value, data, &mut left)
+    }
+
+    fn render_within(
+        &self,
+        value: &Value,
+        data: &Value,
+        left: &mut usize,
+    ) -> Result<Value, TemplateError> {
         match value {
-            Value::String(s) if is_template(s) => {
-                let rendered = match whole_expression(s) {
-                    Some(expr) => {
-                        let v = self
-                            .env
-                            .compile_expression(expr)
-                            .and_then(|e| e.eval(data))
-                            .map_err(|e| TemplateError::new(s, e.to_string()))?;
-                        // Strict mode errors when undefined is printed, not when an
-                        // expression evaluates to it: refuse it here too.
-                        if v.is_undefined() {
-                            return Err(TemplateError::new(s, format!("`{expr}` is undefined")));
-                        }
-                        serde_json::to_value(&v)
-                            .map_err(|e| TemplateError::new(s, e.to_string()))?
-                    }
-                    None => Value::String(
-                        self.env
-                            .render_str(s, data)
-                            .map_err(|e| TemplateError::new(s, e.to_string()))?,
-                    ),
-                };
-                Ok(rendered)
-            }
+            Value::String(s) if is_template(s) => self.render_one(s, data, left),
             Value::Array(items) => items
                 .iter()
-                .map(|v| self.render(v, data))
+                .map(|v| self.render_within(v, data, left))
                 .collect::<Result<_, _>>()
                 .map(Value::Array),
             Value::Object(map) => map
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), self.render(v, data)?)))
+                .map(|(k, v)| Ok((k.clone(), self.render_within(v, data, left)?)))
                 .collect::<Result<_, _>>()
                 .map(Value::Object),
             other => Ok(other.clone()),
+        }
+    }
+
+    /// One template string, within what is `left` of the render's output budget.
+    fn render_one(&self, s: &str, data: &Value, left: &mut usize) -> Result<Value, TemplateError> {
+        refuse_loader_statements(s)?;
+        if let Some(expr) = whole_expression(s) {
+            let v = self
+                .env
+                .compile_expression(expr)
+                .and_then(|e| e.eval(data))
+                .map_err(|e| TemplateError::new(s, e.to_string()))?;
+            // Strict mode errors when undefined is printed, not when an expression
+            // evaluates to it: refuse it here too.
+            if v.is_undefined() {
+                return Err(TemplateError::new(s, format!("`{expr}` is undefined")));
+            }
+            // Measure the JSON through the capped writer first: a value past the limit
+            // is refused without being copied.
+            let mut sink = CappedOutput {
+                out: Vec::new(),
+                left,
+                exceeded: false,
+            };
+            if let Err(e) = serde_json::to_writer(&mut sink, &v) {
+                return Err(if sink.exceeded {
+                    output_limit_error(s)
+                } else {
+                    TemplateError::new(s, e.to_string())
+                });
+            }
+            return serde_json::from_slice(&sink.out)
+                .map_err(|e| TemplateError::new(s, e.to_string()));
+        }
+        let template = self
+            .env
+            .template_from_str(s)
+            .map_err(|e| TemplateError::new(s, e.to_string()))?;
+        let mut sink = CappedOutput {
+            out: Vec::new(),
+            left,
+            exceeded: false,
+        };
+        match template.render_captured_to(data, &mut sink) {
+            Ok(_) => String::from_utf8(sink.out)
+                .map(Value::String)
+                .map_err(|e| TemplateError::new(s, e.to_string())),
+            Err(_) if sink.exceeded => Err(output_limit_error(s)),
+            Err(e) => Err(TemplateError::new(s, e.to_string())),
         }
     }
 }
@@ -319,5 +502,88 @@ mod tests {
             .render(&json!("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"), &json!({}))
             .expect_err("fuel");
         assert!(!err.message.is_empty());
+    }
+
+    #[test]
+    fn checking_a_template_evaluates_none_of_its_constants() {
+        let t = Templates::new();
+        let c = ctx(&["city"], &["fetch"]);
+        // Folded at compile time, this would be 50 strings of 100 MB, concatenated.
+        let huge = vec!["(\"a\" * 100000000)"; 50].join(" ~ ");
+        for template in [
+            format!("{{{{ {huge} }}}}"),
+            format!("x {{{{ {huge} }}}} {{% set a = {huge} %}}{{{{ a ~ input.city }}}}"),
+        ] {
+            assert!(t.check(&json!(template), &c).is_ok(), "{template}");
+        }
+        // Names are read as written: numbers after a dot and literals elsewhere.
+        let names = t
+            .references("{{ steps.fetch.text ~ input.city ~ 'input.town' ~ steps.fetch.result.0 }}")
+            .expect("names");
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["input.city", "steps.fetch.result", "steps.fetch.text"]
+        );
+    }
+
+    #[test]
+    fn a_render_past_the_output_limit_fails_naming_the_limit() {
+        let t = Templates::new();
+        // One string: 100 MB would be built in memory, but writing stops at the limit.
+        let err = t
+            .render(
+                &json!("{% for i in range(50) %}{{ 'a' * 1000000 }}{% endfor %}"),
+                &json!({}),
+            )
+            .expect_err("output limit");
+        assert!(
+            err.message.contains("template output limit of 4 MiB"),
+            "{err}"
+        );
+        // Many strings of one render share the budget.
+        let half = json!({"x": "{{ 'a' * 3000000 }}!", "y": "{{ 'b' * 3000000 }}!"});
+        let err = t.render(&half, &json!({})).expect_err("shared budget");
+        assert!(err.message.contains("template output limit"), "{err}");
+        // A whole expression is measured as JSON.
+        let err = t
+            .render(&json!("{{ 'a' * 5000000 }}"), &json!({}))
+            .expect_err("whole expression");
+        assert!(err.message.contains("template output limit"), "{err}");
+        // Just under the limit is fine.
+        let ok = t
+            .render(&json!("{{ 'a' * 4000000 }}"), &json!({}))
+            .expect("under the limit");
+        assert_eq!(ok.as_str().map(str::len), Some(4_000_000));
+    }
+
+    #[test]
+    fn include_import_from_and_extends_are_refused_at_submit_and_at_run_time() {
+        let t = Templates::new();
+        let c = ctx(&[], &[]);
+        for template in [
+            "{% include 'x' %}",
+            "a {%- import 'm' as m %}",
+            "{%from 'm' import f %}",
+            "{% extends 'base' %}{% block b %}{% endblock %}",
+            "{% if true %}{% include input.x %}{% endif %}",
+        ] {
+            let e = t.check(&json!(template), &c).expect_err(template);
+            assert!(e.message.contains("is not supported"), "{template}: {e}");
+            let e = t.render(&json!(template), &json!({})).expect_err(template);
+            assert!(
+                e.message.contains("cannot load other templates"),
+                "{template}: {e}"
+            );
+        }
+        // Text, comments and raw blocks that only mention them are fine.
+        for template in [
+            "include {{ 'this' }} import",
+            "{# {% include 'x' %} #}{{ 1 }}",
+            "{% raw %}{% include 'x' %}{% endraw %}",
+            "{% set from = 1 %}{{ from }}",
+        ] {
+            assert!(t.check(&json!(template), &c).is_ok(), "{template}");
+            assert!(t.render(&json!(template), &json!({})).is_ok(), "{template}");
+        }
     }
 }

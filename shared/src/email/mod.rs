@@ -27,7 +27,7 @@ use serde_json::{json, Map, Value};
 
 use crate::agent::llm::run_llm;
 use crate::agent::plan::{run_plan_with_data, text_parts, PlanContext};
-use crate::agent::template::{TemplateError, Templates};
+use crate::agent::template_sandbox::RenderError;
 use crate::job::AgentJob;
 use crate::queue::JobFailure;
 
@@ -146,8 +146,9 @@ pub async fn run_email(
     };
     let mut reply = match &email.reply {
         Some(spec) => Some(
-            draft_reply(email, spec, &seen)
-                .map_err(|e| JobFailure::new("template_error", format!("reply: {e}"), false))?,
+            draft_reply(email, spec, &seen, ctx)
+                .await
+                .map_err(|e| JobFailure::new(e.kind(), format!("reply: {e}"), e.is_retryable()))?,
         ),
         None => None,
     };
@@ -206,19 +207,25 @@ async fn send_reply(
     Ok(())
 }
 
-/// The reply draft: to the sender, subject and body rendered.
-fn draft_reply(email: &EmailJob, spec: &ReplySpec, data: &Value) -> Result<Value, TemplateError> {
-    let templates = Templates::new();
-    let render = |t: &str| {
-        templates
-            .render(&Value::String(t.to_string()), data)
-            .map(|v| match v {
-                Value::String(s) => s,
-                other => other.to_string(),
-            })
+/// The reply draft: to the sender, subject and body rendered (in one render, so they
+/// share the template output limit).
+async fn draft_reply(
+    email: &EmailJob,
+    spec: &ReplySpec,
+    data: &Value,
+    ctx: PlanContext<'_>,
+) -> Result<Value, RenderError> {
+    let templates = json!({"subject": spec.subject, "text": spec.text});
+    let rendered = ctx
+        .templates
+        .render(&templates, data, ctx.deadline, ctx.cancel)
+        .await?;
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     };
     let subject = match &spec.subject {
-        Some(t) => render(t)?,
+        Some(_) => text(&rendered["subject"]),
         None if email.subject.to_lowercase().starts_with("re:") => email.subject.clone(),
         None => format!("Re: {}", email.subject),
     };
@@ -227,7 +234,7 @@ fn draft_reply(email: &EmailJob, spec: &ReplySpec, data: &Value) -> Result<Value
         references.push(id.clone());
     }
     Ok(json!({
-        "to": [email.from], "subject": subject, "text": render(&spec.text)?,
+        "to": [email.from], "subject": subject, "text": text(&rendered["text"]),
         "in_reply_to": email.message_id, "references": references, "send": spec.send, "sent": false,
     }))
 }

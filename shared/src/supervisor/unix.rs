@@ -416,3 +416,36 @@ pub fn signal_name(sig: i32) -> String {
     };
     name.to_string()
 }
+
+/// Caps the calling process's own memory, for a child that runs untrusted work (the
+/// template sandbox) and must die, not grow, when that work asks for too much:
+/// `RLIMIT_DATA` (heap and private writable mappings: every `malloc`, on Linux >= 4.7)
+/// to `bytes`, and `RLIMIT_CORE` to 0 so that dying leaves no core file behind. Past the
+/// limit an allocation fails, and Rust aborts the process (SIGABRT, "memory allocation
+/// of N bytes failed" on stderr).
+///
+/// Limits are inherited and can only be lowered by an unprivileged process: call it
+/// before doing any of the untrusted work. A lower limit already in place is kept.
+pub fn limit_own_memory(bytes: u64) -> io::Result<()> {
+    for (resource, limit) in [(libc::RLIMIT_DATA, bytes), (libc::RLIMIT_CORE, 0)] {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into a live stack value.
+        if unsafe { libc::getrlimit(resource, &mut old) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let limit = limit.min(old.rlim_max);
+        let value = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        // SAFETY: setrlimit with a pointer to a live stack value; it only changes this
+        // process's limits.
+        if unsafe { libc::setrlimit(resource, &value) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
