@@ -36,6 +36,18 @@
 //!   `bad_input::a_huge_timeout_exits_2_at_submit_naming_the_maximum_and_a_worker_dead_letters_it_without_panicking`).
 //! - The LLM loop retries 429/5xx within the deadline, fails a 4xx permanently, and
 //!   answers malformed tool calls to the model (`llm::the_model_loop_calls_real_mcp_tools_and_handles_every_answer`).
+//! - A job's result and each server answer are bounded by `queue.max_result`, a model
+//!   answer by `llm.max_response`: past them the job fails at once (`result_too_large`,
+//!   `llm_error`) and the worker stays small (chaos `big_results.rs`,
+//!   `big_model_answer.rs`).
+//! - The secrets the worker read are redacted from every stored error and result and
+//!   every log line; the text log escapes control characters, so no input forges a line
+//!   (`secrets_and_logs.rs`; contract in [`redact`]).
+//! - Each queue entry is judged alone: a malformed one is dead-lettered, the good jobs
+//!   of its batch run; the queue's id is the job's identity; a lost worker spends a
+//!   rescue (`queue.max_rescues`), not an attempt (chaos `poison_entries.rs`,
+//!   `worker_killer.rs`, `killed_workers.rs`).
+//! - Every limit, its default, key and error: `docs/GUARANTEES.md`, "Limits".
 //! - Delivery (at least once, leases with fencing, retries with full-jitter backoff,
 //!   dead letters, idempotency keys, cancellation, release on shutdown, retention,
 //!   priorities): each promise and its test are listed in `docs/GUARANTEES.md`; the
