@@ -179,6 +179,10 @@ impl Runner {
                     );
                     return RunOutcome::NotStored(format!("stale: job is {status}"));
                 }
+                Ok(Finished::Buried(why)) => {
+                    tracing::error!(job = %delivery.id, attempt = delivery.attempt, "the job's record was malformed when its outcome was stored; dead-lettered: {why}");
+                    return RunOutcome::NotStored(format!("record malformed: {why}"));
+                }
                 Err(e) if Instant::now() + wait < give_up => {
                     tracing::warn!(job = %delivery.id, "cannot store the outcome (retrying in {wait:?}): {e}");
                     tokio::time::sleep(wait).await;

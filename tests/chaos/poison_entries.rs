@@ -13,8 +13,13 @@ use crate::private_redis::PrivateRedis;
 use crate::{assert_no_leftovers, serial, CHAOS_QUEUE};
 
 /// The kinds of poison written straight into Redis, and what `mcpq dlq show` must say.
-const POISON: [(&str, &str); 8] = [
+const POISON: [(&str, &str); 10] = [
     ("not_utf8", "not UTF-8"),
+    (
+        "max_attempts_not_utf8",
+        "max_attempts counter is not a number",
+    ),
+    ("attempt_overflow", "attempt counter is not a number"),
     ("string_record", "not a hash"),
     ("attempts_hash", "attempt history is a hash"),
     ("bogus_priority", "priority \"bogus\""),
@@ -99,6 +104,20 @@ fn poison_entries_are_dead_lettered_alone_and_the_good_jobs_of_their_batch_run_o
                         0,
                     );
                 }
+                "max_attempts_not_utf8" => {
+                    pipe.hset_multiple(&key, &record("normal", "queued")).hset(
+                        &key,
+                        "max_attempts",
+                        b"\xff\xfe".as_slice(),
+                    );
+                }
+                "attempt_overflow" => {
+                    pipe.hset_multiple(&key, &record("normal", "queued")).hset(
+                        &key,
+                        "attempt",
+                        "9223372036854775807",
+                    );
+                }
                 "attempt_not_number" => {
                     pipe.hset_multiple(&key, &record("normal", "queued"))
                         .hset(&key, "attempt", "many");
@@ -125,11 +144,37 @@ fn poison_entries_are_dead_lettered_alone_and_the_good_jobs_of_their_batch_run_o
             poison.push((id, kind, says));
         }
     }
+    // An entry that names another job's keys ("ID:attempts") is buried under a name of
+    // its own, never touching that job's history.
+    let _: () = redis::cmd("LPUSH")
+        .arg(format!("{p}:ready:normal"))
+        .arg(format!("{victim_id}:attempts"))
+        .query(&mut conn)
+        .expect("LPUSH");
+    // A job whose record someone scribbles on while it runs: dead-lettered when it
+    // stores its outcome, with no half-done write.
+    let late = call_job("echo", "sleep_ms", json!({"ms": 1500}));
+    env.submit_jobs(std::slice::from_ref(&late));
+    let late_id = late.id.to_string();
     // Workers start after everything is queued, so that batches mix good and bad.
     let mut workers = [env.worker(&[]), env.worker(&[])];
     let pids: Vec<u32> = workers.iter().map(|w| w.pid()).collect();
+    assert!(
+        mcpq_tests::wait_until(Duration::from_secs(30), || env.status_json(&late_id)
+            ["status"]
+            == "running"),
+        "the late job never started"
+    );
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{p}:job:{late_id}"))
+        .arg("failures")
+        .arg("scribbled")
+        .query(&mut conn)
+        .expect("HSET");
+    // Good jobs, the victim, the late job, the poison, the colon entry.
+    let total = good.len() + 1 + 1 + poison.len() + 1;
     let drained = wait_until_every(Duration::from_secs(60), Duration::from_millis(100), || {
-        env.queue_depth() == 0 && env.finished_count() > good.len() + poison.len()
+        env.queue_depth() == 0 && env.finished_count() >= total
     });
     let counts = env.status_counts();
     assert!(drained, "{} entries left; {counts:?}", env.queue_depth());
@@ -170,13 +215,34 @@ fn poison_entries_are_dead_lettered_alone_and_the_good_jobs_of_their_batch_run_o
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let s = env.status_json(&late_id);
+    assert_eq!(s["status"], "dead", "{s}");
+    assert_eq!(s["error"]["kind"], "invalid_job", "{s}");
+    let message = s["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("stored its outcome"), "{message}");
+    // The colon entry was buried under its own hashed name; the victim's history is a
+    // list with its one attempt.
+    let victim_history: usize = redis::cmd("LLEN")
+        .arg(format!("{p}:job:{victim_id}:attempts"))
+        .query(&mut conn)
+        .expect("the victim's history is still a list");
+    assert_eq!(victim_history, 1);
     // The listing holds them all.
     let out = env.mcpq(&["dlq", "list", "--limit", "1000", "--json"]);
-    let dead = String::from_utf8_lossy(&out.stdout)
+    let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains("\"type\":\"dead\""))
-        .count();
-    assert_eq!(dead, poison.len(), "{counts:?}");
+        .map(str::to_string)
+        .collect();
+    assert_eq!(listed.len(), poison.len() + 2, "{counts:?}");
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|l| l.contains("\"id\":\"invalid-"))
+            .count(),
+        1,
+        "the colon entry, under its hashed name"
+    );
 
     let mut peaks = Vec::new();
     for w in &mut workers {

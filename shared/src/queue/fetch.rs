@@ -74,7 +74,9 @@ pub async fn fetch_batch(
     max: usize,
 ) -> Result<Vec<Delivery>, QueueError> {
     let w = settings.weights;
-    let answer: Vec<(String, u32, Vec<u8>, String, String)> = scripts::FETCH
+    // Bytes, not text, for everything a record holds: the script judges each entry, and
+    // a decoding error here would drop the whole batch.
+    let answer: Vec<(String, u32, Vec<u8>, Vec<u8>, Vec<u8>)> = scripts::FETCH
         .prepare_invoke()
         .arg(keys.prefix())
         .arg(worker)
@@ -107,11 +109,16 @@ pub async fn fetch_batch(
                 payload,
                 problem,
                 // A record written by hand may hold anything: fall back to one run.
-                max_attempts: max_attempts.parse().unwrap_or(1),
-                failures: failures.parse().unwrap_or(0),
+                max_attempts: number(&max_attempts).unwrap_or(1),
+                failures: number(&failures).unwrap_or(0),
             }
         })
         .collect())
+}
+
+/// A counter of a record, if it is one.
+fn number(bytes: &[u8]) -> Option<u32> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 /// A step through `0..total` that visits every value once per `total` steps: the first

@@ -59,6 +59,9 @@ pub enum Finished {
         /// Its attempt number now.
         attempt: u32,
     },
+    /// The job's record was malformed (someone else wrote into it while the job ran):
+    /// it was dead-lettered as `invalid_job` with this reason, and the outcome dropped.
+    Buried(String),
 }
 
 /// Stores `outcome` of `attempt` of job `id`, if that attempt still holds it.
@@ -85,6 +88,9 @@ pub async fn finish(
         .await?;
     if answer == "ok" {
         return Ok(Finished::Stored);
+    }
+    if let Some(why) = answer.strip_prefix("buried:") {
+        return Ok(Finished::Buried(why.to_string()));
     }
     let mut parts = answer.splitn(3, ':').skip(1);
     Ok(Finished::Stale {

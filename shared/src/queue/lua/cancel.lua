@@ -6,6 +6,14 @@
 -- finish.lua) and its worker is told on the channel {ns}:cancel.
 local id = ARGV[2]
 local job = job_key(id)
+if key_type(job) == 'none' then return 'unknown' end
+-- A malformed record (someone else wrote into it) is dead-lettered rather than half
+-- cancelled: the record is judged before any write.
+local problem = record_problem(id)
+if problem then
+  bury(id, problem .. ' (found by mcpq cancel)', tonumber(ARGV[3]))
+  return 'dead'
+end
 local f = redis.call('HMGET', job, 'status', 'priority', 'attempt', 'worker', 'started_at')
 local status = f[1]
 if not status then return 'unknown' end

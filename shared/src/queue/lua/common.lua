@@ -24,10 +24,11 @@ end
 -- at a time, so that a bad one is dead-lettered alone and never aborts a script (a
 -- Lua error would leave the script's earlier writes done and its answer lost).
 local PRIORITIES = {high = true, normal = true, low = true}
--- A queue entry's name as it can be stored and shown: short printable ids keep their
--- name; anything else (binary, huge) is named by its hash.
+-- A queue entry's name as it can be stored and shown: short ids of letters, digits,
+-- '-', '_' and '.' keep their name; anything else (binary, huge, or with a ':' that
+-- could name another job's keys, like "ID:attempts") is named by its hash.
 local function entry_name(id)
-  if #id <= 200 and string.match(id, '^[%w%-_.:]+$') then return id end
+  if #id <= 200 and string.match(id, '^[%w%-_.]+$') then return id end
   return 'invalid-' .. redis.sha1hex(id)
 end
 local function key_type(key) return redis.call('TYPE', key)['ok'] end
@@ -41,12 +42,20 @@ local function record_problem(id)
   if t ~= 'hash' then return 'the job record is a ' .. t .. ', not a hash (written by something other than mcpq?)' end
   local a = key_type(job_key(id) .. ':attempts')
   if a ~= 'none' and a ~= 'list' then return 'the attempt history is a ' .. a .. ', not a list' end
-  local f = redis.call('HMGET', job_key(id), 'priority', 'attempt', 'rescues')
+  local f = redis.call('HMGET', job_key(id), 'priority', 'attempt', 'rescues', 'failures',
+    'max_attempts', 'stale_writes')
   if f[1] and not PRIORITIES[f[1]] then
     return 'priority ' .. cjson.encode(string.sub(f[1], 1, 50)) .. ' is not high, normal or low'
   end
-  if f[2] and not string.match(f[2], '^%d+$') then return 'the attempt counter is not a number' end
-  if f[3] and not string.match(f[3], '^%d+$') then return 'the rescue counter is not a number' end
+  -- Counters must be what HINCRBY accepts and a u32 holds: "0", or up to 9 digits
+  -- without a leading zero.
+  local names = {'attempt', 'rescue', 'failure', 'max_attempts', 'stale_writes'}
+  for i = 2, 6 do
+    local v = f[i]
+    if v and v ~= '0' and not (#v <= 9 and string.match(v, '^[1-9]%d*$')) then
+      return 'the ' .. names[i - 1] .. ' counter is not a number below 10^9'
+    end
+  end
   return nil
 end
 -- Dead-letters queue entry `id` as malformed (`invalid_job`, never run), under its

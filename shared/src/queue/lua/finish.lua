@@ -4,9 +4,18 @@
 --       5 body: the result JSON (succeeded) or the error JSON (others; "" for release)
 --       6 retry delay (ms), 7 result ttl (s), 8 dead ttl (s)
 -- Returns 'ok', or 'stale:<status>:<attempt>' when another attempt or a cancel owns the
--- job now; then nothing is written except the job's stale_writes counter.
+-- job now; then nothing is written except the job's stale_writes counter; or
+-- 'buried:<why>' when the record was found malformed (someone else wrote into it while
+-- the job ran): it is dead-lettered as invalid_job, and nothing of the outcome is kept.
+-- The record is judged before any write, so no write can fail half-way.
 local id, outcome, body = ARGV[2], ARGV[4], ARGV[5]
 local job = job_key(id)
+if key_type(job) == 'none' then return 'stale:expired:0' end
+local problem = record_problem(id)
+if problem then
+  bury(id, problem .. ' (found when attempt ' .. ARGV[3] .. ' stored its outcome)', tonumber(ARGV[8]))
+  return 'buried:' .. problem
+end
 local f = redis.call('HMGET', job, 'status', 'attempt', 'priority', 'worker', 'started_at')
 if f[1] ~= 'running' or f[2] ~= ARGV[3] then
   if f[1] then redis.call('HINCRBY', job, 'stale_writes', 1) end
