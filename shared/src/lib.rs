@@ -19,6 +19,10 @@
 //!   `torture::a_100_mb_stderr_flood_during_a_call_completes_*`).
 //! - Every MCP operation has a deadline, and stopping a server stops its whole process
 //!   tree (`torture.rs`: the supervisor's contract is listed in [`supervisor`]).
+//! - No server answer (stdio line, HTTP body or SSE event) and no job result is bigger
+//!   than `queue.max_result`: past it the job fails at once, permanently, with
+//!   `result_too_large` (chaos `big_results.rs`,
+//!   `http::an_http_answer_over_max_result_fails_the_job_at_once_as_result_too_large_and_the_server_serves_on`).
 //! - Warm sessions are shared by jobs within `max_sessions` x `max_in_flight`; a session
 //!   that failed is never handed out again (`pool.rs`; contract in [`mcp::pool`]).
 //! - Plan templates are checked at submit (a missing reference, a bad template or an

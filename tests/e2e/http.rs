@@ -95,3 +95,46 @@ fn a_job_calls_tools_on_a_streamable_http_server_with_a_bearer_token() {
     let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1), "{v}");
 }
+
+#[test]
+fn an_http_answer_over_max_result_fails_the_job_at_once_as_result_too_large_and_the_server_serves_on(
+) {
+    // Both ways a streamable-HTTP server answers: an SSE stream (rmcp's default) and one
+    // JSON body.
+    let sse = mcpq_tests::HttpFixture::start(&[]);
+    let json = mcpq_tests::HttpFixture::start(&[("MCPQ_FIXTURE_JSON_RESPONSE", "1")]);
+    let env = TestEnv::with_queue(
+        "http-big",
+        &format!("{}max_result = 65536\n", mcpq_tests::TEST_QUEUE),
+        &format!(
+            "[servers.sse]\nurl = \"{}\"\n[servers.json]\nurl = \"{}\"\n",
+            sse.url, json.url
+        ),
+    );
+    let worker = env.worker(&[]);
+    for server in ["sse", "json"] {
+        let id = env.submit_call(server, "big_answer", r#"{"bytes": 200000}"#, &[]);
+        let (code, v) = env.wait_json(&id);
+        assert_eq!(code, Some(1), "{server}: {v}");
+        let error = &v["error"];
+        assert_eq!(error["kind"], "result_too_large", "{server}: {v}");
+        assert_eq!(error["retryable"], false, "{server}: {v}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains("queue.max_result"), "{server}: {message}");
+        assert!(message.contains("65536"), "{server}: {message}");
+        let status = env.status_json(&id);
+        assert_eq!(status["status"], "dead", "{server}: {status}");
+        assert_eq!(status["attempts"], 1, "{server}: never retried: {status}");
+
+        // The session that got the big answer is retired; the server serves on, and an
+        // answer within the limit passes.
+        let id = env.submit_call(server, "big_answer", r#"{"bytes": 30000}"#, &[]);
+        let (code, v) = env.wait_json(&id);
+        assert_eq!(code, Some(0), "{server}: {v}");
+        let id = env.submit_call(server, "echo", r#"{"text":"still here"}"#, &[]);
+        let (code, v) = env.wait_json(&id);
+        assert_eq!(code, Some(0), "{server}: {v}");
+        assert!(v.to_string().contains("still here"), "{server}: {v}");
+    }
+    assert!(!worker.log_text().contains("panicked"));
+}

@@ -2,6 +2,7 @@
 //! sessions belong to the [`crate::supervisor::Supervisor`].
 
 pub mod answer_limit;
+pub mod http_client;
 pub mod pool;
 pub mod session;
 

@@ -11,9 +11,10 @@
 //! A server that dies mid-call is reported with its exit status and stderr tail.
 //!
 //! No message from a server may be bigger than `queue.max_result` ([`AnswerLimit`]): a
-//! stdio line past it closes the session at once, an HTTP body or SSE event past it
-//! fails the request; either way the call fails with [`McpError::AnswerTooLarge`]
-//! (`result_too_large`, not retried) instead of waiting out its timeout.
+//! stdio line past it closes the session at once ([`LimitedLines`]); an HTTP body or SSE
+//! event past it is refused by rmcp and noticed by the session's [`LimitedHttpClient`].
+//! Either way the call fails with [`McpError::AnswerTooLarge`] (`result_too_large`, not
+//! retried) instead of waiting out its timeout, and the session's owner retires it.
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::answer_limit::{AnswerLimit, LimitedLines};
+use super::http_client::LimitedHttpClient;
 use crate::config::{ServerConfig, ServerTimeouts};
 use crate::supervisor::{
     describe_exit, ServerProcess, SpawnError, StderrTail, StopReport, Supervisor,
@@ -209,18 +211,6 @@ impl std::fmt::Debug for McpSession {
     }
 }
 
-/// True when rmcp's HTTP client refused a body or SSE event over its size limit (the
-/// limit we set: `queue.max_result`). rmcp reports it only as text inside a transport
-/// error, so the text is what we can match.
-fn is_body_too_large(err: &ServiceError) -> bool {
-    let text = match err {
-        ServiceError::TransportSend(e) => e.to_string(),
-        ServiceError::McpError(data) => data.message.to_string(),
-        _ => return false,
-    };
-    text.contains("exceeded the maximum size")
-}
-
 fn status_text(status: Option<ExitStatus>) -> String {
     status
         .map(|s| describe_exit(&s))
@@ -341,6 +331,11 @@ impl McpSession {
             })?;
             transport_config = transport_config.auth_header(token);
         }
+        // Tells a refused (too big) body or SSE event from a closed connection.
+        let answer_limit = AnswerLimit::new(timeouts.max_answer);
+        crate::tls::install();
+        let client = LimitedHttpClient::new(answer_limit.clone())
+            .map_err(|e| failed(format!("cannot build an HTTP client: {e}")))?;
         let limit = timeouts
             .startup
             .min(deadline.saturating_duration_since(Instant::now()));
@@ -349,8 +344,10 @@ impl McpSession {
         loop {
             let state = ClientState::default();
             let tools_changed = state.tools_changed.clone();
-            crate::tls::install();
-            let transport = StreamableHttpClientTransport::from_config(transport_config.clone());
+            let transport = StreamableHttpClientTransport::with_client(
+                client.clone(),
+                transport_config.clone(),
+            );
             let left = until.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, state.serve(transport)).await {
                 Ok(Ok(client)) => {
@@ -365,7 +362,7 @@ impl McpSession {
                         timeouts,
                         tools_changed,
                         tools: std::sync::Mutex::new(None),
-                        limit: AnswerLimit::new(timeouts.max_answer),
+                        limit: answer_limit,
                     });
                 }
                 Ok(Err(e)) if Instant::now() + pause < until => {
@@ -507,8 +504,7 @@ impl McpSession {
 
     async fn call_error(&self, tool: &str, err: ServiceError) -> McpError {
         let (server, tool) = (self.name.clone(), tool.to_string());
-        if self.limit.tripped() || is_body_too_large(&err) {
-            self.limit.trip();
+        if self.limit.tripped() {
             return McpError::AnswerTooLarge {
                 server,
                 tool,

@@ -8,7 +8,9 @@
 //! streamable HTTP at `http://ADDR/mcp` instead, and prints that URL on stdout; with
 //! `MCPQ_FIXTURE_REQUIRE_BEARER=<token>` it then answers 401 to requests without
 //! `Authorization: Bearer <token>` (with `MCPQ_FIXTURE_ECHO_AUTH=1`, its 401 body quotes
-//! the `Authorization` header it got, as careless servers do).
+//! the `Authorization` header it got, as careless servers do). With
+//! `MCPQ_FIXTURE_JSON_RESPONSE=1` it serves without sessions and answers each request
+//! with one JSON body instead of an SSE stream.
 //!
 //! Environment switches: `MCPQ_FIXTURE_HANG_INITIALIZE=1` reads stdin for ever and never
 //! answers `initialize`; `MCPQ_FIXTURE_NEVER_READ=1` never even reads its stdin.
@@ -325,7 +327,14 @@ async fn serve_http(addr: &str) -> anyhow::Result<()> {
     let service: StreamableHttpService<Fixture, LocalSessionManager> = StreamableHttpService::new(
         || Ok(Fixture),
         Default::default(),
-        StreamableHttpServerConfig::default(),
+        if std::env::var_os("MCPQ_FIXTURE_JSON_RESPONSE").is_some() {
+            // rmcp answers with JSON bodies only without sessions.
+            StreamableHttpServerConfig::default()
+                .with_legacy_session_mode(false)
+                .with_json_response(true)
+        } else {
+            StreamableHttpServerConfig::default()
+        },
     );
     let required = std::env::var("MCPQ_FIXTURE_REQUIRE_BEARER").ok();
     let echo_auth = std::env::var_os("MCPQ_FIXTURE_ECHO_AUTH").is_some();
