@@ -76,7 +76,9 @@ pub async fn fetch_batch(
     let w = settings.weights;
     // Bytes, not text, for everything a record holds: the script judges each entry, and
     // a decoding error here would drop the whole batch.
-    let answer: Vec<(String, u32, Vec<u8>, Vec<u8>, Vec<u8>)> = scripts::FETCH
+    // (id, attempt, payload, max_attempts, failures) per job.
+    type Leased = (String, u32, Vec<u8>, Vec<u8>, Vec<u8>);
+    let answer: Vec<Leased> = scripts::FETCH
         .prepare_invoke()
         .arg(keys.prefix())
         .arg(worker)
