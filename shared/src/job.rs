@@ -47,8 +47,11 @@ fn check_plan_templates(
     input: &Map<String, Value>,
     email: bool,
 ) -> Result<(), JobError> {
-    use crate::agent::template::{TemplateContext, Templates};
+    use crate::agent::template::{
+        template_bytes, TemplateContext, Templates, MAX_JOB_SOURCE_BYTES,
+    };
     let templates = Templates::new();
+    let mut source = 0;
     let mut ctx = TemplateContext {
         input: input.keys().cloned().collect(),
         steps: Default::default(),
@@ -57,6 +60,16 @@ fn check_plan_templates(
     };
     for (i, step) in steps.iter().enumerate() {
         for (key, value) in &step.arguments {
+            source += template_bytes(value);
+            if source > MAX_JOB_SOURCE_BYTES {
+                return Err(JobError::invalid(
+                    format!("payload.steps[{i}].arguments.{key}"),
+                    format!(
+                        "the job's templates add up to more than {} KiB, the limit of template text per job",
+                        MAX_JOB_SOURCE_BYTES / 1024
+                    ),
+                ));
+            }
             templates.check(value, &ctx).map_err(|e| {
                 JobError::invalid(format!("payload.steps[{i}].arguments.{key}"), e.to_string())
             })?;
@@ -801,5 +814,30 @@ mod tests {
             .expect_err("bad id")
             .to_string()
             .contains("id"));
+    }
+
+    #[test]
+    fn template_text_is_bounded_per_string_and_per_job_before_it_is_parsed() {
+        let step =
+            |text: String| json!({"server": "echo", "tool": "echo", "arguments": {"text": text}});
+        // One string over the template source limit.
+        let big = "{{ input.a }}".repeat(6000);
+        let v = json!({"kind": "agent", "payload": {"input": {"a": 1}, "steps": [step(big)]}});
+        let err = Job::from_json(v.to_string().as_bytes())
+            .expect_err("too long")
+            .to_string();
+        assert!(err.contains("template source limit is 64 KiB"), "{err}");
+        // Many strings within it that add up past the per-job limit.
+        let part = "{{ input.a }}".repeat(4000);
+        let steps: Vec<Value> = (0..25).map(|_| step(part.clone())).collect();
+        let v = json!({"kind": "agent", "payload": {"input": {"a": 1}, "steps": steps}});
+        let err = Job::from_json(v.to_string().as_bytes())
+            .expect_err("too much in all")
+            .to_string();
+        assert!(err.contains("limit of template text per job"), "{err}");
+        assert!(
+            err.contains("payload.steps[2"),
+            "names the step where it passed: {err}"
+        );
     }
 }

@@ -216,7 +216,12 @@ impl Runner {
                 false,
             ));
         }
-        let job = Job::from_json(payload.as_bytes())
+        // Decoding parses the JSON and checks every template: bounded, but CPU work of up
+        // to a few hundred ms for a payload at the limit, so off the async runtime.
+        let bytes = payload.clone().into_bytes();
+        let job = tokio::task::spawn_blocking(move || Job::from_json(&bytes))
+            .await
+            .map_err(|e| JobFailure::new("invalid_job", format!("decoding failed: {e}"), false))?
             .map_err(|e| JobFailure::new("invalid_job", e.to_string(), false))?;
         // The queue's id is the job's identity (its record, its lease, its attachment
         // folder): a payload that names another job is not this job.

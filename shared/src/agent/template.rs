@@ -57,6 +57,16 @@ pub const FUEL: u64 = 100_000;
 /// hold or send much more than its own payload.
 pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
 
+/// The template source limit: the longest one template string may be, in bytes.
+/// Checking parses it in the calling process (the worker, `mcpq submit`), and a parse
+/// tree is many times the size of its source; 64 KiB is far above any argument a plan
+/// needs to template.
+pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
+
+/// The most template text one job may hold (every template string together), in bytes:
+/// bounds the time and memory of checking a job, whatever its payload size.
+pub const MAX_JOB_SOURCE_BYTES: usize = 1024 * 1024;
+
 /// Statements that load another template: there is no loader, so they can never work.
 const LOADER_STATEMENTS: &[&str] = &["include", "import", "from", "extends"];
 
@@ -125,6 +135,17 @@ fn is_template(s: &str) -> bool {
 #[allow(clippy::default_constructed_unit_structs)]
 fn syntax() -> SyntaxConfig {
     SyntaxConfig::default()
+}
+
+/// How many bytes of template text `value` holds (strings with `{{` or `{%`), for
+/// [`MAX_JOB_SOURCE_BYTES`].
+pub fn template_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(s) if is_template(s) => s.len(),
+        Value::Array(items) => items.iter().map(template_bytes).sum(),
+        Value::Object(map) => map.values().map(template_bytes).sum(),
+        _ => 0,
+    }
 }
 
 /// True when `value` holds a template anywhere (a string with `{{` or `{%`); anything
@@ -258,6 +279,16 @@ impl Templates {
     /// string), so the syntax is checked with the parser alone and the names are read
     /// from a copy whose literals are emptied ([`without_literals`]).
     pub fn references(&self, s: &str) -> Result<BTreeSet<String>, TemplateError> {
+        if s.len() > MAX_SOURCE_BYTES {
+            return Err(TemplateError::new(
+                s,
+                format!(
+                    "the template is {} bytes; the template source limit is {} KiB",
+                    s.len(),
+                    MAX_SOURCE_BYTES / 1024
+                ),
+            ));
+        }
         refuse_loader_statements(s)?;
         let error = |e: minijinja::Error| TemplateError::new(s, e.to_string());
         let names = match whole_expression(s) {
