@@ -7,7 +7,11 @@
 //! - the env var named by `[llm] api_key_env`,
 //! - each server's `bearer_token_env`,
 //! - `[smtp] password_env`,
-//! - the password in `redis_url` (as written, and percent-decoded).
+//! - the password in `redis_url` (as written, and percent-decoded) and the env var
+//!   named by `redis_password_env`,
+//! - a server's `headers` and `env` values whose name says they are credentials
+//!   (`Authorization`, `Cookie`, or with `token`, `key`, `secret`, `password`, `auth`,
+//!   `credential` in it), and the last word of each (`Bearer TOKEN`).
 //!
 //! Guarantees: every failure the runner stores (message and stderr tail, hence the job's
 //! `error`, its attempts and its dead-letter entry) and every result (each string in it)
@@ -44,6 +48,25 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
+/// True when a header or environment variable named `name` holds a credential:
+/// `Authorization`, `Cookie`, or a name with `token`, `key`, `secret`, `password`,
+/// `passwd`, `auth` or `credential` in it (any case).
+fn names_a_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "cookie"
+        || [
+            "auth",
+            "token",
+            "key",
+            "secret",
+            "password",
+            "passwd",
+            "credential",
+        ]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
 impl Redactor {
     /// A redactor for these secret values (short and empty ones are ignored).
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
@@ -74,6 +97,9 @@ impl Redactor {
         if let Some(var) = config.smtp.as_ref().and_then(|s| s.password_env.as_deref()) {
             vars.push(var);
         }
+        if let Some(var) = config.redis_password_env.as_deref() {
+            vars.push(var);
+        }
         vars.extend(
             config
                 .servers
@@ -85,6 +111,19 @@ impl Redactor {
             .filter_map(|var| std::env::var(var).ok())
             .collect();
         secrets.extend(redis_password(&config.redis_url));
+        // Secrets written into the config itself: a server's headers and environment
+        // values whose name says they are credentials (redacting every env value would
+        // hide words like `true` everywhere).
+        for server in config.servers.values() {
+            let named = server.headers.iter().chain(server.env.iter());
+            secrets.extend(named.filter(|(name, _)| names_a_secret(name)).flat_map(
+                |(_, value)| {
+                    // `Bearer sk-...`: the token alone is the secret too.
+                    let token = value.split_whitespace().last().map(str::to_string);
+                    [Some(value.clone()), token].into_iter().flatten()
+                },
+            ));
+        }
         Redactor::new(secrets)
     }
 
@@ -235,5 +274,31 @@ mod tests {
         );
         assert_eq!(redis_password("redis://:hunter22@h"), vec!["hunter22"]);
         assert!(redis_password("redis://127.0.0.1:6379").is_empty());
+    }
+
+    #[test]
+    fn credentials_written_into_server_headers_and_env_are_secrets_other_values_are_not() {
+        let config: Config = toml::from_str(
+            r#"
+[servers.remote]
+url = "http://127.0.0.1:9/mcp"
+headers = { Authorization = "Bearer tok-header-123", "X-Team" = "billing" }
+[servers.gh]
+command = "gh-mcp"
+env = { GITHUB_TOKEN = "ghp_env_secret", DEBUG = "true" }
+"#,
+        )
+        .expect("config");
+        let r = Redactor::from_config(&config);
+        let shown =
+            r.text("401 for Bearer tok-header-123 / ghp_env_secret, team billing, debug true");
+        assert_eq!(
+            shown,
+            "401 for [REDACTED] / [REDACTED], team billing, debug true"
+        );
+        assert_eq!(
+            r.text("token tok-header-123 alone"),
+            "token [REDACTED] alone"
+        );
     }
 }
