@@ -52,11 +52,14 @@ fn ms(t: Option<u64>) -> String {
 
 /// The status of a record, as text lines.
 pub fn status_text(r: &JobRecord) -> String {
-    let mut s = format!("{}  {}  {}", r.id, r.kind, r.status);
+    let mut s = format!("{}  {}  {}", one_line(&r.id), one_line(&r.kind), r.status);
     s.push_str(&format!("\n  submitted {}", ms(r.submitted_at)));
     s.push_str(&format!(
         "\n  priority  {}, attempts {} of at most {} ({} failed)",
-        r.priority, r.attempts, r.max_attempts, r.failures
+        one_line(&r.priority),
+        r.attempts,
+        r.max_attempts,
+        r.failures
     ));
     if r.started_at.is_some() {
         s.push_str(&format!(
@@ -96,7 +99,7 @@ pub fn status_text(r: &JobRecord) -> String {
         ));
     }
     for p in &r.problems {
-        s.push_str(&format!("\n  corrupt   {p}"));
+        s.push_str(&format!("\n  corrupt   {}", one_line(p)));
     }
     for a in &r.history {
         s.push_str(&format!(
@@ -104,7 +107,7 @@ pub fn status_text(r: &JobRecord) -> String {
             a.attempt,
             ms(Some(a.started_at)),
             a.ended_at.saturating_sub(a.started_at),
-            a.outcome,
+            one_line(&a.outcome),
             one_line(&a.worker)
         ));
         if let Some(e) = &a.error {

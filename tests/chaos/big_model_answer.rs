@@ -1,5 +1,5 @@
 //! A model API that answers 2 GB (issue #11, finding 6): the worker reads at most
-//! `llm.max_response` (16 MiB) of it, the job fails at once, permanently, with
+//! `llm.max_response` (2 MiB) of it, the job fails at once, permanently, with
 //! `llm_error` naming the limit; the LLM jobs around it succeed; the worker lives and
 //! stays small.
 
@@ -53,7 +53,7 @@ fn a_2_gb_model_answer_fails_its_job_with_the_limit_named_and_the_worker_stays_s
     assert_eq!(v["error"]["retryable"], false, "{v}");
     let message = v["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("llm.max_response"), "{message}");
-    assert!(message.contains("16777216"), "{message}");
+    assert!(message.contains("2097152"), "{message}");
     assert_eq!(env.status_json(&huge)["attempts"], 1);
     let rss = worker.peak_rss().expect("the worker is alive");
     eprintln!(

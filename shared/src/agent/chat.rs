@@ -7,7 +7,7 @@
 //!   and full jitter (honouring `Retry-After` in seconds), while the deadline allows.
 //! - Any other 4xx is a permanent error quoting the server's message: retrying the same
 //!   request cannot help.
-//! - An answer is never read past `llm.max_response` bytes (default 16 MiB): a bigger
+//! - An answer is never read past `llm.max_response` bytes (default 2 MiB): a bigger
 //!   `Content-Length` is refused before reading, a body without one is read in chunks
 //!   and dropped as soon as it passes the limit. Either is a permanent error naming
 //!   the limit (`llm_error`).
@@ -18,7 +18,7 @@
 //! model = "gpt-4o-mini"                     # a job's llm.model overrides it
 //! api_key_env = "OPENAI_API_KEY"            # sent as Authorization: Bearer ...
 //! request_timeout = "60s"
-//! max_response = 16777216                   # bytes (16 MiB)
+//! max_response = 2097152                    # bytes (2 MiB)
 //! ```
 
 use std::time::Duration;
@@ -41,7 +41,7 @@ pub struct LlmSettings {
     /// Bound on one request (default 60 s; the job's deadline bounds it too).
     #[serde(default = "default_request_timeout", with = "crate::duration")]
     pub request_timeout: Duration,
-    /// Largest answer body read from the API, in bytes (default 16 MiB).
+    /// Largest answer body read from the API, in bytes (default 2 MiB).
     #[serde(default = "default_max_response")]
     pub max_response: usize,
 }
@@ -50,9 +50,11 @@ fn default_request_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
-/// 16 MiB: a chat completion is text and a few tool calls; a model's longest answers
-/// are well under 1 MiB, so this only stops a broken or hostile endpoint.
-pub const DEFAULT_MAX_RESPONSE: usize = 16 * 1024 * 1024;
+/// 2 MiB: a chat completion is text and a few tool calls; a model's longest answers
+/// (100k+ tokens) are well under 1 MiB, so this only stops a broken or hostile
+/// endpoint. Kept small because the answer is parsed whole into JSON values, which can
+/// take about 12 times its size for a hostile shape (`[[],[],...]`).
+pub const DEFAULT_MAX_RESPONSE: usize = 2 * 1024 * 1024;
 fn default_max_response() -> usize {
     DEFAULT_MAX_RESPONSE
 }
