@@ -258,19 +258,26 @@ impl TestEnv {
     }
 
     /// Jobs not finished yet, from the queue's own structures (O(1)): queued in any
-    /// priority, running under a lease, or waiting for a retry.
+    /// priority or as a suspect, running under a lease, or waiting for a retry.
     pub fn queue_depth(&self) -> usize {
         let p = format!("{{{}}}", self.namespace);
-        let (high, normal, low, leases, scheduled): (usize, usize, usize, usize, usize) =
-            redis::pipe()
-                .llen(format!("{p}:ready:high"))
-                .llen(format!("{p}:ready:normal"))
-                .llen(format!("{p}:ready:low"))
-                .zcard(format!("{p}:leases"))
-                .zcard(format!("{p}:scheduled"))
-                .query(&mut self.redis())
-                .unwrap_or((1, 0, 0, 0, 0));
-        high + normal + low + leases + scheduled
+        let (high, normal, low, leases, scheduled, suspects): (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+        ) = redis::pipe()
+            .llen(format!("{p}:ready:high"))
+            .llen(format!("{p}:ready:normal"))
+            .llen(format!("{p}:ready:low"))
+            .zcard(format!("{p}:leases"))
+            .zcard(format!("{p}:scheduled"))
+            .llen(format!("{p}:suspects"))
+            .query(&mut self.redis())
+            .unwrap_or((1, 0, 0, 0, 0, 0));
+        high + normal + low + leases + scheduled + suspects
     }
 
     /// Counts of job statuses in this namespace (KEYS + one HGET each: for checks at the

@@ -8,6 +8,11 @@
 //! and a cancel reaches them before they start. Under load batches grow; when idle, a
 //! worker takes one job at a time and leaves the rest to the other workers.
 //!
+//! A worker that holds no job may take a *suspect* (a job whose worker died under it,
+//! see `lua/fetch.lua`), which then runs alone: the backend fetches nothing more until
+//! the worker is idle again. A busy worker that learns suspects are waiting stops
+//! fetching until it is idle, then takes one; so suspects never starve.
+//!
 //! Guarantees:
 //! - **Never ends on a Redis error.** A failed fetch is logged and retried after a
 //!   backoff (100 ms doubling to 5 s); the `redis` connection manager reconnects. So a
@@ -32,7 +37,7 @@ use apalis_core::worker::context::WorkerContext;
 use redis::aio::ConnectionManager;
 use tower_layer::Identity;
 
-use super::fetch::{fetch_batch, Delivery};
+use super::fetch::{fetch_batch, Batch, Delivery};
 use super::finish::{finish, Outcome};
 use super::lease::InFlight;
 use super::{Keys, QueueError, QueueSettings};
@@ -45,7 +50,7 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between fetch attempts while Redis fails.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 
-type FetchFuture = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, QueueError>> + Send>>;
+type FetchFuture = Pin<Box<dyn Future<Output = Result<Batch, QueueError>> + Send>>;
 
 /// The backend of one worker process.
 pub struct RedisQueue {
@@ -60,6 +65,9 @@ pub struct RedisQueue {
     fetching: Option<FetchFuture>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     backoff: Duration,
+    /// Set when this worker runs a suspect or learned that suspects wait: it fetches
+    /// nothing more until it runs no job, then takes one (see `lua/fetch.lua`).
+    wait_idle: bool,
     closing: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
@@ -106,6 +114,7 @@ impl RedisQueue {
             fetching: None,
             sleep: None,
             backoff: ERROR_BACKOFF,
+            wait_idle: false,
             closing: None,
         }
     }
@@ -132,9 +141,11 @@ impl RedisQueue {
             .saturating_sub(jobs.len())
             .clamp(1, MAX_BATCH);
         let pick = fastrand::u32(0..settings.weights.total());
+        let alone = jobs.is_empty();
         Box::pin(async move {
-            let batch = fetch_batch(&mut conn, &keys, &worker, &settings, pick, free).await?;
-            for d in &batch {
+            let batch =
+                fetch_batch(&mut conn, &keys, &worker, &settings, pick, free, alone).await?;
+            for d in &batch.deliveries {
                 jobs.hold(&d.id, d.attempt);
             }
             Ok(batch)
@@ -176,6 +187,12 @@ impl Backend for RedisQueue {
                 ready!(sleep.as_mut().poll(cx));
                 self.sleep = None;
             }
+            if self.wait_idle && self.fetching.is_none() && !self.jobs.is_empty() {
+                // A suspect runs here, or suspects wait for an idle worker: no new job
+                // beside them until this worker's jobs are done.
+                self.sleep = Some(Box::pin(tokio::time::sleep(self.poll_interval)));
+                continue;
+            }
             let fut = match self.fetching.as_mut() {
                 Some(fut) => fut,
                 None => {
@@ -186,13 +203,14 @@ impl Backend for RedisQueue {
             let fetched = ready!(fut.as_mut().poll(cx));
             self.fetching = None;
             let wait = match fetched {
-                Ok(batch) if !batch.is_empty() => {
+                Ok(batch) => {
                     self.backoff = ERROR_BACKOFF;
-                    self.buffer.extend(batch);
-                    continue;
-                }
-                Ok(_) => {
-                    self.backoff = ERROR_BACKOFF;
+                    self.wait_idle =
+                        batch.suspects_waiting > 0 || batch.deliveries.iter().any(|d| d.alone);
+                    if !batch.deliveries.is_empty() {
+                        self.buffer.extend(batch.deliveries);
+                        continue;
+                    }
                     self.poll_interval
                 }
                 Err(e) => {
@@ -225,7 +243,7 @@ impl Backend for RedisQueue {
             );
             self.closing = Some(Box::pin(async move {
                 if let Some(f) = fetching {
-                    held.extend(f.await.unwrap_or_default());
+                    held.extend(f.await.unwrap_or_default().deliveries);
                 }
                 for d in held {
                     let release = Outcome::Release;

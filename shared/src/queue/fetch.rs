@@ -31,6 +31,19 @@ pub struct Delivery {
     pub max_attempts: u32,
     /// Failed attempts so far (not counting this one).
     pub failures: u32,
+    /// A suspect (its worker died under it before): it must run with no other job
+    /// beside it on this worker, so that if it kills the worker, it alone pays.
+    pub alone: bool,
+}
+
+/// What one [`fetch_batch`] leased.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The jobs leased to the worker.
+    pub deliveries: Vec<Delivery>,
+    /// Suspects waiting for an idle worker (see `lua/fetch.lua`): a busy worker that
+    /// sees some stops fetching until it is idle, then takes one.
+    pub suspects_waiting: u64,
 }
 
 /// Leases the next job to `worker` for `settings.lease`, or `None` if none is ready.
@@ -53,8 +66,10 @@ pub async fn fetch_picked(
     settings: &QueueSettings,
     pick: u32,
 ) -> Result<Option<Delivery>, QueueError> {
-    Ok(fetch_batch(conn, keys, worker, settings, pick, 1)
+    // A caller fetching one job holds no other: it may take a suspect.
+    Ok(fetch_batch(conn, keys, worker, settings, pick, 1, true)
         .await?
+        .deliveries
         .pop())
 }
 
@@ -65,6 +80,8 @@ pub async fn fetch_picked(
 /// then below `high + normal` normal first, else low first; an empty queue passes its
 /// turn to the others, highest first. So over any run of draws each priority comes
 /// first in proportion to its weight, and low is never starved.
+///
+/// `alone`: the worker runs no job now, so it may take a suspect (then that one only).
 pub async fn fetch_batch(
     conn: &mut ConnectionManager,
     keys: &Keys,
@@ -72,13 +89,14 @@ pub async fn fetch_batch(
     settings: &QueueSettings,
     pick: u32,
     max: usize,
-) -> Result<Vec<Delivery>, QueueError> {
+    alone: bool,
+) -> Result<Batch, QueueError> {
     let w = settings.weights;
     // Bytes, not text, for everything a record holds: the script judges each entry, and
     // a decoding error here would drop the whole batch.
-    // (id, attempt, payload, max_attempts, failures) per job.
-    type Leased = (String, u32, Vec<u8>, Vec<u8>, Vec<u8>);
-    let answer: Vec<Leased> = scripts::FETCH
+    // (id, attempt, payload, max_attempts, failures, alone) per job.
+    type Leased = (String, u32, Vec<u8>, Vec<u8>, Vec<u8>, u8);
+    let (suspects_waiting, answer): (u64, Vec<Leased>) = scripts::FETCH
         .prepare_invoke()
         .arg(keys.prefix())
         .arg(worker)
@@ -90,11 +108,12 @@ pub async fn fetch_batch(
         .arg(QueueSettings::secs(settings.dead_ttl))
         .arg(max.max(1))
         .arg(stride(w.total()))
+        .arg(u8::from(alone))
         .invoke_async(conn)
         .await?;
-    Ok(answer
+    let deliveries = answer
         .into_iter()
-        .map(|(id, attempt, payload, max_attempts, failures)| {
+        .map(|(id, attempt, payload, max_attempts, failures, alone)| {
             let (payload, problem) = match String::from_utf8(payload) {
                 Ok(p) => (p, None),
                 Err(e) => (
@@ -113,9 +132,14 @@ pub async fn fetch_batch(
                 // A record written by hand may hold anything: fall back to one run.
                 max_attempts: number(&max_attempts).unwrap_or(1),
                 failures: number(&failures).unwrap_or(0),
+                alone: alone == 1,
             }
         })
-        .collect())
+        .collect();
+    Ok(Batch {
+        deliveries,
+        suspects_waiting,
+    })
 }
 
 /// A counter of a record, if it is one.

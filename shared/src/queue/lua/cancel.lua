@@ -19,6 +19,7 @@ local status = f[1]
 if not status then return 'unknown' end
 if status == 'queued' then
   redis.call('LREM', ready_key(f[2]), 1, id)
+  redis.call('LREM', P .. ':suspects', 1, id)
 elseif status == 'failed' then
   redis.call('ZREM', P .. ':scheduled', id)
 elseif status == 'running' then

@@ -2,7 +2,9 @@
 -- paused). A worker's death is not the job's failure: the lost attempt does not count
 -- against max_attempts but against a separate rescue budget, so infrastructure crashes
 -- do not burn a job's attempts, while a job that kills its worker every time still
--- ends dead after max_rescues + 1 lost leases.
+-- ends dead after max_rescues + 1 lost leases. A rescued job is a suspect: it goes to
+-- {ns}:suspects and runs alone on the next idle worker (fetch.lua), so the innocent
+-- jobs a dead worker held are not charged again by a worker-killing neighbour.
 -- It also forgets dead-set entries older than the dead ttl (their records expired), so
 -- the dead set does not grow for ever when nobody lists it.
 -- ARGV: 1 prefix, 2 dead ttl (s), 3 max rescues
@@ -38,10 +40,12 @@ for _, id in ipairs(expired) do
     else
       local err = cjson.encode({kind = 'lease_expired', retryable = true,
         message = why .. ' (rescue ' .. rescues .. ' of ' .. max_rescues ..
-          ', not counted as a failed attempt)'})
+          ', not counted as a failed attempt; it runs alone next)'})
       redis.call('RPUSH', job .. ':attempts', attempt_record(f[2], f[3], f[4], 'lease_expired', err))
       redis.call('HSET', job, 'status', 'queued', 'error', err)
-      redis.call('RPUSH', ready_key(f[5]), id)
+      -- A suspect: it runs next on an idle worker, with no other job beside it (see
+      -- fetch.lua), so if it is what kills workers, only it is charged again.
+      redis.call('RPUSH', P .. ':suspects', id)
       requeued = requeued + 1
     end
   end
