@@ -60,6 +60,12 @@ impl Keys {
         format!("{}:leases", self.prefix)
     }
 
+    /// List of rescued ids (suspects), each to run alone on an idle worker, oldest
+    /// first (`lua/rescue.lua`, `lua/fetch.lua`).
+    pub fn suspects(&self) -> String {
+        format!("{}:suspects", self.prefix)
+    }
+
     /// Sorted set of dead ids, by time of death (ms).
     pub fn dead(&self) -> String {
         format!("{}:dead", self.prefix)
