@@ -123,26 +123,13 @@ fn a_server_whose_binary_is_missing_fails_the_job_naming_the_command_and_the_wor
 fn an_undecodable_job_in_the_queue_is_dead_lettered_and_the_worker_goes_on() {
     let env = TestEnv::new("undecodable", "");
     let worker = env.worker(&[]);
-    let id = ulid::Ulid::generate().to_string();
     // What a buggy or hostile producer might write: a record and a queue entry with the
     // right id but a payload mcpq never produced.
-    let body = serde_json::json!({"id": id, "kind": "agent", "payload": {"plan": "rm -rf /"}});
-    let mut redis = env.redis();
-    let prefix = format!("{{{}}}", env.namespace);
-    let _: () = redis::pipe()
-        .hset_multiple(
-            format!("{prefix}:job:{id}"),
-            &[
-                ("status", "queued"),
-                ("payload", &body.to_string()),
-                ("kind", "agent"),
-                ("priority", "normal"),
-                ("max_attempts", "3"),
-            ],
-        )
-        .lpush(format!("{prefix}:ready:normal"), &id)
-        .query(&mut redis)
-        .expect("write");
+    let id = ulid::Ulid::generate().to_string();
+    let id = push_raw(
+        &env,
+        serde_json::json!({"id": id, "kind": "agent", "payload": {"plan": "rm -rf /"}}),
+    );
     let (code, v) = env.wait_json(&id);
     assert_eq!(code, Some(1), "{v}");
     assert_eq!(v["status"], "dead", "not retried: retrying cannot fix it");
