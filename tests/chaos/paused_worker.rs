@@ -25,9 +25,13 @@ fn a_paused_worker_loses_its_lease_and_its_late_result_is_rejected() {
     assert!(paused.wait_log("worker started", Duration::from_secs(10)));
     let args = serde_json::json!({"path": marks_path, "tag": "slow", "ms": 3000}).to_string();
     let id = env.submit_call("echo", "mark", &args, &[]);
+    // Paused only once the tool really runs (its mark is written): a worker stopped
+    // between the lease and the call would never run attempt 1's tool at all.
     assert!(wait_until(Duration::from_secs(10), || {
         let s = env.status_json(&id);
-        s["status"] == "running" && s["worker"] == "chaos-paused"
+        s["status"] == "running"
+            && s["worker"] == "chaos-paused"
+            && marks(&marks_path).get("slow") == Some(&1)
     }));
     paused.signal(libc::SIGSTOP);
     let rescuer = env.worker(&["--name", "chaos-rescuer"]);
