@@ -418,10 +418,7 @@ impl Config {
                 ..Config::default()
             }
         } else {
-            toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
-                path: path.clone(),
-                message: e.to_string(),
-            })?
+            read_toml(&path, &text)?
         };
         if let Some(file) = config.mcp_servers_file.clone() {
             let file = path.parent().map(|dir| dir.join(&file)).unwrap_or(file);
@@ -512,9 +509,10 @@ impl Config {
             ("defaults.job_timeout", self.defaults.job_timeout),
             ("defaults.startup_timeout", self.defaults.startup_timeout),
             ("defaults.call_timeout", self.defaults.call_timeout),
+            ("defaults.kill_grace", self.defaults.kill_grace),
         ] {
             if d.is_zero() {
-                return Err(invalid(key, "must be longer than zero"));
+                return Err(invalid(key, ZERO_DURATION));
             }
         }
         self.queue.validate()?;
@@ -555,6 +553,23 @@ impl Config {
                 _ => {}
             }
             let key = |k: &str| format!("servers.{name}.{k}");
+            // The same rule as `[defaults]`: a zero deadline would fail every call of
+            // this server at run time (as a retryable `timeout`), so it is refused here.
+            for (k, d) in [
+                ("startup_timeout", server.startup_timeout),
+                ("call_timeout", server.call_timeout),
+                ("kill_grace", server.kill_grace),
+            ] {
+                if d.is_some_and(|d| d.is_zero()) {
+                    return Err(invalid(&key(k), ZERO_DURATION));
+                }
+            }
+            if server.idle_ttl.is_some_and(|d| d.is_zero()) {
+                return Err(invalid(
+                    &key("idle_ttl"),
+                    "must be longer than zero (for a fresh server per job, set pool = false)",
+                ));
+            }
             if server.max_in_flight == 0 {
                 return Err(invalid(&key("max_in_flight"), "must be at least 1"));
             }
@@ -658,6 +673,28 @@ pub struct ServerTimeouts {
     /// Largest single message (stdio line, HTTP body or SSE event) accepted from the
     /// server, in bytes: `queue.max_result`.
     pub max_answer: usize,
+}
+
+/// What a zero deadline is told.
+const ZERO_DURATION: &str = "must be longer than zero, e.g. \"30s\"";
+
+/// Parses a TOML config; an error names the key it is about (`servers.echo.call_timeout:
+/// ...`), as [`ConfigError::Invalid`] does.
+fn read_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let parse_error = |message: String| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| parse_error(e.to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        if key == "." {
+            parse_error(inner.to_string())
+        } else {
+            parse_error(format!("{key}: {inner}"))
+        }
+    })
 }
 
 fn read_claude_servers(
@@ -769,5 +806,53 @@ startup_timeout = "2s"
             .expect_err("missing")
             .to_string();
         assert!(e.contains("missing.toml"), "{e}");
+    }
+
+    #[test]
+    fn per_server_values_that_would_fail_every_job_are_refused_naming_the_key() {
+        let dir = temp_dir("server-values");
+        for (line, key) in [
+            ("call_timeout = \"0s\"", "servers.echo.call_timeout"),
+            ("startup_timeout = 0", "servers.echo.startup_timeout"),
+            ("kill_grace = \"0ms\"", "servers.echo.kill_grace"),
+            ("idle_ttl = \"0s\"", "servers.echo.idle_ttl"),
+            ("call_timeout = \"-1s\"", "servers.echo.call_timeout"),
+            ("startup_timeout = -1", "servers.echo.startup_timeout"),
+            ("max_sessions = 0", "servers.echo.max_sessions"),
+            ("max_in_flight = 0", "servers.echo.max_in_flight"),
+            ("max_calls = 0", "servers.echo.max_calls"),
+        ] {
+            let p = write(
+                &dir,
+                "server.toml",
+                &format!("[servers.echo]\ncommand = \"e\"\n{line}\n"),
+            );
+            let e = Config::load(Some(&p)).expect_err(line).to_string();
+            assert!(e.contains(key), "{line}: {e}");
+        }
+        let p = write(&dir, "defaults.toml", "[defaults]\nkill_grace = \"0s\"\n");
+        let e = Config::load(Some(&p)).expect_err("zero grace").to_string();
+        assert!(e.contains("defaults.kill_grace"), "{e}");
+
+        // Servers from a Claude Desktop file, read directly or through
+        // mcp_servers_file, are checked like the TOML ones.
+        let p = write(
+            &dir,
+            "claude.json",
+            r#"{"mcpServers": {"fs": {"command": " "}}}"#,
+        );
+        let e = Config::load(Some(&p))
+            .expect_err("blank command")
+            .to_string();
+        assert!(e.contains("servers.fs"), "{e}");
+        let t = write(
+            &dir,
+            "with-ref.toml",
+            "mcp_servers_file = \"claude.json\"\n",
+        );
+        let e = Config::load(Some(&t))
+            .expect_err("blank command")
+            .to_string();
+        assert!(e.contains("servers.fs"), "{e}");
     }
 }

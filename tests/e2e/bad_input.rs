@@ -1,4 +1,7 @@
-use mcpq_tests::{text, TestEnv};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mcpq_tests::{bin, text, TestEnv, WorkerProc};
 
 /// Runs `mcpq submit` with `stdin` as the job and returns (exit code, stderr).
 fn submit_stdin(env: &TestEnv, job: &str) -> (Option<i32>, String) {
@@ -432,4 +435,64 @@ fn a_redis_password_from_redis_password_env_connects_and_is_never_shown() {
     for shown in [text(&out.stdout), text(&out.stderr), worker.log_text()] {
         assert!(!shown.contains(&secret), "the password was shown: {shown}");
     }
+}
+
+/// Issue #12: a per-server `call_timeout = "0s"` (or `startup_timeout`, `kill_grace`,
+/// `idle_ttl`) used to be accepted, and then every call of that server failed at run time
+/// as a retryable `timeout`. Now the worker and `mcpq` refuse such a config at start-up,
+/// exit 2 and name the key.
+#[test]
+fn a_zero_or_negative_per_server_duration_exits_2_at_start_up_naming_the_key() {
+    for (line, key) in [
+        ("call_timeout = \"0s\"", "servers.zero.call_timeout"),
+        ("startup_timeout = \"-1s\"", "servers.zero.startup_timeout"),
+        ("kill_grace = 0", "servers.zero.kill_grace"),
+        ("idle_ttl = \"0ms\"", "servers.zero.idle_ttl"),
+    ] {
+        let env = TestEnv::new("zero-duration", "");
+        env.add_config(&format!(
+            "[servers.zero]\ncommand = \"{}\"\n{line}\n",
+            bin("mcpq-fixture").display()
+        ));
+        let mut worker = env.worker(&[]);
+        let status = worker
+            .wait_exit(Duration::from_secs(10))
+            .expect("the worker exits at start-up");
+        let log = worker.log_text();
+        assert_eq!(status.code(), Some(2), "{line}: {log}");
+        assert!(log.contains(key), "{line}: {log}");
+
+        let out = env.mcpq(&["servers"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{line}: {stderr}");
+        assert!(stderr.contains(key), "{line}: {stderr}");
+    }
+}
+
+/// The same checks for servers read from a Claude Desktop file given to `--config`.
+#[test]
+fn a_claude_desktop_config_with_a_bad_server_exits_2_at_start_up_naming_the_key() {
+    let env = TestEnv::new("claude-bad", "");
+    let config = env.dir.join("claude_desktop_config.json");
+    std::fs::write(&config, r#"{"mcpServers": {"blank": {"command": " "}}}"#)
+        .expect("write config");
+    let log = env.dir.join("worker-claude.log");
+    let file = std::fs::File::create(&log).expect("worker log");
+    let child = Command::new(bin("mcpq-worker"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("MCPQ_CONFIG")
+        .env("REDIS_URL", &env.redis_url)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("dup log"))
+        .stderr(file)
+        .spawn()
+        .expect("start mcpq-worker");
+    let mut worker = WorkerProc { child, log };
+    let status = worker
+        .wait_exit(Duration::from_secs(10))
+        .expect("the worker exits at start-up");
+    let log = worker.log_text();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("servers.blank"), "{log}");
 }

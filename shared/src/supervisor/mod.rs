@@ -48,6 +48,22 @@
 //! - A pid is checked for its group after its leader was reaped; a new process could in
 //!   theory take the same number as its group id in between (pid reuse), a window of
 //!   milliseconds against a pid space of millions.
+//!
+//! Platform: Linux only. Spawning is `clone(CLONE_VM | CLONE_VFORK)` with
+//! `PR_SET_PDEATHSIG`, `pipe2` and `close_range` (see `unix.rs`); exits are awaited
+//! through `pidfd_open` (Linux >= 5.3, polled every 10 ms on older kernels); the template
+//! sandbox re-executes `/proc/self/exe`.
+
+// The worker and `mcpq servers check` both start servers through this module, so for
+// now the whole crate is Linux-only; say so up front instead of failing on the first
+// missing `libc` item.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "mcpq-shared builds on Linux only: its process supervisor (supervisor/unix.rs) spawns \
+     MCP servers with clone(CLONE_VM|CLONE_VFORK), PR_SET_PDEATHSIG, pipe2, close_range \
+     and pidfd_open, and both mcpq-worker and `mcpq servers check` link it. The worker \
+     runs on Linux only (see README, \"The worker\")."
+);
 
 pub mod health;
 mod spawn;

@@ -8,6 +8,13 @@
 //! - [`reset_own_signal_state`] runs once at worker start-up, before any thread exists:
 //!   a service manager or a shell may have started us with signals blocked or ignored,
 //!   and children inherit both through `fork`.
+//!
+//! Linux only, and gated so: the spawn path ([`ChildPlan`], [`child_main`],
+//! [`clone_vfork`]: `clone`, `PR_SET_PDEATHSIG`, `close_range`, raw `rt_sigaction`,
+//! `__errno_location`), [`pipe`] (`pipe2`) and [`pidfd_open`]. The rest is POSIX
+//! (`waitpid`, `kill`, `sigaction`, `setrlimit`), though [`MAX_SIGNAL`] and the
+//! reserved signals 32 and 33 are Linux/glibc numbers. `supervisor/mod.rs` stops a
+//! non-Linux build with a `compile_error!` that says so.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -22,6 +29,7 @@ fn is_settable(sig: libc::c_int) -> bool {
     sig != libc::SIGKILL && sig != libc::SIGSTOP && sig != 32 && sig != 33
 }
 
+#[cfg(target_os = "linux")]
 /// Everything the child needs, prepared by the parent before the clone. Raw pointers
 /// into buffers the parent keeps alive until the child has exec'd or exited.
 #[derive(Debug)]
@@ -43,6 +51,7 @@ pub(crate) struct ChildPlan {
     pub parent: libc::pid_t,
 }
 
+#[cfg(target_os = "linux")]
 /// The child's side of [`clone_vfork`]. Runs on its own stack in the worker's address
 /// space, with every signal blocked, until `execve` replaces it.
 ///
@@ -81,7 +90,6 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 libc::sigaction(sig, &action, std::ptr::null_mut());
             }
         }
-        #[cfg(target_os = "linux")]
         reset_reserved_signals();
 
         let mut high = [0 as libc::c_int; 3];
@@ -99,30 +107,27 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setsid() < 0 {
             fail(plan.report);
         }
-        #[cfg(target_os = "linux")]
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
         {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                fail(plan.report);
-            }
-            if libc::getppid() != plan.parent {
-                *libc::__errno_location() = libc::ESRCH;
-                fail(plan.report);
-            }
-            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-            libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                libc::c_uint::MAX,
-                CLOSE_RANGE_CLOEXEC,
-            );
+            fail(plan.report);
         }
+        if libc::getppid() != plan.parent {
+            *libc::__errno_location() = libc::ESRCH;
+            fail(plan.report);
+        }
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        );
         if !plan.cwd.is_null() && libc::chdir(plan.cwd) != 0 {
             fail(plan.report);
         }
@@ -134,6 +139,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Runs [`child_main`] in a new process sharing our memory (`CLONE_VM | CLONE_VFORK`, as
 /// `posix_spawn` does): returns its pid once it has exec'd or exited.
 pub(crate) fn clone_vfork(plan: &ChildPlan, stack: &mut [u8]) -> io::Result<libc::pid_t> {
@@ -165,6 +171,7 @@ pub(crate) fn clone_vfork(plan: &ChildPlan, stack: &mut [u8]) -> io::Result<libc
     }
 }
 
+#[cfg(target_os = "linux")]
 /// A pipe, both ends close-on-exec: (read end, write end).
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
@@ -231,6 +238,7 @@ pub(crate) fn reap_blocking(pid: libc::pid_t) -> io::Result<libc::c_int> {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// A pidfd for `pid` (Linux >= 5.3), readable once the process exits.
 pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open returns a new descriptor we own, or -1.
