@@ -37,13 +37,14 @@ use crate::agent::plan::{run_plan, PlanContext};
 use crate::agent::template_sandbox::TemplateSandbox;
 use crate::config::Config;
 use crate::email::run_email;
+use crate::failure::{FailureKind, JobFailure};
 use crate::job::{Job, JobPayload};
 use crate::mcp::McpPool;
 use crate::queue::fetch::Delivery;
 use crate::queue::finish::{finish, Finished, Outcome};
 use crate::queue::lease::{InFlight, StopReason};
 use crate::queue::retry::backoff;
-use crate::queue::{JobFailure, Keys};
+use crate::queue::Keys;
 use crate::redact::Redactor;
 use crate::result_budget::ResultBudget;
 
@@ -202,13 +203,17 @@ impl Runner {
         cancel: &CancellationToken,
     ) -> Result<Value, JobFailure> {
         if let Some(problem) = &delivery.problem {
-            return Err(JobFailure::new("invalid_job", problem.clone(), false));
+            return Err(JobFailure::new(
+                FailureKind::InvalidJob,
+                problem.clone(),
+                false,
+            ));
         }
         let payload = &delivery.payload;
         let limit = self.config.queue.max_payload;
         if payload.len() > limit {
             return Err(JobFailure::new(
-                "invalid_job",
+                FailureKind::InvalidJob,
                 format!(
                     "the job is {} bytes; the limit (queue.max_payload) is {limit}",
                     payload.len()
@@ -221,13 +226,19 @@ impl Runner {
         let bytes = payload.clone().into_bytes();
         let job = tokio::task::spawn_blocking(move || Job::from_json(&bytes))
             .await
-            .map_err(|e| JobFailure::new("invalid_job", format!("decoding failed: {e}"), false))?
-            .map_err(|e| JobFailure::new("invalid_job", e.to_string(), false))?;
+            .map_err(|e| {
+                JobFailure::new(
+                    FailureKind::InvalidJob,
+                    format!("decoding failed: {e}"),
+                    false,
+                )
+            })?
+            .map_err(|e| JobFailure::new(FailureKind::InvalidJob, e.to_string(), false))?;
         // The queue's id is the job's identity (its record, its lease, its attachment
         // folder): a payload that names another job is not this job.
         if job.id.to_string() != delivery.id {
             return Err(JobFailure::new(
-                "invalid_job",
+                FailureKind::InvalidJob,
                 format!(
                     "the payload says it is job {}, but it was queued as job {}",
                     job.id, delivery.id
@@ -236,7 +247,7 @@ impl Runner {
             ));
         }
         job.check_servers(self.config.server_names())
-            .map_err(|e| JobFailure::new("unknown_server", e.to_string(), false))?;
+            .map_err(|e| JobFailure::new(FailureKind::UnknownServer, e.to_string(), false))?;
         let timeout = job
             .options
             .timeout
@@ -271,7 +282,7 @@ impl Runner {
         match tokio::time::timeout(limit, work).await {
             Ok(outcome) => outcome,
             Err(_) => Err(JobFailure::new(
-                "timeout",
+                FailureKind::Timeout,
                 format!("the job did not finish within its timeout of {timeout:?}"),
                 true,
             )),
