@@ -67,6 +67,7 @@ pub mod config;
 pub mod duration;
 pub mod email;
 pub mod failure;
+pub mod fate;
 pub mod job;
 pub mod mcp;
 pub mod queue;

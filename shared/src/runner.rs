@@ -10,7 +10,8 @@
 //!    against *this worker's* configuration;
 //! 3. runs the payload by kind within the job's deadline (`options.timeout`, else
 //!    `defaults.job_timeout`);
-//! 4. decides what happens next (see `docs/GUARANTEES.md`): succeeded; a retryable
+//! 4. decides what happens next ([`crate::fate::decide`], see `docs/GUARANTEES.md`):
+//!    succeeded; a retryable
 //!    failure with attempts left is retried after a full-jitter backoff; any other
 //!    failure is dead; a job cut off by shutdown is released; a cancelled job or one
 //!    whose lease was lost writes nothing (someone else owns it now); a result bigger
@@ -38,11 +39,12 @@ use crate::agent::template_sandbox::TemplateSandbox;
 use crate::config::Config;
 use crate::email::run_email;
 use crate::failure::{FailureKind, JobFailure};
+use crate::fate::{decide, Attempts, Fate};
 use crate::job::{Job, JobPayload};
 use crate::mcp::McpPool;
 use crate::queue::fetch::Delivery;
 use crate::queue::finish::{finish, Finished, Outcome};
-use crate::queue::lease::{InFlight, StopReason};
+use crate::queue::lease::InFlight;
 use crate::queue::retry::backoff;
 use crate::queue::Keys;
 use crate::redact::Redactor;
@@ -118,33 +120,36 @@ impl Runner {
         }
         let elapsed = started.elapsed();
         let settings = &self.config.queue;
-        let outcome = match (running.reason(), result) {
-            (Some(StopReason::Cancelled), _) => {
+        let attempts = Attempts {
+            failures: delivery.failures,
+            max: delivery.max_attempts,
+        };
+        let retry_delay = |failures| backoff(failures, settings.retry_base, settings.retry_cap);
+        let outcome = match decide(running.reason(), result, attempts, retry_delay) {
+            Fate::Cancelled => {
                 tracing::info!(job = %id, attempt, ?elapsed, "job cancelled");
                 return RunOutcome::NotStored("cancelled".to_string());
             }
-            (Some(StopReason::LeaseLost { status }), _) => {
+            Fate::LeaseLost { status } => {
                 tracing::warn!(job = %id, attempt, ?elapsed, %status, "lease lost while running; this attempt's outcome is dropped");
                 return RunOutcome::NotStored(format!("lease lost (job is {status})"));
             }
-            (_, Ok(value)) => {
+            Fate::Succeeded(value) => {
                 tracing::info!(job = %id, attempt, ?elapsed, "job succeeded");
                 Outcome::Succeeded(value)
             }
-            (Some(StopReason::Shutdown), Err(_)) => {
+            Fate::Release => {
                 tracing::info!(job = %id, attempt, ?elapsed, "job cut off by shutdown; releasing it");
                 Outcome::Release
             }
-            (None, Err(error)) => {
-                let failures = delivery.failures + 1;
-                if error.retryable && failures < delivery.max_attempts {
-                    let delay = backoff(failures, settings.retry_base, settings.retry_cap);
-                    tracing::warn!(job = %id, attempt, ?elapsed, kind = %error.kind, ?delay, "job failed, will retry: {}", error.message);
-                    Outcome::Retry { error, delay }
-                } else {
-                    tracing::warn!(job = %id, attempt, ?elapsed, kind = %error.kind, "job dead ({failures} of {} attempts failed): {}", delivery.max_attempts, error.message);
-                    Outcome::Dead(error)
-                }
+            Fate::Retry { error, delay } => {
+                tracing::warn!(job = %id, attempt, ?elapsed, kind = %error.kind, ?delay, "job failed, will retry: {}", error.message);
+                Outcome::Retry { error, delay }
+            }
+            Fate::Dead(error) => {
+                let failures = attempts.failures.saturating_add(1);
+                tracing::warn!(job = %id, attempt, ?elapsed, kind = %error.kind, "job dead ({failures} of {} attempts failed): {}", delivery.max_attempts, error.message);
+                Outcome::Dead(error)
             }
         };
         let stored = self.store(&delivery, &outcome).await;
