@@ -6,6 +6,7 @@ use std::io::Write;
 
 use crate::terminal::{escape, one_line, Newlines};
 
+use mcpq_shared::failure::FailureKind;
 use mcpq_shared::queue::{JobFailure, JobRecord};
 use serde_json::{json, Value};
 
@@ -82,7 +83,7 @@ pub fn status_text(r: &JobRecord) -> String {
     if let Some(e) = &r.error {
         s.push_str(&format!(
             "\n  error     [{}] {}",
-            one_line(&e.kind),
+            one_line(e.kind.as_str()),
             one_line(&e.message)
         ));
     }
@@ -113,7 +114,7 @@ pub fn status_text(r: &JobRecord) -> String {
         if let Some(e) = &a.error {
             s.push_str(&format!(
                 ": [{}] {}",
-                one_line(&e.kind),
+                one_line(e.kind.as_str()),
                 one_line(&e.message)
             ));
         }
@@ -233,7 +234,7 @@ pub fn time(t: u64) -> String {
 
 /// A failure as text for stderr, with the server's stderr tail.
 pub fn failure_text(id: &str, f: &JobFailure) -> String {
-    let verb = if f.kind == "cancelled" {
+    let verb = if f.kind == FailureKind::Cancelled {
         "was"
     } else {
         "failed"
@@ -241,7 +242,7 @@ pub fn failure_text(id: &str, f: &JobFailure) -> String {
     let mut s = format!(
         "job {} {verb} [{}]: {}",
         one_line(id),
-        one_line(&f.kind),
+        one_line(f.kind.as_str()),
         one_line(&f.message)
     );
     if let Some(tail) = &f.stderr_tail {

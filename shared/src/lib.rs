@@ -66,6 +66,8 @@ pub mod agent;
 pub mod config;
 pub mod duration;
 pub mod email;
+pub mod failure;
+pub mod fate;
 pub mod job;
 pub mod mcp;
 pub mod queue;

@@ -27,7 +27,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::queue::JobFailure;
+use crate::failure::JobFailure;
 
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
@@ -248,7 +248,11 @@ mod tests {
             r.text("HTTP 401: Authorization: Bearer sk-secret-123 (ab)"),
             "HTTP 401: Authorization: Bearer [REDACTED] (ab)"
         );
-        let mut f = JobFailure::new("llm_error", "bad key sk-secret-123", false);
+        let mut f = JobFailure::new(
+            crate::failure::FailureKind::LlmError,
+            "bad key sk-secret-123",
+            false,
+        );
         f.stderr_tail = Some("token=sk-secret-123\n".into());
         r.failure(&mut f);
         assert_eq!(f.message, "bad key [REDACTED]");

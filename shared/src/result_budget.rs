@@ -12,10 +12,7 @@
 
 use serde::Serialize;
 
-use crate::queue::JobFailure;
-
-/// The error kind of every size failure of a result.
-pub const RESULT_TOO_LARGE: &str = "result_too_large";
+use crate::failure::{FailureKind, JobFailure};
 
 /// The bytes of `value` as compact JSON, counted without allocating them.
 pub fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
@@ -60,7 +57,7 @@ impl ResultBudget {
         self.used = self.used.saturating_add(json_len(value));
         if self.used > self.limit {
             return Err(Box::new(JobFailure::new(
-                RESULT_TOO_LARGE,
+                FailureKind::ResultTooLarge,
                 format!(
                     "the job's result reached {} bytes with {what}, over the limit of {} bytes (queue.max_result); the job was stopped there",
                     self.used, self.limit
@@ -76,7 +73,7 @@ impl ResultBudget {
         let bytes = json_len(value);
         if bytes > limit {
             return Err(Box::new(JobFailure::new(
-                RESULT_TOO_LARGE,
+                FailureKind::ResultTooLarge,
                 format!(
                     "the job's result is {bytes} bytes, over the limit of {limit} bytes (queue.max_result)"
                 ),
@@ -100,7 +97,7 @@ mod tests {
         let err = budget
             .charge(&v, "step 1's result")
             .expect_err("22 bytes do not");
-        assert_eq!(err.kind, RESULT_TOO_LARGE);
+        assert_eq!(err.kind, FailureKind::ResultTooLarge);
         assert!(!err.retryable);
         assert!(err.message.contains("queue.max_result"), "{}", err.message);
         assert!(err.message.contains("step 1's result"), "{}", err.message);

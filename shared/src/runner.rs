@@ -10,7 +10,8 @@
 //!    against *this worker's* configuration;
 //! 3. runs the payload by kind within the job's deadline (`options.timeout`, else
 //!    `defaults.job_timeout`);
-//! 4. decides what happens next (see `docs/GUARANTEES.md`): succeeded; a retryable
+//! 4. decides what happens next ([`crate::fate::decide`], see `docs/GUARANTEES.md`):
+//!    succeeded; a retryable
 //!    failure with attempts left is retried after a full-jitter backoff; any other
 //!    failure is dead; a job cut off by shutdown is released; a cancelled job or one
 //!    whose lease was lost writes nothing (someone else owns it now); a result bigger
@@ -37,13 +38,15 @@ use crate::agent::plan::{run_plan, PlanContext};
 use crate::agent::template_sandbox::TemplateSandbox;
 use crate::config::Config;
 use crate::email::run_email;
+use crate::failure::{FailureKind, JobFailure};
+use crate::fate::{decide, Attempts, Fate};
 use crate::job::{Job, JobPayload};
 use crate::mcp::McpPool;
 use crate::queue::fetch::Delivery;
 use crate::queue::finish::{finish, Finished, Outcome};
-use crate::queue::lease::{InFlight, StopReason};
+use crate::queue::lease::InFlight;
 use crate::queue::retry::backoff;
-use crate::queue::{JobFailure, Keys};
+use crate::queue::Keys;
 use crate::redact::Redactor;
 use crate::result_budget::ResultBudget;
 
@@ -117,33 +120,36 @@ impl Runner {
         }
         let elapsed = started.elapsed();
         let settings = &self.config.queue;
-        let outcome = match (running.reason(), result) {
-            (Some(StopReason::Cancelled), _) => {
+        let attempts = Attempts {
+            failures: delivery.failures,
+            max: delivery.max_attempts,
+        };
+        let retry_delay = |failures| backoff(failures, settings.retry_base, settings.retry_cap);
+        let outcome = match decide(running.reason(), result, attempts, retry_delay) {
+            Fate::Cancelled => {
                 tracing::info!(job = %id, attempt, ?elapsed, "job cancelled");
                 return RunOutcome::NotStored("cancelled".to_string());
             }
-            (Some(StopReason::LeaseLost { status }), _) => {
+            Fate::LeaseLost { status } => {
                 tracing::warn!(job = %id, attempt, ?elapsed, %status, "lease lost while running; this attempt's outcome is dropped");
                 return RunOutcome::NotStored(format!("lease lost (job is {status})"));
             }
-            (_, Ok(value)) => {
+            Fate::Succeeded(value) => {
                 tracing::info!(job = %id, attempt, ?elapsed, "job succeeded");
                 Outcome::Succeeded(value)
             }
-            (Some(StopReason::Shutdown), Err(_)) => {
+            Fate::Release => {
                 tracing::info!(job = %id, attempt, ?elapsed, "job cut off by shutdown; releasing it");
                 Outcome::Release
             }
-            (None, Err(error)) => {
-                let failures = delivery.failures + 1;
-                if error.retryable && failures < delivery.max_attempts {
-                    let delay = backoff(failures, settings.retry_base, settings.retry_cap);
-                    tracing::warn!(job = %id, attempt, ?elapsed, kind = %error.kind, ?delay, "job failed, will retry: {}", error.message);
-                    Outcome::Retry { error, delay }
-                } else {
-                    tracing::warn!(job = %id, attempt, ?elapsed, kind = %error.kind, "job dead ({failures} of {} attempts failed): {}", delivery.max_attempts, error.message);
-                    Outcome::Dead(error)
-                }
+            Fate::Retry { error, delay } => {
+                tracing::warn!(job = %id, attempt, ?elapsed, kind = %error.kind, ?delay, "job failed, will retry: {}", error.message);
+                Outcome::Retry { error, delay }
+            }
+            Fate::Dead(error) => {
+                let failures = attempts.failures.saturating_add(1);
+                tracing::warn!(job = %id, attempt, ?elapsed, kind = %error.kind, "job dead ({failures} of {} attempts failed): {}", delivery.max_attempts, error.message);
+                Outcome::Dead(error)
             }
         };
         let stored = self.store(&delivery, &outcome).await;
@@ -202,13 +208,17 @@ impl Runner {
         cancel: &CancellationToken,
     ) -> Result<Value, JobFailure> {
         if let Some(problem) = &delivery.problem {
-            return Err(JobFailure::new("invalid_job", problem.clone(), false));
+            return Err(JobFailure::new(
+                FailureKind::InvalidJob,
+                problem.clone(),
+                false,
+            ));
         }
         let payload = &delivery.payload;
         let limit = self.config.queue.max_payload;
         if payload.len() > limit {
             return Err(JobFailure::new(
-                "invalid_job",
+                FailureKind::InvalidJob,
                 format!(
                     "the job is {} bytes; the limit (queue.max_payload) is {limit}",
                     payload.len()
@@ -221,13 +231,19 @@ impl Runner {
         let bytes = payload.clone().into_bytes();
         let job = tokio::task::spawn_blocking(move || Job::from_json(&bytes))
             .await
-            .map_err(|e| JobFailure::new("invalid_job", format!("decoding failed: {e}"), false))?
-            .map_err(|e| JobFailure::new("invalid_job", e.to_string(), false))?;
+            .map_err(|e| {
+                JobFailure::new(
+                    FailureKind::InvalidJob,
+                    format!("decoding failed: {e}"),
+                    false,
+                )
+            })?
+            .map_err(|e| JobFailure::new(FailureKind::InvalidJob, e.to_string(), false))?;
         // The queue's id is the job's identity (its record, its lease, its attachment
         // folder): a payload that names another job is not this job.
         if job.id.to_string() != delivery.id {
             return Err(JobFailure::new(
-                "invalid_job",
+                FailureKind::InvalidJob,
                 format!(
                     "the payload says it is job {}, but it was queued as job {}",
                     job.id, delivery.id
@@ -236,7 +252,7 @@ impl Runner {
             ));
         }
         job.check_servers(self.config.server_names())
-            .map_err(|e| JobFailure::new("unknown_server", e.to_string(), false))?;
+            .map_err(|e| JobFailure::new(FailureKind::UnknownServer, e.to_string(), false))?;
         let timeout = job
             .options
             .timeout
@@ -271,7 +287,7 @@ impl Runner {
         match tokio::time::timeout(limit, work).await {
             Ok(outcome) => outcome,
             Err(_) => Err(JobFailure::new(
-                "timeout",
+                FailureKind::Timeout,
                 format!("the job did not finish within its timeout of {timeout:?}"),
                 true,
             )),

@@ -151,7 +151,11 @@ fn a_stale_attempt_cannot_overwrite_a_newer_one() {
             &settings,
             &id,
             1,
-            &Outcome::Dead(queue::JobFailure::new("x", "late", false)),
+            &Outcome::Dead(queue::JobFailure::new(
+                mcpq_shared::failure::FailureKind::Other("x".into()),
+                "late",
+                false,
+            )),
         )
         .await
         .expect("finish");

@@ -59,7 +59,7 @@ pub fn show(ctx: &Ctx, record: &JobRecord) -> u8 {
                     " (attempt {} of {} failed: [{}] {}; it will run again)",
                     record.attempts,
                     record.max_attempts,
-                    one_line(&e.kind),
+                    one_line(e.kind.as_str()),
                     one_line(&e.message)
                 ),
                 _ => String::new(),

@@ -35,9 +35,9 @@ use tokio::time::Instant;
 use super::chat::{ChatClient, ChatError, LlmSettings};
 use super::plan::{text_parts, PlanContext};
 use super::toolbox::Toolbox;
+use crate::failure::{FailureKind, JobFailure};
 use crate::mcp::PoolError;
-use crate::queue::JobFailure;
-use crate::result_budget::{ResultBudget, RESULT_TOO_LARGE};
+use crate::result_budget::ResultBudget;
 
 /// Default and largest `llm.max_steps`.
 pub const DEFAULT_MAX_STEPS: u32 = 10;
@@ -91,7 +91,7 @@ pub async fn run_llm(
 ) -> Result<Value, JobFailure> {
     let settings = settings.ok_or_else(|| {
         JobFailure::new(
-            "llm_not_configured",
+            FailureKind::LlmNotConfigured,
             "this job asks a model, but the worker has no [llm] config (base_url, model)",
             false,
         )
@@ -162,13 +162,13 @@ async fn converse(
         let asked = Instant::now();
         let answer = tokio::select! {
             answer = client.complete(&body, ctx.deadline) => answer,
-            _ = ctx.cancel.cancelled() => return Err(JobFailure::new("cancelled", "the job was stopped while the model was thinking", false)),
+            _ = ctx.cancel.cancelled() => return Err(JobFailure::new(FailureKind::Cancelled, "the job was stopped while the model was thinking", false)),
         }
         .map_err(|e: ChatError| {
             if Instant::now() >= ctx.deadline {
-                JobFailure::new("timeout", format!("the job's deadline passed while asking the model: {e}"), true)
+                JobFailure::new(FailureKind::Timeout, format!("the job's deadline passed while asking the model: {e}"), true)
             } else {
-                JobFailure::new("llm_error", e.to_string(), e.is_retryable())
+                JobFailure::new(FailureKind::LlmError, e.to_string(), e.is_retryable())
             }
         })?;
         if let Some(u) = &answer.usage {
@@ -300,13 +300,14 @@ async fn run_call(
             }
             Err(PoolError::Cancelled { .. }) => {
                 return Err(JobFailure::new(
-                    "cancelled",
+                    FailureKind::Cancelled,
                     "the job was stopped during a tool call",
                     false,
                 ))
             }
-            Err(e) if e.kind() == RESULT_TOO_LARGE => {
-                let mut failure = JobFailure::new(RESULT_TOO_LARGE, e.to_string(), false);
+            Err(e) if e.kind() == FailureKind::ResultTooLarge => {
+                let mut failure =
+                    JobFailure::new(FailureKind::ResultTooLarge, e.to_string(), false);
                 failure.server = Some(server.clone());
                 failure.tool = Some(tool.clone());
                 return Err(failure);

@@ -36,10 +36,10 @@ use tokio_util::sync::CancellationToken;
 use super::template_sandbox::TemplateSandbox;
 use super::toolbox::{call_own_session, stop_sessions};
 use crate::config::Config;
+use crate::failure::{FailureKind, JobFailure};
 use crate::job::{AgentJob, PlanStep};
 use crate::mcp::pool::start_admitted;
 use crate::mcp::{McpPool, McpSession, PoolError};
-use crate::queue::JobFailure;
 use crate::result_budget::ResultBudget;
 
 /// What a plan needs from the worker.
@@ -66,12 +66,12 @@ pub struct PlanContext<'a> {
 fn step_failure(
     i: usize,
     step: &PlanStep,
-    kind: &str,
+    kind: FailureKind,
     message: String,
     retryable: bool,
 ) -> JobFailure {
     JobFailure {
-        kind: kind.to_string(),
+        kind,
         message: format!("step {i}: {message}"),
         step: Some(i),
         server: Some(step.server.clone()),
@@ -157,8 +157,8 @@ async fn run_steps(
             }
             Err(failure)
                 if step.continue_on_error
-                    && failure.kind != "cancelled"
-                    && failure.kind != crate::result_budget::RESULT_TOO_LARGE =>
+                    && failure.kind != FailureKind::Cancelled
+                    && failure.kind != FailureKind::ResultTooLarge =>
             {
                 tracing::info!(step = i, kind = %failure.kind, "step failed; continue_on_error: going on");
                 entry["error"] = serde_json::to_value(&failure).unwrap_or(Value::Null);
@@ -181,7 +181,7 @@ fn charge(
 ) -> Result<(), Box<JobFailure>> {
     budget
         .charge(entry, &format!("step {i}'s result"))
-        .map_err(|f| Box::new(step_failure(i, step, &f.kind, f.message, false)))
+        .map_err(|f| Box::new(step_failure(i, step, f.kind, f.message, false)))
 }
 
 /// Makes a step's outcome visible to later templates as `steps.NAME`.
@@ -202,15 +202,27 @@ async fn run_step(
 ) -> Result<(CallToolResult, Value), JobFailure> {
     if !ctx.config.servers.contains_key(&step.server) {
         let message = format!("server `{}` is not configured on this worker", step.server);
-        return Err(step_failure(i, step, "unknown_server", message, false));
+        return Err(step_failure(
+            i,
+            step,
+            FailureKind::UnknownServer,
+            message,
+            false,
+        ));
     }
     if ctx.cancel.is_cancelled() {
         let message = "the job was stopped before this step".to_string();
-        return Err(step_failure(i, step, "cancelled", message, false));
+        return Err(step_failure(
+            i,
+            step,
+            FailureKind::Cancelled,
+            message,
+            false,
+        ));
     }
     if Instant::now() >= ctx.deadline {
         let message = "the job's deadline passed before this step could start".to_string();
-        return Err(step_failure(i, step, "timeout", message, true));
+        return Err(step_failure(i, step, FailureKind::Timeout, message, true));
     }
     let arguments = Value::Object(step.arguments.clone());
     let rendered = ctx
@@ -247,7 +259,7 @@ async fn run_step(
             step.server,
             tool_text(&result)
         );
-        let mut failure = step_failure(i, step, "tool_error", message, true);
+        let mut failure = step_failure(i, step, FailureKind::ToolError, message, true);
         failure.stderr_tail = stderr;
         return Err(failure);
     }

@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::template::{has_templates, TemplateError, Templates, MAX_OUTPUT_BYTES};
 use crate::config::ServerConfig;
+use crate::failure::FailureKind;
 use crate::supervisor::{describe_exit, unix, ServerProcess, Supervisor};
 
 /// The first argument that makes the worker binary serve as a template sandbox
@@ -105,11 +106,11 @@ pub enum RenderError {
 
 impl RenderError {
     /// The failure kind a job gets.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FailureKind {
         match self {
-            RenderError::Template(_) | RenderError::Unavailable(_) => "template_error",
-            RenderError::Deadline => "timeout",
-            RenderError::Cancelled => "cancelled",
+            RenderError::Template(_) | RenderError::Unavailable(_) => FailureKind::TemplateError,
+            RenderError::Deadline => FailureKind::Timeout,
+            RenderError::Cancelled => FailureKind::Cancelled,
         }
     }
 

@@ -28,8 +28,8 @@ use serde_json::{json, Map, Value};
 use crate::agent::llm::run_llm;
 use crate::agent::plan::{run_plan_with_data, text_parts, PlanContext};
 use crate::agent::template_sandbox::RenderError;
+use crate::failure::{FailureKind, JobFailure};
 use crate::job::AgentJob;
-use crate::queue::JobFailure;
 
 pub use message::{Attachment, EmailJob, ReplySpec};
 pub use settings::EmailSettings;
@@ -90,7 +90,11 @@ pub async fn run_email(
     let saved = tokio::task::spawn_blocking(move || attachments::materialize(&s, &id, &list))
         .await
         .map_err(|e| {
-            JobFailure::new("internal", format!("attachment writer panicked: {e}"), true)
+            JobFailure::new(
+                FailureKind::Internal,
+                format!("attachment writer panicked: {e}"),
+                true,
+            )
         })?;
     if matches!(saved, Err(attachments::AttachmentError::UnsafeRoot(_))) {
         // Write nothing into a directory others control.
@@ -100,10 +104,10 @@ pub async fn run_email(
         let kind = match e {
             attachments::AttachmentError::TooLarge { .. }
             | attachments::AttachmentError::TooMany { .. }
-            | attachments::AttachmentError::DirFull { .. } => "attachment_too_large",
-            attachments::AttachmentError::Invalid { .. } => "invalid_job",
-            attachments::AttachmentError::UnsafeRoot(_) => "attachments_dir_unsafe",
-            _ => "attachment_io",
+            | attachments::AttachmentError::DirFull { .. } => FailureKind::AttachmentTooLarge,
+            attachments::AttachmentError::Invalid { .. } => FailureKind::InvalidJob,
+            attachments::AttachmentError::UnsafeRoot(_) => FailureKind::AttachmentsDirUnsafe,
+            _ => FailureKind::AttachmentIo,
         };
         JobFailure::new(kind, e.to_string(), e.is_retryable())
     })?;
@@ -169,7 +173,7 @@ async fn send_reply(
 ) -> Result<(), JobFailure> {
     let settings = smtp.ok_or_else(|| {
         JobFailure::new(
-            "smtp_not_configured",
+            FailureKind::SmtpNotConfigured,
             "reply.send is true but the worker has no [smtp] config",
             false,
         )
@@ -189,14 +193,14 @@ async fn send_reply(
         Ok(Ok(id)) => id,
         Ok(Err(e)) => {
             return Err(JobFailure::new(
-                "smtp_error",
+                FailureKind::SmtpError,
                 e.to_string(),
                 e.is_retryable(),
             ))
         }
         Err(_) => {
             return Err(JobFailure::new(
-                "timeout",
+                FailureKind::Timeout,
                 "sending the reply did not finish before the job's deadline",
                 true,
             ))

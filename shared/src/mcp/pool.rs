@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{McpError, McpSession};
 use crate::config::{Config, PoolSettings, ServerConfig, ServerTimeouts};
+use crate::failure::FailureKind;
 use crate::queue::results::now_ms;
 use crate::queue::servers::{ServerReport, ToolInfo};
 use crate::supervisor::{Admission, StopReport, Supervisor};
@@ -104,14 +105,14 @@ pub enum PoolError {
 }
 
 impl PoolError {
-    /// A stable class name for job errors.
-    pub fn kind(&self) -> &'static str {
+    /// The failure kind a job gets.
+    pub fn kind(&self) -> FailureKind {
         match self {
             PoolError::Mcp { error, .. } => error.kind(),
-            PoolError::Exhausted { .. } => "pool_exhausted",
-            PoolError::Unhealthy { .. } => "server_unhealthy",
-            PoolError::Backoff { .. } => "server_backoff",
-            PoolError::Cancelled { .. } => "cancelled",
+            PoolError::Exhausted { .. } => FailureKind::PoolExhausted,
+            PoolError::Unhealthy { .. } => FailureKind::ServerUnhealthy,
+            PoolError::Backoff { .. } => FailureKind::ServerBackoff,
+            PoolError::Cancelled { .. } => FailureKind::Cancelled,
         }
     }
 

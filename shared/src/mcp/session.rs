@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use super::answer_limit::{AnswerLimit, LimitedLines};
 use super::http_client::LimitedHttpClient;
 use crate::config::{ServerConfig, ServerTimeouts};
+use crate::failure::FailureKind;
 use crate::supervisor::{
     describe_exit, ServerProcess, SpawnError, StderrTail, StopReport, Supervisor,
 };
@@ -159,17 +160,17 @@ impl McpError {
         )
     }
 
-    /// A stable class name for job errors.
-    pub fn kind(&self) -> &'static str {
+    /// The failure kind a job gets.
+    pub fn kind(&self) -> FailureKind {
         match self {
-            McpError::Spawn(_) => "spawn_failed",
-            McpError::StartupTimeout { .. } => "startup_timeout",
-            McpError::StartupFailed { .. } => "startup_failed",
-            McpError::CallTimeout { .. } => "timeout",
-            McpError::ServerExited { .. } => "server_exited",
-            McpError::ConnectionClosed { .. } => "connection_closed",
-            McpError::AnswerTooLarge { .. } => "result_too_large",
-            McpError::Protocol { .. } => "protocol_error",
+            McpError::Spawn(_) => FailureKind::SpawnFailed,
+            McpError::StartupTimeout { .. } => FailureKind::StartupTimeout,
+            McpError::StartupFailed { .. } => FailureKind::StartupFailed,
+            McpError::CallTimeout { .. } => FailureKind::Timeout,
+            McpError::ServerExited { .. } => FailureKind::ServerExited,
+            McpError::ConnectionClosed { .. } => FailureKind::ConnectionClosed,
+            McpError::AnswerTooLarge { .. } => FailureKind::ResultTooLarge,
+            McpError::Protocol { .. } => FailureKind::ProtocolError,
         }
     }
 }

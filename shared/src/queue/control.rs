@@ -111,7 +111,7 @@ pub async fn dead_list(
         pipe.query_async::<Vec<Fields>>(conn).await?.into_iter();
     let corrupt = |t: &str| {
         let error = super::JobFailure::new(
-            "invalid_job",
+            crate::failure::FailureKind::InvalidJob,
             format!("the record is a Redis {t}, not a job hash"),
             false,
         );
@@ -145,7 +145,10 @@ pub async fn dead_list(
             died_at: died_at as u64,
             kind: text(kind).unwrap_or_default(),
             attempts: text(attempts).and_then(|a| a.parse().ok()).unwrap_or(0),
-            error_kind: error.as_ref().map(|e| e.kind.clone()).unwrap_or_default(),
+            error_kind: error
+                .as_ref()
+                .map(|e| e.kind.to_string())
+                .unwrap_or_default(),
             error: error.map(|e| e.message).unwrap_or_default(),
         });
     }

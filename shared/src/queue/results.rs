@@ -13,6 +13,8 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::failure::JobFailure;
+
 use super::{Keys, QueueError};
 
 /// Where a job is in its life.
@@ -71,46 +73,6 @@ impl JobStatus {
 impl std::fmt::Display for JobStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Why a job failed, as stored and shown to users.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobFailure {
-    /// A stable machine-readable class: `invalid_job`, `unknown_server`, `spawn_failed`,
-    /// `startup_failed`, `timeout`, `tool_error`, `server_exited`, `protocol_error`,
-    /// `pool_exhausted`, `unhealthy`, `unsupported`, `lease_expired`, `cancelled`.
-    pub kind: String,
-    /// The human message.
-    pub message: String,
-    /// Index of the plan step that failed, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<usize>,
-    /// The server involved, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-    /// The tool involved, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool: Option<String>,
-    /// The last lines the server wrote to stderr.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stderr_tail: Option<String>,
-    /// Whether trying again could succeed (crash, timeout) or not (bad input).
-    pub retryable: bool,
-}
-
-impl JobFailure {
-    /// A failure with no step, server or tool.
-    pub fn new(kind: &str, message: impl Into<String>, retryable: bool) -> Self {
-        JobFailure {
-            kind: kind.to_string(),
-            message: message.into(),
-            step: None,
-            server: None,
-            tool: None,
-            stderr_tail: None,
-            retryable,
-        }
     }
 }
 
