@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The loop:
-//! 1. lists the tools of `servers` and offers them as `tools`, named `server__tool`
+//! 1. lists the tools of `servers` (through the job's [`JobSessions`]: pooled sessions,
+//!    or the job's own, stopped when the loop ends) and offers them as `tools`, named `server__tool`
 //!    (characters the API does not allow become `_`), with their JSON schemas as sent by
 //!    the server;
 //! 2. asks the model; when it answers with `tool_calls`, runs them all at once through
@@ -34,9 +35,8 @@ use tokio::time::Instant;
 
 use super::chat::{ChatClient, ChatError, LlmSettings};
 use super::plan::{text_parts, PlanContext};
-use super::toolbox::Toolbox;
 use crate::failure::{FailureKind, JobFailure};
-use crate::mcp::PoolError;
+use crate::mcp::{JobSessions, PoolError};
 use crate::result_budget::ResultBudget;
 
 /// Default and largest `llm.max_steps`.
@@ -96,33 +96,53 @@ pub async fn run_llm(
             false,
         )
     })?;
-    let toolbox = Toolbox::open(servers, ctx).await.map_err(|(server, e)| {
-        let mut f = JobFailure::new(
-            e.kind(),
-            format!("listing the tools of `{server}`: {e}"),
-            e.is_retryable(),
-        );
-        f.server = Some(server);
-        f.stderr_tail = e.stderr().map(str::to_string);
-        f
-    })?;
-    let outcome = converse(prompt, options, settings, &toolbox, ctx).await;
-    toolbox.close().await;
+    let sessions = JobSessions::new(ctx.config, ctx.pool, ctx.deadline, ctx.cancel);
+    let outcome = match list_tools(servers, &sessions).await {
+        Ok(tools) => converse(prompt, options, settings, &tools, &sessions, ctx).await,
+        Err((server, e)) => {
+            let mut f = JobFailure::new(
+                e.kind(),
+                format!("listing the tools of `{server}`: {e}"),
+                e.is_retryable(),
+            );
+            f.server = Some(server);
+            f.stderr_tail = e.stderr().map(str::to_string);
+            Err(f)
+        }
+    };
+    sessions.close().await;
     outcome
+}
+
+/// Every tool of `servers`, with the server that has it (starting sessions where
+/// needed); the first server that fails ends the listing.
+async fn list_tools(
+    servers: &[String],
+    sessions: &JobSessions<'_>,
+) -> Result<Vec<(String, rmcp::model::Tool)>, (String, PoolError)> {
+    let mut tools = Vec::new();
+    for server in servers {
+        let listed = sessions
+            .list_tools(server)
+            .await
+            .map_err(|e| (server.clone(), e))?;
+        tools.extend(listed.iter().map(|t| (server.clone(), t.clone())));
+    }
+    Ok(tools)
 }
 
 async fn converse(
     prompt: &str,
     options: &LlmOptions,
     settings: &LlmSettings,
-    toolbox: &Toolbox<'_>,
+    tools: &[(String, rmcp::model::Tool)],
+    sessions: &JobSessions<'_>,
     ctx: PlanContext<'_>,
 ) -> Result<Value, JobFailure> {
     let started = Instant::now();
     let client = ChatClient::new(settings);
     let mut names: HashMap<String, (String, String)> = HashMap::new();
-    let tools: Vec<Value> = toolbox
-        .tools
+    let tools: Vec<Value> = tools
         .iter()
         .map(|(server, tool)| {
             let name = api_name(server, &tool.name);
@@ -208,7 +228,7 @@ async fn converse(
         tool_calls_made += calls.len();
         let runs = calls
             .iter()
-            .map(|call| run_call(call, &names, toolbox, started));
+            .map(|call| run_call(call, &names, sessions, started));
         for outcome in futures::future::join_all(runs).await {
             let (message, record) = outcome?;
             budget
@@ -248,7 +268,7 @@ fn result(
 async fn run_call(
     call: &Value,
     names: &HashMap<String, (String, String)>,
-    toolbox: &Toolbox<'_>,
+    sessions: &JobSessions<'_>,
     started: Instant,
 ) -> Result<(Value, Value), JobFailure> {
     let id = call["id"].as_str().unwrap_or_default().to_string();
@@ -280,8 +300,8 @@ async fn run_call(
             )
         }
         (Some(_), Err(e)) => (false, format!("error: {e}")),
-        (Some((server, tool)), Ok(args)) => match toolbox.call(server, tool, args).await {
-            Ok(result) => {
+        (Some((server, tool)), Ok(args)) => match sessions.call(server, tool, args).await {
+            Ok((result, _)) => {
                 let mut text = text_parts(&result);
                 if text.is_empty() {
                     text = serde_json::to_string(

@@ -1,12 +1,12 @@
 //! Agents: what runs an `agent` job: a plan (ordered tool calls with templates,
 //! [`plan`], [`template`], rendered in the [`template_sandbox`]) or a model's tool-calling loop ([`llm`] over [`chat`]), both
-//! reaching tools through a job's [`toolbox`] or the pool.
+//! reaching tools through a job's [`JobSessions`](crate::mcp::JobSessions), never
+//! knowing whether a server is pooled.
 
 pub mod chat;
 pub mod llm;
 pub mod plan;
 pub mod template;
 pub mod template_sandbox;
-pub mod toolbox;
 
 pub use plan::run_plan;

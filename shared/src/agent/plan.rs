@@ -1,10 +1,10 @@
 //! Running a plan: the steps of an agent job, in order, each a `tools/call`.
 //!
-//! - Pooled servers (`pool = true`, the default) are called through the [`McpPool`]:
-//!   warm sessions shared with other jobs.
-//! - Other servers are started the first time a step names them, reused by later steps
-//!   of the same job, and stopped (whole process tree) when the plan ends, however it
-//!   ends.
+//! - Every step calls its tool through the plan's [`JobSessions`]: a pooled server
+//!   (`pool = true`, the default) through the [`McpPool`]'s warm sessions shared with
+//!   other jobs; any other server is started the first time a step names it, reused by
+//!   later steps of the same job, and stopped (whole process tree) when the plan ends,
+//!   however it ends.
 //! - Each call's deadline is the server's `call_timeout`, cut to what is left of the
 //!   job's deadline.
 //! - A step's arguments are rendered just before its call: templates over the job's
@@ -26,20 +26,16 @@
 //! `{"step": 0, "name": null, "server": "echo", "tool": "echo", "result": <CallToolResult>}`,
 //! or, for a failed `continue_on_error` step, `{..., "error": <failure>}`.
 
-use std::collections::HashMap;
-
 use rmcp::model::CallToolResult;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::template_sandbox::TemplateSandbox;
-use super::toolbox::{call_own_session, stop_sessions};
 use crate::config::Config;
 use crate::failure::{FailureKind, JobFailure};
 use crate::job::{AgentJob, PlanStep};
-use crate::mcp::pool::start_admitted;
-use crate::mcp::{McpPool, McpSession, PoolError};
+use crate::mcp::{JobSessions, McpPool, PoolError};
 use crate::result_budget::ResultBudget;
 
 /// What a plan needs from the worker.
@@ -47,7 +43,8 @@ use crate::result_budget::ResultBudget;
 pub struct PlanContext<'a> {
     /// Server definitions and default deadlines.
     pub config: &'a Config,
-    /// Warm sessions of pooled servers; its supervisor starts the fresh ones.
+    /// Warm sessions of pooled servers; its supervisor starts the fresh ones (both
+    /// reached through a [`JobSessions`] the runner opens).
     pub pool: &'a McpPool,
     /// The job's deadline.
     pub deadline: Instant,
@@ -101,9 +98,9 @@ pub async fn run_plan_with_data(
     plan: &AgentJob,
     ctx: PlanContext<'_>,
 ) -> Result<(Value, Value), JobFailure> {
-    let mut fresh: HashMap<String, McpSession> = HashMap::new();
-    let mut outcome = run_steps(plan, ctx, &mut fresh).await;
-    for (_, note) in stop_sessions(fresh).await {
+    let sessions = JobSessions::new(ctx.config, ctx.pool, ctx.deadline, ctx.cancel);
+    let mut outcome = run_steps(plan, ctx, &sessions).await;
+    for (_, note) in sessions.close().await {
         if let Err(failure) = &mut outcome {
             failure.message.push_str(&format!("; then {note}"));
         }
@@ -111,29 +108,10 @@ pub async fn run_plan_with_data(
     outcome
 }
 
-/// One call on a fresh (per-job) session of `step.server`, started on first use.
-async fn call_fresh(
-    step: &PlanStep,
-    arguments: Map<String, Value>,
-    ctx: PlanContext<'_>,
-    fresh: &mut HashMap<String, McpSession>,
-) -> Result<(CallToolResult, Option<String>), PoolError> {
-    if !fresh.contains_key(&step.server) {
-        let server = &ctx.config.servers[&step.server];
-        let timeouts = ctx.config.timeouts(server);
-        let supervisor = ctx.pool.supervisor();
-        let session =
-            start_admitted(supervisor, &step.server, server, timeouts, ctx.deadline).await?;
-        fresh.insert(step.server.clone(), session);
-    }
-    let session = &fresh[&step.server];
-    call_own_session(ctx, &step.server, session, &step.tool, arguments).await
-}
-
 async fn run_steps(
     plan: &AgentJob,
     ctx: PlanContext<'_>,
-    fresh: &mut HashMap<String, McpSession>,
+    sessions: &JobSessions<'_>,
 ) -> Result<(Value, Value), JobFailure> {
     let mut data = match ctx.data {
         Value::Object(map) => map.clone(),
@@ -147,7 +125,7 @@ async fn run_steps(
     for (i, step) in plan.steps.iter().enumerate() {
         let mut entry =
             json!({"step": i, "name": step.name, "server": step.server, "tool": step.tool});
-        match run_step(i, step, &data, ctx, fresh).await {
+        match run_step(i, step, &data, ctx, sessions).await {
             Ok((result, seen)) => {
                 entry["result"] = serde_json::to_value(&result).unwrap_or(Value::Null);
                 drop(result);
@@ -198,7 +176,7 @@ async fn run_step(
     step: &PlanStep,
     data: &Value,
     ctx: PlanContext<'_>,
-    fresh: &mut HashMap<String, McpSession>,
+    sessions: &JobSessions<'_>,
 ) -> Result<(CallToolResult, Value), JobFailure> {
     if !ctx.config.servers.contains_key(&step.server) {
         let message = format!("server `{}` is not configured on this worker", step.server);
@@ -237,19 +215,7 @@ async fn run_step(
             return Err(step_failure(i, step, kind, e.to_string(), retryable));
         }
     };
-    let called = if ctx.pool.is_pooled(&step.server) {
-        ctx.pool
-            .call(
-                &step.server,
-                &step.tool,
-                arguments,
-                ctx.deadline,
-                ctx.cancel,
-            )
-            .await
-    } else {
-        call_fresh(step, arguments, ctx, fresh).await
-    };
+    let called = sessions.call(&step.server, &step.tool, arguments).await;
     let (result, stderr) = called.map_err(|e| pool_failure(i, step, &e))?;
     let text = text_parts(&result);
     if result.is_error == Some(true) {

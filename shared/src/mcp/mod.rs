@@ -1,10 +1,14 @@
-//! MCP clients. Runners reach tools only through this module; the processes behind the
-//! sessions belong to the [`crate::supervisor::Supervisor`].
+//! MCP clients. Runners reach tools only through this module, by one path:
+//! [`JobSessions`] (a pooled session or the job's own, decided here, never by the
+//! runner). The processes behind the sessions belong to the
+//! [`crate::supervisor::Supervisor`].
 
 pub mod answer_limit;
 pub mod http_client;
+pub mod job_sessions;
 pub mod pool;
 pub mod session;
 
+pub use job_sessions::JobSessions;
 pub use pool::{McpPool, PoolError};
-pub use session::{McpError, McpSession};
+pub use session::{JobCall, McpError, McpSession};

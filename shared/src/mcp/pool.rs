@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::session::JobCall;
 use super::{McpError, McpSession};
 use crate::config::{Config, PoolSettings, ServerConfig, ServerTimeouts};
 use crate::failure::FailureKind;
@@ -92,6 +93,12 @@ pub enum PoolError {
         /// Set when the retired session's server ignored SIGTERM.
         stop_note: Option<String>,
     },
+    /// The job named a server this worker does not have.
+    #[error("server `{server}` is not configured on this worker")]
+    UnknownServer {
+        /// Server name.
+        server: String,
+    },
     /// The server crashed and its restart backoff outlasts the job's deadline.
     #[error(
         "server `{server}` crashed and may not restart for {retry_in:?}, past this job's deadline"
@@ -113,6 +120,7 @@ impl PoolError {
             PoolError::Unhealthy { .. } => FailureKind::ServerUnhealthy,
             PoolError::Backoff { .. } => FailureKind::ServerBackoff,
             PoolError::Cancelled { .. } => FailureKind::Cancelled,
+            PoolError::UnknownServer { .. } => FailureKind::UnknownServer,
         }
     }
 
@@ -124,8 +132,8 @@ impl PoolError {
         }
     }
 
-    /// False when retrying cannot help (the command does not exist) or must not happen
-    /// (the job was cancelled).
+    /// False when retrying cannot help (the command or the server does not exist, the
+    /// answer is too large) or must not happen (the job was cancelled).
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
@@ -133,6 +141,7 @@ impl PoolError {
                 error: McpError::Spawn(_) | McpError::AnswerTooLarge { .. },
                 ..
             } | PoolError::Cancelled { .. }
+                | PoolError::UnknownServer { .. }
         )
     }
 }
@@ -346,8 +355,11 @@ impl McpPool {
         })
     }
 
-    /// Calls `tool` on a pooled session of `server`, within `call_timeout` and the
-    /// job's `deadline`. With a tool error (`isError`), also the server's stderr tail.
+    /// Calls `tool` on a pooled session of `server` ([`McpSession::call_for_job`]: within
+    /// `call_timeout` and the job's `deadline`, ended by `cancel`, recorded in the health
+    /// book; with a tool error, also the server's stderr tail), then returns the session,
+    /// retired if the call failed (promise 3). Jobs call through
+    /// [`JobSessions`](super::JobSessions), which picks the pool or a fresh session.
     pub async fn call(
         &self,
         server: &str,
@@ -358,11 +370,16 @@ impl McpPool {
     ) -> Result<(CallToolResult, Option<String>), PoolError> {
         let pool = self.pooled(server);
         let lease = self.checkout(&pool, deadline, cancel).await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = pool.timeouts.call.min(left);
-        let outcome = tokio::select! {
-            outcome = lease.slot.session.call_tool(tool, arguments, timeout) => outcome,
-            _ = cancel.cancelled() => {
+        let health = self.supervisor.health();
+        let outcome = match lease
+            .slot
+            .session
+            .call_for_job(tool, arguments, deadline, cancel, health)
+            .await
+        {
+            JobCall::Answered(result, stderr) => Ok((result, stderr)),
+            JobCall::Failed(error) => Err(error),
+            JobCall::Cancelled => {
                 // The server may still be working on the call: retire the session, so
                 // that its process tree is stopped once its other calls are done.
                 let report = self.release(lease, true, true).await;
@@ -373,31 +390,15 @@ impl McpPool {
             }
         };
         let retire = match &outcome {
-            Ok(_) => {
-                self.supervisor.health().record_success(server);
-                false
-            }
+            Ok(_) => false,
             Err(McpError::Protocol { .. }) => !lease.slot.session.is_alive(),
-            Err(e) => {
-                if e.is_crash() {
-                    self.supervisor
-                        .health()
-                        .record_crash(server, std::time::Instant::now());
-                }
-                true
-            }
-        };
-        let stderr = match &outcome {
-            Ok(result) if result.is_error == Some(true) => lease.slot.session.stderr_tail(),
-            _ => None,
+            Err(_) => true,
         };
         let report = self.release(lease, retire, true).await;
-        outcome
-            .map(|result| (result, stderr))
-            .map_err(|error| PoolError::Mcp {
-                error,
-                stop_note: report.and_then(|r| stop_note(server, &r)),
-            })
+        outcome.map_err(|error| PoolError::Mcp {
+            error,
+            stop_note: report.and_then(|r| stop_note(server, &r)),
+        })
     }
 
     /// The pool of `server`; callers check [`McpPool::is_pooled`] first.

@@ -6,6 +6,10 @@
 //!   (or the job's deadline, if sooner);
 //! - [`McpSession::call_tool`]: one `tools/call` within the timeout given (rmcp sends
 //!   `notifications/cancelled` when it passes);
+//! - [`McpSession::call_for_job`]: the steps every job's call takes, on a pooled session
+//!   or a job's own: within the server's `call_timeout` cut to the job's deadline, raced
+//!   against the job's cancellation, the outcome recorded in the supervisor's health
+//!   book, a tool error with the server's stderr tail;
 //! - [`McpSession::shutdown`]: the supervisor's stop sequence, bounded by `kill_grace`.
 //!
 //! A server that dies mid-call is reported with its exit status and stderr tail.
@@ -31,13 +35,14 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::answer_limit::{AnswerLimit, LimitedLines};
 use super::http_client::LimitedHttpClient;
 use crate::config::{ServerConfig, ServerTimeouts};
 use crate::failure::FailureKind;
 use crate::supervisor::{
-    describe_exit, ServerProcess, SpawnError, StderrTail, StopReport, Supervisor,
+    describe_exit, HealthBook, ServerProcess, SpawnError, StderrTail, StopReport, Supervisor,
 };
 
 /// How long to wait, after the pipe closed, for the server's exit status to report it.
@@ -210,6 +215,19 @@ impl std::fmt::Debug for McpSession {
             .field("pid", &self.pid)
             .finish()
     }
+}
+
+/// How one call of a job ended ([`McpSession::call_for_job`]).
+#[derive(Debug)]
+pub enum JobCall {
+    /// The server answered: the result (a tool error, `isError`, is an answer too) and,
+    /// with a tool error, the server's stderr tail.
+    Answered(CallToolResult, Option<String>),
+    /// The call failed (timeout, crash, closed connection, protocol error, answer too
+    /// large).
+    Failed(McpError),
+    /// The job's cancellation came first; the server may still be working on the call.
+    Cancelled,
 }
 
 fn status_text(status: Option<ExitStatus>) -> String {
@@ -501,6 +519,41 @@ impl McpSession {
             Err(e) => e,
         };
         Err(self.call_error(tool, err).await)
+    }
+
+    /// One call of a job: `tool` within the server's `call_timeout` cut to what is left
+    /// of the job's `deadline`, ended early by `cancel`. A success is recorded in
+    /// `health` (it ends a crash streak), a crash too (crash loops); a tool error
+    /// (`isError`) comes with the server's stderr tail. What to do with the session
+    /// afterwards (retire it, stop it) is its owner's business.
+    pub async fn call_for_job(
+        &self,
+        tool: &str,
+        arguments: Map<String, Value>,
+        deadline: Instant,
+        cancel: &CancellationToken,
+        health: &HealthBook,
+    ) -> JobCall {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let called = tokio::select! {
+            called = self.call_tool(tool, arguments, self.timeouts.call.min(left)) => called,
+            _ = cancel.cancelled() => return JobCall::Cancelled,
+        };
+        match called {
+            Ok(result) => {
+                health.record_success(&self.name);
+                let stderr = (result.is_error == Some(true))
+                    .then(|| self.stderr_tail())
+                    .flatten();
+                JobCall::Answered(result, stderr)
+            }
+            Err(error) => {
+                if error.is_crash() && health.record_crash(&self.name, std::time::Instant::now()) {
+                    tracing::warn!(server = %self.name, "server marked unhealthy: crash loop");
+                }
+                JobCall::Failed(error)
+            }
+        }
     }
 
     async fn call_error(&self, tool: &str, err: ServiceError) -> McpError {

@@ -1,0 +1,185 @@
+//! `JobSessions`: the one way a job reaches its tools, pooled server or not.
+//!
+//! A runner (a plan, a model's tool loop, an email job through either) opens one
+//! `JobSessions` for the job's deadline and cancellation, and calls tools by server
+//! name; it never learns whether a server is pooled:
+//! - a pooled server (`pool = true`, the default) is served by the [`McpPool`]: a warm
+//!   session shared with other jobs, retired when a call on it fails (the pool's
+//!   contract, in [`super::pool`]);
+//! - any other server gets a session of the job's own, started on first use (after the
+//!   supervisor's health book admits it: restart backoff, crash loop), reused by the
+//!   job's later calls, and stopped with its whole process tree by
+//!   [`JobSessions::close`], however the job ends.
+//!
+//! It guarantees, for both kinds alike (the steps are written once, in
+//! [`McpSession::call_for_job`]): each call ends by the server's `call_timeout` cut to
+//! what is left of the job's deadline; the job's cancellation ends the call in progress
+//! at once (a pooled session is retired, a job's own server is stopped at `close`);
+//! successes and crashes go to the supervisor's health book; a tool error (`isError`)
+//! comes back as `Ok` with the server's stderr tail. Calls take `&self`, so a model's
+//! parallel tool calls run at once (MCP sessions multiplex requests).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{CallToolResult, Tool};
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::pool::{start_admitted, stop_note};
+use super::session::JobCall;
+use super::{McpPool, McpSession, PoolError};
+use crate::config::{Config, ServerTimeouts};
+
+/// One job's sessions: the pool's, and its own fresh ones. See the module doc.
+pub struct JobSessions<'a> {
+    config: &'a Config,
+    pool: &'a McpPool,
+    deadline: Instant,
+    cancel: &'a CancellationToken,
+    /// The job's own sessions by server, each started once, on first use.
+    own: Mutex<HashMap<String, Arc<OnceCell<Arc<McpSession>>>>>,
+}
+
+impl std::fmt::Debug for JobSessions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let own: Vec<String> = self
+            .own
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        f.debug_struct("JobSessions")
+            .field("deadline", &self.deadline)
+            .field("own", &own)
+            .finish()
+    }
+}
+
+impl<'a> JobSessions<'a> {
+    /// Sessions for a job with `deadline`, stopped by `cancel`. Starts nothing yet.
+    pub fn new(
+        config: &'a Config,
+        pool: &'a McpPool,
+        deadline: Instant,
+        cancel: &'a CancellationToken,
+    ) -> Self {
+        JobSessions {
+            config,
+            pool,
+            deadline,
+            cancel,
+            own: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The tools of `server` (a pooled session's, or the job's own session's, started
+    /// if needed), within `call_timeout` and the job's deadline.
+    pub async fn list_tools(&self, server: &str) -> Result<Arc<Vec<Tool>>, PoolError> {
+        if self.pool.is_pooled(server) {
+            return self
+                .pool
+                .list_tools(server, self.deadline, self.cancel)
+                .await;
+        }
+        let (session, timeouts) = self.own_session(server).await?;
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        session
+            .list_tools(timeouts.call.min(left))
+            .await
+            .map_err(|error| PoolError::Mcp {
+                error,
+                stop_note: None,
+            })
+    }
+
+    /// Calls `tool` on `server`; a tool result flagged `isError` is `Ok`, with the
+    /// server's stderr tail.
+    pub async fn call(
+        &self,
+        server: &str,
+        tool: &str,
+        arguments: Map<String, Value>,
+    ) -> Result<(CallToolResult, Option<String>), PoolError> {
+        if self.pool.is_pooled(server) {
+            return self
+                .pool
+                .call(server, tool, arguments, self.deadline, self.cancel)
+                .await;
+        }
+        let (session, _) = self.own_session(server).await?;
+        let health = self.pool.supervisor().health();
+        match session
+            .call_for_job(tool, arguments, self.deadline, self.cancel, health)
+            .await
+        {
+            JobCall::Answered(result, stderr) => Ok((result, stderr)),
+            JobCall::Failed(error) => Err(PoolError::Mcp {
+                error,
+                stop_note: None,
+            }),
+            // The session stays with the job, which stops it (and its process tree) at
+            // `close`.
+            JobCall::Cancelled => Err(PoolError::Cancelled {
+                server: server.to_string(),
+                stop_note: None,
+            }),
+        }
+    }
+
+    /// Stops the job's own sessions (whole process trees) at once; returns, by server,
+    /// the notes of those whose server had to be killed with SIGKILL (also logged).
+    pub async fn close(self) -> Vec<(String, String)> {
+        let own = self.own.into_inner().unwrap_or_else(|p| p.into_inner());
+        let stops = futures::future::join_all(own.into_iter().map(|(name, cell)| async move {
+            let report = match cell.get() {
+                Some(session) => Some(session.shutdown().await),
+                None => None,
+            };
+            (name, report)
+        }))
+        .await;
+        stops
+            .into_iter()
+            .filter_map(|(name, report)| {
+                let note = stop_note(&name, &report?)?;
+                tracing::warn!(server = %name, "{note}");
+                Some((name, note))
+            })
+            .collect()
+    }
+
+    /// The job's own session of `server` and the server's timeouts, the session started
+    /// (health book permitting) on its first use; a start that fails leaves it to the
+    /// next use to try again.
+    async fn own_session(
+        &self,
+        server: &str,
+    ) -> Result<(Arc<McpSession>, ServerTimeouts), PoolError> {
+        let Some(config) = self.config.servers.get(server) else {
+            return Err(PoolError::UnknownServer {
+                server: server.to_string(),
+            });
+        };
+        let timeouts = self.config.timeouts(config);
+        let cell = self
+            .own
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(server.to_string())
+            .or_default()
+            .clone();
+        let session = cell
+            .get_or_try_init(|| async {
+                let supervisor = self.pool.supervisor();
+                start_admitted(supervisor, server, config, timeouts, self.deadline)
+                    .await
+                    .map(Arc::new)
+            })
+            .await?;
+        Ok((session.clone(), timeouts))
+    }
+}
