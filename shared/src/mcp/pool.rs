@@ -18,6 +18,10 @@
 //! 4. Crashes go to the supervisor's health book: restart backoff and crash-loop
 //!    "unhealthy" apply to pooled servers as to fresh ones.
 //!
+//! Jobs do not call the pool directly: [`JobSessions`](super::JobSessions) sends a
+//! pooled server's calls here and runs the others on the job's own sessions, with the
+//! same call steps ([`McpSession::call_for_job`]).
+//!
 //! Caveat: a timed-out call on a multiplexed session keeps its session (and whatever
 //! the server is still doing for it) alive until the session's other calls finish.
 
