@@ -17,6 +17,15 @@
 //!   format escapes them already;
 //! - once the config is loaded ([`LogGuard::set_redactor`]), every line, in both
 //!   formats, has the secrets the worker read replaced by `[REDACTED]`.
+//!
+//! Why not `tracing-appender`'s non-blocking lossy writer (weighed for issue #12): it
+//! counts only the lines dropped at a full queue, swallows a failed write to stderr
+//! without counting it, and says nothing when the output recovers. Keeping our "dropped
+//! N lines" report on top of it would take a writer around stderr that shares the
+//! appender's counter (which exists only once the appender owns that writer) and
+//! remembers what it already reported, plus the redacting writer in front: as much code
+//! as the queue below, two more crates (tracing-appender, crossbeam-channel), and no
+//! simpler test. So the queue stays.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,40 +3,41 @@
 //! Started with `--mcpq-template-sandbox` as its first argument, it is instead a
 //! template sandbox child of a worker (see `mcpq_shared::agent::template_sandbox`).
 //!
-//! Start-up, in this order (each step says why it comes where it does):
+//! This file is the glue and reads top to bottom (each step says why it comes where it
+//! does):
 //! 1. reset the inherited signal state (before any thread exists: masks are per thread);
-//! 2. parse flags, start non-blocking logging, log what the reset changed;
-//! 3. start the tokio runtime, load the config, connect to Redis;
-//! 4. start the background loops: lease renewal, the cancel listener, the rescuer of
-//!    dead workers' jobs, server reports;
+//! 2. parse flags, start non-blocking logging ([`logging`]), log what the reset changed;
+//! 3. load the config, start the tokio runtime, connect to Redis;
+//! 4. start the background loops ([`launcher`]): lease renewal, the cancel listener,
+//!    the rescuer of dead workers' jobs, server reports ([`reports`]), the attachment
+//!    sweep;
 //! 5. run an apalis Monitor with one worker of N concurrent jobs over mcpq's own Redis
 //!    backend ([`mcpq_shared::queue::backend`]);
-//! 6. on SIGTERM/SIGINT: stop fetching, let running jobs finish within
+//! 6. on SIGTERM/SIGINT ([`signals`]): stop fetching, let running jobs finish within
 //!    `worker.shutdown_grace`, then stop the rest: they are released to the front of
 //!    their queue (not counted as failures) and their servers stopped; exit 0.
 //!
 //! Exit codes: 0 clean shutdown, 2 bad flags or config, 3 Redis unreachable at start,
 //! 1 anything else.
 
+mod launcher;
 mod logging;
+mod reports;
 mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use apalis::prelude::*;
 use clap::Parser;
-use mcpq_shared::agent::template_sandbox::{self, TemplateSandbox};
-use mcpq_shared::mcp::McpPool;
+use mcpq_shared::agent::template_sandbox;
 use mcpq_shared::queue::backend::RedisQueue;
-use mcpq_shared::queue::fetch::Delivery;
-use mcpq_shared::queue::lease::{self, InFlight, StopReason};
-use mcpq_shared::queue::{self, rescue, Keys};
-use mcpq_shared::supervisor::{unix, Supervisor};
-use mcpq_shared::{Config, Runner};
+use mcpq_shared::queue::{self, Delivery, Keys};
+use mcpq_shared::{supervisor, Config, Runner};
+
+use launcher::Launcher;
 
 /// Runs mcpq jobs: pulls them from Redis, calls MCP tools, stores results.
 ///
@@ -85,18 +86,10 @@ fn main() -> ExitCode {
         return template_sandbox::serve();
     }
     // 1. Before anything spawns a thread: see the module doc.
-    let reset = unix::reset_own_signal_state();
+    let reset = supervisor::reset_own_signal_state();
     let args = Args::parse();
     let log_guard = logging::init(args.log_format);
-    match &reset {
-        Ok(r) if r.unblocked.is_empty() && r.defaulted.is_empty() => {}
-        Ok(r) => tracing::info!(
-            unblocked = ?r.unblocked.iter().map(|s| unix::signal_name(*s)).collect::<Vec<_>>(),
-            defaulted = ?r.defaulted.iter().map(|s| unix::signal_name(*s)).collect::<Vec<_>>(),
-            "inherited signal state was reset (a parent had blocked or ignored these signals)"
-        ),
-        Err(e) => tracing::error!("could not reset the inherited signal state: {e}"),
-    }
+    signals::log_reset(&reset);
     let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -154,7 +147,7 @@ fn load_config(args: &Args) -> Result<Config, String> {
 
 async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
-    let mut signals = signals::Signals::install().context("installing signal handlers")?;
+    let signals = signals::Signals::install().context("installing signal handlers")?;
     let redis_url = config.redis_connect_url().context("redis_password_env")?;
     let conn = match queue::connect(&redis_url).await {
         Ok(c) => c,
@@ -164,46 +157,20 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         }
     };
     let keys = Keys::new(config.namespace.clone());
-    let supervisor = Supervisor::with_policy(config.health_policy());
-    let pool = McpPool::new(&config, supervisor.clone());
-    let maintenance = pool.start_background();
-    let reporter = tokio::spawn(report_servers(
-        pool.clone(),
+    let mut launcher = Launcher::start(
         config.clone(),
+        &redis_url,
         conn.clone(),
         keys.clone(),
-        name.clone(),
-    ));
-    let jobs = InFlight::default();
-    let client = redis::Client::open(redis_url.as_str()).context("redis_url")?;
-    let background = [
-        tokio::spawn(lease::renew_leases(
-            conn.clone(),
-            keys.clone(),
-            config.queue.clone(),
-            jobs.clone(),
-        )),
-        tokio::spawn(lease::listen_for_cancels(
-            client,
-            keys.clone(),
-            jobs.clone(),
-        )),
-        tokio::spawn(rescue::rescue_loop(
-            conn.clone(),
-            keys.clone(),
-            config.queue.clone(),
-        )),
-        tokio::spawn(sweep_attachments(config.email.clone())),
-    ];
-    // Children of this very binary, started with the sandbox argument (see `main`).
-    let templates = TemplateSandbox::new(supervisor.clone());
+        &name,
+    )?;
     let runner = Runner::new(
         config.clone(),
-        pool.clone(),
+        launcher.pool().clone(),
         conn.clone(),
         keys.clone(),
-        jobs.clone(),
-        templates.clone(),
+        launcher.jobs().clone(),
+        launcher.templates().clone(),
     );
     tracing::info!(
         worker = %name,
@@ -214,59 +181,15 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         "worker started"
     );
 
-    let (concurrency, poll, grace) = (
-        config.worker.concurrency,
-        config.worker.poll_interval,
-        config.worker.shutdown_grace,
-    );
-    let settings = config.queue.clone();
-    let held = jobs.clone();
-    let monitor = Monitor::new().register(move |_restarts| {
-        let backend = RedisQueue::new(
-            conn.clone(),
-            keys.clone(),
-            settings.clone(),
-            name.clone(),
-            poll,
-        )
-        .with_jobs(held.clone(), concurrency);
-        WorkerBuilder::new(name.clone())
-            .backend(backend)
-            .data(runner.clone())
-            .concurrency(concurrency)
-            .parallelize(tokio::spawn)
-            .build(handle)
-    });
-
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = jobs.clone();
-    let signal_task = tokio::spawn(async move {
-        let sig = signals.first().await;
-        tracing::info!(signal = sig, grace = ?grace, "shutting down: no new jobs; running jobs may finish within the grace period");
-        let _ = first_tx.send(());
-        tokio::select! {
-            _ = tokio::time::sleep(grace) => {}
-            sig = signals.second() => tracing::warn!(signal = sig, "second signal: stopping the jobs still running now"),
-        }
-        // Jobs still running are released (back to the front of their queue, attempt
-        // not counted) so another worker starts them now, not after their lease.
-        let stopped = running.stop_all(StopReason::Shutdown);
-        if stopped > 0 {
-            tracing::warn!(
-                jobs = stopped,
-                "grace period over: stopping and releasing the jobs still running"
-            );
-        }
-        // They store their release within a lease at most; then apalis may drop them.
-        std::future::pending::<()>().await
-    });
+    let monitor = monitor(&config, conn, keys, name, launcher.jobs().clone(), runner);
+    let quiet = launcher.quiet_on(signals);
     let shutdown_signal = async move {
-        let _ = first_rx.await;
+        quiet.await;
         Ok(())
     };
     // apalis waits for running jobs by itself; the terminator is only the last resort
     // when a job does not return after being stopped (a bug: every wait has a deadline).
-    let stop_wait = grace + config.queue.lease + config.max_stop_time();
+    let stop_wait = launcher.stop_deadline();
     let terminator = async move {
         tokio::time::sleep(stop_wait).await;
         tracing::error!("jobs did not return {stop_wait:?} after shutdown began; dropping them");
@@ -275,23 +198,8 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         .with_terminator(terminator)
         .run_with_signal(shutdown_signal)
         .await;
-    // Jobs are done or cut off: close the warm sessions (graceful, bounded by each
-    // server's kill_grace), then kill whatever is left.
-    signal_task.abort();
-    maintenance.abort();
-    reporter.abort();
-    for task in background {
-        task.abort();
-    }
-    let _ = tokio::time::timeout(config.max_stop_time(), pool.shutdown()).await;
-    templates.stop_idle();
-    let killed = supervisor.kill_all();
-    if killed > 0 {
-        tracing::warn!(
-            killed,
-            "killed server process groups of jobs cut off by shutdown"
-        );
-    }
+    // Jobs are done or cut off: stop the loops and every server.
+    launcher.stop().await;
     match result {
         Ok(()) => {
             tracing::info!("worker stopped");
@@ -301,50 +209,34 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Removes finished email jobs' attachment directories `email.retention` after they
-/// ended, every `retention / 2` (between 1 s and 60 s). First says whether the root is
-/// safe: an unsafe one fails every email job (`attachments_dir_unsafe`) until fixed.
-async fn sweep_attachments(settings: mcpq_shared::email::EmailSettings) {
-    let root = settings.attachments_dir.clone();
-    let checked =
-        tokio::task::spawn_blocking(move || mcpq_shared::email::attachment_dir::check_root(&root))
-            .await;
-    if let Ok(Err(e)) = checked {
-        tracing::error!("{e}; email jobs will fail until it is fixed");
-    }
-    let every = (settings.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    loop {
-        let (root, retention) = (settings.attachments_dir.clone(), settings.retention);
-        let removed = tokio::task::spawn_blocking(move || {
-            mcpq_shared::email::attachment_dir::sweep(&root, retention)
-        })
-        .await
-        .unwrap_or(0);
-        if removed > 0 {
-            tracing::debug!(removed, "removed expired attachment directories");
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
-/// How often the worker publishes what it knows about its servers (`mcpq servers`).
-const REPORT_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Publishes server health, sessions and tools every [`REPORT_INTERVAL`].
-async fn report_servers(
-    pool: McpPool,
-    config: Arc<Config>,
+/// One apalis worker named `name`, running up to `worker.concurrency` jobs at once from
+/// mcpq's Redis backend; `jobs` holds what it fetched (for leases and cancels).
+fn monitor(
+    config: &Config,
     conn: redis::aio::ConnectionManager,
     keys: Keys,
-    worker: String,
-) {
-    loop {
-        let reports = pool.reports(&config, &worker).await;
-        if let Err(e) = mcpq_shared::queue::servers::publish(&conn, &keys, &reports).await {
-            tracing::debug!("could not publish server reports: {e}");
-        }
-        tokio::time::sleep(REPORT_INTERVAL).await;
-    }
+    name: String,
+    jobs: queue::InFlight,
+    runner: Runner,
+) -> Monitor {
+    let (concurrency, poll) = (config.worker.concurrency, config.worker.poll_interval);
+    let settings = config.queue.clone();
+    Monitor::new().register(move |_restarts| {
+        let backend = RedisQueue::new(
+            conn.clone(),
+            keys.clone(),
+            settings.clone(),
+            name.clone(),
+            poll,
+        )
+        .with_jobs(jobs.clone(), concurrency);
+        WorkerBuilder::new(name.clone())
+            .backend(backend)
+            .data(runner.clone())
+            .concurrency(concurrency)
+            .parallelize(tokio::spawn)
+            .build(handle)
+    })
 }
 
 /// The apalis handler: one job. It never fails: the runner stores every outcome itself

@@ -4,11 +4,30 @@
 //!   `worker.shutdown_grace` ([`Signals::first`]);
 //! - a second SIGTERM or SIGINT during the grace period: stop waiting ([`Signals::second`]).
 //!
-//! Installed after [`mcpq_shared::supervisor::unix::reset_own_signal_state`] has put
+//! Installed after [`mcpq_shared::supervisor::reset_own_signal_state`] has put
 //! inherited dispositions back to default, so they work even when the worker was started
-//! with SIGTERM/SIGINT ignored.
+//! with SIGTERM/SIGINT ignored; [`log_reset`] says what that reset changed.
+//!
+//! What the signals set off (quiet, then stop the jobs still running) is the
+//! launcher's ([`crate::launcher::Launcher::quiet_on`]).
 
+use mcpq_shared::supervisor::{signal_name, SignalReset};
 use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// Logs what [`mcpq_shared::supervisor::reset_own_signal_state`] changed (nothing when
+/// the parent left the signal state clean), or that it failed.
+pub fn log_reset(reset: &std::io::Result<SignalReset>) {
+    let names = |sigs: &[i32]| sigs.iter().map(|s| signal_name(*s)).collect::<Vec<_>>();
+    match reset {
+        Ok(r) if r.unblocked.is_empty() && r.defaulted.is_empty() => {}
+        Ok(r) => tracing::info!(
+            unblocked = ?names(&r.unblocked),
+            defaulted = ?names(&r.defaulted),
+            "inherited signal state was reset (a parent had blocked or ignored these signals)"
+        ),
+        Err(e) => tracing::error!("could not reset the inherited signal state: {e}"),
+    }
+}
 
 /// The shutdown signals.
 pub struct Signals {

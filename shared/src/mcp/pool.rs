@@ -40,8 +40,6 @@ use super::session::JobCall;
 use super::{McpError, McpSession};
 use crate::config::{Config, PoolSettings, ServerConfig, ServerTimeouts};
 use crate::failure::FailureKind;
-use crate::queue::results::now_ms;
-use crate::queue::servers::{ServerReport, ToolInfo};
 use crate::supervisor::{Admission, StopReport, Supervisor};
 
 /// A session idle for longer than this has its process checked (`waitpid`) at checkout;
@@ -455,43 +453,6 @@ impl McpPool {
         let tools = lease.slot.session.list_tools(PING_TIMEOUT).await;
         self.release(lease, tools.is_err(), false).await;
         tools.ok()
-    }
-
-    /// This worker's report on every server of `config`, for `mcpq servers`.
-    pub async fn reports(
-        &self,
-        config: &Config,
-        worker: &str,
-    ) -> std::collections::BTreeMap<String, ServerReport> {
-        let mut out = std::collections::BTreeMap::new();
-        for (name, server) in &config.servers {
-            let (health, clears) = self
-                .supervisor
-                .health()
-                .describe(name, std::time::Instant::now());
-            let snapshot = self.snapshot(name);
-            let tools = self.tools_if_warm(name).await.map(|tools| {
-                tools
-                    .iter()
-                    .map(|t| ToolInfo {
-                        name: t.name.to_string(),
-                        description: t.description.as_ref().map(|d| d.to_string()),
-                    })
-                    .collect()
-            });
-            let report = ServerReport {
-                worker: worker.to_string(),
-                reported_at: now_ms(),
-                health: health.to_string(),
-                health_clears_in_ms: clears.map(|d| d.as_millis() as u64),
-                pooled: server.pool,
-                sessions: snapshot.as_ref().map_or(0, |s| s.sessions),
-                in_flight: snapshot.as_ref().map_or(0, |s| s.in_flight),
-                tools,
-            };
-            out.insert(name.clone(), report);
-        }
-        out
     }
 
     /// Stops every session of every server (worker shutdown).

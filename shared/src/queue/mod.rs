@@ -35,7 +35,9 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 pub use enqueue::Producer;
+pub use fetch::Delivery;
 pub use keys::Keys;
+pub use lease::{InFlight, StopReason};
 pub use results::{AttemptRecord, JobFailure, JobRecord, JobStatus, ResultStore};
 pub use settings::QueueSettings;
 

@@ -81,6 +81,10 @@ use tokio::time::Instant;
 
 pub use health::{Admission, HealthBook, HealthPolicy};
 pub use stderr::{StderrTail, TAIL_CAPACITY, TAIL_IN_ERRORS};
+/// For a daemon's `main`, first thing: undo a blocked or ignored signal inherited from
+/// whoever started it (and name what was changed), so its own handlers and its
+/// children's clean start (promise 1) do not depend on the parent.
+pub use unix::{reset_own_signal_state, signal_name, SignalReset};
 
 use crate::config::ServerConfig;
 

@@ -1,0 +1,205 @@
+//! The launcher: starts, quiets and stops everything of the worker that runs beside the
+//! jobs (Sidekiq's `launcher.rb` plays the same part).
+//!
+//! [`Launcher::start`] starts, in this order, and owns from then on:
+//! 1. the supervisor and the MCP pool, with the pool's maintenance loop (warm
+//!    `min_sessions`, close idle sessions);
+//! 2. server reports to Redis ([`crate::reports`]);
+//! 3. lease renewal of every held job (`queue::lease::renew_leases`);
+//! 4. the cancel listener (`queue::lease::listen_for_cancels`, Redis pub/sub);
+//! 5. the rescuer of dead workers' jobs (`queue::rescue::rescue_loop`);
+//! 6. the sweep of expired email attachment directories.
+//!
+//! [`Launcher::quiet_on`] ties shutdown to the signals: the first SIGTERM/SIGINT
+//! *quiets* the worker (no new jobs; the future it returns resolves, which the Monitor
+//! takes as its stop signal); after `worker.shutdown_grace`, or at a second signal,
+//! the jobs still running are stopped and release themselves to the front of their
+//! queue (attempt not counted).
+//!
+//! [`Launcher::stop`], once the Monitor has returned, stops in order: the signal task,
+//! the loops above (in start order), the pool's warm sessions (gracefully, bounded by
+//! the longest stop of a server), idle template sandboxes, then SIGKILL to every server
+//! process group still alive. Nothing it started outlives it.
+//!
+//! Caveat: a loop is stopped by aborting its task, at its next await; none holds a
+//! state that needs finishing (each Redis change is one script).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use mcpq_shared::agent::template_sandbox::TemplateSandbox;
+use mcpq_shared::email::{attachment_dir, EmailSettings};
+use mcpq_shared::mcp::McpPool;
+use mcpq_shared::queue::{lease, rescue, InFlight, Keys, StopReason};
+use mcpq_shared::supervisor::Supervisor;
+use mcpq_shared::Config;
+use redis::aio::ConnectionManager;
+use tokio::task::JoinHandle;
+
+use crate::reports::Reporter;
+use crate::signals::Signals;
+
+/// Owns the worker's background loops and the processes they manage.
+pub struct Launcher {
+    config: Arc<Config>,
+    supervisor: Supervisor,
+    pool: McpPool,
+    templates: TemplateSandbox,
+    jobs: InFlight,
+    /// The loops, in start order (the order they are stopped in).
+    loops: Vec<JoinHandle<()>>,
+    /// The shutdown sequence driven by signals ([`Launcher::quiet_on`]).
+    signal_task: Option<JoinHandle<()>>,
+}
+
+impl Launcher {
+    /// Starts the background loops (see the module doc for the list and order).
+    /// `conn` is connected to `redis_url` already; the cancel listener opens its own
+    /// pub/sub connection to it.
+    pub fn start(
+        config: Arc<Config>,
+        redis_url: &str,
+        conn: ConnectionManager,
+        keys: Keys,
+        worker: &str,
+    ) -> anyhow::Result<Launcher> {
+        let client = redis::Client::open(redis_url).context("redis_url")?;
+        let supervisor = Supervisor::with_policy(config.health_policy());
+        let pool = McpPool::new(&config, supervisor.clone());
+        let jobs = InFlight::default();
+        let reporter = Reporter {
+            config: config.clone(),
+            pool: pool.clone(),
+            supervisor: supervisor.clone(),
+            worker: worker.to_string(),
+        };
+        let loops = vec![
+            pool.start_background(),
+            tokio::spawn(reporter.run(conn.clone(), keys.clone())),
+            tokio::spawn(lease::renew_leases(
+                conn.clone(),
+                keys.clone(),
+                config.queue.clone(),
+                jobs.clone(),
+            )),
+            tokio::spawn(lease::listen_for_cancels(
+                client,
+                keys.clone(),
+                jobs.clone(),
+            )),
+            tokio::spawn(rescue::rescue_loop(conn, keys, config.queue.clone())),
+            tokio::spawn(sweep_attachments(config.email.clone())),
+        ];
+        // Children of this very binary, started with the sandbox argument (see `main`).
+        let templates = TemplateSandbox::new(supervisor.clone());
+        Ok(Launcher {
+            config,
+            supervisor,
+            pool,
+            templates,
+            jobs,
+            loops,
+            signal_task: None,
+        })
+    }
+
+    /// The warm MCP sessions, shared by jobs.
+    pub fn pool(&self) -> &McpPool {
+        &self.pool
+    }
+
+    /// The jobs this worker holds: their leases are renewed and cancels reach them.
+    pub fn jobs(&self) -> &InFlight {
+        &self.jobs
+    }
+
+    /// The template sandboxes, stopped with the worker.
+    pub fn templates(&self) -> &TemplateSandbox {
+        &self.templates
+    }
+
+    /// Hands the shutdown signals to a task of the launcher; the returned future
+    /// resolves at the first one (quiet: fetch no more jobs). After the grace period or
+    /// a second signal, the jobs still running are stopped (see the module doc).
+    pub fn quiet_on(&mut self, mut signals: Signals) -> impl Future<Output = ()> {
+        let (quiet_tx, quiet_rx) = tokio::sync::oneshot::channel::<()>();
+        let grace = self.config.worker.shutdown_grace;
+        let running = self.jobs.clone();
+        self.signal_task = Some(tokio::spawn(async move {
+            let sig = signals.first().await;
+            tracing::info!(signal = sig, grace = ?grace, "shutting down: no new jobs; running jobs may finish within the grace period");
+            let _ = quiet_tx.send(());
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                sig = signals.second() => tracing::warn!(signal = sig, "second signal: stopping the jobs still running now"),
+            }
+            // Jobs still running are released (back to the front of their queue,
+            // attempt not counted) so another worker starts them now, not after their
+            // lease.
+            let stopped = running.stop_all(StopReason::Shutdown);
+            if stopped > 0 {
+                tracing::warn!(
+                    jobs = stopped,
+                    "grace period over: stopping and releasing the jobs still running"
+                );
+            }
+            // They store their release within a lease at most; then apalis may drop them.
+            std::future::pending::<()>().await
+        }));
+        async move {
+            let _ = quiet_rx.await;
+        }
+    }
+
+    /// The longest the jobs may take to return once shutdown began: the grace period,
+    /// a lease to store their release, and a server's stop.
+    pub fn stop_deadline(&self) -> Duration {
+        self.config.worker.shutdown_grace + self.config.queue.lease + self.config.max_stop_time()
+    }
+
+    /// Stops everything [`Launcher::start`] started, in order (see the module doc).
+    /// Call it once the jobs are done or cut off.
+    pub async fn stop(self) {
+        if let Some(task) = &self.signal_task {
+            task.abort();
+        }
+        for task in &self.loops {
+            task.abort();
+        }
+        // Close the warm sessions (graceful, bounded by each server's kill_grace), then
+        // kill whatever is left.
+        let _ = tokio::time::timeout(self.config.max_stop_time(), self.pool.shutdown()).await;
+        self.templates.stop_idle();
+        let killed = self.supervisor.kill_all();
+        if killed > 0 {
+            tracing::warn!(
+                killed,
+                "killed server process groups of jobs cut off by shutdown"
+            );
+        }
+    }
+}
+
+/// Removes finished email jobs' attachment directories `email.retention` after they
+/// ended, every `retention / 2` (between 1 s and 60 s). First says whether the root is
+/// safe: an unsafe one fails every email job (`attachments_dir_unsafe`) until fixed.
+async fn sweep_attachments(settings: EmailSettings) {
+    let root = settings.attachments_dir.clone();
+    let checked = tokio::task::spawn_blocking(move || attachment_dir::check_root(&root)).await;
+    if let Ok(Err(e)) = checked {
+        tracing::error!("{e}; email jobs will fail until it is fixed");
+    }
+    let every = (settings.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let (root, retention) = (settings.attachments_dir.clone(), settings.retention);
+        let removed = tokio::task::spawn_blocking(move || attachment_dir::sweep(&root, retention))
+            .await
+            .unwrap_or(0);
+        if removed > 0 {
+            tracing::debug!(removed, "removed expired attachment directories");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
