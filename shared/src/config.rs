@@ -594,29 +594,15 @@ impl Config {
         self.servers.keys().map(String::as_str)
     }
 
-    /// The crash policy for the supervisor.
-    pub fn health_policy(&self) -> crate::supervisor::HealthPolicy {
-        let d = &self.defaults;
-        crate::supervisor::HealthPolicy {
-            restart_backoff: d.restart_backoff,
-            restart_backoff_max: d.restart_backoff_max,
-            crash_loop_threshold: d.crash_loop_threshold,
-            crash_loop_window: d.crash_loop_window,
-            unhealthy_for: d.unhealthy_for,
-        }
-    }
-
-    /// The longest a stopped server may take to go: its kill grace, plus the EOF wait
-    /// and the SIGKILL reap (see `ServerProcess::stop`).
-    pub fn max_stop_time(&self) -> Duration {
-        let grace = self
-            .servers
+    /// The longest kill grace of any server (its own or `[defaults]`): with
+    /// `supervisor::max_stop_time`, the longest a stopped server may take to go.
+    pub fn max_kill_grace(&self) -> Duration {
+        self.servers
             .values()
             .filter_map(|s| s.kill_grace)
             .chain([self.defaults.kill_grace])
             .max()
-            .unwrap_or(self.defaults.kill_grace);
-        grace + crate::supervisor::EOF_GRACE + Duration::from_secs(1)
+            .unwrap_or(self.defaults.kill_grace)
     }
 
     /// The effective pool settings of one server.

@@ -39,7 +39,6 @@ const ALLOWED_UPWARD: &[(&str, &str)] = &[
     ("src/config.rs", "agent"),
     ("src/config.rs", "email"),
     ("src/config.rs", "queue"),
-    ("src/config.rs", "supervisor"),
     ("src/job.rs", "agent"),
     ("src/job.rs", "email"),
 ];
