@@ -36,9 +36,8 @@ const LAYERS: &[(&str, u32, u32)] = &[
 
 /// Today's upward imports, (file under `shared/`, module it names). May only shrink.
 const ALLOWED_UPWARD: &[(&str, &str)] = &[
-    ("src/config.rs", "agent"),
-    ("src/config.rs", "email"),
-    ("src/config.rs", "queue"),
+    ("src/config/mod.rs", "agent"),
+    ("src/config/mod.rs", "email"),
     ("src/job.rs", "agent"),
     ("src/job.rs", "email"),
 ];

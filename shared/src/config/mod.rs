@@ -11,7 +11,7 @@
 //! shutdown_grace = "10s"   # on SIGTERM, how long running jobs may finish
 //! poll_interval = "100ms"  # how often an idle worker looks for new jobs
 //!
-//! [queue]                  # leases, retries, retention, priorities: see queue::settings
+//! [queue]                  # leases, retries, retention, priorities: see config::queue
 //! lease = "30s"
 //! max_payload = 33554432   # bytes (32 MiB)
 //!
@@ -44,6 +44,9 @@
 //! (`{"mcpServers": {"name": {"command", "args", "env"}}}`); then every other setting
 //! takes its default. Values are validated when loaded: a bad value is an error that
 //! names the file and the key, never a surprise at run time.
+
+pub mod queue;
+pub mod redis_url;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,7 +115,7 @@ pub struct Config {
     pub defaults: Defaults,
     /// Leases, retries, retention, priorities (`[queue]`).
     #[serde(default)]
-    pub queue: crate::queue::QueueSettings,
+    pub queue: queue::QueueSettings,
     /// Attachments of email jobs (`[email]`).
     #[serde(default)]
     pub email: crate::email::EmailSettings,
@@ -385,7 +388,7 @@ impl Default for Config {
             mcp_servers_file: None,
             worker: WorkerConfig::default(),
             defaults: Defaults::default(),
-            queue: crate::queue::QueueSettings::default(),
+            queue: queue::QueueSettings::default(),
             email: crate::email::EmailSettings::default(),
             smtp: None,
             llm: None,
@@ -446,7 +449,7 @@ impl Config {
 
     /// The URL to connect with: `redis_url`, with the password from `redis_password_env`
     /// when that is set (an error naming the variable when it is not in the environment).
-    /// Show it only through [`crate::queue::redacted`].
+    /// Show it only through [`redis_url::redacted`].
     pub fn redis_connect_url(&self) -> Result<String, ConfigError> {
         let Some(var) = &self.redis_password_env else {
             return Ok(self.redis_url.clone());
@@ -455,14 +458,12 @@ impl Config {
             key: "redis_password_env".to_string(),
             message: format!("the environment variable {var} is not set (or not UTF-8)"),
         })?;
-        crate::queue::with_password(&self.redis_url, &password).ok_or_else(|| {
-            ConfigError::Invalid {
-                key: "redis_url".to_string(),
-                message: format!(
-                    "{} is not a redis:// or rediss:// URL",
-                    crate::queue::redacted(&self.redis_url)
-                ),
-            }
+        redis_url::with_password(&self.redis_url, &password).ok_or_else(|| ConfigError::Invalid {
+            key: "redis_url".to_string(),
+            message: format!(
+                "{} is not a redis:// or rediss:// URL",
+                redis_url::redacted(&self.redis_url)
+            ),
         })
     }
 
