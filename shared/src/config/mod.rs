@@ -45,6 +45,8 @@
 //! takes its default. Values are validated when loaded: a bad value is an error that
 //! names the file and the key, never a surprise at run time.
 
+pub mod email;
+pub mod llm;
 pub mod queue;
 pub mod redis_url;
 
@@ -118,14 +120,14 @@ pub struct Config {
     pub queue: queue::QueueSettings,
     /// Attachments of email jobs (`[email]`).
     #[serde(default)]
-    pub email: crate::email::EmailSettings,
+    pub email: email::EmailSettings,
     /// The model API of LLM-mode jobs (`[llm]`); none: such jobs fail with
     /// `llm_not_configured`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub llm: Option<crate::agent::chat::LlmSettings>,
+    pub llm: Option<llm::LlmSettings>,
     /// Where email replies are sent (`[smtp]`); none: replies are drafted, not sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub smtp: Option<crate::email::smtp::SmtpSettings>,
+    pub smtp: Option<email::SmtpSettings>,
     /// The MCP servers jobs may use, by name.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
@@ -389,7 +391,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             defaults: Defaults::default(),
             queue: queue::QueueSettings::default(),
-            email: crate::email::EmailSettings::default(),
+            email: email::EmailSettings::default(),
             smtp: None,
             llm: None,
             servers: BTreeMap::new(),
