@@ -75,6 +75,7 @@ pub mod redact;
 pub mod result_budget;
 pub mod runner;
 pub mod supervisor;
+pub mod template;
 pub mod tls;
 
 pub use config::Config;

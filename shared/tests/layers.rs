@@ -1,7 +1,7 @@
 //! The layer ratchet: imports inside `mcpq-shared` only go down.
 //!
 //! The layers (docs/ARCHITECTURE.md): 1 data and validation, no I/O (`duration`, `tls`,
-//! `failure`, `job`, `config`) -> 2 `queue` (Redis) -> 3 `supervisor` (processes) ->
+//! `failure`, `template`, `job`, `config`) -> 2 `queue` (Redis) -> 3 `supervisor` (processes) ->
 //! 4 `mcp` (sessions, pool, job sessions) -> 5 runners and their helpers
 //! (`result_budget`, `agent`, `email`, `redact`) -> 6 `fate`, `runner` -> the binaries.
 //! Within a layer the modules are ordered too (the rank below), so no two modules can
@@ -21,8 +21,9 @@ const LAYERS: &[(&str, u32, u32)] = &[
     ("duration", 1, 10),
     ("tls", 1, 11),
     ("failure", 1, 12),
-    ("job", 1, 13),
-    ("config", 1, 14),
+    ("template", 1, 13),
+    ("job", 1, 14),
+    ("config", 1, 15),
     ("queue", 2, 20),
     ("supervisor", 3, 30),
     ("mcp", 4, 40),
@@ -39,7 +40,6 @@ const ALLOWED_UPWARD: &[(&str, &str)] = &[
     // The default attachments_dir names the uid (`supervisor::unix::current_uid`, the
     // one getuid call, kept with the other libc calls).
     ("src/config/email.rs", "supervisor"),
-    ("src/job.rs", "agent"),
     ("src/job.rs", "email"),
 ];
 
