@@ -40,16 +40,37 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Default `options.max_attempts`.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
+/// Default and largest `llm.max_steps`.
+pub const DEFAULT_MAX_STEPS: u32 = 10;
+/// Largest `llm.max_steps`.
+pub const MAX_STEPS_LIMIT: u32 = 100;
+
+/// A job's `llm` options; every field is optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LlmOptions {
+    /// Model name (default: the worker's `llm.model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Most model calls (default 10, at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+    /// A system message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+}
+
 /// Checks the templates of a plan's steps when the job is built (see
-/// [`crate::agent::template`]): syntax, and that each name exists at its step.
+/// [`crate::template`]): syntax, and that each name exists at its step.
 fn check_plan_templates(
     steps: &[PlanStep],
     input: &Map<String, Value>,
     email: bool,
 ) -> Result<(), JobError> {
-    use crate::agent::template::{
-        template_bytes, TemplateContext, Templates, MAX_JOB_SOURCE_BYTES,
-    };
+    use crate::template::{template_bytes, TemplateContext, Templates, MAX_JOB_SOURCE_BYTES};
     let templates = Templates::new();
     let mut source = 0;
     let mut ctx = TemplateContext {
@@ -88,7 +109,6 @@ fn check_plan_templates(
 }
 
 fn check_max_steps(n: u32) -> Result<(), JobError> {
-    use crate::agent::llm::MAX_STEPS_LIMIT;
     if (1..=MAX_STEPS_LIMIT).contains(&n) {
         Ok(())
     } else {
@@ -287,7 +307,7 @@ pub struct PlanStep {
     /// The tool to call on that server.
     pub tool: String,
     /// The tool's arguments (a JSON object); strings may be templates over the job's
-    /// input and earlier steps (see [`crate::agent::template`]).
+    /// input and earlier steps (see [`crate::template`]).
     #[serde(default)]
     pub arguments: Map<String, Value>,
     /// When true, a failure of this step is recorded in the results and the plan goes
@@ -312,7 +332,7 @@ pub struct AgentJob {
     pub servers: Vec<String>,
     /// LLM mode: model options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub llm: Option<crate::agent::llm::LlmOptions>,
+    pub llm: Option<LlmOptions>,
     /// Data the steps' templates may use as `input.KEY`.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub input: Map<String, Value>,
@@ -592,7 +612,7 @@ impl Job {
                 input.insert("instructions".to_string(), Value::Null);
                 check_plan_templates(&email.steps, &input, true)?;
                 if let Some(reply) = &email.reply {
-                    use crate::agent::template::{TemplateContext, Templates};
+                    use crate::template::{TemplateContext, Templates};
                     let ctx = TemplateContext {
                         input: input.keys().cloned().collect(),
                         steps: email.steps.iter().filter_map(|s| s.name.clone()).collect(),

@@ -29,7 +29,7 @@
 //!   `include`/`import`/`extends` exits 2; checking evaluates nothing) and bounded at
 //!   run time: fuel, a 4 MiB output limit, and rendering in a sandbox child limited to
 //!   256 MiB, so a template that builds gigabytes fails its job, never the worker
-//!   (`plans.rs`, `agent::template` tests, chaos `huge_template.rs`).
+//!   (`plans.rs`, `template` tests, chaos `huge_template.rs`).
 //! - An email's attachments are written only inside their job's directory, with
 //!   sanitized names and size limits (`email::the_email_corpus_is_processed_or_rejected_with_clear_errors`,
 //!   `email::attachments` tests), private to the worker's user (`0700`/`0600`, an unsafe
@@ -75,6 +75,7 @@ pub mod redact;
 pub mod result_budget;
 pub mod runner;
 pub mod supervisor;
+pub mod template;
 pub mod tls;
 
 pub use config::Config;

@@ -283,7 +283,9 @@ impl Runner {
                 }
             }
         };
-        let limit = timeout + self.config.max_stop_time() + DEADLINE_SLACK;
+        let limit = timeout
+            + crate::supervisor::max_stop_time(self.config.max_kill_grace())
+            + DEADLINE_SLACK;
         match tokio::time::timeout(limit, work).await {
             Ok(outcome) => outcome,
             Err(_) => Err(JobFailure::new(

@@ -33,7 +33,7 @@ use mcpq_shared::agent::template_sandbox::TemplateSandbox;
 use mcpq_shared::email::{attachment_dir, EmailSettings};
 use mcpq_shared::mcp::McpPool;
 use mcpq_shared::queue::{lease, rescue, InFlight, Keys, StopReason};
-use mcpq_shared::supervisor::Supervisor;
+use mcpq_shared::supervisor::{max_stop_time, HealthPolicy, Supervisor};
 use mcpq_shared::Config;
 use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
@@ -66,7 +66,7 @@ impl Launcher {
         worker: &str,
     ) -> anyhow::Result<Launcher> {
         let client = redis::Client::open(redis_url).context("redis_url")?;
-        let supervisor = Supervisor::with_policy(config.health_policy());
+        let supervisor = Supervisor::with_policy(HealthPolicy::from_defaults(&config.defaults));
         let pool = McpPool::new(&config, supervisor.clone());
         let jobs = InFlight::default();
         let reporter = Reporter {
@@ -156,7 +156,9 @@ impl Launcher {
     /// The longest the jobs may take to return once shutdown began: the grace period,
     /// a lease to store their release, and a server's stop.
     pub fn stop_deadline(&self) -> Duration {
-        self.config.worker.shutdown_grace + self.config.queue.lease + self.config.max_stop_time()
+        self.config.worker.shutdown_grace
+            + self.config.queue.lease
+            + max_stop_time(self.config.max_kill_grace())
     }
 
     /// Stops everything [`Launcher::start`] started, in order (see the module doc).
@@ -170,7 +172,11 @@ impl Launcher {
         }
         // Close the warm sessions (graceful, bounded by each server's kill_grace), then
         // kill whatever is left.
-        let _ = tokio::time::timeout(self.config.max_stop_time(), self.pool.shutdown()).await;
+        let _ = tokio::time::timeout(
+            max_stop_time(self.config.max_kill_grace()),
+            self.pool.shutdown(),
+        )
+        .await;
         self.templates.stop_idle();
         let killed = self.supervisor.kill_all();
         if killed > 0 {

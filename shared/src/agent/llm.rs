@@ -29,7 +29,6 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
@@ -39,28 +38,7 @@ use crate::failure::{FailureKind, JobFailure};
 use crate::mcp::{JobSessions, PoolError};
 use crate::result_budget::ResultBudget;
 
-/// Default and largest `llm.max_steps`.
-pub const DEFAULT_MAX_STEPS: u32 = 10;
-/// Largest `llm.max_steps`.
-pub const MAX_STEPS_LIMIT: u32 = 100;
-
-/// A job's `llm` options; every field is optional.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct LlmOptions {
-    /// Model name (default: the worker's `llm.model`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// Most model calls (default 10, at most 100).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_steps: Option<u32>,
-    /// A system message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
-    /// Sampling temperature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
-}
+pub use crate::job::{LlmOptions, DEFAULT_MAX_STEPS, MAX_STEPS_LIMIT};
 
 /// An API-safe tool name: `[a-zA-Z0-9_-]`, at most 64 characters.
 fn api_name(server: &str, tool: &str) -> String {

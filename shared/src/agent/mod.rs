@@ -6,7 +6,10 @@
 pub mod chat;
 pub mod llm;
 pub mod plan;
-pub mod template;
 pub mod template_sandbox;
 
 pub use plan::run_plan;
+
+/// The template language, checked at submit by `job` and so defined below it, in
+/// layer 1 ([`crate::template`]); re-exported here under its old path.
+pub use crate::template;

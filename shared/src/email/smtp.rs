@@ -17,54 +17,11 @@
 //! Caveat (at least once): if a worker dies after the server accepted the reply but
 //! before the job's outcome is stored, the job runs again and the reply is sent again.
 
-use std::time::Duration;
-
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use serde::{Deserialize, Serialize};
 
-/// How the connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Security {
-    /// Plain SMTP (a local relay, tests).
-    None,
-    /// STARTTLS upgrade, required.
-    #[default]
-    Starttls,
-    /// TLS from the first byte (SMTPS).
-    Tls,
-}
-
-/// The `[smtp]` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SmtpSettings {
-    /// Server host name.
-    pub host: String,
-    /// Port (default by `security`: 25, 587 or 465).
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// `none`, `starttls` (default) or `tls`.
-    #[serde(default)]
-    pub security: Security,
-    /// User for AUTH, if any.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Name of the environment variable holding the password.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// The reply's sender.
-    pub from: String,
-    /// Bound on connecting and each SMTP command (default 30 s).
-    #[serde(default = "default_timeout", with = "crate::duration")]
-    pub timeout: Duration,
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
-}
+pub use crate::config::email::{Security, SmtpSettings};
 
 /// Why a reply was not sent.
 #[derive(Debug, thiserror::Error)]

@@ -46,6 +46,19 @@ impl Default for HealthPolicy {
     }
 }
 
+impl HealthPolicy {
+    /// The policy set in the config's `[defaults]`.
+    pub fn from_defaults(defaults: &crate::config::Defaults) -> Self {
+        HealthPolicy {
+            restart_backoff: defaults.restart_backoff,
+            restart_backoff_max: defaults.restart_backoff_max,
+            crash_loop_threshold: defaults.crash_loop_threshold,
+            crash_loop_window: defaults.crash_loop_window,
+            unhealthy_for: defaults.unhealthy_for,
+        }
+    }
+}
+
 /// May a server be started now?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {

@@ -96,6 +96,13 @@ pub const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "
 /// closed, before it sends SIGTERM. Servers exit at EOF; most within milliseconds.
 pub const EOF_GRACE: Duration = Duration::from_millis(200);
 
+/// The longest a stopped server may take to go, given the longest kill grace
+/// (`Config::max_kill_grace`): the EOF wait, the grace, and the SIGKILL reap (see
+/// [`ServerProcess::stop`]).
+pub fn max_stop_time(kill_grace: Duration) -> Duration {
+    kill_grace + EOF_GRACE + Duration::from_secs(1)
+}
+
 /// How often exit and group liveness are polled while stopping.
 const STOP_POLL: Duration = Duration::from_millis(10);
 

@@ -11,7 +11,7 @@
 //! shutdown_grace = "10s"   # on SIGTERM, how long running jobs may finish
 //! poll_interval = "100ms"  # how often an idle worker looks for new jobs
 //!
-//! [queue]                  # leases, retries, retention, priorities: see queue::settings
+//! [queue]                  # leases, retries, retention, priorities: see config::queue
 //! lease = "30s"
 //! max_payload = 33554432   # bytes (32 MiB)
 //!
@@ -44,6 +44,11 @@
 //! (`{"mcpServers": {"name": {"command", "args", "env"}}}`); then every other setting
 //! takes its default. Values are validated when loaded: a bad value is an error that
 //! names the file and the key, never a surprise at run time.
+
+pub mod email;
+pub mod llm;
+pub mod queue;
+pub mod redis_url;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,17 +117,17 @@ pub struct Config {
     pub defaults: Defaults,
     /// Leases, retries, retention, priorities (`[queue]`).
     #[serde(default)]
-    pub queue: crate::queue::QueueSettings,
+    pub queue: queue::QueueSettings,
     /// Attachments of email jobs (`[email]`).
     #[serde(default)]
-    pub email: crate::email::EmailSettings,
+    pub email: email::EmailSettings,
     /// The model API of LLM-mode jobs (`[llm]`); none: such jobs fail with
     /// `llm_not_configured`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub llm: Option<crate::agent::chat::LlmSettings>,
+    pub llm: Option<llm::LlmSettings>,
     /// Where email replies are sent (`[smtp]`); none: replies are drafted, not sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub smtp: Option<crate::email::smtp::SmtpSettings>,
+    pub smtp: Option<email::SmtpSettings>,
     /// The MCP servers jobs may use, by name.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
@@ -385,8 +390,8 @@ impl Default for Config {
             mcp_servers_file: None,
             worker: WorkerConfig::default(),
             defaults: Defaults::default(),
-            queue: crate::queue::QueueSettings::default(),
-            email: crate::email::EmailSettings::default(),
+            queue: queue::QueueSettings::default(),
+            email: email::EmailSettings::default(),
             smtp: None,
             llm: None,
             servers: BTreeMap::new(),
@@ -446,7 +451,7 @@ impl Config {
 
     /// The URL to connect with: `redis_url`, with the password from `redis_password_env`
     /// when that is set (an error naming the variable when it is not in the environment).
-    /// Show it only through [`crate::queue::redacted`].
+    /// Show it only through [`redis_url::redacted`].
     pub fn redis_connect_url(&self) -> Result<String, ConfigError> {
         let Some(var) = &self.redis_password_env else {
             return Ok(self.redis_url.clone());
@@ -455,14 +460,12 @@ impl Config {
             key: "redis_password_env".to_string(),
             message: format!("the environment variable {var} is not set (or not UTF-8)"),
         })?;
-        crate::queue::with_password(&self.redis_url, &password).ok_or_else(|| {
-            ConfigError::Invalid {
-                key: "redis_url".to_string(),
-                message: format!(
-                    "{} is not a redis:// or rediss:// URL",
-                    crate::queue::redacted(&self.redis_url)
-                ),
-            }
+        redis_url::with_password(&self.redis_url, &password).ok_or_else(|| ConfigError::Invalid {
+            key: "redis_url".to_string(),
+            message: format!(
+                "{} is not a redis:// or rediss:// URL",
+                redis_url::redacted(&self.redis_url)
+            ),
         })
     }
 
@@ -594,29 +597,15 @@ impl Config {
         self.servers.keys().map(String::as_str)
     }
 
-    /// The crash policy for the supervisor.
-    pub fn health_policy(&self) -> crate::supervisor::HealthPolicy {
-        let d = &self.defaults;
-        crate::supervisor::HealthPolicy {
-            restart_backoff: d.restart_backoff,
-            restart_backoff_max: d.restart_backoff_max,
-            crash_loop_threshold: d.crash_loop_threshold,
-            crash_loop_window: d.crash_loop_window,
-            unhealthy_for: d.unhealthy_for,
-        }
-    }
-
-    /// The longest a stopped server may take to go: its kill grace, plus the EOF wait
-    /// and the SIGKILL reap (see `ServerProcess::stop`).
-    pub fn max_stop_time(&self) -> Duration {
-        let grace = self
-            .servers
+    /// The longest kill grace of any server (its own or `[defaults]`): with
+    /// `supervisor::max_stop_time`, the longest a stopped server may take to go.
+    pub fn max_kill_grace(&self) -> Duration {
+        self.servers
             .values()
             .filter_map(|s| s.kill_grace)
             .chain([self.defaults.kill_grace])
             .max()
-            .unwrap_or(self.defaults.kill_grace);
-        grace + crate::supervisor::EOF_GRACE + Duration::from_secs(1)
+            .unwrap_or(self.defaults.kill_grace)
     }
 
     /// The effective pool settings of one server.

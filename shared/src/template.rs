@@ -36,7 +36,7 @@
 //! Caveat: the values a template builds on the way (`"a" * 100000000`, `a ~ a`, filters
 //! such as `center` or `indent`) are not counted here: an allocation that fails aborts
 //! the whole process. So the worker never calls [`Templates::render`] itself: it renders
-//! in a memory-limited child process ([`super::template_sandbox`]), which may die in its
+//! in a memory-limited child process ([`crate::agent::template_sandbox`]), which may die in its
 //! place.
 
 use std::collections::BTreeSet;

@@ -1,0 +1,66 @@
+//! Redis URLs as text: a password hidden for messages, a password from the environment
+//! put in. Pure string work, so configuration can check `redis_url` without the queue;
+//! `queue` re-exports both.
+
+/// Strips a password from a Redis URL for messages.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `url` with `password` as its password (percent-encoded; a user name in the URL is
+/// kept, a password replaced); `None` if `url` is not `redis://` or `rediss://`.
+pub fn with_password(url: &str, password: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !matches!(scheme, "redis" | "rediss") {
+        return None;
+    }
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(host_end);
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (userinfo.split(':').next().unwrap_or(""), host),
+        None => ("", authority),
+    };
+    let encoded: String = password
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Some(format!("{scheme}://{user}:{encoded}@{host}{tail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            redacted("redis://:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn a_password_from_the_environment_goes_into_the_url_encoded() {
+        assert_eq!(
+            with_password("redis://127.0.0.1:6379/2", "p@ss:w/rd").as_deref(),
+            Some("redis://:p%40ss%3Aw%2Frd@127.0.0.1:6379/2")
+        );
+        assert_eq!(
+            with_password("rediss://app:old@h:1", "new").as_deref(),
+            Some("rediss://app:new@h:1")
+        );
+        assert_eq!(with_password("http://h", "x"), None);
+    }
+}
