@@ -60,7 +60,7 @@ fn default_dir() -> PathBuf {
     match state {
         Some(dir) => dir.join("mcpq").join("attachments"),
         None => std::env::temp_dir()
-            .join(format!("mcpq-{}", crate::supervisor::unix::current_uid()))
+            .join(format!("mcpq-{}", own_uid()))
             .join("attachments"),
     }
 }
@@ -133,4 +133,14 @@ pub struct SmtpSettings {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+/// This process's uid, without libc (config is plain data; every libc call lives in
+/// `supervisor::unix`): on Linux `/proc/self` belongs to the process's user. `unknown`
+/// if `/proc` is not mounted.
+fn own_uid() -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
 }

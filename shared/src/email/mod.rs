@@ -18,7 +18,6 @@
 
 pub mod attachment_dir;
 pub mod attachments;
-pub mod message;
 pub mod parse;
 pub mod settings;
 pub mod smtp;
@@ -31,7 +30,9 @@ use crate::agent::template_sandbox::RenderError;
 use crate::failure::{FailureKind, JobFailure};
 use crate::job::AgentJob;
 
-pub use message::{Attachment, EmailJob, ReplySpec};
+/// The email job's types live with the job model (`crate::job::email`).
+pub use crate::job::email as message;
+pub use crate::job::email::{Attachment, EmailJob, ReplySpec};
 pub use settings::EmailSettings;
 
 /// What templates see as `email`.

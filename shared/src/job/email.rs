@@ -22,7 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::PlanStep;
+use super::PlanStep;
 
 /// Payload of an `email` job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -69,7 +69,7 @@ pub struct EmailJob {
     /// LLM mode (when there are no `steps`): the model gets the instructions, the email
     /// and the attachment list with paths, and may call the tools of `servers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub llm: Option<crate::agent::llm::LlmOptions>,
+    pub llm: Option<super::LlmOptions>,
     /// A reply to draft (and send, with `send` and an `[smtp]` config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<ReplySpec>,

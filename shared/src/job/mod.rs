@@ -338,7 +338,9 @@ pub struct AgentJob {
     pub input: Map<String, Value>,
 }
 
-pub use crate::email::EmailJob;
+pub mod email;
+
+pub use email::{Attachment, EmailJob, ReplySpec};
 
 /// The kind-specific part of a job.
 #[derive(Debug, Clone, PartialEq)]
