@@ -63,6 +63,7 @@
 //! run harmless.
 
 pub mod agent;
+pub mod backoff;
 pub mod config;
 pub mod duration;
 pub mod email;

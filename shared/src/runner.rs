@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::llm::run_llm;
 use crate::agent::plan::{run_plan, PlanContext};
 use crate::agent::template_sandbox::TemplateSandbox;
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::email::run_email;
 use crate::failure::{FailureKind, JobFailure};
@@ -45,7 +46,6 @@ use crate::mcp::McpPool;
 use crate::queue::fetch::Delivery;
 use crate::queue::finish::{finish, Finished, Outcome};
 use crate::queue::lease::InFlight;
-use crate::queue::retry::backoff;
 use crate::queue::Keys;
 use crate::redact::Redactor;
 use crate::result_budget::ResultBudget;
@@ -124,7 +124,8 @@ impl Runner {
             failures: delivery.failures,
             max: delivery.max_attempts,
         };
-        let retry_delay = |failures| backoff(failures, settings.retry_base, settings.retry_cap);
+        let retry_delay =
+            |failures| Backoff::new(settings.retry_base, settings.retry_cap).full_jitter(failures);
         let outcome = match decide(running.reason(), result, attempts, retry_delay) {
             Fate::Cancelled => {
                 tracing::info!(job = %id, attempt, ?elapsed, "job cancelled");
@@ -161,7 +162,7 @@ impl Runner {
     async fn store(&self, delivery: &Delivery, outcome: &Outcome) -> RunOutcome {
         let settings = &self.config.queue;
         let give_up = Instant::now() + settings.lease;
-        let mut wait = Duration::from_millis(100);
+        let mut wait = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut conn = self.conn.clone();
         loop {
             match finish(
@@ -189,10 +190,10 @@ impl Runner {
                     tracing::error!(job = %delivery.id, attempt = delivery.attempt, "the job's record was malformed when its outcome was stored; dead-lettered: {why}");
                     return RunOutcome::NotStored(format!("record malformed: {why}"));
                 }
-                Err(e) if Instant::now() + wait < give_up => {
+                Err(e) if Instant::now() + wait.peek() < give_up => {
+                    let wait = wait.advance();
                     tracing::warn!(job = %delivery.id, "cannot store the outcome (retrying in {wait:?}): {e}");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
                     tracing::error!(job = %delivery.id, "cannot store the outcome; giving up, the job will run again when its lease expires: {e}");

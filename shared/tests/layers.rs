@@ -1,7 +1,7 @@
 //! The layer ratchet: imports inside `mcpq-shared` only go down.
 //!
 //! The layers (docs/ARCHITECTURE.md): 1 data and validation, no I/O (`duration`, `tls`,
-//! `failure`, `template`, `job`, `config`) -> 2 `queue` (Redis) -> 3 `supervisor` (processes) ->
+//! `failure`, `template`, `job`, `config`, `backoff`) -> 2 `queue` (Redis) -> 3 `supervisor` (processes) ->
 //! 4 `mcp` (sessions, pool, job sessions) -> 5 runners and their helpers
 //! (`result_budget`, `agent`, `email`, `redact`) -> 6 `fate`, `runner` -> the binaries.
 //! Within a layer the modules are ordered too (the rank below), so no two modules can
@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u32, u32)] = &[
     ("template", 1, 13),
     ("job", 1, 14),
     ("config", 1, 15),
+    ("backoff", 1, 16),
     ("queue", 2, 20),
     ("supervisor", 3, 30),
     ("mcp", 4, 40),

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use mcpq_shared::backoff::Backoff;
 use tokio::time::Instant;
 
 use crate::commands::{parse_id, record, result, status_record, Ctx};
@@ -17,7 +18,7 @@ pub async fn run(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
     let id = parse_id(id)?;
     let producer = ctx.producer().await?;
     let deadline = Instant::now() + timeout;
-    let mut pause = FIRST_POLL;
+    let mut pause = Backoff::new(FIRST_POLL, MAX_POLL);
     loop {
         let status = status_record(ctx, producer.store(), &id).await?;
         if status.status.is_finished() || Instant::now() >= deadline {
@@ -30,7 +31,7 @@ pub async fn run(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
             }
             return Ok(result::show(ctx, &record));
         }
-        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-        pause = (pause * 2).min(MAX_POLL);
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(pause.advance().min(left)).await;
     }
 }

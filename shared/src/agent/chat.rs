@@ -26,6 +26,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
+
 pub use crate::config::llm::{LlmSettings, DEFAULT_MAX_RESPONSE};
 
 /// Why the model could not be asked.
@@ -121,11 +123,8 @@ impl ChatClient {
                     retry_after,
                 }) => {
                     failures += 1;
-                    let backoff = crate::queue::retry::backoff(
-                        failures,
-                        Duration::from_millis(200),
-                        Duration::from_secs(10),
-                    );
+                    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
+                        .full_jitter(failures);
                     tracing::warn!(attempt = failures, "model API: {message}; retrying");
                     let wait = retry_after.unwrap_or(backoff);
                     // A hostile `Retry-After: 18446744073709551615` must not overflow.

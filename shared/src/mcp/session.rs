@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::answer_limit::{AnswerLimit, LimitedLines};
 use super::http_client::LimitedHttpClient;
+use crate::backoff::Backoff;
 use crate::config::{ServerConfig, ServerTimeouts};
 use crate::failure::FailureKind;
 use crate::supervisor::{
@@ -359,7 +360,7 @@ impl McpSession {
             .startup
             .min(deadline.saturating_duration_since(Instant::now()));
         let until = Instant::now() + limit;
-        let mut pause = Duration::from_millis(100);
+        let mut pause = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let state = ClientState::default();
             let tools_changed = state.tools_changed.clone();
@@ -384,11 +385,10 @@ impl McpSession {
                         limit: answer_limit,
                     });
                 }
-                Ok(Err(e)) if Instant::now() + pause < until => {
+                Ok(Err(e)) if Instant::now() + pause.peek() < until => {
                     // Connection refused, a server still starting, a 5xx: try again.
                     tracing::debug!(server = name, %url, "HTTP connect failed, retrying: {e}");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(pause.advance()).await;
                 }
                 Ok(Err(e)) => return Err(failed(format!("{url}: {e}"))),
                 Err(_) => {

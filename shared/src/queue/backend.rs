@@ -37,6 +37,8 @@ use apalis_core::worker::context::WorkerContext;
 use redis::aio::ConnectionManager;
 use tower_layer::Identity;
 
+use crate::backoff::Backoff;
+
 use super::fetch::{fetch_batch, Batch, Delivery};
 use super::finish::{finish, Outcome};
 use super::lease::InFlight;
@@ -64,7 +66,7 @@ pub struct RedisQueue {
     buffer: VecDeque<Delivery>,
     fetching: Option<FetchFuture>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    backoff: Duration,
+    backoff: Backoff,
     /// Set when this worker runs a suspect or learned that suspects wait: it fetches
     /// nothing more until it runs no job, then takes one (see `lua/fetch.lua`).
     wait_idle: bool,
@@ -113,7 +115,7 @@ impl RedisQueue {
             buffer: VecDeque::new(),
             fetching: None,
             sleep: None,
-            backoff: ERROR_BACKOFF,
+            backoff: Backoff::new(ERROR_BACKOFF, MAX_ERROR_BACKOFF),
             wait_idle: false,
             closing: None,
         }
@@ -204,7 +206,7 @@ impl Backend for RedisQueue {
             self.fetching = None;
             let wait = match fetched {
                 Ok(batch) => {
-                    self.backoff = ERROR_BACKOFF;
+                    self.backoff.reset();
                     self.wait_idle =
                         batch.suspects_waiting > 0 || batch.deliveries.iter().any(|d| d.alone);
                     if !batch.deliveries.is_empty() {
@@ -214,9 +216,8 @@ impl Backend for RedisQueue {
                     self.poll_interval
                 }
                 Err(e) => {
-                    let wait = self.backoff;
+                    let wait = self.backoff.advance();
                     tracing::warn!("cannot fetch jobs (retrying in {wait:?}): {e}");
-                    self.backoff = (self.backoff * 2).min(MAX_ERROR_BACKOFF);
                     wait
                 }
             };

@@ -21,6 +21,8 @@ use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+
 use super::fetch::millis;
 use super::{scripts, Keys, QueueSettings};
 
@@ -228,7 +230,7 @@ pub async fn renew_leases(
 /// Reconnects with backoff (100 ms doubling to 5 s) when the connection drops.
 pub async fn listen_for_cancels(client: redis::Client, keys: Keys, jobs: InFlight) {
     let channel = keys.cancel_channel();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -237,7 +239,7 @@ pub async fn listen_for_cancels(client: redis::Client, keys: Keys, jobs: InFligh
         };
         match tokio::time::timeout(Duration::from_secs(10), subscribed).await {
             Ok(Ok(mut pubsub)) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 tracing::debug!(%channel, "listening for cancels");
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
@@ -251,12 +253,14 @@ pub async fn listen_for_cancels(client: redis::Client, keys: Keys, jobs: InFligh
                 tracing::warn!("cancel channel closed (Redis restarted?); reconnecting");
             }
             Ok(Err(e)) => {
-                tracing::warn!("cannot listen for cancels (retrying in {backoff:?}): {e}")
+                tracing::warn!(
+                    "cannot listen for cancels (retrying in {:?}): {e}",
+                    backoff.peek()
+                )
             }
             Err(_) => tracing::warn!("cannot listen for cancels: no answer in 10s (retrying)"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(backoff.advance()).await;
     }
 }
 

@@ -25,7 +25,6 @@ pub mod keys;
 pub mod lease;
 pub mod rescue;
 pub mod results;
-pub mod retry;
 mod scripts;
 pub mod servers;
 pub mod settings;

@@ -19,6 +19,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
+
 /// The knobs of [`HealthBook`], from `[defaults]` in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthPolicy {
@@ -133,11 +135,8 @@ impl HealthBook {
 
     /// The backoff after `consecutive` crashes in a row.
     pub fn backoff(&self, consecutive: u32) -> Duration {
-        let factor = 2u32.saturating_pow(consecutive.saturating_sub(1).min(30));
-        self.policy
-            .restart_backoff
-            .saturating_mul(factor)
-            .min(self.policy.restart_backoff_max)
+        Backoff::new(self.policy.restart_backoff, self.policy.restart_backoff_max)
+            .delay(consecutive)
     }
 
     /// A word for `server`'s state at `now`: `ok`, `backoff` (restarting after a crash)
