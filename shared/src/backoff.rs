@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn retry_delays_double_up_to_the_cap() {
-        // The job retry defaults as queue::retry pinned them (1 s to 10 s).
+        // The job retry defaults as the old queue::retry pinned them (1 s to 10 s).
         let b = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
         let ceilings: Vec<u64> = (1..=6).map(|n| b.delay(n).as_secs()).collect();
         assert_eq!(ceilings, [1, 2, 4, 8, 10, 10]);
