@@ -31,9 +31,9 @@ use std::time::Duration;
 use anyhow::Context;
 use mcpq_shared::agent::template_sandbox::TemplateSandbox;
 use mcpq_shared::email::{attachment_dir, EmailSettings};
-use mcpq_shared::mcp::McpPool;
+use mcpq_shared::mcp::{health_policy, McpPool};
 use mcpq_shared::queue::{lease, rescue, InFlight, Keys, StopReason};
-use mcpq_shared::supervisor::{max_stop_time, HealthPolicy, Supervisor};
+use mcpq_shared::supervisor::{max_stop_time, Supervisor};
 use mcpq_shared::Config;
 use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
@@ -66,7 +66,7 @@ impl Launcher {
         worker: &str,
     ) -> anyhow::Result<Launcher> {
         let client = redis::Client::open(redis_url).context("redis_url")?;
-        let supervisor = Supervisor::with_policy(HealthPolicy::from_defaults(&config.defaults));
+        let supervisor = Supervisor::with_policy(health_policy(&config.defaults));
         let pool = McpPool::new(&config, supervisor.clone());
         let jobs = InFlight::default();
         let reporter = Reporter {

@@ -53,9 +53,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::template::{has_templates, TemplateError, Templates, MAX_OUTPUT_BYTES};
-use crate::config::ServerConfig;
 use crate::failure::FailureKind;
-use crate::supervisor::{describe_exit, unix, ServerProcess, Supervisor};
+use crate::supervisor::{describe_exit, unix, ServerProcess, SpawnSpec, Supervisor};
 
 /// The first argument that makes the worker binary serve as a template sandbox
 /// ([`serve`]) instead of running as a worker.
@@ -148,7 +147,7 @@ pub struct TemplateSandbox {
 #[derive(Debug)]
 struct Inner {
     supervisor: Supervisor,
-    command: ServerConfig,
+    spec: SpawnSpec,
     idle: Mutex<Vec<Child>>,
 }
 
@@ -178,16 +177,16 @@ impl TemplateSandbox {
 
     /// A sandbox whose children run `program` with [`SANDBOX_ARG`].
     pub fn with_program(supervisor: Supervisor, program: PathBuf) -> Self {
-        let command = ServerConfig {
-            command: program.to_string_lossy().into_owned(),
+        // No kill grace: sandbox children are dropped (SIGKILL to the group), never stopped.
+        let spec = SpawnSpec {
             args: vec![SANDBOX_ARG.to_string()],
             cwd: Some(PathBuf::from("/")),
-            ..ServerConfig::default()
+            ..SpawnSpec::new("template-sandbox", program.to_string_lossy().into_owned())
         };
         TemplateSandbox {
             inner: Arc::new(Inner {
                 supervisor,
-                command,
+                spec,
                 idle: Mutex::new(Vec::new()),
             }),
         }
@@ -300,7 +299,7 @@ impl TemplateSandbox {
         let mut process = self
             .inner
             .supervisor
-            .spawn("template-sandbox", &self.inner.command, Duration::ZERO)
+            .spawn(&self.inner.spec)
             .map_err(|e| RenderError::Unavailable(e.to_string()))?;
         let (output, input) = process.take_stdio().ok_or_else(|| {
             RenderError::Unavailable("the sandbox's pipes were already taken".to_string())

@@ -56,10 +56,50 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Default Redis URL.
+// The defaults, one constant each with why it is that value. The serde defaults and
+// `Default` impls below use them; the examples in this module's doc and in README's
+// "Configuration" must match them (a test checks `[worker]` and `[defaults]`).
+
+/// A Redis on this machine at its standard port: what a developer runs.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-/// Default key namespace.
+/// One deployment per Redis needs no setting; a second one sets its own.
 pub const DEFAULT_NAMESPACE: &str = "mcpq";
+/// 4 jobs at once: each may hold its own servers, and 4 stdio servers fit a small host.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+/// 10 s on SIGTERM for running jobs: inside the 30 s Kubernetes and most process
+/// managers give before SIGKILL, with room to stop the servers afterwards.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// 100 ms: the wait between submit and start on an idle worker, against one cheap Redis
+/// call per interval.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// 5 min per job: a plan of several calls at the default call timeout fits; a stuck job
+/// does not hold its slot for long.
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(300);
+/// 30 s for spawn + `initialize`: Python servers take ~1 s, `npx` may download first.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// 60 s per `tools/call`: a slow tool (a search, a build) finishes; a hung one is cut
+/// within a minute.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// 2 s between SIGTERM and SIGKILL: time to flush and exit, while a stop stays bounded
+/// (`supervisor::max_stop_time`).
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
+/// 100 ms before the first restart of a crashed server: a one-off crash costs little,
+/// and the doubling keeps a crash loop from spinning.
+pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_millis(100);
+/// 10 s at most between restarts: a job rather fails fast than waits longer.
+pub const DEFAULT_RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// 5 crashes (within [`DEFAULT_CRASH_LOOP_WINDOW`]) are a loop, not bad luck.
+pub const DEFAULT_CRASH_LOOP_THRESHOLD: u32 = 5;
+/// Crashes are counted over 60 s.
+pub const DEFAULT_CRASH_LOOP_WINDOW: Duration = Duration::from_secs(60);
+/// 30 s of failing fast for an unhealthy server: jobs stop paying its start-up, and a
+/// fixed server is tried again soon.
+pub const DEFAULT_UNHEALTHY_FOR: Duration = Duration::from_secs(30);
+/// Sessions outlive jobs by default: a warm session saves a server's cold start per call.
+pub const DEFAULT_POOL: bool = true;
+/// 1 call in flight per session: safe for servers that handle one request at a time,
+/// as most stdio servers do.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -134,53 +174,56 @@ pub struct Config {
 }
 
 /// `[worker]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Jobs run at once by one worker process (1..=1024, default 4).
+    /// Jobs run at once by one worker process (1..=1024, default 4: [`DEFAULT_CONCURRENCY`]).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// On SIGTERM/SIGINT, how long running jobs may finish before they are stopped (default 10 s).
+    /// On SIGTERM/SIGINT, how long running jobs may finish before they are stopped
+    /// (default 10 s: [`DEFAULT_SHUTDOWN_GRACE`]).
     #[serde(default = "default_shutdown_grace", with = "crate::duration")]
     pub shutdown_grace: Duration,
-    /// How often an idle worker polls Redis for new jobs (default 100 ms): the latency
-    /// between submit and start, against one cheap Redis call per interval.
+    /// How often an idle worker polls Redis for new jobs (default 100 ms:
+    /// [`DEFAULT_POLL_INTERVAL`]).
     #[serde(default = "default_poll_interval", with = "crate::duration")]
     pub poll_interval: Duration,
 }
 
 /// `[defaults]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
-    /// A job's deadline when it sets no `options.timeout` (default 5 min).
+    /// A job's deadline when it sets no `options.timeout` (default 5 min:
+    /// [`DEFAULT_JOB_TIMEOUT`]).
     #[serde(default = "default_job_timeout", with = "crate::duration")]
     pub job_timeout: Duration,
-    /// Spawn plus MCP `initialize` of one server (default 30 s: Python servers take ~1 s,
-    /// `npx` may download first).
+    /// Spawn plus MCP `initialize` of one server (default 30 s: [`DEFAULT_STARTUP_TIMEOUT`]).
     #[serde(default = "default_startup_timeout", with = "crate::duration")]
     pub startup_timeout: Duration,
-    /// One `tools/call` (default 60 s).
+    /// One `tools/call` (default 60 s: [`DEFAULT_CALL_TIMEOUT`]).
     #[serde(default = "default_call_timeout", with = "crate::duration")]
     pub call_timeout: Duration,
-    /// Between SIGTERM and SIGKILL when a server's process group is stopped (default 2 s).
+    /// Between SIGTERM and SIGKILL when a server's process group is stopped (default 2 s:
+    /// [`DEFAULT_KILL_GRACE`]).
     #[serde(default = "default_kill_grace", with = "crate::duration")]
     pub kill_grace: Duration,
     /// Wait before restarting a server after its first crash; doubles with each further
-    /// crash in a row (default 100 ms).
+    /// crash in a row (default 100 ms: [`DEFAULT_RESTART_BACKOFF`]).
     #[serde(default = "default_restart_backoff", with = "crate::duration")]
     pub restart_backoff: Duration,
-    /// Upper bound of that wait (default 10 s).
+    /// Upper bound of that wait (default 10 s: [`DEFAULT_RESTART_BACKOFF_MAX`]).
     #[serde(default = "default_restart_backoff_max", with = "crate::duration")]
     pub restart_backoff_max: Duration,
-    /// Crashes within `crash_loop_window` that mark a server unhealthy (default 5).
+    /// Crashes within `crash_loop_window` that mark a server unhealthy (default 5:
+    /// [`DEFAULT_CRASH_LOOP_THRESHOLD`]).
     #[serde(default = "default_crash_loop_threshold")]
     pub crash_loop_threshold: u32,
-    /// Window in which crashes are counted (default 60 s).
+    /// Window in which crashes are counted (default 60 s: [`DEFAULT_CRASH_LOOP_WINDOW`]).
     #[serde(default = "default_crash_loop_window", with = "crate::duration")]
     pub crash_loop_window: Duration,
     /// How long jobs that need an unhealthy server fail fast before it is tried again
-    /// (default 30 s).
+    /// (default 30 s: [`DEFAULT_UNHEALTHY_FOR`]).
     #[serde(default = "default_unhealthy_for", with = "crate::duration")]
     pub unhealthy_for: Duration,
 }
@@ -233,10 +276,10 @@ pub struct ServerConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub kill_grace: Option<Duration>,
-    /// Keep sessions of this server alive across jobs (default true). With `false`, each
+    /// Keep sessions of this server alive across jobs (default true: [`DEFAULT_POOL`]). With `false`, each
     /// job starts its own server and stops it at its end (for servers that keep per-job
     /// state).
-    #[serde(default = "default_true")]
+    #[serde(default = "default_pool")]
     pub pool: bool,
     /// Sessions started with the worker and kept even when idle (default 0).
     #[serde(default)]
@@ -244,12 +287,12 @@ pub struct ServerConfig {
     /// Most sessions at once (default: `worker.concurrency`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sessions: Option<usize>,
-    /// Calls in flight on one session (default 1; raise it for servers that handle
+    /// Calls in flight on one session (default 1: [`DEFAULT_MAX_IN_FLIGHT`]; raise it for servers that handle
     /// concurrent requests: MCP matches answers to requests by id).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// An idle session older than this is closed (beyond `min_sessions`), and one idle
-    /// for half of it is pinged before reuse (default 5 min).
+    /// for half of it is pinged before reuse (default 5 min: [`DEFAULT_IDLE_TTL`]).
     #[serde(
         default,
         with = "crate::duration::option",
@@ -274,7 +317,7 @@ impl Default for ServerConfig {
             startup_timeout: None,
             call_timeout: None,
             kill_grace: None,
-            pool: true,
+            pool: DEFAULT_POOL,
             min_sessions: 0,
             max_sessions: None,
             max_in_flight: default_max_in_flight(),
@@ -284,14 +327,15 @@ impl Default for ServerConfig {
     }
 }
 
-/// Default `idle_ttl` of a pooled server.
+/// 5 min: a session idle that long is closed (beyond `min_sessions`), one idle half of it
+/// is pinged before reuse; servers leak less, bursts a few minutes apart stay warm.
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(300);
 
-fn default_true() -> bool {
-    true
+fn default_pool() -> bool {
+    DEFAULT_POOL
 }
 fn default_max_in_flight() -> usize {
-    1
+    DEFAULT_MAX_IN_FLIGHT
 }
 
 /// A Claude Desktop config file: only `mcpServers` is read.
@@ -319,40 +363,40 @@ fn default_namespace() -> String {
     DEFAULT_NAMESPACE.to_string()
 }
 fn default_concurrency() -> usize {
-    4
+    DEFAULT_CONCURRENCY
 }
 fn default_shutdown_grace() -> Duration {
-    Duration::from_secs(10)
+    DEFAULT_SHUTDOWN_GRACE
 }
 fn default_poll_interval() -> Duration {
-    Duration::from_millis(100)
+    DEFAULT_POLL_INTERVAL
 }
 fn default_job_timeout() -> Duration {
-    Duration::from_secs(300)
+    DEFAULT_JOB_TIMEOUT
 }
 fn default_startup_timeout() -> Duration {
-    Duration::from_secs(30)
+    DEFAULT_STARTUP_TIMEOUT
 }
 fn default_call_timeout() -> Duration {
-    Duration::from_secs(60)
+    DEFAULT_CALL_TIMEOUT
 }
 fn default_kill_grace() -> Duration {
-    Duration::from_secs(2)
+    DEFAULT_KILL_GRACE
 }
 fn default_restart_backoff() -> Duration {
-    Duration::from_millis(100)
+    DEFAULT_RESTART_BACKOFF
 }
 fn default_restart_backoff_max() -> Duration {
-    Duration::from_secs(10)
+    DEFAULT_RESTART_BACKOFF_MAX
 }
 fn default_crash_loop_threshold() -> u32 {
-    5
+    DEFAULT_CRASH_LOOP_THRESHOLD
 }
 fn default_crash_loop_window() -> Duration {
-    Duration::from_secs(60)
+    DEFAULT_CRASH_LOOP_WINDOW
 }
 fn default_unhealthy_for() -> Duration {
-    Duration::from_secs(30)
+    DEFAULT_UNHEALTHY_FOR
 }
 
 impl Default for WorkerConfig {
@@ -843,5 +887,66 @@ startup_timeout = "2s"
             .expect_err("blank command")
             .to_string();
         assert!(e.contains("servers.fs"), "{e}");
+    }
+
+    /// The lines of section `[name]` in a TOML example (up to the next section or blank
+    /// line), `prefix` (`//!`) and one space taken off each line.
+    fn example_section(text: &str, prefix: &str, name: &str) -> String {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                let l = l.strip_prefix(prefix).unwrap_or(l);
+                l.strip_prefix(' ').unwrap_or(l).trim_end()
+            })
+            .collect();
+        let header = format!("[{name}]");
+        let start = lines
+            .iter()
+            .position(|l| l.split('#').next().is_some_and(|h| h.trim() == header))
+            .unwrap_or_else(|| panic!("no {header} in the example"));
+        let mut out = format!("{header}\n");
+        for line in &lines[start + 1..] {
+            if line.is_empty() || line.starts_with('[') || line.starts_with("```") {
+                break;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn the_documented_worker_and_defaults_examples_are_the_defaults() {
+        #[derive(Deserialize)]
+        struct Example {
+            worker: WorkerConfig,
+            defaults: Defaults,
+        }
+        for (doc, text, prefix) in [
+            ("config/mod.rs", include_str!("mod.rs"), "//!"),
+            ("README.md", include_str!("../../../README.md"), ""),
+        ] {
+            let toml_text = format!(
+                "{}{}",
+                example_section(text, prefix, "worker"),
+                example_section(text, prefix, "defaults")
+            );
+            let example: Example =
+                toml::from_str(&toml_text).unwrap_or_else(|e| panic!("{doc}: {e}\n{toml_text}"));
+            assert_eq!(example.worker, WorkerConfig::default(), "{doc}");
+            assert_eq!(example.defaults, Defaults::default(), "{doc}");
+        }
+        assert_eq!(Config::default().redis_url, DEFAULT_REDIS_URL);
+        assert_eq!(Config::default().namespace, DEFAULT_NAMESPACE);
+        let server: ServerConfig = toml::from_str("command = \"e\"").expect("minimal server");
+        assert_eq!(
+            server,
+            ServerConfig {
+                command: "e".to_string(),
+                ..ServerConfig::default()
+            }
+        );
+        assert_eq!(server.pool, DEFAULT_POOL);
+        assert_eq!(server.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
     }
 }

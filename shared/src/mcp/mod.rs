@@ -8,7 +8,9 @@ pub mod http_client;
 pub mod job_sessions;
 pub mod pool;
 pub mod session;
+pub mod spawn_spec;
 
 pub use job_sessions::JobSessions;
 pub use pool::{McpPool, PoolError};
 pub use session::{JobCall, McpError, McpSession};
+pub use spawn_spec::{health_policy, spawn_spec};

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::answer_limit::{AnswerLimit, LimitedLines};
 use super::http_client::LimitedHttpClient;
+use super::spawn_spec::spawn_spec;
 use crate::backoff::Backoff;
 use crate::config::{ServerConfig, ServerTimeouts};
 use crate::failure::FailureKind;
@@ -251,7 +252,7 @@ impl McpSession {
         if config.url.is_some() {
             return Self::start_http(name, config, timeouts, deadline).await;
         }
-        let mut process = supervisor.spawn(name, config, timeouts.kill_grace)?;
+        let mut process = supervisor.spawn(&spawn_spec(name, config, timeouts.kill_grace))?;
         let (stdout, stdin) = process.take_stdio().expect("a fresh process has its pipes");
         let limit = timeouts
             .startup

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
 
-/// The knobs of [`HealthBook`], from `[defaults]` in the config.
+/// The knobs of [`HealthBook`] (the worker takes them from `[defaults]` in the config,
+/// through `mcp::health_policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthPolicy {
     /// Backoff after the first crash; doubles with each consecutive crash.
@@ -44,19 +45,6 @@ impl Default for HealthPolicy {
             crash_loop_threshold: 5,
             crash_loop_window: Duration::from_secs(60),
             unhealthy_for: Duration::from_secs(30),
-        }
-    }
-}
-
-impl HealthPolicy {
-    /// The policy set in the config's `[defaults]`.
-    pub fn from_defaults(defaults: &crate::config::Defaults) -> Self {
-        HealthPolicy {
-            restart_backoff: defaults.restart_backoff,
-            restart_backoff_max: defaults.restart_backoff_max,
-            crash_loop_threshold: defaults.crash_loop_threshold,
-            crash_loop_window: defaults.crash_loop_window,
-            unhealthy_for: defaults.unhealthy_for,
         }
     }
 }

@@ -14,7 +14,7 @@
 //!    Tests: `child_signal_state_is_clean_even_when_the_worker_inherited_a_hostile_one`,
 //!    `sigkill_of_the_worker_takes_its_8_running_servers_with_it_within_1s`.
 //! 2. **Its own environment**: only `PATH`, `HOME`, `USER`, `LANG`, `LC_ALL`, `TZ`,
-//!    `TMPDIR` from the worker ([`INHERITED_ENV`]), plus the server's `env` from config.
+//!    `TMPDIR` from the worker ([`INHERITED_ENV`]), plus the [`SpawnSpec`]'s `env`.
 //! 3. **Its own stderr pipe, always drained** ([`StderrTail`]): read until EOF into
 //!    `tracing` (debug, with server name and pid) and a 64 KiB ring buffer whose last
 //!    8 KiB go into errors. Tests: `a_100_mb_stderr_flood_during_a_call_completes_*`,
@@ -67,6 +67,7 @@ compile_error!(
 
 pub mod health;
 mod spawn;
+mod spec;
 mod stderr;
 pub mod unix;
 
@@ -80,16 +81,15 @@ use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
 pub use health::{Admission, HealthBook, HealthPolicy};
+pub use spec::SpawnSpec;
 pub use stderr::{StderrTail, TAIL_CAPACITY, TAIL_IN_ERRORS};
 /// For a daemon's `main`, first thing: undo a blocked or ignored signal inherited from
 /// whoever started it (and name what was changed), so its own handlers and its
 /// children's clean start (promise 1) do not depend on the parent.
 pub use unix::{reset_own_signal_state, signal_name, SignalReset};
 
-use crate::config::ServerConfig;
-
 /// Environment variables a server inherits from the worker; everything else comes from
-/// its `env` in the config.
+/// its [`SpawnSpec::env`].
 pub const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
 /// How long [`ServerProcess::stop`] waits for a server to exit on its own after its stdin
@@ -169,32 +169,27 @@ impl Supervisor {
         &self.health
     }
 
-    /// Starts `config.command` for server `name`. Stdin and stdout are pipes for MCP;
-    /// stderr is drained into [`ServerProcess::stderr`].
-    pub fn spawn(
-        &self,
-        name: &str,
-        config: &ServerConfig,
-        kill_grace: Duration,
-    ) -> Result<ServerProcess, SpawnError> {
+    /// Starts `spec.command` as `spec.name`. Stdin and stdout are pipes for MCP; stderr
+    /// is drained into [`ServerProcess::stderr`].
+    pub fn spawn(&self, spec: &SpawnSpec) -> Result<ServerProcess, SpawnError> {
+        let name = spec.name.as_str();
         let mut env: Vec<(OsString, OsString)> = INHERITED_ENV
             .iter()
             .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
             .collect();
         env.extend(
-            config
-                .env
+            spec.env
                 .iter()
                 .map(|(k, v)| (OsString::from(k), OsString::from(v))),
         );
-        let spec = spawn::SpawnSpec {
-            program: OsString::from(&config.command),
-            args: config.args.iter().map(OsString::from).collect(),
+        let exec = spawn::ExecSpec {
+            program: OsString::from(&spec.command),
+            args: spec.args.iter().map(OsString::from).collect(),
             env,
-            cwd: config.cwd.clone(),
+            cwd: spec.cwd.clone(),
         };
-        let child = spawn::spawn(&spec).map_err(|source| {
-            let (server, command) = (name.to_string(), config.command.clone());
+        let child = spawn::spawn(&exec).map_err(|source| {
+            let (server, command) = (name.to_string(), spec.command.clone());
             if matches!(
                 source.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
@@ -218,7 +213,7 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(pid, name.to_string());
-        tracing::debug!(server = name, pid, command = %config.command, "server started");
+        tracing::debug!(server = name, pid, command = %spec.command, "server started");
         Ok(ServerProcess {
             name: name.to_string(),
             pid,
@@ -227,7 +222,7 @@ impl Supervisor {
             watch: Some(child.exit),
             exit: None,
             stderr,
-            kill_grace,
+            kill_grace: spec.kill_grace,
             live: self.live.clone(),
         })
     }

@@ -40,9 +40,9 @@ const CHILD_STACK_BYTES: usize = 128 * 1024;
 /// How often exit is polled when the kernel has no pidfd.
 const POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(10);
 
-/// What to run.
+/// What to run, as the OS takes it (built from a [`super::SpawnSpec`] by the supervisor).
 #[derive(Debug, Clone)]
-pub(crate) struct SpawnSpec {
+pub(crate) struct ExecSpec {
     pub program: OsString,
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
@@ -144,7 +144,7 @@ fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> io::Result<PathBuf>
 ///
 /// Must run on a long-lived thread (a tokio worker thread): the parent-death signal fires
 /// when the thread that spawned the child exits.
-pub(crate) fn spawn(spec: &SpawnSpec) -> io::Result<RawChild> {
+pub(crate) fn spawn(spec: &ExecSpec) -> io::Result<RawChild> {
     let path = resolve(&spec.program, &spec.env)?;
     let path = cstring(path.as_os_str().as_bytes(), "the command")?;
     let mut argv = vec![cstring(spec.program.as_bytes(), "the command")?];
