@@ -1,48 +1,11 @@
 //! Streamable-HTTP MCP servers: the fixture served over HTTP on 127.0.0.1.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-use mcpq_tests::{text, TestEnv};
-
-/// The fixture serving streamable HTTP; killed on drop.
-struct HttpFixture {
-    child: Child,
-    url: String,
-}
-
-impl HttpFixture {
-    fn start(bearer: &str) -> HttpFixture {
-        let mut child = Command::new(mcpq_tests::bin("mcpq-fixture"))
-            .args(["--http", "127.0.0.1:0"])
-            .env("MCPQ_FIXTURE_REQUIRE_BEARER", bearer)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the HTTP fixture");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the fixture prints its URL");
-        HttpFixture {
-            child,
-            url: line.trim().to_string(),
-        }
-    }
-}
-
-impl Drop for HttpFixture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use mcpq_tests::{text, HttpFixture, TestEnv};
 
 #[test]
 fn a_job_calls_tools_on_a_streamable_http_server_with_a_bearer_token() {
     let token = format!("tok-{}", ulid::Ulid::generate());
-    let fixture = HttpFixture::start(&token);
+    let fixture = HttpFixture::start(&[("MCPQ_FIXTURE_REQUIRE_BEARER", token.as_str())]);
     assert!(
         fixture.url.starts_with("http://127.0.0.1:"),
         "{}",
@@ -101,8 +64,8 @@ fn an_http_answer_over_max_result_fails_the_job_at_once_as_result_too_large_and_
 ) {
     // Both ways a streamable-HTTP server answers: an SSE stream (rmcp's default) and one
     // JSON body.
-    let sse = mcpq_tests::HttpFixture::start(&[]);
-    let json = mcpq_tests::HttpFixture::start(&[("MCPQ_FIXTURE_JSON_RESPONSE", "1")]);
+    let sse = HttpFixture::start(&[]);
+    let json = HttpFixture::start(&[("MCPQ_FIXTURE_JSON_RESPONSE", "1")]);
     let env = TestEnv::with_queue(
         "http-big",
         &format!("{}max_result = 65536\n", mcpq_tests::TEST_QUEUE),
