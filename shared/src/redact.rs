@@ -208,33 +208,12 @@ fn redis_password(url: &str) -> Vec<String> {
     let Some((_, password)) = userinfo.split_once(':') else {
         return Vec::new();
     };
-    let decoded = percent_decode(password);
+    let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
     let mut out = vec![password.to_string()];
     if decoded != password {
-        out.push(decoded);
+        out.push(decoded.into_owned());
     }
     out
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                let (h, l) = (hex(h).unwrap_or(0), hex(l).unwrap_or(0));
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! put in. Pure string work, so configuration can check `redis_url` without the queue;
 //! `queue` re-exports both.
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 /// Strips a password from a Redis URL for messages.
 pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -25,18 +27,16 @@ pub fn with_password(url: &str, password: &str) -> Option<String> {
         Some((userinfo, host)) => (userinfo.split(':').next().unwrap_or(""), host),
         None => ("", authority),
     };
-    let encoded: String = password
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let encoded = utf8_percent_encode(password, USERINFO);
     Some(format!("{scheme}://{user}:{encoded}@{host}{tail}"))
 }
+
+/// What stays as it is in an encoded password: RFC 3986's unreserved characters.
+const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[cfg(test)]
 mod tests {
