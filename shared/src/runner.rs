@@ -103,11 +103,13 @@ impl Runner {
     }
 
     /// Runs one delivery to the end; see the module doc.
-    pub async fn run(&self, delivery: Delivery) -> RunOutcome {
+    pub async fn run(&self, mut delivery: Delivery) -> RunOutcome {
+        // The payload (up to queue.max_payload) is moved into decoding, never copied.
+        let payload = std::mem::take(&mut delivery.payload);
         let Delivery { id, attempt, .. } = &delivery;
         let running = self.jobs.register(id, *attempt);
         let started = Instant::now();
-        let mut result = self.execute(&delivery, running.token()).await;
+        let mut result = self.execute(&delivery, payload, running.token()).await;
         if let Ok(value) = &result {
             if let Err(failure) = ResultBudget::check(value, self.config.queue.max_result) {
                 result = Err(*failure);
@@ -206,6 +208,7 @@ impl Runner {
     async fn execute(
         &self,
         delivery: &Delivery,
+        payload: String,
         cancel: &CancellationToken,
     ) -> Result<Value, JobFailure> {
         if let Some(problem) = &delivery.problem {
@@ -215,7 +218,6 @@ impl Runner {
                 false,
             ));
         }
-        let payload = &delivery.payload;
         let limit = self.config.queue.max_payload;
         if payload.len() > limit {
             return Err(JobFailure::new(
@@ -229,7 +231,7 @@ impl Runner {
         }
         // Decoding parses the JSON and checks every template: bounded, but CPU work of up
         // to a few hundred ms for a payload at the limit, so off the async runtime.
-        let bytes = payload.clone().into_bytes();
+        let bytes = payload.into_bytes();
         let job = tokio::task::spawn_blocking(move || Job::from_json(&bytes))
             .await
             .map_err(|e| {
