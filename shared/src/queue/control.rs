@@ -83,22 +83,17 @@ pub async fn dead_list(
     if entries.is_empty() {
         return Ok((Vec::new(), total));
     }
-    let job_key = |id: &[u8]| {
-        let mut key = format!("{}:job:", keys.prefix()).into_bytes();
-        key.extend_from_slice(id);
-        key
-    };
     // HMGET on a key of another type fails the whole pipeline: ask for the types first
     // and read only the hashes (a key of another type lists as corrupt).
     let mut pipe = redis::pipe();
     for (id, _) in &entries {
-        pipe.cmd("TYPE").arg(job_key(id));
+        pipe.cmd("TYPE").arg(keys.job_raw(id));
     }
     let types: Vec<String> = pipe.query_async(conn).await?;
     let mut pipe = redis::pipe();
     for ((id, _), _) in entries.iter().zip(&types).filter(|(_, t)| *t == "hash") {
         pipe.cmd("HMGET")
-            .arg(job_key(id))
+            .arg(keys.job_raw(id))
             .arg(&["kind", "attempt", "error", "status"]);
     }
     type Fields = (
@@ -267,11 +262,8 @@ pub async fn purge_dead(
         }
         let mut pipe = redis::pipe();
         for id in &ids {
-            let mut job = format!("{}:job:", keys.prefix()).into_bytes();
-            job.extend_from_slice(id);
-            let mut attempts = job.clone();
-            attempts.extend_from_slice(b":attempts");
-            pipe.del(&[job, attempts]).ignore();
+            pipe.del(&[keys.job_raw(id), keys.attempts_raw(id)])
+                .ignore();
         }
         pipe.cmd("ZREM").arg(keys.dead()).arg(&ids).ignore();
         let _: () = pipe.query_async(conn).await?;

@@ -40,6 +40,21 @@ impl Keys {
         format!("{}:job:{id}", self.prefix)
     }
 
+    /// [`Keys::job`] for an id read as raw bytes (a member someone else wrote into a
+    /// set may not be UTF-8, and must still be reachable to be shown or removed).
+    pub fn job_raw(&self, id: &[u8]) -> Vec<u8> {
+        let mut key = format!("{}:job:", self.prefix).into_bytes();
+        key.extend_from_slice(id);
+        key
+    }
+
+    /// [`Keys::attempts`] for an id read as raw bytes (see [`Keys::job_raw`]).
+    pub fn attempts_raw(&self, id: &[u8]) -> Vec<u8> {
+        let mut key = self.job_raw(id);
+        key.extend_from_slice(b":attempts");
+        key
+    }
+
     /// List of one job's attempt records (JSON), oldest first.
     pub fn attempts(&self, id: &str) -> String {
         format!("{}:job:{id}:attempts", self.prefix)
