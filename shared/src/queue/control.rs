@@ -37,6 +37,7 @@ pub async fn cancel(
         .arg(keys.prefix())
         .arg(id)
         .arg(QueueSettings::secs(settings.result_ttl))
+        .arg(QueueSettings::secs(settings.dead_ttl))
         .invoke_async(conn)
         .await?;
     Ok(match before.as_str() {

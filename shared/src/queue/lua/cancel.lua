@@ -1,7 +1,8 @@
 -- cancel.lua: cancel a job that has not finished.
--- ARGV: 1 prefix, 2 id, 3 result ttl (s)
+-- ARGV: 1 prefix, 2 id, 3 result ttl (s), 4 dead ttl (s)
 -- Returns the status the job had ('queued', 'failed', 'running'), or, when nothing was
--- done, its final status, or 'unknown'.
+-- done, its final status, or 'unknown'; 'dead' also when the record was malformed and
+-- is dead-lettered instead (kept for the dead ttl, like every dead job).
 -- A running job is marked cancelled at once (its attempt can no longer write, see
 -- finish.lua) and its worker is told on the channel {ns}:cancel.
 local id = ARGV[2]
@@ -11,7 +12,7 @@ if key_type(job) == 'none' then return 'unknown' end
 -- cancelled: the record is judged before any write.
 local problem = record_problem(id)
 if problem then
-  bury(id, problem .. ' (found by mcpq cancel)', tonumber(ARGV[3]))
+  bury(id, problem .. ' (found by mcpq cancel)', tonumber(ARGV[4]))
   return 'dead'
 end
 local f = redis.call('HMGET', job, 'status', 'priority', 'attempt', 'worker', 'started_at')

@@ -4,10 +4,11 @@ local P = ARGV[1]
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function job_key(id) return P .. ':job:' .. id end
+local PRIORITIES = {high = true, normal = true, low = true}
 -- A job's queue; an unknown priority (never written by mcpq) falls back to normal, so
 -- that no script parks a job in a queue no worker reads.
 local function ready_key(priority)
-  if priority ~= 'high' and priority ~= 'low' then priority = 'normal' end
+  if not PRIORITIES[priority] then priority = 'normal' end
   return P .. ':ready:' .. priority
 end
 -- One attempt's history entry. `err` is already JSON (or nil).
@@ -23,7 +24,6 @@ end
 -- Anything in our keys may have been written by someone else: these judge one entry
 -- at a time, so that a bad one is dead-lettered alone and never aborts a script (a
 -- Lua error would leave the script's earlier writes done and its answer lost).
-local PRIORITIES = {high = true, normal = true, low = true}
 -- A queue entry's name as it can be stored and shown: short ids of letters, digits,
 -- '-', '_' and '.' keep their name; anything else (binary, huge, or with a ':' that
 -- could name another job's keys, like "ID:attempts") is named by its hash.
