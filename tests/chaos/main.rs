@@ -25,7 +25,7 @@ mod worker_killer; // a job that kills every worker that runs it
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use mcpq_tests::{processes_with_env, wait_until, zombie_children, TestEnv};
+use mcpq_tests::{processes_with_env, wait_until, zombie_children, TestEnv, WorkerProc};
 
 /// Scenarios take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -43,6 +43,30 @@ pub fn long() -> bool {
 /// Fast leases and retries for the scenarios: a dead worker's jobs come back within
 /// about 3 s instead of 31 s.
 pub const CHAOS_QUEUE: &str = "lease = \"2s\"\nretry_base = \"50ms\"\nretry_cap = \"500ms\"\n";
+
+/// The bound on a worker's peak RSS in the hostile-input scenarios (issue #11: 200 MB).
+pub const MAX_WORKER_RSS: u64 = 200 * 1024 * 1024;
+
+/// After a hostile scenario: `worker` is still alive, logged no panic, and its peak RSS
+/// stayed under [`MAX_WORKER_RSS`]. Returns that peak in bytes, for the report.
+pub fn assert_survived_small(worker: &mut WorkerProc) -> u64 {
+    assert!(
+        worker.child.try_wait().expect("try_wait").is_none(),
+        "the worker died:\n{}",
+        worker.log_text()
+    );
+    assert!(
+        !worker.log_text().contains("panicked"),
+        "{}",
+        worker.log_text()
+    );
+    let peak = worker.peak_rss().expect("the worker is alive");
+    assert!(
+        peak < MAX_WORKER_RSS,
+        "worker peak RSS {peak} bytes, over {MAX_WORKER_RSS}"
+    );
+    peak
+}
 
 /// After the workers are gone: no fixture server of `env` is alive, no zombie is ours.
 pub fn assert_no_leftovers(env: &TestEnv) {
