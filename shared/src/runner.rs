@@ -80,8 +80,8 @@ pub enum RunOutcome {
 impl Runner {
     /// A runner calling tools through `pool` and writing to `conn`; `jobs` is the
     /// worker's registry of running jobs (shared with lease renewal and cancels).
-    /// Templates are rendered in `templates` (see [`TemplateSandbox::new`]). The
-    /// secrets to redact are read from the environment now ([`Redactor::from_config`]).
+    /// Templates are rendered in `templates` (see [`TemplateSandbox::new`]); every
+    /// secret of `redactor` ([`Redactor::from_config`]) is kept out of what it stores.
     pub fn new(
         config: Arc<Config>,
         pool: McpPool,
@@ -89,8 +89,8 @@ impl Runner {
         keys: Keys,
         jobs: InFlight,
         templates: TemplateSandbox,
+        redactor: Arc<Redactor>,
     ) -> Self {
-        let redactor = Arc::new(Redactor::from_config(&config));
         Runner {
             config,
             pool,

@@ -55,7 +55,7 @@ pub enum LogFormat {
 pub struct LogSink {
     tx: SyncSender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
-    redactor: Arc<OnceLock<Redactor>>,
+    redactor: Arc<OnceLock<Arc<Redactor>>>,
 }
 
 impl Write for LogSink {
@@ -89,13 +89,13 @@ impl<'a> MakeWriter<'a> for LogSink {
 pub struct LogGuard {
     tx: Option<SyncSender<Vec<u8>>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    redactor: Arc<OnceLock<Redactor>>,
+    redactor: Arc<OnceLock<Arc<Redactor>>>,
 }
 
 impl LogGuard {
     /// From now on, every line has `redactor`'s secrets replaced (set once, when the
     /// config is loaded; a second call changes nothing).
-    pub fn set_redactor(&self, redactor: Redactor) {
+    pub fn set_redactor(&self, redactor: Arc<Redactor>) {
         let _ = self.redactor.set(redactor);
     }
 }
@@ -179,7 +179,7 @@ pub fn init(format: LogFormat) -> LogGuard {
         .name("mcpq-log-writer".to_string())
         .spawn(move || writer_thread(rx, thread_dropped, std::io::stderr()))
         .ok();
-    let redactor: Arc<OnceLock<Redactor>> = Arc::default();
+    let redactor: Arc<OnceLock<Arc<Redactor>>> = Arc::default();
     let sink = LogSink {
         tx: tx.clone(),
         dropped,

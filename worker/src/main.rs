@@ -99,7 +99,9 @@ fn main() -> ExitCode {
     };
     // From here on no log line carries a secret the worker read (API keys, tokens,
     // passwords): servers and APIs echo them in errors.
-    log_guard.set_redactor(mcpq_shared::redact::Redactor::from_config(&config));
+    // The one Redactor of the worker: its log and its runner (stored errors, results).
+    let redactor = Arc::new(mcpq_shared::redact::Redactor::from_config(&config));
+    log_guard.set_redactor(redactor.clone());
     let name = args.name.clone().unwrap_or_else(default_name);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -111,7 +113,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config, name)) {
+    match runtime.block_on(run(config, name, redactor)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -145,7 +147,11 @@ fn load_config(args: &Args) -> Result<Config, String> {
     Ok(config)
 }
 
-async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
+async fn run(
+    config: Config,
+    name: String,
+    redactor: Arc<mcpq_shared::redact::Redactor>,
+) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
     let signals = signals::Signals::install().context("installing signal handlers")?;
     let redis_url = config.redis_connect_url().context("redis_password_env")?;
@@ -171,6 +177,7 @@ async fn run(config: Config, name: String) -> anyhow::Result<ExitCode> {
         keys.clone(),
         launcher.jobs().clone(),
         launcher.templates().clone(),
+        redactor,
     );
     tracing::info!(
         worker = %name,
