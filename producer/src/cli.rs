@@ -202,7 +202,7 @@ pub struct JobOptionArgs {
     pub max_attempts: Option<u32>,
     /// high, normal (default) or low; served by weight, so low never starves.
     #[arg(long, global = true)]
-    pub priority: Option<mcpq_shared::job::Priority>,
+    pub priority: Option<mcpq_core::job::Priority>,
     /// A second submit with the same key (within queue.idempotency_ttl, default 24h)
     /// enqueues nothing and prints the first job's id.
     #[arg(long, global = true)]
@@ -314,5 +314,5 @@ pub struct WaitArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    mcpq_shared::duration::parse(s)
+    mcpq_core::duration::parse(s)
 }

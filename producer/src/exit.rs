@@ -43,9 +43,9 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 /// Maps a queue error: a job over `queue.max_payload` is the input's fault (exit 2);
 /// everything else (Redis unreachable, out of memory, an ACL refusal, unreadable data)
 /// is the environment's (exit 3). Never exit 1: that says a *job* is dead or cancelled.
-pub fn queue(err: mcpq_shared::queue::QueueError) -> anyhow::Error {
+pub fn queue(err: mcpq_core::queue::QueueError) -> anyhow::Error {
     let code = match err {
-        mcpq_shared::queue::QueueError::TooLarge { .. } => USAGE,
+        mcpq_core::queue::QueueError::TooLarge { .. } => USAGE,
         _ => REDIS_DOWN,
     };
     Exit {

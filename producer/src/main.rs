@@ -5,7 +5,6 @@ mod cli;
 mod commands;
 mod exit;
 mod output;
-mod terminal;
 
 use std::process::ExitCode;
 

@@ -1,13 +1,13 @@
 //! Printing: data to stdout (text or JSON lines with a "type" field), messages to stderr.
 //! A closed stdout (`mcpq status ID | head`) is not an error. Every human line is
-//! escaped for the terminal ([`crate::terminal`]); JSON lines are safe as they are.
+//! escaped for the terminal ([`mcpq_core::terminal`]); JSON lines are safe as they are.
 
 use std::io::Write;
 
-use crate::terminal::{escape, one_line, Newlines};
+use mcpq_core::terminal::{escape, one_line, Newlines};
 
-use mcpq_shared::failure::FailureKind;
-use mcpq_shared::queue::{JobFailure, JobRecord};
+use mcpq_core::failure::FailureKind;
+use mcpq_core::queue::{JobFailure, JobRecord};
 use serde_json::{json, Value};
 
 /// Writes one human line (or a body of lines) to stdout, control characters escaped;

@@ -1,8 +1,11 @@
-//! mcpq's library: the job model, configuration, the Redis queue and result store, the
-//! process supervisor for stdio MCP servers, MCP sessions and their pool, and the job
-//! runners: agent plans with templates, the LLM tool-calling loop, email jobs.
+//! mcpq's execution library: the process supervisor for stdio MCP servers, MCP sessions
+//! and their pool, the apalis backend over the queue, and the job runners: agent plans
+//! with templates, the LLM tool-calling loop, email jobs. The job model, configuration
+//! and the Redis queue live in `mcpq-core` and are re-exported here under their old
+//! paths (`mcpq_shared::job`, `mcpq_shared::queue`, ...).
 //!
-//! The binaries (`mcpq-worker`, `mcpq`) are thin glue over this crate.
+//! The worker (`mcpq-worker`) is thin glue over this crate. The producer (`mcpq`) links
+//! only `mcpq-core`: no supervisor, no MCP, HTTP or SMTP client.
 //!
 //! # Guarantees, each with the test that proves it (`tests/e2e/`)
 //! - A job names servers; only servers in the worker's config ever run
@@ -63,21 +66,18 @@
 //! run harmless.
 
 pub mod agent;
-pub mod backoff;
-pub mod config;
-pub mod duration;
+pub mod backend;
 pub mod email;
-pub mod failure;
 pub mod fate;
-pub mod job;
 pub mod mcp;
-pub mod queue;
 pub mod redact;
 pub mod result_budget;
 pub mod runner;
 pub mod supervisor;
-pub mod template;
 pub mod tls;
+
+// The core crate's modules, under the paths they always had here.
+pub use mcpq_core::{backoff, config, duration, failure, job, queue, template, terminal};
 
 pub use config::Config;
 pub use job::{Job, JobId};

@@ -1,9 +1,13 @@
-//! The layer ratchet: imports inside `mcpq-shared` only go down.
+//! The layer ratchet: imports inside `mcpq-core` and `mcpq-shared` only go down.
 //!
 //! The layers (docs/ARCHITECTURE.md): 1 data and validation, no I/O (`duration`, `tls`,
-//! `failure`, `template`, `job`, `config`, `backoff`) -> 2 `queue` (Redis) -> 3 `supervisor` (processes) ->
-//! 4 `mcp` (sessions, pool, job sessions) -> 5 runners and their helpers
-//! (`result_budget`, `agent`, `email`, `redact`) -> 6 `fate`, `runner` -> the binaries.
+//! `failure`, `template`, `job`, `config`, `backoff`, `terminal`) -> 2 `queue` (Redis),
+//! `backend` (apalis over it) -> 3 `supervisor` (processes) -> 4 `mcp` (sessions, pool,
+//! job sessions) -> 5 runners and their helpers (`result_budget`, `agent`, `email`,
+//! `redact`) -> 6 `fate`, `runner` -> the binaries. Layers 1 and 2 but `tls` and
+//! `backend` are the crate `mcpq-core` (`core/src`), which cannot name the rest at all
+//! (it does not depend on `mcpq-shared`); `mcpq-shared` re-exports them, so its files
+//! name them as `crate::job` and so on, and this test ranks those imports too.
 //! Within a layer the modules are ordered too (the rank below), so no two modules can
 //! import each other: an import may only name a module of the same or a lower rank.
 //!
@@ -16,25 +20,31 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Each top-level module of `src/`, its layer, and its rank (the order within layers).
-const LAYERS: &[(&str, u32, u32)] = &[
-    ("duration", 1, 10),
-    ("tls", 1, 11),
-    ("failure", 1, 12),
-    ("template", 1, 13),
-    ("job", 1, 14),
-    ("config", 1, 15),
-    ("backoff", 1, 16),
-    ("queue", 2, 20),
-    ("supervisor", 3, 30),
-    ("mcp", 4, 40),
-    ("result_budget", 5, 50),
-    ("agent", 5, 51),
-    ("email", 5, 52),
-    ("redact", 5, 53),
-    ("fate", 6, 60),
-    ("runner", 6, 61),
+/// Each top-level module, the crate directory it lives in, its layer, and its rank (the
+/// order within layers).
+const LAYERS: &[(&str, &str, u32, u32)] = &[
+    ("duration", "core", 1, 10),
+    ("tls", "shared", 1, 11),
+    ("failure", "core", 1, 12),
+    ("template", "core", 1, 13),
+    ("job", "core", 1, 14),
+    ("config", "core", 1, 15),
+    ("backoff", "core", 1, 16),
+    ("terminal", "core", 1, 17),
+    ("queue", "core", 2, 20),
+    ("backend", "shared", 2, 21),
+    ("supervisor", "shared", 3, 30),
+    ("mcp", "shared", 4, 40),
+    ("result_budget", "shared", 5, 50),
+    ("agent", "shared", 5, 51),
+    ("email", "shared", 5, 52),
+    ("redact", "shared", 5, 53),
+    ("fate", "shared", 6, 60),
+    ("runner", "shared", 6, 61),
 ];
+
+/// The crate directories, beside each other in the workspace.
+const CRATES: &[&str] = &["core", "shared"];
 
 /// Today's upward imports, (file under `shared/`, module it names). May only shrink.
 const ALLOWED_UPWARD: &[(&str, &str)] = &[];
@@ -42,8 +52,8 @@ const ALLOWED_UPWARD: &[(&str, &str)] = &[];
 fn rank(module: &str) -> Option<(u32, u32)> {
     LAYERS
         .iter()
-        .find(|(name, _, _)| *name == module)
-        .map(|(_, layer, rank)| (*layer, *rank))
+        .find(|(name, _, _, _)| *name == module)
+        .map(|(_, _, layer, rank)| (*layer, *rank))
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -58,9 +68,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file under `src/` belongs to (`None` for `lib.rs`).
+/// The top-level module a file under `CRATE/src/` belongs to (`None` for `lib.rs`).
 fn module_of(relative: &Path) -> Option<String> {
-    let mut parts = relative.components().skip(1); // "src"
+    let mut parts = relative.components().skip(2); // "CRATE", "src"
     let first = parts.next()?.as_os_str().to_str()?.to_string();
     let module = first.strip_suffix(".rs").unwrap_or(&first).to_string();
     (module != "lib").then_some(module)
@@ -127,18 +137,35 @@ fn named_modules(line: &str) -> Vec<String> {
 
 #[test]
 fn imports_only_go_down_the_layers() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workspace = workspace();
     let mut files = Vec::new();
-    rust_files(&root.join("src"), &mut files);
+    for krate in CRATES {
+        rust_files(&workspace.join(krate).join("src"), &mut files);
+    }
     files.sort();
 
     let mut upward = BTreeSet::new();
     let mut problems = Vec::new();
     for path in &files {
-        let relative = path.strip_prefix(root).expect("file under the crate");
+        let relative = path
+            .strip_prefix(&workspace)
+            .expect("file under the workspace");
         let Some(module) = module_of(relative) else {
             continue;
         };
+        let krate = relative
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().to_string());
+        if LAYERS
+            .iter()
+            .any(|(name, home, _, _)| *name == module && Some(home.to_string()) != krate)
+        {
+            problems.push(format!(
+                "{}: module `{module}` is not in the crate LAYERS says",
+                relative.display()
+            ));
+        }
         let Some((layer, own)) = rank(&module) else {
             problems.push(format!(
                 "{}: module `{module}` has no layer: add it to LAYERS",
@@ -186,9 +213,21 @@ fn imports_only_go_down_the_layers() {
 
 #[test]
 fn every_layer_module_exists() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for (module, _, _) in LAYERS {
+    let workspace = workspace();
+    for (module, krate, _, _) in LAYERS {
+        let src = workspace.join(krate).join("src");
         let exists = src.join(format!("{module}.rs")).is_file() || src.join(module).is_dir();
-        assert!(exists, "LAYERS names `{module}`, which is not in src/");
+        assert!(
+            exists,
+            "LAYERS names `{module}`, which is not in {krate}/src/"
+        );
     }
+}
+
+/// The workspace root (this crate's parent directory).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate sits in the workspace")
+        .to_path_buf()
 }

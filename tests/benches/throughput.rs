@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
+use mcpq_shared::backend::RedisQueue;
 use mcpq_shared::job::{Job, JobOptions, PlanStep};
-use mcpq_shared::queue::backend::RedisQueue;
 use mcpq_shared::queue::fetch::Delivery;
 use mcpq_shared::queue::finish::{finish, Outcome};
 use mcpq_shared::queue::lease::InFlight;

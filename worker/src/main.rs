@@ -1,7 +1,8 @@
 //! `mcpq-worker`: the daemon that pulls jobs from Redis and runs them against MCP servers.
 //!
 //! Started with `--mcpq-template-sandbox` as its first argument, it is instead a
-//! template sandbox child of a worker (see `mcpq_shared::agent::template_sandbox`).
+//! template sandbox child of a worker (see `mcpq_shared::agent::template_sandbox`);
+//! `mcpq-worker check` starts each server once and lists its tools ([`check`]).
 //!
 //! This file is the glue and reads top to bottom (each step says why it comes where it
 //! does):
@@ -12,7 +13,7 @@
 //!    the rescuer of dead workers' jobs, server reports ([`reports`]), the attachment
 //!    sweep;
 //! 5. run an apalis Monitor with one worker of N concurrent jobs over mcpq's own Redis
-//!    backend ([`mcpq_shared::queue::backend`]);
+//!    backend ([`mcpq_shared::backend`]);
 //! 6. on SIGTERM/SIGINT ([`signals`]): stop fetching, let running jobs finish within
 //!    `worker.shutdown_grace`, then stop the rest: they are released to the front of
 //!    their queue (not counted as failures) and their servers stopped; exit 0.
@@ -20,6 +21,7 @@
 //! Exit codes: 0 clean shutdown, 2 bad flags or config, 3 Redis unreachable at start,
 //! 1 anything else.
 
+mod check;
 mod launcher;
 mod logging;
 mod reports;
@@ -31,9 +33,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use apalis::prelude::*;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use mcpq_shared::agent::template_sandbox;
-use mcpq_shared::queue::backend::RedisQueue;
+use mcpq_shared::backend::RedisQueue;
 use mcpq_shared::queue::{self, Delivery, Keys};
 use mcpq_shared::{supervisor, Config, Runner};
 
@@ -48,7 +50,7 @@ use launcher::Launcher;
 #[command(name = "mcpq-worker", version, after_long_help = EXAMPLES)]
 struct Args {
     /// Config file (mcpq.toml, or a Claude Desktop JSON file with "mcpServers").
-    #[arg(long, env = "MCPQ_CONFIG")]
+    #[arg(long, global = true, env = "MCPQ_CONFIG")]
     config: Option<PathBuf>,
     /// Redis URL; overrides redis_url in the config. Put no password here (`ps` shows
     /// it): use REDIS_URL, or redis_password_env in the config.
@@ -66,6 +68,18 @@ struct Args {
     /// Log line format (stderr). Filter with MCPQ_LOG or RUST_LOG, e.g. MCPQ_LOG=debug.
     #[arg(long, value_enum, default_value = "text")]
     log_format: logging::LogFormat,
+    /// Without a command the worker runs until stopped.
+    #[command(subcommand)]
+    command: Option<WorkerCommand>,
+}
+
+/// What else the worker binary does.
+#[derive(Debug, Subcommand)]
+enum WorkerCommand {
+    /// Start each configured server (or those named) once, the way jobs run it, list its
+    /// tools, stop it; report what fails with the server's stderr tail. Needs no Redis.
+    /// `mcpq servers check` runs this.
+    Check(check::CheckArgs),
 }
 
 const EXAMPLES: &str = "\
@@ -73,8 +87,10 @@ Examples:
   mcpq-worker --config mcpq.toml
   REDIS_URL=redis://10.0.0.5:6379 mcpq-worker --config mcpq.toml --concurrency 16
   MCPQ_LOG=debug mcpq-worker --config mcpq.toml   # also shows MCP servers' stderr
+  mcpq-worker --config mcpq.toml check --json     # start each server once, list its tools
 
-Exit status: 0 after a clean shutdown, 2 bad flags or config, 3 Redis unreachable, 1 other errors.";
+Exit status: 0 after a clean shutdown, 2 bad flags or config, 3 Redis unreachable, 1 other errors;
+`check`: 0 every server answered, 1 one or more failed, 2 bad flags, config or server name.";
 
 fn main() -> ExitCode {
     // 0. A child started to render templates (`TemplateSandbox`): nothing of the worker
@@ -87,7 +103,10 @@ fn main() -> ExitCode {
     }
     // 1. Before anything spawns a thread: see the module doc.
     let reset = supervisor::reset_own_signal_state();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(WorkerCommand::Check(check_args)) = args.command.take() {
+        return check::main(args.config.as_deref(), check_args);
+    }
     let log_guard = logging::init(args.log_format);
     signals::log_reset(&reset);
     let config = match load_config(&args) {

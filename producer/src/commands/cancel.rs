@@ -1,6 +1,6 @@
 //! `mcpq cancel ID`.
 
-use mcpq_shared::queue::control::{cancel, Cancelled};
+use mcpq_core::queue::control::{cancel, Cancelled};
 use serde_json::json;
 
 use crate::commands::{parse_id, Ctx};

@@ -1,12 +1,12 @@
 //! `mcpq dlq list|show|requeue|purge`: the dead-letter set.
 
-use mcpq_shared::queue::control;
+use mcpq_core::queue::control;
 use serde_json::json;
 
 use crate::cli::DlqAction;
 use crate::commands::Ctx;
-use crate::terminal::one_line;
 use crate::{exit, output};
+use mcpq_core::terminal::one_line;
 
 pub async fn run(ctx: &Ctx, action: DlqAction) -> anyhow::Result<u8> {
     let producer = ctx.producer().await?;

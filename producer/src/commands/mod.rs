@@ -8,9 +8,9 @@ mod status;
 mod submit;
 mod wait;
 
-use mcpq_shared::job::JobId;
-use mcpq_shared::queue::{self, Keys, Producer};
-use mcpq_shared::Config;
+use mcpq_core::job::JobId;
+use mcpq_core::queue::{self, Keys, Producer};
+use mcpq_core::Config;
 
 use crate::cli::{Cli, Command};
 use crate::exit;
@@ -46,9 +46,9 @@ impl Ctx {
 /// The record of job `id` (exit 2 if there is no such job in the namespace).
 pub async fn record(
     ctx: &Ctx,
-    store: &mcpq_shared::queue::ResultStore,
+    store: &mcpq_core::queue::ResultStore,
     id: &JobId,
-) -> anyhow::Result<mcpq_shared::queue::JobRecord> {
+) -> anyhow::Result<mcpq_core::queue::JobRecord> {
     known(ctx, id, store.get(&id.to_string()).await)
 }
 
@@ -56,9 +56,9 @@ pub async fn record(
 /// job): what a status needs, however big the result is.
 pub async fn status_record(
     ctx: &Ctx,
-    store: &mcpq_shared::queue::ResultStore,
+    store: &mcpq_core::queue::ResultStore,
     id: &JobId,
-) -> anyhow::Result<mcpq_shared::queue::JobRecord> {
+) -> anyhow::Result<mcpq_core::queue::JobRecord> {
     known(ctx, id, store.status(&id.to_string()).await)
 }
 
@@ -66,8 +66,8 @@ pub async fn status_record(
 fn known(
     ctx: &Ctx,
     id: &JobId,
-    read: Result<Option<mcpq_shared::queue::JobRecord>, mcpq_shared::queue::QueueError>,
-) -> anyhow::Result<mcpq_shared::queue::JobRecord> {
+    read: Result<Option<mcpq_core::queue::JobRecord>, mcpq_core::queue::QueueError>,
+) -> anyhow::Result<mcpq_core::queue::JobRecord> {
     read.map_err(exit::queue)?.ok_or_else(|| {
         exit::usage(format!(
             "no job {id} in namespace `{}`",
@@ -79,7 +79,7 @@ fn known(
 /// Parses a job id argument (exit 2 if it is not one).
 pub fn parse_id(text: &str) -> anyhow::Result<JobId> {
     text.parse()
-        .map_err(|e: mcpq_shared::job::JobError| exit::usage(e.to_string()))
+        .map_err(|e: mcpq_core::job::JobError| exit::usage(e.to_string()))
 }
 
 /// Runs the parsed command; returns the exit code.
@@ -96,7 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => status::run(&ctx, &args.id).await,
         Command::Result(args) => result::run(&ctx, &args.id).await,
         Command::Wait(args) => wait::run(&ctx, &args.id, args.timeout).await,
-        Command::Servers(args) => servers::run(&ctx, args).await,
+        Command::Servers(args) => servers::run(&ctx, cli.config.as_deref(), args).await,
         Command::Cancel(args) => cancel::run(&ctx, &args.id).await,
         Command::Dlq(args) => dlq::run(&ctx, args.action).await,
     }

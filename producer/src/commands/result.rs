@@ -1,11 +1,11 @@
 //! `mcpq result ID`, and how a finished job is shown (also used by `wait`).
 
-use mcpq_shared::queue::{JobRecord, JobStatus};
+use mcpq_core::queue::{JobRecord, JobStatus};
 use serde_json::json;
 
 use crate::commands::{parse_id, record, Ctx};
-use crate::terminal::one_line;
 use crate::{exit, output};
+use mcpq_core::terminal::one_line;
 
 pub async fn run(ctx: &Ctx, id: &str) -> anyhow::Result<u8> {
     let id = parse_id(id)?;

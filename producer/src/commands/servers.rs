@@ -1,24 +1,24 @@
-//! `mcpq servers` (what the workers report) and `mcpq servers check` (ask each server).
+//! `mcpq servers` (what the workers report) and `mcpq servers check` (ask each server,
+//! through `mcpq-worker check`).
 
-use std::time::Instant;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 
-use mcpq_shared::mcp::McpSession;
-use mcpq_shared::queue::{self, servers, Keys};
-use mcpq_shared::supervisor::Supervisor;
+use mcpq_core::queue::{self, servers, Keys};
 use serde_json::json;
 
 use crate::cli::{ServersAction, ServersArgs};
 use crate::commands::Ctx;
 use crate::{exit, output};
 
-pub async fn run(ctx: &Ctx, args: ServersArgs) -> anyhow::Result<u8> {
+pub async fn run(ctx: &Ctx, cli_config: Option<&Path>, args: ServersArgs) -> anyhow::Result<u8> {
     match args.action {
         None => list(ctx).await,
-        Some(ServersAction::Check(check_args)) => check(ctx, &check_args.names).await,
+        Some(ServersAction::Check(check_args)) => check(ctx, cli_config, &check_args.names),
     }
 }
 
-fn target(server: &mcpq_shared::config::ServerConfig) -> String {
+fn target(server: &mcpq_core::config::ServerConfig) -> String {
     if let Some(url) = &server.url {
         return url.clone();
     }
@@ -77,7 +77,10 @@ async fn list(ctx: &Ctx) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-async fn check(ctx: &Ctx, names: &[String]) -> anyhow::Result<u8> {
+/// Runs `mcpq-worker check` in place of this process: the worker starts each server with
+/// the same supervisor and MCP session it uses for jobs, and the producer links neither.
+/// Its output and exit status are this command's (0 all answered, 1 one or more failed).
+fn check(ctx: &Ctx, cli_config: Option<&Path>, names: &[String]) -> anyhow::Result<u8> {
     for name in names {
         if !ctx.config.servers.contains_key(name) {
             return Err(exit::usage(format!(
@@ -86,63 +89,31 @@ async fn check(ctx: &Ctx, names: &[String]) -> anyhow::Result<u8> {
             )));
         }
     }
-    let supervisor = Supervisor::new();
-    let mut failed = 0;
-    for (name, server) in &ctx.config.servers {
-        if !names.is_empty() && !names.contains(name) {
-            continue;
-        }
-        let timeouts = ctx.config.timeouts(server);
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + timeouts.startup + timeouts.call;
-        let outcome = match McpSession::start(&supervisor, name, server, timeouts, deadline).await {
-            Ok(session) => {
-                let tools = session.list_tools(timeouts.call).await;
-                session.shutdown().await;
-                tools
-            }
-            Err(e) => Err(e),
-        };
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        match outcome {
-            Ok(tools) => {
-                let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
-                if ctx.json {
-                    output::json_line(
-                        "check",
-                        json!({"name": name, "ok": true, "elapsed_ms": elapsed_ms, "tools": names}),
-                    );
-                } else {
-                    output::line(&format!(
-                        "ok    {name}  ({elapsed_ms} ms, {} tools: {})",
-                        names.len(),
-                        names.join(", ")
-                    ));
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                if ctx.json {
-                    output::json_line(
-                        "check",
-                        json!({"name": name, "ok": false, "elapsed_ms": elapsed_ms,
-                               "error": {"kind": e.kind(), "message": e.to_string(), "stderr_tail": e.stderr()}}),
-                    );
-                } else {
-                    output::line(&format!("FAIL  {name}  ({elapsed_ms} ms): {e}"));
-                    if let Some(tail) = e.stderr() {
-                        output::line(&format!(
-                            "  --- stderr (last lines) ---\n  {}",
-                            tail.trim_end().replace('\n', "\n  ")
-                        ));
-                    }
-                }
-            }
-        }
+    let worker = worker_binary();
+    let mut cmd = std::process::Command::new(&worker);
+    if let Some(path) = cli_config {
+        cmd.arg("--config").arg(path);
     }
-    Ok(if failed > 0 {
-        exit::JOB_FAILED
-    } else {
-        exit::OK
-    })
+    cmd.arg("check");
+    if ctx.json {
+        cmd.arg("--json");
+    }
+    cmd.arg("--").args(names);
+    // Returns only if the exec failed.
+    let err = cmd.exec();
+    Err(exit::usage(format!(
+        "`mcpq servers check` runs `mcpq-worker check`, which could not start ({}: {err}); \
+         install mcpq-worker next to mcpq or on PATH",
+        worker.display()
+    )))
+}
+
+/// `mcpq-worker` beside this executable (how both are installed and built), else the
+/// one on PATH.
+fn worker_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("mcpq-worker"))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("mcpq-worker"))
 }

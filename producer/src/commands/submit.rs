@@ -4,9 +4,9 @@
 
 use std::io::Read;
 
-use mcpq_shared::email::parse::parse_eml;
-use mcpq_shared::email::{Attachment, EmailSettings, ReplySpec};
-use mcpq_shared::job::{Job, JobPayload, PlanStep};
+use mcpq_core::config::email::EmailSettings;
+use mcpq_core::job::eml::parse_eml;
+use mcpq_core::job::{Attachment, Job, JobPayload, PlanStep, ReplySpec};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{EmailArgs, SubmitArgs, SubmitKind};

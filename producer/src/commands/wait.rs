@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use mcpq_shared::backoff::Backoff;
+use mcpq_core::backoff::Backoff;
 use tokio::time::Instant;
 
 use crate::commands::{parse_id, record, result, status_record, Ctx};
@@ -26,7 +26,7 @@ pub async fn run(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
             if !status.status.is_finished() {
                 eprintln!(
                     "gave up waiting after {}",
-                    mcpq_shared::duration::format(timeout)
+                    mcpq_core::duration::format(timeout)
                 );
             }
             return Ok(result::show(ctx, &record));

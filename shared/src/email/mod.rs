@@ -13,12 +13,12 @@
 //!    (or the model's answer), every step's result (or the model's transcript), the
 //!    files written, and the draft.
 //!
-//! Raw `.eml` messages are turned into the job's JSON by [`parse`] (the producer does
+//! Raw `.eml` messages are turned into the job's JSON by [`parse`] (`mcpq_core::job::eml`; the producer does
 //! it, so a broken message is a usage error at submit).
 
 pub mod attachment_dir;
 pub mod attachments;
-pub mod parse;
+pub use crate::job::eml as parse;
 pub mod settings;
 pub mod smtp;
 

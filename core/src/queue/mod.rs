@@ -1,4 +1,6 @@
-//! The queue in Redis: mcpq's own apalis backend and the operations around it.
+//! The queue in Redis: every operation on jobs, used by producers and by workers (the
+//! apalis `Backend` workers pull through is `mcpq_shared::backend`, over [`fetch`] and
+//! [`finish`]).
 //!
 //! One hash per job ([`Keys::job`]) holds its state; ids wait in one list per priority;
 //! retries, leases and dead jobs are sorted sets by time. Every change of state is one
@@ -7,8 +9,7 @@
 //! cancellation, retention, priorities) and the tests that prove them are in
 //! `docs/GUARANTEES.md`.
 //!
-//! - [`enqueue`]: the producer side; [`backend`]: the apalis `Backend` workers pull
-//!   from; [`fetch`], [`finish`]: one attempt's start and end; [`lease`]: renewing the
+//! - [`enqueue`]: the producer side; [`fetch`], [`finish`]: one attempt's start and end; [`lease`]: renewing the
 //!   leases of running jobs and hearing cancels; [`rescue`]: re-queueing jobs of dead
 //!   workers; [`retry`]: backoff; [`control`]: cancel and the dead-letter set;
 //!   [`results`]: reading records.
@@ -16,7 +17,6 @@
 //! Every key starts with the configured namespace, so tests, demos and deployments
 //! share one Redis without touching each other's keys.
 
-pub mod backend;
 pub mod control;
 pub mod enqueue;
 pub mod fetch;

@@ -39,10 +39,10 @@ use tower_layer::Identity;
 
 use crate::backoff::Backoff;
 
-use super::fetch::{fetch_batch, Batch, Delivery};
-use super::finish::{finish, Outcome};
-use super::lease::InFlight;
-use super::{Keys, QueueError, QueueSettings};
+use crate::queue::fetch::{fetch_batch, Batch, Delivery};
+use crate::queue::finish::{finish, Outcome};
+use crate::queue::lease::InFlight;
+use crate::queue::{Keys, QueueError, QueueSettings};
 
 /// Most jobs leased in one fetch.
 pub const MAX_BATCH: usize = 32;

@@ -81,7 +81,8 @@ pub struct TemplateError {
 }
 
 impl TemplateError {
-    pub(crate) fn new(template: &str, message: impl Into<String>) -> Self {
+    /// An error in `template` (its first 200 characters are kept): `message` says what.
+    pub fn new(template: &str, message: impl Into<String>) -> Self {
         TemplateError {
             template: template.chars().take(200).collect(),
             message: message.into(),

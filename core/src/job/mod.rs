@@ -342,6 +342,8 @@ pub mod email;
 
 pub use email::{Attachment, EmailJob, ReplySpec};
 
+pub mod eml;
+
 /// The kind-specific part of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobPayload {

@@ -10,7 +10,7 @@
 use base64::Engine;
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
 
-use super::message::{Attachment, EmailJob};
+use super::email::{Attachment, EmailJob};
 
 /// Why a raw message was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

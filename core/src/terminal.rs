@@ -4,7 +4,7 @@
 //! tools, servers, models and other producers: any of them may hold escape sequences
 //! (`ESC[2J` clears the screen, `ESC]0;...BEL` sets the title, `ESC]52;c;...` writes the
 //! clipboard) or a newline followed by a forged line. Guarantee: every human (non-JSON)
-//! line `mcpq` prints goes through [`escape`], so no control character (C0, DEL, C1) and
+//! line `mcpq` and `mcpq-worker check` print goes through [`escape`], so no control character (C0, DEL, C1) and
 //! no bidirectional override reaches the terminal raw; each is shown as `\u{1b}`-style
 //! text. Newlines are kept only where the caller's layout puts a multi-line body
 //! ([`Newlines::Keep`]); a one-line field ([`one_line`]) shows them as `\n`.
