@@ -77,6 +77,7 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
@@ -238,7 +239,7 @@ impl Supervisor {
             .collect();
         for (pid, name) in &live {
             tracing::warn!(server = %name, pid, "killing server process group at shutdown");
-            let _ = unix::signal_group(*pid, libc::SIGKILL);
+            let _ = unix::signal_group(*pid, Some(Signal::SIGKILL));
         }
         live.len()
     }
@@ -335,7 +336,7 @@ impl ServerProcess {
         }
         // 2. SIGTERM to the whole group, then wait for the leader *and* the group: a
         //    launcher's children (npx, uv, sh) must go too.
-        let _ = unix::signal_group(self.pid, libc::SIGTERM);
+        let _ = unix::signal_group(self.pid, Some(Signal::SIGTERM));
         let until = Instant::now() + self.kill_grace;
         if self.wait_group_gone(until).await {
             return self.finish(false);
@@ -343,7 +344,7 @@ impl ServerProcess {
         // 3. SIGKILL cannot be ignored; the leader is reaped in the wait below.
         tracing::warn!(server = %self.name, pid = self.pid, grace = ?self.kill_grace,
             "server ignored SIGTERM; sending SIGKILL to its process group");
-        let _ = unix::signal_group(self.pid, libc::SIGKILL);
+        let _ = unix::signal_group(self.pid, Some(Signal::SIGKILL));
         self.wait_group_gone(Instant::now() + Duration::from_secs(1))
             .await;
         self.finish(true)
@@ -368,7 +369,7 @@ impl Drop for ServerProcess {
         // now. SIGKILL because there is no one left to wait out a grace period; the
         // leader is then reaped in the background (no zombie).
         if self.exit.is_none() || unix::group_exists(self.pid) {
-            let _ = unix::signal_group(self.pid, libc::SIGKILL);
+            let _ = unix::signal_group(self.pid, Some(Signal::SIGKILL));
         }
         if let Some(watch) = self.watch.take() {
             spawn::reap_in_background(watch);

@@ -23,7 +23,6 @@ use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -71,7 +70,7 @@ impl ExitWatch {
     /// Reaps the child if it has exited, without waiting.
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            self.status = unix::reap_nohang(self.pid)?.map(ExitStatus::from_raw);
+            self.status = unix::reap_nohang(self.pid)?;
         }
         Ok(self.status)
     }
@@ -87,7 +86,7 @@ impl ExitWatch {
                     let mut ready = fd.readable().await?;
                     // Readable means exited: reap. A spurious wake-up waits again.
                     match unix::reap_nohang(self.pid)? {
-                        Some(raw) => self.status = Some(ExitStatus::from_raw(raw)),
+                        Some(status) => self.status = Some(status),
                         None => ready.clear_ready(),
                     }
                 }

@@ -1,4 +1,20 @@
-//! Every `libc` call of the supervisor, and the reason each one is safe.
+//! Every system call of the supervisor, and the reason each one is safe.
+//!
+//! Through `nix` (typed, safe wrappers; already in the build through rmcp's
+//! process-wrap) wherever one exists: pipes, reads, `waitpid`, `killpg`, `access`,
+//! resource limits, signal masks and names. Raw `libc` remains where nix cannot serve:
+//! - the child between clone and exec ([`child_main`], [`clone_vfork`]) may only make
+//!   async-signal-safe calls that allocate nothing, and nix's `execve` and `chdir` build
+//!   C strings and pointer vectors on the heap, and nix has no `close_range`;
+//! - `pidfd_open` and the query of a signal's disposition have no nix wrapper.
+//!
+//! Why a hand-made `clone(CLONE_VM | CLONE_VFORK)` and not `Command::pre_exec`: a
+//! `pre_exec` hook makes std fork (copy the page tables of the whole worker) instead of
+//! vfork. The `cold_start` benchmark's `fork` rows measure what that costs, side by side
+//! (docs/BENCHMARKS.md, "Cold start"; 2026-11-27): a whole cold start (spawn,
+//! `initialize`, one call) is 1.08-1.12x slower at p50 with fork from a small process,
+//! and 13x slower (34 ms instead of 2.5 ms) from one holding 512 MiB, as a busy worker
+//! may. So the vfork spawn stays.
 //!
 //! Two resets live here:
 //! - [`child_main`] runs in the cloned child before `execve` (see `spawn.rs`): default
@@ -17,8 +33,17 @@
 //! non-Linux build with a `compile_error!` that says so.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::process::ExitStatus;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::resource::{self, Resource};
+use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{self, WaitPidFlag, WaitStatus};
+use nix::unistd::{self, AccessFlags, Pid};
 
 /// Highest signal number on Linux (`SIGRTMAX`); a constant because `SIGRTMAX()` is a libc
 /// function we do not want to call in the child.
@@ -171,17 +196,9 @@ pub(crate) fn clone_vfork(plan: &ChildPlan, stack: &mut [u8]) -> io::Result<libc
     }
 }
 
-#[cfg(target_os = "linux")]
 /// A pipe, both ends close-on-exec: (read end, write end).
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two descriptors into `fds`; we own them from here on.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
-    }
+    Ok(unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
 /// Reads the child's failure report: `None` at EOF (it exec'd), else its errno.
@@ -189,51 +206,48 @@ pub(crate) fn read_report(fd: &OwnedFd) -> io::Result<Option<i32>> {
     let mut buf = [0u8; 4];
     let mut got = 0;
     while got < buf.len() {
-        // SAFETY: reading into the unfilled part of a stack buffer.
-        let n = unsafe {
-            libc::read(
-                fd.as_raw_fd(),
-                buf[got..].as_mut_ptr().cast(),
-                buf.len() - got,
-            )
-        };
-        match n {
-            0 => break,
-            n if n > 0 => got += n as usize,
-            _ => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
+        match unistd::read(fd, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok((got == buf.len()).then(|| i32::from_ne_bytes(buf)))
 }
 
-/// `waitpid(pid, WNOHANG)`: the raw wait status once the child has exited.
-pub(crate) fn reap_nohang(pid: libc::pid_t) -> io::Result<Option<libc::c_int>> {
-    let mut status = 0;
-    // SAFETY: waitpid on our own child with a valid status pointer.
-    match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
-        0 => Ok(None),
-        p if p == pid => Ok(Some(status)),
-        _ => Err(io::Error::last_os_error()),
+/// A `waitpid` result as std's `ExitStatus` (which is built from the raw status word:
+/// the exit code in bits 8-15, or the signal in bits 0-6 and the core flag in bit 7).
+/// `None` while the child runs (stops and continues are never asked for).
+fn exit_status(status: WaitStatus) -> Option<ExitStatus> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
+        WaitStatus::Signaled(_, sig, core) => Some(ExitStatus::from_raw(
+            sig as i32 | if core { 0x80 } else { 0 },
+        )),
+        _ => None,
     }
 }
 
+/// `waitpid(pid, WNOHANG)`: the exit status once the child has exited.
+pub(crate) fn reap_nohang(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
+    Ok(exit_status(wait::waitpid(
+        Pid::from_raw(pid),
+        Some(WaitPidFlag::WNOHANG),
+    )?))
+}
+
 /// Blocking `waitpid`; only for a child known to be exiting, off the async runtime.
-pub(crate) fn reap_blocking(pid: libc::pid_t) -> io::Result<libc::c_int> {
-    let mut status = 0;
+pub(crate) fn reap_blocking(pid: libc::pid_t) -> io::Result<ExitStatus> {
     loop {
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        let p = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if p == pid {
-            return Ok(status);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match wait::waitpid(Pid::from_raw(pid), None) {
+            Ok(status) => {
+                if let Some(status) = exit_status(status) {
+                    return Ok(status);
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -252,15 +266,8 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
 
 /// True for a regular file we may execute.
 pub(crate) fn is_executable_file(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: access(2) on a NUL-terminated path.
-    meta.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
+    std::fs::metadata(path).is_ok_and(|meta| meta.is_file())
+        && unistd::access(path, AccessFlags::X_OK).is_ok()
 }
 
 /// Signals 32 and 33 (glibc's SIGCANCEL and SIGSETXID) back to SIG_DFL with the raw
@@ -317,19 +324,25 @@ pub struct SignalReset {
 /// mask is per thread, and only threads created afterwards inherit the cleared one.
 pub fn reset_own_signal_state() -> io::Result<SignalReset> {
     let mut report = SignalReset::default();
-    // SAFETY: sigset_t and sigaction are plain C structs for which all-zero is valid;
-    // every pointer passed points to a live stack value.
-    unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, &mut old) != 0 {
-            return Err(io::Error::last_os_error());
+    let mut old = SigSet::empty();
+    signal::pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        Some(&mut old),
+    )?;
+    // Real-time signals too, which nix's `Signal` does not name.
+    // SAFETY: sigismember reads the live set `old` (nix's SigSet is a sigset_t).
+    let blocked = |sig| unsafe { libc::sigismember(old.as_ref(), sig) } == 1;
+    for sig in 1..=MAX_SIGNAL {
+        if blocked(sig) {
+            report.unblocked.push(sig);
         }
+    }
+    // SAFETY: sigaction is a plain C struct for which all-zero is valid; every pointer
+    // passed points to a live stack value. Querying a disposition (null new action) has
+    // no nix wrapper.
+    unsafe {
         for sig in 1..=MAX_SIGNAL {
-            if libc::sigismember(&old, sig) == 1 {
-                report.unblocked.push(sig);
-            }
             if !is_settable(sig) || sig == libc::SIGPIPE {
                 continue;
             }
@@ -350,79 +363,42 @@ pub fn reset_own_signal_state() -> io::Result<SignalReset> {
     Ok(report)
 }
 
-/// Sends `sig` to every process of the group `pgid`. Returns `Ok(false)` when the group
-/// no longer exists.
-pub(crate) fn signal_group(pgid: u32, sig: libc::c_int) -> io::Result<bool> {
-    let pgid =
-        libc::pid_t::try_from(pgid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+/// Sends `sig` (`None`: only check) to every process of the group `pgid`. Returns
+/// `Ok(false)` when the group no longer exists.
+pub(crate) fn signal_group(pgid: u32, sig: Option<Signal>) -> io::Result<bool> {
+    let pgid = libc::pid_t::try_from(pgid).map_err(|_| Errno::EINVAL)?;
     if pgid <= 1 {
         // kill(-1) or kill(0) would hit far more than one server: never.
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        return Err(Errno::EINVAL.into());
     }
-    // SAFETY: kill(2) with a negative pid only sends a signal; pgid > 1 was checked above.
-    let rc = unsafe { libc::kill(-pgid, sig) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ESRCH) {
-        Ok(false)
-    } else {
-        Err(err)
+    match signal::killpg(Pid::from_raw(pgid), sig) {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// True while any process of group `pgid` exists (zombies included).
 pub(crate) fn group_exists(pgid: u32) -> bool {
-    signal_group(pgid, 0).unwrap_or(false)
+    signal_group(pgid, None).unwrap_or(false)
 }
 
 /// The worker's own pid, for [`ChildPlan::parent`].
 pub(crate) fn current_pid() -> libc::pid_t {
-    // SAFETY: getpid cannot fail and has no preconditions.
-    unsafe { libc::getpid() }
+    unistd::getpid().as_raw()
 }
 
 /// The worker's real user id (owner checks of the attachment directory).
 pub fn current_uid() -> u32 {
-    // SAFETY: getuid cannot fail and has no preconditions.
-    unsafe { libc::getuid() }
+    unistd::getuid().as_raw()
 }
 
 /// `SIGTERM`-style name of a signal number, for logs and errors.
 pub fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGCHLD => "SIGCHLD",
-        libc::SIGCONT => "SIGCONT",
-        libc::SIGSTOP => "SIGSTOP",
-        libc::SIGTSTP => "SIGTSTP",
-        libc::SIGTTIN => "SIGTTIN",
-        libc::SIGTTOU => "SIGTTOU",
-        libc::SIGURG => "SIGURG",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGVTALRM => "SIGVTALRM",
-        libc::SIGPROF => "SIGPROF",
-        libc::SIGWINCH => "SIGWINCH",
-        libc::SIGIO => "SIGIO",
-        libc::SIGSYS => "SIGSYS",
-        _ => return format!("signal {sig}"),
-    };
-    name.to_string()
+    match Signal::try_from(sig) {
+        Ok(signal) => signal.as_str().to_string(),
+        Err(_) => format!("signal {sig}"),
+    }
 }
 
 /// Caps the calling process's own memory, for a child that runs untrusted work (the
@@ -435,25 +411,40 @@ pub fn signal_name(sig: i32) -> String {
 /// Limits are inherited and can only be lowered by an unprivileged process: call it
 /// before doing any of the untrusted work. A lower limit already in place is kept.
 pub fn limit_own_memory(bytes: u64) -> io::Result<()> {
-    for (resource, limit) in [(libc::RLIMIT_DATA, bytes), (libc::RLIMIT_CORE, 0)] {
-        let mut old = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes into a live stack value.
-        if unsafe { libc::getrlimit(resource, &mut old) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let limit = limit.min(old.rlim_max);
-        let value = libc::rlimit {
-            rlim_cur: limit,
-            rlim_max: limit,
-        };
-        // SAFETY: setrlimit with a pointer to a live stack value; it only changes this
-        // process's limits.
-        if unsafe { libc::setrlimit(resource, &value) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    for (resource, limit) in [(Resource::RLIMIT_DATA, bytes), (Resource::RLIMIT_CORE, 0)] {
+        let (_, max) = resource::getrlimit(resource)?;
+        let limit = limit.min(max);
+        resource::setrlimit(resource, limit, limit)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_statuses_become_the_exit_statuses_std_reports() {
+        let pid = Pid::from_raw(42);
+        let exited = exit_status(WaitStatus::Exited(pid, 3)).expect("exited");
+        assert_eq!((exited.code(), exited.signal()), (Some(3), None));
+        let killed =
+            exit_status(WaitStatus::Signaled(pid, Signal::SIGKILL, false)).expect("signaled");
+        assert_eq!((killed.code(), killed.signal()), (None, Some(9)));
+        assert!(!killed.core_dumped());
+        let dumped =
+            exit_status(WaitStatus::Signaled(pid, Signal::SIGSEGV, true)).expect("signaled");
+        assert_eq!(dumped.signal(), Some(11));
+        assert!(dumped.core_dumped());
+        assert_eq!(exit_status(WaitStatus::StillAlive), None);
+    }
+
+    #[test]
+    fn signals_are_named_like_the_c_constants_and_unknown_numbers_by_number() {
+        assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
+        assert_eq!(signal_name(libc::SIGKILL), "SIGKILL");
+        assert_eq!(signal_name(libc::SIGWINCH), "SIGWINCH");
+        assert_eq!(signal_name(40), "signal 40");
+        assert_eq!(signal_name(-1), "signal -1");
+    }
 }
