@@ -75,6 +75,105 @@ pub enum Command {
     /// The dead-letter set: jobs that failed permanently or ran out of attempts.
     #[command(after_long_help = DLQ_EXAMPLES)]
     Dlq(DlqArgs),
+    /// Many jobs as one: submit a JSON lines file, follow it, export its results, and
+    /// run a final job once all of them have ended.
+    #[command(after_long_help = BATCH_EXAMPLES)]
+    Batch(BatchArgs),
+}
+
+const BATCH_EXAMPLES: &str = r#"Examples:
+  mcpq batch submit jobs.jsonl                  # prints the batch id
+  mcpq batch submit jobs.jsonl --skip-invalid --idempotency-key nightly-2026-11-27
+  mcpq batch submit jobs.jsonl --then summary.json --wait
+  generate-jobs | mcpq batch submit -
+  mcpq batch status 01JDX6Q6T3N7Z8YV1K0W2M4C5B
+  mcpq batch wait 01JDX6Q6T3N7Z8YV1K0W2M4C5B --timeout 2h
+  mcpq batch results 01JDX6Q6T3N7Z8YV1K0W2M4C5B --out results.jsonl
+  mcpq batch cancel 01JDX6Q6T3N7Z8YV1K0W2M4C5B
+  mcpq batch list
+
+A JSON lines file holds one job per line, each in the format of `mcpq submit FILE`
+(blank lines are skipped). Every line is checked before anything is enqueued; each bad
+line is reported with its number and reason, and then nothing is submitted unless
+--skip-invalid is given. With --idempotency-key, running the same command again (after
+a crash, say) finds the batch and enqueues only what is missing.
+
+The final job (--then) runs once, after every job of the batch has succeeded, died or
+been cancelled; its templates see input.batch: id, total, succeeded, dead, cancelled.
+
+Exit status of `wait`: 0 every job succeeded, 1 one or more are dead or cancelled,
+4 the timeout passed first."#;
+
+/// `mcpq batch`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    #[command(subcommand)]
+    pub action: BatchAction,
+}
+
+/// What to do with batches.
+#[derive(Debug, Subcommand)]
+pub enum BatchAction {
+    /// Submit one job per line of a JSON lines file (`-` for stdin); prints the batch id.
+    Submit(BatchSubmitArgs),
+    /// Counts by state (succeeded, dead, cancelled, pending), rate and ETA.
+    Status(IdArg),
+    /// Follow a batch until every job has ended: a progress bar on a terminal, a line
+    /// every few seconds otherwise, progress objects with --json.
+    Wait(BatchWaitArgs),
+    /// Write one JSON line per job, in input order: line, id, status, result or error.
+    Results(BatchResultsArgs),
+    /// Cancel every job of the batch that has not ended, and its final job.
+    Cancel(IdArg),
+    /// The newest batches with their counts.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+/// `mcpq batch submit`.
+#[derive(Debug, Args)]
+pub struct BatchSubmitArgs {
+    /// A JSON lines file, one job per line, or `-` for stdin.
+    pub file: PathBuf,
+    /// Submit the valid lines even when some are bad (each bad one is still reported).
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Names this batch: the same command run again with the same key (and the same
+    /// input) enqueues only what is missing. Kept for queue.idempotency_ttl.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// A job file to run once, when every job of the batch has ended.
+    #[arg(long)]
+    pub then: Option<PathBuf>,
+    /// After submitting, wait like `mcpq batch wait`.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: how long to wait at most.
+    #[arg(long, value_parser = parse_duration, default_value = "24h")]
+    pub timeout: Duration,
+}
+
+/// `mcpq batch wait`.
+#[derive(Debug, Args)]
+pub struct BatchWaitArgs {
+    /// The id `mcpq batch submit` printed.
+    pub id: String,
+    /// How long to wait at most (exit 4 when it passes first).
+    #[arg(long, value_parser = parse_duration, default_value = "24h")]
+    pub timeout: Duration,
+}
+
+/// `mcpq batch results`.
+#[derive(Debug, Args)]
+pub struct BatchResultsArgs {
+    /// The id `mcpq batch submit` printed.
+    pub id: String,
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 const DLQ_EXAMPLES: &str = "Examples:

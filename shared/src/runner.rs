@@ -78,6 +78,42 @@ pub enum RunOutcome {
 }
 
 impl Runner {
+    /// A batch's fan-in job (`mcpq batch submit --then`) was submitted with a
+    /// placeholder `input.batch` (`{"id": BATCH, "total": ...}`, zero counts): here it
+    /// gets the batch's final counts, read when it starts. Only for the job the batch
+    /// names as its fan-in; any other job's `input.batch` is left as it is.
+    async fn fill_in_batch_counts(&self, job: &mut Job) {
+        let JobPayload::Agent(agent) = &mut job.payload else {
+            return;
+        };
+        let Some(batch_id) = agent
+            .input
+            .get("batch")
+            .and_then(|b| b.get("id"))
+            .and_then(|id| id.as_str())
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let mut conn = self.conn.clone();
+        match crate::queue::batch::status(&mut conn, &self.keys, &batch_id).await {
+            Ok(Some(status)) if status.then.as_deref() == Some(job.id.to_string().as_str()) => {
+                agent.input.insert(
+                    "batch".to_string(),
+                    serde_json::json!({
+                        "id": status.id, "total": status.total, "succeeded": status.succeeded,
+                        "dead": status.dead, "cancelled": status.cancelled,
+                        "pending": status.pending,
+                    }),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(job = %job.id, batch = %batch_id, "cannot read the batch's counts: {e}")
+            }
+        }
+    }
+
     /// A runner calling tools through `pool` and writing to `conn`; `jobs` is the
     /// worker's registry of running jobs (shared with lease renewal and cancels).
     /// Templates are rendered in `templates` (see [`TemplateSandbox::new`]); every
@@ -256,6 +292,8 @@ impl Runner {
         }
         job.check_servers(self.config.server_names())
             .map_err(|e| JobFailure::new(FailureKind::UnknownServer, e.to_string(), false))?;
+        let mut job = job;
+        self.fill_in_batch_counts(&mut job).await;
         let timeout = job
             .options
             .timeout

@@ -225,6 +225,12 @@ pub enum JobError {
         /// The version found in the envelope.
         found: u32,
     },
+    /// More follows the job's JSON value (a JSON lines file given as one job).
+    #[error("invalid job: more than one JSON value (the next starts on line {line}): one job per file; use `mcpq batch submit` for JSON lines")]
+    TrailingData {
+        /// The line where the second value starts.
+        line: usize,
+    },
     /// A step names a server that is not configured.
     #[error("invalid job: {path}: unknown server `{server}` (configured: {known})")]
     UnknownServer {
@@ -255,6 +261,13 @@ impl JobId {
     /// A fresh id.
     pub fn generate() -> Self {
         JobId(Ulid::generate())
+    }
+
+    /// The id of the `n`th job (from 0) of the batch with this id: the same time, the
+    /// random part counted up, so a batch's jobs sort in input order and a re-run of the
+    /// same input derives the same ids.
+    pub fn nth_member(self, n: u64) -> JobId {
+        JobId(Ulid(self.0 .0.wrapping_add(u128::from(n) + 1)))
     }
 }
 
@@ -462,8 +475,22 @@ impl Job {
 
     /// Reads and validates an envelope. A missing `id` gets a fresh one.
     pub fn from_json(text: &[u8]) -> Result<Job, JobError> {
-        let de = &mut serde_json::Deserializer::from_slice(text);
-        let env: Envelope = serde_path_to_error::deserialize(de).map_err(|e| path_error("", e))?;
+        Self::from_json_or_id(text, JobId::generate())
+    }
+
+    /// Like [`Job::from_json`], with `id` for a job whose JSON names none (a batch's
+    /// jobs get ids derived from the batch's, so that a re-run finds them again).
+    pub fn from_json_or_id(text: &[u8], id: JobId) -> Result<Job, JobError> {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let mut env: Envelope =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| path_error("", e))?;
+        // One job per text: anything but whitespace after it was dropped silently once
+        // (`mcpq submit jobs.jsonl` enqueued the first line only).
+        de.end()
+            .map_err(|e| JobError::TrailingData { line: e.line() })?;
+        if env.id.is_none() {
+            env.id = Some(id.to_string());
+        }
         Self::from_envelope(env)
     }
 
@@ -741,6 +768,22 @@ mod tests {
         let again = Job::from_json(&job.to_json()).expect("round trip");
         assert_eq!(again, job);
         assert_eq!(job.to_value()["version"], json!(1));
+    }
+
+    #[test]
+    fn a_second_json_value_after_the_job_is_refused_naming_its_line_and_batch_submit() {
+        let one = agent_json().to_string();
+        let two = format!("{one}\n{one}\n");
+        let err = Job::from_json(two.as_bytes()).expect_err("two jobs in one text");
+        assert_eq!(err, JobError::TrailingData { line: 2 });
+        assert!(err.to_string().contains("mcpq batch submit"), "{err}");
+        let junk = format!("{one} x");
+        assert!(matches!(
+            Job::from_json(junk.as_bytes()),
+            Err(JobError::TrailingData { line: 1 })
+        ));
+        // Whitespace after the one job is fine.
+        Job::from_json(format!("\n{one}\n\n  ").as_bytes()).expect("one job");
     }
 
     #[test]

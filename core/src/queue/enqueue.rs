@@ -14,7 +14,7 @@ use crate::job::Job;
 
 /// Jobs per script call in [`Producer::submit_many`]: big enough to amortize the round
 /// trip, small enough that one call keeps Redis busy for only a few milliseconds.
-const BATCH: usize = 500;
+pub const BATCH: usize = 500;
 
 /// Pushes jobs for one namespace.
 #[derive(Clone)]
@@ -77,36 +77,54 @@ impl Producer {
 
     /// Enqueues several jobs, [`BATCH`] per script call; one answer per job, in order.
     pub async fn submit_many(&self, jobs: &[Job]) -> Result<Vec<Submitted>, QueueError> {
-        let mut conn = self.conn.clone();
         let mut out = Vec::with_capacity(jobs.len());
-        let ttl = QueueSettings::secs(self.settings.idempotency_ttl);
         for chunk in jobs.chunks(BATCH) {
-            let mut invocation = scripts::ENQUEUE.prepare_invoke();
-            invocation.arg(self.keys.prefix()).arg(ttl);
-            for job in chunk {
-                let envelope = job.to_json();
-                if envelope.len() > self.settings.max_payload {
-                    return Err(QueueError::TooLarge {
-                        id: job.id.to_string(),
-                        bytes: envelope.len(),
-                        limit: self.settings.max_payload,
-                    });
-                }
-                invocation
-                    .arg(job.id.to_string())
-                    .arg(envelope)
-                    .arg(job.kind().to_string())
-                    .arg(job.options.priority.as_str())
-                    .arg(job.options.max_attempts)
-                    .arg(job.options.idempotency_key.as_deref().unwrap_or(""));
+            let chunk: Vec<(&Job, Option<u64>)> = chunk.iter().map(|job| (job, None)).collect();
+            out.extend(self.enqueue(None, &chunk).await?);
+        }
+        Ok(out)
+    }
+
+    /// One script call: `jobs` (each with its input line in a batch) into `batch`'s list
+    /// when given. Checks every job's size first, so a too large one enqueues nothing.
+    pub(crate) async fn enqueue(
+        &self,
+        batch: Option<&str>,
+        jobs: &[(&Job, Option<u64>)],
+    ) -> Result<Vec<Submitted>, QueueError> {
+        let mut conn = self.conn.clone();
+        let ttl = QueueSettings::secs(self.settings.idempotency_ttl);
+        let mut invocation = scripts::ENQUEUE.prepare_invoke();
+        invocation
+            .arg(self.keys.prefix())
+            .arg(ttl)
+            .arg(batch.unwrap_or(""));
+        for (job, line) in jobs {
+            let envelope = job.to_json();
+            if envelope.len() > self.settings.max_payload {
+                return Err(QueueError::TooLarge {
+                    id: job.id.to_string(),
+                    bytes: envelope.len(),
+                    limit: self.settings.max_payload,
+                });
             }
-            let answers: Vec<(u8, String)> = invocation.invoke_async(&mut conn).await?;
-            out.extend(answers.into_iter().map(|(code, id)| Submitted {
+            invocation
+                .arg(job.id.to_string())
+                .arg(envelope)
+                .arg(job.kind().to_string())
+                .arg(job.options.priority.as_str())
+                .arg(job.options.max_attempts)
+                .arg(job.options.idempotency_key.as_deref().unwrap_or(""))
+                .arg(line.map(|l| l.to_string()).unwrap_or_default());
+        }
+        let answers: Vec<(u8, String)> = invocation.invoke_async(&mut conn).await?;
+        Ok(answers
+            .into_iter()
+            .map(|(code, id)| Submitted {
                 id,
                 created: code == 1,
                 duplicate_id: code == 2,
-            }));
-        }
-        Ok(out)
+            })
+            .collect())
     }
 }

@@ -91,6 +91,22 @@ impl Keys {
         format!("{}:idem:{key}", self.prefix)
     }
 
+    /// Hash of one batch: its counts (total, pending, succeeded, dead, cancelled), times,
+    /// source, fingerprint and fan-in job (`lua/batch_create.lua`).
+    pub fn batch(&self, id: &str) -> String {
+        format!("{}:batch:{id}", self.prefix)
+    }
+
+    /// List of one batch's job ids, in input order.
+    pub fn batch_jobs(&self, id: &str) -> String {
+        format!("{}:batch:{id}:jobs", self.prefix)
+    }
+
+    /// Sorted set of batch ids, by creation time (ms).
+    pub fn batches(&self) -> String {
+        format!("{}:batches", self.prefix)
+    }
+
     /// Pub/sub channel carrying the ids of running jobs to cancel.
     pub fn cancel_channel(&self) -> String {
         format!("{}:cancel", self.prefix)

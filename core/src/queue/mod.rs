@@ -17,6 +17,7 @@
 //! Every key starts with the configured namespace, so tests, demos and deployments
 //! share one Redis without touching each other's keys.
 
+pub mod batch;
 pub mod control;
 pub mod enqueue;
 pub mod fetch;

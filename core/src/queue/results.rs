@@ -33,6 +33,8 @@ pub enum JobStatus {
     Dead,
     /// Stopped by `mcpq cancel`.
     Cancelled,
+    /// A batch's fan-in job: queued once every job of its batch has ended.
+    Waiting,
 }
 
 impl JobStatus {
@@ -53,6 +55,7 @@ impl JobStatus {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Dead => "dead",
             JobStatus::Cancelled => "cancelled",
+            JobStatus::Waiting => "waiting",
         }
     }
 
@@ -65,6 +68,7 @@ impl JobStatus {
             "succeeded" => JobStatus::Succeeded,
             "dead" => JobStatus::Dead,
             "cancelled" => JobStatus::Cancelled,
+            "waiting" => JobStatus::Waiting,
             _ => return None,
         })
     }

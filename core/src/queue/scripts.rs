@@ -34,5 +34,7 @@ pub(crate) static FINISH: LazyLock<Script> = script!("finish.lua");
 pub(crate) static RESCUE: LazyLock<Script> = script!("rescue.lua");
 /// Cancel a job that has not finished.
 pub(crate) static CANCEL: LazyLock<Script> = script!("cancel.lua");
+/// Make a batch (and its waiting fan-in job), or find the one a re-run made.
+pub(crate) static BATCH_CREATE: LazyLock<Script> = script!("batch_create.lua");
 /// Put a dead job back in its queue.
 pub(crate) static REQUEUE: LazyLock<Script> = script!("requeue.lua");

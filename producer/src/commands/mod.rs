@@ -1,5 +1,6 @@
 //! The commands, after the command line is parsed: resolve config and Redis, then act.
 
+mod batch;
 mod cancel;
 mod dlq;
 mod result;
@@ -99,5 +100,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Servers(args) => servers::run(&ctx, cli.config.as_deref(), args).await,
         Command::Cancel(args) => cancel::run(&ctx, &args.id).await,
         Command::Dlq(args) => dlq::run(&ctx, args.action).await,
+        Command::Batch(args) => batch::run(&ctx, args.action).await,
     }
 }

@@ -47,7 +47,7 @@ pub fn show(ctx: &Ctx, record: &JobRecord) -> u8 {
             }
             exit::JOB_FAILED
         }
-        JobStatus::Queued | JobStatus::Running | JobStatus::Failed => {
+        JobStatus::Queued | JobStatus::Running | JobStatus::Failed | JobStatus::Waiting => {
             if ctx.json {
                 output::json_line(
                     "result",

@@ -1,6 +1,6 @@
 -- cancel.lua: cancel a job that has not finished.
 -- ARGV: 1 prefix, 2 id, 3 result ttl (s), 4 dead ttl (s)
--- Returns the status the job had ('queued', 'failed', 'running'), or, when nothing was
+-- Returns the status the job had ('queued', 'failed', 'running', 'waiting'), or, when nothing was
 -- done, its final status, or 'unknown'; 'dead' also when the record was malformed and
 -- is dead-lettered instead (kept for the dead ttl, like every dead job).
 -- A running job is marked cancelled at once (its attempt can no longer write, see
@@ -23,6 +23,8 @@ if status == 'queued' then
   redis.call('LREM', P .. ':suspects', 1, id)
 elseif status == 'failed' then
   redis.call('ZREM', P .. ':scheduled', id)
+elseif status == 'waiting' then
+  -- A batch's fan-in job that has not been released: nothing else to undo.
 elseif status == 'running' then
   redis.call('ZREM', P .. ':leases', id)
   redis.call('RPUSH', job .. ':attempts', attempt_record(f[3], f[4], f[5], 'cancelled', nil))
@@ -36,4 +38,5 @@ redis.call('HSET', job, 'status', 'cancelled', 'error', err, 'finished_at', stri
 redis.call('HDEL', job, 'lease_until', 'next_run_at')
 redis.call('EXPIRE', job, tonumber(ARGV[3]))
 redis.call('EXPIRE', job .. ':attempts', tonumber(ARGV[3]))
+job_ended(id, 'cancelled')
 return status

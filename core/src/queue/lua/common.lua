@@ -58,6 +58,39 @@ local function record_problem(id)
   end
   return nil
 end
+-- Job `id` has just ended (succeeded, dead or cancelled): if it belongs to a batch and
+-- was not counted yet, count it there, and when it was the batch's last job release the
+-- batch's fan-in job (status 'waiting' -> 'queued'). Every script that ends a job calls
+-- this after its own writes; the Lua decrement is what makes the fan-in run exactly
+-- once, however many workers finish jobs at the same moment. A job ended again after
+-- `mcpq dlq retry` is not counted twice (batch_counted).
+local function job_ended(id, status)
+  local job = job_key(id)
+  if key_type(job) ~= 'hash' then return end
+  local batch = redis.call('HGET', job, 'batch')
+  if not batch or redis.call('HSETNX', job, 'batch_counted', '1') == 0 then return end
+  local b = P .. ':batch:' .. batch
+  if key_type(b) ~= 'hash' then return end
+  local left = tonumber(redis.call('HGET', b, 'pending'))
+  if not left or left <= 0 then return end
+  redis.call('HINCRBY', b, status, 1)
+  left = redis.call('HINCRBY', b, 'pending', -1)
+  if left > 0 then return end
+  redis.call('HSET', b, 'finished_at', string.format('%d', NOW))
+  local ttl = tonumber(redis.call('HGET', b, 'ttl'))
+  if ttl and ttl > 0 then
+    redis.call('EXPIRE', b, ttl)
+    redis.call('EXPIRE', b .. ':jobs', ttl)
+  end
+  local final = redis.call('HGET', b, 'then')
+  if final and final ~= '' and key_type(job_key(final)) == 'hash' then
+    local f = redis.call('HMGET', job_key(final), 'status', 'priority')
+    if f[1] == 'waiting' then
+      redis.call('HSET', job_key(final), 'status', 'queued')
+      redis.call('LPUSH', ready_key(f[2]), final)
+    end
+  end
+end
 -- Dead-letters queue entry `id` as malformed (`invalid_job`, never run), under its
 -- entry_name; a key of the wrong type is kept aside as KEY:corrupt for inspection.
 local function bury(id, reason, dead_ttl)
@@ -80,4 +113,5 @@ local function bury(id, reason, dead_ttl)
   redis.call('ZADD', P .. ':dead', NOW, name)
   redis.call('EXPIRE', job, dead_ttl)
   redis.call('EXPIRE', job .. ':attempts', dead_ttl)
+  job_ended(name, 'dead')
 end

@@ -1,17 +1,22 @@
 -- enqueue.lua: add a batch of jobs; each is skipped when its id or its idempotency key
 -- is known already.
--- ARGV: 1 prefix, 2 idempotency ttl (s), then 6 per job:
+-- ARGV: 1 prefix, 2 idempotency ttl (s), 3 batch id ("" = none; the batch was made by
+--       batch_create.lua), then 7 per job:
 --       id, payload (envelope JSON), kind, priority (high|normal|low), max_attempts,
---       idempotency key ("" = none)
+--       idempotency key ("" = none), line of the batch's input ("" = none)
+-- A job enqueued into a batch is appended to the batch's list {ns}:batch:ID:jobs, so
+-- the list holds the batch's jobs in input order (a re-run that finds a job already
+-- there appends nothing).
 -- Returns a flat list, 2 per job: 1 and the id when enqueued; 0 and the first job's id
 -- when the idempotency key was seen before; 2 and the id when a job with that id exists
 -- already (refused: nothing enqueued, and the key, if any, is not bound to that job).
 local ttl = tonumber(ARGV[2])
+local batch = ARGV[3]
 local out = {}
 local submitted = string.format('%d', NOW)
-for i = 3, #ARGV, 6 do
-  local id, payload, kind, priority, max_attempts, key =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+for i = 4, #ARGV, 7 do
+  local id, payload, kind, priority, max_attempts, key, line =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local job = job_key(id)
   local first, code = nil, 0
   local ikey = P .. ':idem:' .. key
@@ -27,6 +32,10 @@ for i = 3, #ARGV, 6 do
     if key ~= '' then
       redis.call('SET', ikey, id, 'EX', ttl)
       redis.call('HSET', job, 'idempotency_key', key)
+    end
+    if batch ~= '' then
+      redis.call('HSET', job, 'batch', batch, 'batch_line', line)
+      redis.call('RPUSH', P .. ':batch:' .. batch .. ':jobs', id)
     end
     redis.call('LPUSH', ready_key(priority), id)
     table.insert(out, 1)

@@ -30,6 +30,7 @@ if outcome == 'succeeded' then
   redis.call('HSET', job, 'status', 'succeeded', 'result', body, 'finished_at', now)
   redis.call('EXPIRE', job, tonumber(ARGV[7]))
   redis.call('EXPIRE', history, tonumber(ARGV[7]))
+  job_ended(id, 'succeeded')
 elseif outcome == 'retry' then
   local due = NOW + tonumber(ARGV[6])
   redis.call('RPUSH', history, attempt_record(f[2], f[4], f[5], 'failed', body))
@@ -43,6 +44,7 @@ elseif outcome == 'dead' then
   redis.call('ZADD', P .. ':dead', NOW, id)
   redis.call('EXPIRE', job, tonumber(ARGV[8]))
   redis.call('EXPIRE', history, tonumber(ARGV[8]))
+  job_ended(id, 'dead')
 elseif outcome == 'release' then
   -- Cut off by the worker's shutdown: not the job's fault, so not counted; it goes to
   -- the front of its queue so that another worker starts it at once.

@@ -36,6 +36,7 @@ for _, id in ipairs(expired) do
       redis.call('ZADD', P .. ':dead', NOW, id)
       redis.call('EXPIRE', job, dead_ttl)
       redis.call('EXPIRE', job .. ':attempts', dead_ttl)
+      job_ended(id, 'dead')
       dead = dead + 1
     else
       local err = cjson.encode({kind = 'lease_expired', retryable = true,

@@ -1,0 +1,791 @@
+//! `mcpq batch`: many jobs as one. Submit a JSON lines file (streamed: checked whole in
+//! a first pass, enqueued in a second, 500 jobs per script call), follow it, export its
+//! results in input order, cancel it, list batches.
+//!
+//! Memory stays bounded whatever the file's size: a line is read with a cap
+//! (`queue.max_payload`), and at most two chunks of jobs are held at once (one being
+//! parsed while the one before is in Redis). Standard input is spooled to a private
+//! temporary file first, since it is read twice.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mcpq_core::job::{Job, JobId};
+use mcpq_core::queue::batch::{self, BatchCreated, BatchSpec, BatchStatus};
+use mcpq_core::queue::control::{self, Cancelled};
+use mcpq_core::queue::enqueue::{Producer, Submitted, BATCH};
+use mcpq_core::queue::Keys;
+use mcpq_core::terminal::one_line;
+use serde_json::{json, Value};
+
+use crate::cli::{BatchAction, BatchResultsArgs, BatchSubmitArgs};
+use crate::commands::Ctx;
+use crate::{exit, output};
+
+/// How often `wait` reads the counts.
+const POLL: Duration = Duration::from_millis(500);
+/// How often `wait` prints a line when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+/// Cancels in flight at once.
+const CANCEL_PARALLEL: usize = 64;
+
+pub async fn run(ctx: &Ctx, action: BatchAction) -> anyhow::Result<u8> {
+    match action {
+        BatchAction::Submit(args) => submit(ctx, args).await,
+        BatchAction::Status(args) => status(ctx, &args.id).await,
+        BatchAction::Wait(args) => wait(ctx, &args.id, args.timeout).await,
+        BatchAction::Results(args) => results(ctx, args).await,
+        BatchAction::Cancel(args) => cancel(ctx, &args.id).await,
+        BatchAction::List { limit } => list(ctx, limit).await,
+    }
+}
+
+/// One line of the input: bytes without the newline, or `TooLong` (the rest of that
+/// line was skipped).
+enum Line {
+    Text(Vec<u8>),
+    TooLong,
+}
+
+/// Reads lines of at most `limit` bytes; a longer line is skipped to its end.
+struct Lines<R> {
+    reader: R,
+    limit: usize,
+    number: u64,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn new(reader: R, limit: usize) -> Self {
+        Lines {
+            reader,
+            limit,
+            number: 0,
+        }
+    }
+
+    /// The next line and its number (from 1), `None` at the end.
+    fn next_line(&mut self) -> std::io::Result<Option<(u64, Line)>> {
+        let mut buf = Vec::new();
+        let mut too_long = false;
+        loop {
+            let available = self.reader.fill_buf()?;
+            if available.is_empty() {
+                if buf.is_empty() && !too_long {
+                    return Ok(None);
+                }
+                break;
+            }
+            let (chunk, found) = match available.iter().position(|b| *b == b'\n') {
+                Some(at) => (&available[..at], Some(at)),
+                None => (available, None),
+            };
+            if !too_long {
+                if buf.len() + chunk.len() > self.limit {
+                    too_long = true;
+                    buf = Vec::new();
+                } else {
+                    buf.extend_from_slice(chunk);
+                }
+            }
+            let used = found.map_or(chunk.len(), |at| at + 1);
+            self.reader.consume(used);
+            if found.is_some() {
+                break;
+            }
+        }
+        self.number += 1;
+        Ok(Some((
+            self.number,
+            if too_long {
+                Line::TooLong
+            } else {
+                Line::Text(buf)
+            },
+        )))
+    }
+}
+
+/// FNV-1a, 64 bits: the fingerprint of a batch's input (not a defence against anyone,
+/// only a check that a re-run with the same key reads the same jobs).
+struct Fingerprint(u64);
+
+impl Fingerprint {
+    fn new() -> Self {
+        Fingerprint(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn add(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().chain(std::iter::once(&b'\n')) {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// A line as a job (with `id` unless it names its own), or why it is not one.
+fn parse_line(ctx: &Ctx, text: &[u8], id: JobId) -> Result<Job, String> {
+    let job = Job::from_json_or_id(text, id).map_err(|e| e.to_string())?;
+    job.check_servers(ctx.config.server_names())
+        .map_err(|e| e.to_string())?;
+    let size = job.to_json().len();
+    if size > ctx.config.queue.max_payload {
+        return Err(format!(
+            "the job is {size} bytes; the limit (queue.max_payload) is {}",
+            ctx.config.queue.max_payload
+        ));
+    }
+    Ok(job)
+}
+
+/// Opens the input; standard input is copied to a private temporary file first (it is
+/// read twice), removed when the returned guard drops.
+fn open_input(path: &Path) -> anyhow::Result<(PathBuf, Option<tempfile::TempPath>)> {
+    if path.as_os_str() != "-" {
+        File::open(path)
+            .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
+        return Ok((path.to_path_buf(), None));
+    }
+    let mut spool = tempfile::NamedTempFile::new()
+        .map_err(|e| anyhow::anyhow!("cannot make a temporary file for stdin: {e}"))?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut spool)
+        .map_err(|e| exit::usage(format!("cannot read stdin: {e}")))?;
+    let temp = spool.into_temp_path();
+    Ok((temp.to_path_buf(), Some(temp)))
+}
+
+fn reader(path: &Path) -> anyhow::Result<Lines<BufReader<File>>> {
+    let file = File::open(path)
+        .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
+    Ok(Lines::new(BufReader::with_capacity(256 << 10, file), 0))
+}
+
+/// What the first pass found.
+struct Checked {
+    valid: u64,
+    invalid: u64,
+    fingerprint: Fingerprint,
+}
+
+/// First pass: every line checked, each bad one reported; nothing kept but counts.
+fn check_all(ctx: &Ctx, path: &Path) -> anyhow::Result<Checked> {
+    let mut lines = reader(path)?;
+    lines.limit = ctx.config.queue.max_payload;
+    let mut checked = Checked {
+        valid: 0,
+        invalid: 0,
+        fingerprint: Fingerprint::new(),
+    };
+    let placeholder = JobId::generate();
+    while let Some((number, line)) = lines
+        .next_line()
+        .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?
+    {
+        let problem = match &line {
+            Line::TooLong => Some(format!(
+                "the line is longer than queue.max_payload ({} bytes)",
+                ctx.config.queue.max_payload
+            )),
+            Line::Text(text) if text.iter().all(u8::is_ascii_whitespace) => continue,
+            Line::Text(text) => parse_line(ctx, text, placeholder).err(),
+        };
+        match (problem, line) {
+            (Some(problem), _) => {
+                checked.invalid += 1;
+                if ctx.json {
+                    output::json_line("invalid_line", json!({"line": number, "message": problem}));
+                } else {
+                    output::eline(&format!("line {number}: {}", one_line(&problem)));
+                }
+            }
+            (None, Line::Text(text)) => {
+                checked.valid += 1;
+                checked.fingerprint.add(&text);
+            }
+            (None, Line::TooLong) => {}
+        }
+    }
+    Ok(checked)
+}
+
+/// The final job: a job file, with `input.batch` set to a placeholder the worker fills
+/// in with the counts when it starts it.
+fn final_job(ctx: &Ctx, path: &Path, batch: JobId) -> anyhow::Result<Job> {
+    let mut text = Vec::new();
+    File::open(path)
+        .and_then(|f| {
+            f.take(ctx.config.queue.max_payload as u64 + 1)
+                .read_to_end(&mut text)
+        })
+        .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut value: Value = serde_json::from_slice(&text)
+        .map_err(|e| exit::usage(format!("--then {}: {e}", path.display())))?;
+    let input = value
+        .get_mut("payload")
+        .and_then(|p| p.as_object_mut())
+        .filter(|_| text.len() <= ctx.config.queue.max_payload)
+        .ok_or_else(|| {
+            exit::usage(format!(
+                "--then {}: not an agent job (a JSON object with a payload) of at most queue.max_payload bytes",
+                path.display()
+            ))
+        })?
+        .entry("input")
+        .or_insert_with(|| json!({}));
+    let Some(input) = input.as_object_mut() else {
+        return Err(exit::usage(format!(
+            "--then {}: payload.input must be an object",
+            path.display()
+        )));
+    };
+    input.insert(
+        "batch".to_string(),
+        json!({"id": batch.to_string(), "total": 0, "succeeded": 0, "dead": 0,
+               "cancelled": 0, "pending": 0}),
+    );
+    let bytes = serde_json::to_vec(&value)?;
+    let job = parse_line(ctx, &bytes, batch.nth_member(u64::MAX - 1))
+        .map_err(|e| exit::usage(format!("--then {}: {e}", path.display())))?;
+    if !matches!(job.payload, mcpq_core::job::JobPayload::Agent(_)) {
+        return Err(exit::usage(format!(
+            "--then {}: the final job must be an agent job",
+            path.display()
+        )));
+    }
+    Ok(job)
+}
+
+/// What the second pass did.
+#[derive(Default)]
+struct Enqueued {
+    created: u64,
+    existing: u64,
+    deduplicated: u64,
+}
+
+impl Enqueued {
+    fn count(&mut self, answers: &[Submitted]) {
+        for a in answers {
+            if a.created {
+                self.created += 1;
+            } else if a.duplicate_id {
+                self.existing += 1;
+            } else {
+                self.deduplicated += 1;
+            }
+        }
+    }
+}
+
+fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{what} [{{bar:30}}] {{pos}}/{{len}} {{percent}}% {{per_sec}} ETA {{eta}} {{msg}}"
+    )) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Second pass: the valid lines as jobs, a chunk in Redis while the next is parsed.
+async fn enqueue_all(
+    ctx: &Ctx,
+    producer: &Producer,
+    path: &Path,
+    batch_id: &str,
+    member_base: JobId,
+    total: u64,
+) -> anyhow::Result<Enqueued> {
+    let mut lines = reader(path)?;
+    lines.limit = ctx.config.queue.max_payload;
+    let bar = progress_bar(total, "enqueue");
+    let mut done = Enqueued::default();
+    let mut ordinal = 0u64;
+    let mut chunk: Vec<(Job, u64)> = Vec::with_capacity(BATCH);
+    let mut in_flight: Option<
+        tokio::task::JoinHandle<Result<Vec<Submitted>, mcpq_core::queue::QueueError>>,
+    > = None;
+    loop {
+        let next = lines
+            .next_line()
+            .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
+        if let Some((number, Line::Text(text))) = &next {
+            if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            // Lines that failed the first pass fail again and are skipped (--skip-invalid).
+            if let Ok(job) = parse_line(ctx, text, member_base.nth_member(ordinal)) {
+                ordinal += 1;
+                chunk.push((job, *number));
+            }
+        }
+        if chunk.len() == BATCH || (next.is_none() && !chunk.is_empty()) {
+            if let Some(previous) = in_flight.take() {
+                let answers: Vec<Submitted> = previous.await?.map_err(exit::queue)?;
+                done.count(&answers);
+                bar.inc(answers.len() as u64);
+            }
+            let jobs = std::mem::replace(&mut chunk, Vec::with_capacity(BATCH));
+            let producer = producer.clone();
+            let batch_id = batch_id.to_string();
+            in_flight = Some(tokio::spawn(async move {
+                producer.submit_to_batch(&batch_id, &jobs).await
+            }));
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    if let Some(previous) = in_flight.take() {
+        let answers: Vec<Submitted> = previous.await?.map_err(exit::queue)?;
+        done.count(&answers);
+        bar.inc(answers.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(done)
+}
+
+async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
+    let (path, _spool) = open_input(&args.file)?;
+    let checked = check_all(ctx, &path)?;
+    if checked.invalid > 0 && !args.skip_invalid {
+        return Err(exit::usage(format!(
+            "{} invalid line(s), listed above: nothing submitted (fix them, or pass --skip-invalid to submit the {} valid ones)",
+            checked.invalid, checked.valid
+        )));
+    }
+    let producer = ctx.producer().await?;
+    let fresh = JobId::generate();
+    let then = args
+        .then
+        .as_deref()
+        .map(|p| final_job(ctx, p, fresh))
+        .transpose()?;
+    let mut fingerprint = checked.fingerprint;
+    if let Some(job) = &then {
+        fingerprint.add(&job.to_json());
+    }
+    let spec = BatchSpec {
+        id: fresh,
+        total: checked.valid,
+        fingerprint: format!("{:016x}", fingerprint.0),
+        source: args.file.display().to_string(),
+        idempotency_key: args.idempotency_key.clone(),
+        then: then.as_ref(),
+    };
+    let (batch_id, resumed) = match producer.create_batch(&spec).await.map_err(exit::queue)? {
+        BatchCreated::New(id) => (id, false),
+        BatchCreated::Resumed(id) => (id, true),
+        BatchCreated::KeyUsedForOtherInput(id) => {
+            return Err(exit::usage(format!(
+                "idempotency key {:?} names batch {id}, made from other input: nothing submitted (use another key for other input)",
+                args.idempotency_key.as_deref().unwrap_or("")
+            )))
+        }
+        BatchCreated::IdTaken(id) => {
+            return Err(exit::usage(format!(
+                "a batch or job with id {id} exists already: nothing submitted"
+            )))
+        }
+    };
+    let base: JobId = batch_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("batch id {batch_id}: {e}"))?;
+    let done = enqueue_all(ctx, &producer, &path, &batch_id, base, checked.valid).await?;
+    if ctx.json {
+        output::json_line(
+            "batch",
+            json!({"id": batch_id, "total": checked.valid, "enqueued": done.created,
+                   "existing": done.existing, "deduplicated": done.deduplicated,
+                   "invalid_skipped": checked.invalid, "resumed": resumed,
+                   "then": then.as_ref().map(|j| j.id.to_string())}),
+        );
+    } else {
+        output::line(&batch_id);
+        output::eline(&format!(
+            "mcpq: batch {batch_id}: {} job(s), {} enqueued now{}{}{}",
+            checked.valid,
+            done.created,
+            if done.existing > 0 {
+                format!(", {} already there (a re-run)", done.existing)
+            } else {
+                String::new()
+            },
+            if done.deduplicated > 0 {
+                format!(
+                    ", {} matched an earlier job's idempotency key",
+                    done.deduplicated
+                )
+            } else {
+                String::new()
+            },
+            if checked.invalid > 0 {
+                format!(", {} invalid line(s) skipped", checked.invalid)
+            } else {
+                String::new()
+            },
+        ));
+    }
+    if args.wait {
+        return wait(ctx, &batch_id, args.timeout).await;
+    }
+    Ok(exit::OK)
+}
+
+/// The batch's status, or exit 2 when there is none.
+async fn read_status(
+    ctx: &Ctx,
+    conn: &mut redis::aio::ConnectionManager,
+    keys: &Keys,
+    id: &str,
+) -> anyhow::Result<BatchStatus> {
+    batch::status(conn, keys, id)
+        .await
+        .map_err(exit::queue)?
+        .ok_or_else(|| {
+            exit::usage(format!(
+                "no batch {} in namespace `{}`",
+                one_line(id),
+                ctx.config.namespace
+            ))
+        })
+}
+
+/// Jobs ended per second since the batch was made, and the seconds left at that rate.
+fn rate_and_eta(s: &BatchStatus) -> (f64, Option<u64>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let end = s.finished_at.unwrap_or(now);
+    let secs = end.saturating_sub(s.created_at) as f64 / 1000.0;
+    let rate = if secs > 0.0 {
+        s.done() as f64 / secs
+    } else {
+        0.0
+    };
+    let eta = (rate > 0.0 && s.pending > 0).then(|| (s.pending as f64 / rate).ceil() as u64);
+    (rate, eta)
+}
+
+fn status_json(s: &BatchStatus) -> Value {
+    let (rate, eta) = rate_and_eta(s);
+    let mut v = serde_json::to_value(s).unwrap_or_else(|_| json!({}));
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("done".to_string(), json!(s.done()));
+        obj.insert(
+            "rate_per_sec".to_string(),
+            json!((rate * 10.0).round() / 10.0),
+        );
+        obj.insert("eta_secs".to_string(), json!(eta));
+        obj.insert("finished".to_string(), json!(s.is_finished()));
+    }
+    v
+}
+
+fn status_text(s: &BatchStatus) -> String {
+    let (rate, eta) = rate_and_eta(s);
+    let pct = if s.total == 0 {
+        100.0
+    } else {
+        s.done() as f64 * 100.0 / s.total as f64
+    };
+    let mut text = format!(
+        "{}  {}/{} done ({pct:.1} %): {} succeeded, {} dead, {} cancelled, {} pending",
+        s.id,
+        s.done(),
+        s.total,
+        s.succeeded,
+        s.dead,
+        s.cancelled,
+        s.pending
+    );
+    text.push_str(&format!(
+        "\n  rate {rate:.1} jobs/s{}",
+        match (s.finished_at, eta) {
+            (Some(_), _) => ", finished".to_string(),
+            (None, Some(eta)) => format!(
+                ", ETA {}",
+                mcpq_core::duration::format(Duration::from_secs(eta))
+            ),
+            (None, None) => String::new(),
+        }
+    ));
+    text.push_str(&format!(
+        "\n  made {} from {}, {} enqueued",
+        output::time(s.created_at),
+        one_line(&s.source),
+        s.enqueued
+    ));
+    if let Some(then) = &s.then {
+        text.push_str(&format!("\n  final job {then}"));
+    }
+    text
+}
+
+async fn status(ctx: &Ctx, id: &str) -> anyhow::Result<u8> {
+    let producer = ctx.producer().await?;
+    let mut conn = producer.connection().clone();
+    let s = read_status(ctx, &mut conn, producer.keys(), id).await?;
+    if ctx.json {
+        output::json_line("batch_status", status_json(&s));
+    } else {
+        output::line(&status_text(&s));
+    }
+    Ok(exit::OK)
+}
+
+async fn wait(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
+    let producer = ctx.producer().await?;
+    let mut conn = producer.connection().clone();
+    let keys = producer.keys().clone();
+    let deadline = Instant::now() + timeout;
+    let mut s = read_status(ctx, &mut conn, &keys, id).await?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = (tty && !ctx.json).then(|| progress_bar(s.total, "jobs"));
+    let mut last_plain: Option<Instant> = None;
+    loop {
+        if ctx.json {
+            output::json_line("batch_progress", status_json(&s));
+        } else if let Some(bar) = &bar {
+            bar.set_position(s.done());
+            bar.set_message(format!("{} dead, {} cancelled", s.dead, s.cancelled));
+        } else if last_plain.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) || s.is_finished() {
+            let (rate, _) = rate_and_eta(&s);
+            output::eline(&format!(
+                "mcpq: batch {}: {}/{} done ({:.0} %), {} dead, {} cancelled, {rate:.1} jobs/s",
+                s.id,
+                s.done(),
+                s.total,
+                if s.total == 0 {
+                    100.0
+                } else {
+                    s.done() as f64 * 100.0 / s.total as f64
+                },
+                s.dead,
+                s.cancelled
+            ));
+            last_plain = Some(Instant::now());
+        }
+        if s.is_finished() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            if let Some(bar) = &bar {
+                bar.abandon();
+            }
+            output::eline(&format!(
+                "mcpq: batch {}: {} job(s) still pending after {}",
+                s.id,
+                s.pending,
+                mcpq_core::duration::format(timeout)
+            ));
+            return Ok(exit::NOT_FINISHED);
+        }
+        tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        s = read_status(ctx, &mut conn, &keys, id).await?;
+    }
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    if !ctx.json {
+        output::line(&status_text(&s));
+    }
+    Ok(if s.dead + s.cancelled > 0 {
+        exit::JOB_FAILED
+    } else {
+        exit::OK
+    })
+}
+
+async fn results(ctx: &Ctx, args: BatchResultsArgs) -> anyhow::Result<u8> {
+    let producer = ctx.producer().await?;
+    let mut conn = producer.connection().clone();
+    let keys = producer.keys().clone();
+    let s = read_status(ctx, &mut conn, &keys, &args.id).await?;
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => {
+            Box::new(BufWriter::new(File::create(path).map_err(|e| {
+                exit::usage(format!("cannot write {}: {e}", path.display()))
+            })?))
+        }
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let bar = args
+        .out
+        .is_some()
+        .then(|| progress_bar(s.enqueued, "results"));
+    let mut start = 0;
+    let mut written = 0u64;
+    loop {
+        let ids = batch::member_ids(&mut conn, &keys, &args.id, start, batch::PAGE)
+            .await
+            .map_err(exit::queue)?;
+        if ids.is_empty() {
+            break;
+        }
+        start += ids.len();
+        for row in batch::member_results(&mut conn, &keys, &ids)
+            .await
+            .map_err(exit::queue)?
+        {
+            let line = serde_json::to_string(&row)?;
+            if let Err(e) = writeln!(out, "{line}") {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(exit::OK);
+                }
+                return Err(anyhow::anyhow!("cannot write the results: {e}"));
+            }
+            written += 1;
+        }
+        if let Some(bar) = &bar {
+            bar.set_position(written);
+        }
+    }
+    out.flush()
+        .map_err(|e| anyhow::anyhow!("cannot write the results: {e}"))?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if let Some(path) = &args.out {
+        if ctx.json {
+            output::json_line(
+                "batch_results",
+                json!({"id": args.id, "lines": written, "out": path}),
+            );
+        } else {
+            output::eline(&format!(
+                "mcpq: {written} line(s) written to {}",
+                path.display()
+            ));
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn cancel(ctx: &Ctx, id: &str) -> anyhow::Result<u8> {
+    let producer = ctx.producer().await?;
+    let mut conn = producer.connection().clone();
+    let keys = producer.keys().clone();
+    let settings = producer.settings().clone();
+    let s = read_status(ctx, &mut conn, &keys, id).await?;
+    // The final job first: cancelling the last jobs must not release it.
+    if let Some(then) = &s.then {
+        control::cancel(&mut conn, &keys, &settings, then)
+            .await
+            .map_err(exit::queue)?;
+    }
+    let (mut stopped, mut already) = (0u64, 0u64);
+    let mut start = 0;
+    loop {
+        let ids = batch::member_ids(&mut conn, &keys, id, start, batch::PAGE)
+            .await
+            .map_err(exit::queue)?;
+        if ids.is_empty() {
+            break;
+        }
+        start += ids.len();
+        for group in ids.chunks(CANCEL_PARALLEL) {
+            let answers = futures::future::join_all(group.iter().map(|job| {
+                let mut conn = conn.clone();
+                let keys = &keys;
+                let settings = &settings;
+                async move { control::cancel(&mut conn, keys, settings, job).await }
+            }))
+            .await;
+            for answer in answers {
+                match answer.map_err(exit::queue)? {
+                    Cancelled::BeforeRunning | Cancelled::WhileRunning => stopped += 1,
+                    Cancelled::AlreadyFinished(_) | Cancelled::Unknown => already += 1,
+                }
+            }
+        }
+    }
+    if ctx.json {
+        output::json_line(
+            "batch_cancelled",
+            json!({"id": id, "cancelled": stopped, "already_ended": already}),
+        );
+    } else {
+        output::line(&format!(
+            "batch {id}: {stopped} job(s) cancelled, {already} had ended already"
+        ));
+    }
+    Ok(exit::OK)
+}
+
+async fn list(ctx: &Ctx, limit: usize) -> anyhow::Result<u8> {
+    let producer = ctx.producer().await?;
+    let mut conn = producer.connection().clone();
+    let batches = batch::list(&mut conn, producer.keys(), limit)
+        .await
+        .map_err(exit::queue)?;
+    for s in &batches {
+        if ctx.json {
+            output::json_line("batch_status", status_json(s));
+        } else {
+            output::line(&format!(
+                "{}  {}  {}/{} done, {} dead, {} cancelled  {}",
+                s.id,
+                output::time(s.created_at),
+                s.done(),
+                s.total,
+                s.dead,
+                s.cancelled,
+                one_line(&s.source)
+            ));
+        }
+    }
+    if batches.is_empty() && !ctx.json {
+        output::eline("mcpq: no batches in this namespace");
+    }
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_lines(text: &[u8], limit: usize) -> Vec<(u64, Option<Vec<u8>>)> {
+        let mut lines = Lines::new(text, limit);
+        let mut out = Vec::new();
+        while let Some((n, line)) = lines.next_line().expect("read") {
+            out.push((
+                n,
+                match line {
+                    Line::Text(t) => Some(t),
+                    Line::TooLong => None,
+                },
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_numbered_and_a_line_over_the_limit_is_skipped_not_buffered() {
+        let text = b"ab\n\n0123456789\nlast";
+        assert_eq!(
+            all_lines(text, 5),
+            vec![
+                (1, Some(b"ab".to_vec())),
+                (2, Some(Vec::new())),
+                (3, None),
+                (4, Some(b"last".to_vec())),
+            ]
+        );
+        assert_eq!(all_lines(b"x\n", 5), vec![(1, Some(b"x".to_vec()))]);
+        assert!(all_lines(b"", 5).is_empty());
+    }
+
+    #[test]
+    fn the_fingerprint_tells_inputs_apart() {
+        let mut a = Fingerprint::new();
+        a.add(b"one");
+        a.add(b"two");
+        let mut b = Fingerprint::new();
+        b.add(b"onetwo");
+        assert_ne!(a.0, b.0);
+    }
+}
