@@ -196,6 +196,49 @@ impl TestEnv {
         child.wait_with_output().expect("mcpq output")
     }
 
+    /// Runs `mcpq ARGS` with this env's config, and reads its peak resident memory
+    /// (`VmHWM`, bytes) every 20 ms while it runs: the last reading before it exits.
+    pub fn mcpq_measured(&self, args: &[&str]) -> (Output, u64) {
+        let out_path = self
+            .dir
+            .join(format!("mcpq-{}.out", ulid::Ulid::generate()));
+        let err_path = out_path.with_extension("err");
+        let mut child = Command::new(bin("mcpq"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("MCPQ_CONFIG")
+            .env_remove("MCPQ_NAMESPACE")
+            .env("REDIS_URL", &self.redis_url)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+            .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+            .spawn()
+            .expect("start mcpq");
+        let mut peak = 0u64;
+        let status = loop {
+            if let Some(kb) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                .ok()
+                .and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+                    line.split_whitespace().nth(1)?.parse::<u64>().ok()
+                })
+            {
+                peak = peak.max(kb * 1024);
+            }
+            if let Some(status) = child.try_wait().expect("wait mcpq") {
+                break status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let output = Output {
+            status,
+            stdout: std::fs::read(&out_path).unwrap_or_default(),
+            stderr: std::fs::read(&err_path).unwrap_or_default(),
+        };
+        (output, peak)
+    }
+
     /// Runs `mcpq ARGS` with this env's config.
     pub fn mcpq(&self, args: &[&str]) -> Output {
         self.mcpq_with_stdin(args, b"")
