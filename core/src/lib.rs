@@ -22,6 +22,19 @@
 //! - Every failure has one [`failure::FailureKind`], and the README's error table is
 //!   checked against the enum by a test.
 
+//!
+//! # Enqueueing from Rust
+//! A Rust service enqueues without the CLI through [`queue::Producer`]: build a [`Job`]
+//! (from JSON, as `mcpq submit` reads it, or with [`Job::agent`]), then submit one job,
+//! or many as a batch, and read or wait for the outcome. The workers need nothing else.
+//! A whole program, `core/examples/producer.rs` (compiled with the crate's checks), is
+//! below.
+//!
+//! [`queue::Producer::status`] reads where a job is without loading its result; the
+//! whole record (attempts, errors, result) is [`queue::ResultStore::get`].
+
+#![doc = concat!("```ignore\n", include_str!("../examples/producer.rs"), "\n```")]
+
 pub mod backoff;
 pub mod config;
 pub mod duration;

@@ -75,10 +75,44 @@ pub enum Command {
     /// The dead-letter set: jobs that failed permanently or ran out of attempts.
     #[command(after_long_help = DLQ_EXAMPLES)]
     Dlq(DlqArgs),
+    /// List jobs, newest first: all of them, one batch's, or those in one state.
+    #[command(after_long_help = JOBS_EXAMPLES)]
+    Jobs(JobsArgs),
     /// Many jobs as one: submit a JSON lines file, follow it, export its results, and
     /// run a final job once all of them have ended.
     #[command(after_long_help = BATCH_EXAMPLES)]
     Batch(BatchArgs),
+}
+
+const JOBS_EXAMPLES: &str = "Examples:
+  mcpq jobs                          # the 50 newest jobs: id, status, kind, submitted, attempts
+  mcpq jobs --status running
+  mcpq jobs --status dead --limit 500 --json
+  mcpq jobs --batch 01JDX6Q6T3N7Z8YV1K0W2M4C5B --status failed
+
+Jobs are listed while their record is kept (queue.result_ttl, queue.dead_ttl).";
+
+/// `mcpq jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only jobs in this state: queued, running, failed, succeeded, dead, cancelled,
+    /// waiting (a batch's final job).
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<mcpq_core::queue::JobStatus>,
+    /// Only this batch's jobs.
+    #[arg(long)]
+    pub batch: Option<String>,
+    /// Show at most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+fn parse_status(s: &str) -> Result<mcpq_core::queue::JobStatus, String> {
+    mcpq_core::queue::JobStatus::parse(s).ok_or_else(|| {
+        format!(
+            "`{s}` is not a status: queued, running, failed, succeeded, dead, cancelled or waiting"
+        )
+    })
 }
 
 const BATCH_EXAMPLES: &str = r#"Examples:

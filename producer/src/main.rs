@@ -23,7 +23,9 @@ fn main() -> ExitCode {
             });
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Two threads: `batch submit` parses the next chunk while the last is in Redis.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {

@@ -82,9 +82,9 @@ impl Runner {
     /// placeholder `input.batch` (`{"id": BATCH, "total": ...}`, zero counts): here it
     /// gets the batch's final counts, read when it starts. Only for the job the batch
     /// names as its fan-in; any other job's `input.batch` is left as it is.
-    async fn fill_in_batch_counts(&self, job: &mut Job) {
+    async fn fill_in_batch_counts(&self, job: &mut Job) -> Result<(), JobFailure> {
         let JobPayload::Agent(agent) = &mut job.payload else {
-            return;
+            return Ok(());
         };
         let Some(batch_id) = agent
             .input
@@ -93,7 +93,7 @@ impl Runner {
             .and_then(|id| id.as_str())
             .map(str::to_string)
         else {
-            return;
+            return Ok(());
         };
         let mut conn = self.conn.clone();
         match crate::queue::batch::status(&mut conn, &self.keys, &batch_id).await {
@@ -108,10 +108,16 @@ impl Runner {
                 );
             }
             Ok(_) => {}
+            // Not with made-up counts: again later, when Redis answers.
             Err(e) => {
-                tracing::warn!(job = %job.id, batch = %batch_id, "cannot read the batch's counts: {e}")
+                return Err(JobFailure::new(
+                    FailureKind::Internal,
+                    format!("cannot read the counts of batch {batch_id}: {e}"),
+                    true,
+                ))
             }
         }
+        Ok(())
     }
 
     /// A runner calling tools through `pool` and writing to `conn`; `jobs` is the
@@ -293,7 +299,7 @@ impl Runner {
         job.check_servers(self.config.server_names())
             .map_err(|e| JobFailure::new(FailureKind::UnknownServer, e.to_string(), false))?;
         let mut job = job;
-        self.fill_in_batch_counts(&mut job).await;
+        self.fill_in_batch_counts(&mut job).await?;
         let timeout = job
             .options
             .timeout

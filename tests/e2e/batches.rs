@@ -297,3 +297,163 @@ fn cancelling_a_batch_stops_its_jobs_and_its_fan_in_never_runs() {
     assert_eq!(listed["id"], id);
     assert_eq!(listed["cancelled"], 50);
 }
+
+#[test]
+fn jobs_are_listed_newest_first_by_status_and_by_batch() {
+    let env = TestEnv::new("jobs-list", "");
+    let single = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"text":"one"}"#,
+    ]);
+    let file = jobs_file(&env, 5, &[]);
+    let out = env.mcpq(&["batch", "submit", file.to_str().expect("utf-8"), "--json"]);
+    let batch: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let batch_id = batch["id"].as_str().expect("id");
+
+    let listed = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["jobs", "--json"];
+        all.extend_from_slice(args);
+        let out = env.mcpq(&all);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    };
+    let all = listed(&[]);
+    assert_eq!(all.len(), 6);
+    assert_eq!(
+        all.last().expect("oldest")["id"],
+        single.as_str(),
+        "newest first"
+    );
+    assert!(all
+        .iter()
+        .all(|j| j["status"] == "queued" && j["type"] == "job"));
+
+    let of_batch = listed(&["--batch", batch_id]);
+    assert_eq!(of_batch.len(), 5);
+    let ids: Vec<&str> = of_batch
+        .iter()
+        .map(|j| j["id"].as_str().expect("id"))
+        .collect();
+    let mut newest_first = ids.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ids, newest_first, "a batch's jobs, last line first");
+    assert!(of_batch.iter().all(|j| j["batch"] == batch_id));
+
+    let out = env.mcpq(&["cancel", &single]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let cancelled = listed(&["--status", "cancelled"]);
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0]["id"], single.as_str());
+    assert_eq!(cancelled[0]["error_kind"], "cancelled");
+    assert_eq!(listed(&["--status", "queued", "--limit", "2"]).len(), 2);
+
+    let out = env.mcpq(&["jobs", "--status", "sleeping"]);
+    assert_eq!(out.status.code(), Some(2), "a bad status is a usage error");
+}
+
+#[test]
+fn lines_naming_an_id_or_an_idempotency_key_are_refused_and_a_pipe_is_read_once() {
+    let env = TestEnv::new("batch-lines", "");
+    let ok = json!({"kind": "agent", "payload": {"steps": [
+        {"server": "echo", "tool": "echo", "arguments": {"text": "x"}}]}});
+    let mut with_id = ok.clone();
+    with_id["id"] = json!("01JDX6Q6T3N7Z8YV1K0W2M4C5B");
+    let mut with_key = ok.clone();
+    with_key["options"] = json!({"idempotency_key": "k1"});
+    let input = format!("{ok}\n{with_id}\n{with_key}\n\u{feff}{ok}\n");
+    let out = env.mcpq_with_stdin(&["batch", "submit", "-"], input.as_bytes());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("line 2: a batch's jobs get their ids from the batch"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 3: leave options.idempotency_key out"),
+        "{err}"
+    );
+    assert!(!err.contains("line 4"), "a BOM is not an error: {err}");
+
+    // A path that is a pipe (/dev/stdin) is read once, into a private copy.
+    let input = format!("{ok}\n{ok}\n");
+    let out = env.mcpq_with_stdin(
+        &["batch", "submit", "/dev/stdin", "--json"],
+        input.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(summary["enqueued"], 2, "{summary}");
+}
+
+#[test]
+fn a_requeued_dead_job_moves_its_count_and_a_cut_short_batch_can_be_cancelled_to_its_end() {
+    let env = TestEnv::new("batch-recount", "");
+    let missing = env.dir.join("later.txt");
+    let line = json!({"kind": "agent", "payload": {"steps": [{"server": "echo",
+        "tool": "read_text", "arguments": {"path": missing.to_str().expect("utf-8")}}]},
+        "options": {"max_attempts": 1}});
+    let file = env.dir.join("one.jsonl");
+    std::fs::write(&file, format!("{line}\n")).expect("write");
+    let out = env.mcpq(&["batch", "submit", file.to_str().expect("utf-8"), "--json"]);
+    let id = serde_json::from_slice::<Value>(&out.stdout).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let _worker = env.worker(&[]);
+    let out = env.mcpq(&["batch", "wait", &id, "--timeout", "30s", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one dead job: {}",
+        text(&out.stderr)
+    );
+    let out = env.mcpq(&["jobs", "--batch", &id, "--json"]);
+    let job: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(job["status"], "dead");
+    std::fs::write(&missing, "here now").expect("write");
+    let out = env.mcpq(&["dlq", "requeue", job["id"].as_str().expect("id")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        mcpq_tests::wait_until(Duration::from_secs(30), || {
+            let out = env.mcpq(&["batch", "status", &id, "--json"]);
+            let s: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            s["succeeded"] == 1 && s["dead"] == 0
+        }),
+        "the count moved from dead to succeeded"
+    );
+    let out = env.mcpq(&["batch", "wait", &id, "--timeout", "10s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    drop(_worker);
+
+    // A submit cut short: 5 of 8 jobs never reached Redis. Cancel ends the batch.
+    let file = jobs_file(&env, 8, &[]);
+    let out = env.mcpq(&["batch", "submit", file.to_str().expect("utf-8"), "--json"]);
+    let id = serde_json::from_slice::<Value>(&out.stdout).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut redis = env.redis();
+    let list = format!("{{{}}}:batch:{id}:jobs", env.namespace);
+    let _: () = redis::cmd("LTRIM")
+        .arg(&list)
+        .arg(0)
+        .arg(2)
+        .query(&mut redis)
+        .expect("trim");
+    let out = env.mcpq(&["batch", "cancel", &id, "--json"]);
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(answer["cancelled"], 3, "{answer}");
+    assert_eq!(answer["never_enqueued"], 5, "{answer}");
+    let out = env.mcpq(&["batch", "status", &id, "--json"]);
+    let s: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(s["pending"], 0, "{s}");
+    assert_eq!(s["finished"], true, "{s}");
+}

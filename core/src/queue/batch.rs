@@ -85,9 +85,12 @@ pub struct BatchStatus {
 }
 
 impl BatchStatus {
-    /// Jobs that have ended.
+    /// Jobs that have ended (at most `total`, whatever the stored counts say).
     pub fn done(&self) -> u64 {
-        self.succeeded + self.dead + self.cancelled
+        self.succeeded
+            .saturating_add(self.dead)
+            .saturating_add(self.cancelled)
+            .min(self.total)
     }
 
     /// True once every job has ended.
@@ -123,7 +126,11 @@ impl Producer {
             .arg(spec.total)
             .arg(QueueSettings::secs(retention))
             .arg(spec.idempotency_key.as_deref().unwrap_or(""))
-            .arg(QueueSettings::secs(settings.idempotency_ttl))
+            // Never longer than the jobs are kept: a re-run must not recreate a job that
+            // ran and expired.
+            .arg(QueueSettings::secs(
+                settings.idempotency_ttl.min(settings.result_ttl),
+            ))
             .arg(&spec.fingerprint)
             .arg(spec.source.chars().take(200).collect::<String>());
         if let Some(job) = spec.then {
@@ -201,6 +208,18 @@ impl Producer {
         self.submit_to_batch(&id, &lines).await?;
         Ok(id)
     }
+}
+
+/// Closes batch `id` whose submit was cut short: the jobs never enqueued count as
+/// cancelled, so that it can finish (`mcpq batch cancel` does this after cancelling the
+/// fan-in job and the enqueued jobs). Returns how many were missing.
+pub async fn seal(conn: &mut ConnectionManager, keys: &Keys, id: &str) -> Result<u64, QueueError> {
+    Ok(scripts::BATCH_SEAL
+        .prepare_invoke()
+        .arg(keys.prefix())
+        .arg(id)
+        .invoke_async(conn)
+        .await?)
 }
 
 fn number(v: &Option<String>) -> u64 {

@@ -7,10 +7,18 @@
 //! `queue.idempotency_ttl` enqueues nothing and answers the first job's id. Batches go
 //! in one script call per 500 jobs.
 
+use std::time::Duration;
+
 use redis::aio::ConnectionManager;
 
-use super::{scripts, Keys, QueueError, QueueSettings, ResultStore};
+use super::{scripts, JobRecord, Keys, QueueError, QueueSettings, ResultStore};
+use crate::backoff::Backoff;
 use crate::job::Job;
+
+/// [`Producer::wait`]'s first pause between two reads of the status.
+const WAIT_FIRST_POLL: Duration = Duration::from_millis(20);
+/// [`Producer::wait`]'s longest pause.
+const WAIT_MAX_POLL: Duration = Duration::from_millis(250);
 
 /// Jobs per script call in [`Producer::submit_many`]: big enough to amortize the round
 /// trip, small enough that one call keeps Redis busy for only a few milliseconds.
@@ -69,6 +77,31 @@ impl Producer {
         &self.settings
     }
 
+    /// Where job `id` is, without its result or payload (cheap, however big the result
+    /// is); `None` if there is no such job (or its record expired).
+    pub async fn status(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
+        self.store.status(id).await
+    }
+
+    /// Waits until job `id` has finished (succeeded, dead or cancelled) or `timeout` has
+    /// passed, then returns its whole record, result included: check
+    /// `record.status.is_finished()`. `None` if there is no such job. Polls the status
+    /// from every 20 ms backing off to every 250 ms; the result is read once, at the end.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Option<JobRecord>, QueueError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Backoff::new(WAIT_FIRST_POLL, WAIT_MAX_POLL);
+        loop {
+            let Some(status) = self.store.status(id).await? else {
+                return Ok(None);
+            };
+            let now = tokio::time::Instant::now();
+            if status.status.is_finished() || now >= deadline {
+                return self.store.get(id).await;
+            }
+            tokio::time::sleep(pause.advance().min(deadline - now)).await;
+        }
+    }
+
     /// Enqueues one job. The job must already be validated.
     pub async fn submit(&self, job: &Job) -> Result<Submitted, QueueError> {
         let mut all = self.submit_many(std::slice::from_ref(job)).await?;
@@ -95,10 +128,12 @@ impl Producer {
         let mut conn = self.conn.clone();
         let ttl = QueueSettings::secs(self.settings.idempotency_ttl);
         let mut invocation = scripts::ENQUEUE.prepare_invoke();
+        let retention = self.settings.result_ttl.max(self.settings.dead_ttl);
         invocation
             .arg(self.keys.prefix())
             .arg(ttl)
-            .arg(batch.unwrap_or(""));
+            .arg(batch.unwrap_or(""))
+            .arg(QueueSettings::secs(retention));
         for (job, line) in jobs {
             let envelope = job.to_json();
             if envelope.len() > self.settings.max_payload {

@@ -102,6 +102,12 @@ impl Keys {
         format!("{}:batch:{id}:jobs", self.prefix)
     }
 
+    /// Sorted set of every job id, by submit time (ms), trimmed to the retention
+    /// (`lua/enqueue.lua`): what `mcpq jobs` lists.
+    pub fn jobs(&self) -> String {
+        format!("{}:jobs", self.prefix)
+    }
+
     /// Sorted set of batch ids, by creation time (ms).
     pub fn batches(&self) -> String {
         format!("{}:batches", self.prefix)

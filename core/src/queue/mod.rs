@@ -24,6 +24,7 @@ pub mod fetch;
 pub mod finish;
 pub mod keys;
 pub mod lease;
+pub mod listing;
 pub mod rescue;
 pub mod results;
 mod scripts;

@@ -36,5 +36,7 @@ pub(crate) static RESCUE: LazyLock<Script> = script!("rescue.lua");
 pub(crate) static CANCEL: LazyLock<Script> = script!("cancel.lua");
 /// Make a batch (and its waiting fan-in job), or find the one a re-run made.
 pub(crate) static BATCH_CREATE: LazyLock<Script> = script!("batch_create.lua");
+/// Count a batch's never-enqueued jobs as cancelled, so that it can finish.
+pub(crate) static BATCH_SEAL: LazyLock<Script> = script!("batch_seal.lua");
 /// Put a dead job back in its queue.
 pub(crate) static REQUEUE: LazyLock<Script> = script!("requeue.lua");

@@ -4,12 +4,18 @@
 //!
 //! Memory stays bounded whatever the file's size: a line is read with a cap
 //! (`queue.max_payload`), and at most two chunks of jobs are held at once (one being
-//! parsed while the one before is in Redis). Standard input is spooled to a private
-//! temporary file first, since it is read twice.
+//! parsed while the one before is in Redis), each at most [`BATCH`] jobs or
+//! [`CHUNK_BYTES`]. The input is first copied to a private temporary file (it is read
+//! twice, and a pipe, a FIFO or a file that changes meanwhile must read the same both
+//! times), and the second pass enqueues no more jobs than the first counted.
+//!
+//! A batch's lines name no `id` and no `options.idempotency_key`: the batch gives its
+//! jobs their ids (derived from its own), and `--idempotency-key` names the whole batch.
+//! A line that the queue could skip would leave its batch waiting for ever.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -31,6 +37,9 @@ const POLL: Duration = Duration::from_millis(500);
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 /// Cancels in flight at once.
 const CANCEL_PARALLEL: usize = 64;
+/// A chunk is sent once its jobs' lines add up to this many bytes, even below [`BATCH`]
+/// jobs (one script call stays far below Redis's 1 GB query buffer).
+const CHUNK_BYTES: usize = 8 << 20;
 
 pub async fn run(ctx: &Ctx, action: BatchAction) -> anyhow::Result<u8> {
     match action {
@@ -125,9 +134,24 @@ impl Fingerprint {
     }
 }
 
-/// A line as a job (with `id` unless it names its own), or why it is not one.
+/// A line as a batch's job with id `id`, or why it is not one.
 fn parse_line(ctx: &Ctx, text: &[u8], id: JobId) -> Result<Job, String> {
+    let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text); // a UTF-8 BOM
     let job = Job::from_json_or_id(text, id).map_err(|e| e.to_string())?;
+    if job.id != id {
+        return Err("a batch's jobs get their ids from the batch: leave `id` out".to_string());
+    }
+    if job.options.idempotency_key.is_some() {
+        return Err(
+            "leave options.idempotency_key out: --idempotency-key names the whole batch"
+                .to_string(),
+        );
+    }
+    check_job(ctx, job)
+}
+
+/// A parsed job checked against the config: its servers and its size.
+fn check_job(ctx: &Ctx, job: Job) -> Result<Job, String> {
     job.check_servers(ctx.config.server_names())
         .map_err(|e| e.to_string())?;
     let size = job.to_json().len();
@@ -140,20 +164,18 @@ fn parse_line(ctx: &Ctx, text: &[u8], id: JobId) -> Result<Job, String> {
     Ok(job)
 }
 
-/// Opens the input; standard input is copied to a private temporary file first (it is
-/// read twice), removed when the returned guard drops.
-fn open_input(path: &Path) -> anyhow::Result<(PathBuf, Option<tempfile::TempPath>)> {
-    if path.as_os_str() != "-" {
-        File::open(path)
-            .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
-        return Ok((path.to_path_buf(), None));
-    }
+/// Copies the input (`-`: standard input) to a private temporary file (mode 0600,
+/// removed when the returned guard drops): both passes then read the same bytes.
+fn spool_input(path: &Path) -> anyhow::Result<tempfile::TempPath> {
     let mut spool = tempfile::NamedTempFile::new()
-        .map_err(|e| anyhow::anyhow!("cannot make a temporary file for stdin: {e}"))?;
-    std::io::copy(&mut std::io::stdin().lock(), &mut spool)
-        .map_err(|e| exit::usage(format!("cannot read stdin: {e}")))?;
-    let temp = spool.into_temp_path();
-    Ok((temp.to_path_buf(), Some(temp)))
+        .map_err(|e| anyhow::anyhow!("cannot make a temporary copy of the input: {e}"))?;
+    let copied = if path.as_os_str() == "-" {
+        std::io::copy(&mut std::io::stdin().lock(), &mut spool)
+    } else {
+        File::open(path).and_then(|mut f| std::io::copy(&mut f, &mut spool))
+    };
+    copied.map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
+    Ok(spool.into_temp_path())
 }
 
 fn reader(path: &Path) -> anyhow::Result<Lines<BufReader<File>>> {
@@ -178,6 +200,7 @@ fn check_all(ctx: &Ctx, path: &Path) -> anyhow::Result<Checked> {
         invalid: 0,
         fingerprint: Fingerprint::new(),
     };
+    // The ids a batch would give; only their absence from the line is checked here.
     let placeholder = JobId::generate();
     while let Some((number, line)) = lines
         .next_line()
@@ -189,7 +212,7 @@ fn check_all(ctx: &Ctx, path: &Path) -> anyhow::Result<Checked> {
                 ctx.config.queue.max_payload
             )),
             Line::Text(text) if text.iter().all(u8::is_ascii_whitespace) => continue,
-            Line::Text(text) => parse_line(ctx, text, placeholder).err(),
+            Line::Text(text) => parse_line(ctx, text, placeholder.nth_member(checked.valid)).err(),
         };
         match (problem, line) {
             (Some(problem), _) => {
@@ -213,22 +236,15 @@ fn check_all(ctx: &Ctx, path: &Path) -> anyhow::Result<Checked> {
 /// The final job: a job file, with `input.batch` set to a placeholder the worker fills
 /// in with the counts when it starts it.
 fn final_job(ctx: &Ctx, path: &Path, batch: JobId) -> anyhow::Result<Job> {
-    let mut text = Vec::new();
-    File::open(path)
-        .and_then(|f| {
-            f.take(ctx.config.queue.max_payload as u64 + 1)
-                .read_to_end(&mut text)
-        })
-        .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
+    let text = read_then(ctx, path)?;
     let mut value: Value = serde_json::from_slice(&text)
         .map_err(|e| exit::usage(format!("--then {}: {e}", path.display())))?;
     let input = value
         .get_mut("payload")
         .and_then(|p| p.as_object_mut())
-        .filter(|_| text.len() <= ctx.config.queue.max_payload)
         .ok_or_else(|| {
             exit::usage(format!(
-                "--then {}: not an agent job (a JSON object with a payload) of at most queue.max_payload bytes",
+                "--then {}: not an agent job (a JSON object with a payload)",
                 path.display()
             ))
         })?
@@ -246,7 +262,9 @@ fn final_job(ctx: &Ctx, path: &Path, batch: JobId) -> anyhow::Result<Job> {
                "cancelled": 0, "pending": 0}),
     );
     let bytes = serde_json::to_vec(&value)?;
-    let job = parse_line(ctx, &bytes, batch.nth_member(u64::MAX - 1))
+    let job = Job::from_json_or_id(&bytes, batch.nth_member(u64::MAX - 1))
+        .map_err(|e| e.to_string())
+        .and_then(|job| check_job(ctx, job))
         .map_err(|e| exit::usage(format!("--then {}: {e}", path.display())))?;
     if !matches!(job.payload, mcpq_core::job::JobPayload::Agent(_)) {
         return Err(exit::usage(format!(
@@ -255,6 +273,22 @@ fn final_job(ctx: &Ctx, path: &Path, batch: JobId) -> anyhow::Result<Job> {
         )));
     }
     Ok(job)
+}
+
+/// The `--then` file's bytes (at most `queue.max_payload`).
+fn read_then(ctx: &Ctx, path: &Path) -> anyhow::Result<Vec<u8>> {
+    let limit = ctx.config.queue.max_payload;
+    let mut text = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut text))
+        .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
+    if text.len() > limit {
+        return Err(exit::usage(format!(
+            "--then {}: more than queue.max_payload ({limit} bytes)",
+            path.display()
+        )));
+    }
+    Ok(text)
 }
 
 /// What the second pass did.
@@ -304,6 +338,7 @@ async fn enqueue_all(
     let mut done = Enqueued::default();
     let mut ordinal = 0u64;
     let mut chunk: Vec<(Job, u64)> = Vec::with_capacity(BATCH);
+    let mut chunk_bytes = 0usize;
     let mut in_flight: Option<
         tokio::task::JoinHandle<Result<Vec<Submitted>, mcpq_core::queue::QueueError>>,
     > = None;
@@ -315,13 +350,21 @@ async fn enqueue_all(
             if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            // Lines that failed the first pass fail again and are skipped (--skip-invalid).
-            if let Ok(job) = parse_line(ctx, text, member_base.nth_member(ordinal)) {
-                ordinal += 1;
-                chunk.push((job, *number));
+            // Lines that failed the first pass fail again and are skipped (--skip-invalid);
+            // the spooled copy cannot change, and no more than `total` are enqueued.
+            if ordinal < total {
+                if let Ok(job) = parse_line(ctx, text, member_base.nth_member(ordinal)) {
+                    ordinal += 1;
+                    chunk_bytes += text.len();
+                    chunk.push((job, *number));
+                }
             }
         }
-        if chunk.len() == BATCH || (next.is_none() && !chunk.is_empty()) {
+        if chunk.len() == BATCH
+            || chunk_bytes >= CHUNK_BYTES
+            || (next.is_none() && !chunk.is_empty())
+        {
+            chunk_bytes = 0;
             if let Some(previous) = in_flight.take() {
                 let answers: Vec<Submitted> = previous.await?.map_err(exit::queue)?;
                 done.count(&answers);
@@ -348,7 +391,8 @@ async fn enqueue_all(
 }
 
 async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
-    let (path, _spool) = open_input(&args.file)?;
+    let spool = spool_input(&args.file)?;
+    let path = spool.to_path_buf();
     let checked = check_all(ctx, &path)?;
     if checked.invalid > 0 && !args.skip_invalid {
         return Err(exit::usage(format!(
@@ -364,8 +408,9 @@ async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
         .map(|p| final_job(ctx, p, fresh))
         .transpose()?;
     let mut fingerprint = checked.fingerprint;
-    if let Some(job) = &then {
-        fingerprint.add(&job.to_json());
+    if let Some(then_path) = &args.then {
+        // The file as given (the job built from it holds this run's fresh ids).
+        fingerprint.add(&read_then(ctx, then_path)?);
     }
     let spec = BatchSpec {
         id: fresh,
@@ -394,13 +439,23 @@ async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
         .parse()
         .map_err(|e| anyhow::anyhow!("batch id {batch_id}: {e}"))?;
     let done = enqueue_all(ctx, &producer, &path, &batch_id, base, checked.valid).await?;
+    // The final job is the batch's own (a re-run made none of its own).
+    let then_id = if resumed {
+        let mut conn = producer.connection().clone();
+        batch::status(&mut conn, producer.keys(), &batch_id)
+            .await
+            .map_err(exit::queue)?
+            .and_then(|s| s.then)
+    } else {
+        then.as_ref().map(|j| j.id.to_string())
+    };
     if ctx.json {
         output::json_line(
             "batch",
             json!({"id": batch_id, "total": checked.valid, "enqueued": done.created,
                    "existing": done.existing, "deduplicated": done.deduplicated,
                    "invalid_skipped": checked.invalid, "resumed": resumed,
-                   "then": then.as_ref().map(|j| j.id.to_string())}),
+                   "then": then_id}),
         );
     } else {
         output::line(&batch_id);
@@ -703,14 +758,24 @@ async fn cancel(ctx: &Ctx, id: &str) -> anyhow::Result<u8> {
             }
         }
     }
+    // Jobs a cut-short submit never enqueued will not come: they count as cancelled.
+    let never_enqueued = batch::seal(&mut conn, &keys, id)
+        .await
+        .map_err(exit::queue)?;
     if ctx.json {
         output::json_line(
             "batch_cancelled",
-            json!({"id": id, "cancelled": stopped, "already_ended": already}),
+            json!({"id": id, "cancelled": stopped, "already_ended": already,
+                   "never_enqueued": never_enqueued}),
         );
     } else {
         output::line(&format!(
-            "batch {id}: {stopped} job(s) cancelled, {already} had ended already"
+            "batch {id}: {stopped} job(s) cancelled, {already} had ended already{}",
+            if never_enqueued > 0 {
+                format!(", {never_enqueued} never enqueued (counted as cancelled)")
+            } else {
+                String::new()
+            }
         ));
     }
     Ok(exit::OK)

@@ -3,6 +3,7 @@
 mod batch;
 mod cancel;
 mod dlq;
+mod jobs;
 mod result;
 mod servers;
 mod status;
@@ -101,5 +102,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Cancel(args) => cancel::run(&ctx, &args.id).await,
         Command::Dlq(args) => dlq::run(&ctx, args.action).await,
         Command::Batch(args) => batch::run(&ctx, args.action).await,
+        Command::Jobs(args) => jobs::run(&ctx, args).await,
     }
 }

@@ -1,5 +1,7 @@
 -- batch_create.lua: make a batch (before its jobs are enqueued), or find the one a
--- re-run of the same command made.
+-- re-run of the same command made. The idempotency key is kept for at most the
+-- jobs' own retention (the caller passes the shorter), so a re-run never recreates a
+-- job that ran and expired.
 -- ARGV: 1 prefix, 2 batch id, 3 total (jobs it will hold), 4 retention (s) of the batch
 --       once finished, 5 idempotency key ("" = none), 6 idempotency ttl (s),
 --       7 fingerprint of the input, 8 source (what the jobs came from, for listings),
@@ -15,6 +17,16 @@ local id, total, ttl, key, idem_ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[
 local fingerprint, source = ARGV[7], ARGV[8]
 local b = P .. ':batch:' .. id
 local ikey = P .. ':batch-idem:' .. key
+-- Every key this script writes is judged first, so no write can fail half-way.
+for k, want in pairs({[P .. ':batches'] = 'zset', [b .. ':jobs'] = 'list'}) do
+  local t = key_type(k)
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply(k .. ' is a ' .. t .. ', not a ' .. want .. ' (written by something other than mcpq?)')
+  end
+end
+if key ~= '' and key_type(ikey) ~= 'none' and key_type(ikey) ~= 'string' then
+  return redis.error_reply(ikey .. ' is not a string (written by something other than mcpq?)')
+end
 if key ~= '' then
   local first = redis.call('GET', ikey)
   if first then
@@ -25,6 +37,7 @@ if key ~= '' then
   end
 end
 if redis.call('EXISTS', b) == 1 then return {3, id} end
+if (ARGV[9] or '') ~= '' and redis.call('EXISTS', job_key(ARGV[9])) == 1 then return {3, ARGV[9]} end
 local now = string.format('%d', NOW)
 local final = ARGV[9] or ''
 redis.call('HSET', b, 'total', total, 'pending', total, 'succeeded', 0, 'dead', 0,
@@ -37,21 +50,10 @@ end
 redis.call('ZADD', P .. ':batches', NOW, id)
 if final ~= '' then
   local job = job_key(final)
-  if redis.call('EXISTS', job) == 1 then
-    redis.call('DEL', b)
-    redis.call('ZREM', P .. ':batches', id)
-    if key ~= '' then redis.call('DEL', ikey) end
-    return {3, final}
-  end
   redis.call('HSET', job, 'status', 'waiting', 'payload', ARGV[10], 'kind', ARGV[11],
     'priority', ARGV[12], 'max_attempts', ARGV[13], 'attempt', 0, 'failures', 0,
     'submitted_at', now, 'batch_of', id)
+  redis.call('ZADD', P .. ':jobs', NOW, final)
 end
-if total == 0 then
-  redis.call('HSET', b, 'finished_at', now)
-  if final ~= '' then
-    redis.call('HSET', job_key(final), 'status', 'queued')
-    redis.call('LPUSH', ready_key(ARGV[12]), final)
-  end
-end
+if total == 0 then batch_done(b) end
 return {1, id}

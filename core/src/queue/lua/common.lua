@@ -58,29 +58,21 @@ local function record_problem(id)
   end
   return nil
 end
--- Job `id` has just ended (succeeded, dead or cancelled): if it belongs to a batch and
--- was not counted yet, count it there, and when it was the batch's last job release the
--- batch's fan-in job (status 'waiting' -> 'queued'). Every script that ends a job calls
--- this after its own writes; the Lua decrement is what makes the fan-in run exactly
--- once, however many workers finish jobs at the same moment. A job ended again after
--- `mcpq dlq retry` is not counted twice (batch_counted).
-local function job_ended(id, status)
-  local job = job_key(id)
-  if key_type(job) ~= 'hash' then return end
-  local batch = redis.call('HGET', job, 'batch')
-  if not batch or redis.call('HSETNX', job, 'batch_counted', '1') == 0 then return end
-  local b = P .. ':batch:' .. batch
-  if key_type(b) ~= 'hash' then return end
-  local left = tonumber(redis.call('HGET', b, 'pending'))
-  if not left or left <= 0 then return end
-  redis.call('HINCRBY', b, status, 1)
-  left = redis.call('HINCRBY', b, 'pending', -1)
-  if left > 0 then return end
+-- A batch hash's counter as a number, or nil when someone else wrote something that is
+-- not one ("0", or up to 15 digits without a leading zero).
+local function batch_count(b, field)
+  local v = redis.call('HGET', b, field)
+  if v == '0' or (v and #v <= 15 and string.match(v, '^[1-9]%d*$')) then return tonumber(v) end
+  return nil
+end
+-- Batch `b` has no pending job left: stamp it, let it expire with its jobs, and queue its
+-- fan-in job if that still waits (a cancelled one stays cancelled).
+local function batch_done(b)
   redis.call('HSET', b, 'finished_at', string.format('%d', NOW))
-  local ttl = tonumber(redis.call('HGET', b, 'ttl'))
+  local ttl = batch_count(b, 'ttl')
   if ttl and ttl > 0 then
     redis.call('EXPIRE', b, ttl)
-    redis.call('EXPIRE', b .. ':jobs', ttl)
+    if key_type(b .. ':jobs') == 'list' then redis.call('EXPIRE', b .. ':jobs', ttl) end
   end
   local final = redis.call('HGET', b, 'then')
   if final and final ~= '' and key_type(job_key(final)) == 'hash' then
@@ -90,6 +82,37 @@ local function job_ended(id, status)
       redis.call('LPUSH', ready_key(f[2]), final)
     end
   end
+end
+-- Job `id` has just ended with `status` (succeeded, dead or cancelled): if it belongs to
+-- a batch, count it there; when it was the batch's last pending job, finish the batch
+-- (batch_done). Every script that ends a job calls this after its own writes, so it
+-- never raises: a batch hash someone else broke is left alone. The Lua decrement is
+-- what makes the fan-in run exactly once, however many workers end jobs at once. A job
+-- that ends again (after `mcpq dlq requeue`) moves its count to its new status; it is
+-- never pending twice (batch_counted holds the status it was counted as).
+local function job_ended(id, status)
+  local job = job_key(id)
+  if key_type(job) ~= 'hash' then return end
+  local batch = redis.call('HGET', job, 'batch')
+  if not batch then return end
+  local b = P .. ':batch:' .. batch
+  if key_type(b) ~= 'hash' then return end
+  local pending = batch_count(b, 'pending')
+  if not pending or not batch_count(b, status) then return end
+  local counted = redis.call('HGET', job, 'batch_counted')
+  if counted == status then return end
+  if counted then
+    if batch_count(b, counted) and batch_count(b, counted) > 0 then
+      redis.call('HINCRBY', b, counted, -1)
+    end
+    redis.call('HINCRBY', b, status, 1)
+    redis.call('HSET', job, 'batch_counted', status)
+    return
+  end
+  redis.call('HSET', job, 'batch_counted', status)
+  if pending <= 0 then return end
+  redis.call('HINCRBY', b, status, 1)
+  if redis.call('HINCRBY', b, 'pending', -1) == 0 then batch_done(b) end
 end
 -- Dead-letters queue entry `id` as malformed (`invalid_job`, never run), under its
 -- entry_name; a key of the wrong type is kept aside as KEY:corrupt for inspection.

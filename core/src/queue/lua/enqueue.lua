@@ -1,20 +1,39 @@
 -- enqueue.lua: add a batch of jobs; each is skipped when its id or its idempotency key
 -- is known already.
 -- ARGV: 1 prefix, 2 idempotency ttl (s), 3 batch id ("" = none; the batch was made by
---       batch_create.lua), then 7 per job:
+--       batch_create.lua), 4 retention (s) of the job index {ns}:jobs, then 7 per job:
 --       id, payload (envelope JSON), kind, priority (high|normal|low), max_attempts,
 --       idempotency key ("" = none), line of the batch's input ("" = none)
 -- A job enqueued into a batch is appended to the batch's list {ns}:batch:ID:jobs, so
 -- the list holds the batch's jobs in input order (a re-run that finds a job already
--- there appends nothing).
+-- there appends nothing). Every enqueued job goes into {ns}:jobs (by submit time, for
+-- `mcpq jobs`), from which entries older than the retention are trimmed here.
 -- Returns a flat list, 2 per job: 1 and the id when enqueued; 0 and the first job's id
 -- when the idempotency key was seen before; 2 and the id when a job with that id exists
 -- already (refused: nothing enqueued, and the key, if any, is not bound to that job).
 local ttl = tonumber(ARGV[2])
 local batch = ARGV[3]
+local index = P .. ':jobs'
+-- Judged before any write, so that no write can fail half-way.
+if key_type(index) ~= 'none' and key_type(index) ~= 'zset' then
+  return redis.error_reply(index .. ' is not a sorted set (written by something other than mcpq?)')
+end
+if batch ~= '' then
+  if key_type(P .. ':batch:' .. batch) ~= 'hash' then
+    return redis.error_reply('batch ' .. batch .. ' does not exist (expired?) or is not a hash')
+  end
+  if redis.call('HGET', P .. ':batch:' .. batch, 'sealed') then
+    return redis.error_reply('batch ' .. batch .. ' was cancelled (mcpq batch cancel): nothing more is enqueued into it')
+  end
+  local t = key_type(P .. ':batch:' .. batch .. ':jobs')
+  if t ~= 'none' and t ~= 'list' then
+    return redis.error_reply('the job list of batch ' .. batch .. ' is a ' .. t .. ', not a list')
+  end
+end
+redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - tonumber(ARGV[4]) * 1000)
 local out = {}
 local submitted = string.format('%d', NOW)
-for i = 4, #ARGV, 7 do
+for i = 5, #ARGV, 7 do
   local id, payload, kind, priority, max_attempts, key, line =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local job = job_key(id)
@@ -38,6 +57,7 @@ for i = 4, #ARGV, 7 do
       redis.call('RPUSH', P .. ':batch:' .. batch .. ':jobs', id)
     end
     redis.call('LPUSH', ready_key(priority), id)
+    redis.call('ZADD', index, NOW, id)
     table.insert(out, 1)
     table.insert(out, id)
   end
