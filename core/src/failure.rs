@@ -105,6 +105,10 @@ pub enum FailureKind {
     /// `smtp_not_configured`: `reply.send` is true but the worker has no `[smtp]`. Not
     /// retryable.
     SmtpNotConfigured,
+    /// `no_reply_address`: the job asks for a reply but the email's `from` is not an
+    /// address (a bounce from `MAILER-DAEMON`, `From: foo`, no `From`); raised when the
+    /// reply is drafted, after the plan or the model ran. Not retryable.
+    NoReplyAddress,
     /// `server_unhealthy`: the server is in a crash loop and refused for now.
     /// Retryable.
     ServerUnhealthy,
@@ -130,7 +134,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind this build emits, in the README's order.
-    pub const ALL: [FailureKind; 25] = [
+    pub const ALL: [FailureKind; 26] = [
         FailureKind::ToolError,
         FailureKind::ServerExited,
         FailureKind::Timeout,
@@ -150,6 +154,7 @@ impl FailureKind {
         FailureKind::AttachmentIo,
         FailureKind::SmtpError,
         FailureKind::SmtpNotConfigured,
+        FailureKind::NoReplyAddress,
         FailureKind::ServerUnhealthy,
         FailureKind::ServerBackoff,
         FailureKind::PoolExhausted,
@@ -180,6 +185,7 @@ impl FailureKind {
             FailureKind::AttachmentIo => "attachment_io",
             FailureKind::SmtpError => "smtp_error",
             FailureKind::SmtpNotConfigured => "smtp_not_configured",
+            FailureKind::NoReplyAddress => "no_reply_address",
             FailureKind::ServerUnhealthy => "server_unhealthy",
             FailureKind::ServerBackoff => "server_backoff",
             FailureKind::PoolExhausted => "pool_exhausted",
@@ -221,6 +227,7 @@ impl FailureKind {
             | FailureKind::AttachmentTooLarge
             | FailureKind::AttachmentsDirUnsafe
             | FailureKind::SmtpNotConfigured
+            | FailureKind::NoReplyAddress
             | FailureKind::Cancelled => Retryable::No,
             FailureKind::TemplateError
             | FailureKind::LlmError

@@ -38,6 +38,11 @@
 //!   `email::attachments` tests), private to the worker's user (`0700`/`0600`, an unsafe
 //!   root refused), capped in count and on disk, and swept only after their job ended
 //!   (`attachments.rs`; contract in [`email::attachment_dir`]).
+//! - Mail as servers deliver it is accepted: a bounce, a `From` that is missing, empty or
+//!   not an address, undisclosed recipients, raw 8-bit headers, HTML only; only a reply,
+//!   which needs an address, fails, permanently, with `no_reply_address`
+//!   (`email::a_bounce_is_processed_and_a_reply_to_a_from_that_is_not_an_address_fails_clearly`,
+//!   `job::eml` tests).
 //! - No duration longer than 365 days is read anywhere, a job's timeout is at most 7
 //!   days, so no deadline overflows (`duration` tests,
 //!   `bad_input::a_huge_timeout_exits_2_at_submit_naming_the_maximum_and_a_worker_dead_letters_it_without_panicking`).

@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 /// Each top-level module, the crate directory it lives in, its layer, and its rank (the
 /// order within layers).
 const LAYERS: &[(&str, &str, u32, u32)] = &[
+    // A leaf (it imports nothing), first so `job::eml` can escape raw header text with it.
+    ("terminal", "core", 1, 9),
     ("duration", "core", 1, 10),
     ("tls", "shared", 1, 11),
     ("failure", "core", 1, 12),
@@ -30,7 +32,6 @@ const LAYERS: &[(&str, &str, u32, u32)] = &[
     ("job", "core", 1, 14),
     ("config", "core", 1, 15),
     ("backoff", "core", 1, 16),
-    ("terminal", "core", 1, 17),
     ("queue", "core", 2, 20),
     ("backend", "shared", 2, 21),
     ("supervisor", "shared", 3, 30),

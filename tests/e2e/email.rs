@@ -83,6 +83,21 @@ fn the_email_corpus_is_processed_or_rejected_with_clear_errors() {
         ("10-broken-boundary.eml", "Truncated message|"),
         ("11-forwarded-message.eml", "Fwd: Contract|"),
         ("12-duplicate-names.eml", "Two notes|notes.txt="),
+        // Mail as it arrives (issue 13, item 6): no usable sender, no recipients, 8-bit
+        // headers, HTML only, a bounce. Accepted; only a reply would fail.
+        ("13-no-from.eml", "Who sent this?|"),
+        (
+            "14-bounce-dsn.eml",
+            "Undelivered Mail Returned to Sender|attachment-1=",
+        ),
+        ("15-from-not-an-address.eml", "From a script|"),
+        ("16-from-empty.eml", "Nobody wrote this|"),
+        ("17-undisclosed-recipients.eml", "November news|"),
+        (
+            "18-8bit-unknown-charset.eml",
+            "Pr\u{fffd}fbericht f\u{fffd}r M\u{fffd}rz",
+        ),
+        ("19-html-only.eml", "Your order has shipped|"),
     ];
     let mut ids = Vec::new();
     for (file, _) in expected {
@@ -124,10 +139,11 @@ fn the_email_corpus_is_processed_or_rejected_with_clear_errors() {
         "{}",
         text(&out.stderr)
     );
-    let out = submit_eml(&env, "13-no-from.eml");
+    // What is not a message at all (no standard header field) is refused.
+    let out = submit_eml(&env, "README.md");
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("no From address"),
+        text(&out.stderr).contains("not an RFC 5322 message"),
         "{}",
         text(&out.stderr)
     );
@@ -173,6 +189,80 @@ fn the_email_corpus_is_processed_or_rejected_with_clear_errors() {
     assert_eq!(code, Some(1), "{v}");
     assert_eq!(v["error"]["kind"], "attachment_too_large", "{v}");
     assert_eq!(env.status_json(&job.id.to_string())["attempts"], 1);
+}
+
+/// Issue 13, item 6: a bounce (multipart/report from `MAILER-DAEMON`, no address) is
+/// processed end to end, its report and the returned message saved as attachments; a
+/// job that asks for a reply to `From: foo` fails when the reply is drafted, with
+/// `no_reply_address`, not retried.
+#[test]
+fn a_bounce_is_processed_and_a_reply_to_a_from_that_is_not_an_address_fails_clearly() {
+    let (env, root) = email_env("email-bounce", "");
+    let worker = env.worker(&[]);
+    let steps = r#"[{"name": "show", "server": "echo", "tool": "echo", "arguments": {"text": "from={{ email.from }}|to={{ email.to | join(',') }}|{% for a in attachments %}{{ a.name }}:{{ a.content_type }};{% endfor %}"}}]"#;
+    let eml = corpus("14-bounce-dsn.eml");
+    let out = env.mcpq(&[
+        "submit",
+        "email",
+        "--eml",
+        eml.to_str().expect("path"),
+        "--instructions",
+        "mark the recipient as undeliverable",
+        "--server",
+        "echo",
+        "--steps",
+        steps,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(0), "{v}\n{}", worker.log_text());
+    assert_eq!(
+        v["result"]["summary"],
+        "from=MAILER-DAEMON|to=alerts@example.com|attachment-1:message/delivery-status;attachment-2:message/rfc822;",
+        "{v}"
+    );
+    let report = std::fs::read_to_string(root.join(&id).join("attachment-1")).expect("report");
+    assert!(
+        report.contains("Final-Recipient: rfc822; nobody@nowhere.example"),
+        "{report}"
+    );
+    let returned =
+        std::fs::read_to_string(root.join(&id).join("attachment-2")).expect("returned message");
+    assert!(
+        returned.contains("Message-Id: <weekly-48@example.com>"),
+        "{returned}"
+    );
+
+    // A reply needs an address: `From: foo` has none. The plan runs, the draft fails.
+    let eml = corpus("15-from-not-an-address.eml");
+    let out = env.mcpq(&[
+        "submit",
+        "email",
+        "--eml",
+        eml.to_str().expect("path"),
+        "--server",
+        "echo",
+        "--steps",
+        LIST_STEPS,
+        "--reply-text",
+        "Thanks, {{ steps.list.text }}",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["error"]["kind"], "no_reply_address", "{v}");
+    assert_eq!(v["error"]["retryable"], false, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("From \"foo\" is not an address")
+            && message.contains("nobody to reply to"),
+        "{v}"
+    );
+    let status = env.status_json(&id);
+    assert_eq!(status["attempts"], 1, "not retried: {status}");
+    assert_eq!(status["status"], "dead", "{status}");
 }
 
 #[test]

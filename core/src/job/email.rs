@@ -28,7 +28,11 @@ use super::PlanStep;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct EmailJob {
-    /// Sender (`Name <address>` or an address).
+    /// Sender: `Name <address>` or an address; for a message whose `From` holds no
+    /// address (a bounce's `MAILER-DAEMON`, `foo`), the header's text; `""` for none. A
+    /// reply needs an address here (a job with `reply` fails `no_reply_address`
+    /// otherwise). May be left out (`""`); always written, for readers that need it.
+    #[serde(default)]
     pub from: String,
     /// Recipients.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -604,9 +604,9 @@ impl Job {
                 }
             }
             JobPayload::Email(email) => {
-                if email.from.trim().is_empty() {
-                    return Err(JobError::invalid("payload.from", "must not be empty"));
-                }
+                // `from` may be empty or not an address (a bounce, `From: foo`): mail as
+                // it arrives is accepted, and only a reply, which needs an address, fails
+                // (`no_reply_address`, when the worker drafts it).
                 match (email.steps.is_empty(), &email.llm) {
                     (true, None) => {
                         return Err(JobError::invalid(
@@ -815,6 +815,28 @@ mod tests {
         let v = json!({"kind": "fax", "payload": {}});
         let text = Job::from_value(v).expect_err("bad kind").to_string();
         assert!(text.contains("kind") && text.contains("fax"), "{text}");
+    }
+
+    #[test]
+    fn an_email_job_may_have_an_empty_missing_or_non_address_from() {
+        let email = |from: Option<&str>| {
+            let mut payload = json!({"instructions": "file it", "reply": {"text": "ok"},
+                "steps": [{"server": "echo", "tool": "echo", "arguments": {"text": "hi"}}]});
+            if let Some(from) = from {
+                payload["from"] = json!(from);
+            }
+            json!({"kind": "email", "payload": payload})
+        };
+        for from in [None, Some(""), Some("foo"), Some("MAILER-DAEMON")] {
+            let job = Job::from_value(email(from)).unwrap_or_else(|e| panic!("{from:?}: {e}"));
+            let JobPayload::Email(e) = &job.payload else {
+                panic!("an email job")
+            };
+            assert_eq!(e.from, from.unwrap_or_default());
+            // Written back with `from` even when empty, for readers that require it.
+            assert_eq!(job.to_value()["payload"]["from"], json!(e.from));
+            assert_eq!(Job::from_json(&job.to_json()).expect("round trip"), job);
+        }
     }
 
     #[test]

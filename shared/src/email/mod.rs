@@ -8,7 +8,10 @@
 //!    mode (`llm` and no steps), asks the model with the instructions, the email and
 //!    the attachments' paths, letting it call the tools of `servers`;
 //! 3. drafts the reply (`reply.text` and `reply.subject` are templates too), addressed
-//!    to the sender with `In-Reply-To` and `References` from the email;
+//!    to the sender with `In-Reply-To` and `References` from the email; if the email's
+//!    `from` is not an address (a bounce, `From: foo`, no `From`), the job fails here,
+//!    permanently (`no_reply_address`): the plan has run, and a job without `reply`
+//!    succeeds;
 //! 4. returns `{"summary", "actions", "attachments", "reply"}`: the last step's text
 //!    (or the model's answer), every step's result (or the model's transcript), the
 //!    files written, and the draft.
@@ -46,10 +49,15 @@ fn email_view(email: &EmailJob) -> Value {
 
 /// The user message of LLM mode: instructions, the email, the attachments' paths.
 fn email_prompt(email: &EmailJob, saved: &[attachments::SavedAttachment]) -> String {
+    // A message may have no sender (see `crate::job::eml`); say so rather than leave a gap.
+    let from = if email.from.is_empty() {
+        "(none)"
+    } else {
+        &email.from
+    };
     let mut p = format!(
-        "{}\n\n--- The email ---\nFrom: {}\nTo: {}\n",
+        "{}\n\n--- The email ---\nFrom: {from}\nTo: {}\n",
         email.instructions,
-        email.from,
         email.to.join(", ")
     );
     if !email.cc.is_empty() {
@@ -149,20 +157,57 @@ pub async fn run_email(
             .unwrap_or_default();
         (summary, actions, seen)
     };
-    let mut reply = match &email.reply {
-        Some(spec) => Some(
-            draft_reply(email, spec, &seen, ctx)
-                .await
-                .map_err(|e| JobFailure::new(e.kind(), format!("reply: {e}"), e.is_retryable()))?,
-        ),
-        None => None,
-    };
+    let mut reply =
+        match &email.reply {
+            Some(spec) => {
+                if let Some(failure) = no_reply_address(email) {
+                    return Err(failure);
+                }
+                Some(draft_reply(email, spec, &seen, ctx).await.map_err(|e| {
+                    JobFailure::new(e.kind(), format!("reply: {e}"), e.is_retryable())
+                })?)
+            }
+            None => None,
+        };
     if let (Some(draft), Some(spec)) = (reply.as_mut(), &email.reply) {
         if spec.send {
             send_reply(email, draft, config.smtp.as_ref(), ctx.deadline).await?;
         }
     }
     Ok(json!({"summary": summary, "actions": actions, "attachments": saved, "reply": reply}))
+}
+
+/// How much of a `from` that is not an address an error quotes, in characters (the
+/// whole of it may be a page of text).
+const QUOTED_FROM_CHARS: usize = 120;
+
+/// A reply goes to `email.from`: it must be an address ([`smtp::is_mailbox`], so the
+/// draft can also be sent). Mail as it arrives may have none (a bounce from
+/// `MAILER-DAEMON`, `From: foo`, no `From`): then this is the job's failure, not
+/// retried; `None` when `from` is an address.
+fn no_reply_address(email: &EmailJob) -> Option<JobFailure> {
+    if smtp::is_mailbox(&email.from) {
+        return None;
+    }
+    let what = if email.from.trim().is_empty() {
+        "the email has no From address".to_string()
+    } else {
+        let quoted: String = email.from.chars().take(QUOTED_FROM_CHARS).collect();
+        let cut = if quoted.len() < email.from.len() {
+            "..."
+        } else {
+            ""
+        };
+        format!("the email's From {quoted:?}{cut} is not an address")
+    };
+    Some(JobFailure::new(
+        FailureKind::NoReplyAddress,
+        format!(
+            "reply: {what}, so there is nobody to reply to (bounces and automated \
+             messages often have none); submit such emails without a reply"
+        ),
+        false,
+    ))
 }
 
 /// Sends `draft` over SMTP and marks it sent (with the Message-ID it went out with).
@@ -242,4 +287,55 @@ async fn draft_reply(
         "to": [email.from], "subject": subject, "text": text(&rendered["text"]),
         "in_reply_to": email.message_id, "references": references, "send": spec.send, "sent": false,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(from: &str) -> EmailJob {
+        EmailJob {
+            from: from.to_string(),
+            ..EmailJob::default()
+        }
+    }
+
+    #[test]
+    fn a_reply_needs_a_from_that_is_an_address() {
+        for ok in [
+            "Ana <ana@example.com>",
+            "ana@example.com",
+            "\"Doe, John\" <j@x.org>",
+            "José Müller <jose@example.de>",
+            "J\u{fffd}rg M\u{fffd}ller <joerg@example.de>",
+        ] {
+            assert_eq!(no_reply_address(&from(ok)), None, "{ok}");
+        }
+        for (bad, says) in [
+            ("", "the email has no From address"),
+            ("foo", "the email's From \"foo\" is not an address"),
+            ("MAILER-DAEMON", "\"MAILER-DAEMON\" is not an address"),
+            ("<>", "\"<>\" is not an address"),
+            (
+                "Mail Delivery Subsystem <MAILER-DAEMON>",
+                "<MAILER-DAEMON>\" is not an address",
+            ),
+            ("Ana <a@b.c>, Bo <b@c.d>", "is not an address"),
+        ] {
+            let err = no_reply_address(&from(bad)).expect(bad);
+            assert_eq!(err.kind, FailureKind::NoReplyAddress, "{bad}");
+            assert!(!err.retryable, "{bad}");
+            assert!(err.message.contains(says), "{bad}: {}", err.message);
+            assert!(
+                err.message.contains("nobody to reply to"),
+                "{}",
+                err.message
+            );
+        }
+        // A long one is quoted in part, and not parsed at all.
+        let long = format!("{} <a@b.c>", "x".repeat(smtp::MAX_MAILBOX_LEN));
+        let err = no_reply_address(&from(&long)).expect("too long");
+        assert!(err.message.len() < 400, "{}", err.message);
+        assert!(err.message.contains("xxx\"... is not"), "{}", err.message);
+    }
 }

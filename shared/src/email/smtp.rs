@@ -67,6 +67,19 @@ pub struct Reply<'a> {
     pub references: &'a [String],
 }
 
+/// The longest text [`is_mailbox`] parses, in bytes: RFC 5322's line limit (998). A
+/// sender longer than a header line is not an address we reply to, and a job's `from`
+/// may be megabytes: lettre's parser took 0.16 s on 1 MiB of `a.a.a.` (release build;
+/// 6 s in a debug one), 0.1 ms on 998 bytes.
+pub const MAX_MAILBOX_LEN: usize = 998;
+
+/// True if `text` is one mailbox, `Name <user@domain>` or `user@domain`, read as
+/// [`send`] reads a recipient: a reply drafted to it can also be sent. `foo`,
+/// `MAILER-DAEMON`, `<>`, `""` and text over [`MAX_MAILBOX_LEN`] are not.
+pub fn is_mailbox(text: &str) -> bool {
+    text.len() <= MAX_MAILBOX_LEN && text.parse::<Mailbox>().is_ok()
+}
+
 fn bracket(id: &str) -> String {
     format!("<{}>", id.trim_matches(|c| c == '<' || c == '>'))
 }
