@@ -120,6 +120,8 @@ const BATCH_EXAMPLES: &str = r#"Examples:
   mcpq batch submit jobs.jsonl --skip-invalid --idempotency-key nightly-2026-11-27
   mcpq batch submit jobs.jsonl --then summary.json --wait
   generate-jobs | mcpq batch submit -
+  mcpq batch submit ~/Maildir/.Invoices --server filesystem --instructions "File it" \
+    --steps @plan.json --reply-text 'Filed {{ attachments | length }} file(s)'   # one email job per message
   mcpq batch status 01JDX6Q6T3N7Z8YV1K0W2M4C5B
   mcpq batch wait 01JDX6Q6T3N7Z8YV1K0W2M4C5B --timeout 2h
   mcpq batch results 01JDX6Q6T3N7Z8YV1K0W2M4C5B --out results.jsonl
@@ -170,8 +172,13 @@ pub enum BatchAction {
 /// `mcpq batch submit`.
 #[derive(Debug, Args)]
 pub struct BatchSubmitArgs {
-    /// A JSON lines file, one job per line, or `-` for stdin.
+    /// A JSON lines file, one job per line, or `-` for stdin. With --steps: a mailbox
+    /// instead, each message an email job (a directory of .eml files, a Maildir, or an
+    /// mbox file).
     pub file: PathBuf,
+    /// With --steps, the plan every message's email job runs.
+    #[command(flatten)]
+    pub email: EmailPlanArgs,
     /// Submit the valid lines even when some are bad (each bad one is still reported).
     #[arg(long)]
     pub skip_invalid: bool,
@@ -373,15 +380,23 @@ pub struct EmailArgs {
     /// The raw message (RFC 5322, as saved by a mail client), or `-` for stdin.
     #[arg(long)]
     pub eml: PathBuf,
+    #[command(flatten)]
+    pub plan: EmailPlanArgs,
+}
+
+/// What an email job does with its message: `mcpq submit email`, and `mcpq batch
+/// submit` of a mailbox (one plan for every message).
+#[derive(Debug, Args)]
+pub struct EmailPlanArgs {
     /// What to do with the email (templates see it as input.instructions).
     #[arg(long, default_value = "")]
     pub instructions: String,
     /// A server the job may use (repeat for more); each must be in the config.
     #[arg(long = "server")]
     pub servers: Vec<String>,
-    /// The plan: a JSON array of steps, or @FILE.
+    /// The plan: a JSON array of steps, or @FILE (required for email jobs).
     #[arg(long)]
-    pub steps: String,
+    pub steps: Option<String>,
     /// Draft a reply with this body (a template).
     #[arg(long)]
     pub reply_text: Option<String>,

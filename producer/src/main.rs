@@ -4,6 +4,7 @@ mod attach;
 mod cli;
 mod commands;
 mod exit;
+mod mailbox;
 mod output;
 
 use std::process::ExitCode;

@@ -457,3 +457,111 @@ fn a_requeued_dead_job_moves_its_count_and_a_cut_short_batch_can_be_cancelled_to
     assert_eq!(s["pending"], 0, "{s}");
     assert_eq!(s["finished"], true, "{s}");
 }
+
+#[test]
+fn a_maildir_and_an_mbox_become_one_email_job_per_message_with_the_plan_given_once() {
+    let env = TestEnv::new("batch-mailbox", "");
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/eml");
+    let maildir = env.dir.join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    let picks = ["01-plain.eml", "02-alternative.eml", "19-html-only.eml"];
+    for (i, name) in picks.iter().enumerate() {
+        std::fs::copy(
+            corpus.join(name),
+            maildir.join("cur").join(format!("{i}:2,S")),
+        )
+        .expect("copy");
+    }
+    std::fs::write(maildir.join("new/junk"), "hello world, no headers here").expect("junk");
+    let plan = r#"[{"name":"s","server":"echo","tool":"echo","arguments":{"text":"subject: {{ email.subject }}"}}]"#;
+    let submit = |path: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "batch",
+            "submit",
+            path.to_str().expect("utf-8"),
+            "--server",
+            "echo",
+            "--steps",
+            plan,
+        ];
+        args.extend_from_slice(extra);
+        env.mcpq(&args)
+    };
+
+    // The junk message is named, and nothing is submitted without --skip-invalid.
+    let out = submit(&maildir, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("message 1 (new/junk): "),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = submit(&maildir, &["--skip-invalid", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary: Value = serde_json::from_slice(
+        text(&out.stdout)
+            .lines()
+            .last()
+            .expect("summary")
+            .as_bytes(),
+    )
+    .expect("json");
+    assert_eq!(summary["enqueued"], 3, "{summary}");
+    let maildir_batch = summary["id"].as_str().expect("id").to_string();
+
+    // The same three messages as an mbox (mboxrd quoting of a body line).
+    let mut mbox = Vec::new();
+    for name in picks {
+        mbox.extend_from_slice(b"From sender@example.org Thu Nov 26 10:00:00 2026\n");
+        for line in std::fs::read(corpus.join(name))
+            .expect("eml")
+            .split_inclusive(|b| *b == b'\n')
+        {
+            if line.starts_with(b"From ") {
+                mbox.push(b'>');
+            }
+            mbox.extend_from_slice(line);
+        }
+        mbox.push(b'\n');
+    }
+    let mbox_path = env.dir.join("inbox.mbox");
+    std::fs::write(&mbox_path, mbox).expect("mbox");
+    let out = submit(&mbox_path, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mbox_batch = serde_json::from_slice::<Value>(&out.stdout).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    let _worker = env.worker(&[]);
+    for batch in [&maildir_batch, &mbox_batch] {
+        let out = env.mcpq(&["batch", "wait", batch, "--timeout", "60s"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let out = env.mcpq(&["batch", "results", batch]);
+        let rows: Vec<Value> = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        let subjects: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                r["result"]["summary"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            subjects,
+            vec![
+                "subject: Meeting moved",
+                "subject: Your receipt",
+                "subject: Your order has shipped"
+            ],
+            "{rows:?}"
+        );
+    }
+}

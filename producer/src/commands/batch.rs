@@ -28,7 +28,9 @@ use mcpq_core::terminal::one_line;
 use serde_json::{json, Value};
 
 use crate::cli::{BatchAction, BatchResultsArgs, BatchSubmitArgs};
+use crate::commands::submit::EmailPlan;
 use crate::commands::Ctx;
+use crate::mailbox;
 use crate::{exit, output};
 
 /// How often `wait` reads the counts.
@@ -184,6 +186,61 @@ fn reader(path: &Path) -> anyhow::Result<Lines<BufReader<File>>> {
     Ok(Lines::new(BufReader::with_capacity(256 << 10, file), 0))
 }
 
+/// A mailbox as a spooled JSON lines file of email jobs, each message's job running
+/// `plan`: line N is message N (an empty line where a message cannot be read; each such
+/// message is reported). Returns the spool and the number of bad messages.
+fn spool_mailbox(
+    ctx: &Ctx,
+    path: &Path,
+    plan: &EmailPlan<'_>,
+) -> anyhow::Result<(tempfile::TempPath, u64)> {
+    let mut spool = BufWriter::new(
+        tempfile::NamedTempFile::new()
+            .map_err(|e| anyhow::anyhow!("cannot make a temporary file: {e}"))?,
+    );
+    let mut invalid = 0u64;
+    let mut number = 0u64;
+    mailbox::messages(path, ctx.config.queue.max_payload, |label, raw| {
+        number += 1;
+        let job = raw.and_then(|raw| plan.job(&raw));
+        let line = match job {
+            Ok(job) => {
+                let mut value = job.to_value();
+                // The batch gives its jobs their ids.
+                if let Some(obj) = value.as_object_mut() {
+                    obj.remove("id");
+                }
+                value.to_string()
+            }
+            Err(problem) => {
+                invalid += 1;
+                report_invalid(ctx, "message", number, Some(&label), &problem);
+                String::new()
+            }
+        };
+        writeln!(spool, "{line}").map_err(|e| anyhow::anyhow!("cannot write the spool: {e}"))
+    })?;
+    let spool = spool
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot write the spool: {e}"))?;
+    Ok((spool.into_temp_path(), invalid))
+}
+
+/// Reports one bad input item (a line, or a mailbox's message).
+fn report_invalid(ctx: &Ctx, unit: &str, number: u64, label: Option<&str>, problem: &str) {
+    if ctx.json {
+        output::json_line(
+            "invalid_line",
+            json!({unit: number, "name": label, "message": problem}),
+        );
+    } else {
+        let name = label
+            .map(|l| format!(" ({})", one_line(l)))
+            .unwrap_or_default();
+        output::eline(&format!("{unit} {number}{name}: {}", one_line(problem)));
+    }
+}
+
 /// What the first pass found.
 struct Checked {
     valid: u64,
@@ -191,8 +248,9 @@ struct Checked {
     fingerprint: Fingerprint,
 }
 
-/// First pass: every line checked, each bad one reported; nothing kept but counts.
-fn check_all(ctx: &Ctx, path: &Path) -> anyhow::Result<Checked> {
+/// First pass: every line checked, each bad one reported as a `unit` ("line", or
+/// "message" for a mailbox); nothing kept but counts.
+fn check_all(ctx: &Ctx, path: &Path, unit: &str) -> anyhow::Result<Checked> {
     let mut lines = reader(path)?;
     lines.limit = ctx.config.queue.max_payload;
     let mut checked = Checked {
@@ -217,11 +275,7 @@ fn check_all(ctx: &Ctx, path: &Path) -> anyhow::Result<Checked> {
         match (problem, line) {
             (Some(problem), _) => {
                 checked.invalid += 1;
-                if ctx.json {
-                    output::json_line("invalid_line", json!({"line": number, "message": problem}));
-                } else {
-                    output::eline(&format!("line {number}: {}", one_line(&problem)));
-                }
+                report_invalid(ctx, unit, number, None, &problem);
             }
             (None, Line::Text(text)) => {
                 checked.valid += 1;
@@ -391,12 +445,19 @@ async fn enqueue_all(
 }
 
 async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
-    let spool = spool_input(&args.file)?;
+    let (spool, unit, unreadable) = if args.email.steps.is_some() {
+        let plan = EmailPlan::from_args(&args.email, ctx.config.queue.max_payload)?;
+        let (spool, unreadable) = spool_mailbox(ctx, &args.file, &plan)?;
+        (spool, "message", unreadable)
+    } else {
+        (spool_input(&args.file)?, "line", 0)
+    };
     let path = spool.to_path_buf();
-    let checked = check_all(ctx, &path)?;
+    let mut checked = check_all(ctx, &path, unit)?;
+    checked.invalid += unreadable;
     if checked.invalid > 0 && !args.skip_invalid {
         return Err(exit::usage(format!(
-            "{} invalid line(s), listed above: nothing submitted (fix them, or pass --skip-invalid to submit the {} valid ones)",
+            "{} invalid {unit}(s), listed above: nothing submitted (fix them, or pass --skip-invalid to submit the {} valid ones)",
             checked.invalid, checked.valid
         )));
     }
@@ -477,7 +538,7 @@ async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
                 String::new()
             },
             if checked.invalid > 0 {
-                format!(", {} invalid line(s) skipped", checked.invalid)
+                format!(", {} invalid {unit}(s) skipped", checked.invalid)
             } else {
                 String::new()
             },

@@ -7,7 +7,7 @@ mod jobs;
 mod result;
 mod servers;
 mod status;
-mod submit;
+pub mod submit;
 mod wait;
 
 use mcpq_core::job::JobId;

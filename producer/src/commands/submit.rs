@@ -9,7 +9,7 @@ use mcpq_core::job::eml::parse_eml;
 use mcpq_core::job::{Attachment, Job, JobPayload, PlanStep, ReplySpec};
 use serde_json::{json, Map, Value};
 
-use crate::cli::{EmailArgs, SubmitArgs, SubmitKind};
+use crate::cli::{EmailArgs, EmailPlanArgs, SubmitArgs, SubmitKind};
 use crate::commands::{wait, Ctx};
 use crate::{attach, exit, output};
 
@@ -42,24 +42,48 @@ fn read_source(path: &std::path::Path, limit: usize) -> anyhow::Result<Vec<u8>> 
 /// `mcpq submit email`: the raw message parsed here, so a broken one is a usage error.
 fn email_job(args: &EmailArgs, limit: usize) -> anyhow::Result<Job> {
     let raw = read_source(&args.eml, limit)?;
-    let mut email =
-        parse_eml(&raw).map_err(|e| exit::usage(format!("{}: {e}", args.eml.display())))?;
-    let steps_text = match args.steps.strip_prefix('@') {
-        Some(file) => {
-            String::from_utf8_lossy(&read_source(std::path::Path::new(file), limit)?).into_owned()
-        }
-        None => args.steps.clone(),
-    };
-    email.steps = serde_json::from_str::<Vec<PlanStep>>(&steps_text)
-        .map_err(|e| exit::usage(format!("--steps must be a JSON array of steps: {e}")))?;
-    email.instructions = args.instructions.clone();
-    email.servers = args.servers.clone();
-    email.reply = args.reply_text.as_ref().map(|text| ReplySpec {
-        text: text.clone(),
-        subject: args.reply_subject.clone(),
-        send: args.send_reply,
-    });
-    Ok(Job::email(email, Default::default()))
+    let plan = EmailPlan::from_args(&args.plan, limit)?;
+    plan.job(&raw)
+        .map_err(|e| exit::usage(format!("{}: {e}", args.eml.display())))
+}
+
+/// An email job's plan, read once (`--steps @FILE`), for one message or a mailbox's.
+pub struct EmailPlan<'a> {
+    args: &'a EmailPlanArgs,
+    steps: Vec<PlanStep>,
+}
+
+impl<'a> EmailPlan<'a> {
+    /// Reads and parses `--steps` (exit 2 when it is missing or not a JSON array of steps).
+    pub fn from_args(args: &'a EmailPlanArgs, limit: usize) -> anyhow::Result<Self> {
+        let Some(steps) = &args.steps else {
+            return Err(exit::usage(
+                "--steps is required for email jobs: a JSON array of steps, or @FILE",
+            ));
+        };
+        let steps_text = match steps.strip_prefix('@') {
+            Some(file) => String::from_utf8_lossy(&read_source(std::path::Path::new(file), limit)?)
+                .into_owned(),
+            None => steps.clone(),
+        };
+        let steps = serde_json::from_str::<Vec<PlanStep>>(&steps_text)
+            .map_err(|e| exit::usage(format!("--steps must be a JSON array of steps: {e}")))?;
+        Ok(EmailPlan { args, steps })
+    }
+
+    /// The email job for one raw message, or why the message cannot be read.
+    pub fn job(&self, raw: &[u8]) -> Result<Job, String> {
+        let mut email = parse_eml(raw).map_err(|e| e.to_string())?;
+        email.steps = self.steps.clone();
+        email.instructions = self.args.instructions.clone();
+        email.servers = self.args.servers.clone();
+        email.reply = self.args.reply_text.as_ref().map(|text| ReplySpec {
+            text: text.clone(),
+            subject: self.args.reply_subject.clone(),
+            send: self.args.send_reply,
+        });
+        Ok(Job::email(email, Default::default()))
+    }
 }
 
 /// Fills in the email job's attachment files: a JSON `path` only under `--attach-root`
