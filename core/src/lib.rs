@@ -5,7 +5,8 @@
 //! the runners on top and re-exports these modules under the same names.
 //!
 //! The layers (docs/ARCHITECTURE.md): 1 data and validation, no I/O (`duration`,
-//! `failure`, `template`, `job`, `config`, `backoff`, `terminal`) -> 2 `queue` (Redis).
+//! `failure`, `template`, `job`, `config`, `backoff`, `terminal`, `cli_error`) -> 2
+//! `queue` (Redis).
 //! Imports only go down (`tests/layers.rs`), and nothing here can import the execution
 //! layers: they live in another crate that depends on this one.
 //!
@@ -21,8 +22,11 @@
 //!   `docs/GUARANTEES.md`).
 //! - Every failure has one [`failure::FailureKind`], and the README's error table is
 //!   checked against the enum by a test.
+//! - Every error of a command line has one [`cli_error::CliErrorKind`] and one exit code,
+//!   the same under `--json`; README's table of them is checked by a test too.
 
 pub mod backoff;
+pub mod cli_error;
 pub mod config;
 pub mod duration;
 pub mod failure;

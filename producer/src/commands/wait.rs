@@ -23,13 +23,13 @@ pub async fn run(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
         let status = status_record(ctx, producer.store(), &id).await?;
         if status.status.is_finished() || Instant::now() >= deadline {
             let record = record(ctx, producer.store(), &id).await?;
-            if !status.status.is_finished() {
-                eprintln!(
-                    "gave up waiting after {}",
-                    mcpq_core::duration::format(timeout)
-                );
-            }
-            return Ok(result::show(ctx, &record));
+            let gave_up = format!(
+                "gave up waiting after {}",
+                mcpq_core::duration::format(timeout)
+            );
+            // Said only if the job is still unfinished now (it may have finished since
+            // the status was read).
+            return Ok(result::show(ctx, &record, Some(&gave_up)));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::time::sleep(pause.advance().min(left)).await;
