@@ -5,7 +5,8 @@
 //! the runners on top and re-exports these modules under the same names.
 //!
 //! The layers (docs/ARCHITECTURE.md): 1 data and validation, no I/O (`duration`,
-//! `failure`, `template`, `job`, `config`, `backoff`, `terminal`) -> 2 `queue` (Redis).
+//! `failure`, `template`, `job`, `config`, `backoff`, `terminal`, `cli_error`) -> 2
+//! `queue` (Redis).
 //! Imports only go down (`tests/layers.rs`), and nothing here can import the execution
 //! layers: they live in another crate that depends on this one.
 //!
@@ -21,6 +22,8 @@
 //!   `docs/GUARANTEES.md`).
 //! - Every failure has one [`failure::FailureKind`], and the README's error table is
 //!   checked against the enum by a test.
+//! - Every error of a command line has one [`cli_error::CliErrorKind`] and one exit code,
+//!   the same under `--json`; README's table of them is checked by a test too.
 
 //!
 //! # Enqueueing from Rust
@@ -36,6 +39,7 @@
 #![doc = concat!("```ignore\n", include_str!("../examples/producer.rs"), "\n```")]
 
 pub mod backoff;
+pub mod cli_error;
 pub mod config;
 pub mod duration;
 pub mod failure;

@@ -30,7 +30,7 @@ pub const HOW_TO_ATTACH: &str = "a job file cannot choose local files to read; a
 /// taken from `root`; the result, symlinks resolved, must be inside `root`.
 pub fn resolve_under(root: &Path, path: &str, field: &str) -> anyhow::Result<PathBuf> {
     let root = root.canonicalize().map_err(|e| {
-        exit::usage(format!(
+        exit::invalid_job(format!(
             "--attach-root {}: cannot use it: {e}",
             root.display()
         ))
@@ -38,9 +38,9 @@ pub fn resolve_under(root: &Path, path: &str, field: &str) -> anyhow::Result<Pat
     let full = root.join(path);
     let real = full
         .canonicalize()
-        .map_err(|e| exit::usage(format!("{field}: cannot read {}: {e}", full.display())))?;
+        .map_err(|e| exit::invalid_job(format!("{field}: cannot read {}: {e}", full.display())))?;
     if !real.starts_with(&root) {
-        return Err(exit::usage(format!(
+        return Err(exit::invalid_job(format!(
             "{field}: {path:?} is outside --attach-root {} (resolved to {})",
             root.display(),
             real.display()
@@ -68,8 +68,9 @@ pub fn read_file(
     limit_key: &str,
     field: &str,
 ) -> anyhow::Result<Vec<u8>> {
-    let cannot =
-        |e: std::io::Error| exit::usage(format!("{field}: cannot read {}: {e}", path.display()));
+    let cannot = |e: std::io::Error| {
+        exit::invalid_job(format!("{field}: cannot read {}: {e}", path.display()))
+    };
     // Non-blocking: opening a FIFO for reading must not wait for a writer.
     let nofollow = match symlinks {
         Symlinks::Follow => 0,
@@ -82,13 +83,13 @@ pub fn read_file(
         .map_err(cannot)?;
     let meta = file.metadata().map_err(cannot)?;
     if !meta.is_file() {
-        return Err(exit::usage(format!(
+        return Err(exit::invalid_job(format!(
             "{field}: {} is not a regular file",
             path.display()
         )));
     }
     let too_big = |size: u64| {
-        exit::usage(format!(
+        exit::invalid_job(format!(
             "{field}: {} is {size} bytes; the limit ({limit_key}) is {limit}",
             path.display()
         ))

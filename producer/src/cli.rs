@@ -23,7 +23,8 @@ pub struct Cli {
     /// Key namespace; overrides namespace in the config.
     #[arg(long, global = true, env = "MCPQ_NAMESPACE")]
     pub namespace: Option<String>,
-    /// Print one JSON object per line on stdout (each with a "type" field) instead of text.
+    /// Print one JSON object per line on stdout (each with a "type" field) instead of text;
+    /// an error is one {"type":"error","kind":...} object on stderr (kinds: see README).
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]

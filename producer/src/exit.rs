@@ -1,56 +1,56 @@
-//! Exit codes, and the error type that carries one.
+//! Exit codes, and the errors that carry one: a [`CliError`] whose kind decides the code
+//! and, under `--json`, the `kind` field (`mcpq_core::cli_error`, shared with
+//! `mcpq-worker check`).
 
-use std::fmt;
+use mcpq_core::cli_error::{CliError, CliErrorKind};
 
-/// The job succeeded / the command worked.
-pub const OK: u8 = 0;
-/// The job failed.
-pub const JOB_FAILED: u8 = 1;
-/// Usage or input error.
-pub const USAGE: u8 = 2;
-/// Redis cannot be reached, or refused the command (out of memory, an ACL, read-only
-/// replica...): the environment, not the job.
-pub const REDIS_DOWN: u8 = 3;
-/// The job has not finished.
-pub const NOT_FINISHED: u8 = 4;
+/// The codes `main` and the commands return themselves; every other code comes from an
+/// error's kind ([`CliErrorKind::exit_code`]).
+pub use mcpq_core::cli_error::{EXIT_OK as OK, EXIT_USAGE as USAGE};
 
-/// An error that decides the exit code.
-#[derive(Debug)]
-pub struct Exit {
-    /// The code.
-    pub code: u8,
-    /// The message for stderr.
-    pub message: String,
+/// An error of `kind` with `message` (its exit code is the kind's).
+pub fn error(kind: CliErrorKind, message: impl Into<String>) -> anyhow::Error {
+    CliError::new(kind, message).into()
 }
 
-impl fmt::Display for Exit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Exit {}
-
-/// A usage/input error (exit 2).
+/// Bad flags or arguments (exit 2).
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
-    Exit {
-        code: USAGE,
-        message: message.into(),
-    }
-    .into()
+    error(CliErrorKind::Usage, message)
 }
 
-/// Maps a queue error: a job over `queue.max_payload` is the input's fault (exit 2);
-/// everything else (Redis unreachable, out of memory, an ACL refusal, unreadable data)
-/// is the environment's (exit 3). Never exit 1: that says a *job* is dead or cancelled.
+/// The job given cannot be read or fails validation (exit 2).
+pub fn invalid_job(message: impl Into<String>) -> anyhow::Error {
+    error(CliErrorKind::InvalidJob, message)
+}
+
+/// No such job in the namespace (exit 2).
+pub fn unknown_job(message: impl Into<String>) -> anyhow::Error {
+    error(CliErrorKind::UnknownJob, message)
+}
+
+/// The config or the environment is wrong (exit 2).
+pub fn config(message: impl Into<String>) -> anyhow::Error {
+    error(CliErrorKind::Config, message)
+}
+
+/// Maps a queue error: a job over `queue.max_payload` is the input's fault
+/// (`invalid_job`, exit 2); a record mcpq did not write is `corrupt_record`; everything
+/// else (Redis unreachable, out of memory, an ACL refusal) is `redis`. Both exit 3: the
+/// environment, not the job. Never exit 1: that says a *job* is dead or cancelled.
 pub fn queue(err: mcpq_core::queue::QueueError) -> anyhow::Error {
-    let code = match err {
-        mcpq_core::queue::QueueError::TooLarge { .. } => USAGE,
-        _ => REDIS_DOWN,
+    use mcpq_core::queue::QueueError;
+    let kind = match err {
+        QueueError::TooLarge { .. } => CliErrorKind::InvalidJob,
+        QueueError::Corrupt { .. } => CliErrorKind::CorruptRecord,
+        _ => CliErrorKind::Redis,
     };
-    Exit {
-        code,
-        message: err.to_string(),
-    }
-    .into()
+    error(kind, err.to_string())
+}
+
+/// The kind and exit code of an error a command returned: its [`CliError`]'s, or
+/// `internal` (exit 1, as before kinds existed) for anything else, which is a bug.
+pub fn kind_of(err: &anyhow::Error) -> CliErrorKind {
+    err.downcast_ref::<CliError>()
+        .map(|e| e.kind)
+        .unwrap_or(CliErrorKind::Internal)
 }

@@ -1,11 +1,14 @@
 //! Printing: data to stdout (text or JSON lines with a "type" field), messages to stderr.
 //! A closed stdout (`mcpq status ID | head`) is not an error. Every human line is
 //! escaped for the terminal ([`mcpq_core::terminal`]); JSON lines are safe as they are.
+//! Errors and warnings go to stderr through [`error`] and [`warning`]: under `--json`
+//! each is one JSON line (see [`mcpq_core::cli_error`]), nothing else.
 
 use std::io::Write;
 
 use mcpq_core::terminal::{escape, one_line, Newlines};
 
+use mcpq_core::cli_error::{CliError, CliWarningKind};
 use mcpq_core::failure::FailureKind;
 use mcpq_core::queue::{JobFailure, JobRecord};
 use serde_json::{json, Value};
@@ -19,6 +22,34 @@ pub fn line(text: &str) {
 /// Writes a message to stderr, control characters escaped.
 pub fn eline(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{}", escape(text, Newlines::Keep));
+}
+
+/// The program's prefix on most text-mode error lines (`mcpq: no job ...`); JSON
+/// messages never carry it.
+pub const PREFIX: &str = "mcpq: ";
+
+/// Reports a command's error on stderr: `{prefix}{message}` escaped for the terminal,
+/// or under `--json` the one line `{"type":"error","kind":...,"message":...}`.
+pub fn error(json: bool, err: &CliError, prefix: &str) {
+    if json {
+        json_eline(&err.to_json());
+    } else {
+        eline(&format!("{prefix}{}", err.message));
+    }
+}
+
+/// Reports a warning (the command goes on) on stderr, like [`error`].
+pub fn warning(json: bool, kind: CliWarningKind, message: &str, prefix: &str) {
+    if json {
+        json_eline(&kind.to_json(message));
+    } else {
+        eline(&format!("{prefix}{message}"));
+    }
+}
+
+/// Writes one JSON line (already escaped) to stderr.
+fn json_eline(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 /// Writes `text` as it is (JSON, already escaped).

@@ -82,7 +82,9 @@ pub mod supervisor;
 pub mod tls;
 
 // The core crate's modules, under the paths they always had here.
-pub use mcpq_core::{backoff, config, duration, failure, job, queue, template, terminal};
+pub use mcpq_core::{
+    backoff, cli_error, config, duration, failure, job, queue, template, terminal,
+};
 
 pub use config::Config;
 pub use job::{Job, JobId};

@@ -9,6 +9,7 @@ mod email; // email jobs: the .eml corpus, attachments, reply drafts
 mod end_to_end; // submit -> worker -> MCP server -> result, one job to many
 mod failures; // tool errors, server crashes, stderr floods
 mod http; // streamable-HTTP servers: bearer tokens, headers, a server that goes away
+mod json_errors; // under --json every error is one JSON object on stderr, same exit code
 mod llm; // LLM mode against a scripted OpenAI-compatible API
 mod plans; // plans as small programs: templates, continue_on_error
 mod pool; // the warm session pool: reuse, multiplexing, replacement, limits

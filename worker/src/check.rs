@@ -10,7 +10,9 @@
 //! (`startup_timeout` + `call_timeout`), so the check ends.
 //!
 //! Exit status: 0 every server answered, 1 one or more failed, 2 bad flags, config or
-//! an unknown server name.
+//! an unknown server name. Those errors go to stderr, under `--json` as the producer's
+//! do: one `{"type": "error", "kind": ...}` line (`mcpq_shared::cli_error`; `config`,
+//! `usage`, `internal`), so `mcpq servers check --json` keeps its contract.
 
 use std::io::Write;
 use std::path::Path;
@@ -18,6 +20,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
+use mcpq_shared::cli_error::{CliError, CliErrorKind};
 use mcpq_shared::mcp::McpSession;
 use mcpq_shared::supervisor::Supervisor;
 use mcpq_shared::terminal::{escape, Newlines};
@@ -39,21 +42,18 @@ pub fn main(config: Option<&Path>, args: CheckArgs) -> ExitCode {
     let config = match Config::load(config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}", escape(&format!("mcpq-worker: {e}"), Newlines::Keep));
-            return ExitCode::from(2);
+            let err = CliError::new(CliErrorKind::Config, e.to_string());
+            return report(&args, &err, Newlines::Keep);
         }
     };
     for name in &args.names {
         if !config.servers.contains_key(name) {
             let known = config.server_names().collect::<Vec<_>>().join(", ");
-            eprintln!(
-                "{}",
-                escape(
-                    &format!("mcpq-worker: unknown server `{name}` (configured: {known})"),
-                    Newlines::Escape
-                )
+            let err = CliError::new(
+                CliErrorKind::Usage,
+                format!("unknown server `{name}` (configured: {known})"),
             );
-            return ExitCode::from(2);
+            return report(&args, &err, Newlines::Escape);
         }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -62,8 +62,11 @@ pub fn main(config: Option<&Path>, args: CheckArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mcpq-worker: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            let err = CliError::new(
+                CliErrorKind::Internal,
+                format!("cannot start the async runtime: {e}"),
+            );
+            return report(&args, &err, Newlines::Keep);
         }
     };
     let failed = runtime.block_on(check(&config, &args));
@@ -123,6 +126,20 @@ async fn check(config: &Config, args: &CheckArgs) -> usize {
         }
     }
     failed
+}
+
+/// Prints an error that stops the check on stderr (`mcpq-worker: MESSAGE`, escaped with
+/// `newlines`, or one JSON line under `--json`) and returns its exit code.
+fn report(args: &CheckArgs, err: &CliError, newlines: Newlines) -> ExitCode {
+    if args.json {
+        eprintln!("{}", err.to_json());
+    } else {
+        eprintln!(
+            "{}",
+            escape(&format!("mcpq-worker: {}", err.message), newlines)
+        );
+    }
+    ExitCode::from(err.exit_code())
 }
 
 /// One line of text on stdout, control characters escaped.

@@ -103,7 +103,10 @@ fn main() -> ExitCode {
     }
     // 1. Before anything spawns a thread: see the module doc.
     let reset = supervisor::reset_own_signal_state();
-    let mut args = Args::parse();
+    let mut args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => return flag_error(e),
+    };
     if let Some(WorkerCommand::Check(check_args)) = args.command.take() {
         return check::main(args.config.as_deref(), check_args);
     }
@@ -148,6 +151,24 @@ fn default_name() -> String {
         .unwrap_or_else(|_| "host".to_string());
     let random = ulid::Ulid::generate().random() as u32;
     format!("{host}-{}-{random:08x}", std::process::id())
+}
+
+/// Prints clap's error or help and returns its exit status (2, or 0 for --help and
+/// --version), as `Args::parse` would; a usage error is one JSON line when `--json` is
+/// among the flags (`check --json`, which `mcpq servers check --json` runs).
+fn flag_error(e: clap::Error) -> ExitCode {
+    let json = mcpq_shared::cli_error::json_requested(std::env::args_os().skip(1));
+    if !e.use_stderr() || !json {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+    }
+    let message = e.render().to_string();
+    let err = mcpq_shared::cli_error::CliError::new(
+        mcpq_shared::cli_error::CliErrorKind::Usage,
+        message.trim_end(),
+    );
+    eprintln!("{}", err.to_json());
+    ExitCode::from(err.exit_code())
 }
 
 /// Reads and checks the configuration (before the runtime: file reads are blocking).

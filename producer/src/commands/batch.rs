@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mcpq_core::cli_error::{CliError, CliErrorKind};
 use mcpq_core::job::{Job, JobId};
 use mcpq_core::queue::batch::{self, BatchCreated, BatchSpec, BatchStatus};
 use mcpq_core::queue::control::{self, Cancelled};
@@ -226,19 +227,16 @@ fn spool_mailbox(
     Ok((spool.into_temp_path(), invalid))
 }
 
-/// Reports one bad input item (a line, or a mailbox's message).
+/// Reports one bad input item (a line, or a mailbox's message) on stderr: `line N:
+/// reason`, or under `--json` an `invalid_job` error object with `"line": N` (the
+/// message's number for a mailbox).
 fn report_invalid(ctx: &Ctx, unit: &str, number: u64, label: Option<&str>, problem: &str) {
-    if ctx.json {
-        output::json_line(
-            "invalid_line",
-            json!({unit: number, "name": label, "message": problem}),
-        );
-    } else {
-        let name = label
-            .map(|l| format!(" ({})", one_line(l)))
-            .unwrap_or_default();
-        output::eline(&format!("{unit} {number}{name}: {}", one_line(problem)));
-    }
+    let name = label
+        .map(|l| format!(" ({})", one_line(l)))
+        .unwrap_or_default();
+    let message = format!("{unit} {number}{name}: {}", one_line(problem));
+    let error = CliError::new(CliErrorKind::InvalidJob, message).at_line(number);
+    output::error(ctx.json, &error, "");
 }
 
 /// What the first pass found.
@@ -456,7 +454,7 @@ async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
     let mut checked = check_all(ctx, &path, unit)?;
     checked.invalid += unreadable;
     if checked.invalid > 0 && !args.skip_invalid {
-        return Err(exit::usage(format!(
+        return Err(exit::invalid_job(format!(
             "{} invalid {unit}(s), listed above: nothing submitted (fix them, or pass --skip-invalid to submit the {} valid ones)",
             checked.invalid, checked.valid
         )));
@@ -561,7 +559,7 @@ async fn read_status(
         .await
         .map_err(exit::queue)?
         .ok_or_else(|| {
-            exit::usage(format!(
+            exit::unknown_job(format!(
                 "no batch {} in namespace `{}`",
                 one_line(id),
                 ctx.config.namespace
@@ -692,13 +690,15 @@ async fn wait(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
             if let Some(bar) = &bar {
                 bar.abandon();
             }
-            output::eline(&format!(
-                "mcpq: batch {}: {} job(s) still pending after {}",
-                s.id,
-                s.pending,
-                mcpq_core::duration::format(timeout)
+            return Err(exit::error(
+                CliErrorKind::NotFinished,
+                format!(
+                    "batch {}: {} job(s) still pending after {}",
+                    s.id,
+                    s.pending,
+                    mcpq_core::duration::format(timeout)
+                ),
             ));
-            return Ok(exit::NOT_FINISHED);
         }
         tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
         s = read_status(ctx, &mut conn, &keys, id).await?;
@@ -709,11 +709,16 @@ async fn wait(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
     if !ctx.json {
         output::line(&status_text(&s));
     }
-    Ok(if s.dead + s.cancelled > 0 {
-        exit::JOB_FAILED
-    } else {
-        exit::OK
-    })
+    if s.dead + s.cancelled > 0 {
+        return Err(exit::error(
+            CliErrorKind::JobFailed,
+            format!(
+                "batch {}: {} job(s) dead, {} cancelled (`mcpq batch results {}` has their errors)",
+                s.id, s.dead, s.cancelled, s.id
+            ),
+        ));
+    }
+    Ok(exit::OK)
 }
 
 async fn results(ctx: &Ctx, args: BatchResultsArgs) -> anyhow::Result<u8> {

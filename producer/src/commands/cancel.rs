@@ -24,7 +24,7 @@ pub async fn run(ctx: &Ctx, id: &str) -> anyhow::Result<u8> {
             (false, format!("already {s}: nothing to cancel"), s.as_str())
         }
         Cancelled::Unknown => {
-            return Err(exit::usage(format!(
+            return Err(exit::unknown_job(format!(
                 "no job {id} in namespace `{}`",
                 ctx.config.namespace
             )))

@@ -43,7 +43,7 @@ pub async fn run(ctx: &Ctx, action: DlqAction) -> anyhow::Result<u8> {
                 .await
                 .map_err(exit::queue)?
                 .ok_or_else(|| {
-                    exit::usage(format!(
+                    exit::unknown_job(format!(
                         "no job {} in namespace `{}`",
                         arg.id, ctx.config.namespace
                     ))
@@ -73,12 +73,12 @@ pub async fn run(ctx: &Ctx, action: DlqAction) -> anyhow::Result<u8> {
             {
                 control::Requeued::Yes => {}
                 control::Requeued::NotDead => {
-                    return Err(exit::usage(format!(
+                    return Err(exit::unknown_job(format!(
                         "job {id} is not in the dead-letter set"
                     )))
                 }
                 control::Requeued::NoPayload => {
-                    return Err(exit::usage(format!(
+                    return Err(exit::invalid_job(format!(
                         "{id} is a malformed queue entry with no payload: nothing could run; remove it with mcpq dlq purge"
                     )))
                 }

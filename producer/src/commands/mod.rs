@@ -24,12 +24,12 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The URL to connect with, password from `redis_password_env` included (exit 2 if
-    /// that variable is not set).
+    /// The URL to connect with, password from `redis_password_env` included (`config`,
+    /// exit 2, if that variable is not set).
     pub fn redis_url(&self) -> anyhow::Result<String> {
         self.config
             .redis_connect_url()
-            .map_err(|e| exit::usage(e.to_string()))
+            .map_err(|e| exit::config(e.to_string()))
     }
 
     /// Connects to Redis (exit 3 with the URL if it cannot).
@@ -45,7 +45,8 @@ impl Ctx {
     }
 }
 
-/// The record of job `id` (exit 2 if there is no such job in the namespace).
+/// The record of job `id` (`unknown_job`, exit 2, if there is no such job in the
+/// namespace).
 pub async fn record(
     ctx: &Ctx,
     store: &mcpq_core::queue::ResultStore,
@@ -54,8 +55,8 @@ pub async fn record(
     known(ctx, id, store.get(&id.to_string()).await)
 }
 
-/// The record of job `id` without its result and payload (exit 2 if there is no such
-/// job): what a status needs, however big the result is.
+/// The record of job `id` without its result and payload (`unknown_job` if there is no
+/// such job): what a status needs, however big the result is.
 pub async fn status_record(
     ctx: &Ctx,
     store: &mcpq_core::queue::ResultStore,
@@ -71,14 +72,14 @@ fn known(
     read: Result<Option<mcpq_core::queue::JobRecord>, mcpq_core::queue::QueueError>,
 ) -> anyhow::Result<mcpq_core::queue::JobRecord> {
     read.map_err(exit::queue)?.ok_or_else(|| {
-        exit::usage(format!(
+        exit::unknown_job(format!(
             "no job {id} in namespace `{}`",
             ctx.config.namespace
         ))
     })
 }
 
-/// Parses a job id argument (exit 2 if it is not one).
+/// Parses a job id argument (`usage`, exit 2, if it is not one).
 pub fn parse_id(text: &str) -> anyhow::Result<JobId> {
     text.parse()
         .map_err(|e: mcpq_core::job::JobError| exit::usage(e.to_string()))
@@ -88,7 +89,7 @@ pub fn parse_id(text: &str) -> anyhow::Result<JobId> {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let config = Config::load(cli.config.as_deref())
         .and_then(|c| c.with_overrides(cli.redis_url.clone(), cli.namespace.clone()))
-        .map_err(|e| exit::usage(e.to_string()))?;
+        .map_err(|e| exit::config(e.to_string()))?;
     let ctx = Ctx {
         config,
         json: cli.json,

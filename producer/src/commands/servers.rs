@@ -4,6 +4,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
+use mcpq_core::cli_error::CliWarningKind;
 use mcpq_core::queue::{self, servers, Keys};
 use serde_json::json;
 
@@ -36,7 +37,12 @@ async fn list(ctx: &Ctx) -> anyhow::Result<u8> {
         .await
         .map_err(exit::queue)?;
     if ctx.config.servers.is_empty() {
-        eprintln!("no servers configured (pass --config or set MCPQ_CONFIG)");
+        output::warning(
+            ctx.json,
+            CliWarningKind::NoServersConfigured,
+            "no servers configured (pass --config or set MCPQ_CONFIG)",
+            "",
+        );
     }
     for (name, server) in &ctx.config.servers {
         let report = reports.get(name);
@@ -101,7 +107,7 @@ fn check(ctx: &Ctx, cli_config: Option<&Path>, names: &[String]) -> anyhow::Resu
     cmd.arg("--").args(names);
     // Returns only if the exec failed.
     let err = cmd.exec();
-    Err(exit::usage(format!(
+    Err(exit::config(format!(
         "`mcpq servers check` runs `mcpq-worker check`, which could not start ({}: {err}); \
          install mcpq-worker next to mcpq or on PATH",
         worker.display()

@@ -4,6 +4,7 @@
 
 use std::io::Read;
 
+use mcpq_core::cli_error::{CliErrorKind, CliWarningKind};
 use mcpq_core::config::email::EmailSettings;
 use mcpq_core::job::eml::parse_eml;
 use mcpq_core::job::{Attachment, Job, JobPayload, PlanStep, ReplySpec};
@@ -22,17 +23,18 @@ fn read_source(path: &std::path::Path, limit: usize) -> anyhow::Result<Vec<u8>> 
     let (what, reader): (String, Box<dyn Read>) = if path.as_os_str() == "-" {
         ("stdin".to_string(), Box::new(std::io::stdin()))
     } else {
-        let file = std::fs::File::open(path)
-            .map_err(|e| exit::usage(format!("cannot read job file {}: {e}", path.display())))?;
+        let file = std::fs::File::open(path).map_err(|e| {
+            exit::invalid_job(format!("cannot read job file {}: {e}", path.display()))
+        })?;
         (path.display().to_string(), Box::new(file))
     };
     let mut buf = Vec::new();
     reader
         .take(limit as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| exit::usage(format!("cannot read {what}: {e}")))?;
+        .map_err(|e| exit::invalid_job(format!("cannot read {what}: {e}")))?;
     if buf.len() > limit {
-        return Err(exit::usage(format!(
+        return Err(exit::invalid_job(format!(
             "{what} is more than {limit} bytes; the limit (queue.max_payload) is {limit}"
         )));
     }
@@ -44,7 +46,7 @@ fn email_job(args: &EmailArgs, limit: usize) -> anyhow::Result<Job> {
     let raw = read_source(&args.eml, limit)?;
     let plan = EmailPlan::from_args(&args.plan, limit)?;
     plan.job(&raw)
-        .map_err(|e| exit::usage(format!("{}: {e}", args.eml.display())))
+        .map_err(|e| exit::invalid_job(format!("{}: {e}", args.eml.display())))
 }
 
 /// An email job's plan, read once (`--steps @FILE`), for one message or a mailbox's.
@@ -66,8 +68,9 @@ impl<'a> EmailPlan<'a> {
                 .into_owned(),
             None => steps.clone(),
         };
-        let steps = serde_json::from_str::<Vec<PlanStep>>(&steps_text)
-            .map_err(|e| exit::usage(format!("--steps must be a JSON array of steps: {e}")))?;
+        let steps = serde_json::from_str::<Vec<PlanStep>>(&steps_text).map_err(|e| {
+            exit::invalid_job(format!("--steps must be a JSON array of steps: {e}"))
+        })?;
         Ok(EmailPlan { args, steps })
     }
 
@@ -114,7 +117,7 @@ fn attach_files(job: &mut Job, args: &SubmitArgs, limits: &EmailSettings) -> any
     }
     let count = email.attachments.len();
     if count > limits.max_attachments {
-        return Err(exit::usage(format!(
+        return Err(exit::invalid_job(format!(
             "the job has {count} attachments; the limit (email.max_attachments) is {}",
             limits.max_attachments
         )));
@@ -134,7 +137,7 @@ fn attach_files(job: &mut Job, args: &SubmitArgs, limits: &EmailSettings) -> any
                 (std::path::PathBuf::from(&path), attach::Symlinks::Follow)
             } else {
                 let root = args.attach_root.as_deref().ok_or_else(|| {
-                    exit::usage(format!("{field}.path: {}", attach::HOW_TO_ATTACH))
+                    exit::invalid_job(format!("{field}.path: {}", attach::HOW_TO_ATTACH))
                 })?;
                 let real = attach::resolve_under(root, &path, &format!("{field}.path"))?;
                 (real, attach::Symlinks::Refuse)
@@ -145,14 +148,14 @@ fn attach_files(job: &mut Job, args: &SubmitArgs, limits: &EmailSettings) -> any
         }
         let size = a.decoded_len() as u64;
         if size > limits.max_attachment {
-            return Err(exit::usage(format!(
+            return Err(exit::invalid_job(format!(
                 "{field} ({:?}) is {size} bytes; the limit (email.max_attachment) is {}",
                 a.name, limits.max_attachment
             )));
         }
         total += size;
         if total > limits.max_attachments_total {
-            return Err(exit::usage(format!(
+            return Err(exit::invalid_job(format!(
                 "the attachments add up to more than {} bytes (email.max_attachments_total)",
                 limits.max_attachments_total
             )));
@@ -165,7 +168,7 @@ fn build(args: &SubmitArgs, limits: &EmailSettings, max_payload: usize) -> anyho
     let mut job = match (&args.kind, &args.file) {
         (Some(SubmitKind::Agent(a)), _) => {
             let arguments: Map<String, Value> = serde_json::from_str(&a.args)
-                .map_err(|e| exit::usage(format!("--args must be a JSON object: {e}")))?;
+                .map_err(|e| exit::invalid_job(format!("--args must be a JSON object: {e}")))?;
             Job::agent(
                 vec![PlanStep {
                     name: None,
@@ -180,7 +183,7 @@ fn build(args: &SubmitArgs, limits: &EmailSettings, max_payload: usize) -> anyho
         (Some(SubmitKind::Email(e)), _) => email_job(e, max_payload)?,
         (None, Some(path)) => {
             let text = read_source(path, max_payload)?;
-            Job::from_json(&text).map_err(|e| exit::usage(e.to_string()))?
+            Job::from_json(&text).map_err(|e| exit::invalid_job(e.to_string()))?
         }
         (None, None) => {
             return Err(exit::usage(
@@ -202,7 +205,8 @@ fn build(args: &SubmitArgs, limits: &EmailSettings, max_payload: usize) -> anyho
         job.options.idempotency_key = Some(k.clone());
     }
     attach_files(&mut job, args, limits)?;
-    job.validate().map_err(|e| exit::usage(e.to_string()))?;
+    job.validate()
+        .map_err(|e| exit::invalid_job(e.to_string()))?;
     Ok(job)
 }
 
@@ -214,21 +218,26 @@ pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<u8> {
         } else {
             ""
         };
-        exit::usage(format!("{e}{hint}"))
+        exit::invalid_job(format!("{e}{hint}"))
     })?;
     let producer = ctx.producer().await?;
     let submitted = producer.submit(&job).await.map_err(exit::queue)?;
     let id = submitted.id.clone();
     if submitted.duplicate_id {
-        return Err(exit::usage(format!(
+        return Err(exit::error(CliErrorKind::DuplicateId, format!(
             "a job with id {id} exists already: nothing enqueued (leave `id` out to get a fresh one, or use an idempotency key to make a resubmit return the first job)"
         )));
     }
     if !submitted.created {
-        output::eline(&format!(
-            "mcpq: idempotency key {:?} was already used by job {id} (within queue.idempotency_ttl): nothing enqueued",
-            job.options.idempotency_key.as_deref().unwrap_or("")
-        ));
+        output::warning(
+            ctx.json,
+            CliWarningKind::IdempotencyKeyUsed,
+            &format!(
+                "idempotency key {:?} was already used by job {id} (within queue.idempotency_ttl): nothing enqueued",
+                job.options.idempotency_key.as_deref().unwrap_or("")
+            ),
+            output::PREFIX,
+        );
     }
     if ctx.json {
         output::json_line(

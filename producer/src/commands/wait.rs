@@ -16,16 +16,15 @@ pub async fn run(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
         .await
         .map_err(exit::queue)?
         .ok_or_else(|| {
-            exit::usage(format!(
+            exit::unknown_job(format!(
                 "no job {id} in namespace `{}`",
                 ctx.config.namespace
             ))
         })?;
-    if !record.status.is_finished() {
-        eprintln!(
-            "gave up waiting after {}",
-            mcpq_core::duration::format(timeout)
-        );
-    }
-    Ok(result::show(ctx, &record))
+    let gave_up = format!(
+        "gave up waiting after {}",
+        mcpq_core::duration::format(timeout)
+    );
+    // Said only if the job is still unfinished.
+    Ok(result::show(ctx, &record, Some(&gave_up)))
 }
