@@ -72,18 +72,17 @@ fn a_10k_line_file_with_3_bad_lines_is_refused_then_runs_with_skip_invalid_in_in
         "--json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let mut lines = text(&out.stdout)
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("one summary on stdout");
+    let errors = text(&out.stderr)
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .map(|l| serde_json::from_str::<Value>(l).expect("json error line"))
         .collect::<Vec<_>>();
-    let summary = lines.pop().expect("summary");
+    assert_eq!(errors.len(), 3, "one error object per bad line: {errors:?}");
+    assert!(errors
+        .iter()
+        .all(|e| e["type"] == "error" && e["kind"] == "invalid_job"));
     assert_eq!(
-        lines.len(),
-        3,
-        "one invalid_line object per bad line: {lines:?}"
-    );
-    assert_eq!(
-        lines
+        errors
             .iter()
             .map(|l| l["line"].as_u64().expect("line"))
             .collect::<Vec<_>>(),

@@ -30,7 +30,6 @@ if batch ~= '' then
     return redis.error_reply('the job list of batch ' .. batch .. ' is a ' .. t .. ', not a list')
   end
 end
-redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - tonumber(ARGV[4]) * 1000)
 local out = {}
 local submitted = string.format('%d', NOW)
 for i = 5, #ARGV, 7 do
@@ -62,4 +61,8 @@ for i = 5, #ARGV, 7 do
     table.insert(out, id)
   end
 end
+-- Last, not first: Redis lets a script that has written once go on writing past
+-- maxmemory (for atomicity), so the first write must be one it refuses when out of
+-- memory (HSET), or an OOM Redis would take jobs in.
+redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - tonumber(ARGV[4]) * 1000)
 return out
