@@ -86,16 +86,17 @@ fn mbox(path: &Path, limit: usize, each: &mut Each<'_>) -> anyhow::Result<()> {
         // A line is read whole, but at most `limit` + 1 bytes of it are kept.
         let n = read_line_bounded(&mut reader, &mut line, limit + 1)
             .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
-        if n == 0 {
-            break;
-        }
-        if line.starts_with(b"From ") {
+        // The end of the file ends the last message, as a "From " line ends the others.
+        if n == 0 || line.starts_with(b"From ") {
             if let Some(message) = current.take() {
                 number += 1;
                 each(
                     format!("mbox message {number}"),
                     message.ok_or(too_big(limit)),
                 )?;
+            }
+            if n == 0 {
+                return Ok(());
             }
             current = Some(Some(Vec::new()));
             continue;
@@ -119,14 +120,6 @@ fn mbox(path: &Path, limit: usize, each: &mut Each<'_>) -> anyhow::Result<()> {
             }
         }
     }
-    if let Some(message) = current.take() {
-        number += 1;
-        each(
-            format!("mbox message {number}"),
-            message.ok_or(too_big(limit)),
-        )?;
-    }
-    Ok(())
 }
 
 /// Reads one line (with its `\n`) into `buf`, keeping at most `keep` bytes of it;

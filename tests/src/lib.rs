@@ -173,15 +173,23 @@ impl TestEnv {
         WorkerProc { child, log }
     }
 
-    /// Runs `mcpq ARGS` with this env's config; `stdin` is fed to it.
-    pub fn mcpq_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(bin("mcpq"))
-            .arg("--config")
+    /// `mcpq ARGS` with this env's config and Redis, and no config from the caller's
+    /// environment.
+    fn mcpq_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("mcpq"));
+        cmd.arg("--config")
             .arg(&self.config)
             .args(args)
             .env_remove("MCPQ_CONFIG")
             .env_remove("MCPQ_NAMESPACE")
-            .env("REDIS_URL", &self.redis_url)
+            .env("REDIS_URL", &self.redis_url);
+        cmd
+    }
+
+    /// Runs `mcpq ARGS` with this env's config; `stdin` is fed to it.
+    pub fn mcpq_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self
+            .mcpq_command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -203,13 +211,8 @@ impl TestEnv {
             .dir
             .join(format!("mcpq-{}.out", ulid::Ulid::generate()));
         let err_path = out_path.with_extension("err");
-        let mut child = Command::new(bin("mcpq"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("MCPQ_CONFIG")
-            .env_remove("MCPQ_NAMESPACE")
-            .env("REDIS_URL", &self.redis_url)
+        let mut child = self
+            .mcpq_command(args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_path).expect("stdout file"))
             .stderr(std::fs::File::create(&err_path).expect("stderr file"))
