@@ -278,10 +278,27 @@ fn cancelling_a_batch_stops_its_jobs_and_its_fan_in_never_runs() {
     let id = summary["id"].as_str().expect("id");
     let then_id = summary["then"].as_str().expect("then id");
     assert_eq!(env.status_json(then_id)["status"], "waiting");
+    // An id someone else wrote into the batch's list is not the batch's: left alone.
+    let stranger = env.submit(&[
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"text":"not mine"}"#,
+    ]);
+    let mut redis = env.redis();
+    let _: () = redis::cmd("RPUSH")
+        .arg(format!("{{{}}}:batch:{id}:jobs", env.namespace))
+        .arg(&stranger)
+        .query(&mut redis)
+        .expect("rpush");
     let out = env.mcpq(&["batch", "cancel", id, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let answer: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(answer["cancelled"], 50);
+    assert_eq!(env.status_json(&stranger)["status"], "queued");
     let out = env.mcpq(&["batch", "wait", id, "--timeout", "10s"]);
     assert_eq!(
         out.status.code(),
@@ -290,7 +307,11 @@ fn cancelling_a_batch_stops_its_jobs_and_its_fan_in_never_runs() {
         text(&out.stderr)
     );
     assert_eq!(env.status_json(then_id)["status"], "cancelled");
-    assert_eq!(env.queue_depth(), 0, "the fan-in was never queued");
+    assert_eq!(
+        env.queue_depth(),
+        1,
+        "the fan-in was never queued (the stranger waits)"
+    );
     let out = env.mcpq(&["batch", "list", "--json"]);
     let listed: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(listed["id"], id);

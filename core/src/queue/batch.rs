@@ -326,6 +326,27 @@ pub async fn member_ids(
         .await?)
 }
 
+/// The ids in `ids` whose record says it belongs to batch `batch` (one pipelined round
+/// trip): a list someone else wrote into names no other job.
+pub async fn belonging(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    batch: &str,
+    ids: &[String],
+) -> Result<Vec<String>, QueueError> {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("HGET").arg(keys.job(id)).arg("batch");
+    }
+    let owners: Vec<Option<String>> = pipe.query_async(conn).await?;
+    Ok(ids
+        .iter()
+        .zip(owners)
+        .filter(|(_, owner)| owner.as_deref() == Some(batch))
+        .map(|(id, _)| id.clone())
+        .collect())
+}
+
 /// The status, line, result or error of each job in `ids` (one pipelined round trip).
 /// A result or error that is not JSON is kept as a JSON string.
 pub async fn member_results(

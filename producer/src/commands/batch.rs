@@ -808,6 +808,10 @@ async fn cancel(ctx: &Ctx, id: &str) -> anyhow::Result<u8> {
             break;
         }
         start += ids.len();
+        // Only jobs whose record names this batch: the list may hold anything.
+        let ids = batch::belonging(&mut conn, &keys, id, &ids)
+            .await
+            .map_err(exit::queue)?;
         for group in ids.chunks(CANCEL_PARALLEL) {
             let answers = futures::future::join_all(group.iter().map(|job| {
                 let mut conn = conn.clone();

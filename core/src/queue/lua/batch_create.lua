@@ -48,6 +48,9 @@ if key ~= '' then
   redis.call('HSET', b, 'idempotency_key', key)
 end
 redis.call('ZADD', P .. ':batches', NOW, id)
+-- The index keeps the batches made within the retention (after the first write, which
+-- must be one an out-of-memory Redis refuses: HSET above).
+redis.call('ZREMRANGEBYSCORE', P .. ':batches', '-inf', NOW - ttl * 1000)
 if final ~= '' then
   local job = job_key(final)
   redis.call('HSET', job, 'status', 'waiting', 'payload', ARGV[10], 'kind', ARGV[11],
