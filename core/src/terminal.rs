@@ -9,8 +9,15 @@
 //! text. Newlines are kept only where the caller's layout puts a multi-line body
 //! ([`Newlines::Keep`]); a one-line field ([`one_line`]) shows them as `\n`.
 //! JSON output needs none of this: serde escapes every control character in strings.
+//!
+//! [`print_line`] and [`print_json`] are how both binaries write their stdout, so the
+//! guarantee and the handling of a closed pipe (`mcpq jobs | head`: exit 0, quietly) live
+//! in one place.
 
 use std::borrow::Cow;
+use std::io::Write;
+
+use serde_json::{json, Value};
 
 /// Whether `\n` (and `\t`) may stay as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +62,33 @@ pub fn escape(text: &str, newlines: Newlines) -> Cow<'_, str> {
 /// A one-line field: [`escape`] with newlines escaped too.
 pub fn one_line(text: &str) -> Cow<'_, str> {
     escape(text, Newlines::Escape)
+}
+
+/// Writes one human line (or a body of lines) to stdout, control characters escaped
+/// (newlines kept); a closed stdout ends the process quietly with 0.
+pub fn print_line(text: &str) {
+    write_stdout(&escape(text, Newlines::Keep));
+}
+
+/// Writes one JSON object with `"type": kind` first, then `fields`, as one line on
+/// stdout (serde escapes every control character).
+pub fn print_json(kind: &str, fields: Value) {
+    let mut obj = serde_json::Map::new();
+    obj.insert("type".to_string(), json!(kind));
+    if let Value::Object(map) = fields {
+        obj.extend(map);
+    }
+    write_stdout(&Value::Object(obj).to_string());
+}
+
+/// Writes `text` and a newline to stdout as it is; a broken pipe exits 0.
+fn write_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
 }
 
 #[cfg(test)]

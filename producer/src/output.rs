@@ -13,11 +13,9 @@ use mcpq_core::failure::FailureKind;
 use mcpq_core::queue::{JobFailure, JobRecord};
 use serde_json::{json, Value};
 
-/// Writes one human line (or a body of lines) to stdout, control characters escaped;
-/// a broken pipe ends the process quietly with 0.
-pub fn line(text: &str) {
-    raw_line(&escape(text, Newlines::Keep));
-}
+/// One human line (or body of lines) and one JSON object on stdout:
+/// [`mcpq_core::terminal`]'s writers, shared with `mcpq-worker check`.
+pub use mcpq_core::terminal::{print_json as json_line, print_line as line};
 
 /// Writes a message to stderr, control characters escaped.
 pub fn eline(text: &str) {
@@ -50,26 +48,6 @@ pub fn warning(json: bool, kind: CliWarningKind, message: &str, prefix: &str) {
 /// Writes one JSON line (already escaped) to stderr.
 fn json_eline(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
-}
-
-/// Writes `text` as it is (JSON, already escaped).
-fn raw_line(text: &str) {
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{text}").and_then(|_| out.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-    }
-}
-
-/// Writes one JSON object with `"type": kind` followed by `fields`.
-pub fn json_line(kind: &str, fields: Value) {
-    let mut obj = serde_json::Map::new();
-    obj.insert("type".to_string(), json!(kind));
-    if let Value::Object(map) = fields {
-        obj.extend(map);
-    }
-    raw_line(&Value::Object(obj).to_string());
 }
 
 fn ms(t: Option<u64>) -> String {

@@ -14,7 +14,6 @@
 //! do: one `{"type": "error", "kind": ...}` line (`mcpq_shared::cli_error`; `config`,
 //! `usage`, `internal`), so `mcpq servers check --json` keeps its contract.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -23,9 +22,9 @@ use clap::Args;
 use mcpq_shared::cli_error::{CliError, CliErrorKind};
 use mcpq_shared::mcp::McpSession;
 use mcpq_shared::supervisor::Supervisor;
-use mcpq_shared::terminal::{escape, Newlines};
+use mcpq_shared::terminal::{escape, print_json, print_line, Newlines};
 use mcpq_shared::Config;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// `mcpq-worker check`.
 #[derive(Debug, Args)]
@@ -97,11 +96,12 @@ async fn check(config: &Config, args: &CheckArgs) -> usize {
             Ok(tools) => {
                 let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
                 if args.json {
-                    json_line(
+                    print_json(
+                        "check",
                         json!({"name": name, "ok": true, "elapsed_ms": elapsed_ms, "tools": names}),
                     );
                 } else {
-                    line(&format!(
+                    print_line(&format!(
                         "ok    {name}  ({elapsed_ms} ms, {} tools: {})",
                         names.len(),
                         names.join(", ")
@@ -111,12 +111,15 @@ async fn check(config: &Config, args: &CheckArgs) -> usize {
             Err(e) => {
                 failed += 1;
                 if args.json {
-                    json_line(json!({"name": name, "ok": false, "elapsed_ms": elapsed_ms,
-                        "error": {"kind": e.kind(), "message": e.to_string(), "stderr_tail": e.stderr()}}));
+                    print_json(
+                        "check",
+                        json!({"name": name, "ok": false, "elapsed_ms": elapsed_ms,
+                        "error": {"kind": e.kind(), "message": e.to_string(), "stderr_tail": e.stderr()}}),
+                    );
                 } else {
-                    line(&format!("FAIL  {name}  ({elapsed_ms} ms): {e}"));
+                    print_line(&format!("FAIL  {name}  ({elapsed_ms} ms): {e}"));
                     if let Some(tail) = e.stderr() {
-                        line(&format!(
+                        print_line(&format!(
                             "  --- stderr (last lines) ---\n  {}",
                             tail.trim_end().replace('\n', "\n  ")
                         ));
@@ -140,29 +143,4 @@ fn report(args: &CheckArgs, err: &CliError, newlines: Newlines) -> ExitCode {
         );
     }
     ExitCode::from(err.exit_code())
-}
-
-/// One line of text on stdout, control characters escaped.
-fn line(text: &str) {
-    raw_line(&escape(text, Newlines::Keep));
-}
-
-/// One `{"type": "check", ...}` object on stdout (serde escapes every control character).
-fn json_line(fields: Value) {
-    let mut obj = serde_json::Map::new();
-    obj.insert("type".to_string(), json!("check"));
-    if let Value::Object(map) = fields {
-        obj.extend(map);
-    }
-    raw_line(&Value::Object(obj).to_string());
-}
-
-/// Writes a line; a closed stdout (`| head`) ends the check quietly.
-fn raw_line(text: &str) {
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{text}").and_then(|_| out.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-    }
 }
