@@ -8,10 +8,11 @@
 //! directory's subdirectories other than a Maildir's `new/` and `cur/` are not entered.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::exit;
+use crate::lines::{Line, Lines};
 
 /// A message: its name (file path under the mailbox, or "mbox message N") and its
 /// bytes, or why they are not there.
@@ -74,20 +75,18 @@ fn too_big(limit: usize) -> String {
 }
 
 fn mbox(path: &Path, limit: usize, each: &mut Each<'_>) -> anyhow::Result<()> {
-    let file = File::open(path)
-        .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
-    let mut reader = BufReader::with_capacity(256 << 10, file);
-    let mut line = Vec::new();
+    let mut lines = Lines::open(path, limit)?;
     // The message being read: its bytes, or None once it grew past the limit.
     let mut current: Option<Option<Vec<u8>>> = None;
     let mut number = 0u64;
     loop {
-        line.clear();
-        // A line is read whole, but at most `limit` + 1 bytes of it are kept.
-        let n = read_line_bounded(&mut reader, &mut line, limit + 1)
-            .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
+        let line = lines
+            .next_line()
+            .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?
+            .map(|(_, line)| line);
         // The end of the file ends the last message, as a "From " line ends the others.
-        if n == 0 || line.starts_with(b"From ") {
+        let separator = matches!(&line, Some(Line::Text(text)) if text.starts_with(b"From "));
+        if line.is_none() || separator {
             if let Some(message) = current.take() {
                 number += 1;
                 each(
@@ -95,7 +94,7 @@ fn mbox(path: &Path, limit: usize, each: &mut Each<'_>) -> anyhow::Result<()> {
                     message.ok_or(too_big(limit)),
                 )?;
             }
-            if n == 0 {
+            if line.is_none() {
                 return Ok(());
             }
             current = Some(Some(Vec::new()));
@@ -107,45 +106,21 @@ fn mbox(path: &Path, limit: usize, each: &mut Each<'_>) -> anyhow::Result<()> {
                 path.display()
             )));
         };
-        if let Some(bytes) = message {
-            // mboxrd: ">From ", ">>From "... lose one '>'.
-            let unquoted = match line.iter().position(|b| *b != b'>') {
-                Some(at) if at > 0 && line[at..].starts_with(b"From ") => &line[1..],
-                _ => &line[..],
-            };
-            if bytes.len() + unquoted.len() > limit || n > limit {
-                *message = None;
-            } else {
-                bytes.extend_from_slice(unquoted);
-            }
-        }
-    }
-}
-
-/// Reads one line (with its `\n`) into `buf`, keeping at most `keep` bytes of it;
-/// returns the line's whole length (0 at the end).
-fn read_line_bounded(
-    reader: &mut impl BufRead,
-    buf: &mut Vec<u8>,
-    keep: usize,
-) -> std::io::Result<usize> {
-    let mut total = 0;
-    loop {
-        let available = reader.fill_buf()?;
-        if available.is_empty() {
-            return Ok(total);
-        }
-        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
-            Some(at) => (&available[..=at], true),
-            None => (available, false),
+        let (Some(bytes), Some(Line::Text(text))) = (message.as_mut(), line) else {
+            // Past the limit already, or a line longer than it.
+            *message = None;
+            continue;
         };
-        let room = keep.saturating_sub(buf.len());
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        let used = chunk.len();
-        total += used;
-        reader.consume(used);
-        if done {
-            return Ok(total);
+        // mboxrd: ">From ", ">>From "... lose one '>'.
+        let unquoted = match text.iter().position(|b| *b != b'>') {
+            Some(at) if at > 0 && text[at..].starts_with(b"From ") => &text[1..],
+            _ => &text[..],
+        };
+        if bytes.len() + unquoted.len() + 1 > limit {
+            *message = None;
+        } else {
+            bytes.extend_from_slice(unquoted);
+            bytes.push(b'\n');
         }
     }
 }

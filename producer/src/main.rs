@@ -4,6 +4,7 @@ mod attach;
 mod cli;
 mod commands;
 mod exit;
+mod lines;
 mod mailbox;
 mod output;
 

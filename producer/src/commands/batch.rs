@@ -14,7 +14,7 @@
 //! A line that the queue could skip would leave its batch waiting for ever.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,9 @@ use mcpq_core::terminal::one_line;
 use serde_json::{json, Value};
 
 use crate::cli::{BatchAction, BatchResultsArgs, BatchSubmitArgs};
-use crate::commands::submit::EmailPlan;
+use crate::commands::submit::{read_source, EmailPlan};
 use crate::commands::Ctx;
+use crate::lines::{Line, Lines};
 use crate::mailbox;
 use crate::{exit, output};
 
@@ -52,71 +53,6 @@ pub async fn run(ctx: &Ctx, action: BatchAction) -> anyhow::Result<u8> {
         BatchAction::Results(args) => results(ctx, args).await,
         BatchAction::Cancel(args) => cancel(ctx, &args.id).await,
         BatchAction::List { limit } => list(ctx, limit).await,
-    }
-}
-
-/// One line of the input: bytes without the newline, or `TooLong` (the rest of that
-/// line was skipped).
-enum Line {
-    Text(Vec<u8>),
-    TooLong,
-}
-
-/// Reads lines of at most `limit` bytes; a longer line is skipped to its end.
-struct Lines<R> {
-    reader: R,
-    limit: usize,
-    number: u64,
-}
-
-impl<R: BufRead> Lines<R> {
-    fn new(reader: R, limit: usize) -> Self {
-        Lines {
-            reader,
-            limit,
-            number: 0,
-        }
-    }
-
-    /// The next line and its number (from 1), `None` at the end.
-    fn next_line(&mut self) -> std::io::Result<Option<(u64, Line)>> {
-        let mut buf = Vec::new();
-        let mut too_long = false;
-        loop {
-            let available = self.reader.fill_buf()?;
-            if available.is_empty() {
-                if buf.is_empty() && !too_long {
-                    return Ok(None);
-                }
-                break;
-            }
-            let (chunk, found) = match available.iter().position(|b| *b == b'\n') {
-                Some(at) => (&available[..at], Some(at)),
-                None => (available, None),
-            };
-            if !too_long {
-                if buf.len() + chunk.len() > self.limit {
-                    too_long = true;
-                    buf = Vec::new();
-                } else {
-                    buf.extend_from_slice(chunk);
-                }
-            }
-            let used = found.map_or(chunk.len(), |at| at + 1);
-            self.reader.consume(used);
-            if found.is_some() {
-                break;
-            }
-        }
-        self.number += 1;
-        Ok(Some((
-            self.number,
-            if too_long {
-                Line::TooLong
-            } else {
-                Line::Text(buf)
-            },
-        )))
     }
 }
 
@@ -181,10 +117,9 @@ fn spool_input(path: &Path) -> anyhow::Result<tempfile::TempPath> {
     Ok(spool.into_temp_path())
 }
 
-fn reader(path: &Path) -> anyhow::Result<Lines<BufReader<File>>> {
-    let file = File::open(path)
-        .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
-    Ok(Lines::new(BufReader::with_capacity(256 << 10, file), 0))
+/// The lines of the spooled input, each at most `queue.max_payload` bytes.
+fn reader(ctx: &Ctx, path: &Path) -> anyhow::Result<Lines<BufReader<File>>> {
+    Lines::open(path, ctx.config.queue.max_payload)
 }
 
 /// A mailbox as a spooled JSON lines file of email jobs, each message's job running
@@ -249,8 +184,7 @@ struct Checked {
 /// First pass: every line checked, each bad one reported as a `unit` ("line", or
 /// "message" for a mailbox); nothing kept but counts.
 fn check_all(ctx: &Ctx, path: &Path, unit: &str) -> anyhow::Result<Checked> {
-    let mut lines = reader(path)?;
-    lines.limit = ctx.config.queue.max_payload;
+    let mut lines = reader(ctx, path)?;
     let mut checked = Checked {
         valid: 0,
         invalid: 0,
@@ -287,9 +221,8 @@ fn check_all(ctx: &Ctx, path: &Path, unit: &str) -> anyhow::Result<Checked> {
 
 /// The final job: a job file, with `input.batch` set to a placeholder the worker fills
 /// in with the counts when it starts it.
-fn final_job(ctx: &Ctx, path: &Path, batch: JobId) -> anyhow::Result<Job> {
-    let text = read_then(ctx, path)?;
-    let mut value: Value = serde_json::from_slice(&text)
+fn final_job(ctx: &Ctx, path: &Path, text: &[u8], batch: JobId) -> anyhow::Result<Job> {
+    let mut value: Value = serde_json::from_slice(text)
         .map_err(|e| exit::usage(format!("--then {}: {e}", path.display())))?;
     let input = value
         .get_mut("payload")
@@ -325,22 +258,6 @@ fn final_job(ctx: &Ctx, path: &Path, batch: JobId) -> anyhow::Result<Job> {
         )));
     }
     Ok(job)
-}
-
-/// The `--then` file's bytes (at most `queue.max_payload`).
-fn read_then(ctx: &Ctx, path: &Path) -> anyhow::Result<Vec<u8>> {
-    let limit = ctx.config.queue.max_payload;
-    let mut text = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut text))
-        .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
-    if text.len() > limit {
-        return Err(exit::usage(format!(
-            "--then {}: more than queue.max_payload ({limit} bytes)",
-            path.display()
-        )));
-    }
-    Ok(text)
 }
 
 /// What the second pass did.
@@ -384,8 +301,7 @@ async fn enqueue_all(
     member_base: JobId,
     total: u64,
 ) -> anyhow::Result<Enqueued> {
-    let mut lines = reader(path)?;
-    lines.limit = ctx.config.queue.max_payload;
+    let mut lines = reader(ctx, path)?;
     let bar = progress_bar(total, "enqueue");
     let mut done = Enqueued::default();
     let mut ordinal = 0u64;
@@ -461,16 +377,16 @@ async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
     }
     let producer = ctx.producer().await?;
     let fresh = JobId::generate();
-    let then = args
-        .then
-        .as_deref()
-        .map(|p| final_job(ctx, p, fresh))
-        .transpose()?;
     let mut fingerprint = checked.fingerprint;
-    if let Some(then_path) = &args.then {
-        // The file as given (the job built from it holds this run's fresh ids).
-        fingerprint.add(&read_then(ctx, then_path)?);
-    }
+    let then = match &args.then {
+        Some(path) => {
+            let text = read_source(path, ctx.config.queue.max_payload)?;
+            // The file as given (the job built from it holds this run's fresh ids).
+            fingerprint.add(&text);
+            Some(final_job(ctx, path, &text, fresh)?)
+        }
+        None => None,
+    };
     let spec = BatchSpec {
         id: fresh,
         total: checked.valid,
@@ -882,37 +798,6 @@ async fn list(ctx: &Ctx, limit: usize) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn all_lines(text: &[u8], limit: usize) -> Vec<(u64, Option<Vec<u8>>)> {
-        let mut lines = Lines::new(text, limit);
-        let mut out = Vec::new();
-        while let Some((n, line)) = lines.next_line().expect("read") {
-            out.push((
-                n,
-                match line {
-                    Line::Text(t) => Some(t),
-                    Line::TooLong => None,
-                },
-            ));
-        }
-        out
-    }
-
-    #[test]
-    fn lines_are_numbered_and_a_line_over_the_limit_is_skipped_not_buffered() {
-        let text = b"ab\n\n0123456789\nlast";
-        assert_eq!(
-            all_lines(text, 5),
-            vec![
-                (1, Some(b"ab".to_vec())),
-                (2, Some(Vec::new())),
-                (3, None),
-                (4, Some(b"last".to_vec())),
-            ]
-        );
-        assert_eq!(all_lines(b"x\n", 5), vec![(1, Some(b"x".to_vec()))]);
-        assert!(all_lines(b"", 5).is_empty());
-    }
 
     #[test]
     fn the_fingerprint_tells_inputs_apart() {

@@ -17,9 +17,9 @@ use crate::{attach, exit, output};
 /// How long `submit --wait` waits beyond the job's own timeout for a worker to pick it up.
 const WAIT_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Reads a job file, `.eml` or `--steps @FILE` (`-`: stdin), at most `limit` bytes
+/// Reads a job file, `.eml`, `--steps @FILE` or `--then FILE` (`-`: stdin), at most `limit` bytes
 /// (`queue.max_payload`: no job can be bigger), so `/dev/zero` cannot grow the producer.
-fn read_source(path: &std::path::Path, limit: usize) -> anyhow::Result<Vec<u8>> {
+pub fn read_source(path: &std::path::Path, limit: usize) -> anyhow::Result<Vec<u8>> {
     let (what, reader): (String, Box<dyn Read>) = if path.as_os_str() == "-" {
         ("stdin".to_string(), Box::new(std::io::stdin()))
     } else {
