@@ -93,6 +93,15 @@ impl BatchStatus {
             .min(self.total)
     }
 
+    /// How much has ended, in percent (100 for an empty batch).
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            100.0
+        } else {
+            self.done() as f64 * 100.0 / self.total as f64
+        }
+    }
+
     /// True once every job has ended.
     pub fn is_finished(&self) -> bool {
         self.pending == 0

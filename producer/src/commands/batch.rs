@@ -292,6 +292,23 @@ fn progress_bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// A chunk being enqueued while the next is parsed.
+type InFlight = tokio::task::JoinHandle<Result<Vec<Submitted>, mcpq_core::queue::QueueError>>;
+
+/// Waits for the chunk in flight, if any, and counts its answers.
+async fn settle(
+    in_flight: Option<InFlight>,
+    done: &mut Enqueued,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    if let Some(chunk) = in_flight {
+        let answers = chunk.await?.map_err(exit::queue)?;
+        done.count(&answers);
+        bar.inc(answers.len() as u64);
+    }
+    Ok(())
+}
+
 /// Second pass: the valid lines as jobs, a chunk in Redis while the next is parsed.
 async fn enqueue_all(
     ctx: &Ctx,
@@ -307,9 +324,7 @@ async fn enqueue_all(
     let mut ordinal = 0u64;
     let mut chunk: Vec<(Job, u64)> = Vec::with_capacity(BATCH);
     let mut chunk_bytes = 0usize;
-    let mut in_flight: Option<
-        tokio::task::JoinHandle<Result<Vec<Submitted>, mcpq_core::queue::QueueError>>,
-    > = None;
+    let mut in_flight: Option<InFlight> = None;
     loop {
         let next = lines
             .next_line()
@@ -333,11 +348,7 @@ async fn enqueue_all(
             || (next.is_none() && !chunk.is_empty())
         {
             chunk_bytes = 0;
-            if let Some(previous) = in_flight.take() {
-                let answers: Vec<Submitted> = previous.await?.map_err(exit::queue)?;
-                done.count(&answers);
-                bar.inc(answers.len() as u64);
-            }
+            settle(in_flight.take(), &mut done, &bar).await?;
             let jobs = std::mem::replace(&mut chunk, Vec::with_capacity(BATCH));
             let producer = producer.clone();
             let batch_id = batch_id.to_string();
@@ -349,11 +360,7 @@ async fn enqueue_all(
             break;
         }
     }
-    if let Some(previous) = in_flight.take() {
-        let answers: Vec<Submitted> = previous.await?.map_err(exit::queue)?;
-        done.count(&answers);
-        bar.inc(answers.len() as u64);
-    }
+    settle(in_flight.take(), &mut done, &bar).await?;
     bar.finish_and_clear();
     Ok(done)
 }
@@ -517,16 +524,12 @@ fn status_json(s: &BatchStatus) -> Value {
 
 fn status_text(s: &BatchStatus) -> String {
     let (rate, eta) = rate_and_eta(s);
-    let pct = if s.total == 0 {
-        100.0
-    } else {
-        s.done() as f64 * 100.0 / s.total as f64
-    };
     let mut text = format!(
-        "{}  {}/{} done ({pct:.1} %): {} succeeded, {} dead, {} cancelled, {} pending",
+        "{}  {}/{} done ({:.1} %): {} succeeded, {} dead, {} cancelled, {} pending",
         s.id,
         s.done(),
         s.total,
+        s.percent(),
         s.succeeded,
         s.dead,
         s.cancelled,
@@ -589,11 +592,7 @@ async fn wait(ctx: &Ctx, id: &str, timeout: Duration) -> anyhow::Result<u8> {
                 s.id,
                 s.done(),
                 s.total,
-                if s.total == 0 {
-                    100.0
-                } else {
-                    s.done() as f64 * 100.0 / s.total as f64
-                },
+                s.percent(),
                 s.dead,
                 s.cancelled
             ));
