@@ -11,16 +11,9 @@ use serde_json::{json, Value};
 use crate::private_redis::PrivateRedis;
 use crate::{assert_no_leftovers, long, serial, CHAOS_QUEUE};
 
-/// Resident memory of a process in KiB.
+/// Resident memory of a process in KiB (0 once it is gone).
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    mcpq_tests::proc_memory(pid, "VmRSS").unwrap_or(0) / 1024
 }
 
 /// The producer's bound for a 100k-line file of 1 KB jobs (issue 13: under 100 MB).

@@ -220,14 +220,8 @@ impl TestEnv {
             .expect("start mcpq");
         let mut peak = 0u64;
         let status = loop {
-            if let Some(kb) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-                .ok()
-                .and_then(|s| {
-                    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
-                    line.split_whitespace().nth(1)?.parse::<u64>().ok()
-                })
-            {
-                peak = peak.max(kb * 1024);
+            if let Some(bytes) = proc_memory(child.id(), "VmHWM") {
+                peak = peak.max(bytes);
             }
             if let Some(status) = child.try_wait().expect("wait mcpq") {
                 break status;
@@ -445,10 +439,7 @@ impl WorkerProc {
     /// The worker's peak resident memory so far, in bytes (`VmHWM`), or `None` once
     /// it has exited. Chaos scenarios report it and check it against their bound.
     pub fn peak_rss(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1024)
+        proc_memory(self.pid(), "VmHWM")
     }
 
     /// The worker's log so far.
@@ -510,6 +501,18 @@ pub fn wait_until_every(
         }
         std::thread::sleep(period);
     }
+}
+
+/// A memory field of `/proc/PID/status` (`VmRSS`: resident now, `VmHWM`: the peak), in
+/// bytes; `None` once the process is gone.
+pub fn proc_memory(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| {
+        l.strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// True while a process with this pid exists and is not a zombie.
