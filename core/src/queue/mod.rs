@@ -25,6 +25,7 @@ pub mod finish;
 pub mod keys;
 pub mod lease;
 pub mod listing;
+pub mod notify;
 pub mod rescue;
 pub mod results;
 mod scripts;
@@ -72,6 +73,9 @@ pub enum QueueError {
         /// The limit.
         limit: usize,
     },
+    /// A listing's `cursor` is not one this listing gave out.
+    #[error("cursor {0:?} is not one this listing gave out (start without a cursor)")]
+    BadCursor(String),
     /// Stored data could not be read back.
     #[error("corrupt record for job {id}: {message}")]
     Corrupt {
