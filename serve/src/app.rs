@@ -22,7 +22,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::auth::{self, Tokens};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{dlq, health, jobs, openapi, servers};
+use crate::{batches, dlq, health, jobs, openapi, servers};
 
 /// How long requests under way may take to finish once shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -34,6 +34,8 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::status))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/batches", get(batches::list))
+        .route("/v1/batches/{id}", get(batches::status))
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/{id}/requeue", post(dlq::requeue))
         .route("/v1/servers", get(servers::list))
@@ -48,8 +50,14 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             serve.max_wait + serve.request_timeout,
         ));
+    // Bounded by their own rules: a body chunk within request_timeout, Redis calls
+    // within theirs; a big batch may take minutes to enqueue or to stream back.
+    let streams = Router::new()
+        .route("/v1/batches", post(batches::submit))
+        .route("/v1/batches/{id}/results", get(batches::results));
     let protected = quick
         .merge(long_polls)
+        .merge(streams)
         .route_layer(middleware::from_fn_with_state(tokens, auth::require));
     Router::new()
         .route("/health", get(health::health))

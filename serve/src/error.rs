@@ -31,6 +31,17 @@ pub struct ApiError {
     pub message: String,
     /// The JSON path of the field at fault.
     pub path: Option<String>,
+    /// The bad lines of a batch.
+    pub lines: Option<Vec<LineProblem>>,
+}
+
+/// One bad line of a batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineProblem {
+    /// Its number, from 1.
+    pub line: u64,
+    /// What is wrong.
+    pub message: String,
 }
 
 /// The body of every error.
@@ -51,6 +62,9 @@ pub struct ErrorDetail {
     /// The JSON path of the field at fault, if one is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The bad lines of a batch (the first 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<LineProblem>>,
 }
 
 impl ApiError {
@@ -61,6 +75,7 @@ impl ApiError {
             kind,
             message: message.into(),
             path: None,
+            lines: None,
         }
     }
 
@@ -131,6 +146,7 @@ impl IntoResponse for ApiError {
                     .take(MAX_MESSAGE_CHARS)
                     .collect(),
                 path: self.path,
+                lines: self.lines,
             },
         };
         (self.status, Json(body)).into_response()

@@ -193,7 +193,7 @@ fn build_job(state: &AppState, body: &[u8], key: Option<String>) -> Result<Job, 
 }
 
 /// The `Idempotency-Key` header, if any (400 when it is not short printable ASCII).
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };

@@ -8,6 +8,7 @@
 
 mod app;
 mod auth;
+mod batches;
 mod dlq;
 mod error;
 mod health;
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MCPQ_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

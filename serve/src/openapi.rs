@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{dlq, health, jobs, servers};
+use crate::{batches, dlq, health, jobs, servers};
 
 /// The document.
 #[derive(OpenApi)]
@@ -19,6 +19,10 @@ use crate::{dlq, health, jobs, servers};
         jobs::status,
         jobs::result,
         jobs::cancel,
+        batches::submit,
+        batches::list,
+        batches::status,
+        batches::results,
         dlq::list,
         dlq::requeue,
         servers::list,
@@ -27,6 +31,7 @@ use crate::{dlq, health, jobs, servers};
     modifiers(&Bearer),
     tags(
         (name = "jobs", description = "One job at a time"),
+        (name = "batches", description = "Many jobs as one"),
         (name = "dlq", description = "The dead-letter set"),
         (name = "servers", description = "The MCP servers jobs may use"),
         (name = "health", description = "Probes"),

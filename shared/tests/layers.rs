@@ -32,6 +32,7 @@ const LAYERS: &[(&str, &str, u32, u32)] = &[
     ("job", "core", 1, 14),
     ("config", "core", 1, 15),
     ("backoff", "core", 1, 16),
+    ("lines", "core", 1, 17),
     ("cli_error", "core", 1, 18),
     ("queue", "core", 2, 20),
     ("backend", "shared", 2, 21),

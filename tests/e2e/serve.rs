@@ -114,6 +114,10 @@ fn every_route_but_health_needs_a_valid_token() {
         ("GET", format!("/v1/jobs/{id}")),
         ("GET", format!("/v1/jobs/{id}/result")),
         ("POST", format!("/v1/jobs/{id}/cancel")),
+        ("POST", "/v1/batches".to_string()),
+        ("GET", "/v1/batches".to_string()),
+        ("GET", format!("/v1/batches/{id}")),
+        ("GET", format!("/v1/batches/{id}/results")),
         ("GET", "/v1/dlq".to_string()),
         ("POST", format!("/v1/dlq/{id}/requeue")),
         ("GET", "/v1/servers".to_string()),
@@ -462,4 +466,105 @@ fn the_openapi_document_is_valid_openapi_3_1_and_lists_every_route() {
         text(&out.stdout),
         text(&out.stderr)
     );
+}
+
+#[test]
+fn a_batch_posted_as_json_lines_runs_and_its_results_stream_back_in_input_order() {
+    let env = TestEnv::new("serve-batch", TOKEN_CONFIG);
+    let serve = env.serve(&[]);
+    let http = client();
+    let lines: Vec<String> = (0..60)
+        .map(|i| echo_job(&format!("line {i}")).to_string())
+        .collect();
+    let post = |text: String, query: &str, key: Option<&str>| {
+        let mut req = authed(http.post(serve.at(&format!("/v1/batches{query}"))))
+            .header("content-type", "application/x-ndjson")
+            .body(text);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        body(req.send().expect("POST batch"))
+    };
+
+    // One bad line: 400 naming it, nothing enqueued.
+    let mut bad = lines.clone();
+    bad[2] =
+        r#"{"kind":"agent","payload":{"steps":[{"server":"nope","tool":"t","arguments":{}}]}}"#
+            .into();
+    let (status, v) = post(bad.join("\n"), "", None);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["lines"][0]["line"], 3, "{v}");
+    assert_eq!(v["error"]["lines"].as_array().map(Vec::len), Some(1));
+    assert_eq!(env.queue_depth(), 0);
+    // With skip_invalid the 59 others go in.
+    let (status, v) = post(bad.join("\n"), "?skip_invalid=true", None);
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        (v["total"].clone(), v["invalid_skipped"].clone()),
+        (json!(59), json!(1))
+    );
+
+    // The whole batch, keyed; a retried upload resumes it and enqueues nothing more.
+    let (status, v) = post(lines.join("\n") + "\n", "", Some("upload-7"));
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        (v["total"].clone(), v["enqueued"].clone()),
+        (json!(60), json!(60))
+    );
+    let id = v["id"].as_str().expect("id").to_string();
+    let (status, again) = post(lines.join("\n") + "\n", "", Some("upload-7"));
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(
+        (
+            again["id"].as_str(),
+            again["resumed"].clone(),
+            again["enqueued"].clone()
+        ),
+        (Some(id.as_str()), json!(true), json!(0))
+    );
+    let (status, v) = post(lines[..5].join("\n"), "", Some("upload-7"));
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+
+    let _worker = env.worker(&["--concurrency", "8"]);
+    let finished =
+        mcpq_tests::wait_until_every(Duration::from_secs(60), Duration::from_millis(200), || {
+            let (_, s) = body(
+                authed(http.get(serve.at(&format!("/v1/batches/{id}"))))
+                    .send()
+                    .expect("status"),
+            );
+            s["pending"] == 0 && s["succeeded"] == 60
+        });
+    assert!(finished, "the batch did not finish");
+    let resp = authed(http.get(serve.at(&format!("/v1/batches/{id}/results"))))
+        .send()
+        .expect("results");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().expect("results body");
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 60);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["status"], "succeeded", "{row}");
+        assert_eq!(
+            row["result"][0]["result"]["content"][0]["text"],
+            format!("line {i}")
+        );
+    }
+    let (status, list) = body(
+        authed(http.get(serve.at("/v1/batches")))
+            .send()
+            .expect("list"),
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["batches"].as_array().map(Vec::len), Some(2), "{list}");
+    // Jobs of a batch are listed by batch.
+    let (_, page) = body(
+        authed(http.get(serve.at(&format!("/v1/jobs?batch={id}&limit=1000"))))
+            .send()
+            .expect("jobs"),
+    );
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(60));
 }

@@ -18,6 +18,7 @@
 //! share one Redis without touching each other's keys.
 
 pub mod batch;
+pub mod batch_input;
 pub mod control;
 pub mod enqueue;
 pub mod fetch;
