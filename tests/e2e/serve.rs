@@ -568,3 +568,50 @@ fn a_batch_posted_as_json_lines_runs_and_its_results_stream_back_in_input_order(
     );
     assert_eq!(page["jobs"].as_array().map(Vec::len), Some(60));
 }
+
+/// The repository's root (examples/ lives there).
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+#[test]
+fn the_python_and_typescript_examples_submit_wait_and_print_the_result() {
+    let env = TestEnv::new("serve-examples", TOKEN_CONFIG);
+    let _worker = env.worker(&[]);
+    let serve = env.serve(&[]);
+    let examples = repo_root().join("examples");
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd
+            .env("MCPQ_URL", &serve.url)
+            .env("MCPQ_TOKEN", TOKEN)
+            .output()
+            .expect("run the example");
+        assert!(out.status.success(), "{} {}", text(&out.stdout), text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    let printed = run(std::process::Command::new("python3")
+        .arg(examples.join("python/submit_and_wait.py"))
+        .arg("from python"));
+    assert_eq!(printed, "from python");
+
+    let Some(deps) = deps("ts") else { return };
+    let work = env.dir.join("ts");
+    std::fs::create_dir_all(&work).expect("dir");
+    for f in ["submit_and_wait.ts", "tsconfig.json", "package.json"] {
+        std::fs::copy(examples.join("typescript").join(f), work.join(f)).expect("copy");
+    }
+    std::os::unix::fs::symlink(deps.join("ts/node_modules"), work.join("node_modules")).expect("link");
+    let out = std::process::Command::new(deps.join("ts/node_modules/.bin/tsc"))
+        .args(["-p"])
+        .arg(&work)
+        .output()
+        .expect("run tsc");
+    assert!(out.status.success(), "tsc: {} {}", text(&out.stdout), text(&out.stderr));
+    let printed = run(std::process::Command::new("node")
+        .arg(work.join("dist/submit_and_wait.js"))
+        .arg("from typescript"));
+    assert_eq!(printed, "from typescript");
+}
