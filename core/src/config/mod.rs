@@ -49,6 +49,7 @@ pub mod email;
 pub mod llm;
 pub mod queue;
 pub mod redis_url;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -168,6 +169,9 @@ pub struct Config {
     /// Where email replies are sent (`[smtp]`); none: replies are drafted, not sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<email::SmtpSettings>,
+    /// Completion webhooks: secrets, retries, named endpoints (`[webhooks]`).
+    #[serde(default)]
+    pub webhooks: webhooks::WebhookSettings,
     /// The MCP servers jobs may use, by name.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
@@ -438,6 +442,7 @@ impl Default for Config {
             email: email::EmailSettings::default(),
             smtp: None,
             llm: None,
+            webhooks: webhooks::WebhookSettings::default(),
             servers: BTreeMap::new(),
         }
     }
@@ -563,6 +568,7 @@ impl Config {
             }
         }
         self.queue.validate()?;
+        self.webhooks.validate()?;
         if self.defaults.crash_loop_threshold == 0 {
             return Err(invalid(
                 "defaults.crash_loop_threshold",
