@@ -93,6 +93,10 @@ fn parse_line(ctx: &Ctx, text: &[u8], id: JobId) -> Result<Job, String> {
 fn check_job(ctx: &Ctx, job: Job) -> Result<Job, String> {
     job.check_servers(ctx.config.server_names())
         .map_err(|e| e.to_string())?;
+    ctx.config
+        .webhooks
+        .check_job(&job)
+        .map_err(|e| e.to_string())?;
     let size = job.to_json().len();
     if size > ctx.config.queue.max_payload {
         return Err(format!(
@@ -366,6 +370,14 @@ async fn enqueue_all(
 }
 
 async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
+    // The batch's own callback, checked before anything is read.
+    let callback = args.callback.callback();
+    if let Some(c) = &callback {
+        ctx.config
+            .webhooks
+            .check_callback(c, "--callback")
+            .map_err(|e| exit::invalid_job(e.to_string()))?;
+    }
     let (spool, unit, unreadable) = if args.email.steps.is_some() {
         let plan = EmailPlan::from_args(&args.email, ctx.config.queue.max_payload)?;
         let (spool, unreadable) = spool_mailbox(ctx, &args.file, &plan)?;
@@ -401,6 +413,7 @@ async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
         source: args.file.display().to_string(),
         idempotency_key: args.idempotency_key.clone(),
         then: then.as_ref(),
+        callback,
     };
     let (batch_id, resumed) = match producer.create_batch(&spec).await.map_err(exit::queue)? {
         BatchCreated::New(id) => (id, false),
