@@ -196,7 +196,7 @@ pub struct BatchArgs {
 #[derive(Debug, Subcommand)]
 pub enum BatchAction {
     /// Submit one job per line of a JSON lines file (`-` for stdin); prints the batch id.
-    Submit(BatchSubmitArgs),
+    Submit(Box<BatchSubmitArgs>),
     /// Counts by state (succeeded, dead, cancelled, pending), rate and ETA.
     Status(IdArg),
     /// Follow a batch until every job has ended: a progress bar on a terminal, a line
@@ -405,7 +405,12 @@ pub struct JobOptionArgs {
 pub struct CallbackArgs {
     /// POST a signed JSON notice to this http(s) URL when the job (or batch) ends;
     /// retried for webhooks.max_age (24h) until a 2xx or 410 answers.
-    #[arg(long, global = true, value_name = "URL", conflicts_with = "callback_endpoint")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        conflicts_with = "callback_endpoint"
+    )]
     pub callback_url: Option<String>,
     /// With --callback-url: the worker's environment variable holding the signing
     /// secret (must be webhooks.secret_env or listed in webhooks.secret_envs).

@@ -319,23 +319,37 @@ fn every_callback_arrives_through_500s_an_outage_and_a_worker_restart_and_verifi
         "every job and the batch are announced"
     );
     for (subject, ids) in &subjects {
-        assert_eq!(ids.len(), 1, "{subject} was announced under two delivery ids: {ids:?}");
+        assert_eq!(
+            ids.len(),
+            1,
+            "{subject} was announced under two delivery ids: {ids:?}"
+        );
     }
     assert_eq!(log_now.acted.len(), expected, "{:?}", log_now.acted);
     let acted: BTreeSet<&String> = log_now.acted.keys().collect();
     for g in &log_now.got {
-        assert!(acted.contains(&g.delivery), "a delivery id nobody acted on: {g:?}");
+        assert!(
+            acted.contains(&g.delivery),
+            "a delivery id nobody acted on: {g:?}"
+        );
     }
 
     // Every request, 500s included, verifies with both README snippets; a changed body
     // or another secret does not.
     for g in &log_now.got {
-        assert!(snippets_verify(&env.dir, g, SECRET), "signature refused: {g:?}");
+        assert!(
+            snippets_verify(&env.dir, g, SECRET),
+            "signature refused: {g:?}"
+        );
     }
     let mut forged = log_now.got[0].clone();
     forged.body.push(b' ');
     assert!(!snippets_verify(&env.dir, &forged, SECRET));
-    assert!(!snippets_verify(&env.dir, &log_now.got[0], "another secret"));
+    assert!(!snippets_verify(
+        &env.dir,
+        &log_now.got[0],
+        "another secret"
+    ));
     drop(log_now);
 
     // The deliveries are listed as delivered, the first with its failed attempts.
@@ -367,18 +381,32 @@ fn a_410_stops_a_delivery_and_a_refused_one_fails_at_once_and_can_be_retried_by_
     let env = TestEnv::new("webhooks-gone", &webhooks_config(""));
     let w = worker(&env);
     let gone = receiver.url("/gone");
-    let id = env.submit_call("echo", "echo", "{\"text\":\"x\"}", &["--callback-url", &gone]);
+    let id = env.submit_call(
+        "echo",
+        "echo",
+        "{\"text\":\"x\"}",
+        &["--callback-url", &gone],
+    );
     // The worker has loaded its config: an endpoint added now is known to the producer
     // only, so the worker refuses deliveries to it (unknown endpoint).
     env.add_config(&format!(
         "[webhooks.endpoints.later]\nurl = \"{}\"\n",
         receiver.url("/target")
     ));
-    let refused = env.submit_call("echo", "echo", "{\"text\":\"y\"}", &["--callback-endpoint", "later"]);
-    assert!(wait_until(Duration::from_secs(30), || {
-        let listed = list(&env, false);
-        listed.len() == 2 && listed.iter().all(|d| d["state"] != "pending")
-    }), "{}", w.log_text());
+    let refused = env.submit_call(
+        "echo",
+        "echo",
+        "{\"text\":\"y\"}",
+        &["--callback-endpoint", "later"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let listed = list(&env, false);
+            listed.len() == 2 && listed.iter().all(|d| d["state"] != "pending")
+        }),
+        "{}",
+        w.log_text()
+    );
     let listed = list(&env, false);
     let by_subject = |s: &str| {
         listed
@@ -395,7 +423,10 @@ fn a_410_stops_a_delivery_and_a_refused_one_fails_at_once_and_can_be_retried_by_
     assert_eq!(r["state"], "failed", "{r}");
     assert_eq!(r["attempts"], 1, "a refused delivery fails at once: {r}");
     assert!(
-        r["last_response"].as_str().unwrap_or_default().contains("unknown endpoint"),
+        r["last_response"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown endpoint"),
         "{r}"
     );
     assert!(lock(&log).got.iter().all(|g| g.path == "/gone"));
@@ -432,15 +463,24 @@ fn a_410_stops_a_delivery_and_a_refused_one_fails_at_once_and_can_be_retried_by_
 fn a_bad_callback_is_refused_at_submit_naming_its_json_path() {
     let env = TestEnv::new("webhooks-bad", &webhooks_config(""));
     for (callback, path) in [
-        (r#"{"urll": "https://example.com"}"#, "options.callback.urll"),
+        (
+            r#"{"urll": "https://example.com"}"#,
+            "options.callback.urll",
+        ),
         (r#"{"url": "ftp://example.com/x"}"#, "options.callback.url"),
-        (r#"{"url": "https://u:p@example.com/x"}"#, "options.callback.url"),
+        (
+            r#"{"url": "https://u:p@example.com/x"}"#,
+            "options.callback.url",
+        ),
         (r#"{"endpoint": "nope"}"#, "options.callback.endpoint"),
         (
             r#"{"url": "https://example.com/x", "secret_env": "AWS_SECRET_ACCESS_KEY"}"#,
             "options.callback.secret_env",
         ),
-        (r#"{"url": "https://example.com/x", "endpoint": "e"}"#, "options.callback"),
+        (
+            r#"{"url": "https://example.com/x", "endpoint": "e"}"#,
+            "options.callback",
+        ),
     ] {
         let job = format!(
             r#"{{"kind":"agent","payload":{{"steps":[{{"server":"echo","tool":"echo"}}]}},"options":{{"callback":{callback}}}}}"#
@@ -456,11 +496,21 @@ fn a_bad_callback_is_refused_at_submit_naming_its_json_path() {
     // Without allow_private, a private address literal is refused at submit too.
     let strict = TestEnv::new("webhooks-strict", "");
     let out = strict.mcpq(&[
-        "submit", "agent", "--server", "echo", "--tool", "echo",
-        "--callback-url", "http://169.254.169.254/latest/meta-data",
+        "submit",
+        "agent",
+        "--server",
+        "echo",
+        "--tool",
+        "echo",
+        "--callback-url",
+        "http://169.254.169.254/latest/meta-data",
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("allow_private"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("allow_private"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(strict.queue_depth(), 0);
 }
 
@@ -504,5 +554,9 @@ fn the_guard_refuses_private_targets_and_redirects_are_not_followed() {
         other => panic!("{other:?}"),
     }
     let paths: Vec<String> = lock(&log).got.iter().map(|g| g.path.clone()).collect();
-    assert_eq!(paths, ["/redirect", "/gone"], "the redirect's target was never hit");
+    assert_eq!(
+        paths,
+        ["/redirect", "/gone"],
+        "the redirect's target was never hit"
+    );
 }

@@ -80,8 +80,9 @@ impl Launcher {
             worker: worker.to_string(),
         };
         // Built before any loop starts, so that a failure leaves nothing running.
-        let dispatcher = Dispatcher::new(conn.clone(), keys.clone(), config.webhooks.clone(), worker)
-            .context("building the webhook HTTP client")?;
+        let dispatcher =
+            Dispatcher::new(conn.clone(), keys.clone(), config.webhooks.clone(), worker)
+                .context("building the webhook HTTP client")?;
         let loops = vec![
             pool.start_background(),
             tokio::spawn(reporter.run(conn.clone(), keys.clone())),

@@ -190,7 +190,10 @@ impl WebhookSettings {
             ("retention", self.retention),
         ] {
             if d.is_zero() {
-                return Err(invalid(key, "must be longer than zero, e.g. \"10s\"".into()));
+                return Err(invalid(
+                    key,
+                    "must be longer than zero, e.g. \"10s\"".into(),
+                ));
             }
         }
         if !(1..=256).contains(&self.concurrency) {
@@ -415,13 +418,23 @@ mod tests {
             concurrency: 0,
             ..WebhookSettings::default()
         };
-        assert!(s.validate().expect_err("zero").to_string().contains("webhooks.concurrency"));
+        assert!(s
+            .validate()
+            .expect_err("zero")
+            .to_string()
+            .contains("webhooks.concurrency"));
         let s = WebhookSettings {
             secret_envs: vec!["A-B".into()],
             ..WebhookSettings::default()
         };
-        assert!(s.validate().expect_err("name").to_string().contains("secret_envs[0]"));
-        WebhookSettings::default().validate().expect("defaults are valid");
+        assert!(s
+            .validate()
+            .expect_err("name")
+            .to_string()
+            .contains("secret_envs[0]"));
+        WebhookSettings::default()
+            .validate()
+            .expect("defaults are valid");
     }
 
     #[test]
@@ -435,7 +448,8 @@ mod tests {
             .take_while(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join("\n");
-        let example: WebhookSettings = toml::from_str(&doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
+        let example: WebhookSettings =
+            toml::from_str(&doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
         assert_eq!(example, WebhookSettings::default());
     }
 }

@@ -205,7 +205,10 @@ mod tests {
                 .validate("options.callback")
                 .expect_err(url)
                 .to_string();
-            assert!(e.contains("options.callback.url") && e.contains(words), "{url}: {e}");
+            assert!(
+                e.contains("options.callback.url") && e.contains(words),
+                "{url}: {e}"
+            );
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
         let e = Callback::url(long, None)

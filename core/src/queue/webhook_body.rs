@@ -47,10 +47,7 @@ pub async fn build(
     body.insert("created_at".into(), json!(delivery.created_at));
     if delivery.kind == "batch" {
         body.insert("type".into(), json!("batch.finished"));
-        body.insert(
-            "batch".into(),
-            batch(conn, keys, &delivery.subject).await?,
-        );
+        body.insert("batch".into(), batch(conn, keys, &delivery.subject).await?);
     } else {
         body.insert("type".into(), json!("job.finished"));
         let (job, batch_id) = job(conn, keys, delivery, max_body).await?;
@@ -140,7 +137,10 @@ async fn job(
         job.insert(t.into(), number(&f, t));
     }
     let batch = f.get("batch").cloned();
-    job.insert("batch".into(), batch.as_ref().map_or(Value::Null, |b| json!(b)));
+    job.insert(
+        "batch".into(),
+        batch.as_ref().map_or(Value::Null, |b| json!(b)),
+    );
     let field = if delivery.status == "succeeded" {
         "result"
     } else {

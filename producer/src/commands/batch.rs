@@ -47,7 +47,7 @@ const CHUNK_BYTES: usize = 8 << 20;
 
 pub async fn run(ctx: &Ctx, action: BatchAction) -> anyhow::Result<u8> {
     match action {
-        BatchAction::Submit(args) => submit(ctx, args).await,
+        BatchAction::Submit(args) => submit(ctx, *args).await,
         BatchAction::Status(args) => status(ctx, &args.id).await,
         BatchAction::Wait(args) => wait(ctx, &args.id, args.timeout).await,
         BatchAction::Results(args) => results(ctx, args).await,

@@ -148,8 +148,13 @@ impl Dispatcher {
             }
         };
         let mut conn = self.conn.clone();
-        let body = match webhook_body::build(&mut conn, &self.keys, delivery, self.settings.max_body)
-            .await
+        let body = match webhook_body::build(
+            &mut conn,
+            &self.keys,
+            delivery,
+            self.settings.max_body,
+        )
+        .await
         {
             Ok(b) => b,
             Err(e) => {
@@ -206,24 +211,19 @@ impl Dispatcher {
     }
 
     /// Where the delivery goes, or why it is refused.
-    fn resolve(
-        &self,
-        delivery: &Claimed,
-    ) -> Result<mcpq_core::config::webhooks::Target, String> {
+    fn resolve(&self, delivery: &Claimed) -> Result<mcpq_core::config::webhooks::Target, String> {
         if delivery.kind != "job" && delivery.kind != "batch" {
             return Err("not a delivery mcpq made (unknown type)".to_string());
         }
         let callback: Callback = serde_json::from_str(&delivery.callback)
             .map_err(|e| format!("the stored callback is not one mcpq wrote: {e}"))?;
-        self.settings
-            .target(&callback)
-            .map_err(|(field, message)| {
-                if field.is_empty() {
-                    format!("callback refused: {message}")
-                } else {
-                    format!("callback refused: {field}: {message}")
-                }
-            })
+        self.settings.target(&callback).map_err(|(field, message)| {
+            if field.is_empty() {
+                format!("callback refused: {message}")
+            } else {
+                format!("callback refused: {field}: {message}")
+            }
+        })
     }
 
     /// Records the attempt; returns the outcome (`Failed` when a retry passed
@@ -274,7 +274,9 @@ impl Dispatcher {
             DeliveryOutcome::Retry => {
                 tracing::info!(delivery = %delivery.id, attempt = delivery.attempt, "webhook attempt failed, retrying later: {why}")
             }
-            _ => tracing::warn!(delivery = %delivery.id, attempt = delivery.attempt, outcome = %outcome, "webhook delivery failed: {why}"),
+            _ => {
+                tracing::warn!(delivery = %delivery.id, attempt = delivery.attempt, outcome = %outcome, "webhook delivery failed: {why}")
+            }
         }
         Some(outcome)
     }
