@@ -40,6 +40,9 @@ struct Log {
     acted: BTreeMap<String, usize>,
     /// `/hook` answers 500 to this many requests first.
     fail_first: usize,
+    /// Requests to `/slow` being answered now, and the most at once.
+    slow_now: usize,
+    slow_most: usize,
 }
 
 type Shared = Arc<Mutex<Log>>;
@@ -129,6 +132,16 @@ async fn receive(
             .to_string()
     };
     let path = uri.path().to_string();
+    if path == "/slow" {
+        // Answered after a while, counting how many are in flight at once.
+        {
+            let mut l = lock(&log);
+            l.slow_now += 1;
+            l.slow_most = l.slow_most.max(l.slow_now);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lock(&log).slow_now -= 1;
+    }
     let mut log = lock(&log);
     let hook_requests = log.got.iter().filter(|g| g.path == "/hook").count();
     let status = match path.as_str() {
@@ -387,8 +400,9 @@ fn a_410_stops_a_delivery_and_a_refused_one_fails_at_once_and_can_be_retried_by_
         "{\"text\":\"x\"}",
         &["--callback-url", &gone],
     );
-    // The worker has loaded its config: an endpoint added now is known to the producer
+    // Once the worker has loaded its config, an endpoint added is known to the producer
     // only, so the worker refuses deliveries to it (unknown endpoint).
+    assert!(w.wait_log("worker started", Duration::from_secs(30)));
     env.add_config(&format!(
         "[webhooks.endpoints.later]\nurl = \"{}\"\n",
         receiver.url("/target")
@@ -558,5 +572,31 @@ fn the_guard_refuses_private_targets_and_redirects_are_not_followed() {
         paths,
         ["/redirect", "/gone"],
         "the redirect's target was never hit"
+    );
+}
+
+#[test]
+fn a_serial_endpoint_gets_one_delivery_at_a_time_across_workers() {
+    let log: Shared = Arc::default();
+    let receiver = Receiver::start(0, log.clone());
+    let endpoint = format!(
+        "[webhooks.endpoints.one]\nurl = \"{}\"\nserial = true\n",
+        receiver.url("/slow")
+    );
+    let env = TestEnv::new("webhooks-serial", &webhooks_config(&endpoint));
+    let _workers = [worker(&env), worker(&env)];
+    let jobs: Vec<String> = (0..6)
+        .map(|i| {
+            let args = format!("{{\"text\":\"{i}\"}}");
+            env.submit_call("echo", "echo", &args, &["--callback-endpoint", "one"])
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(60), || {
+        lock(&log).acted.len() == jobs.len()
+    }));
+    let log = lock(&log);
+    assert_eq!(
+        log.slow_most, 1,
+        "a serial endpoint got two deliveries at once"
     );
 }
