@@ -55,6 +55,9 @@ pub enum CliErrorKind {
     /// No job with that id in the namespace (`dlq show`/`requeue`: in the dead-letter
     /// set): never submitted, expired, or another namespace.
     UnknownJob,
+    /// No webhook delivery with that id (`webhooks retry`: none that failed or is gone):
+    /// never made, expired (`webhooks.retention`), or another namespace.
+    UnknownDelivery,
     /// The setup is wrong: the config file cannot be read or is invalid, the variable
     /// `redis_password_env` names is not set, `mcpq-worker` cannot be started.
     Config,
@@ -75,11 +78,12 @@ pub enum CliErrorKind {
 
 impl CliErrorKind {
     /// Every kind, in the README's order.
-    pub const ALL: [CliErrorKind; 11] = [
+    pub const ALL: [CliErrorKind; 12] = [
         CliErrorKind::Usage,
         CliErrorKind::InvalidJob,
         CliErrorKind::DuplicateId,
         CliErrorKind::UnknownJob,
+        CliErrorKind::UnknownDelivery,
         CliErrorKind::Config,
         CliErrorKind::Redis,
         CliErrorKind::CorruptRecord,
@@ -96,6 +100,7 @@ impl CliErrorKind {
             CliErrorKind::InvalidJob => "invalid_job",
             CliErrorKind::DuplicateId => "duplicate_id",
             CliErrorKind::UnknownJob => "unknown_job",
+            CliErrorKind::UnknownDelivery => "unknown_delivery",
             CliErrorKind::Config => "config",
             CliErrorKind::Redis => "redis",
             CliErrorKind::CorruptRecord => "corrupt_record",
@@ -115,6 +120,7 @@ impl CliErrorKind {
             | CliErrorKind::InvalidJob
             | CliErrorKind::DuplicateId
             | CliErrorKind::UnknownJob
+            | CliErrorKind::UnknownDelivery
             | CliErrorKind::Config => EXIT_USAGE,
             CliErrorKind::Redis | CliErrorKind::CorruptRecord => EXIT_REDIS,
             CliErrorKind::NotFinished => EXIT_NOT_FINISHED,

@@ -5,7 +5,7 @@
 //! the runners on top and re-exports these modules under the same names.
 //!
 //! The layers (docs/ARCHITECTURE.md): 1 data and validation, no I/O (`duration`,
-//! `failure`, `template`, `job`, `config`, `backoff`, `terminal`, `cli_error`) -> 2
+//! `public_address`, `failure`, `template`, `job`, `config`, `backoff`, `terminal`, `cli_error`) -> 2
 //! `queue` (Redis).
 //! Imports only go down (`tests/layers.rs`), and nothing here can import the execution
 //! layers: they live in another crate that depends on this one.
@@ -45,6 +45,7 @@ pub mod duration;
 pub mod failure;
 pub mod job;
 pub mod lines;
+pub mod public_address;
 pub mod queue;
 pub mod template;
 pub mod terminal;

@@ -92,6 +92,50 @@ pub enum Command {
     /// run a final job once all of them have ended.
     #[command(after_long_help = BATCH_EXAMPLES)]
     Batch(BatchArgs),
+    /// Completion webhooks: list deliveries (pending, delivered, gone, failed) and send
+    /// a failed one again.
+    ///
+    /// A job or batch with a callback (`options.callback`, or --callback-url /
+    /// --callback-endpoint) gets one delivery per end, stored with the end itself and
+    /// POSTed by the workers, signed, until a 2xx (delivered) or a 410 (gone) answers
+    /// or webhooks.max_age (24h) passes (failed).
+    #[command(after_long_help = WEBHOOKS_EXAMPLES)]
+    Webhooks(WebhooksArgs),
+}
+
+const WEBHOOKS_EXAMPLES: &str = "Examples:
+  mcpq webhooks list                       # newest first: id, state, attempts, target, last answer
+  mcpq webhooks list --failed --json       # those that ran out of webhooks.max_age, or were refused
+  mcpq webhooks retry job-01JDX6Q6T3N7Z8YV1K0W2M4C5B-1   # send it again (a fresh max_age)
+
+Delivery ids are what receivers get in X-Mcpq-Delivery (dedupe on it: a delivery may
+arrive twice). Ended deliveries are kept for webhooks.retention (7d).";
+
+/// `mcpq webhooks`.
+#[derive(Debug, Args)]
+pub struct WebhooksArgs {
+    #[command(subcommand)]
+    pub action: WebhooksAction,
+}
+
+/// What to do with webhook deliveries.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksAction {
+    /// List deliveries, newest first.
+    List {
+        /// Only the failed ones (retried for webhooks.max_age without a 2xx or 410, or
+        /// refused: a private address, an unknown endpoint, a secret not allowed).
+        #[arg(long)]
+        failed: bool,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Send a failed (or gone) delivery again, at once, with a fresh webhooks.max_age.
+    Retry {
+        /// The delivery id (`mcpq webhooks list`; X-Mcpq-Delivery).
+        id: String,
+    },
 }
 
 const JOBS_EXAMPLES: &str = "Examples:
@@ -161,7 +205,7 @@ pub struct BatchArgs {
 #[derive(Debug, Subcommand)]
 pub enum BatchAction {
     /// Submit one job per line of a JSON lines file (`-` for stdin); prints the batch id.
-    Submit(BatchSubmitArgs),
+    Submit(Box<BatchSubmitArgs>),
     /// Counts by state (succeeded, dead, cancelled, pending), rate and ETA.
     Status(IdArg),
     /// Follow a batch until every job has ended: a progress bar on a terminal, a line
@@ -205,6 +249,10 @@ pub struct BatchSubmitArgs {
     /// With --wait: how long to wait at most.
     #[arg(long, value_parser = parse_duration, default_value = "24h")]
     pub timeout: Duration,
+    /// The batch's own webhook: one delivery when every job of it has ended (a line's
+    /// `options.callback` announces that job alone).
+    #[command(flatten)]
+    pub callback: CallbackArgs,
 }
 
 /// `mcpq batch wait`.
@@ -357,6 +405,41 @@ pub struct JobOptionArgs {
     /// enqueues nothing and prints the first job's id.
     #[arg(long, global = true)]
     pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub callback: CallbackArgs,
+}
+
+/// A completion webhook (`options.callback`, or a batch's own): see README "Webhooks".
+#[derive(Debug, Args, Clone, Default)]
+pub struct CallbackArgs {
+    /// POST a signed JSON notice to this http(s) URL when the job (or batch) ends;
+    /// retried for webhooks.max_age (24h) until a 2xx or 410 answers.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        conflicts_with = "callback_endpoint"
+    )]
+    pub callback_url: Option<String>,
+    /// With --callback-url: the worker's environment variable holding the signing
+    /// secret (must be webhooks.secret_env or listed in webhooks.secret_envs).
+    #[arg(long, global = true, value_name = "NAME", requires = "callback_url")]
+    pub callback_secret_env: Option<String>,
+    /// Instead of --callback-url: a named endpoint of the config ([webhooks.endpoints.NAME]).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub callback_endpoint: Option<String>,
+}
+
+impl CallbackArgs {
+    /// The callback the flags give, if any.
+    pub fn callback(&self) -> Option<mcpq_core::job::Callback> {
+        use mcpq_core::job::Callback;
+        match (&self.callback_url, &self.callback_endpoint) {
+            (Some(url), _) => Some(Callback::url(url.clone(), self.callback_secret_env.clone())),
+            (None, Some(name)) => Some(Callback::endpoint(name.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 /// Jobs built from flags.

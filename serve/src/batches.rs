@@ -18,7 +18,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use mcpq_core::job::JobId;
+use mcpq_core::job::{Callback, JobId};
 use mcpq_core::lines::Lines;
 use mcpq_core::queue::batch::{self, BatchCreated, BatchSpec, BatchStatus};
 use mcpq_core::queue::batch_input::{self, EnqueueError, LineRules};
@@ -40,6 +40,30 @@ pub struct SubmitQuery {
     /// Enqueue the valid lines even if some are not (default false: one bad line and
     /// nothing is enqueued).
     pub skip_invalid: Option<bool>,
+    /// POST the batch's end to this URL (a completion webhook; see README "Webhooks").
+    pub callback_url: Option<String>,
+    /// The worker's environment variable with the webhook's HMAC secret (allowlisted
+    /// in `[webhooks]`).
+    pub callback_secret_env: Option<String>,
+    /// A named endpoint of `[webhooks.endpoints]`, instead of `callback_url`.
+    pub callback_endpoint: Option<String>,
+}
+
+impl SubmitQuery {
+    /// The batch's own callback, if one is asked for.
+    fn callback(&self) -> Option<Callback> {
+        if self.callback_url.is_none()
+            && self.callback_endpoint.is_none()
+            && self.callback_secret_env.is_none()
+        {
+            return None;
+        }
+        Some(Callback {
+            url: self.callback_url.clone(),
+            secret_env: self.callback_secret_env.clone(),
+            endpoint: self.callback_endpoint.clone(),
+        })
+    }
 }
 
 /// What a batch submit did.
@@ -152,12 +176,22 @@ pub async fn submit(
     body: Body,
 ) -> Result<(StatusCode, Json<BatchSubmitted>), ApiError> {
     let key = idempotency_key(&headers)?;
+    // The batch's own callback, checked before anything is read.
+    let callback = query.callback();
+    if let Some(c) = &callback {
+        state
+            .config
+            .webhooks
+            .check_callback(c, "callback")
+            .map_err(|e| ApiError::invalid_job(&e))?;
+    }
     let serve = &state.config.serve;
     let spooled = spool(body, serve.max_batch_bytes, serve.request_timeout).await?;
     let path: PathBuf = spooled.to_path_buf();
     let rules = LineRules {
         servers: state.servers.iter().cloned().collect(),
         max_payload: state.config.queue.max_payload,
+        webhooks: state.config.webhooks.clone(),
     };
     let (checker_rules, checker_path) = (rules.clone(), path.clone());
     let (checked, problems) = tokio::task::spawn_blocking(move || {
@@ -200,6 +234,7 @@ pub async fn submit(
         source: format!("POST /v1/batches ({})", caller.0),
         idempotency_key: key.clone(),
         then: None,
+        callback,
     };
     let (batch_id, resumed) = match state.producer.create_batch(&spec).await? {
         BatchCreated::New(id) => (id, false),

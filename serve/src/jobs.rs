@@ -189,6 +189,11 @@ fn build_job(state: &AppState, body: &[u8], key: Option<String>) -> Result<Job, 
     job.validate().map_err(|e| ApiError::invalid_job(&e))?;
     job.check_servers(state.servers.iter().map(String::as_str))
         .map_err(|e| ApiError::invalid_job(&e))?;
+    state
+        .config
+        .webhooks
+        .check_job(&job)
+        .map_err(|e| ApiError::invalid_job(&e))?;
     Ok(job)
 }
 

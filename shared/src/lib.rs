@@ -60,6 +60,9 @@
 //!   rescue (`queue.max_rescues`), not an attempt (chaos `poison_entries.rs`,
 //!   `worker_killer.rs`, `killed_workers.rs`).
 //! - Every limit, its default, key and error: `docs/GUARANTEES.md`, "Limits".
+//! - Completion webhooks are stored with the end they announce, sent at least once
+//!   (across worker restarts), signed, never to a private address unless allowed, never
+//!   through a redirect ([`webhook`]; `webhooks.rs`).
 //! - Delivery (at least once, leases with fencing, retries with full-jitter backoff,
 //!   dead letters, idempotency keys, cancellation, release on shutdown, retention,
 //!   priorities): each promise and its test are listed in `docs/GUARANTEES.md`; the
@@ -80,10 +83,11 @@ pub mod result_budget;
 pub mod runner;
 pub mod supervisor;
 pub mod tls;
+pub mod webhook;
 
 // The core crate's modules, under the paths they always had here.
 pub use mcpq_core::{
-    backoff, cli_error, config, duration, failure, job, queue, template, terminal,
+    backoff, cli_error, config, duration, failure, job, public_address, queue, template, terminal,
 };
 
 pub use config::Config;

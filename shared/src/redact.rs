@@ -106,6 +106,16 @@ impl Redactor {
                 .values()
                 .filter_map(|s| s.bearer_token_env.as_deref()),
         );
+        // Webhook secrets: never logged by mcpq; redacted in case a receiver echoes one.
+        let webhooks = &config.webhooks;
+        vars.push(&webhooks.secret_env);
+        vars.extend(webhooks.secret_envs.iter().map(String::as_str));
+        vars.extend(
+            webhooks
+                .endpoints
+                .values()
+                .filter_map(|e| e.secret_env.as_deref()),
+        );
         let mut secrets: Vec<String> = vars
             .into_iter()
             .filter_map(|var| std::env::var(var).ok())

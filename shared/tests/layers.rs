@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 /// order within layers).
 const LAYERS: &[(&str, &str, u32, u32)] = &[
     // A leaf (it imports nothing), first so `job::eml` can escape raw header text with it.
+    ("public_address", "core", 1, 8),
     ("terminal", "core", 1, 9),
     ("duration", "core", 1, 10),
     ("tls", "shared", 1, 11),
@@ -42,6 +43,7 @@ const LAYERS: &[(&str, &str, u32, u32)] = &[
     ("agent", "shared", 5, 51),
     ("email", "shared", 5, 52),
     ("redact", "shared", 5, 53),
+    ("webhook", "shared", 5, 54),
     ("fate", "shared", 6, 60),
     ("runner", "shared", 6, 61),
 ];

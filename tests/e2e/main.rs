@@ -21,3 +21,4 @@ mod signals; // the clean signal state of every MCP server
 mod terminal; // human output escapes control characters from outside
 mod third_party; // real MCP servers from npm and PyPI
 mod torture; // the supervisor's torture suite: hangs elsewhere, none here
+mod webhooks; // completion webhooks: retries, an outage, a restart, signatures, the SSRF guard

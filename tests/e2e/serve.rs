@@ -589,7 +589,12 @@ fn the_python_and_typescript_examples_submit_wait_and_print_the_result() {
             .env("MCPQ_TOKEN", TOKEN)
             .output()
             .expect("run the example");
-        assert!(out.status.success(), "{} {}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{} {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         text(&out.stdout).trim().to_string()
     };
     let printed = run(std::process::Command::new("python3")
@@ -603,13 +608,19 @@ fn the_python_and_typescript_examples_submit_wait_and_print_the_result() {
     for f in ["submit_and_wait.ts", "tsconfig.json", "package.json"] {
         std::fs::copy(examples.join("typescript").join(f), work.join(f)).expect("copy");
     }
-    std::os::unix::fs::symlink(deps.join("ts/node_modules"), work.join("node_modules")).expect("link");
+    std::os::unix::fs::symlink(deps.join("ts/node_modules"), work.join("node_modules"))
+        .expect("link");
     let out = std::process::Command::new(deps.join("ts/node_modules/.bin/tsc"))
         .args(["-p"])
         .arg(&work)
         .output()
         .expect("run tsc");
-    assert!(out.status.success(), "tsc: {} {}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tsc: {} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let printed = run(std::process::Command::new("node")
         .arg(work.join("dist/submit_and_wait.js"))
         .arg("from typescript"));

@@ -8,7 +8,10 @@
 //! 3. lease renewal of every held job (`queue::lease::renew_leases`);
 //! 4. the cancel listener (`queue::lease::listen_for_cancels`, Redis pub/sub);
 //! 5. the rescuer of dead workers' jobs (`queue::rescue::rescue_loop`);
-//! 6. the sweep of expired email attachment directories.
+//! 6. the sweep of expired email attachment directories;
+//! 7. the webhook dispatcher (`webhook::Dispatcher`): sends due completion webhooks;
+//!    stopped like the others, its sends in flight are abandoned and sent again after
+//!    their claim's lease (at least once).
 //!
 //! [`Launcher::quiet_on`] ties shutdown to the signals: the first SIGTERM/SIGINT
 //! *quiets* the worker (no new jobs; the future it returns resolves, which the Monitor
@@ -34,6 +37,7 @@ use mcpq_shared::email::{attachment_dir, EmailSettings};
 use mcpq_shared::mcp::{health_policy, McpPool};
 use mcpq_shared::queue::{lease, rescue, InFlight, Keys, StopReason};
 use mcpq_shared::supervisor::{max_stop_time, Supervisor};
+use mcpq_shared::webhook::Dispatcher;
 use mcpq_shared::Config;
 use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
@@ -75,6 +79,10 @@ impl Launcher {
             supervisor: supervisor.clone(),
             worker: worker.to_string(),
         };
+        // Built before any loop starts, so that a failure leaves nothing running.
+        let dispatcher =
+            Dispatcher::new(conn.clone(), keys.clone(), config.webhooks.clone(), worker)
+                .context("building the webhook HTTP client")?;
         let loops = vec![
             pool.start_background(),
             tokio::spawn(reporter.run(conn.clone(), keys.clone())),
@@ -89,8 +97,13 @@ impl Launcher {
                 keys.clone(),
                 jobs.clone(),
             )),
-            tokio::spawn(rescue::rescue_loop(conn, keys, config.queue.clone())),
+            tokio::spawn(rescue::rescue_loop(
+                conn.clone(),
+                keys.clone(),
+                config.queue.clone(),
+            )),
             tokio::spawn(sweep_attachments(config.email.clone())),
+            tokio::spawn(dispatcher.run()),
         ];
         // Children of this very binary, started with the sandbox argument (see `main`).
         let templates = TemplateSandbox::new(supervisor.clone());

@@ -50,6 +50,7 @@ pub mod llm;
 pub mod queue;
 pub mod redis_url;
 pub mod serve;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -172,6 +173,9 @@ pub struct Config {
     /// The HTTP front, `mcpq serve` (`[serve]`).
     #[serde(default)]
     pub serve: serve::ServeSettings,
+    /// Completion webhooks: secrets, retries, named endpoints (`[webhooks]`).
+    #[serde(default)]
+    pub webhooks: webhooks::WebhookSettings,
     /// The MCP servers jobs may use, by name.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
@@ -443,6 +447,7 @@ impl Default for Config {
             email: email::EmailSettings::default(),
             smtp: None,
             llm: None,
+            webhooks: webhooks::WebhookSettings::default(),
             servers: BTreeMap::new(),
         }
     }
@@ -569,6 +574,7 @@ impl Config {
         }
         self.queue.validate()?;
         self.serve.validate()?;
+        self.webhooks.validate()?;
         if self.defaults.crash_loop_threshold == 0 {
             return Err(invalid(
                 "defaults.crash_loop_threshold",

@@ -357,6 +357,10 @@ pub use email::{Attachment, EmailJob, ReplySpec};
 
 pub mod eml;
 
+pub mod callback;
+
+pub use callback::Callback;
+
 /// The kind-specific part of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobPayload {
@@ -387,6 +391,9 @@ pub struct JobOptions {
     /// A second submit with the same key returns the first job's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Announce the job's end by a signed HTTP POST (see [`callback`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
 }
 
 fn default_max_attempts() -> u32 {
@@ -400,6 +407,7 @@ impl Default for JobOptions {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             priority: Priority::Normal,
             idempotency_key: None,
+            callback: None,
         }
     }
 }
@@ -545,6 +553,9 @@ impl Job {
                     "must be 1 to 256 bytes long",
                 ));
             }
+        }
+        if let Some(callback) = &self.options.callback {
+            callback.validate("options.callback")?;
         }
         if self.options.timeout == Some(Duration::ZERO) {
             return Err(JobError::invalid(

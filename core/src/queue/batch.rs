@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::enqueue::{Producer, Submitted};
 use super::{scripts, Keys, QueueError, QueueSettings};
-use crate::job::{Job, JobId};
+use crate::job::{Callback, Job, JobId};
 
 /// Ids per page when a batch's list is read.
 pub const PAGE: usize = 500;
@@ -41,6 +41,9 @@ pub struct BatchSpec<'a> {
     pub idempotency_key: Option<String>,
     /// The fan-in job: runs once, when every job of the batch has ended.
     pub then: Option<&'a Job>,
+    /// Announce the batch's end by a webhook (checked against the config by the caller:
+    /// `WebhookSettings::check_callback`).
+    pub callback: Option<Callback>,
 }
 
 /// What [`Producer::create_batch`] did.
@@ -145,7 +148,13 @@ impl Producer {
                 settings.idempotency_ttl.min(settings.result_ttl),
             ))
             .arg(&spec.fingerprint)
-            .arg(spec.source.chars().take(200).collect::<String>());
+            .arg(spec.source.chars().take(200).collect::<String>())
+            .arg(
+                spec.callback
+                    .as_ref()
+                    .map(Callback::to_json)
+                    .unwrap_or_default(),
+            );
         if let Some(job) = spec.then {
             let envelope = job.to_json();
             if envelope.len() > settings.max_payload {
@@ -160,7 +169,8 @@ impl Producer {
                 .arg(envelope)
                 .arg(job.kind().to_string())
                 .arg(job.options.priority.as_str())
-                .arg(job.options.max_attempts);
+                .arg(job.options.max_attempts)
+                .arg(super::enqueue::callback_json(job));
         }
         let mut conn = self.connection().clone();
         let (code, id): (u8, String) = invocation.invoke_async(&mut conn).await?;
@@ -202,6 +212,7 @@ impl Producer {
             fingerprint: String::new(),
             source: "api".to_string(),
             idempotency_key: None,
+            callback: None,
             then,
         };
         let id = match self.create_batch(&spec).await? {

@@ -21,6 +21,7 @@ use std::io::BufRead;
 
 use super::enqueue::{Producer, Submitted, BATCH};
 use super::QueueError;
+use crate::config::webhooks::WebhookSettings;
 use crate::job::{Job, JobId};
 use crate::lines::{Line, Lines};
 
@@ -35,6 +36,8 @@ pub struct LineRules {
     pub servers: BTreeSet<String>,
     /// `queue.max_payload`.
     pub max_payload: usize,
+    /// `[webhooks]`: what a line's `options.callback` may name.
+    pub webhooks: WebhookSettings,
 }
 
 impl LineRules {
@@ -58,6 +61,7 @@ impl LineRules {
     pub fn check(&self, job: Job) -> Result<Job, String> {
         job.check_servers(self.servers.iter().map(String::as_str))
             .map_err(|e| e.to_string())?;
+        self.webhooks.check_job(&job).map_err(|e| e.to_string())?;
         let size = job.to_json().len();
         if size > self.max_payload {
             return Err(format!(
@@ -277,6 +281,7 @@ mod tests {
         let rules = LineRules {
             servers: ["echo".to_string()].into(),
             max_payload: 1 << 20,
+            webhooks: WebhookSettings::default(),
         };
         let id = JobId::generate();
         let ok = br#"{"kind":"agent","payload":{"steps":[{"server":"echo","tool":"t","arguments":{}}]}}"#;

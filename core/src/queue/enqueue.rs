@@ -150,7 +150,8 @@ impl Producer {
                 .arg(job.options.priority.as_str())
                 .arg(job.options.max_attempts)
                 .arg(job.options.idempotency_key.as_deref().unwrap_or(""))
-                .arg(line.map(|l| l.to_string()).unwrap_or_default());
+                .arg(line.map(|l| l.to_string()).unwrap_or_default())
+                .arg(callback_json(job));
         }
         let answers: Vec<(u8, String)> = invocation.invoke_async(&mut conn).await?;
         Ok(answers
@@ -162,4 +163,13 @@ impl Producer {
             })
             .collect())
     }
+}
+
+/// The job's `options.callback` as the JSON stored in its record ("" for none).
+pub(crate) fn callback_json(job: &Job) -> String {
+    job.options
+        .callback
+        .as_ref()
+        .map(|c| c.to_json())
+        .unwrap_or_default()
 }

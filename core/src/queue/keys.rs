@@ -130,6 +130,35 @@ impl Keys {
         format!("{}:servers", self.prefix)
     }
 
+    /// Hash of one webhook delivery: what it announces (type, subject, status), its
+    /// callback, state, attempts and last answer (`lua/common.lua`'s `webhook_create`).
+    pub fn webhook(&self, id: &str) -> String {
+        format!("{}:webhook:{id}", self.prefix)
+    }
+
+    /// Sorted set of pending webhook deliveries, by due time (ms); a claimed one is
+    /// pushed a lease ahead.
+    pub fn webhooks_due(&self) -> String {
+        format!("{}:webhooks:due", self.prefix)
+    }
+
+    /// Sorted set of every webhook delivery by creation time (ms), trimmed to
+    /// `webhooks.retention`: what `mcpq webhooks list` lists.
+    pub fn webhooks(&self) -> String {
+        format!("{}:webhooks", self.prefix)
+    }
+
+    /// Sorted set of failed webhook deliveries, by time of failure (ms).
+    pub fn webhooks_failed(&self) -> String {
+        format!("{}:webhooks:failed", self.prefix)
+    }
+
+    /// The token of a serial endpoint: the delivery sending to it now (expires with its
+    /// lease).
+    pub fn webhook_busy(&self, endpoint: &str) -> String {
+        format!("{}:webhooks:busy:{endpoint}", self.prefix)
+    }
+
     /// Pattern matching every key of this namespace (for tests and clean-up tools).
     pub fn all_pattern(&self) -> String {
         // `{` and `}` are not glob characters; `[` would be, and namespaces cannot

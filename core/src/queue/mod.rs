@@ -12,7 +12,8 @@
 //! - [`enqueue`]: the producer side; [`fetch`], [`finish`]: one attempt's start and end; [`lease`]: renewing the
 //!   leases of running jobs and hearing cancels; [`rescue`]: re-queueing jobs of dead
 //!   workers; [`retry`]: backoff; [`control`]: cancel and the dead-letter set;
-//!   [`results`]: reading records.
+//!   [`results`]: reading records; [`webhooks`], [`webhook_body`]: completion webhook
+//!   deliveries (made by the scripts that end jobs, sent by `mcpq_shared::webhook`).
 //!
 //! Every key starts with the configured namespace, so tests, demos and deployments
 //! share one Redis without touching each other's keys.
@@ -32,6 +33,8 @@ pub mod results;
 mod scripts;
 pub mod servers;
 pub mod settings;
+pub mod webhook_body;
+pub mod webhooks;
 
 use std::time::Duration;
 

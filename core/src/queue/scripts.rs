@@ -40,3 +40,9 @@ pub(crate) static BATCH_CREATE: LazyLock<Script> = script!("batch_create.lua");
 pub(crate) static BATCH_SEAL: LazyLock<Script> = script!("batch_seal.lua");
 /// Put a dead job back in its queue.
 pub(crate) static REQUEUE: LazyLock<Script> = script!("requeue.lua");
+/// Take due webhook deliveries for one worker (a lease on each).
+pub(crate) static WEBHOOK_CLAIM: LazyLock<Script> = script!("webhook_claim.lua");
+/// Store what one attempt to send a webhook delivery came to.
+pub(crate) static WEBHOOK_DONE: LazyLock<Script> = script!("webhook_done.lua");
+/// Make a failed webhook delivery pending again.
+pub(crate) static WEBHOOK_RETRY: LazyLock<Script> = script!("webhook_retry.lua");

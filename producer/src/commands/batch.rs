@@ -40,7 +40,7 @@ const CANCEL_PARALLEL: usize = 64;
 
 pub async fn run(ctx: &Ctx, action: BatchAction) -> anyhow::Result<u8> {
     match action {
-        BatchAction::Submit(args) => submit(ctx, args).await,
+        BatchAction::Submit(args) => submit(ctx, *args).await,
         BatchAction::Status(args) => status(ctx, &args.id).await,
         BatchAction::Wait(args) => wait(ctx, &args.id, args.timeout).await,
         BatchAction::Results(args) => results(ctx, args).await,
@@ -54,6 +54,7 @@ fn rules(ctx: &Ctx) -> LineRules {
     LineRules {
         servers: ctx.config.server_names().map(str::to_string).collect(),
         max_payload: ctx.config.queue.max_payload,
+        webhooks: ctx.config.webhooks.clone(),
     }
 }
 
@@ -221,6 +222,14 @@ async fn enqueue_all(
 }
 
 async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
+    // The batch's own callback, checked before anything is read.
+    let callback = args.callback.callback();
+    if let Some(c) = &callback {
+        ctx.config
+            .webhooks
+            .check_callback(c, "--callback")
+            .map_err(|e| exit::invalid_job(e.to_string()))?;
+    }
     let (spool, unit, unreadable) = if args.email.steps.is_some() {
         let plan = EmailPlan::from_args(&args.email, ctx.config.queue.max_payload)?;
         let (spool, unreadable) = spool_mailbox(ctx, &args.file, &plan)?;
@@ -256,6 +265,7 @@ async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
         source: args.file.display().to_string(),
         idempotency_key: args.idempotency_key.clone(),
         then: then.as_ref(),
+        callback,
     };
     let (batch_id, resumed) = match producer.create_batch(&spec).await.map_err(exit::queue)? {
         BatchCreated::New(id) => (id, false),

@@ -10,6 +10,7 @@ mod servers;
 mod status;
 pub mod submit;
 mod wait;
+mod webhooks;
 
 use mcpq_core::job::JobId;
 use mcpq_core::queue::{self, Keys, Producer};
@@ -116,5 +117,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dlq(args) => dlq::run(&ctx, args.action).await,
         Command::Batch(args) => batch::run(&ctx, args.action).await,
         Command::Jobs(args) => jobs::run(&ctx, args).await,
+        Command::Webhooks(args) => webhooks::run(&ctx, args.action).await,
     }
 }

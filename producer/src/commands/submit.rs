@@ -204,6 +204,9 @@ fn build(args: &SubmitArgs, limits: &EmailSettings, max_payload: usize) -> anyho
     if let Some(k) = &o.idempotency_key {
         job.options.idempotency_key = Some(k.clone());
     }
+    if let Some(callback) = o.callback.callback() {
+        job.options.callback = Some(callback);
+    }
     attach_files(&mut job, args, limits)?;
     job.validate()
         .map_err(|e| exit::invalid_job(e.to_string()))?;
@@ -220,6 +223,10 @@ pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<u8> {
         };
         exit::invalid_job(format!("{e}{hint}"))
     })?;
+    ctx.config
+        .webhooks
+        .check_job(&job)
+        .map_err(|e| exit::invalid_job(e.to_string()))?;
     let producer = ctx.producer().await?;
     let submitted = producer.submit(&job).await.map_err(exit::queue)?;
     let id = submitted.id.clone();

@@ -5,8 +5,9 @@
 -- ARGV: 1 prefix, 2 batch id, 3 total (jobs it will hold), 4 retention (s) of the batch
 --       once finished, 5 idempotency key ("" = none), 6 idempotency ttl (s),
 --       7 fingerprint of the input, 8 source (what the jobs came from, for listings),
---       then, for a fan-in job ("" in 9 = none): 9 id, 10 payload (envelope JSON),
---       11 kind, 12 priority, 13 max_attempts
+--       9 the batch's callback (JSON, "" = none: announced when the batch finishes),
+--       then, for a fan-in job ("" in 10 = none): 10 id, 11 payload (envelope JSON),
+--       12 kind, 13 priority, 14 max_attempts, 15 its callback (JSON, "" = none)
 -- Returns {code, batch id}: 1 made now; 0 the key names a batch made from the same input
 -- (a re-run: enqueue what is missing into that one); 2 the key names a batch made from
 -- other input (refused; nothing written); 3 a batch with this id exists (refused).
@@ -37,12 +38,13 @@ if key ~= '' then
   end
 end
 if redis.call('EXISTS', b) == 1 then return {3, id} end
-if (ARGV[9] or '') ~= '' and redis.call('EXISTS', job_key(ARGV[9])) == 1 then return {3, ARGV[9]} end
+if (ARGV[10] or '') ~= '' and redis.call('EXISTS', job_key(ARGV[10])) == 1 then return {3, ARGV[10]} end
 local now = string.format('%d', NOW)
-local final = ARGV[9] or ''
+local final = ARGV[10] or ''
 redis.call('HSET', b, 'total', total, 'pending', total, 'succeeded', 0, 'dead', 0,
   'cancelled', 0, 'created_at', now, 'ttl', ttl, 'fingerprint', fingerprint,
   'source', source, 'then', final)
+if ARGV[9] ~= '' then redis.call('HSET', b, 'callback', ARGV[9]) end
 if key ~= '' then
   redis.call('SET', ikey, id, 'EX', idem_ttl)
   redis.call('HSET', b, 'idempotency_key', key)
@@ -53,9 +55,10 @@ redis.call('ZADD', P .. ':batches', NOW, id)
 redis.call('ZREMRANGEBYSCORE', P .. ':batches', '-inf', NOW - ttl * 1000)
 if final ~= '' then
   local job = job_key(final)
-  redis.call('HSET', job, 'status', 'waiting', 'payload', ARGV[10], 'kind', ARGV[11],
-    'priority', ARGV[12], 'max_attempts', ARGV[13], 'attempt', 0, 'failures', 0,
+  redis.call('HSET', job, 'status', 'waiting', 'payload', ARGV[11], 'kind', ARGV[12],
+    'priority', ARGV[13], 'max_attempts', ARGV[14], 'attempt', 0, 'failures', 0,
     'submitted_at', now, 'batch_of', id)
+  if (ARGV[15] or '') ~= '' then redis.call('HSET', job, 'callback', ARGV[15]) end
   redis.call('ZADD', P .. ':jobs', NOW, final)
 end
 if total == 0 then batch_done(b) end

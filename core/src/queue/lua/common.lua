@@ -65,6 +65,50 @@ local function batch_count(b, field)
   if v == '0' or (v and #v <= 15 and string.match(v, '^[1-9]%d*$')) then return tonumber(v) end
   return nil
 end
+-- Webhook deliveries (queue/webhooks.rs). A delivery is the hash {ns}:webhook:DID, due in
+-- the sorted set {ns}:webhooks:due and listed in {ns}:webhooks (both by time, ms).
+local function webhook_key(did) return P .. ':webhook:' .. did end
+-- Makes `k` a key a sorted set may be written to: one of another type (written by
+-- someone else) is set aside as KEY:corrupt, as bury does with a record.
+local function own_zset(k)
+  local t = key_type(k)
+  if t ~= 'none' and t ~= 'zset' then redis.call('RENAME', k, k .. ':corrupt') end
+end
+-- Stores a delivery, due now, announcing that `what` ('job' or 'batch') `id` ended with
+-- `status`, to `callback` (the JSON the producer stored in hash `h`). Its id DID is
+-- WHAT-ID-N, N counted in `h`'s field 'webhooks', so each end of a job (a requeued dead
+-- job ends again) is its own delivery, and a re-run of a script never makes two for
+-- one end (the script is atomic). Called after the calling script's first write;
+-- never raises: every value it reads is judged first.
+local function webhook_create(h, what, id, status, callback)
+  local v = redis.call('HGET', h, 'webhooks')
+  local n = 1
+  if v and #v <= 9 and string.match(v, '^[1-9]%d*$') then n = tonumber(v) + 1 end
+  local did = what .. '-' .. entry_name(id) .. '-' .. n
+  if key_type(webhook_key(did)) ~= 'none' then
+    -- Someone else wrote this key (or the counter): a fresh name, by Redis's clock.
+    did = did .. '-' .. string.format('%d', NOW)
+    if key_type(webhook_key(did)) ~= 'none' then redis.call('DEL', webhook_key(did)) end
+  end
+  -- The endpoint's name, for one-at-a-time endpoints (webhook_claim.lua); a callback
+  -- mcpq did not write (too long, not JSON) has none, and the dispatcher refuses it.
+  local endpoint = ''
+  if #callback <= 4096 then
+    local ok, cb = pcall(cjson.decode, callback)
+    if ok and type(cb) == 'table' and type(cb.endpoint) == 'string' and #cb.endpoint <= 128 then
+      endpoint = cb.endpoint
+    end
+  end
+  local now = string.format('%d', NOW)
+  own_zset(P .. ':webhooks:due')
+  own_zset(P .. ':webhooks')
+  redis.call('HSET', h, 'webhooks', n)
+  redis.call('HSET', webhook_key(did), 'type', what, 'subject', id, 'status', status,
+    'callback', callback, 'endpoint', endpoint, 'state', 'pending', 'created_at', now,
+    'since', now, 'attempts', 0)
+  redis.call('ZADD', P .. ':webhooks:due', NOW, did)
+  redis.call('ZADD', P .. ':webhooks', NOW, did)
+end
 -- Batch `b` has no pending job left: stamp it, let it expire with its jobs, and queue its
 -- fan-in job if that still waits (a cancelled one stays cancelled).
 local function batch_done(b)
@@ -82,9 +126,16 @@ local function batch_done(b)
       redis.call('LPUSH', ready_key(f[2]), final)
     end
   end
+  -- The batch's own callback (mcpq batch submit --callback-*): one delivery, in the
+  -- same step that finished it.
+  local callback = redis.call('HGET', b, 'callback')
+  if callback and callback ~= '' then
+    webhook_create(b, 'batch', string.sub(b, #P + 8), 'finished', callback)
+  end
 end
--- Job `id` has just ended with `status` (succeeded, dead or cancelled): if it belongs to
--- a batch, count it there; when it was the batch's last pending job, finish the batch
+-- Job `id` has just ended with `status` (succeeded, dead or cancelled): if it has a
+-- callback, store its webhook delivery (in the same script that stored the outcome, so
+-- no end goes unannounced); if it belongs to a batch, count it there; when it was the batch's last pending job, finish the batch
 -- (batch_done). Every script that ends a job calls this after its own writes, so it
 -- never raises: a batch hash someone else broke is left alone. The Lua decrement is
 -- what makes the fan-in run exactly once, however many workers end jobs at once. A job
@@ -95,6 +146,8 @@ local function job_ended(id, status)
   redis.call('PUBLISH', P .. ':ended', id .. ' ' .. status)
   local job = job_key(id)
   if key_type(job) ~= 'hash' then return end
+  local callback = redis.call('HGET', job, 'callback')
+  if callback and callback ~= '' then webhook_create(job, 'job', id, status, callback) end
   local batch = redis.call('HGET', job, 'batch')
   if not batch then return end
   local b = P .. ':batch:' .. batch

@@ -1,9 +1,11 @@
 -- enqueue.lua: add a batch of jobs; each is skipped when its id or its idempotency key
 -- is known already.
 -- ARGV: 1 prefix, 2 idempotency ttl (s), 3 batch id ("" = none; the batch was made by
---       batch_create.lua), 4 retention (s) of the job index {ns}:jobs, then 7 per job:
+--       batch_create.lua), 4 retention (s) of the job index {ns}:jobs, then 8 per job:
 --       id, payload (envelope JSON), kind, priority (high|normal|low), max_attempts,
---       idempotency key ("" = none), line of the batch's input ("" = none)
+--       idempotency key ("" = none), line of the batch's input ("" = none),
+--       callback (JSON of options.callback, "" = none: kept in the record, for the
+--       webhook delivery common.lua's job_ended stores when the job ends)
 -- A job enqueued into a batch is appended to the batch's list {ns}:batch:ID:jobs, so
 -- the list holds the batch's jobs in input order (a re-run that finds a job already
 -- there appends nothing). Every enqueued job goes into {ns}:jobs (by submit time, for
@@ -32,9 +34,10 @@ if batch ~= '' then
 end
 local out = {}
 local submitted = string.format('%d', NOW)
-for i = 5, #ARGV, 7 do
-  local id, payload, kind, priority, max_attempts, key, line =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+for i = 5, #ARGV, 8 do
+  local id, payload, kind, priority, max_attempts, key, line, callback =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
+    ARGV[i + 7]
   local job = job_key(id)
   local first, code = nil, 0
   local ikey = P .. ':idem:' .. key
@@ -51,6 +54,7 @@ for i = 5, #ARGV, 7 do
       redis.call('SET', ikey, id, 'EX', ttl)
       redis.call('HSET', job, 'idempotency_key', key)
     end
+    if callback ~= '' then redis.call('HSET', job, 'callback', callback) end
     if batch ~= '' then
       redis.call('HSET', job, 'batch', batch, 'batch_line', line)
       redis.call('RPUSH', P .. ':batch:' .. batch .. ':jobs', id)
