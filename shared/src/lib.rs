@@ -75,6 +75,7 @@ pub mod backend;
 pub mod email;
 pub mod fate;
 pub mod mcp;
+pub mod metrics;
 pub mod redact;
 pub mod result_budget;
 pub mod runner;

@@ -188,6 +188,10 @@ pub struct WorkerConfig {
     /// [`DEFAULT_POLL_INTERVAL`]).
     #[serde(default = "default_poll_interval", with = "crate::duration")]
     pub poll_interval: Duration,
+    /// Address to serve Prometheus metrics on (`GET /metrics`), e.g. `127.0.0.1:9717`;
+    /// none by default (off). `--metrics-listen` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[defaults]`.
@@ -405,6 +409,7 @@ impl Default for WorkerConfig {
             concurrency: default_concurrency(),
             shutdown_grace: default_shutdown_grace(),
             poll_interval: default_poll_interval(),
+            metrics_listen: None,
         }
     }
 }

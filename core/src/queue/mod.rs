@@ -12,7 +12,7 @@
 //! - [`enqueue`]: the producer side; [`fetch`], [`finish`]: one attempt's start and end; [`lease`]: renewing the
 //!   leases of running jobs and hearing cancels; [`rescue`]: re-queueing jobs of dead
 //!   workers; [`retry`]: backoff; [`control`]: cancel and the dead-letter set;
-//!   [`results`]: reading records.
+//!   [`results`]: reading records; [`stats`]: counts by state; [`workers`]: heartbeats.
 //!
 //! Every key starts with the configured namespace, so tests, demos and deployments
 //! share one Redis without touching each other's keys.
@@ -30,6 +30,8 @@ pub mod results;
 mod scripts;
 pub mod servers;
 pub mod settings;
+pub mod stats;
+pub mod workers;
 
 use std::time::Duration;
 

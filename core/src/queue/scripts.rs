@@ -40,3 +40,7 @@ pub(crate) static BATCH_CREATE: LazyLock<Script> = script!("batch_create.lua");
 pub(crate) static BATCH_SEAL: LazyLock<Script> = script!("batch_seal.lua");
 /// Put a dead job back in its queue.
 pub(crate) static REQUEUE: LazyLock<Script> = script!("requeue.lua");
+/// Count the jobs by state, read only (`stats.rs`).
+pub(crate) static STATS: LazyLock<Script> = script!("stats.lua");
+/// One worker's heartbeat, and a bounded prune of dead workers (`workers.rs`).
+pub(crate) static HEARTBEAT: LazyLock<Script> = script!("heartbeat.lua");
