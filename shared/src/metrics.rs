@@ -34,11 +34,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::prometheus_text;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+/// A counter (the log writer increments [`Metrics::log_lines_dropped`]).
+pub use prometheus_client::metrics::counter::Counter;
 
 /// Servers with their own series; the rest are counted as `server="other"`.
 pub const MAX_SERVERS: usize = 256;
@@ -288,7 +290,10 @@ impl Metrics {
 
     /// A job of `kind` started (`agent`, `email`, or [`KIND_INVALID`]).
     pub fn job_started(&self, kind: &'static str) {
-        self.inner.jobs_started.get_or_create(&[("kind", kind)]).inc();
+        self.inner
+            .jobs_started
+            .get_or_create(&[("kind", kind)])
+            .inc();
     }
 
     /// An attempt of a job of `kind` ended with `outcome` after `took`.
@@ -343,10 +348,7 @@ impl Metrics {
         if let Some(h) = tools.get(tool) {
             h.observe(secs);
         } else if tools.len() < MAX_TOOLS_PER_SERVER {
-            let labels = [
-                ("server", series.name.clone()),
-                ("tool", tool.to_string()),
-            ];
+            let labels = [("server", series.name.clone()), ("tool", tool.to_string())];
             let h = self.inner.tool_calls.get_or_create_owned(&labels);
             h.observe(secs);
             tools.insert(tool.to_string(), h);
@@ -383,13 +385,21 @@ impl Metrics {
     pub fn webhook_delivery(&self, outcome: &str) {
         let outcome = bounded(outcome);
         {
-            let known = self.inner.webhook_outcomes.read().unwrap_or_else(|p| p.into_inner());
+            let known = self
+                .inner
+                .webhook_outcomes
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some(c) = known.get(outcome) {
                 c.inc();
                 return;
             }
         }
-        let mut known = self.inner.webhook_outcomes.write().unwrap_or_else(|p| p.into_inner());
+        let mut known = self
+            .inner
+            .webhook_outcomes
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         let name = if known.len() < MAX_WEBHOOK_OUTCOMES || known.contains_key(outcome) {
             outcome
         } else {
@@ -416,7 +426,11 @@ impl Metrics {
                 return s.clone();
             }
         }
-        let mut servers = self.inner.servers.write().unwrap_or_else(|p| p.into_inner());
+        let mut servers = self
+            .inner
+            .servers
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(s) = servers.get(server) {
             return s.clone();
         }
@@ -476,7 +490,10 @@ mod tests {
             "mcpq_webhook_deliveries_total{outcome=\"delivered\"} 1",
             "mcpq_log_lines_dropped_total 1",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
         }
     }
 
@@ -497,8 +514,13 @@ mod tests {
             series("mcpq_tool_call_duration_seconds_count{"),
             MAX_TOOLS_PER_SERVER + 1
         );
-        assert!(text.contains("mcpq_tool_call_duration_seconds_count{server=\"s\",tool=\"other\"} 51"));
-        assert_eq!(series("mcpq_webhook_deliveries_total{"), MAX_WEBHOOK_OUTCOMES + 1);
+        assert!(
+            text.contains("mcpq_tool_call_duration_seconds_count{server=\"s\",tool=\"other\"} 51")
+        );
+        assert_eq!(
+            series("mcpq_webhook_deliveries_total{"),
+            MAX_WEBHOOK_OUTCOMES + 1
+        );
         assert!(text.lines().all(|l| l.len() < 2 * MAX_LABEL_BYTES + 200));
     }
 }

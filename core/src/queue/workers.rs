@@ -205,7 +205,10 @@ mod tests {
         };
         let value = format!("1000 {}", serde_json::to_string(&info).expect("json"));
         let w = parse_entry(value.as_bytes(), 1500).expect("parsed");
-        assert_eq!((w.info, w.last_heartbeat, w.heartbeat_age_ms), (info, 1000, 500));
+        assert_eq!(
+            (w.info, w.last_heartbeat, w.heartbeat_age_ms),
+            (info, 1000, 500)
+        );
         assert!(parse_entry(b"not a heartbeat", 1500).is_none());
         assert!(parse_entry(b"12 {}", 1500).is_none());
     }

@@ -14,12 +14,14 @@
 //!    successful call clears its record.
 //!
 //! Pure bookkeeping over `Instant`s given by the caller, so it is tested without clocks.
+//! Every crash it records is also counted in `mcpq_server_crashes_total` ([`Metrics`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
+use crate::metrics::Metrics;
 
 /// The knobs of [`HealthBook`] (the worker takes them from `[defaults]` in the config,
 /// through `mcp::health_policy`).
@@ -78,15 +80,29 @@ struct Record {
 pub struct HealthBook {
     policy: HealthPolicy,
     servers: Mutex<HashMap<String, Record>>,
+    metrics: Metrics,
 }
 
 impl HealthBook {
     /// An empty book with `policy`.
     pub fn new(policy: HealthPolicy) -> Self {
+        Self::with_metrics(policy, Metrics::default())
+    }
+
+    /// An empty book with `policy`, counting crashes in `metrics`.
+    pub fn with_metrics(policy: HealthPolicy, metrics: Metrics) -> Self {
         HealthBook {
             policy,
             servers: Mutex::default(),
+            metrics,
         }
+    }
+
+    /// True when `server` crashed and has not served a call since: its next start is a
+    /// restart.
+    pub fn in_crash_streak(&self, server: &str) -> bool {
+        let servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        servers.get(server).is_some_and(|r| r.consecutive > 0)
     }
 
     /// The policy in use.
@@ -141,6 +157,7 @@ impl HealthBook {
 
     /// Records a crash of `server` at `now`; returns true if it is now unhealthy.
     pub fn record_crash(&self, server: &str, now: Instant) -> bool {
+        self.metrics.server_crashed(server);
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
         let record = servers.entry(server.to_string()).or_default();
         record.crashes.push_back(now);
