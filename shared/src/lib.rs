@@ -59,6 +59,10 @@
 //!   of its batch run; the queue's id is the job's identity; a lost worker spends a
 //!   rescue (`queue.max_rescues`), not an attempt (chaos `poison_entries.rs`,
 //!   `worker_killer.rs`, `killed_workers.rs`).
+//! - A worker's `/metrics` is Prometheus text that the reference parser reads, and its
+//!   counters are what the worker did (jobs by kind and outcome, tool calls by server
+//!   and tool, spawns); label values are bounded ([`metrics`];
+//!   `metrics::metrics_parse_with_the_prometheus_parser_and_count_what_the_worker_did`).
 //! - Every limit, its default, key and error: `docs/GUARANTEES.md`, "Limits".
 //! - Delivery (at least once, leases with fencing, retries with full-jitter backoff,
 //!   dead letters, idempotency keys, cancellation, release on shutdown, retention,

@@ -22,6 +22,10 @@
 //!    for at most one lease; after that the job is left to the rescuer, which runs it
 //!    again (at least once, never lost).
 //!
+//! Each attempt is counted in the worker's metrics (`mcpq_jobs_started_total`,
+//! `mcpq_jobs_finished_total` and `mcpq_job_duration_seconds` by kind and fate; a
+//! payload that does not decode is kind `invalid`).
+//!
 //! Nothing here panics or returns an error on bad input: a job that cannot be decoded
 //! goes to the dead-letter set with the reason.
 

@@ -4,7 +4,7 @@
 //! `failure`, `template`, `job`, `config`, `backoff`, `metrics`, `terminal`, `cli_error`) -> 2 `queue` (Redis),
 //! `backend` (apalis over it) -> 3 `supervisor` (processes) -> 4 `mcp` (sessions, pool,
 //! job sessions) -> 5 runners and their helpers (`result_budget`, `agent`, `email`,
-//! `redact`) -> 6 `fate`, `runner` -> the binaries. Layers 1 and 2 but `tls` and
+//! `redact`) -> 6 `fate`, `runner` -> the binaries. Layers 1 and 2 but `tls`, `metrics` and
 //! `backend` are the crate `mcpq-core` (`core/src`), which cannot name the rest at all
 //! (it does not depend on `mcpq-shared`); `mcpq-shared` re-exports them, so its files
 //! name them as `crate::job` and so on, and this test ranks those imports too.

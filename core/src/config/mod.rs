@@ -10,6 +10,7 @@
 //! concurrency = 4          # jobs run at once by one worker process
 //! shutdown_grace = "10s"   # on SIGTERM, how long running jobs may finish
 //! poll_interval = "100ms"  # how often an idle worker looks for new jobs
+//! # metrics_listen = "127.0.0.1:9717"   # serve GET /metrics (default: off)
 //!
 //! [queue]                  # leases, retries, retention, priorities: see config::queue
 //! lease = "30s"

@@ -35,6 +35,9 @@ pub const HASH_TTL: Duration = Duration::from_secs(120);
 /// Most entries [`live`] reads.
 pub const MAX_LISTED: usize = 1000;
 
+/// One hash field and its value, as raw bytes (someone else may have written them).
+type Field = (Vec<u8>, Vec<u8>);
+
 /// An entry's value longer than this was not written by a worker: skipped.
 const MAX_ENTRY: usize = 64 * 1024;
 
@@ -142,7 +145,7 @@ pub async fn live_within(
     let mut seen = 0usize;
     let mut out = Vec::new();
     loop {
-        let (next, page): (u64, Vec<(Vec<u8>, Vec<u8>)>) = redis::cmd("HSCAN")
+        let (next, page): (u64, Vec<Field>) = redis::cmd("HSCAN")
             .arg(&key)
             .arg(cursor)
             .arg("COUNT")
