@@ -96,7 +96,7 @@ fn metrics_parse_with_the_prometheus_parser_and_count_what_the_worker_did() {
     let addr = format!("127.0.0.1:{}", free_port());
     let env = TestEnv::new(
         "metrics",
-        &format!("[worker]\nconcurrency = 2\nmetrics_listen = \"{addr}\"\n"),
+        &format!("[worker]\nconcurrency = 1\nmetrics_listen = \"{addr}\"\n"),
     );
     let worker = env.worker(&[]);
     assert!(
@@ -106,7 +106,11 @@ fn metrics_parse_with_the_prometheus_parser_and_count_what_the_worker_did() {
     );
     let url = format!("http://{addr}/metrics");
 
-    // What the worker does: 3 jobs succeed, 2 fail for good, 1 is cancelled mid-call.
+    // One job at a time, so one pooled session: the job after the crash must start the
+    // server again.
+    // What the worker does: 3 jobs succeed, 2 fail for good, then the server crashes
+    // under a job (dead too) and the next job restarts it, and 1 job is cancelled
+    // mid-call.
     let ok: Vec<String> = (0..3)
         .map(|i| env.submit_call("echo", "echo", &format!(r#"{{"text":"{i}"}}"#), &[]))
         .collect();
@@ -124,6 +128,11 @@ fn metrics_parse_with_the_prometheus_parser_and_count_what_the_worker_did() {
         let (_, v) = env.wait_json(id);
         assert!(v["status"] == "succeeded" || v["status"] == "dead", "{v}");
     }
+    let crash = env.submit_call("echo", "crash", "{}", &["--max-attempts", "1"]);
+    let (_, v) = env.wait_json(&crash);
+    assert_eq!(v["error"]["kind"], "server_exited", "{v}");
+    let after = env.submit_call("echo", "echo", r#"{"text":"again"}"#, &[]);
+    assert_eq!(env.wait_json(&after).1["status"], "succeeded");
     let slow = env.submit_call("echo", "sleep_forever", "{}", &["--timeout", "300s"]);
     assert!(wait_until(Duration::from_secs(15), || env
         .status_json(&slow)["status"]
@@ -139,18 +148,18 @@ fn metrics_parse_with_the_prometheus_parser_and_count_what_the_worker_did() {
     );
 
     // The queue gauges follow the report loop (every 5 s): wait for them to see the
-    // two dead jobs.
+    // three dead jobs.
     let mut last = None;
     let seen = wait_until_every(Duration::from_secs(20), Duration::from_millis(500), || {
         let s = scrape(&python, &url);
-        let done = s.value("mcpq_queue_jobs", &[("state", "dead")]) == Some(2.0);
+        let done = s.value("mcpq_queue_jobs", &[("state", "dead")]) == Some(3.0);
         last = Some(s);
         done
     });
     let s = last.expect("scraped");
     assert!(
         seen,
-        "mcpq_queue_jobs{{state=dead}} never became 2: {:?}",
+        "mcpq_queue_jobs{{state=dead}} never became 3: {:?}",
         s.samples
     );
 
@@ -159,56 +168,54 @@ fn metrics_parse_with_the_prometheus_parser_and_count_what_the_worker_did() {
         "{}",
         s.content_type
     );
-    let agent = |outcome: &'static str| [("kind", "agent"), ("outcome", outcome)];
-    assert_eq!(
-        s.value("mcpq_jobs_started_total", &[("kind", "agent")]),
-        Some(6.0)
-    );
-    assert_eq!(
-        s.value("mcpq_jobs_finished_total", &agent("succeeded")),
-        Some(3.0)
-    );
-    assert_eq!(
-        s.value("mcpq_jobs_finished_total", &agent("dead")),
-        Some(2.0)
-    );
-    assert_eq!(
-        s.value("mcpq_jobs_finished_total", &agent("cancelled")),
-        Some(1.0)
-    );
-    assert_eq!(s.value("mcpq_jobs_finished_total", &agent("retry")), None);
-    assert_eq!(
-        s.value("mcpq_job_duration_seconds_count", &agent("succeeded")),
-        Some(3.0)
-    );
-    assert_eq!(
-        s.value("mcpq_job_duration_seconds_count", &agent("dead")),
-        Some(2.0)
-    );
-    let tool = |t: &'static str| [("server", "echo"), ("tool", t)];
-    assert_eq!(
-        s.value("mcpq_tool_call_duration_seconds_count", &tool("echo")),
-        Some(3.0)
-    );
-    assert_eq!(
-        s.value("mcpq_tool_call_duration_seconds_count", &tool("fail")),
-        Some(2.0)
-    );
-    assert_eq!(
-        s.value(
-            "mcpq_tool_call_duration_seconds_count",
-            &tool("sleep_forever")
+    let agent = |outcome: &'static str| vec![("kind", "agent"), ("outcome", outcome)];
+    let tool = |t: &'static str| vec![("server", "echo"), ("tool", t)];
+    let echo = vec![("server", "echo")];
+    for (name, labels, want) in [
+        (
+            "mcpq_jobs_started_total",
+            vec![("kind", "agent")],
+            Some(8.0),
         ),
-        Some(1.0)
-    );
-    let spawns = s
-        .value("mcpq_server_spawns_total", &[("server", "echo")])
-        .expect("spawns of echo");
-    assert!(spawns >= 1.0, "{spawns}");
-    assert_eq!(
-        s.value("mcpq_server_crashes_total", &[("server", "echo")]),
-        Some(0.0)
-    );
+        ("mcpq_jobs_finished_total", agent("succeeded"), Some(4.0)),
+        ("mcpq_jobs_finished_total", agent("dead"), Some(3.0)),
+        ("mcpq_jobs_finished_total", agent("cancelled"), Some(1.0)),
+        ("mcpq_jobs_finished_total", agent("retry"), None),
+        (
+            "mcpq_job_duration_seconds_count",
+            agent("succeeded"),
+            Some(4.0),
+        ),
+        ("mcpq_job_duration_seconds_count", agent("dead"), Some(3.0)),
+        (
+            "mcpq_tool_call_duration_seconds_count",
+            tool("echo"),
+            Some(4.0),
+        ),
+        (
+            "mcpq_tool_call_duration_seconds_count",
+            tool("fail"),
+            Some(2.0),
+        ),
+        (
+            "mcpq_tool_call_duration_seconds_count",
+            tool("crash"),
+            Some(1.0),
+        ),
+        (
+            "mcpq_tool_call_duration_seconds_count",
+            tool("sleep_forever"),
+            Some(1.0),
+        ),
+        ("mcpq_server_crashes_total", echo.clone(), Some(1.0)),
+    ] {
+        assert_eq!(s.value(name, &labels), want, "{name}{labels:?}");
+    }
+    // The crashed server was started again (a restart), besides the first start.
+    let restarts = s.value("mcpq_server_restarts_total", &echo);
+    assert!(restarts.is_some_and(|n| n >= 1.0), "{restarts:?}");
+    let spawns = s.value("mcpq_server_spawns_total", &echo);
+    assert!(spawns.is_some_and(|n| n >= 2.0), "{spawns:?}");
     assert_eq!(s.value("mcpq_log_lines_dropped_total", &[]), Some(0.0));
     for p in ["high", "normal", "low"] {
         assert_eq!(

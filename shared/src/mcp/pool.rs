@@ -691,8 +691,8 @@ impl McpPool {
 
 /// Waits until the supervisor's health book lets `name` start (restart backoff, if the
 /// deadline allows), then starts a session; fails fast while the server is unhealthy.
-/// A crash during start-up is recorded; a start after a crash is counted as a restart
-/// (`mcpq_server_restarts_total`). Used for pooled and fresh sessions alike.
+/// A crash during start-up is recorded; a start that follows a crash is counted as a
+/// restart (`mcpq_server_restarts_total`). Used for pooled and fresh sessions alike.
 pub async fn start_admitted(
     supervisor: &Supervisor,
     name: &str,
@@ -723,9 +723,7 @@ pub async fn start_admitted(
             })
         }
     }
-    if health.in_crash_streak(name) {
-        supervisor.metrics().server_restarted(name);
-    }
+    health.start_is_restart(name);
     McpSession::start(supervisor, name, server, timeouts, deadline)
         .await
         .map_err(|error| {
