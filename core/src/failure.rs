@@ -275,8 +275,10 @@ impl<'de> Deserialize<'de> for FailureKind {
 
 /// Why a job failed, as stored and shown to users.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobFailure {
     /// A stable machine-readable class (see [`FailureKind`]).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub kind: FailureKind,
     /// The human message.
     pub message: String,

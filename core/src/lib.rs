@@ -44,6 +44,7 @@ pub mod config;
 pub mod duration;
 pub mod failure;
 pub mod job;
+pub mod lines;
 pub mod queue;
 pub mod template;
 pub mod terminal;

@@ -63,6 +63,15 @@ pub enum Command {
     /// `mcpq servers check` starts each server here and asks it directly.
     #[command(after_long_help = SERVERS_EXAMPLES)]
     Servers(ServersArgs),
+    /// Serve the HTTP API (runs `mcpq-serve`): submit jobs, wait for results, batches,
+    /// dead letters, /health and /openapi.json, on 127.0.0.1:7717 by default.
+    ///
+    /// Every route but /health needs `Authorization: Bearer <token>`: tokens are
+    /// [[serve.tokens]] in the config (a name and the environment variable holding the
+    /// secret), or MCPQ_SERVE_TOKEN. Without a token only a loopback address is allowed.
+    /// See README "HTTP API"; `mcpq-serve --help` for the rest.
+    #[command(after_long_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
     /// Wait until a job finishes, then print its result like `mcpq result`.
     #[command(after_long_help = "Example:\n  mcpq wait 01JDX6Q6T3N7Z8YV1K0W2M4C5B --timeout 30s")]
     Wait(WaitArgs),
@@ -429,6 +438,20 @@ pub struct ServersArgs {
     #[command(subcommand)]
     pub action: Option<ServersAction>,
 }
+
+/// `mcpq serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default serve.listen, 127.0.0.1:7717); port 0 picks one.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  mcpq serve --config mcpq.toml
+  MCPQ_SERVE_TOKEN=$(openssl rand -hex 24) mcpq serve --listen 0.0.0.0:7717
+  curl -s -H \"Authorization: Bearer $MCPQ_SERVE_TOKEN\" --data-binary @job.json http://127.0.0.1:7717/v1/jobs";
 
 /// What to do with the servers.
 #[derive(Debug, Subcommand)]

@@ -42,6 +42,7 @@ pub fn queue(err: mcpq_core::queue::QueueError) -> anyhow::Error {
     let kind = match err {
         QueueError::TooLarge { .. } => CliErrorKind::InvalidJob,
         QueueError::Corrupt { .. } => CliErrorKind::CorruptRecord,
+        QueueError::BadCursor(_) => CliErrorKind::Usage,
         _ => CliErrorKind::Redis,
     };
     error(kind, err.to_string())

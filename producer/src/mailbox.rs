@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::exit;
-use crate::lines::{Line, Lines};
+use mcpq_core::lines::{Line, Lines};
 
 /// A message: its name (file path under the mailbox, or "mbox message N") and its
 /// bytes, or why they are not there.
@@ -75,7 +75,8 @@ fn too_big(limit: usize) -> String {
 }
 
 fn mbox(path: &Path, limit: usize, each: &mut Each<'_>) -> anyhow::Result<()> {
-    let mut lines = Lines::open(path, limit)?;
+    let mut lines = Lines::open(path, limit)
+        .map_err(|e| crate::exit::usage(format!("cannot read {}: {e}", path.display())))?;
     // The message being read: its bytes, or None once it grew past the limit.
     let mut current: Option<Option<Vec<u8>>> = None;
     let mut number = 0u64;

@@ -4,7 +4,6 @@ mod attach;
 mod cli;
 mod commands;
 mod exit;
-mod lines;
 mod mailbox;
 mod output;
 

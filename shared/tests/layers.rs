@@ -32,9 +32,10 @@ const LAYERS: &[(&str, &str, u32, u32)] = &[
     ("job", "core", 1, 14),
     ("config", "core", 1, 15),
     ("backoff", "core", 1, 16),
-    // A leaf: the counters every higher layer increments.
-    ("metrics", "shared", 1, 17),
+    ("lines", "core", 1, 17),
     ("cli_error", "core", 1, 18),
+    // A leaf: the counters every higher layer increments.
+    ("metrics", "shared", 1, 19),
     ("queue", "core", 2, 20),
     ("backend", "shared", 2, 21),
     ("supervisor", "shared", 3, 30),

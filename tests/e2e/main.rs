@@ -16,6 +16,7 @@ mod metrics; // a worker's /metrics, parsed by the Prometheus reference parser
 mod plans; // plans as small programs: templates, continue_on_error
 mod pool; // the warm session pool: reuse, multiplexing, replacement, limits
 mod secrets_and_logs; // secrets echoed back are redacted; no forged log lines
+mod serve; // mcpq serve: the HTTP API, tokens, long polls, OpenAPI
 mod servers; // mcpq servers / servers check: tool discovery, what fails
 mod shutdown; // SIGTERM with jobs running: exit 0, no process left
 mod signals; // the clean signal state of every MCP server

@@ -50,6 +50,7 @@ pub mod email;
 pub mod llm;
 pub mod queue;
 pub mod redis_url;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -169,6 +170,9 @@ pub struct Config {
     /// Where email replies are sent (`[smtp]`); none: replies are drafted, not sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<email::SmtpSettings>,
+    /// The HTTP front, `mcpq serve` (`[serve]`).
+    #[serde(default)]
+    pub serve: serve::ServeSettings,
     /// The MCP servers jobs may use, by name.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
@@ -441,6 +445,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             defaults: Defaults::default(),
             queue: queue::QueueSettings::default(),
+            serve: serve::ServeSettings::default(),
             email: email::EmailSettings::default(),
             smtp: None,
             llm: None,
@@ -569,6 +574,7 @@ impl Config {
             }
         }
         self.queue.validate()?;
+        self.serve.validate()?;
         if self.defaults.crash_loop_threshold == 0 {
             return Err(invalid(
                 "defaults.crash_loop_threshold",

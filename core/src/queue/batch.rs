@@ -58,6 +58,7 @@ pub enum BatchCreated {
 
 /// A batch's counts and times, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchStatus {
     /// The batch id.
     pub id: String,
@@ -110,6 +111,7 @@ impl BatchStatus {
 
 /// One job of a batch, as exported.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberResult {
     /// The job id.
     pub id: String,
@@ -118,8 +120,10 @@ pub struct MemberResult {
     /// Its status (`expired` once its record is gone).
     pub status: String,
     /// Its result (JSON), when it succeeded.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub result: Option<serde_json::Value>,
     /// Its last error (JSON), when it failed.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub error: Option<serde_json::Value>,
 }
 

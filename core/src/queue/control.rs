@@ -53,6 +53,7 @@ pub async fn cancel(
 
 /// One dead job, as listed.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeadJob {
     /// The job id (or the malformed queue entry).
     pub id: String,

@@ -118,6 +118,13 @@ impl Keys {
         format!("{}:cancel", self.prefix)
     }
 
+    /// Pub/sub channel carrying `ID STATUS` of every job that has just ended (succeeded,
+    /// dead or cancelled), published by the script that ended it: what
+    /// [`super::notify::Endings`] waits on.
+    pub fn ended_channel(&self) -> String {
+        format!("{}:ended", self.prefix)
+    }
+
     /// Hash of the workers' reports on their MCP servers, by server name.
     pub fn servers(&self) -> String {
         format!("{}:servers", self.prefix)

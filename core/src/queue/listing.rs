@@ -15,6 +15,7 @@ pub const PAGE: usize = 500;
 
 /// One job, as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSummary {
     /// The job id.
     pub id: String,
@@ -50,36 +51,129 @@ pub async fn list_jobs(
     filter: &JobFilter,
     limit: usize,
 ) -> Result<Vec<JobSummary>, QueueError> {
+    Ok(list_page(conn, keys, filter, limit, None).await?.jobs)
+}
+
+/// One page of a listing, and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<JobSummary>,
+    /// Pass this as `cursor` for the next page; `None` when the listing is complete.
+    pub next: Option<String>,
+}
+
+/// Where a listing goes on. Opaque to callers (a string in `?cursor=`): for the job
+/// index, the score the first page started at and how many entries at or below it were
+/// passed (jobs submitted later score higher, so they never shift a listing under way);
+/// for a batch, the list index to read next (a batch's list only grows at its end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    Index { top: u64, passed: u64 },
+    Batch { next: i64 },
+}
+
+impl Cursor {
+    fn encode(self) -> String {
+        match self {
+            Cursor::Index { top, passed } => format!("i{top}.{passed}"),
+            Cursor::Batch { next } => format!("b{next}"),
+        }
+    }
+
+    fn decode(text: &str) -> Option<Cursor> {
+        if text.len() > 64 {
+            return None;
+        }
+        if let Some(rest) = text.strip_prefix('i') {
+            let (top, passed) = rest.split_once('.')?;
+            return Some(Cursor::Index {
+                top: top.parse().ok()?,
+                passed: passed.parse().ok()?,
+            });
+        }
+        let next: i64 = text.strip_prefix('b')?.parse().ok()?;
+        (next >= 0).then_some(Cursor::Batch { next })
+    }
+}
+
+/// Up to `limit` jobs matching `filter`, newest first, from `cursor` (a [`JobPage::next`]
+/// of the same filter; `None` for the first page). A cursor that is not one, or that
+/// belongs to another kind of listing, is [`QueueError::BadCursor`].
+pub async fn list_page(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    filter: &JobFilter,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<JobPage, QueueError> {
+    let bad = || QueueError::BadCursor(cursor.unwrap_or_default().chars().take(64).collect());
+    let mut at = match (
+        cursor
+            .map(|c| Cursor::decode(c).ok_or_else(bad))
+            .transpose()?,
+        &filter.batch,
+    ) {
+        (None, Some(batch)) => {
+            let len: i64 = redis::cmd("LLEN")
+                .arg(keys.batch_jobs(batch))
+                .query_async(conn)
+                .await?;
+            Cursor::Batch { next: len - 1 }
+        }
+        (None, None) => {
+            let top: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+                .arg(keys.jobs())
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES")
+                .query_async(conn)
+                .await?;
+            Cursor::Index {
+                top: top.first().map_or(0, |(_, score)| *score as u64),
+                passed: 0,
+            }
+        }
+        (Some(c @ Cursor::Batch { .. }), Some(_)) | (Some(c @ Cursor::Index { .. }), None) => c,
+        (Some(_), _) => return Err(bad()),
+    };
     let mut out = Vec::new();
-    // Position from the newest end: 0 is the newest.
-    let mut from_newest = 0usize;
+    let mut complete = false;
     while out.len() < limit {
-        let ids: Vec<String> = match &filter.batch {
-            Some(batch) => {
-                let end = -1 - from_newest as isize;
-                let start = end - PAGE as isize + 1;
+        let ids: Vec<String> = match at {
+            Cursor::Batch { next } => {
+                if next < 0 {
+                    complete = true;
+                    break;
+                }
+                let batch = filter.batch.as_deref().unwrap_or_default();
+                let start = (next - PAGE as i64 + 1).max(0);
                 let mut ids: Vec<String> = redis::cmd("LRANGE")
                     .arg(keys.batch_jobs(batch))
                     .arg(start)
-                    .arg(end)
+                    .arg(next)
                     .query_async(conn)
                     .await?;
                 ids.reverse();
                 ids
             }
-            None => {
-                redis::cmd("ZREVRANGE")
+            Cursor::Index { top, passed } => {
+                redis::cmd("ZREVRANGEBYSCORE")
                     .arg(keys.jobs())
-                    .arg(from_newest)
-                    .arg(from_newest + PAGE - 1)
+                    .arg(top)
+                    .arg("-inf")
+                    .arg("LIMIT")
+                    .arg(passed)
+                    .arg(PAGE)
                     .query_async(conn)
                     .await?
             }
         };
         if ids.is_empty() {
+            complete = true;
             break;
         }
-        from_newest += ids.len();
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.cmd("HMGET").arg(keys.job(id)).arg(&[
@@ -94,7 +188,9 @@ pub async fn list_jobs(
         }
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(conn).await?;
         let mut expired = Vec::new();
+        let mut read = 0u64;
         for (id, mut row) in ids.into_iter().zip(rows) {
+            read += 1;
             row.resize(7, None);
             let Some(status) = row[0].take() else {
                 expired.push(id);
@@ -124,14 +220,49 @@ pub async fn list_jobs(
                 break;
             }
         }
-        if filter.batch.is_none() && !expired.is_empty() {
-            let removed: i64 = redis::cmd("ZREM")
-                .arg(keys.jobs())
-                .arg(&expired)
-                .query_async(conn)
-                .await?;
-            from_newest = from_newest.saturating_sub(removed.max(0) as usize);
+        at = match at {
+            Cursor::Batch { next } => Cursor::Batch {
+                next: next - read as i64,
+            },
+            Cursor::Index { top, passed } => {
+                let mut passed = passed + read;
+                if !expired.is_empty() {
+                    // Expired records leave the index as they are met; they were passed,
+                    // so the count of passed entries shrinks with them.
+                    let removed: i64 = redis::cmd("ZREM")
+                        .arg(keys.jobs())
+                        .arg(&expired)
+                        .query_async(conn)
+                        .await?;
+                    passed = passed.saturating_sub(removed.max(0) as u64);
+                }
+                Cursor::Index { top, passed }
+            }
+        };
+    }
+    Ok(JobPage {
+        jobs: out,
+        next: (!complete).then(|| at.encode()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_read_back_and_junk_is_refused() {
+        for c in [
+            Cursor::Index {
+                top: 1_700_000_000_000,
+                passed: 12,
+            },
+            Cursor::Batch { next: 0 },
+        ] {
+            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        }
+        for junk in ["", "i", "i1", "i1.x", "b-1", "bx", "x1", &"i1.1".repeat(40)] {
+            assert_eq!(Cursor::decode(junk), None, "{junk}");
         }
     }
-    Ok(out)
 }

@@ -18,6 +18,7 @@
 //! share one Redis without touching each other's keys.
 
 pub mod batch;
+pub mod batch_input;
 pub mod control;
 pub mod enqueue;
 pub mod fetch;
@@ -25,6 +26,7 @@ pub mod finish;
 pub mod keys;
 pub mod lease;
 pub mod listing;
+pub mod notify;
 pub mod rescue;
 pub mod results;
 mod scripts;
@@ -74,6 +76,9 @@ pub enum QueueError {
         /// The limit.
         limit: usize,
     },
+    /// A listing's `cursor` is not one this listing gave out.
+    #[error("cursor {0:?} is not one this listing gave out (start without a cursor)")]
+    BadCursor(String),
     /// Stored data could not be read back.
     #[error("corrupt record for job {id}: {message}")]
     Corrupt {

@@ -19,6 +19,7 @@ use super::{Keys, QueueError};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waiting for a worker.
@@ -82,6 +83,7 @@ impl std::fmt::Display for JobStatus {
 
 /// One attempt, as kept in the job's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptRecord {
     /// 1 for the first run; also the attempt's fencing token.
     pub attempt: u32,
@@ -101,6 +103,7 @@ pub struct AttemptRecord {
 
 /// A job's stored record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRecord {
     /// The job id (for a malformed queue entry, the entry itself).
     pub id: String,
@@ -131,6 +134,7 @@ pub struct JobRecord {
     /// Late writes of older attempts that were rejected (see fencing).
     pub stale_writes: u32,
     /// The result, once succeeded.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub result: Option<Value>,
     /// The last error.
     pub error: Option<JobFailure>,

@@ -19,6 +19,7 @@ pub const REPORT_TTL: Duration = Duration::from_secs(60);
 
 /// One tool, as listed by a server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolInfo {
     /// Tool name.
     pub name: String,
@@ -29,6 +30,7 @@ pub struct ToolInfo {
 
 /// What one worker knows about one server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerReport {
     /// The worker that reported.
     pub worker: String,

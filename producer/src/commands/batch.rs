@@ -2,16 +2,11 @@
 //! a first pass, enqueued in a second, 500 jobs per script call), follow it, export its
 //! results in input order, cancel it, list batches.
 //!
-//! Memory stays bounded whatever the file's size: a line is read with a cap
-//! (`queue.max_payload`), and at most two chunks of jobs are held at once (one being
-//! parsed while the one before is in Redis), each at most [`BATCH`] jobs or
-//! [`CHUNK_BYTES`]. The input is first copied to a private temporary file (it is read
-//! twice, and a pipe, a FIFO or a file that changes meanwhile must read the same both
-//! times), and the second pass enqueues no more jobs than the first counted.
-//!
-//! A batch's lines name no `id` and no `options.idempotency_key`: the batch gives its
-//! jobs their ids (derived from its own), and `--idempotency-key` names the whole batch.
-//! A line that the queue could skip would leave its batch waiting for ever.
+//! The rules of a line and both passes are `mcpq_core::queue::batch_input`'s (shared
+//! with `POST /v1/batches`), memory bounded whatever the file's size. The input is first
+//! copied to a private temporary file: it is read twice, and a pipe, a FIFO or a file
+//! that changes meanwhile must read the same both times. `--idempotency-key` names the
+//! whole batch.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -23,7 +18,7 @@ use mcpq_core::cli_error::{CliError, CliErrorKind};
 use mcpq_core::job::{Job, JobId};
 use mcpq_core::queue::batch::{self, BatchCreated, BatchSpec, BatchStatus};
 use mcpq_core::queue::control::{self, Cancelled};
-use mcpq_core::queue::enqueue::{Producer, Submitted, BATCH};
+use mcpq_core::queue::enqueue::Producer;
 use mcpq_core::queue::Keys;
 use mcpq_core::terminal::one_line;
 use serde_json::{json, Value};
@@ -31,9 +26,10 @@ use serde_json::{json, Value};
 use crate::cli::{BatchAction, BatchResultsArgs, BatchSubmitArgs};
 use crate::commands::submit::{read_source, EmailPlan};
 use crate::commands::Ctx;
-use crate::lines::{Line, Lines};
 use crate::mailbox;
 use crate::{exit, output};
+use mcpq_core::lines::Lines;
+use mcpq_core::queue::batch_input::{self, Checked, EnqueueError, Enqueued, LineRules};
 
 /// How often `wait` reads the counts.
 const POLL: Duration = Duration::from_millis(500);
@@ -41,9 +37,6 @@ const POLL: Duration = Duration::from_millis(500);
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 /// Cancels in flight at once.
 const CANCEL_PARALLEL: usize = 64;
-/// A chunk is sent once its jobs' lines add up to this many bytes, even below [`BATCH`]
-/// jobs (one script call stays far below Redis's 1 GB query buffer).
-const CHUNK_BYTES: usize = 8 << 20;
 
 pub async fn run(ctx: &Ctx, action: BatchAction) -> anyhow::Result<u8> {
     match action {
@@ -56,51 +49,12 @@ pub async fn run(ctx: &Ctx, action: BatchAction) -> anyhow::Result<u8> {
     }
 }
 
-/// FNV-1a, 64 bits: the fingerprint of a batch's input (not a defence against anyone,
-/// only a check that a re-run with the same key reads the same jobs).
-struct Fingerprint(u64);
-
-impl Fingerprint {
-    fn new() -> Self {
-        Fingerprint(0xcbf2_9ce4_8422_2325)
+/// What a line must satisfy: the config's servers, `queue.max_payload`.
+fn rules(ctx: &Ctx) -> LineRules {
+    LineRules {
+        servers: ctx.config.server_names().map(str::to_string).collect(),
+        max_payload: ctx.config.queue.max_payload,
     }
-
-    fn add(&mut self, bytes: &[u8]) {
-        for b in bytes.iter().chain(std::iter::once(&b'\n')) {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-}
-
-/// A line as a batch's job with id `id`, or why it is not one.
-fn parse_line(ctx: &Ctx, text: &[u8], id: JobId) -> Result<Job, String> {
-    let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text); // a UTF-8 BOM
-    let job = Job::from_json_or_id(text, id).map_err(|e| e.to_string())?;
-    if job.id != id {
-        return Err("a batch's jobs get their ids from the batch: leave `id` out".to_string());
-    }
-    if job.options.idempotency_key.is_some() {
-        return Err(
-            "leave options.idempotency_key out: --idempotency-key names the whole batch"
-                .to_string(),
-        );
-    }
-    check_job(ctx, job)
-}
-
-/// A parsed job checked against the config: its servers and its size.
-fn check_job(ctx: &Ctx, job: Job) -> Result<Job, String> {
-    job.check_servers(ctx.config.server_names())
-        .map_err(|e| e.to_string())?;
-    let size = job.to_json().len();
-    if size > ctx.config.queue.max_payload {
-        return Err(format!(
-            "the job is {size} bytes; the limit (queue.max_payload) is {}",
-            ctx.config.queue.max_payload
-        ));
-    }
-    Ok(job)
 }
 
 /// Copies the input (`-`: standard input) to a private temporary file (mode 0600,
@@ -120,6 +74,7 @@ fn spool_input(path: &Path) -> anyhow::Result<tempfile::TempPath> {
 /// The lines of the spooled input, each at most `queue.max_payload` bytes.
 fn reader(ctx: &Ctx, path: &Path) -> anyhow::Result<Lines<BufReader<File>>> {
     Lines::open(path, ctx.config.queue.max_payload)
+        .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))
 }
 
 /// A mailbox as a spooled JSON lines file of email jobs, each message's job running
@@ -174,49 +129,14 @@ fn report_invalid(ctx: &Ctx, unit: &str, number: u64, label: Option<&str>, probl
     output::error(ctx.json, &error, "");
 }
 
-/// What the first pass found.
-struct Checked {
-    valid: u64,
-    invalid: u64,
-    fingerprint: Fingerprint,
-}
-
 /// First pass: every line checked, each bad one reported as a `unit` ("line", or
 /// "message" for a mailbox); nothing kept but counts.
 fn check_all(ctx: &Ctx, path: &Path, unit: &str) -> anyhow::Result<Checked> {
     let mut lines = reader(ctx, path)?;
-    let mut checked = Checked {
-        valid: 0,
-        invalid: 0,
-        fingerprint: Fingerprint::new(),
-    };
-    // The ids a batch would give; only their absence from the line is checked here.
-    let placeholder = JobId::generate();
-    while let Some((number, line)) = lines
-        .next_line()
-        .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?
-    {
-        let problem = match &line {
-            Line::TooLong => Some(format!(
-                "the line is longer than queue.max_payload ({} bytes)",
-                ctx.config.queue.max_payload
-            )),
-            Line::Text(text) if text.iter().all(u8::is_ascii_whitespace) => continue,
-            Line::Text(text) => parse_line(ctx, text, placeholder.nth_member(checked.valid)).err(),
-        };
-        match (problem, line) {
-            (Some(problem), _) => {
-                checked.invalid += 1;
-                report_invalid(ctx, unit, number, None, &problem);
-            }
-            (None, Line::Text(text)) => {
-                checked.valid += 1;
-                checked.fingerprint.add(&text);
-            }
-            (None, Line::TooLong) => {}
-        }
-    }
-    Ok(checked)
+    batch_input::check_lines(&mut lines, &rules(ctx), |number, problem| {
+        report_invalid(ctx, unit, number, None, problem)
+    })
+    .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))
 }
 
 /// The final job: a job file, with `input.batch` set to a placeholder the worker fills
@@ -249,7 +169,7 @@ fn final_job(ctx: &Ctx, path: &Path, text: &[u8], batch: JobId) -> anyhow::Resul
     let bytes = serde_json::to_vec(&value)?;
     let job = Job::from_json_or_id(&bytes, batch.nth_member(u64::MAX - 1))
         .map_err(|e| e.to_string())
-        .and_then(|job| check_job(ctx, job))
+        .and_then(|job| rules(ctx).check(job))
         .map_err(|e| exit::usage(format!("--then {}: {e}", path.display())))?;
     if !matches!(job.payload, mcpq_core::job::JobPayload::Agent(_)) {
         return Err(exit::usage(format!(
@@ -260,28 +180,6 @@ fn final_job(ctx: &Ctx, path: &Path, text: &[u8], batch: JobId) -> anyhow::Resul
     Ok(job)
 }
 
-/// What the second pass did.
-#[derive(Default)]
-struct Enqueued {
-    created: u64,
-    existing: u64,
-    deduplicated: u64,
-}
-
-impl Enqueued {
-    fn count(&mut self, answers: &[Submitted]) {
-        for a in answers {
-            if a.created {
-                self.created += 1;
-            } else if a.duplicate_id {
-                self.existing += 1;
-            } else {
-                self.deduplicated += 1;
-            }
-        }
-    }
-}
-
 fn progress_bar(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(&format!(
@@ -290,23 +188,6 @@ fn progress_bar(total: u64, what: &str) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
-}
-
-/// A chunk being enqueued while the next is parsed.
-type InFlight = tokio::task::JoinHandle<Result<Vec<Submitted>, mcpq_core::queue::QueueError>>;
-
-/// Waits for the chunk in flight, if any, and counts its answers.
-async fn settle(
-    in_flight: Option<InFlight>,
-    done: &mut Enqueued,
-    bar: &ProgressBar,
-) -> anyhow::Result<()> {
-    if let Some(chunk) = in_flight {
-        let answers = chunk.await?.map_err(exit::queue)?;
-        done.count(&answers);
-        bar.inc(answers.len() as u64);
-    }
-    Ok(())
 }
 
 /// Second pass: the valid lines as jobs, a chunk in Redis while the next is parsed.
@@ -320,47 +201,21 @@ async fn enqueue_all(
 ) -> anyhow::Result<Enqueued> {
     let mut lines = reader(ctx, path)?;
     let bar = progress_bar(total, "enqueue");
-    let mut done = Enqueued::default();
-    let mut ordinal = 0u64;
-    let mut chunk: Vec<(Job, u64)> = Vec::with_capacity(BATCH);
-    let mut chunk_bytes = 0usize;
-    let mut in_flight: Option<InFlight> = None;
-    loop {
-        let next = lines
-            .next_line()
-            .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
-        if let Some((number, Line::Text(text))) = &next {
-            if text.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            // Lines that failed the first pass fail again and are skipped (--skip-invalid);
-            // the spooled copy cannot change, and no more than `total` are enqueued.
-            if ordinal < total {
-                if let Ok(job) = parse_line(ctx, text, member_base.nth_member(ordinal)) {
-                    ordinal += 1;
-                    chunk_bytes += text.len();
-                    chunk.push((job, *number));
-                }
-            }
-        }
-        if chunk.len() == BATCH
-            || chunk_bytes >= CHUNK_BYTES
-            || (next.is_none() && !chunk.is_empty())
-        {
-            chunk_bytes = 0;
-            settle(in_flight.take(), &mut done, &bar).await?;
-            let jobs = std::mem::replace(&mut chunk, Vec::with_capacity(BATCH));
-            let producer = producer.clone();
-            let batch_id = batch_id.to_string();
-            in_flight = Some(tokio::spawn(async move {
-                producer.submit_to_batch(&batch_id, &jobs).await
-            }));
-        }
-        if next.is_none() {
-            break;
-        }
-    }
-    settle(in_flight.take(), &mut done, &bar).await?;
+    let done = batch_input::enqueue_lines(
+        producer,
+        &mut lines,
+        &rules(ctx),
+        batch_id,
+        member_base,
+        total,
+        |n| bar.inc(n),
+    )
+    .await
+    .map_err(|e| match e {
+        EnqueueError::Queue(e) => exit::queue(e),
+        EnqueueError::Read(e) => exit::usage(format!("cannot read {}: {e}", path.display())),
+        other => anyhow::anyhow!(other),
+    })?;
     bar.finish_and_clear();
     Ok(done)
 }
@@ -397,7 +252,7 @@ async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
     let spec = BatchSpec {
         id: fresh,
         total: checked.valid,
-        fingerprint: format!("{:016x}", fingerprint.0),
+        fingerprint: fingerprint.hex(),
         source: args.file.display().to_string(),
         idempotency_key: args.idempotency_key.clone(),
         then: then.as_ref(),
@@ -792,19 +647,4 @@ async fn list(ctx: &Ctx, limit: usize) -> anyhow::Result<u8> {
         output::eline("mcpq: no batches in this namespace");
     }
     Ok(exit::OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_fingerprint_tells_inputs_apart() {
-        let mut a = Fingerprint::new();
-        a.add(b"one");
-        a.add(b"two");
-        let mut b = Fingerprint::new();
-        b.add(b"onetwo");
-        assert_ne!(a.0, b.0);
-    }
 }

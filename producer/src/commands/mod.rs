@@ -5,6 +5,7 @@ mod cancel;
 mod dlq;
 mod jobs;
 mod result;
+mod serve;
 mod servers;
 mod status;
 pub mod submit;
@@ -85,6 +86,16 @@ pub fn parse_id(text: &str) -> anyhow::Result<JobId> {
         .map_err(|e: mcpq_core::job::JobError| exit::usage(e.to_string()))
 }
 
+/// `name` beside this executable (how mcpq's binaries are installed and built), else the
+/// one on PATH.
+pub fn sibling_binary(name: &str) -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(name))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| std::path::PathBuf::from(name))
+}
+
 /// Runs the parsed command; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let config = Config::load(cli.config.as_deref())
@@ -100,6 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Result(args) => result::run(&ctx, &args.id).await,
         Command::Wait(args) => wait::run(&ctx, &args.id, args.timeout).await,
         Command::Servers(args) => servers::run(&ctx, cli.config.as_deref(), args).await,
+        Command::Serve(args) => serve::run(&ctx, cli.config.as_deref(), args),
         Command::Cancel(args) => cancel::run(&ctx, &args.id).await,
         Command::Dlq(args) => dlq::run(&ctx, args.action).await,
         Command::Batch(args) => batch::run(&ctx, args.action).await,

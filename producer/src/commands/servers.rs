@@ -2,7 +2,7 @@
 //! through `mcpq-worker check`).
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mcpq_core::cli_error::CliWarningKind;
 use mcpq_core::queue::{self, servers, Keys};
@@ -95,7 +95,7 @@ fn check(ctx: &Ctx, cli_config: Option<&Path>, names: &[String]) -> anyhow::Resu
             )));
         }
     }
-    let worker = worker_binary();
+    let worker = super::sibling_binary("mcpq-worker");
     let mut cmd = std::process::Command::new(&worker);
     if let Some(path) = cli_config {
         cmd.arg("--config").arg(path);
@@ -112,14 +112,4 @@ fn check(ctx: &Ctx, cli_config: Option<&Path>, names: &[String]) -> anyhow::Resu
          install mcpq-worker next to mcpq or on PATH",
         worker.display()
     )))
-}
-
-/// `mcpq-worker` beside this executable (how both are installed and built), else the
-/// one on PATH.
-fn worker_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .map(|exe| exe.with_file_name("mcpq-worker"))
-        .filter(|path| path.is_file())
-        .unwrap_or_else(|| PathBuf::from("mcpq-worker"))
 }

@@ -91,6 +91,8 @@ end
 -- that ends again (after `mcpq dlq requeue`) moves its count to its new status; it is
 -- never pending twice (batch_counted holds the status it was counted as).
 local function job_ended(id, status)
+  -- Heard by `mcpq serve`'s long polls (notify.rs); nobody listening costs nothing.
+  redis.call('PUBLISH', P .. ':ended', id .. ' ' .. status)
   local job = job_key(id)
   if key_type(job) ~= 'hash' then return end
   local batch = redis.call('HGET', job, 'batch')

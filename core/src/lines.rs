@@ -1,12 +1,11 @@
 //! Lines of an input, each bounded: a line longer than the limit is skipped to its end
-//! and reported as [`Line::TooLong`], never held whole. `mcpq batch submit` reads its
-//! JSON lines with it, and the mbox reader its messages' lines.
+//! and reported as [`Line::TooLong`], never held whole. A batch's JSON lines are read
+//! with it (`mcpq batch submit`, `POST /v1/batches`: [`crate::queue::batch_input`]), and
+//! the CLI's mbox reader its messages' lines.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-
-use crate::exit;
 
 /// One line of the input: bytes without the newline, or `TooLong` (the rest of that
 /// line was skipped).
@@ -25,15 +24,15 @@ pub struct Lines<R> {
 }
 
 impl Lines<BufReader<File>> {
-    /// The lines of the file at `path` (a usage error, exit 2, if it cannot be opened).
-    pub fn open(path: &Path, limit: usize) -> anyhow::Result<Self> {
-        let file = File::open(path)
-            .map_err(|e| exit::usage(format!("cannot read {}: {e}", path.display())))?;
+    /// The lines of the file at `path`.
+    pub fn open(path: &Path, limit: usize) -> std::io::Result<Self> {
+        let file = File::open(path)?;
         Ok(Lines::new(BufReader::with_capacity(256 << 10, file), limit))
     }
 }
 
 impl<R: BufRead> Lines<R> {
+    /// Lines of `reader`, each at most `limit` bytes.
     pub fn new(reader: R, limit: usize) -> Self {
         Lines {
             reader,

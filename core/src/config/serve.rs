@@ -1,0 +1,160 @@
+//! `[serve]`: the HTTP front (`mcpq serve`). Plain data and its validation.
+//!
+//! ```toml
+//! [serve]
+//! listen = "127.0.0.1:7717"   # where `mcpq serve` binds (--listen overrides)
+//! request_timeout = "30s"     # a request that is not answered by then gets 503
+//! max_wait = "5m"             # the longest ?wait= a long poll may ask for
+//! max_batch_bytes = 1073741824  # the largest POST /v1/batches body (1 GiB)
+//! [[serve.tokens]]            # bearer tokens; the secret is read from the named
+//! name = "ci"                 # environment variable at start-up, never from the file
+//! env = "MCPQ_TOKEN_CI"
+//! ```
+//!
+//! With no `[[serve.tokens]]`, `MCPQ_SERVE_TOKEN` (if set) is the one token, named
+//! `default`. With no token at all, `mcpq serve` answers only on a loopback address
+//! and refuses to start on any other.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// The `[serve]` section; see the module doc for defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Address and port to bind (default `127.0.0.1:7717`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Bearer tokens, each with a name (for logs) and the environment variable holding
+    /// its secret.
+    #[serde(default)]
+    pub tokens: Vec<TokenSource>,
+    /// Longest time a request may take, long polls excepted (default 30 s).
+    #[serde(default = "default_request_timeout", with = "crate::duration")]
+    pub request_timeout: Duration,
+    /// Longest `?wait=` of a long poll (default 5 min).
+    #[serde(default = "default_max_wait", with = "crate::duration")]
+    pub max_wait: Duration,
+    /// Largest `POST /v1/batches` body in bytes (default 1 GiB); spooled to a private
+    /// temporary file, never held in memory.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: u64,
+}
+
+/// One bearer token: its name and where its secret is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSource {
+    /// Shown in logs as who made a request (never the secret).
+    pub name: String,
+    /// The environment variable that holds the secret.
+    pub env: String,
+}
+
+/// The environment variable read when no `[[serve.tokens]]` is configured.
+pub const DEFAULT_TOKEN_ENV: &str = "MCPQ_SERVE_TOKEN";
+/// The default port: 7717.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7717";
+/// Shortest secret a token may have.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7717))
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_wait() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_batch_bytes() -> u64 {
+    1 << 30
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            listen: default_listen(),
+            tokens: Vec::new(),
+            request_timeout: default_request_timeout(),
+            max_wait: default_max_wait(),
+            max_batch_bytes: default_max_batch_bytes(),
+        }
+    }
+}
+
+impl ServeSettings {
+    /// Checks names, env names and bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_string(),
+        };
+        for (i, t) in self.tokens.iter().enumerate() {
+            let ok_name = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            };
+            if !ok_name(&t.name) {
+                return Err(invalid(
+                    format!("serve.tokens[{i}].name"),
+                    "1 to 64 letters, digits, '-', '_' or '.'",
+                ));
+            }
+            if !ok_name(&t.env) {
+                return Err(invalid(
+                    format!("serve.tokens[{i}].env"),
+                    "the name of an environment variable (letters, digits, '_')",
+                ));
+            }
+            if self.tokens[..i].iter().any(|o| o.name == t.name) {
+                return Err(invalid(
+                    format!("serve.tokens[{i}].name"),
+                    "two tokens have this name",
+                ));
+            }
+        }
+        if self.request_timeout.is_zero() {
+            return Err(invalid(
+                "serve.request_timeout".into(),
+                "must be more than 0",
+            ));
+        }
+        if self.max_wait.is_zero() {
+            return Err(invalid("serve.max_wait".into(), "must be more than 0"));
+        }
+        if self.max_batch_bytes == 0 {
+            return Err(invalid(
+                "serve.max_batch_bytes".into(),
+                "must be more than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_bind_loopback_and_bad_tokens_are_refused() {
+        let s = ServeSettings::default();
+        assert!(s.listen.ip().is_loopback());
+        assert!(s.validate().is_ok());
+        let bad: ServeSettings =
+            toml::from_str("[[tokens]]\nname = \"a b\"\nenv = \"X\"\n").expect("parses");
+        assert!(bad.validate().is_err());
+        let twice: ServeSettings = toml::from_str(
+            "[[tokens]]\nname = \"a\"\nenv = \"X\"\n[[tokens]]\nname = \"a\"\nenv = \"Y\"\n",
+        )
+        .expect("parses");
+        assert!(twice.validate().is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! The router: which route needs a token, which limits apply where, and the server loop
+//! with its graceful shutdown.
+//!
+//! - `/health` is open; everything else needs a token ([`crate::auth`]).
+//! - A body is at most `queue.max_payload` bytes (a job cannot be bigger), except a
+//!   batch's, which is streamed to disk up to `serve.max_batch_bytes`.
+//! - A request gets `serve.request_timeout` (503 after), a long poll `serve.max_wait` more.
+//! - On SIGTERM/SIGINT the listener closes, long polls answer at once with what they
+//!   know (202 and the status), requests under way finish within [`SHUTDOWN_GRACE`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use tokio::sync::watch;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::auth::{self, Tokens};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{batches, dlq, health, jobs, openapi, servers};
+
+/// How long requests under way may take to finish once shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The whole API.
+pub fn router(state: AppState, tokens: Tokens) -> Router {
+    let serve = &state.config.serve;
+    let quick = Router::new()
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::status))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/batches", get(batches::list))
+        .route("/v1/batches/{id}", get(batches::status))
+        .route("/v1/dlq", get(dlq::list))
+        .route("/v1/dlq/{id}/requeue", post(dlq::requeue))
+        .route("/v1/servers", get(servers::list))
+        .route("/openapi.json", get(openapi_json))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serve.request_timeout,
+        ));
+    let long_polls = Router::new()
+        .route("/v1/jobs/{id}/result", get(jobs::result))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serve.max_wait + serve.request_timeout,
+        ));
+    // Bounded by their own rules: a body chunk within request_timeout, Redis calls
+    // within theirs; a big batch may take minutes to enqueue or to stream back.
+    let streams = Router::new()
+        .route("/v1/batches", post(batches::submit))
+        .route("/v1/batches/{id}/results", get(batches::results));
+    let protected = quick
+        .merge(long_polls)
+        .merge(streams)
+        .route_layer(middleware::from_fn_with_state(tokens, auth::require));
+    Router::new()
+        .route("/health", get(health::health))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such route (see /openapi.json)") })
+        .layer(DefaultBodyLimit::max(state.config.queue.max_payload))
+        .layer(
+            TraceLayer::new_for_http()
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .with_state(state)
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi::document())
+}
+
+/// Serves `app` on `listener` until SIGTERM or SIGINT, then shuts down gracefully:
+/// `shutdown` turns true (long polls answer), the listener closes, and requests under
+/// way get [`SHUTDOWN_GRACE`] to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: watch::Sender<bool>,
+) -> std::io::Result<()> {
+    let (stopped_tx, stopped_rx) = watch::channel(false);
+    let signal = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections; requests under way may finish");
+        let _ = shutdown.send(true);
+        let _ = stopped_tx.send(true);
+    };
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
+    let mut stopped = stopped_rx;
+    let grace = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = server => r,
+        () = grace => {
+            tracing::warn!("requests still under way after {SHUTDOWN_GRACE:?}: closing them");
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still dies of the signal's default action.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,211 @@
+//! Bearer tokens: who may call the API.
+//!
+//! Tokens come from `[[serve.tokens]]` (a name and the environment variable holding the
+//! secret), or, with none configured, from `MCPQ_SERVE_TOKEN` (named `default`). Every
+//! route but `/health` needs `Authorization: Bearer <secret>`; a missing or wrong token
+//! is 401 `unauthorized`, the same answer for both, after comparing against every
+//! configured token in constant time (so neither the time nor the answer tells which
+//! token came close).
+//!
+//! Guarantees:
+//! - With no token at all, `mcpq serve` refuses to listen on anything but a loopback
+//!   address ([`Tokens::check_listen`]); on loopback it is open, for one machine's use.
+//! - A secret is never logged; the token's name is, as the request's caller.
+//! - A secret shorter than [`MIN_TOKEN_BYTES`] or a configured variable that is not set
+//!   is a start-up error, never a silently open door.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use mcpq_core::config::serve::{ServeSettings, DEFAULT_TOKEN_ENV, MIN_TOKEN_BYTES};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+
+/// Why the tokens cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A configured variable is not set (or not UTF-8).
+    #[error("serve.tokens: token `{name}` reads its secret from ${env}, which is not set")]
+    Missing {
+        /// The token's name.
+        name: String,
+        /// The variable.
+        env: String,
+    },
+    /// A secret is too short to be one.
+    #[error("serve.tokens: the secret of token `{name}` (${env}) is {len} bytes; at least {MIN_TOKEN_BYTES} are required")]
+    TooShort {
+        /// The token's name.
+        name: String,
+        /// The variable.
+        env: String,
+        /// Its length.
+        len: usize,
+    },
+    /// No token and a non-loopback address.
+    #[error("refusing to listen on {0} without a token: anyone who can reach it could submit jobs. Set [[serve.tokens]] in the config or {DEFAULT_TOKEN_ENV}, or listen on 127.0.0.1")]
+    OpenToNetwork(SocketAddr),
+}
+
+/// One loaded token.
+struct Token {
+    name: String,
+    secret: Vec<u8>,
+}
+
+/// The loaded tokens (empty: the API is open, on loopback only).
+#[derive(Clone)]
+pub struct Tokens(Arc<Vec<Token>>);
+
+/// The caller of a request, put into the request's extensions by [`require`].
+#[derive(Clone, Debug)]
+pub struct Caller(pub String);
+
+impl Tokens {
+    /// Reads every configured token's secret from the environment (see the module docs).
+    pub fn load(settings: &ServeSettings) -> Result<Tokens, AuthError> {
+        let mut tokens = Vec::new();
+        let sources: Vec<(String, String, bool)> = if settings.tokens.is_empty() {
+            vec![("default".into(), DEFAULT_TOKEN_ENV.into(), false)]
+        } else {
+            settings
+                .tokens
+                .iter()
+                .map(|t| (t.name.clone(), t.env.clone(), true))
+                .collect()
+        };
+        for (name, env, required) in sources {
+            let secret = match std::env::var(&env) {
+                Ok(secret) => secret,
+                Err(_) if !required => continue,
+                Err(_) => return Err(AuthError::Missing { name, env }),
+            };
+            let secret = secret.trim().as_bytes().to_vec();
+            if secret.len() < MIN_TOKEN_BYTES {
+                return Err(AuthError::TooShort {
+                    name,
+                    env,
+                    len: secret.len(),
+                });
+            }
+            tokens.push(Token { name, secret });
+        }
+        Ok(Tokens(Arc::new(tokens)))
+    }
+
+    /// How many tokens are configured.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no token is configured (the API is open).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Refuses a non-loopback address when there is no token.
+    pub fn check_listen(&self, addr: SocketAddr) -> Result<(), AuthError> {
+        if self.is_empty() && !addr.ip().is_loopback() {
+            return Err(AuthError::OpenToNetwork(addr));
+        }
+        Ok(())
+    }
+
+    /// The name of the token `presented` is, compared against every token in constant
+    /// time.
+    fn who(&self, presented: &[u8]) -> Option<&str> {
+        let mut found = None;
+        for token in self.0.iter() {
+            if bool::from(token.secret.as_slice().ct_eq(presented)) {
+                found = Some(token.name.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// The middleware: lets a request through with its [`Caller`], or answers 401.
+pub async fn require(
+    State(tokens): State<Tokens>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if tokens.is_empty() {
+        request.extensions_mut().insert(Caller("anonymous".into()));
+        return Ok(next.run(request).await);
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .map(|s| s.trim_ascii());
+    let Some(name) = presented.and_then(|p| tokens.who(p)) else {
+        let mut err = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required: Authorization: Bearer <token>",
+        )
+        .into_response();
+        err.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"mcpq\""),
+        );
+        return Ok(err);
+    };
+    request.extensions_mut().insert(Caller(name.to_string()));
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(list: &[(&str, &str)]) -> Tokens {
+        Tokens(Arc::new(
+            list.iter()
+                .map(|(n, s)| Token {
+                    name: n.to_string(),
+                    secret: s.as_bytes().to_vec(),
+                })
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn each_token_names_its_caller_and_near_misses_name_nobody() {
+        let t = tokens(&[("ci", "0123456789abcdef"), ("ops", "fedcba9876543210")]);
+        assert_eq!(t.who(b"0123456789abcdef"), Some("ci"));
+        assert_eq!(t.who(b"fedcba9876543210"), Some("ops"));
+        for bad in [
+            &b""[..],
+            b"0123456789abcde",
+            b"0123456789abcdefX",
+            b"0123456789abcdeF",
+        ] {
+            assert_eq!(t.who(bad), None);
+        }
+    }
+
+    #[test]
+    fn no_token_means_loopback_only() {
+        let none = tokens(&[]);
+        assert!(none
+            .check_listen("127.0.0.1:7717".parse().expect("addr"))
+            .is_ok());
+        assert!(none
+            .check_listen("[::1]:7717".parse().expect("addr"))
+            .is_ok());
+        assert!(none
+            .check_listen("0.0.0.0:7717".parse().expect("addr"))
+            .is_err());
+        let one = tokens(&[("ci", "0123456789abcdef")]);
+        assert!(one
+            .check_listen("0.0.0.0:7717".parse().expect("addr"))
+            .is_ok());
+    }
+}

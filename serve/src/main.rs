@@ -1,0 +1,149 @@
+//! `mcpq-serve` (also `mcpq serve`): mcpq's HTTP API, a stateless front over Redis.
+//!
+//! Run as many as you like behind a load balancer: everything they know is in Redis.
+//! Routes, auth and limits: [`app`]; the OpenAPI document: [`openapi`].
+//!
+//! Exit codes: 0 after a clean shutdown, 2 bad flags or config (a token variable not
+//! set, no token on a non-loopback address), 3 Redis unreachable at start, 1 other errors.
+
+mod app;
+mod auth;
+mod batches;
+mod dlq;
+mod error;
+mod health;
+mod jobs;
+mod openapi;
+mod servers;
+mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use mcpq_core::queue::notify::Endings;
+use mcpq_core::queue::{self, Keys, Producer};
+use mcpq_core::Config;
+
+/// Serves mcpq's HTTP API: submit jobs, read and wait for results, batches, dead letters.
+///
+/// Every route but /health needs `Authorization: Bearer <token>`; tokens are configured
+/// in [[serve.tokens]] (each a name and the environment variable holding its secret) or
+/// given as MCPQ_SERVE_TOKEN. With no token, only a loopback address is allowed. The API
+/// is described at /openapi.json.
+#[derive(Debug, Parser)]
+#[command(name = "mcpq-serve", version, after_long_help = EXAMPLES)]
+struct Args {
+    /// Config file (mcpq.toml): [serve], [queue], [email] and the server names jobs may use.
+    #[arg(long, env = "MCPQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on; overrides serve.listen (default 127.0.0.1:7717). Port 0
+    /// picks a free port (the first line printed names it).
+    #[arg(long, env = "MCPQ_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Redis URL; overrides redis_url in the config (a password belongs in REDIS_URL or
+    /// redis_password_env, not on the command line).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Key namespace; overrides namespace in the config.
+    #[arg(long, env = "MCPQ_NAMESPACE")]
+    namespace: Option<String>,
+    /// Print the start-up line as JSON ({"type":"listening","url":...}).
+    #[arg(long)]
+    json: bool,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  mcpq serve --config mcpq.toml
+  MCPQ_SERVE_TOKEN=$(openssl rand -hex 24) mcpq serve --listen 0.0.0.0:7717
+  curl -s -H \"Authorization: Bearer $MCPQ_SERVE_TOKEN\" -d @job.json localhost:7717/v1/jobs
+
+Exit status: 0 after a clean shutdown, 2 bad flags or config, 3 Redis unreachable, 1 other errors.";
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MCPQ_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mcpq-serve: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, e)) => {
+            eprintln!("mcpq-serve: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// An error and its exit code.
+struct Failure(u8, anyhow::Error);
+
+fn config_error(e: impl Into<anyhow::Error>) -> Failure {
+    Failure(2, e.into())
+}
+
+async fn run(args: Args) -> Result<(), Failure> {
+    let config = Config::load(args.config.as_deref())
+        .and_then(|c| c.with_overrides(args.redis_url.clone(), args.namespace.clone()))
+        .map_err(config_error)?;
+    let listen = args.listen.unwrap_or(config.serve.listen);
+    let tokens = auth::Tokens::load(&config.serve).map_err(config_error)?;
+    tokens.check_listen(listen).map_err(config_error)?;
+    let url = config.redis_connect_url().map_err(config_error)?;
+    let conn = queue::connect(&url)
+        .await
+        .map_err(|e| Failure(3, e.into()))?;
+    let client = redis::Client::open(url.as_str()).map_err(|e| Failure(3, e.into()))?;
+    let keys = Keys::new(config.namespace.clone());
+    let producer = Producer::new(conn, keys.clone(), config.queue.clone());
+    let endings = Endings::start(client, keys, producer.store().clone());
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let servers = Arc::new(config.server_names().map(str::to_string).collect());
+    let state = state::AppState {
+        producer,
+        endings,
+        config: Arc::new(config),
+        servers,
+        shutdown: shutdown_rx,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| config_error(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
+    let bound = listener.local_addr().map_err(|e| Failure(1, e.into()))?;
+    let url = format!("http://{bound}");
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"type": "listening", "url": url, "tokens": tokens.len()})
+        );
+    } else {
+        println!("listening on {url}");
+    }
+    tracing::info!(%url, tokens = tokens.len(), namespace = %state.config.namespace, "mcpq-serve started");
+    let app = app::router(state, tokens);
+    app::serve(listener, app, shutdown_tx)
+        .await
+        .map_err(|e| Failure(1, e.into()))
+}

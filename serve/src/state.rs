@@ -1,0 +1,32 @@
+//! What every handler shares: the queue, the job-end subscription, the configuration,
+//! and the shutdown signal. Cheap to clone (handles and `Arc`s).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use mcpq_core::queue::notify::Endings;
+use mcpq_core::queue::Producer;
+use mcpq_core::Config;
+use tokio::sync::watch;
+
+/// The handlers' state.
+#[derive(Clone)]
+pub struct AppState {
+    /// Enqueues and reads jobs.
+    pub producer: Producer,
+    /// Wakes long polls when jobs end.
+    pub endings: Endings,
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    /// The configured server names (what a job may name).
+    pub servers: Arc<BTreeSet<String>>,
+    /// Turns true when the server shuts down: long polls answer at once.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// A connection to Redis (a clone of the shared multiplexed one).
+    pub fn conn(&self) -> redis::aio::ConnectionManager {
+        self.producer.connection().clone()
+    }
+}

@@ -1,0 +1,617 @@
+//! `mcpq serve`: the HTTP API over real HTTP, against the real worker and Redis.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use mcpq_tests::serve::{TOKEN, TOKEN_CONFIG};
+use mcpq_tests::{deps, text, TestEnv};
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn client() -> Client {
+    // The workspace's reqwest has no default TLS provider; mcpq's is installed here.
+    mcpq_shared::tls::install();
+    Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("http client")
+}
+
+fn authed(req: RequestBuilder) -> RequestBuilder {
+    req.bearer_auth(TOKEN)
+}
+
+fn echo_job(text: &str) -> Value {
+    json!({"kind": "agent", "payload": {"steps": [
+        {"server": "echo", "tool": "echo", "arguments": {"text": text}}
+    ]}})
+}
+
+fn body(resp: Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, value)
+}
+
+#[test]
+fn a_thousand_jobs_from_eight_clients_all_succeed_and_read_back_through_wait() {
+    let env = TestEnv::new("serve-1000", TOKEN_CONFIG);
+    let _worker = env.worker(&["--concurrency", "16"]);
+    let serve = env.serve(&[]);
+    let url = serve.at("/v1/jobs");
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let http = client();
+                (0..125)
+                    .map(|i| {
+                        let text = format!("c{c}-j{i}");
+                        let (status, v) = body(
+                            authed(http.post(&url))
+                                .json(&echo_job(&text))
+                                .send()
+                                .expect("POST"),
+                        );
+                        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+                        assert_eq!(v["created"], true);
+                        (v["id"].as_str().expect("id").to_string(), text)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let jobs: Vec<(String, String)> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client thread"))
+        .collect();
+    assert_eq!(jobs.len(), 1000);
+    assert_eq!(
+        jobs.iter().map(|(id, _)| id).collect::<BTreeSet<_>>().len(),
+        1000
+    );
+
+    // Read back by 8 clients too, each result through a long poll.
+    let chunks: Vec<Vec<(String, String)>> = jobs.chunks(125).map(<[_]>::to_vec).collect();
+    let readers: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let serve_url = serve.url.clone();
+            std::thread::spawn(move || {
+                let http = client();
+                for (id, text) in chunk {
+                    let (status, v) = body(
+                        authed(http.get(format!("{serve_url}/v1/jobs/{id}/result?wait=60s")))
+                            .send()
+                            .expect("GET result"),
+                    );
+                    assert_eq!(status, StatusCode::OK, "{v}");
+                    assert_eq!(v["status"], "succeeded", "{v}");
+                    assert_eq!(
+                        v["result"][0]["result"]["content"][0]["text"],
+                        text.as_str()
+                    );
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().expect("reader thread");
+    }
+}
+
+#[test]
+fn every_route_but_health_needs_a_valid_token() {
+    let env = TestEnv::new("serve-auth", TOKEN_CONFIG);
+    let serve = env.serve(&[]);
+    let http = client();
+    let id = "01JDX6Q6T3N7Z8YV1K0W2M4C5B";
+    let routes = [
+        ("POST", "/v1/jobs".to_string()),
+        ("GET", "/v1/jobs".to_string()),
+        ("GET", format!("/v1/jobs/{id}")),
+        ("GET", format!("/v1/jobs/{id}/result")),
+        ("POST", format!("/v1/jobs/{id}/cancel")),
+        ("POST", "/v1/batches".to_string()),
+        ("GET", "/v1/batches".to_string()),
+        ("GET", format!("/v1/batches/{id}")),
+        ("GET", format!("/v1/batches/{id}/results")),
+        ("GET", "/v1/dlq".to_string()),
+        ("POST", format!("/v1/dlq/{id}/requeue")),
+        ("GET", "/v1/servers".to_string()),
+        ("GET", "/openapi.json".to_string()),
+    ];
+    for (method, path) in &routes {
+        let request = |token: Option<&str>| {
+            let req = match *method {
+                "POST" => http.post(serve.at(path)).json(&echo_job("x")),
+                _ => http.get(serve.at(path)),
+            };
+            match token {
+                Some(t) => req.bearer_auth(t),
+                None => req,
+            }
+        };
+        for token in [None, Some("wrong-token-0123456789abcdef"), Some("")] {
+            let (status, v) = body(request(token).send().expect("request"));
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}: {v}"
+            );
+            assert_eq!(v["error"]["kind"], "unauthorized");
+        }
+        let status = request(Some(TOKEN)).send().expect("request").status();
+        assert_ne!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with the token"
+        );
+    }
+    let (status, v) = body(http.get(serve.at("/health")).send().expect("health"));
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["redis"], true);
+    assert!(!serve.log_text().contains(TOKEN), "the token was logged");
+}
+
+#[test]
+fn submit_checks_like_the_cli_pages_with_a_cursor_and_cancels() {
+    let env = TestEnv::new("serve-api", TOKEN_CONFIG);
+    let serve = env.serve(&[]);
+    let http = client();
+    let post = |v: &Value| {
+        body(
+            authed(http.post(serve.at("/v1/jobs")))
+                .json(v)
+                .send()
+                .expect("POST"),
+        )
+    };
+
+    // A typo is a 400 naming the field; an unknown server too; nothing is enqueued.
+    let mut typo = echo_job("x");
+    typo["payload"]["steps"][0]["tol"] = json!("echo");
+    let (status, v) = post(&typo);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["kind"], "invalid_job");
+    assert_eq!(v["error"]["path"], "payload.steps[0].tol", "{v}");
+    let mut unknown = echo_job("x");
+    unknown["payload"]["steps"][0]["server"] = json!("nope");
+    let (status, v) = post(&unknown);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["path"], "payload.steps[0].server", "{v}");
+    let (status, v) = body(
+        authed(http.post(serve.at("/v1/jobs")))
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .expect("POST"),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    // An email attachment may not name a file on the server.
+    let email = json!({"kind": "email", "payload": {"from": "a@example.com", "subject": "s",
+        "text": "t", "attachments": [{"name": "p", "path": "/etc/passwd"}], "instructions": "i",
+        "steps": [{"server": "echo", "tool": "echo", "arguments": {"text": "x"}}]}});
+    let (status, v) = post(&email);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["path"], "payload.attachments[0].path", "{v}");
+    // More than queue.max_payload is 413.
+    let big = echo_job(&"x".repeat(33 << 20));
+    let (status, v) = post(&big);
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(env.queue_depth(), 0, "a refused job was enqueued");
+
+    // The Idempotency-Key header: the second submit names the first job.
+    let keyed = |k: &str| {
+        body(
+            authed(http.post(serve.at("/v1/jobs")))
+                .header("Idempotency-Key", k)
+                .json(&echo_job("once"))
+                .send()
+                .expect("POST"),
+        )
+    };
+    let (s1, first) = keyed("order-42");
+    let (s2, second) = keyed("order-42");
+    assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::OK));
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(second["created"], false);
+    let (status, _) = keyed("bad key with spaces");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // 25 more jobs; pages of 7 list all 26 exactly once, newest first.
+    let mut ids = vec![first["id"].as_str().expect("id").to_string()];
+    for i in 0..25 {
+        let (status, v) = post(&echo_job(&format!("j{i}")));
+        assert_eq!(status, StatusCode::ACCEPTED);
+        ids.push(v["id"].as_str().expect("id").to_string());
+    }
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = serve.at("/v1/jobs?limit=7&status=queued");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = body(authed(http.get(url)).send().expect("list"));
+        assert_eq!(status, StatusCode::OK, "{page}");
+        // A job submitted mid-listing never shifts the pages.
+        if cursor.is_none() {
+            post(&echo_job("late"));
+        }
+        for j in page["jobs"].as_array().expect("jobs") {
+            listed.push(j["id"].as_str().expect("id").to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first);
+    let (status, v) = body(
+        authed(http.get(serve.at("/v1/jobs?cursor=zzz")))
+            .send()
+            .expect("list"),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+
+    // Status, result while queued (202, even with a short wait), cancel, result (200).
+    let id = &ids[3];
+    let (status, v) = body(
+        authed(http.get(serve.at(&format!("/v1/jobs/{id}"))))
+            .send()
+            .expect("status"),
+    );
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "queued");
+    let started = Instant::now();
+    let (status, v) = body(
+        authed(http.get(serve.at(&format!("/v1/jobs/{id}/result?wait=300ms"))))
+            .send()
+            .expect("result"),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the wait was not held"
+    );
+    let (status, v) = body(
+        authed(http.post(serve.at(&format!("/v1/jobs/{id}/cancel"))))
+            .send()
+            .expect("cancel"),
+    );
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["cancelled"], true);
+    let (status, v) = body(
+        authed(http.get(serve.at(&format!("/v1/jobs/{id}/result"))))
+            .send()
+            .expect("result"),
+    );
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "cancelled");
+    let (status, v) = body(
+        authed(http.post(serve.at(&format!("/v1/jobs/{id}/cancel"))))
+            .send()
+            .expect("cancel"),
+    );
+    assert_eq!(
+        (status, v["cancelled"].clone()),
+        (StatusCode::OK, json!(false))
+    );
+
+    // Unknown ids are 404, junk ids 400, too long a wait 400.
+    let (status, _) = body(
+        authed(http.get(serve.at("/v1/jobs/01JDX6Q6T3N7Z8YV1K0W2M4C5B")))
+            .send()
+            .expect("status"),
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = body(
+        authed(http.get(serve.at("/v1/jobs/..%2F..%2Fetc")))
+            .send()
+            .expect("status"),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = body(
+        authed(http.get(serve.at(&format!("/v1/jobs/{id}/result?wait=1h"))))
+            .send()
+            .expect("result"),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The servers and the dead-letter set.
+    let (status, v) = body(
+        authed(http.get(serve.at("/v1/servers")))
+            .send()
+            .expect("servers"),
+    );
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["servers"][0]["name"], "echo");
+    assert!(
+        v["servers"][0].get("command").is_none(),
+        "the command line is not shown"
+    );
+    let (status, v) = body(authed(http.get(serve.at("/v1/dlq"))).send().expect("dlq"));
+    assert_eq!((status, v["total"].clone()), (StatusCode::OK, json!(0)));
+    let (status, _) = body(
+        authed(http.post(serve.at(&format!("/v1/dlq/{id}/requeue"))))
+            .send()
+            .expect("requeue"),
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_long_poll_answers_when_the_job_ends_and_at_shutdown() {
+    let env = TestEnv::new("serve-poll", TOKEN_CONFIG);
+    let mut serve = env.serve(&[]);
+    let http = client();
+    let (_, v) = body(
+        authed(http.post(serve.at("/v1/jobs")))
+            .json(&echo_job("later"))
+            .send()
+            .expect("POST"),
+    );
+    let id = v["id"].as_str().expect("id").to_string();
+    // The poll starts before any worker; the worker starts a second later.
+    let url = serve.at(&format!("/v1/jobs/{id}/result?wait=60s"));
+    let poll = std::thread::spawn(move || body(authed(client().get(url)).send().expect("poll")));
+    std::thread::sleep(Duration::from_secs(1));
+    let worker = env.worker(&[]);
+    let (status, v) = poll.join().expect("poll thread");
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "succeeded");
+    drop(worker);
+
+    // A poll in flight at shutdown answers at once with what it knows, and the server
+    // exits 0.
+    let (_, v) = body(
+        authed(http.post(serve.at("/v1/jobs")))
+            .json(&echo_job("never"))
+            .send()
+            .expect("POST"),
+    );
+    let id = v["id"].as_str().expect("id").to_string();
+    let url = serve.at(&format!("/v1/jobs/{id}/result?wait=120s"));
+    let poll = std::thread::spawn(move || body(authed(client().get(url)).send().expect("poll")));
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = Instant::now();
+    let exit = serve
+        .stop(Duration::from_secs(30))
+        .expect("mcpq-serve exits");
+    let (status, v) = poll.join().expect("poll thread");
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["status"], "queued");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(20),
+        "shutdown waited for the poll"
+    );
+    assert_eq!(exit.code(), Some(0), "{}", serve.log_text());
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_a_token_and_a_missing_token_variable() {
+    let env = TestEnv::new("serve-refuse", "");
+    let out = std::process::Command::new(mcpq_tests::bin("mcpq-serve"))
+        .args(["--config"])
+        .arg(&env.config)
+        .args(["--listen", "0.0.0.0:0"])
+        .env_remove("MCPQ_SERVE_TOKEN")
+        .env_remove("MCPQ_CONFIG")
+        .output()
+        .expect("run mcpq-serve");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("without a token"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    env.add_config(TOKEN_CONFIG);
+    let out = std::process::Command::new(mcpq_tests::bin("mcpq-serve"))
+        .args(["--config"])
+        .arg(&env.config)
+        .env_remove("MCPQ_TEST_TOKEN")
+        .env_remove("MCPQ_CONFIG")
+        .output()
+        .expect("run mcpq-serve");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("MCPQ_TEST_TOKEN"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_openapi_document_is_valid_openapi_3_1_and_lists_every_route() {
+    let env = TestEnv::new("serve-openapi", TOKEN_CONFIG);
+    let serve = env.serve(&[]);
+    let (status, doc) = body(
+        authed(client().get(serve.at("/openapi.json")))
+            .send()
+            .expect("GET"),
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        doc["openapi"].as_str().expect("openapi").starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    for path in [
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/result",
+        "/v1/jobs/{id}/cancel",
+        "/v1/dlq",
+        "/v1/servers",
+        "/health",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is not described");
+    }
+    let Some(deps) = deps("venv") else { return };
+    let file = env.dir.join("openapi.json");
+    std::fs::write(&file, doc.to_string()).expect("write");
+    let out = std::process::Command::new(deps.join("venv/bin/openapi-spec-validator"))
+        .arg(&file)
+        .output()
+        .expect("run openapi-spec-validator");
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator: {} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_batch_posted_as_json_lines_runs_and_its_results_stream_back_in_input_order() {
+    let env = TestEnv::new("serve-batch", TOKEN_CONFIG);
+    let serve = env.serve(&[]);
+    let http = client();
+    let lines: Vec<String> = (0..60)
+        .map(|i| echo_job(&format!("line {i}")).to_string())
+        .collect();
+    let post = |text: String, query: &str, key: Option<&str>| {
+        let mut req = authed(http.post(serve.at(&format!("/v1/batches{query}"))))
+            .header("content-type", "application/x-ndjson")
+            .body(text);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        body(req.send().expect("POST batch"))
+    };
+
+    // One bad line: 400 naming it, nothing enqueued.
+    let mut bad = lines.clone();
+    bad[2] =
+        r#"{"kind":"agent","payload":{"steps":[{"server":"nope","tool":"t","arguments":{}}]}}"#
+            .into();
+    let (status, v) = post(bad.join("\n"), "", None);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["lines"][0]["line"], 3, "{v}");
+    assert_eq!(v["error"]["lines"].as_array().map(Vec::len), Some(1));
+    assert_eq!(env.queue_depth(), 0);
+    // With skip_invalid the 59 others go in.
+    let (status, v) = post(bad.join("\n"), "?skip_invalid=true", None);
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        (v["total"].clone(), v["invalid_skipped"].clone()),
+        (json!(59), json!(1))
+    );
+
+    // The whole batch, keyed; a retried upload resumes it and enqueues nothing more.
+    let (status, v) = post(lines.join("\n") + "\n", "", Some("upload-7"));
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        (v["total"].clone(), v["enqueued"].clone()),
+        (json!(60), json!(60))
+    );
+    let id = v["id"].as_str().expect("id").to_string();
+    let (status, again) = post(lines.join("\n") + "\n", "", Some("upload-7"));
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(
+        (
+            again["id"].as_str(),
+            again["resumed"].clone(),
+            again["enqueued"].clone()
+        ),
+        (Some(id.as_str()), json!(true), json!(0))
+    );
+    let (status, v) = post(lines[..5].join("\n"), "", Some("upload-7"));
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+
+    let _worker = env.worker(&["--concurrency", "8"]);
+    let finished =
+        mcpq_tests::wait_until_every(Duration::from_secs(60), Duration::from_millis(200), || {
+            let (_, s) = body(
+                authed(http.get(serve.at(&format!("/v1/batches/{id}"))))
+                    .send()
+                    .expect("status"),
+            );
+            s["pending"] == 0 && s["succeeded"] == 60
+        });
+    assert!(finished, "the batch did not finish");
+    let resp = authed(http.get(serve.at(&format!("/v1/batches/{id}/results"))))
+        .send()
+        .expect("results");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().expect("results body");
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 60);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["status"], "succeeded", "{row}");
+        assert_eq!(
+            row["result"][0]["result"]["content"][0]["text"],
+            format!("line {i}")
+        );
+    }
+    let (status, list) = body(
+        authed(http.get(serve.at("/v1/batches")))
+            .send()
+            .expect("list"),
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["batches"].as_array().map(Vec::len), Some(2), "{list}");
+    // Jobs of a batch are listed by batch.
+    let (_, page) = body(
+        authed(http.get(serve.at(&format!("/v1/jobs?batch={id}&limit=1000"))))
+            .send()
+            .expect("jobs"),
+    );
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(60));
+}
+
+/// The repository's root (examples/ lives there).
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+#[test]
+fn the_python_and_typescript_examples_submit_wait_and_print_the_result() {
+    let env = TestEnv::new("serve-examples", TOKEN_CONFIG);
+    let _worker = env.worker(&[]);
+    let serve = env.serve(&[]);
+    let examples = repo_root().join("examples");
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd
+            .env("MCPQ_URL", &serve.url)
+            .env("MCPQ_TOKEN", TOKEN)
+            .output()
+            .expect("run the example");
+        assert!(out.status.success(), "{} {}", text(&out.stdout), text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    let printed = run(std::process::Command::new("python3")
+        .arg(examples.join("python/submit_and_wait.py"))
+        .arg("from python"));
+    assert_eq!(printed, "from python");
+
+    let Some(deps) = deps("ts") else { return };
+    let work = env.dir.join("ts");
+    std::fs::create_dir_all(&work).expect("dir");
+    for f in ["submit_and_wait.ts", "tsconfig.json", "package.json"] {
+        std::fs::copy(examples.join("typescript").join(f), work.join(f)).expect("copy");
+    }
+    std::os::unix::fs::symlink(deps.join("ts/node_modules"), work.join("node_modules")).expect("link");
+    let out = std::process::Command::new(deps.join("ts/node_modules/.bin/tsc"))
+        .args(["-p"])
+        .arg(&work)
+        .output()
+        .expect("run tsc");
+    assert!(out.status.success(), "tsc: {} {}", text(&out.stdout), text(&out.stderr));
+    let printed = run(std::process::Command::new("node")
+        .arg(work.join("dist/submit_and_wait.js"))
+        .arg("from typescript"));
+    assert_eq!(printed, "from typescript");
+}
