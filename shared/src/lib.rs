@@ -59,6 +59,10 @@
 //!   of its batch run; the queue's id is the job's identity; a lost worker spends a
 //!   rescue (`queue.max_rescues`), not an attempt (chaos `poison_entries.rs`,
 //!   `worker_killer.rs`, `killed_workers.rs`).
+//! - A worker's `/metrics` is Prometheus text that the reference parser reads, and its
+//!   counters are what the worker did (jobs by kind and outcome, tool calls by server
+//!   and tool, spawns); label values are bounded ([`metrics`];
+//!   `metrics::metrics_parse_with_the_prometheus_parser_and_count_what_the_worker_did`).
 //! - Every limit, its default, key and error: `docs/GUARANTEES.md`, "Limits".
 //! - Completion webhooks are stored with the end they announce, sent at least once
 //!   (across worker restarts), signed, never to a private address unless allowed, never
@@ -78,6 +82,7 @@ pub mod backend;
 pub mod email;
 pub mod fate;
 pub mod mcp;
+pub mod metrics;
 pub mod redact;
 pub mod result_budget;
 pub mod runner;

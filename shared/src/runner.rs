@@ -22,6 +22,10 @@
 //!    for at most one lease; after that the job is left to the rescuer, which runs it
 //!    again (at least once, never lost).
 //!
+//! Each attempt is counted in the worker's metrics (`mcpq_jobs_started_total`,
+//! `mcpq_jobs_finished_total` and `mcpq_job_duration_seconds` by kind and fate; a
+//! payload that does not decode is kind `invalid`).
+//!
 //! Nothing here panics or returns an error on bad input: a job that cannot be decoded
 //! goes to the dead-letter set with the reason.
 
@@ -41,8 +45,9 @@ use crate::config::Config;
 use crate::email::run_email;
 use crate::failure::{FailureKind, JobFailure};
 use crate::fate::{decide, Attempts, Fate};
-use crate::job::{Job, JobPayload};
+use crate::job::{Job, JobKind, JobPayload};
 use crate::mcp::McpPool;
+use crate::metrics::{JobOutcome, KIND_INVALID};
 use crate::queue::fetch::Delivery;
 use crate::queue::finish::{finish, Finished, Outcome};
 use crate::queue::lease::InFlight;
@@ -151,7 +156,21 @@ impl Runner {
         let Delivery { id, attempt, .. } = &delivery;
         let running = self.jobs.register(id, *attempt);
         let started = Instant::now();
-        let mut result = self.execute(&delivery, payload, running.token()).await;
+        let metrics = self.pool.supervisor().metrics();
+        let (kind, mut result) = match self.decode(&delivery, payload).await {
+            Ok(job) => {
+                let kind = match job.kind() {
+                    JobKind::Agent => "agent",
+                    JobKind::Email => "email",
+                };
+                metrics.job_started(kind);
+                (kind, self.execute(job, running.token()).await)
+            }
+            Err(failure) => {
+                metrics.job_started(KIND_INVALID);
+                (KIND_INVALID, Err(failure))
+            }
+        };
         if let Ok(value) = &result {
             if let Err(failure) = ResultBudget::check(value, self.config.queue.max_result) {
                 result = Err(*failure);
@@ -170,7 +189,9 @@ impl Runner {
         };
         let retry_delay =
             |failures| Backoff::new(settings.retry_base, settings.retry_cap).full_jitter(failures);
-        let outcome = match decide(running.reason(), result, attempts, retry_delay) {
+        let fate = decide(running.reason(), result, attempts, retry_delay);
+        metrics.job_finished(kind, job_outcome(&fate), elapsed);
+        let outcome = match fate {
             Fate::Cancelled => {
                 tracing::info!(job = %id, attempt, ?elapsed, "job cancelled");
                 return RunOutcome::NotStored("cancelled".to_string());
@@ -247,12 +268,9 @@ impl Runner {
         }
     }
 
-    async fn execute(
-        &self,
-        delivery: &Delivery,
-        payload: String,
-        cancel: &CancellationToken,
-    ) -> Result<Value, JobFailure> {
+    /// The job of `delivery`, decoded from `payload` and checked (size, envelope, its
+    /// id, its servers against this worker's).
+    async fn decode(&self, delivery: &Delivery, payload: String) -> Result<Job, JobFailure> {
         if let Some(problem) = &delivery.problem {
             return Err(JobFailure::new(
                 FailureKind::InvalidJob,
@@ -298,7 +316,11 @@ impl Runner {
         }
         job.check_servers(self.config.server_names())
             .map_err(|e| JobFailure::new(FailureKind::UnknownServer, e.to_string(), false))?;
-        let mut job = job;
+        Ok(job)
+    }
+
+    /// Runs a decoded job within its deadline.
+    async fn execute(&self, mut job: Job, cancel: &CancellationToken) -> Result<Value, JobFailure> {
         self.fill_in_batch_counts(&mut job).await?;
         let timeout = job
             .options
@@ -341,5 +363,17 @@ impl Runner {
                 true,
             )),
         }
+    }
+}
+
+/// The `outcome` label of a fate.
+fn job_outcome<T>(fate: &Fate<T>) -> JobOutcome {
+    match fate {
+        Fate::Succeeded(_) => JobOutcome::Succeeded,
+        Fate::Retry { .. } => JobOutcome::Retry,
+        Fate::Dead(_) => JobOutcome::Dead,
+        Fate::Release => JobOutcome::Released,
+        Fate::Cancelled => JobOutcome::Cancelled,
+        Fate::LeaseLost { .. } => JobOutcome::LeaseLost,
     }
 }

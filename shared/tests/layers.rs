@@ -1,10 +1,10 @@
 //! The layer ratchet: imports inside `mcpq-core` and `mcpq-shared` only go down.
 //!
 //! The layers (docs/ARCHITECTURE.md): 1 data and validation, no I/O (`duration`, `tls`,
-//! `failure`, `template`, `job`, `config`, `backoff`, `terminal`, `cli_error`) -> 2 `queue` (Redis),
+//! `failure`, `template`, `job`, `config`, `backoff`, `metrics`, `terminal`, `cli_error`) -> 2 `queue` (Redis),
 //! `backend` (apalis over it) -> 3 `supervisor` (processes) -> 4 `mcp` (sessions, pool,
 //! job sessions) -> 5 runners and their helpers (`result_budget`, `agent`, `email`,
-//! `redact`) -> 6 `fate`, `runner` -> the binaries. Layers 1 and 2 but `tls` and
+//! `redact`) -> 6 `fate`, `runner` -> the binaries. Layers 1 and 2 but `tls`, `metrics` and
 //! `backend` are the crate `mcpq-core` (`core/src`), which cannot name the rest at all
 //! (it does not depend on `mcpq-shared`); `mcpq-shared` re-exports them, so its files
 //! name them as `crate::job` and so on, and this test ranks those imports too.
@@ -35,6 +35,8 @@ const LAYERS: &[(&str, &str, u32, u32)] = &[
     ("backoff", "core", 1, 16),
     ("lines", "core", 1, 17),
     ("cli_error", "core", 1, 18),
+    // A leaf: the counters every higher layer increments.
+    ("metrics", "shared", 1, 19),
     ("queue", "core", 2, 20),
     ("backend", "shared", 2, 21),
     ("supervisor", "shared", 3, 30),

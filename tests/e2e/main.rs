@@ -8,9 +8,11 @@ mod delivery; // retries, dead letters, fencing, idempotency, cancel, retention,
 mod email; // email jobs: the .eml corpus, attachments, reply drafts
 mod end_to_end; // submit -> worker -> MCP server -> result, one job to many
 mod failures; // tool errors, server crashes, stderr floods
+mod health; // what /health reads: queue counts by state, worker heartbeats
 mod http; // streamable-HTTP servers: bearer tokens, headers, a server that goes away
 mod json_errors; // under --json every error is one JSON object on stderr, same exit code
 mod llm; // LLM mode against a scripted OpenAI-compatible API
+mod metrics; // a worker's /metrics, parsed by the Prometheus reference parser
 mod plans; // plans as small programs: templates, continue_on_error
 mod pool; // the warm session pool: reuse, multiplexing, replacement, limits
 mod secrets_and_logs; // secrets echoed back are redacted; no forged log lines

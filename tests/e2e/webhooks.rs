@@ -392,7 +392,10 @@ fn a_410_stops_a_delivery_and_a_refused_one_fails_at_once_and_can_be_retried_by_
     let log: Shared = Arc::default();
     let receiver = Receiver::start(0, log.clone());
     let env = TestEnv::new("webhooks-gone", &webhooks_config(""));
-    let w = worker(&env);
+    let metrics = format!("127.0.0.1:{}", mcpq_tests::free_port());
+    let w = env.worker_with(&["--metrics-listen", &metrics], |cmd| {
+        cmd.env(SECRET_ENV, SECRET);
+    });
     let gone = receiver.url("/gone");
     let id = env.submit_call(
         "echo",
@@ -444,6 +447,19 @@ fn a_410_stops_a_delivery_and_a_refused_one_fails_at_once_and_can_be_retried_by_
         "{r}"
     );
     assert!(lock(&log).got.iter().all(|g| g.path == "/gone"));
+    // Each outcome is counted in the worker's metrics.
+    let scraped = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{metrics}/metrics")])
+        .output()
+        .expect("curl");
+    let scraped = String::from_utf8_lossy(&scraped.stdout).into_owned();
+    for outcome in ["gone", "refused"] {
+        let line = format!("mcpq_webhook_deliveries_total{{outcome=\"{outcome}\"}} 1");
+        assert!(
+            scraped.lines().any(|l| l == line),
+            "no `{line}` in:\n{scraped}"
+        );
+    }
     let failed = list(&env, true);
     assert_eq!(failed.len(), 1, "{failed:?}");
     let did = failed[0]["id"].as_str().unwrap_or_default().to_string();

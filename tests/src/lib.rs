@@ -481,6 +481,14 @@ pub fn call_job(server: &str, tool: &str, args: serde_json::Value) -> mcpq_share
     mcpq_shared::Job::agent(vec![step], Default::default())
 }
 
+/// A port nobody listens on now (for a listener whose address a test must know first).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Polls `cond` every 20 ms until it holds or `within` passes.
 pub fn wait_until(within: Duration, cond: impl FnMut() -> bool) -> bool {
     wait_until_every(within, Duration::from_millis(20), cond)

@@ -4,7 +4,7 @@
 //! [`Launcher::start`] starts, in this order, and owns from then on:
 //! 1. the supervisor and the MCP pool, with the pool's maintenance loop (warm
 //!    `min_sessions`, close idle sessions);
-//! 2. server reports to Redis ([`crate::reports`]);
+//! 2. server reports and the worker's heartbeat to Redis ([`crate::reports`]);
 //! 3. lease renewal of every held job (`queue::lease::renew_leases`);
 //! 4. the cancel listener (`queue::lease::listen_for_cancels`, Redis pub/sub);
 //! 5. the rescuer of dead workers' jobs (`queue::rescue::rescue_loop`);
@@ -12,6 +12,8 @@
 //! 7. the webhook dispatcher (`webhook::Dispatcher`): sends due completion webhooks;
 //!    stopped like the others, its sends in flight are abandoned and sent again after
 //!    their claim's lease (at least once).
+//! 8. with `worker.metrics_listen`, `GET /metrics` ([`crate::metrics_server`]; its
+//!    address is bound here, so a bad one fails the start).
 //!
 //! [`Launcher::quiet_on`] ties shutdown to the signals: the first SIGTERM/SIGINT
 //! *quiets* the worker (no new jobs; the future it returns resolves, which the Monitor
@@ -22,7 +24,8 @@
 //! [`Launcher::stop`], once the Monitor has returned, stops in order: the signal task,
 //! the loops above (in start order), the pool's warm sessions (gracefully, bounded by
 //! the longest stop of a server), idle template sandboxes, then SIGKILL to every server
-//! process group still alive. Nothing it started outlives it.
+//! process group still alive, and last removes the worker's heartbeat. Nothing it
+//! started outlives it.
 //!
 //! Caveat: a loop is stopped by aborting its task, at its next await; none holds a
 //! state that needs finishing (each Redis change is one script).
@@ -35,13 +38,15 @@ use anyhow::Context;
 use mcpq_shared::agent::template_sandbox::TemplateSandbox;
 use mcpq_shared::email::{attachment_dir, EmailSettings};
 use mcpq_shared::mcp::{health_policy, McpPool};
-use mcpq_shared::queue::{lease, rescue, InFlight, Keys, StopReason};
+use mcpq_shared::metrics::Metrics;
+use mcpq_shared::queue::{lease, rescue, workers, InFlight, Keys, StopReason};
 use mcpq_shared::supervisor::{max_stop_time, Supervisor};
 use mcpq_shared::webhook::Dispatcher;
 use mcpq_shared::Config;
 use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
 
+use crate::metrics_server;
 use crate::reports::Reporter;
 use crate::signals::Signals;
 
@@ -52,6 +57,10 @@ pub struct Launcher {
     pool: McpPool,
     templates: TemplateSandbox,
     jobs: InFlight,
+    /// Where the heartbeat is removed from at the end, and whose.
+    conn: ConnectionManager,
+    keys: Keys,
+    worker: String,
     /// The loops, in start order (the order they are stopped in).
     loops: Vec<JoinHandle<()>>,
     /// The shutdown sequence driven by signals ([`Launcher::quiet_on`]).
@@ -61,29 +70,41 @@ pub struct Launcher {
 impl Launcher {
     /// Starts the background loops (see the module doc for the list and order).
     /// `conn` is connected to `redis_url` already; the cancel listener opens its own
-    /// pub/sub connection to it.
+    /// pub/sub connection to it. Everything counts in `metrics`.
     pub fn start(
         config: Arc<Config>,
         redis_url: &str,
         conn: ConnectionManager,
         keys: Keys,
         worker: &str,
+        metrics: Metrics,
     ) -> anyhow::Result<Launcher> {
         let client = redis::Client::open(redis_url).context("redis_url")?;
-        let supervisor = Supervisor::with_policy(health_policy(&config.defaults));
+        let supervisor = Supervisor::with_metrics(health_policy(&config.defaults), metrics.clone());
         let pool = McpPool::new(&config, supervisor.clone());
         let jobs = InFlight::default();
+        // Bound before anything starts: a bad address is a start-up error.
+        let listener = config
+            .worker
+            .metrics_listen
+            .map(metrics_server::bind)
+            .transpose()?;
         let reporter = Reporter {
             config: config.clone(),
             pool: pool.clone(),
             supervisor: supervisor.clone(),
             worker: worker.to_string(),
+            jobs: jobs.clone(),
+            metrics: listener.is_some().then(|| metrics.clone()),
+            started_at: mcpq_shared::queue::results::now_ms(),
         };
         // Built before any loop starts, so that a failure leaves nothing running.
+        let counted = metrics.clone();
         let dispatcher =
             Dispatcher::new(conn.clone(), keys.clone(), config.webhooks.clone(), worker)
-                .context("building the webhook HTTP client")?;
-        let loops = vec![
+                .context("building the webhook HTTP client")?
+                .on_outcome(move |outcome| counted.webhook_delivery(outcome.as_str()));
+        let mut loops = vec![
             pool.start_background(),
             tokio::spawn(reporter.run(conn.clone(), keys.clone())),
             tokio::spawn(lease::renew_leases(
@@ -105,6 +126,22 @@ impl Launcher {
             tokio::spawn(sweep_attachments(config.email.clone())),
             tokio::spawn(dispatcher.run()),
         ];
+        if let Some(listener) = listener {
+            let addr = listener.local_addr().ok();
+            let pooled = config
+                .servers
+                .iter()
+                .filter(|(_, s)| s.pool)
+                .map(|(name, _)| name.clone())
+                .collect();
+            loops.push(tokio::spawn(metrics_server::serve(
+                listener,
+                metrics.clone(),
+                pool.clone(),
+                pooled,
+            )));
+            tracing::info!(address = ?addr, "serving metrics at /metrics");
+        }
         // Children of this very binary, started with the sandbox argument (see `main`).
         let templates = TemplateSandbox::new(supervisor.clone());
         Ok(Launcher {
@@ -113,6 +150,9 @@ impl Launcher {
             pool,
             templates,
             jobs,
+            conn,
+            keys,
+            worker: worker.to_string(),
             loops,
             signal_task: None,
         })
@@ -197,6 +237,11 @@ impl Launcher {
                 killed,
                 "killed server process groups of jobs cut off by shutdown"
             );
+        }
+        // Gone at once from /health, instead of after the heartbeat's DEAD_AFTER.
+        let removed = workers::remove(&self.conn, &self.keys, &self.worker);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), removed).await {
+            tracing::debug!("could not remove the heartbeat: {e}");
         }
     }
 }

@@ -5,7 +5,9 @@
 //! thread that writes to stderr. Logging is a `try_send`: if whatever reads our stderr
 //! stops reading, the writer thread blocks, the queue fills, and further lines are
 //! dropped and counted instead of stalling jobs. As soon as the sink accepts a write
-//! again, the writer thread itself reports how many lines were dropped.
+//! again, the writer thread itself reports how many lines were dropped. Every dropped
+//! line is also counted in `mcpq_log_lines_dropped_total` once the worker's metrics
+//! exist ([`LogGuard::count_drops_in`]).
 //!
 //! MCP servers never write to this stream: each has its own stderr pipe (supervisor).
 //!
@@ -32,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 
+use mcpq_shared::metrics::Counter;
 use mcpq_shared::redact::Redactor;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::{DefaultFields, Writer};
@@ -50,11 +53,29 @@ pub enum LogFormat {
     Json,
 }
 
+/// Lines dropped: those not yet reported in the log, and the metric of all of them.
+#[derive(Default)]
+struct Drops {
+    /// Dropped since the last "dropped N log lines" note.
+    pending: AtomicU64,
+    /// Every drop, once the worker's metrics exist.
+    total: OnceLock<Counter>,
+}
+
+impl Drops {
+    fn one(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        if let Some(total) = self.total.get() {
+            total.inc();
+        }
+    }
+}
+
 /// The sending side; cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct LogSink {
     tx: SyncSender<Vec<u8>>,
-    dropped: Arc<AtomicU64>,
+    dropped: Arc<Drops>,
     redactor: Arc<OnceLock<Arc<Redactor>>>,
 }
 
@@ -67,7 +88,7 @@ impl Write for LogSink {
         match self.tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.one();
             }
         }
         Ok(buf.len())
@@ -90,6 +111,7 @@ pub struct LogGuard {
     tx: Option<SyncSender<Vec<u8>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     redactor: Arc<OnceLock<Arc<Redactor>>>,
+    dropped: Arc<Drops>,
 }
 
 impl LogGuard {
@@ -97,6 +119,12 @@ impl LogGuard {
     /// config is loaded; a second call changes nothing).
     pub fn set_redactor(&self, redactor: Arc<Redactor>) {
         let _ = self.redactor.set(redactor);
+    }
+
+    /// From now on, every dropped line is also counted in `total` (the worker's
+    /// `mcpq_log_lines_dropped_total`; set once, a second call changes nothing).
+    pub fn count_drops_in(&self, total: Counter) {
+        let _ = self.dropped.total.set(total);
     }
 }
 
@@ -150,20 +178,21 @@ impl Drop for LogGuard {
     }
 }
 
-fn writer_thread(rx: Receiver<Vec<u8>>, dropped: Arc<AtomicU64>, mut out: impl Write) {
+fn writer_thread(rx: Receiver<Vec<u8>>, dropped: Arc<Drops>, mut out: impl Write) {
     while let Ok(line) = rx.recv() {
         if out.write_all(&line).is_err() {
             // The sink is gone (closed pipe): count, keep draining so senders never block.
-            dropped.fetch_add(1, Ordering::Relaxed);
+            dropped.one();
             continue;
         }
         // The sink accepted a write: it has recovered, so say what was lost meanwhile.
-        let lost = dropped.swap(0, Ordering::Relaxed);
+        let lost = dropped.pending.swap(0, Ordering::Relaxed);
         if lost > 0 {
             let note =
                 format!("mcpq-worker: dropped {lost} log lines while the log output was blocked\n");
             if out.write_all(note.as_bytes()).is_err() {
-                dropped.fetch_add(lost, Ordering::Relaxed);
+                // Counted in the total already: only the note is owed again.
+                dropped.pending.fetch_add(lost, Ordering::Relaxed);
             }
         }
         let _ = out.flush();
@@ -173,7 +202,7 @@ fn writer_thread(rx: Receiver<Vec<u8>>, dropped: Arc<AtomicU64>, mut out: impl W
 /// Installs the global subscriber. Keep the guard alive until exit.
 pub fn init(format: LogFormat) -> LogGuard {
     let (tx, rx) = sync_channel::<Vec<u8>>(BUFFERED_LINES);
-    let dropped = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(Drops::default());
     let thread_dropped = dropped.clone();
     let thread = std::thread::Builder::new()
         .name("mcpq-log-writer".to_string())
@@ -182,7 +211,7 @@ pub fn init(format: LogFormat) -> LogGuard {
     let redactor: Arc<OnceLock<Arc<Redactor>>> = Arc::default();
     let sink = LogSink {
         tx: tx.clone(),
-        dropped,
+        dropped: dropped.clone(),
         redactor: redactor.clone(),
     };
     let filter = EnvFilter::try_from_env("MCPQ_LOG")
@@ -204,6 +233,7 @@ pub fn init(format: LogFormat) -> LogGuard {
         tx: Some(tx),
         thread,
         redactor,
+        dropped,
     }
 }
 
@@ -248,7 +278,9 @@ mod tests {
     #[test]
     fn a_blocked_sink_drops_lines_without_blocking_and_reports_them_on_recovery() {
         let (tx, rx) = sync_channel::<Vec<u8>>(4);
-        let dropped = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(Drops::default());
+        let total = Counter::default();
+        let _ = dropped.total.set(total.clone());
         let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let out = Arc::new(std::sync::Mutex::new(Vec::new()));
         let gate = Gate {
@@ -278,6 +310,11 @@ mod tests {
         assert!(kept <= 5, "{text}");
         let expected = format!("dropped {} log lines", 100 - kept);
         assert!(text.contains(&expected), "expected {expected:?} in {text}");
+        assert_eq!(
+            total.get(),
+            (100 - kept) as u64,
+            "the metric counts every drop"
+        );
         assert!(text.contains("after recovery"));
     }
 }

@@ -24,6 +24,7 @@
 mod check;
 mod launcher;
 mod logging;
+mod metrics_server;
 mod reports;
 mod signals;
 
@@ -65,6 +66,10 @@ struct Args {
     /// This worker's name; must be unique among live workers (default: host-pid-random).
     #[arg(long)]
     name: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9717); overrides
+    /// worker.metrics_listen.
+    #[arg(long, env = "MCPQ_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Log line format (stderr). Filter with MCPQ_LOG or RUST_LOG, e.g. MCPQ_LOG=debug.
     #[arg(long, value_enum, default_value = "text")]
     log_format: logging::LogFormat,
@@ -124,6 +129,8 @@ fn main() -> ExitCode {
     // The one Redactor of the worker: its log and its runner (stored errors, results).
     let redactor = Arc::new(mcpq_shared::redact::Redactor::from_config(&config));
     log_guard.set_redactor(redactor.clone());
+    let metrics = mcpq_shared::metrics::Metrics::new();
+    log_guard.count_drops_in(metrics.log_lines_dropped());
     let name = args.name.clone().unwrap_or_else(default_name);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -135,7 +142,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config, name, redactor)) {
+    match runtime.block_on(run(config, name, redactor, metrics)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -178,6 +185,9 @@ fn load_config(args: &Args) -> Result<Config, String> {
         .map_err(|e| e.to_string())?;
     // A missing redis_password_env variable is a config error at start-up.
     config.redis_connect_url().map_err(|e| e.to_string())?;
+    if let Some(addr) = args.metrics_listen {
+        config.worker.metrics_listen = Some(addr);
+    }
     if let Some(n) = args.concurrency {
         config.worker.concurrency = n;
         config
@@ -191,6 +201,7 @@ async fn run(
     config: Config,
     name: String,
     redactor: Arc<mcpq_shared::redact::Redactor>,
+    metrics: mcpq_shared::metrics::Metrics,
 ) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
     let signals = signals::Signals::install().context("installing signal handlers")?;
@@ -209,6 +220,7 @@ async fn run(
         conn.clone(),
         keys.clone(),
         &name,
+        metrics,
     )?;
     let runner = Runner::new(
         config.clone(),

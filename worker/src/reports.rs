@@ -1,5 +1,7 @@
 //! Server reports: what this worker knows about each configured MCP server, turned into
-//! [`ServerReport`]s and published to Redis for `mcpq servers`.
+//! [`ServerReport`]s and published to Redis for `mcpq servers`; with them, this
+//! worker's heartbeat (`queue::workers`, for `/health`) and, when it serves metrics,
+//! the queue gauges (`queue::stats` -> `mcpq_queue_*`).
 //!
 //! Every [`REPORT_INTERVAL`], for every server in the config: its health in the
 //! supervisor's book (ok, backoff, unhealthy, and when that clears), the pool's live
@@ -7,23 +9,28 @@
 //! started to answer). The hash expires after `queue::servers::REPORT_TTL` once no
 //! worker reports.
 //!
-//! Caveat: best effort. A failed publish is logged at debug and retried at the next
-//! tick; a report is at most [`REPORT_INTERVAL`] old while the worker runs.
+//! Caveat: best effort. A failed publish (or heartbeat, or stats read) is logged at
+//! debug and retried at the next tick; a report is at most [`REPORT_INTERVAL`] old
+//! while the worker runs, the queue gauges too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mcpq_shared::job::Priority;
 use mcpq_shared::mcp::McpPool;
+use mcpq_shared::metrics::Metrics;
 use mcpq_shared::queue::results::now_ms;
 use mcpq_shared::queue::servers::{self, ServerReport, ToolInfo};
-use mcpq_shared::queue::Keys;
+use mcpq_shared::queue::workers::{self, Heartbeat, WorkerInfo};
+use mcpq_shared::queue::{stats, InFlight, Keys};
 use mcpq_shared::supervisor::Supervisor;
 use mcpq_shared::Config;
 use redis::aio::ConnectionManager;
 
-/// How often the worker publishes what it knows about its servers (`mcpq servers`).
-pub const REPORT_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the worker publishes what it knows about its servers (`mcpq servers`) and
+/// beats (the heartbeat's interval, which `queue::workers::DEAD_AFTER` counts on).
+pub const REPORT_INTERVAL: Duration = workers::HEARTBEAT_EVERY;
 
 /// The pool and the supervisor's health book, read for reports.
 pub struct Reporter {
@@ -35,6 +42,12 @@ pub struct Reporter {
     pub supervisor: Supervisor,
     /// This worker's name, in each report.
     pub worker: String,
+    /// Its jobs (how many it holds goes in the heartbeat).
+    pub jobs: InFlight,
+    /// Set when the worker serves metrics: the queue gauges are refreshed each tick.
+    pub metrics: Option<Metrics>,
+    /// When the worker started (ms since the Unix epoch).
+    pub started_at: u64,
 }
 
 impl Reporter {
@@ -71,14 +84,56 @@ impl Reporter {
         out
     }
 
-    /// Publishes a [`Reporter::snapshot`] every [`REPORT_INTERVAL`], until aborted.
+    /// What this worker says in its heartbeat, now.
+    pub fn worker_info(&self) -> WorkerInfo {
+        WorkerInfo {
+            id: self.worker.clone(),
+            host: host_name(),
+            pid: std::process::id(),
+            started_at: self.started_at,
+            running: self.jobs.len(),
+            concurrency: self.config.worker.concurrency,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Publishes a [`Reporter::snapshot`] and beats every [`REPORT_INTERVAL`] (and
+    /// refreshes the queue gauges when metrics are served), until aborted.
     pub async fn run(self, conn: ConnectionManager, keys: Keys) {
+        let mut heartbeat = Heartbeat::default();
         loop {
             let reports = self.snapshot().await;
             if let Err(e) = servers::publish(&conn, &keys, &reports).await {
                 tracing::debug!("could not publish server reports: {e}");
             }
+            match heartbeat.beat(&conn, &keys, &self.worker_info()).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "pruned heartbeats of dead workers"),
+                Err(e) => tracing::debug!("could not write the heartbeat: {e}"),
+            }
+            if let Some(metrics) = &self.metrics {
+                match stats::read(&conn, &keys).await {
+                    Ok(s) => metrics.set_queue(
+                        Priority::ALL.map(|p| (p.as_str(), s.queued.get(p))),
+                        [
+                            ("scheduled", s.scheduled),
+                            ("running", s.running),
+                            ("suspects", s.suspects),
+                            ("dead", s.dead),
+                        ],
+                        s.oldest_queued_age().map(Duration::from_millis),
+                    ),
+                    Err(e) => tracing::debug!("could not read the queue's counts: {e}"),
+                }
+            }
             tokio::time::sleep(REPORT_INTERVAL).await;
         }
     }
+}
+
+/// This host's name (`/proc/sys/kernel/hostname`), or `unknown`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
 }

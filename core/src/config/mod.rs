@@ -10,6 +10,7 @@
 //! concurrency = 4          # jobs run at once by one worker process
 //! shutdown_grace = "10s"   # on SIGTERM, how long running jobs may finish
 //! poll_interval = "100ms"  # how often an idle worker looks for new jobs
+//! # metrics_listen = "127.0.0.1:9717"   # serve GET /metrics (default: off)
 //!
 //! [queue]                  # leases, retries, retention, priorities: see config::queue
 //! lease = "30s"
@@ -196,6 +197,10 @@ pub struct WorkerConfig {
     /// [`DEFAULT_POLL_INTERVAL`]).
     #[serde(default = "default_poll_interval", with = "crate::duration")]
     pub poll_interval: Duration,
+    /// Address to serve Prometheus metrics on (`GET /metrics`), e.g. `127.0.0.1:9717`;
+    /// none by default (off). `--metrics-listen` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[defaults]`.
@@ -413,6 +418,7 @@ impl Default for WorkerConfig {
             concurrency: default_concurrency(),
             shutdown_grace: default_shutdown_grace(),
             poll_interval: default_poll_interval(),
+            metrics_listen: None,
         }
     }
 }

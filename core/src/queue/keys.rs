@@ -159,6 +159,11 @@ impl Keys {
         format!("{}:webhooks:busy:{endpoint}", self.prefix)
     }
 
+    /// Hash of the live workers' heartbeats, by worker id (`lua/heartbeat.lua`).
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
     /// Pattern matching every key of this namespace (for tests and clean-up tools).
     pub fn all_pattern(&self) -> String {
         // `{` and `}` are not glob characters; `[` would be, and namespaces cannot

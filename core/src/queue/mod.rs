@@ -13,7 +13,8 @@
 //!   leases of running jobs and hearing cancels; [`rescue`]: re-queueing jobs of dead
 //!   workers; [`retry`]: backoff; [`control`]: cancel and the dead-letter set;
 //!   [`results`]: reading records; [`webhooks`], [`webhook_body`]: completion webhook
-//!   deliveries (made by the scripts that end jobs, sent by `mcpq_shared::webhook`).
+//!   deliveries (made by the scripts that end jobs, sent by `mcpq_shared::webhook`);
+//!   [`stats`]: counts by state; [`workers`]: heartbeats.
 //!
 //! Every key starts with the configured namespace, so tests, demos and deployments
 //! share one Redis without touching each other's keys.
@@ -33,8 +34,10 @@ pub mod results;
 mod scripts;
 pub mod servers;
 pub mod settings;
+pub mod stats;
 pub mod webhook_body;
 pub mod webhooks;
+pub mod workers;
 
 use std::time::Duration;
 

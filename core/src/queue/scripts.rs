@@ -46,3 +46,7 @@ pub(crate) static WEBHOOK_CLAIM: LazyLock<Script> = script!("webhook_claim.lua")
 pub(crate) static WEBHOOK_DONE: LazyLock<Script> = script!("webhook_done.lua");
 /// Make a failed webhook delivery pending again.
 pub(crate) static WEBHOOK_RETRY: LazyLock<Script> = script!("webhook_retry.lua");
+/// Count the jobs by state, read only (`stats.rs`).
+pub(crate) static STATS: LazyLock<Script> = script!("stats.lua");
+/// One worker's heartbeat, and a bounded prune of dead workers (`workers.rs`).
+pub(crate) static HEARTBEAT: LazyLock<Script> = script!("heartbeat.lua");

@@ -111,9 +111,14 @@ impl<'a> JobSessions<'a> {
                 .await;
         }
         let (session, _) = self.own_session(server).await?;
-        let health = self.pool.supervisor().health();
         match session
-            .call_for_job(tool, arguments, self.deadline, self.cancel, health)
+            .call_for_job(
+                tool,
+                arguments,
+                self.deadline,
+                self.cancel,
+                self.pool.supervisor(),
+            )
             .await
         {
             JobCall::Answered(result, stderr) => Ok((result, stderr)),

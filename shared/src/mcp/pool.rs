@@ -236,6 +236,8 @@ pub struct ServerSnapshot {
     pub in_flight: usize,
     /// Sessions being started.
     pub starting: usize,
+    /// Live sessions with at least one call in flight (the others are idle).
+    pub busy: usize,
 }
 
 enum Step {
@@ -354,6 +356,11 @@ impl McpPool {
                 .map(|s| s.in_flight.load(Ordering::SeqCst))
                 .sum(),
             starting: st.starting,
+            busy: st
+                .slots
+                .iter()
+                .filter(|s| s.in_flight.load(Ordering::SeqCst) > 0)
+                .count(),
         })
     }
 
@@ -372,11 +379,10 @@ impl McpPool {
     ) -> Result<(CallToolResult, Option<String>), PoolError> {
         let pool = self.pooled(server);
         let lease = self.checkout(&pool, deadline, cancel).await?;
-        let health = self.supervisor.health();
         let outcome = match lease
             .slot
             .session
-            .call_for_job(tool, arguments, deadline, cancel, health)
+            .call_for_job(tool, arguments, deadline, cancel, &self.supervisor)
             .await
         {
             JobCall::Answered(result, stderr) => Ok((result, stderr)),
@@ -685,7 +691,8 @@ impl McpPool {
 
 /// Waits until the supervisor's health book lets `name` start (restart backoff, if the
 /// deadline allows), then starts a session; fails fast while the server is unhealthy.
-/// A crash during start-up is recorded. Used for pooled and fresh sessions alike.
+/// A crash during start-up is recorded; a start that follows a crash is counted as a
+/// restart (`mcpq_server_restarts_total`). Used for pooled and fresh sessions alike.
 pub async fn start_admitted(
     supervisor: &Supervisor,
     name: &str,
@@ -716,6 +723,7 @@ pub async fn start_admitted(
             })
         }
     }
+    health.start_is_restart(name);
     McpSession::start(supervisor, name, server, timeouts, deadline)
         .await
         .map_err(|error| {

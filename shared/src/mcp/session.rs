@@ -44,7 +44,7 @@ use crate::backoff::Backoff;
 use crate::config::{ServerConfig, ServerTimeouts};
 use crate::failure::FailureKind;
 use crate::supervisor::{
-    describe_exit, HealthBook, ServerProcess, SpawnError, StderrTail, StopReport, Supervisor,
+    describe_exit, ServerProcess, SpawnError, StderrTail, StopReport, Supervisor,
 };
 
 /// How long to wait, after the pipe closed, for the server's exit status to report it.
@@ -523,22 +523,31 @@ impl McpSession {
     }
 
     /// One call of a job: `tool` within the server's `call_timeout` cut to what is left
-    /// of the job's `deadline`, ended early by `cancel`. A success is recorded in
-    /// `health` (it ends a crash streak), a crash too (crash loops); a tool error
-    /// (`isError`) comes with the server's stderr tail. What to do with the session
-    /// afterwards (retire it, stop it) is its owner's business.
+    /// of the job's `deadline`, ended early by `cancel`. A success is recorded in the
+    /// `supervisor`'s health book (it ends a crash streak), a crash too (crash loops);
+    /// its duration, however it ended, in `mcpq_tool_call_duration_seconds`; a tool
+    /// error (`isError`) comes with the server's stderr tail. What to do with the
+    /// session afterwards (retire it, stop it) is its owner's business.
     pub async fn call_for_job(
         &self,
         tool: &str,
         arguments: Map<String, Value>,
         deadline: Instant,
         cancel: &CancellationToken,
-        health: &HealthBook,
+        supervisor: &Supervisor,
     ) -> JobCall {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let health = supervisor.health();
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
         let called = tokio::select! {
-            called = self.call_tool(tool, arguments, self.timeouts.call.min(left)) => called,
-            _ = cancel.cancelled() => return JobCall::Cancelled,
+            called = self.call_tool(tool, arguments, self.timeouts.call.min(left)) => Some(called),
+            _ = cancel.cancelled() => None,
+        };
+        supervisor
+            .metrics()
+            .tool_call(&self.name, tool, started.elapsed());
+        let Some(called) = called else {
+            return JobCall::Cancelled;
         };
         match called {
             Ok(result) => {

@@ -14,12 +14,16 @@
 //!    successful call clears its record.
 //!
 //! Pure bookkeeping over `Instant`s given by the caller, so it is tested without clocks.
+//! Every crash it records is also counted in `mcpq_server_crashes_total` ([`Metrics`]),
+//! and the start that follows a crash in `mcpq_server_restarts_total`
+//! ([`HealthBook::start_is_restart`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
+use crate::metrics::Metrics;
 
 /// The knobs of [`HealthBook`] (the worker takes them from `[defaults]` in the config,
 /// through `mcp::health_policy`).
@@ -78,14 +82,45 @@ struct Record {
 pub struct HealthBook {
     policy: HealthPolicy,
     servers: Mutex<HashMap<String, Record>>,
+    /// Crashes not yet followed by a start, by server: the next starts are restarts.
+    /// Kept apart from `servers`, which a success clears: a crashed pooled session may
+    /// be replaced after another session served calls.
+    owed_restarts: Mutex<HashMap<String, u32>>,
+    metrics: Metrics,
 }
 
 impl HealthBook {
     /// An empty book with `policy`.
     pub fn new(policy: HealthPolicy) -> Self {
+        Self::with_metrics(policy, Metrics::default())
+    }
+
+    /// An empty book with `policy`, counting crashes in `metrics`.
+    pub fn with_metrics(policy: HealthPolicy, metrics: Metrics) -> Self {
         HealthBook {
             policy,
             servers: Mutex::default(),
+            owed_restarts: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// Called before each start of `server`: true (and counted in
+    /// `mcpq_server_restarts_total`) when a crash of it has not been followed by a start
+    /// yet, so this start replaces what crashed.
+    pub fn start_is_restart(&self, server: &str) -> bool {
+        let mut owed = self.owed_restarts.lock().unwrap_or_else(|p| p.into_inner());
+        match owed.get_mut(server) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                if *n == 0 {
+                    owed.remove(server);
+                }
+                drop(owed);
+                self.metrics.server_restarted(server);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -141,6 +176,12 @@ impl HealthBook {
 
     /// Records a crash of `server` at `now`; returns true if it is now unhealthy.
     pub fn record_crash(&self, server: &str, now: Instant) -> bool {
+        self.metrics.server_crashed(server);
+        {
+            let mut owed = self.owed_restarts.lock().unwrap_or_else(|p| p.into_inner());
+            let n = owed.entry(server.to_string()).or_default();
+            *n = n.saturating_add(1);
+        }
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
         let record = servers.entry(server.to_string()).or_default();
         record.crashes.push_back(now);
@@ -243,5 +284,20 @@ mod tests {
         b.record_crash("s", t0 + Duration::from_secs(1));
         // 20 s later the first two are out of the 10 s window: not a loop.
         assert!(!b.record_crash("s", t0 + Duration::from_secs(21)));
+    }
+
+    #[test]
+    fn each_crash_makes_the_next_start_a_restart_even_after_a_success() {
+        let b = book();
+        let t0 = Instant::now();
+        assert!(!b.start_is_restart("s"), "a first start");
+        b.record_crash("s", t0);
+        b.record_crash("s", t0);
+        // Another session of the server served a call meanwhile: still owed.
+        b.record_success("s");
+        assert!(b.start_is_restart("s"));
+        assert!(b.start_is_restart("s"));
+        assert!(!b.start_is_restart("s"));
+        assert!(!b.start_is_restart("other"));
     }
 }

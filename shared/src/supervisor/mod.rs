@@ -81,6 +81,8 @@ use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
+
 pub use health::{Admission, HealthBook, HealthPolicy};
 pub use spec::SpawnSpec;
 pub use stderr::{StderrTail, TAIL_CAPACITY, TAIL_IN_ERRORS};
@@ -134,10 +136,11 @@ pub enum SpawnError {
 }
 
 /// Creates, tracks and kills server processes, and keeps their crash records.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Supervisor {
     live: Arc<Mutex<HashMap<u32, String>>>,
     health: Arc<HealthBook>,
+    metrics: Metrics,
 }
 
 /// How a stop went.
@@ -151,6 +154,12 @@ pub struct StopReport {
     pub kill_grace: Duration,
 }
 
+impl Default for Supervisor {
+    fn default() -> Self {
+        Self::with_policy(HealthPolicy::default())
+    }
+}
+
 impl Supervisor {
     /// A supervisor with no children and the default crash policy.
     pub fn new() -> Self {
@@ -159,10 +168,23 @@ impl Supervisor {
 
     /// A supervisor with no children and `policy` for crashes.
     pub fn with_policy(policy: HealthPolicy) -> Self {
+        Self::with_metrics(policy, Metrics::default())
+    }
+
+    /// A supervisor with no children and `policy` for crashes, counting spawns,
+    /// crashes and restarts (and, through [`Supervisor::metrics`], whatever runs on its
+    /// servers) in `metrics`.
+    pub fn with_metrics(policy: HealthPolicy, metrics: Metrics) -> Self {
         Supervisor {
             live: Arc::default(),
-            health: Arc::new(HealthBook::new(policy)),
+            health: Arc::new(HealthBook::with_metrics(policy, metrics.clone())),
+            metrics,
         }
+    }
+
+    /// The metrics of the worker this supervisor serves.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The crash records.
@@ -214,6 +236,7 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(pid, name.to_string());
+        self.metrics.server_spawned(name);
         tracing::debug!(server = name, pid, command = %spec.command, "server started");
         Ok(ServerProcess {
             name: name.to_string(),
