@@ -22,7 +22,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::auth::{self, Tokens};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{batches, dlq, health, jobs, openapi, servers};
+use crate::{batches, dlq, health, jobs, metrics, openapi, servers};
 
 /// How long requests under way may take to finish once shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -40,6 +40,7 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .route("/v1/dlq/{id}/requeue", post(dlq::requeue))
         .route("/v1/servers", get(servers::list))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics::metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             serve.request_timeout,
@@ -64,6 +65,10 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route (see /openapi.json)") })
         .layer(DefaultBodyLimit::max(state.config.queue.max_payload))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::count,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),

@@ -348,6 +348,7 @@ pub async fn result(
     let record = if wait.is_zero() || *shutdown.borrow() {
         state.producer.status(&id).await?
     } else {
+        let _counted = state.metrics.long_poll();
         tokio::select! {
             record = state.endings.wait(&id, wait) => record?,
             _ = shutdown.changed() => state.producer.status(&id).await?,

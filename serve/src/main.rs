@@ -13,6 +13,7 @@ mod dlq;
 mod error;
 mod health;
 mod jobs;
+mod metrics;
 mod openapi;
 mod servers;
 mod state;
@@ -127,6 +128,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         config: Arc::new(config),
         servers,
         shutdown: shutdown_rx,
+        metrics: metrics::ServeMetrics::default(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

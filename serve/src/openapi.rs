@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{batches, dlq, health, jobs, servers};
+use crate::{batches, dlq, health, jobs, metrics, servers};
 
 /// The document.
 #[derive(OpenApi)]
@@ -27,6 +27,7 @@ use crate::{batches, dlq, health, jobs, servers};
         dlq::requeue,
         servers::list,
         health::health,
+        metrics::metrics,
     ),
     modifiers(&Bearer),
     tags(

@@ -2,84 +2,12 @@
 //! parsed by the reference parser (pip `prometheus-client`, in scripts/test-deps'
 //! venv), its counters equal to what the test made the worker do.
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
+use mcpq_tests::prometheus::scrape;
 use mcpq_tests::{deps, free_port, text, wait_until, wait_until_every, TestEnv};
-use serde_json::Value;
-
-/// Fetches URL (argv[1]) and prints its samples as JSON, parsed by prometheus_client.
-const PARSE: &str = r#"
-import json, sys, urllib.request
-try:
-    from prometheus_client.parser import text_string_to_metric_families
-except ImportError:
-    print("prometheus_client is missing from this venv: run scripts/test-deps", file=sys.stderr)
-    sys.exit(3)
-with urllib.request.urlopen(sys.argv[1], timeout=10) as answer:
-    content_type = answer.headers.get("Content-Type", "")
-    body = answer.read().decode("utf-8")
-families = []
-for family in text_string_to_metric_families(body):
-    families.append({"name": family.name, "type": family.type, "samples": [
-        {"name": s.name, "labels": s.labels, "value": s.value} for s in family.samples]})
-print(json.dumps({"content_type": content_type, "families": families}))
-"#;
-
-/// The scrape, parsed: family types, and every sample by name and sorted labels.
-struct Scrape {
-    content_type: String,
-    types: BTreeMap<String, String>,
-    samples: BTreeMap<(String, Vec<(String, String)>), f64>,
-}
-
-impl Scrape {
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let mut labels: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        labels.sort();
-        self.samples.get(&(name.to_string(), labels)).copied()
-    }
-}
-
-fn scrape(python: &std::path::Path, url: &str) -> Scrape {
-    let out = Command::new(python)
-        .args(["-c", PARSE, url])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "the Prometheus parser failed: {}",
-        text(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("parser JSON");
-    let mut types = BTreeMap::new();
-    let mut samples = BTreeMap::new();
-    for family in v["families"].as_array().expect("families") {
-        let name = family["name"].as_str().expect("name").to_string();
-        types.insert(name, family["type"].as_str().expect("type").to_string());
-        for s in family["samples"].as_array().expect("samples") {
-            let mut labels: Vec<(String, String)> = s["labels"]
-                .as_object()
-                .expect("labels")
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().expect("label value").to_string()))
-                .collect();
-            labels.sort();
-            let name = s["name"].as_str().expect("sample name").to_string();
-            samples.insert((name, labels), s["value"].as_f64().expect("value"));
-        }
-    }
-    Scrape {
-        content_type: v["content_type"].as_str().unwrap_or_default().to_string(),
-        types,
-        samples,
-    }
-}
 
 #[test]
 fn metrics_parse_with_the_prometheus_parser_and_count_what_the_worker_did() {
@@ -143,7 +71,7 @@ fn metrics_parse_with_the_prometheus_parser_and_count_what_the_worker_did() {
     // three dead jobs.
     let mut last = None;
     let seen = wait_until_every(Duration::from_secs(20), Duration::from_millis(500), || {
-        let s = scrape(&python, &url);
+        let s = scrape(&python, &url, None);
         let done = s.value("mcpq_queue_jobs", &[("state", "dead")]) == Some(3.0);
         last = Some(s);
         done

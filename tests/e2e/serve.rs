@@ -122,6 +122,7 @@ fn every_route_but_health_needs_a_valid_token() {
         ("POST", format!("/v1/dlq/{id}/requeue")),
         ("GET", "/v1/servers".to_string()),
         ("GET", "/openapi.json".to_string()),
+        ("GET", "/metrics".to_string()),
     ];
     for (method, path) in &routes {
         let request = |token: Option<&str>| {
@@ -447,9 +448,14 @@ fn the_openapi_document_is_valid_openapi_3_1_and_lists_every_route() {
         "/v1/jobs/{id}",
         "/v1/jobs/{id}/result",
         "/v1/jobs/{id}/cancel",
+        "/v1/batches",
+        "/v1/batches/{id}",
+        "/v1/batches/{id}/results",
         "/v1/dlq",
+        "/v1/dlq/{id}/requeue",
         "/v1/servers",
         "/health",
+        "/metrics",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is not described");
     }
@@ -625,4 +631,141 @@ fn the_python_and_typescript_examples_submit_wait_and_print_the_result() {
         .arg(work.join("dist/submit_and_wait.js"))
         .arg("from typescript"));
     assert_eq!(printed, "from typescript");
+}
+
+#[test]
+fn health_and_metrics_count_what_the_test_did() {
+    let Some(deps) = deps("venv") else { return };
+    let python = deps.join("venv/bin/python");
+    let env = TestEnv::new("serve-health", TOKEN_CONFIG);
+    let serve = env.serve(&[]);
+    let http = client();
+    // 3 high, 2 normal, 1 low; no worker yet.
+    let mut ids = Vec::new();
+    for (priority, n) in [("high", 3), ("normal", 2), ("low", 1)] {
+        for _ in 0..n {
+            let mut job = echo_job(priority);
+            job["options"] = json!({"priority": priority});
+            let (status, v) = body(
+                authed(http.post(serve.at("/v1/jobs")))
+                    .json(&job)
+                    .send()
+                    .expect("POST"),
+            );
+            assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+            ids.push(v["id"].as_str().expect("id").to_string());
+        }
+    }
+    for _ in 0..2 {
+        let status = http
+            .post(serve.at("/v1/jobs"))
+            .json(&echo_job("x"))
+            .send()
+            .expect("POST")
+            .status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let (status, h) = body(http.get(serve.at("/health")).send().expect("health"));
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(
+        h["queue"]["queued"],
+        json!({"high": 3, "normal": 2, "low": 1}),
+        "{h}"
+    );
+    assert!(
+        h["queue"]["oldest_queued_age_ms"]["low"].as_u64().is_some(),
+        "{h}"
+    );
+    assert_eq!(
+        (h["queue"]["running"].clone(), h["queue"]["dead"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(h["workers"], json!([]), "{h}");
+    assert_eq!(h["servers"], json!({"echo": null}), "{h}");
+
+    let s = mcpq_tests::prometheus::scrape(&python, &serve.at("/metrics"), Some(TOKEN));
+    for (priority, n) in [("high", 3.0), ("normal", 2.0), ("low", 1.0)] {
+        assert_eq!(
+            s.value("mcpq_queue_depth", &[("priority", priority)]),
+            Some(n),
+            "{priority}"
+        );
+    }
+    let posts = |status: &str| {
+        s.value(
+            "mcpq_http_requests_total",
+            &[
+                ("route", "/v1/jobs"),
+                ("method", "POST"),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(posts("202"), Some(6.0));
+    assert_eq!(posts("401"), Some(2.0));
+    assert_eq!(s.value("mcpq_workers_alive", &[]), Some(0.0));
+    assert_eq!(
+        s.types
+            .get("mcpq_http_request_duration_seconds")
+            .map(String::as_str),
+        Some("histogram")
+    );
+    // /metrics needs the token.
+    let status = http
+        .get(serve.at("/metrics"))
+        .send()
+        .expect("metrics")
+        .status();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A worker runs them all; then nothing is queued, one worker beats, and the echo
+    // server's pool is reported.
+    let _worker = env.worker(&[]);
+    for id in &ids {
+        let (status, v) = body(
+            authed(http.get(serve.at(&format!("/v1/jobs/{id}/result?wait=60s"))))
+                .send()
+                .expect("result"),
+        );
+        assert_eq!(
+            (status, v["status"].clone()),
+            (StatusCode::OK, json!("succeeded")),
+            "{v}"
+        );
+    }
+    let reported =
+        mcpq_tests::wait_until_every(Duration::from_secs(30), Duration::from_millis(250), || {
+            let (_, h) = body(http.get(serve.at("/health")).send().expect("health"));
+            h["workers"].as_array().map(Vec::len) == Some(1) && h["servers"]["echo"].is_object()
+        });
+    assert!(
+        reported,
+        "the worker and its server never showed in /health"
+    );
+    let (_, h) = body(http.get(serve.at("/health")).send().expect("health"));
+    assert_eq!(
+        h["queue"]["queued"],
+        json!({"high": 0, "normal": 0, "low": 0}),
+        "{h}"
+    );
+    assert!(h["workers"][0]["last_heartbeat"].as_u64().is_some(), "{h}");
+    assert_eq!(h["servers"]["echo"]["pooled"], true, "{h}");
+    let s = mcpq_tests::prometheus::scrape(&python, &serve.at("/metrics"), Some(TOKEN));
+    assert_eq!(s.value("mcpq_workers_alive", &[]), Some(1.0));
+    assert_eq!(
+        s.value("mcpq_queue_depth", &[("priority", "high")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        s.value(
+            "mcpq_http_requests_total",
+            &[
+                ("route", "/v1/jobs/{id}/result"),
+                ("method", "GET"),
+                ("status", "200")
+            ]
+        ),
+        Some(6.0)
+    );
 }

@@ -9,6 +9,7 @@
 //! The binaries are looked up next to the test executable (`target/<profile>/`); build
 //! them first with `cargo build --workspace --bins` (the README's test command does).
 
+pub mod prometheus;
 pub mod scripted_model;
 pub mod serve;
 
