@@ -9,18 +9,10 @@ use mcpq_shared::queue::fetch::{fetch, fetch_picked};
 use mcpq_shared::queue::finish::{finish, Finished, Outcome};
 use mcpq_shared::queue::rescue::rescue_once;
 use mcpq_shared::queue::{self, JobStatus, Keys, Producer, QueueSettings, ResultStore};
-use mcpq_tests::{call_job, group_members, text, wait_until, TestEnv, TEST_QUEUE};
+use mcpq_tests::{
+    call_job, connect, group_members, runtime, text, wait_until, TestEnv, TEST_QUEUE,
+};
 use serde_json::json;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Runtime::new().expect("runtime")
-}
-
-async fn connect() -> redis::aio::ConnectionManager {
-    queue::connect(&mcpq_tests::redis_url())
-        .await
-        .expect("redis")
-}
 
 #[test]
 fn a_tool_error_is_retried_then_dead_with_every_attempt() {

@@ -10,20 +10,10 @@ use mcpq_shared::queue::fetch::fetch_picked;
 use mcpq_shared::queue::finish::{finish, Finished, Outcome};
 use mcpq_shared::queue::stats::{self, ByPriority};
 use mcpq_shared::queue::workers;
-use mcpq_shared::queue::{self, Keys, Producer, QueueSettings};
-use mcpq_tests::{call_job, wait_until_every, TestEnv};
+use mcpq_shared::queue::{Keys, Producer, QueueSettings};
+use mcpq_tests::{call_job, connect, runtime, wait_until_every, TestEnv};
 use redis::Commands;
 use serde_json::json;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Runtime::new().expect("runtime")
-}
-
-async fn connect() -> redis::aio::ConnectionManager {
-    queue::connect(&mcpq_tests::redis_url())
-        .await
-        .expect("redis")
-}
 
 #[test]
 fn stats_count_jobs_by_state_and_priority_and_age_the_oldest_queued_job() {

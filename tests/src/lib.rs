@@ -482,6 +482,18 @@ pub fn call_job(server: &str, tool: &str, args: serde_json::Value) -> mcpq_share
     mcpq_shared::Job::agent(vec![step], Default::default())
 }
 
+/// A tokio runtime for a test that calls the library directly.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("runtime")
+}
+
+/// A connection to the tests' Redis through the library.
+pub async fn connect() -> redis::aio::ConnectionManager {
+    mcpq_shared::queue::connect(&redis_url())
+        .await
+        .expect("redis")
+}
+
 /// A port nobody listens on now (for a listener whose address a test must know first).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -15,13 +15,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
-use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
-
-use crate::backoff::Backoff;
 
 use super::fetch::millis;
 use super::{scripts, Keys, QueueSettings};
@@ -226,42 +222,24 @@ pub async fn renew_leases(
     }
 }
 
-/// Stops running jobs named on the cancel channel, for ever (abort the task to stop).
-/// Reconnects with backoff (100 ms doubling to 5 s) when the connection drops.
+/// Stops running jobs named on the cancel channel, for ever (abort the task to stop);
+/// reconnects on its own ([`super::subscribe::subscribe_forever`]).
 pub async fn listen_for_cancels(client: redis::Client, keys: Keys, jobs: InFlight) {
-    let channel = keys.cancel_channel();
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        match tokio::time::timeout(Duration::from_secs(10), subscribed).await {
-            Ok(Ok(mut pubsub)) => {
-                backoff.reset();
-                tracing::debug!(%channel, "listening for cancels");
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    let Ok(id) = msg.get_payload::<String>() else {
-                        continue;
-                    };
-                    if jobs.stop(&id, StopReason::Cancelled) {
-                        tracing::info!(job = %id, "cancel requested: stopping the job");
-                    }
-                }
-                tracing::warn!("cancel channel closed (Redis restarted?); reconnecting");
+    super::subscribe::subscribe_forever(
+        client,
+        keys.cancel_channel(),
+        "cancels",
+        || {},
+        |payload| {
+            let Ok(id) = std::str::from_utf8(payload) else {
+                return;
+            };
+            if jobs.stop(id, StopReason::Cancelled) {
+                tracing::info!(job = %id, "cancel requested: stopping the job");
             }
-            Ok(Err(e)) => {
-                tracing::warn!(
-                    "cannot listen for cancels (retrying in {:?}): {e}",
-                    backoff.peek()
-                )
-            }
-            Err(_) => tracing::warn!("cannot listen for cancels: no answer in 10s (retrying)"),
-        }
-        tokio::time::sleep(backoff.advance()).await;
-    }
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ mod scripts;
 pub mod servers;
 pub mod settings;
 pub mod stats;
+pub mod subscribe;
 pub mod webhook_body;
 pub mod webhooks;
 pub mod workers;

@@ -20,11 +20,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::Notify;
 
 use super::{JobRecord, Keys, QueueError, ResultStore};
-use crate::backoff::Backoff;
 
 /// How often a waiter re-reads the status even if it heard nothing.
 pub const RECHECK: Duration = Duration::from_secs(5);
@@ -122,44 +120,25 @@ impl Endings {
     }
 }
 
-/// The subscription: wakes the waiters of each id heard; reconnects with backoff
-/// (100 ms doubling to 5 s) and then wakes every waiter, so that each re-reads its job's
-/// status (an end may have been published while nobody listened).
+/// The subscription: wakes the waiters of each id heard; after every (re)subscribe it
+/// wakes every waiter, so that each re-reads its job's status (an end may have been
+/// published while nobody listened).
 async fn listen(client: redis::Client, channel: String, waiters: Waiters) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+    let on_subscribed = {
+        let waiters = waiters.clone();
+        move || wake_all(&waiters)
+    };
+    super::subscribe::subscribe_forever(client, channel, "job ends", on_subscribed, |payload| {
+        let id = payload.split(|b| *b == b' ').next().unwrap_or_default();
+        let Ok(id) = std::str::from_utf8(id) else {
+            return;
         };
-        match tokio::time::timeout(Duration::from_secs(10), subscribed).await {
-            Ok(Ok(mut pubsub)) => {
-                backoff.reset();
-                wake_all(&waiters);
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    let payload: &[u8] = msg.get_payload_bytes();
-                    let id = payload.split(|b| *b == b' ').next().unwrap_or_default();
-                    let Ok(id) = std::str::from_utf8(id) else {
-                        continue;
-                    };
-                    let map = waiters.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some((notify, _)) = map.get(id) {
-                        notify.notify_waiters();
-                    }
-                }
-                tracing::warn!(%channel, "job-end channel closed (Redis restarted?); reconnecting");
-            }
-            Ok(Err(e)) => tracing::warn!(
-                %channel,
-                "cannot listen for job ends (retrying in {:?}): {e}",
-                backoff.peek()
-            ),
-            Err(_) => tracing::warn!(%channel, "cannot listen for job ends: no answer in 10s"),
+        let map = waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((notify, _)) = map.get(id) {
+            notify.notify_waiters();
         }
-        tokio::time::sleep(backoff.advance()).await;
-    }
+    })
+    .await
 }
 
 fn wake_all(waiters: &Waiters) {
