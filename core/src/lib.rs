@@ -45,6 +45,8 @@ pub mod duration;
 pub mod failure;
 pub mod job;
 pub mod lines;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod public_address;
 pub mod queue;
 pub mod template;

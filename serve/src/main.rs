@@ -23,6 +23,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use mcpq_core::logging;
 use mcpq_core::queue::notify::Endings;
 use mcpq_core::queue::{self, Keys, Producer};
 use mcpq_core::Config;
@@ -53,6 +54,9 @@ struct Args {
     /// Print the start-up line as JSON ({"type":"listening","url":...}).
     #[arg(long)]
     json: bool,
+    /// Log line format (stderr). Filter with MCPQ_LOG or RUST_LOG, e.g. MCPQ_LOG=debug.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: logging::LogFormat,
 }
 
 const EXAMPLES: &str = "\
@@ -71,14 +75,9 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MCPQ_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Never blocks a runtime thread on a slow or stuck stderr; escapes control
+    // characters; says what it had to drop.
+    let _log_guard = logging::init("mcpq-serve", args.log_format, "info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -67,6 +67,12 @@ fn names_a_secret(name: &str) -> bool {
         .any(|word| name.contains(word))
 }
 
+impl mcpq_core::logging::Redact for Redactor {
+    fn redact<'a>(&self, line: &'a [u8]) -> Cow<'a, [u8]> {
+        self.bytes(line)
+    }
+}
+
 impl Redactor {
     /// A redactor for these secret values (short and empty ones are ignored).
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, &str, u32, u32)] = &[
     // A leaf (it imports nothing), first so `job::eml` can escape raw header text with it.
     ("public_address", "core", 1, 8),
     ("terminal", "core", 1, 9),
+    ("logging", "core", 1, 8),
     ("duration", "core", 1, 10),
     ("tls", "shared", 1, 11),
     ("failure", "core", 1, 12),

@@ -23,7 +23,6 @@
 
 mod check;
 mod launcher;
-mod logging;
 mod metrics_server;
 mod reports;
 mod signals;
@@ -38,7 +37,7 @@ use clap::{Parser, Subcommand};
 use mcpq_shared::agent::template_sandbox;
 use mcpq_shared::backend::RedisQueue;
 use mcpq_shared::queue::{self, Delivery, Keys};
-use mcpq_shared::{supervisor, Config, Runner};
+use mcpq_shared::{logging, supervisor, Config, Runner};
 
 use launcher::Launcher;
 
@@ -115,7 +114,11 @@ fn main() -> ExitCode {
     if let Some(WorkerCommand::Check(check_args)) = args.command.take() {
         return check::main(args.config.as_deref(), check_args);
     }
-    let log_guard = logging::init(args.log_format);
+    let log_guard = logging::init(
+        "mcpq-worker",
+        args.log_format,
+        "info,apalis=warn,apalis_core=warn,apalis_redis=warn,rmcp=warn",
+    );
     signals::log_reset(&reset);
     let config = match load_config(&args) {
         Ok(c) => c,
@@ -130,7 +133,10 @@ fn main() -> ExitCode {
     let redactor = Arc::new(mcpq_shared::redact::Redactor::from_config(&config));
     log_guard.set_redactor(redactor.clone());
     let metrics = mcpq_shared::metrics::Metrics::new();
-    log_guard.count_drops_in(metrics.log_lines_dropped());
+    let dropped = metrics.log_lines_dropped();
+    log_guard.count_drops_with(move || {
+        dropped.inc();
+    });
     let name = args.name.clone().unwrap_or_else(default_name);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

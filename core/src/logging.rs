@@ -1,4 +1,5 @@
-//! The worker's logging: never blocks the runtime, and says what it had to drop.
+//! The binaries' logging (`mcpq-worker`, `mcpq-serve`; feature `logging`): never blocks
+//! the runtime, and says what it had to drop.
 //!
 //! Each log line is formatted by `tracing-subscriber` on the thread that logs it, then
 //! handed to [`LogSink`]: a bounded queue ([`BUFFERED_LINES`]) drained by one dedicated
@@ -9,7 +10,8 @@
 //! line is also counted in `mcpq_log_lines_dropped_total` once the worker's metrics
 //! exist ([`LogGuard::count_drops_in`]).
 //!
-//! MCP servers never write to this stream: each has its own stderr pipe (supervisor).
+//! MCP servers never write to this stream: each has its own stderr pipe (the worker's
+//! supervisor).
 //!
 //! What goes in a line comes partly from outside (a tool's error text, a server's
 //! stderr, a model's answer), so:
@@ -18,7 +20,8 @@
 //!   line, and a message cannot forge a line of its own or drive the terminal. The JSON
 //!   format escapes them already;
 //! - once the config is loaded ([`LogGuard::set_redactor`]), every line, in both
-//!   formats, has the secrets the worker read replaced by `[REDACTED]`.
+//!   formats, goes through the binary's [`Redact`] (the worker's replaces the secrets it
+//!   read by `[REDACTED]`).
 //!
 //! Why not `tracing-appender`'s non-blocking lossy writer (weighed for issue #12): it
 //! counts only the lines dropped at a full queue, swallows a failed write to stderr
@@ -34,8 +37,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 
-use mcpq_shared::metrics::Counter;
-use mcpq_shared::redact::Redactor;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
@@ -43,6 +44,15 @@ use tracing_subscriber::EnvFilter;
 
 /// Lines held while the sink is slow; past that, lines are dropped (and counted).
 pub const BUFFERED_LINES: usize = 16 * 1024;
+
+/// What a binary removes from every log line before it is written (secrets).
+pub trait Redact: Send + Sync {
+    /// `line` with what must not be logged replaced.
+    fn redact<'a>(&self, line: &'a [u8]) -> std::borrow::Cow<'a, [u8]>;
+}
+
+/// Called once per dropped line (a metric's counter).
+type DropCounter = Box<dyn Fn() + Send + Sync>;
 
 /// Output format of log lines.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -58,15 +68,15 @@ pub enum LogFormat {
 struct Drops {
     /// Dropped since the last "dropped N log lines" note.
     pending: AtomicU64,
-    /// Every drop, once the worker's metrics exist.
-    total: OnceLock<Counter>,
+    /// Every drop, once the binary's metrics exist.
+    total: OnceLock<DropCounter>,
 }
 
 impl Drops {
     fn one(&self) {
         self.pending.fetch_add(1, Ordering::Relaxed);
         if let Some(total) = self.total.get() {
-            total.inc();
+            total();
         }
     }
 }
@@ -76,13 +86,13 @@ impl Drops {
 pub struct LogSink {
     tx: SyncSender<Vec<u8>>,
     dropped: Arc<Drops>,
-    redactor: Arc<OnceLock<Arc<Redactor>>>,
+    redactor: Arc<OnceLock<Arc<dyn Redact>>>,
 }
 
 impl Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let line = match self.redactor.get() {
-            Some(redactor) => redactor.bytes(buf).into_owned(),
+            Some(redactor) => redactor.redact(buf).into_owned(),
             None => buf.to_vec(),
         };
         match self.tx.try_send(line) {
@@ -110,21 +120,21 @@ impl<'a> MakeWriter<'a> for LogSink {
 pub struct LogGuard {
     tx: Option<SyncSender<Vec<u8>>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    redactor: Arc<OnceLock<Arc<Redactor>>>,
+    redactor: Arc<OnceLock<Arc<dyn Redact>>>,
     dropped: Arc<Drops>,
 }
 
 impl LogGuard {
     /// From now on, every line has `redactor`'s secrets replaced (set once, when the
     /// config is loaded; a second call changes nothing).
-    pub fn set_redactor(&self, redactor: Arc<Redactor>) {
+    pub fn set_redactor(&self, redactor: Arc<dyn Redact>) {
         let _ = self.redactor.set(redactor);
     }
 
-    /// From now on, every dropped line is also counted in `total` (the worker's
+    /// From now on, every dropped line also calls `count` (a metric such as the worker's
     /// `mcpq_log_lines_dropped_total`; set once, a second call changes nothing).
-    pub fn count_drops_in(&self, total: Counter) {
-        let _ = self.dropped.total.set(total);
+    pub fn count_drops_with(&self, count: impl Fn() + Send + Sync + 'static) {
+        let _ = self.dropped.total.set(Box::new(count));
     }
 }
 
@@ -178,7 +188,12 @@ impl Drop for LogGuard {
     }
 }
 
-fn writer_thread(rx: Receiver<Vec<u8>>, dropped: Arc<Drops>, mut out: impl Write) {
+fn writer_thread(
+    program: &'static str,
+    rx: Receiver<Vec<u8>>,
+    dropped: Arc<Drops>,
+    mut out: impl Write,
+) {
     while let Ok(line) = rx.recv() {
         if out.write_all(&line).is_err() {
             // The sink is gone (closed pipe): count, keep draining so senders never block.
@@ -189,7 +204,7 @@ fn writer_thread(rx: Receiver<Vec<u8>>, dropped: Arc<Drops>, mut out: impl Write
         let lost = dropped.pending.swap(0, Ordering::Relaxed);
         if lost > 0 {
             let note =
-                format!("mcpq-worker: dropped {lost} log lines while the log output was blocked\n");
+                format!("{program}: dropped {lost} log lines while the log output was blocked\n");
             if out.write_all(note.as_bytes()).is_err() {
                 // Counted in the total already: only the note is owed again.
                 dropped.pending.fetch_add(lost, Ordering::Relaxed);
@@ -199,16 +214,18 @@ fn writer_thread(rx: Receiver<Vec<u8>>, dropped: Arc<Drops>, mut out: impl Write
     }
 }
 
-/// Installs the global subscriber. Keep the guard alive until exit.
-pub fn init(format: LogFormat) -> LogGuard {
+/// Installs the global subscriber for `program` (named in the "dropped N lines" note),
+/// filtered by `MCPQ_LOG` or `RUST_LOG`, else by `default_filter`. Keep the guard alive
+/// until exit.
+pub fn init(program: &'static str, format: LogFormat, default_filter: &str) -> LogGuard {
     let (tx, rx) = sync_channel::<Vec<u8>>(BUFFERED_LINES);
     let dropped = Arc::new(Drops::default());
     let thread_dropped = dropped.clone();
     let thread = std::thread::Builder::new()
         .name("mcpq-log-writer".to_string())
-        .spawn(move || writer_thread(rx, thread_dropped, std::io::stderr()))
+        .spawn(move || writer_thread(program, rx, thread_dropped, std::io::stderr()))
         .ok();
-    let redactor: Arc<OnceLock<Arc<Redactor>>> = Arc::default();
+    let redactor: Arc<OnceLock<Arc<dyn Redact>>> = Arc::default();
     let sink = LogSink {
         tx: tx.clone(),
         dropped: dropped.clone(),
@@ -216,9 +233,7 @@ pub fn init(format: LogFormat) -> LogGuard {
     };
     let filter = EnvFilter::try_from_env("MCPQ_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| {
-            EnvFilter::new("info,apalis=warn,apalis_core=warn,apalis_redis=warn,rmcp=warn")
-        });
+        .unwrap_or_else(|_| EnvFilter::new(default_filter));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -279,8 +294,11 @@ mod tests {
     fn a_blocked_sink_drops_lines_without_blocking_and_reports_them_on_recovery() {
         let (tx, rx) = sync_channel::<Vec<u8>>(4);
         let dropped = Arc::new(Drops::default());
-        let total = Counter::default();
-        let _ = dropped.total.set(total.clone());
+        let total = Arc::new(AtomicU64::new(0));
+        let counted = total.clone();
+        let _ = dropped.total.set(Box::new(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }));
         let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let out = Arc::new(std::sync::Mutex::new(Vec::new()));
         let gate = Gate {
@@ -288,7 +306,7 @@ mod tests {
             out: out.clone(),
         };
         let d = dropped.clone();
-        let thread = std::thread::spawn(move || writer_thread(rx, d, gate));
+        let thread = std::thread::spawn(move || writer_thread("test", rx, d, gate));
         let mut sink = LogSink {
             tx,
             dropped,
@@ -311,7 +329,7 @@ mod tests {
         let expected = format!("dropped {} log lines", 100 - kept);
         assert!(text.contains(&expected), "expected {expected:?} in {text}");
         assert_eq!(
-            total.get(),
+            total.load(Ordering::Relaxed),
             (100 - kept) as u64,
             "the metric counts every drop"
         );
