@@ -2,10 +2,11 @@
 //!
 //! Tokens come from `[[serve.tokens]]` (a name and the environment variable holding the
 //! secret), or, with none configured, from `MCPQ_SERVE_TOKEN` (named `default`). Every
-//! route but `/health` needs `Authorization: Bearer <secret>`; a missing or wrong token
-//! is 401 `unauthorized`, the same answer for both, after comparing against every
-//! configured token in constant time (so neither the time nor the answer tells which
-//! token came close).
+//! route but `/health` needs `Authorization: Bearer <secret>` (the scheme in any case,
+//! RFC 9110); a missing or wrong token is 401 `unauthorized`, the same answer for both,
+//! after comparing the SHA-256 digest of what was presented against every configured
+//! token's digest in constant time (so neither the time, nor the answer, nor the
+//! secrets' lengths tell which token came close).
 //!
 //! Guarantees:
 //! - With no token at all, `mcpq serve` refuses to listen on anything but a loopback
@@ -52,10 +53,28 @@ pub enum AuthError {
     OpenToNetwork(SocketAddr),
 }
 
-/// One loaded token.
+/// One loaded token: its name and the SHA-256 digest of its secret (digests all have
+/// the same length, so comparing them tells nothing of the secret's length).
 struct Token {
     name: String,
-    secret: Vec<u8>,
+    digest: [u8; 32],
+}
+
+/// The SHA-256 digest of `secret`.
+fn digest(secret: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, secret).as_ref());
+    out
+}
+
+/// The credentials of an `Authorization` value `Bearer <token>`, the scheme matched in
+/// any case (RFC 9110 §11.1), surrounding spaces trimmed; `None` for another scheme.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    Some(value[7..].trim_ascii())
 }
 
 /// The loaded tokens (empty: the API is open, on loopback only).
@@ -93,7 +112,10 @@ impl Tokens {
                     len: secret.len(),
                 });
             }
-            tokens.push(Token { name, secret });
+            tokens.push(Token {
+                name,
+                digest: digest(&secret),
+            });
         }
         Ok(Tokens(Arc::new(tokens)))
     }
@@ -116,12 +138,13 @@ impl Tokens {
         Ok(())
     }
 
-    /// The name of the token `presented` is, compared against every token in constant
-    /// time.
+    /// The name of the token `presented` is, its digest compared against every token's
+    /// in constant time.
     fn who(&self, presented: &[u8]) -> Option<&str> {
+        let presented = digest(presented);
         let mut found = None;
         for token in self.0.iter() {
-            if bool::from(token.secret.as_slice().ct_eq(presented)) {
+            if bool::from(token.digest.ct_eq(&presented)) {
                 found = Some(token.name.as_str());
             }
         }
@@ -142,8 +165,7 @@ pub async fn require(
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .map(|s| s.trim_ascii());
+        .and_then(|v| bearer(v.as_bytes()));
     let Some(name) = presented.and_then(|p| tokens.who(p)) else {
         let mut err = ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -170,7 +192,7 @@ mod tests {
             list.iter()
                 .map(|(n, s)| Token {
                     name: n.to_string(),
-                    secret: s.as_bytes().to_vec(),
+                    digest: digest(s.as_bytes()),
                 })
                 .collect(),
         ))
@@ -189,6 +211,42 @@ mod tests {
         ] {
             assert_eq!(t.who(bad), None);
         }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case_and_other_schemes_are_not_tokens() {
+        for ok in [
+            &b"Bearer 0123456789abcdef"[..],
+            b"bearer 0123456789abcdef",
+            b"BEARER  0123456789abcdef ",
+            b"bEaReR 0123456789abcdef",
+        ] {
+            assert_eq!(bearer(ok), Some(&b"0123456789abcdef"[..]), "{ok:?}");
+        }
+        for bad in [
+            &b""[..],
+            b"Bearer",
+            b"Bearer0123456789abcdef",
+            b"Basic 0123456789abcdef",
+            b"Bearerx 0123456789abcdef",
+        ] {
+            assert_eq!(bearer(bad).filter(|t| !t.is_empty()), None, "{bad:?}");
+        }
+        let t = tokens(&[("ci", "0123456789abcdef")]);
+        assert_eq!(
+            bearer(b"BEARER 0123456789abcdef").and_then(|p| t.who(p)),
+            Some("ci")
+        );
+    }
+
+    #[test]
+    fn tokens_are_kept_as_digests_of_one_length_whatever_the_secret() {
+        let t = tokens(&[("short", "0123456789abcdef"), ("long", &"x".repeat(500))]);
+        for token in t.0.iter() {
+            assert_eq!(token.digest.len(), 32);
+        }
+        assert_eq!(t.who("x".repeat(500).as_bytes()), Some("long"));
+        assert_eq!(t.who("x".repeat(499).as_bytes()), None);
     }
 
     #[test]
