@@ -534,7 +534,7 @@ const SERVE_EXAMPLES: &str = "\
 Examples:
   mcpq serve --config mcpq.toml
   MCPQ_SERVE_TOKEN=$(openssl rand -hex 24) mcpq serve --listen 0.0.0.0:7717
-  curl -s -H \"Authorization: Bearer $MCPQ_SERVE_TOKEN\" --data-binary @job.json http://127.0.0.1:7717/v1/jobs";
+  curl -s -H \"Authorization: Bearer $MCPQ_SERVE_TOKEN\" -H 'Content-Type: application/json' --data-binary @job.json http://127.0.0.1:7717/v1/jobs";
 
 /// What to do with the servers.
 #[derive(Debug, Subcommand)]

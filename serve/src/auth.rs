@@ -10,7 +10,11 @@
 //!
 //! Guarantees:
 //! - With no token at all, `mcpq serve` refuses to listen on anything but a loopback
-//!   address ([`Tokens::check_listen`]); on loopback it is open, for one machine's use.
+//!   address ([`Tokens::check_listen`]); on loopback it is open, for one machine's
+//!   programs only: a request with an `Origin` header (what a browser sends when a web
+//!   page calls, the way of cross-site request forgery) or with a `Host` that is not
+//!   `localhost` or a loopback IP (what DNS rebinding sends) is 403 `forbidden`
+//!   ([`local_caller`]). With a token, a page cannot forge the `Authorization` header.
 //! - A secret is never logged; the token's name is, as the request's caller.
 //! - A secret shorter than [`MIN_TOKEN_BYTES`] or a configured variable that is not set
 //!   is a start-up error, never a silently open door.
@@ -152,13 +156,68 @@ impl Tokens {
     }
 }
 
-/// The middleware: lets a request through with its [`Caller`], or answers 401.
+/// Whether a request is from a program of this machine rather than a web page: no
+/// `Origin` header, and a `Host` (if any) that is `localhost` or a loopback IP, with or
+/// without a port. What an open (token-less) server answers; see the module docs.
+fn local_caller(headers: &header::HeaderMap) -> Result<(), ApiError> {
+    let refuse = |why: &str| {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{why}: with no token configured, mcpq serve answers only programs of this machine (configure a token in [[serve.tokens]] or MCPQ_SERVE_TOKEN to call it from elsewhere)"),
+        ))
+    };
+    if headers.contains_key(header::ORIGIN) {
+        return refuse("a request with an Origin header (a web page's) is refused");
+    }
+    for host in headers.get_all(header::HOST) {
+        if !host.to_str().is_ok_and(loopback_host) {
+            return refuse("the Host header does not name localhost or a loopback address");
+        }
+    }
+    Ok(())
+}
+
+/// `localhost` (any case, an optional final dot) or a loopback IP literal (`[::1]` in
+/// brackets), each with or without `:port`.
+fn loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return false;
+        }
+        return inside
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 5 && text.parse::<u16>().is_ok()
+}
+
+/// The middleware: lets a request through with its [`Caller`], or answers 401 (403
+/// for a web page's request to an open server, see [`local_caller`]).
 pub async fn require(
     State(tokens): State<Tokens>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if tokens.is_empty() {
+        local_caller(request.headers())?;
         request.extensions_mut().insert(Caller("anonymous".into()));
         return Ok(next.run(request).await);
     }
@@ -247,6 +306,50 @@ mod tests {
         }
         assert_eq!(t.who("x".repeat(500).as_bytes()), Some("long"));
         assert_eq!(t.who("x".repeat(499).as_bytes()), None);
+    }
+
+    #[test]
+    fn an_open_server_answers_local_programs_only() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:7717",
+            "localhost.:80",
+            "127.0.0.1",
+            "127.0.0.1:7717",
+            "127.1.2.3:1",
+            "[::1]",
+            "[::1]:7717",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:7717",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "10.0.0.1:7717",
+            "[::2]:7717",
+            "[::1]x",
+            "::1",
+            "localhost:",
+            "localhost:99999",
+            "localhost:7717:1",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+        let mut headers = header::HeaderMap::new();
+        assert!(local_caller(&headers).is_ok(), "no Host: a plain program");
+        headers.insert(header::HOST, "localhost:7717".parse().expect("value"));
+        assert!(local_caller(&headers).is_ok());
+        headers.insert(header::ORIGIN, "null".parse().expect("value"));
+        assert_eq!(
+            local_caller(&headers).map_err(|e| e.status),
+            Err(StatusCode::FORBIDDEN)
+        );
+        headers.remove(header::ORIGIN);
+        headers.insert(header::HOST, "attacker.example".parse().expect("value"));
+        assert_eq!(local_caller(&headers).map_err(|e| e.kind), Err("forbidden"));
     }
 
     #[test]

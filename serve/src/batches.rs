@@ -28,6 +28,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, LineProblem};
 use crate::jobs::{idempotency_key, parse_id, DEFAULT_LIST, MAX_LIST};
+use crate::media_type;
 use crate::state::AppState;
 
 /// Most bad lines an error answer lists (the count covers all).
@@ -165,6 +166,7 @@ async fn spool(
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key names a batch of other input", body = ErrorBody),
         (status = 413, description = "More than serve.max_batch_bytes", body = ErrorBody),
+        (status = 415, description = "The Content-Type is not application/x-ndjson or application/jsonl", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -175,6 +177,7 @@ pub async fn submit(
     Query(query): Query<SubmitQuery>,
     body: Body,
 ) -> Result<(StatusCode, Json<BatchSubmitted>), ApiError> {
+    media_type::require(&headers, media_type::JSON_LINES)?;
     let key = idempotency_key(&headers)?;
     // The batch's own callback, checked before anything is read.
     let callback = query.callback();

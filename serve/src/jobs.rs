@@ -24,6 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::media_type;
 use crate::state::AppState;
 
 /// Most jobs one `GET /v1/jobs` page lists.
@@ -232,7 +233,9 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         (status = 400, description = "Not a valid job; `path` names the field", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 409, description = "A job with this id exists already", body = ErrorBody),
+        (status = 403, description = "No token is configured and the request is a web page's (Origin) or names another Host", body = ErrorBody),
         (status = 413, description = "More than queue.max_payload", body = ErrorBody),
+        (status = 415, description = "The Content-Type is not application/json", body = ErrorBody),
         (status = 503, description = "Redis failed", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -243,6 +246,7 @@ pub async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    media_type::require(&headers, media_type::JSON)?;
     let body = body_within_limit(body, state.config.queue.max_payload)?;
     let key = idempotency_key(&headers)?;
     let checker = state.clone();

@@ -13,6 +13,7 @@ mod dlq;
 mod error;
 mod health;
 mod jobs;
+mod media_type;
 mod openapi;
 mod servers;
 mod state;
@@ -58,7 +59,7 @@ const EXAMPLES: &str = "\
 Examples:
   mcpq serve --config mcpq.toml
   MCPQ_SERVE_TOKEN=$(openssl rand -hex 24) mcpq serve --listen 0.0.0.0:7717
-  curl -s -H \"Authorization: Bearer $MCPQ_SERVE_TOKEN\" -d @job.json localhost:7717/v1/jobs
+  curl -s -H \"Authorization: Bearer $MCPQ_SERVE_TOKEN\" -H 'Content-Type: application/json' -d @job.json localhost:7717/v1/jobs
 
 Exit status: 0 after a clean shutdown, 2 bad flags or config, 3 Redis unreachable, 1 other errors.";
 

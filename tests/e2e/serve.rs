@@ -157,6 +157,105 @@ fn every_route_but_health_needs_a_valid_token() {
 }
 
 #[test]
+fn an_open_server_refuses_web_pages_and_every_submit_needs_its_media_type() {
+    // No token: open on loopback to this machine's programs, not to a browser's pages.
+    let env = TestEnv::new("serve-open", "");
+    let serve = env.serve(&[]);
+    let http = client();
+    let (status, v) = body(
+        http.post(serve.at("/v1/jobs"))
+            .json(&echo_job("from a program"))
+            .send()
+            .expect("POST"),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+
+    // A page's cross-site POST carries an Origin (and would come as text/plain, which
+    // needs no preflight): refused whatever it names, nothing enqueued.
+    for origin in ["https://evil.example", "null", serve.url.as_str()] {
+        let (status, v) = body(
+            http.post(serve.at("/v1/jobs"))
+                .header("origin", origin)
+                .header("content-type", "text/plain")
+                .body(echo_job("forged").to_string())
+                .send()
+                .expect("POST"),
+        );
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin}: {v}");
+        assert_eq!(v["error"]["kind"], "forbidden");
+        let (status, _) = body(
+            http.post(serve.at(&format!("/v1/jobs/{id}/cancel")))
+                .header("origin", origin)
+                .send()
+                .expect("cancel"),
+        );
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin}");
+    }
+    // DNS rebinding: the page's own host name resolves to 127.0.0.1; the Host says so.
+    let port = serve.url.rsplit(':').next().expect("port").to_string();
+    for host in [format!("evil.example:{port}"), "evil.example".to_string()] {
+        let (status, v) = body(
+            http.get(serve.at(&format!("/v1/jobs/{id}")))
+                .header("host", &host)
+                .send()
+                .expect("GET"),
+        );
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host}: {v}");
+    }
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let (status, v) = body(
+            http.get(serve.at(&format!("/v1/jobs/{id}")))
+                .header("host", &host)
+                .send()
+                .expect("GET"),
+        );
+        assert_eq!(status, StatusCode::OK, "{host}: {v}");
+    }
+
+    // A submit must say its body is JSON (JSON lines for a batch): 415 otherwise.
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut req = http
+            .post(serve.at("/v1/jobs"))
+            .body(echo_job("untyped").to_string());
+        if let Some(c) = content_type {
+            req = req.header("content-type", c);
+        }
+        let (status, v) = body(req.send().expect("POST"));
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}: {v}"
+        );
+        assert_eq!(v["error"]["kind"], "unsupported_media_type");
+    }
+    let (status, v) = body(
+        http.post(serve.at("/v1/batches"))
+            .json(&echo_job("a batch as JSON"))
+            .send()
+            .expect("POST batch"),
+    );
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    let (status, v) = body(
+        http.post(serve.at("/v1/batches"))
+            .header("content-type", "application/jsonl")
+            .body(echo_job("a batch line").to_string())
+            .send()
+            .expect("POST batch"),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        env.queue_depth(),
+        2,
+        "only the program's job and batch line"
+    );
+}
+
+#[test]
 fn submit_checks_like_the_cli_pages_with_a_cursor_and_cancels() {
     let env = TestEnv::new("serve-api", TOKEN_CONFIG);
     let serve = env.serve(&[]);
