@@ -22,7 +22,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::auth::{self, Tokens};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{batches, dlq, health, jobs, openapi, servers};
+use crate::{batches, dlq, health, jobs, json_errors, openapi, servers};
 
 /// How long requests under way may take to finish once shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -64,6 +64,8 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route (see /openapi.json)") })
         .layer(DefaultBodyLimit::max(state.config.queue.max_payload))
+        // Outside every other layer: their plain errors (timeout, 405, rejections) too.
+        .layer(middleware::from_fn(json_errors::to_json))
         .layer(
             TraceLayer::new_for_http()
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),

@@ -167,6 +167,7 @@ async fn spool(
         (status = 409, description = "The Idempotency-Key names a batch of other input", body = ErrorBody),
         (status = 413, description = "More than serve.max_batch_bytes", body = ErrorBody),
         (status = 415, description = "The Content-Type is not application/x-ndjson or application/jsonl", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -320,6 +321,7 @@ async fn read_status(state: &AppState, id: &str) -> Result<BatchStatus, ApiError
         (status = 200, description = "Its counts", body = BatchStatus),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such batch", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -342,6 +344,7 @@ pub async fn status(
         (status = 200, description = "JSON lines, one per job, in input order", body = String, content_type = "application/x-ndjson"),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such batch", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -400,6 +403,7 @@ pub async fn results(
     responses(
         (status = 200, description = "The batches", body = BatchList),
         (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

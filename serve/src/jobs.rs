@@ -236,7 +236,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         (status = 403, description = "No token is configured and the request is a web page's (Origin) or names another Host", body = ErrorBody),
         (status = 413, description = "More than queue.max_payload", body = ErrorBody),
         (status = 415, description = "The Content-Type is not application/json", body = ErrorBody),
-        (status = 503, description = "Redis failed", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -297,6 +297,7 @@ pub async fn submit(
         (status = 400, description = "Not a job id", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such job (or its record expired)", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -335,6 +336,7 @@ fn unknown(id: &JobId) -> ApiError {
         (status = 400, description = "Not a job id, or a bad wait", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -382,6 +384,7 @@ pub async fn result(
         (status = 200, description = "Cancelled now, or ended already (`cancelled` says which)", body = CancelAnswer),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -424,6 +427,7 @@ pub async fn cancel(
         (status = 200, description = "One page; pass `next` as `cursor` for the next", body = JobPage),
         (status = 400, description = "A bad status, limit or cursor", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -13,6 +13,7 @@ mod dlq;
 mod error;
 mod health;
 mod jobs;
+mod json_errors;
 mod media_type;
 mod openapi;
 mod servers;

@@ -445,6 +445,78 @@ fn submit_checks_like_the_cli_pages_with_a_cursor_and_cancels() {
 }
 
 #[test]
+fn every_error_is_json_rejections_405_and_timeouts_included() {
+    let config = format!("[serve]\nrequest_timeout = \"1s\"\n{TOKEN_CONFIG}");
+    let env = TestEnv::new("serve-errors", &config);
+    let serve = env.serve(&[]);
+    let http = client();
+    let expect = |resp: Response, status: StatusCode, kind: &str| {
+        let got = resp.status();
+        let text = resp.text().expect("body");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {got} {text:?}"));
+        assert_eq!(got, status, "{v}");
+        assert_eq!(v["error"]["kind"], kind, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
+    };
+    // Query strings that do not deserialize, a key given twice, a forged cursor.
+    for query in [
+        "limit=-1",
+        "limit=abc",
+        "status=queued&status=running",
+        "cursor=i1800000000000.18446744073709551615",
+    ] {
+        let resp = authed(http.get(serve.at(&format!("/v1/jobs?{query}"))))
+            .send()
+            .expect("GET");
+        expect(resp, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let resp = authed(http.get(serve.at("/v1/dlq?limit=1&limit=2")))
+        .send()
+        .expect("GET");
+    expect(resp, StatusCode::BAD_REQUEST, "invalid_request");
+    // A method the route does not take: 405, and Allow still says which it takes.
+    let resp = authed(http.delete(serve.at("/v1/jobs")))
+        .send()
+        .expect("DELETE");
+    assert!(
+        resp.headers().get("allow").is_some(),
+        "{:?}",
+        resp.headers()
+    );
+    expect(resp, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    // A body that stops arriving: the request times out (serve.request_timeout).
+    use std::io::{Read, Write};
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        tcp,
+        "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"kind\":"
+    )
+    .expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("}}") {
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let json = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(v["error"]["kind"], "timeout", "{v}");
+}
+
+#[test]
 fn a_long_poll_answers_when_the_job_ends_and_at_shutdown() {
     let env = TestEnv::new("serve-poll", TOKEN_CONFIG);
     let mut serve = env.serve(&[]);

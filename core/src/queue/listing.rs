@@ -88,9 +88,11 @@ impl Cursor {
         }
         if let Some(rest) = text.strip_prefix('i') {
             let (top, passed) = rest.split_once('.')?;
-            return Some(Cursor::Index {
+            // `passed` goes to Redis as a LIMIT offset, a signed 64-bit number.
+            let passed: u64 = passed.parse().ok()?;
+            return (passed <= i64::MAX as u64).then_some(Cursor::Index {
                 top: top.parse().ok()?,
-                passed: passed.parse().ok()?,
+                passed,
             });
         }
         let next: i64 = text.strip_prefix('b')?.parse().ok()?;
@@ -261,7 +263,17 @@ mod tests {
         ] {
             assert_eq!(Cursor::decode(&c.encode()), Some(c));
         }
-        for junk in ["", "i", "i1", "i1.x", "b-1", "bx", "x1", &"i1.1".repeat(40)] {
+        for junk in [
+            "",
+            "i",
+            "i1",
+            "i1.x",
+            "i1800000000000.18446744073709551615",
+            "b-1",
+            "bx",
+            "x1",
+            &"i1.1".repeat(40),
+        ] {
             assert_eq!(Cursor::decode(junk), None, "{junk}");
         }
     }

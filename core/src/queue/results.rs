@@ -133,8 +133,7 @@ pub struct JobRecord {
     pub max_attempts: u32,
     /// Late writes of older attempts that were rejected (see fencing).
     pub stale_writes: u32,
-    /// The result, once succeeded.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    /// The result, once succeeded: any JSON (what the job's last step or answer was).
     pub result: Option<Value>,
     /// The last error.
     pub error: Option<JobFailure>,
