@@ -16,6 +16,7 @@ mod jobs;
 mod json_errors;
 mod media_type;
 mod openapi;
+mod server;
 mod servers;
 mod state;
 
@@ -144,8 +145,9 @@ async fn run(args: Args) -> Result<(), Failure> {
         println!("listening on {url}");
     }
     tracing::info!(%url, tokens = tokens.len(), namespace = %state.config.namespace, "mcpq-serve started");
+    let config = state.config.clone();
     let app = app::router(state, tokens);
-    app::serve(listener, app, shutdown_tx)
+    server::serve(listener, app, shutdown_tx, &config.serve)
         .await
         .map_err(|e| Failure(1, e.into()))
 }

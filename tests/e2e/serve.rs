@@ -516,6 +516,76 @@ fn every_error_is_json_rejections_405_and_timeouts_included() {
     assert_eq!(v["error"]["kind"], "timeout", "{v}");
 }
 
+/// Reads `tcp` until the server closes it (end of stream or reset); false if it stayed
+/// open for the whole read timeout.
+fn closed_by_server(tcp: &mut std::net::TcpStream) -> bool {
+    use std::io::{ErrorKind, Read};
+    let mut buf = [0u8; 1024];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn slow_and_silent_connections_are_closed_and_do_not_hold_the_server() {
+    use std::io::Write;
+    let config = format!("[serve]\nheader_timeout = \"1s\"\nmax_connections = 8\n{TOKEN_CONFIG}");
+    let env = TestEnv::new("serve-slowloris", &config);
+    let serve = env.serve(&[]);
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    // Five times the cap: half send nothing, half a header that never ends.
+    let mut idle: Vec<std::net::TcpStream> = (0..40)
+        .map(|i| {
+            let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
+            tcp.set_read_timeout(Some(Duration::from_secs(60)))
+                .expect("timeout");
+            if i % 2 == 1 {
+                tcp.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+                    .expect("write");
+            }
+            tcp
+        })
+        .collect();
+    // The server still answers (the header deadline frees the slots they hold).
+    let (status, v) = body(client().get(serve.at("/health")).send().expect("health"));
+    assert_eq!(status, StatusCode::OK, "{v}");
+    // And it closes every one of them itself.
+    for (i, tcp) in idle.iter_mut().enumerate() {
+        assert!(closed_by_server(tcp), "connection {i} was left open");
+    }
+    let (status, _) = body(client().get(serve.at("/health")).send().expect("health"));
+    assert_eq!(status, StatusCode::OK);
+
+    // SIGTERM with a silent connection and an idle kept-alive one open, at the default
+    // header deadline (10 s, as long as the shutdown grace): both are closed at once.
+    let env = TestEnv::new("serve-sigterm", TOKEN_CONFIG);
+    let mut serve = env.serve(&[]);
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    let mut silent = std::net::TcpStream::connect(&addr).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let kept = client();
+    let (status, _) = body(kept.get(serve.at("/health")).send().expect("health"));
+    assert_eq!(status, StatusCode::OK);
+    std::thread::sleep(Duration::from_millis(300));
+    let exit = serve.stop(Duration::from_secs(6));
+    assert_eq!(
+        exit.and_then(|e| e.code()),
+        Some(0),
+        "mcpq-serve did not exit promptly: {}",
+        serve.log_text()
+    );
+    assert!(closed_by_server(&mut silent));
+}
+
 #[test]
 fn a_long_poll_answers_when_the_job_ends_and_at_shutdown() {
     let env = TestEnv::new("serve-poll", TOKEN_CONFIG);
