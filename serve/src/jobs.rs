@@ -12,7 +12,8 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mcpq_core::config::email::EmailSettings;
 use mcpq_core::job::{Job, JobId, JobPayload};
@@ -344,7 +345,7 @@ pub async fn result(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<WaitQuery>,
-) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?.to_string();
     let wait = match &query.wait {
         Some(text) => parse_duration("wait", text, state.config.serve.max_wait)?,
@@ -362,15 +363,21 @@ pub async fn result(
     let record = record
         .ok_or_else(|| ApiError::not_found(format!("no job {id} (or its record expired)")))?;
     if !record.status.is_finished() {
-        return Ok((StatusCode::ACCEPTED, Json(record)));
+        return Ok((StatusCode::ACCEPTED, Json(record)).into_response());
     }
+    // Possibly megabytes: read and serialized by the bounded reader (its own
+    // connection, a blocking thread; see result_reads).
     let whole = state
-        .producer
-        .store()
-        .get(&id)
+        .results
+        .read_json(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id} (its record expired)")))?;
-    Ok((StatusCode::OK, Json(whole)))
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        whole,
+    )
+        .into_response())
 }
 
 /// Cancel a job: a queued one never runs; a running one is stopped.

@@ -16,6 +16,7 @@ mod jobs;
 mod json_errors;
 mod media_type;
 mod openapi;
+mod result_reads;
 mod server;
 mod servers;
 mod state;
@@ -119,7 +120,12 @@ async fn run(args: Args) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure(3, e.into()))?;
     let client = redis::Client::open(url.as_str()).map_err(|e| Failure(3, e.into()))?;
+    // Big result reads get a connection of their own (see result_reads).
+    let results_conn = queue::connect(&url)
+        .await
+        .map_err(|e| Failure(3, e.into()))?;
     let keys = Keys::new(config.namespace.clone());
+    let results = Arc::new(result_reads::ResultReads::new(results_conn, keys.clone()));
     let producer = Producer::new(conn, keys.clone(), config.queue.clone());
     let endings = Endings::start(client, keys, producer.store().clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -130,6 +136,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         config: Arc::new(config),
         servers,
         shutdown: shutdown_rx,
+        results,
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -9,6 +9,8 @@ use mcpq_core::queue::Producer;
 use mcpq_core::Config;
 use tokio::sync::watch;
 
+use crate::result_reads::ResultReads;
+
 /// The handlers' state.
 #[derive(Clone)]
 pub struct AppState {
@@ -22,6 +24,8 @@ pub struct AppState {
     pub servers: Arc<BTreeSet<String>>,
     /// Turns true when the server shuts down: long polls answer at once.
     pub shutdown: watch::Receiver<bool>,
+    /// Reads finished jobs' (possibly big) results on a connection of their own.
+    pub results: Arc<ResultReads>,
 }
 
 impl AppState {

@@ -587,6 +587,69 @@ fn slow_and_silent_connections_are_closed_and_do_not_hold_the_server() {
 }
 
 #[test]
+fn big_results_read_by_many_at_once_keep_the_server_answering() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let env = TestEnv::new("serve-big-results", TOKEN_CONFIG);
+    let _worker = env.worker(&[]);
+    let serve = env.serve(&[]);
+    let http = client();
+    // About 6 MB, under queue.max_result (8 MiB); the payload is as big (echo).
+    const SIZE: usize = 6_000_000;
+    let (status, v) = body(
+        authed(http.post(serve.at("/v1/jobs")))
+            .json(&echo_job(&"y".repeat(SIZE)))
+            .send()
+            .expect("POST"),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let url = serve.at(&format!(
+        "/v1/jobs/{}/result?wait=60s",
+        v["id"].as_str().expect("id")
+    ));
+    let text_len = |v: &Value| {
+        v["result"][0]["result"]["content"][0]["text"]
+            .as_str()
+            .map(str::len)
+    };
+    let (status, v) = body(authed(http.get(&url)).send().expect("result"));
+    assert_eq!(status, StatusCode::OK, "{}", v["status"]);
+    assert_eq!(text_len(&v), Some(SIZE));
+
+    // 20 readers at once; /health keeps answering meanwhile.
+    let reading = Arc::new(AtomicBool::new(true));
+    let health = {
+        let (reading, url) = (reading.clone(), serve.at("/health"));
+        std::thread::spawn(move || {
+            let http = client();
+            let mut answered = 0;
+            while reading.load(Ordering::SeqCst) || answered == 0 {
+                let (status, v) = body(http.get(&url).send().expect("health"));
+                assert_eq!(status, StatusCode::OK, "{v}");
+                answered += 1;
+            }
+            answered
+        })
+    };
+    let readers: Vec<_> = (0..20)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let (status, v) = body(authed(client().get(&url)).send().expect("result"));
+                assert_eq!(status, StatusCode::OK, "{}", v["status"]);
+                assert_eq!(v["status"], "succeeded");
+                text_len(&v)
+            })
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.join().expect("reader"), Some(SIZE));
+    }
+    reading.store(false, Ordering::SeqCst);
+    assert!(health.join().expect("health thread") >= 1);
+}
+
+#[test]
 fn a_long_poll_answers_when_the_job_ends_and_at_shutdown() {
     let env = TestEnv::new("serve-poll", TOKEN_CONFIG);
     let mut serve = env.serve(&[]);
