@@ -649,6 +649,85 @@ fn big_results_read_by_many_at_once_keep_the_server_answering() {
     assert!(health.join().expect("health thread") >= 1);
 }
 
+/// Every job of `query`'s listing, following `next` to the end; and the pages read.
+fn list_all(
+    http: &Client,
+    serve: &mcpq_tests::serve::ServeProc,
+    query: &str,
+) -> (Vec<String>, usize) {
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut url = serve.at(&format!("/v1/jobs?{query}"));
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = body(authed(http.get(url)).send().expect("list"));
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        assert!(pages < 1000, "the listing does not end");
+        for j in page["jobs"].as_array().expect("jobs") {
+            listed.push(j["id"].as_str().expect("id").to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return (listed, pages),
+        }
+    }
+}
+
+#[test]
+fn a_filter_few_jobs_match_answers_in_short_pages_that_end() {
+    let env = TestEnv::new("serve-sparse", TOKEN_CONFIG);
+    let serve = env.serve(&[]);
+    let http = client();
+    // The oldest job is cancelled; 6,000 queued ones come after it.
+    let (_, v) = body(
+        authed(http.post(serve.at("/v1/jobs")))
+            .json(&echo_job("the one"))
+            .send()
+            .expect("POST"),
+    );
+    let cancelled = v["id"].as_str().expect("id").to_string();
+    let (status, _) = body(
+        authed(http.post(serve.at(&format!("/v1/jobs/{cancelled}/cancel"))))
+            .send()
+            .expect("cancel"),
+    );
+    assert_eq!(status, StatusCode::OK);
+    let jobs: Vec<_> = (0..6000)
+        .map(|i| mcpq_tests::call_job("echo", "echo", json!({"text": format!("q{i}")})))
+        .collect();
+    env.submit_jobs(&jobs);
+
+    // No running job: the first page is empty but not the end; following it ends.
+    let (status, page) = body(
+        authed(http.get(serve.at("/v1/jobs?status=running&limit=1")))
+            .send()
+            .expect("list"),
+    );
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["jobs"], json!([]), "{page}");
+    assert!(
+        page["next"].is_string(),
+        "one request read the whole index: {page}"
+    );
+    let (running, _) = list_all(&http, &serve, "status=running&limit=1");
+    assert!(running.is_empty());
+    let (found, pages) = list_all(&http, &serve, "status=cancelled&limit=1");
+    assert_eq!(found, vec![cancelled]);
+    assert!(pages >= 2, "{pages}");
+    // Unfiltered, pages are full.
+    let (status, page) = body(
+        authed(http.get(serve.at("/v1/jobs?limit=1000")))
+            .send()
+            .expect("list"),
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(1000));
+}
+
 #[test]
 fn a_long_poll_answers_when_the_job_ends_and_at_shutdown() {
     let env = TestEnv::new("serve-poll", TOKEN_CONFIG);

@@ -13,6 +13,11 @@ use super::{JobStatus, Keys, QueueError};
 /// Ids read per round trip.
 pub const PAGE: usize = 500;
 
+/// Most index entries one [`list_page`] call reads: a filter few jobs match answers
+/// with a short (even empty) page and a `next` cursor after this many, instead of
+/// reading the whole index in one request.
+pub const MAX_SCAN: u64 = 10 * PAGE as u64;
+
 /// One job, as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -44,14 +49,25 @@ pub struct JobFilter {
     pub batch: Option<String>,
 }
 
-/// Up to `limit` jobs matching `filter`, newest first.
+/// Up to `limit` jobs matching `filter`, newest first, page after page (for `mcpq
+/// jobs`: it reads as much of the index as it takes to find `limit` jobs).
 pub async fn list_jobs(
     conn: &mut ConnectionManager,
     keys: &Keys,
     filter: &JobFilter,
     limit: usize,
 ) -> Result<Vec<JobSummary>, QueueError> {
-    Ok(list_page(conn, keys, filter, limit, None).await?.jobs)
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    while out.len() < limit {
+        let page = list_page(conn, keys, filter, limit - out.len(), cursor.as_deref()).await?;
+        out.extend(page.jobs);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(out)
 }
 
 /// One page of a listing, and where the next one starts.
@@ -103,6 +119,9 @@ impl Cursor {
 /// Up to `limit` jobs matching `filter`, newest first, from `cursor` (a [`JobPage::next`]
 /// of the same filter; `None` for the first page). A cursor that is not one, or that
 /// belongs to another kind of listing, is [`QueueError::BadCursor`].
+///
+/// A page may hold fewer than `limit` jobs, none even, and still have a `next`: one
+/// call reads at most [`MAX_SCAN`] entries. Keep following `next` until it is absent.
 pub async fn list_page(
     conn: &mut ConnectionManager,
     keys: &Keys,
@@ -142,7 +161,8 @@ pub async fn list_page(
     };
     let mut out = Vec::new();
     let mut complete = false;
-    while out.len() < limit {
+    let mut scanned = 0u64;
+    while out.len() < limit && scanned < MAX_SCAN {
         let ids: Vec<String> = match at {
             Cursor::Batch { next } => {
                 if next < 0 {
@@ -222,6 +242,7 @@ pub async fn list_page(
                 break;
             }
         }
+        scanned += read;
         at = match at {
             Cursor::Batch { next } => Cursor::Batch {
                 next: next - read as i64,
