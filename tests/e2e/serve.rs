@@ -729,6 +729,83 @@ fn a_filter_few_jobs_match_answers_in_short_pages_that_end() {
 }
 
 #[test]
+fn pages_list_each_job_once_though_jobs_keep_coming_in_the_same_millisecond() {
+    let env = TestEnv::new("serve-ties", TOKEN_CONFIG);
+    let serve = env.serve(&[]);
+    let http = client();
+    // 300 jobs in one script call: one score, the same millisecond.
+    let jobs: Vec<_> = (0..300)
+        .map(|i| mcpq_tests::call_job("echo", "echo", json!({"text": format!("t{i}")})))
+        .collect();
+    env.submit_jobs(&jobs);
+    let originals: BTreeSet<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+    let index = format!("{{{}}}:jobs", env.namespace);
+    let mut redis = env.redis();
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg(&index)
+        .arg(jobs[0].id.to_string())
+        .query(&mut redis)
+        .expect("ZSCORE");
+    let ties: usize = redis::cmd("ZCOUNT")
+        .arg(&index)
+        .arg(score)
+        .arg(score)
+        .query(&mut redis)
+        .expect("ZCOUNT");
+    assert_eq!(ties, 300, "the premise: one score for the whole call");
+
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page_no in 0.. {
+        let mut url = serve.at("/v1/jobs?limit=7");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = body(authed(http.get(url)).send().expect("list"));
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for j in page["jobs"].as_array().expect("jobs") {
+            listed.push(j["id"].as_str().expect("id").to_string());
+        }
+        // Meanwhile more jobs come: later ones, and ones of the very same millisecond
+        // (ids sorting before the ones listed, as a submit racing the listing makes).
+        let (status, _) = body(
+            authed(http.post(serve.at("/v1/jobs")))
+                .json(&echo_job("late"))
+                .send()
+                .expect("POST"),
+        );
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let same_ms = format!("ZZZZZZZZZZZZZZZZZZZZZZ{page_no:04}");
+        let _: () = redis::pipe()
+            .cmd("HSET")
+            .arg(format!("{{{}}}:job:{same_ms}", env.namespace))
+            .arg("status")
+            .arg("queued")
+            .arg("kind")
+            .arg("agent")
+            .ignore()
+            .cmd("ZADD")
+            .arg(&index)
+            .arg(score)
+            .arg(&same_ms)
+            .ignore()
+            .query(&mut redis)
+            .expect("a same-millisecond entry");
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let unique: BTreeSet<String> = listed.iter().cloned().collect();
+    assert_eq!(unique.len(), listed.len(), "a job was listed twice");
+    assert!(
+        originals.is_subset(&unique),
+        "{} of the 300 were never listed",
+        originals.difference(&unique).count()
+    );
+}
+
+#[test]
 fn a_long_poll_answers_when_the_job_ends_and_at_shutdown() {
     let env = TestEnv::new("serve-poll", TOKEN_CONFIG);
     let mut serve = env.serve(&[]);
