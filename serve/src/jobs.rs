@@ -220,7 +220,8 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 ///
 /// The body is a job envelope, the same JSON `mcpq submit FILE` reads, checked the same
 /// way. 202 with its id when it was enqueued; 200 with the first job's id when the
-/// idempotency key was used before (nothing enqueued).
+/// idempotency key was used before with the same job (nothing enqueued); 409 when it was
+/// used for another job.
 #[utoipa::path(
     post,
     path = "/v1/jobs",
@@ -233,7 +234,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         (status = 200, description = "The idempotency key was used before: the first job", body = Submitted),
         (status = 400, description = "Not a valid job; `path` names the field", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
-        (status = 409, description = "A job with this id exists already", body = ErrorBody),
+        (status = 409, description = "A job with this id exists already (`duplicate_id`), or the Idempotency-Key names a job of another body (`idempotency_key_reused`)", body = ErrorBody),
         (status = 403, description = "No token is configured and the request is a web page's (Origin) or names another Host", body = ErrorBody),
         (status = 413, description = "More than queue.max_payload", body = ErrorBody),
         (status = 415, description = "The Content-Type is not application/json", body = ErrorBody),
@@ -270,6 +271,30 @@ pub async fn submit(
             )
         });
     }
+    let mut kind = job.kind().to_string();
+    if !submitted.created {
+        // The key named an earlier job: the same job again (a retry) answers it; another
+        // body under the same key is a client's mistake, not a retry.
+        let (stored_kind, payload) = state.producer.store().submitted_as(&submitted.id).await?;
+        if let Some(payload) = payload {
+            let same = tokio::task::spawn_blocking(move || same_job(&payload, &job))
+                .await
+                .map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })?;
+            if !same {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_reused",
+                    format!(
+                        "the idempotency key names job {}, submitted with another body: nothing enqueued (use a new key for a new job)",
+                        submitted.id
+                    ),
+                ));
+            }
+        }
+        kind = stored_kind.unwrap_or(kind);
+    }
     tracing::info!(job = %submitted.id, created = submitted.created, caller = %caller.0, "job submitted");
     let status = if submitted.created {
         StatusCode::ACCEPTED
@@ -280,10 +305,25 @@ pub async fn submit(
         status,
         Json(Submitted {
             id: submitted.id,
-            kind: job.kind().to_string(),
+            kind,
             created: submitted.created,
         }),
     ))
+}
+
+/// Whether the stored envelope `stored` is `job`, ids aside (a retried submit gets a
+/// new id unless it names one): both as the canonical JSON the queue stores.
+fn same_job(stored: &[u8], job: &Job) -> bool {
+    let Ok(mut stored) = serde_json::from_slice::<serde_json::Value>(stored) else {
+        return false;
+    };
+    let mut given = job.to_value();
+    for v in [&mut stored, &mut given] {
+        if let Some(fields) = v.as_object_mut() {
+            fields.remove("id");
+        }
+    }
+    stored == given
 }
 
 /// Where a job is: status, attempts, timings, last error (never the result).

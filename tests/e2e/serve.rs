@@ -319,6 +319,17 @@ fn submit_checks_like_the_cli_pages_with_a_cursor_and_cancels() {
     assert_eq!(second["created"], false);
     let (status, _) = keyed("bad key with spaces");
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The same key with another body is a mistake, not a retry: 409, nothing enqueued.
+    let (status, v) = body(
+        authed(http.post(serve.at("/v1/jobs")))
+            .header("Idempotency-Key", "order-42")
+            .json(&echo_job("twice?"))
+            .send()
+            .expect("POST"),
+    );
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["kind"], "idempotency_key_reused", "{v}");
+    assert_eq!(env.queue_depth(), 1);
 
     // 25 more jobs; pages of 7 list all 26 exactly once, newest first.
     let mut ids = vec![first["id"].as_str().expect("id").to_string()];

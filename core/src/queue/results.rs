@@ -187,6 +187,24 @@ impl ResultStore {
         read_record(&mut self.conn.clone(), &self.keys, id, Read::Status).await
     }
 
+    /// The kind and the envelope (the JSON text it was submitted as) of job `id`, each
+    /// `None` when not there (no such job, or its record expired).
+    pub async fn submitted_as(
+        &self,
+        id: &str,
+    ) -> Result<(Option<String>, Option<Vec<u8>>), QueueError> {
+        let (kind, payload): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(self.keys.job(id))
+            .arg("kind")
+            .arg("payload")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok((
+            kind.map(|k| String::from_utf8_lossy(&k).into_owned()),
+            payload,
+        ))
+    }
+
     /// The record of a job with its result but without its payload (the envelope, up to
     /// `queue.max_payload`, which a reader of the outcome does not need), as read: parse
     /// it with [`RawRecord::parse`], off the async runtime when the result may be big
