@@ -816,6 +816,94 @@ fn pages_list_each_job_once_though_jobs_keep_coming_in_the_same_millisecond() {
     );
 }
 
+/// The status and JSON body of the answer the server writes on `tcp` (read until the
+/// body's JSON is whole, the server closes, or the read timeout passes).
+fn raw_answer(tcp: &mut std::net::TcpStream) -> (u16, Value) {
+    use std::io::Read;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if let Some((head, json)) = text.split_once("\r\n\r\n") {
+            if let Ok(v) = serde_json::from_str::<Value>(json.trim()) {
+                let status = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                return (status, v);
+            }
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("no whole answer: {text:?}"),
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn batch_uploads_are_capped_and_must_arrive_within_their_deadline() {
+    use std::io::Write;
+    let config = format!(
+        "[serve]\nrequest_timeout = \"60s\"\nbatch_upload_timeout = \"3s\"\nmax_batch_uploads = 4\n{TOKEN_CONFIG}"
+    );
+    let env = TestEnv::new("serve-uploads", &config);
+    let serve = env.serve(&[]);
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    // Five slow uploads: one chunk, then nothing.
+    let line = format!("{}\n", echo_job("slow"));
+    let mut uploads: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| {
+            let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
+            tcp.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            write!(
+                tcp,
+                "POST /v1/batches HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{line}\r\n",
+                line.len()
+            )
+            .expect("write");
+            tcp
+        })
+        .collect();
+    // One is turned away at once; the four others run into the upload deadline.
+    let mut answers: Vec<(u16, String)> = uploads
+        .iter_mut()
+        .map(|tcp| {
+            let (status, v) = raw_answer(tcp);
+            (
+                status,
+                v["error"]["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    answers.sort();
+    assert_eq!(
+        answers,
+        vec![
+            (408, "timeout".to_string()),
+            (408, "timeout".to_string()),
+            (408, "timeout".to_string()),
+            (408, "timeout".to_string()),
+            (503, "busy".to_string()),
+        ]
+    );
+    assert_eq!(
+        env.queue_depth(),
+        0,
+        "a cut-short upload enqueued something"
+    );
+    // The turns are given back: a whole upload goes through.
+    let (status, v) = body(
+        authed(client().post(serve.at("/v1/batches")))
+            .header("content-type", "application/x-ndjson")
+            .body(line)
+            .send()
+            .expect("POST batch"),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+}
+
 #[test]
 fn a_long_poll_answers_when_the_job_ends_and_at_shutdown() {
     let env = TestEnv::new("serve-poll", TOKEN_CONFIG);

@@ -9,6 +9,8 @@
 //! header_timeout = "10s"      # a request's header must arrive within this, or the
 //!                             # connection is closed (also: idle keep-alive)
 //! max_connections = 1024      # open connections at most; beyond, accepting waits
+//! batch_upload_timeout = "10m"  # a POST /v1/batches body must arrive whole by then
+//! max_batch_uploads = 4       # batch uploads at once; beyond: 503 busy
 //! [[serve.tokens]]            # bearer tokens; the secret is read from the named
 //! name = "ci"                 # environment variable at start-up, never from the file
 //! env = "MCPQ_TOKEN_CI"
@@ -57,6 +59,15 @@ pub struct ServeSettings {
     /// process's file descriptor limit (`ulimit -n`).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Longest time a `POST /v1/batches` body may take to arrive whole (default 10 min;
+    /// each chunk must also come within `request_timeout`).
+    #[serde(default = "default_batch_upload_timeout", with = "crate::duration")]
+    pub batch_upload_timeout: Duration,
+    /// Most batch uploads under way at once (default 4; 1 to [`MAX_BATCH_UPLOADS`]):
+    /// each spools to a temporary file and checks every line, so more would only share
+    /// the disk and the CPU. One more is answered 503 `busy` with `Retry-After`.
+    #[serde(default = "default_max_batch_uploads")]
+    pub max_batch_uploads: usize,
 }
 
 /// One bearer token: its name and where its secret is.
@@ -77,6 +88,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7717";
 pub const MIN_TOKEN_BYTES: usize = 16;
 /// Highest `serve.max_connections`.
 pub const MAX_CONNECTIONS: usize = 1_000_000;
+/// Highest `serve.max_batch_uploads`.
+pub const MAX_BATCH_UPLOADS: usize = 1024;
 /// Longest `serve.header_timeout`.
 pub const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -98,6 +111,12 @@ fn default_header_timeout() -> Duration {
 fn default_max_connections() -> usize {
     1024
 }
+fn default_batch_upload_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_batch_uploads() -> usize {
+    4
+}
 
 impl Default for ServeSettings {
     fn default() -> Self {
@@ -109,6 +128,8 @@ impl Default for ServeSettings {
             max_batch_bytes: default_max_batch_bytes(),
             header_timeout: default_header_timeout(),
             max_connections: default_max_connections(),
+            batch_upload_timeout: default_batch_upload_timeout(),
+            max_batch_uploads: default_max_batch_uploads(),
         }
     }
 }
@@ -173,6 +194,18 @@ impl ServeSettings {
                 "must be 1 to 1000000",
             ));
         }
+        if self.batch_upload_timeout.is_zero() {
+            return Err(invalid(
+                "serve.batch_upload_timeout".into(),
+                "must be more than 0",
+            ));
+        }
+        if !(1..=MAX_BATCH_UPLOADS).contains(&self.max_batch_uploads) {
+            return Err(invalid(
+                "serve.max_batch_uploads".into(),
+                "must be 1 to 1024",
+            ));
+        }
         Ok(())
     }
 }
@@ -199,6 +232,9 @@ mod tests {
             "header_timeout = \"6m\"",
             "max_connections = 0",
             "max_connections = 1000001",
+            "batch_upload_timeout = \"0s\"",
+            "max_batch_uploads = 0",
+            "max_batch_uploads = 1025",
         ] {
             let s: ServeSettings = toml::from_str(bad).expect("parses");
             assert!(s.validate().is_err(), "{bad}");
