@@ -45,7 +45,7 @@ static UPLOADS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
     std::sync::OnceLock::new();
 
 /// A turn to upload, or 503 `busy`.
-fn upload_turn(max: usize) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+fn upload_turn(max: usize) -> Result<tokio::sync::OwnedSemaphorePermit, Box<Response>> {
     let slots = UPLOADS.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(max)));
     slots.clone().try_acquire_owned().map_err(|_| {
         let mut busy = ApiError::new(
@@ -58,7 +58,7 @@ fn upload_turn(max: usize) -> Result<tokio::sync::OwnedSemaphorePermit, Response
             header::RETRY_AFTER,
             header::HeaderValue::from_static(BUSY_RETRY_AFTER),
         );
-        busy
+        Box::new(busy)
     })
 }
 
@@ -231,7 +231,7 @@ pub async fn submit(
     // Held until the batch is enqueued (or refused).
     let _turn = match upload_turn(state.config.serve.max_batch_uploads) {
         Ok(turn) => turn,
-        Err(busy) => return Ok(busy),
+        Err(busy) => return Ok(*busy),
     };
     let key = idempotency_key(&headers)?;
     // The batch's own callback, checked before anything is read.
