@@ -5,14 +5,17 @@
 //! - A result read fetches the record with its result, never the job's payload
 //!   (the envelope, up to `queue.max_payload`, which the answer does not carry).
 //! - It goes through a Redis connection of its own: `/health`, submits and status reads
-//!   on the shared connection never queue behind megabytes of results.
+//!   on the shared connection never queue behind megabytes of results. A read that
+//!   fails (that connection broke while idle: Redis restarted) is tried again, 3 times.
 //! - At most [`MAX_READS`] run at once (the others wait their turn); the text is checked,
 //!   parsed and serialized on a blocking thread, never on the async runtime's threads.
 //!   Memory held by reads is thus at most about `MAX_READS` times three results.
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use mcpq_core::queue::{Keys, ResultStore};
+use std::time::Duration;
+
+use mcpq_core::queue::{Keys, QueueError, RawRecord, ResultStore};
 use redis::aio::ConnectionManager;
 use tokio::sync::Semaphore;
 
@@ -44,12 +47,12 @@ impl ResultReads {
             .acquire()
             .await
             .map_err(|e| internal(e.to_string()))?;
-        let Some(raw) = self.store.outcome_raw(id).await? else {
+        let Some(raw) = self.read_raw(id).await? else {
             return Ok(None);
         };
         let json = tokio::task::spawn_blocking(move || {
             let record = raw.parse()?;
-            serde_json::to_vec(&record).map_err(|e| mcpq_core::queue::QueueError::Corrupt {
+            serde_json::to_vec(&record).map_err(|e| QueueError::Corrupt {
                 id: record.id.clone(),
                 message: format!("its record does not serialize: {e}"),
             })
@@ -59,6 +62,30 @@ impl ResultReads {
         Ok(Some(Bytes::from(json)))
     }
 }
+
+impl ResultReads {
+    /// The raw record, a failed read retried [`RETRIES`] times: the connection is idle
+    /// between big reads, and after Redis restarted its first command reports the
+    /// broken connection while it reconnects.
+    async fn read_raw(&self, id: &str) -> Result<Option<RawRecord>, QueueError> {
+        let mut pause = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            match self.store.outcome_raw(id).await {
+                Err(QueueError::Command(e)) if tries < RETRIES => {
+                    tracing::debug!(job = %id, "reading the result failed (retrying in {pause:?}): {e}");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// How many times a failed result read is tried again (after 100, 200, 400 ms).
+const RETRIES: u32 = 3;
 
 fn internal(message: String) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
