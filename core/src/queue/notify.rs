@@ -168,8 +168,9 @@ impl Endings {
 }
 
 /// The subscription: wakes the waiters of each id heard; reconnects with backoff
-/// (100 ms doubling to 5 s) and then wakes every waiter, so that each re-reads its job's
-/// status (an end may have been published while nobody listened).
+/// (100 ms doubling to 5 s) and then wakes every waiter, a hundred at a time, so that
+/// each re-reads its job's status (an end may have been published while nobody
+/// listened).
 async fn listen(client: redis::Client, channel: String, waiters: Waiters) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
@@ -181,7 +182,7 @@ async fn listen(client: redis::Client, channel: String, waiters: Waiters) {
         match tokio::time::timeout(Duration::from_secs(10), subscribed).await {
             Ok(Ok(mut pubsub)) => {
                 backoff.reset();
-                wake_all(&waiters);
+                wake_all(&waiters).await;
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
                     let payload: &[u8] = msg.get_payload_bytes();
@@ -207,8 +208,25 @@ async fn listen(client: redis::Client, channel: String, waiters: Waiters) {
     }
 }
 
-fn wake_all(waiters: &Waiters) {
-    for (notify, _) in waiters.lock().unwrap_or_else(|e| e.into_inner()).values() {
-        notify.notify_waiters();
+/// Waiters woken at once after a reconnect; the next are woken [`WAKE_PAUSE`] later,
+/// so thousands of waiters do not all read Redis the moment it is back.
+const WAKE_CHUNK: usize = 100;
+/// See [`WAKE_CHUNK`]: 10,000 waiters are woken over about a second.
+const WAKE_PAUSE: Duration = Duration::from_millis(10);
+
+async fn wake_all(waiters: &Waiters) {
+    let all: Vec<Arc<Notify>> = waiters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|(notify, _)| notify.clone())
+        .collect();
+    for (i, chunk) in all.chunks(WAKE_CHUNK).enumerate() {
+        if i > 0 {
+            tokio::time::sleep(WAKE_PAUSE).await;
+        }
+        for notify in chunk {
+            notify.notify_waiters();
+        }
     }
 }
