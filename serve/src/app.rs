@@ -1,31 +1,25 @@
-//! The router: which route needs a token, which limits apply where, and the server loop
-//! with its graceful shutdown.
+//! The router: which route needs a token, which limits apply where (the server loop and
+//! its graceful shutdown: [`crate::server`]).
 //!
 //! - `/health` is open; everything else needs a token ([`crate::auth`]).
 //! - A body is at most `queue.max_payload` bytes (a job cannot be bigger), except a
 //!   batch's, which is streamed to disk up to `serve.max_batch_bytes`.
 //! - A request gets `serve.request_timeout` (503 after), a long poll `serve.max_wait` more.
 //! - On SIGTERM/SIGINT the listener closes, long polls answer at once with what they
-//!   know (202 and the status), requests under way finish within [`SHUTDOWN_GRACE`].
-
-use std::net::SocketAddr;
-use std::time::Duration;
+//!   know (202 and the status), requests under way finish within
+//!   [`crate::server::SHUTDOWN_GRACE`].
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::auth::{self, Tokens};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{batches, dlq, health, jobs, metrics, openapi, servers};
-
-/// How long requests under way may take to finish once shutdown starts.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+use crate::{batches, dlq, health, jobs, json_errors, metrics, openapi, servers};
 
 /// The whole API.
 pub fn router(state: AppState, tokens: Tokens) -> Router {
@@ -69,6 +63,8 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
             state.metrics.clone(),
             metrics::count,
         ))
+        // Outside every other layer: their plain errors (timeout, 405, rejections) too.
+        .layer(middleware::from_fn(json_errors::to_json))
         .layer(
             TraceLayer::new_for_http()
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
@@ -78,54 +74,4 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi::document())
-}
-
-/// Serves `app` on `listener` until SIGTERM or SIGINT, then shuts down gracefully:
-/// `shutdown` turns true (long polls answer), the listener closes, and requests under
-/// way get [`SHUTDOWN_GRACE`] to finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: watch::Sender<bool>,
-) -> std::io::Result<()> {
-    let (stopped_tx, stopped_rx) = watch::channel(false);
-    let signal = async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: no new connections; requests under way may finish");
-        let _ = shutdown.send(true);
-        let _ = stopped_tx.send(true);
-    };
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let mut stopped = stopped_rx;
-    let grace = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        r = server => r,
-        () = grace => {
-            tracing::warn!("requests still under way after {SHUTDOWN_GRACE:?}: closing them");
-            Ok(())
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process still dies of the signal's default action.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

@@ -2,14 +2,19 @@
 //!
 //! Tokens come from `[[serve.tokens]]` (a name and the environment variable holding the
 //! secret), or, with none configured, from `MCPQ_SERVE_TOKEN` (named `default`). Every
-//! route but `/health` needs `Authorization: Bearer <secret>`; a missing or wrong token
-//! is 401 `unauthorized`, the same answer for both, after comparing against every
-//! configured token in constant time (so neither the time nor the answer tells which
-//! token came close).
+//! route but `/health` needs `Authorization: Bearer <secret>` (the scheme in any case,
+//! RFC 9110); a missing or wrong token is 401 `unauthorized`, the same answer for both,
+//! after comparing the SHA-256 digest of what was presented against every configured
+//! token's digest in constant time (so neither the time, nor the answer, nor the
+//! secrets' lengths tell which token came close).
 //!
 //! Guarantees:
 //! - With no token at all, `mcpq serve` refuses to listen on anything but a loopback
-//!   address ([`Tokens::check_listen`]); on loopback it is open, for one machine's use.
+//!   address ([`Tokens::check_listen`]); on loopback it is open, for one machine's
+//!   programs only: a request with an `Origin` header (what a browser sends when a web
+//!   page calls, the way of cross-site request forgery) or with a `Host` that is not
+//!   `localhost` or a loopback IP (what DNS rebinding sends) is 403 `forbidden`
+//!   ([`local_caller`]). With a token, a page cannot forge the `Authorization` header.
 //! - A secret is never logged; the token's name is, as the request's caller.
 //! - A secret shorter than [`MIN_TOKEN_BYTES`] or a configured variable that is not set
 //!   is a start-up error, never a silently open door.
@@ -52,10 +57,28 @@ pub enum AuthError {
     OpenToNetwork(SocketAddr),
 }
 
-/// One loaded token.
+/// One loaded token: its name and the SHA-256 digest of its secret (digests all have
+/// the same length, so comparing them tells nothing of the secret's length).
 struct Token {
     name: String,
-    secret: Vec<u8>,
+    digest: [u8; 32],
+}
+
+/// The SHA-256 digest of `secret`.
+fn digest(secret: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, secret).as_ref());
+    out
+}
+
+/// The credentials of an `Authorization` value `Bearer <token>`, the scheme matched in
+/// any case (RFC 9110 §11.1), surrounding spaces trimmed; `None` for another scheme.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    Some(value[7..].trim_ascii())
 }
 
 /// The loaded tokens (empty: the API is open, on loopback only).
@@ -93,7 +116,10 @@ impl Tokens {
                     len: secret.len(),
                 });
             }
-            tokens.push(Token { name, secret });
+            tokens.push(Token {
+                name,
+                digest: digest(&secret),
+            });
         }
         Ok(Tokens(Arc::new(tokens)))
     }
@@ -116,12 +142,13 @@ impl Tokens {
         Ok(())
     }
 
-    /// The name of the token `presented` is, compared against every token in constant
-    /// time.
+    /// The name of the token `presented` is, its digest compared against every token's
+    /// in constant time.
     fn who(&self, presented: &[u8]) -> Option<&str> {
+        let presented = digest(presented);
         let mut found = None;
         for token in self.0.iter() {
-            if bool::from(token.secret.as_slice().ct_eq(presented)) {
+            if bool::from(token.digest.ct_eq(&presented)) {
                 found = Some(token.name.as_str());
             }
         }
@@ -129,21 +156,75 @@ impl Tokens {
     }
 }
 
-/// The middleware: lets a request through with its [`Caller`], or answers 401.
+/// Whether a request is from a program of this machine rather than a web page: no
+/// `Origin` header, and a `Host` (if any) that is `localhost` or a loopback IP, with or
+/// without a port. What an open (token-less) server answers; see the module docs.
+fn local_caller(headers: &header::HeaderMap) -> Result<(), ApiError> {
+    let refuse = |why: &str| {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{why}: with no token configured, mcpq serve answers only programs of this machine (configure a token in [[serve.tokens]] or MCPQ_SERVE_TOKEN to call it from elsewhere)"),
+        ))
+    };
+    if headers.contains_key(header::ORIGIN) {
+        return refuse("a request with an Origin header (a web page's) is refused");
+    }
+    for host in headers.get_all(header::HOST) {
+        if !host.to_str().is_ok_and(loopback_host) {
+            return refuse("the Host header does not name localhost or a loopback address");
+        }
+    }
+    Ok(())
+}
+
+/// `localhost` (any case, an optional final dot) or a loopback IP literal (`[::1]` in
+/// brackets), each with or without `:port`.
+fn loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return false;
+        }
+        return inside
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 5 && text.parse::<u16>().is_ok()
+}
+
+/// The middleware: lets a request through with its [`Caller`], or answers 401 (403
+/// for a web page's request to an open server, see [`local_caller`]).
 pub async fn require(
     State(tokens): State<Tokens>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if tokens.is_empty() {
+        local_caller(request.headers())?;
         request.extensions_mut().insert(Caller("anonymous".into()));
         return Ok(next.run(request).await);
     }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .map(|s| s.trim_ascii());
+        .and_then(|v| bearer(v.as_bytes()));
     let Some(name) = presented.and_then(|p| tokens.who(p)) else {
         let mut err = ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -170,7 +251,7 @@ mod tests {
             list.iter()
                 .map(|(n, s)| Token {
                     name: n.to_string(),
-                    secret: s.as_bytes().to_vec(),
+                    digest: digest(s.as_bytes()),
                 })
                 .collect(),
         ))
@@ -189,6 +270,86 @@ mod tests {
         ] {
             assert_eq!(t.who(bad), None);
         }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case_and_other_schemes_are_not_tokens() {
+        for ok in [
+            &b"Bearer 0123456789abcdef"[..],
+            b"bearer 0123456789abcdef",
+            b"BEARER  0123456789abcdef ",
+            b"bEaReR 0123456789abcdef",
+        ] {
+            assert_eq!(bearer(ok), Some(&b"0123456789abcdef"[..]), "{ok:?}");
+        }
+        for bad in [
+            &b""[..],
+            b"Bearer",
+            b"Bearer0123456789abcdef",
+            b"Basic 0123456789abcdef",
+            b"Bearerx 0123456789abcdef",
+        ] {
+            assert_eq!(bearer(bad).filter(|t| !t.is_empty()), None, "{bad:?}");
+        }
+        let t = tokens(&[("ci", "0123456789abcdef")]);
+        assert_eq!(
+            bearer(b"BEARER 0123456789abcdef").and_then(|p| t.who(p)),
+            Some("ci")
+        );
+    }
+
+    #[test]
+    fn tokens_are_kept_as_digests_of_one_length_whatever_the_secret() {
+        let t = tokens(&[("short", "0123456789abcdef"), ("long", &"x".repeat(500))]);
+        for token in t.0.iter() {
+            assert_eq!(token.digest.len(), 32);
+        }
+        assert_eq!(t.who("x".repeat(500).as_bytes()), Some("long"));
+        assert_eq!(t.who("x".repeat(499).as_bytes()), None);
+    }
+
+    #[test]
+    fn an_open_server_answers_local_programs_only() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:7717",
+            "localhost.:80",
+            "127.0.0.1",
+            "127.0.0.1:7717",
+            "127.1.2.3:1",
+            "[::1]",
+            "[::1]:7717",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:7717",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "10.0.0.1:7717",
+            "[::2]:7717",
+            "[::1]x",
+            "::1",
+            "localhost:",
+            "localhost:99999",
+            "localhost:7717:1",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+        let mut headers = header::HeaderMap::new();
+        assert!(local_caller(&headers).is_ok(), "no Host: a plain program");
+        headers.insert(header::HOST, "localhost:7717".parse().expect("value"));
+        assert!(local_caller(&headers).is_ok());
+        headers.insert(header::ORIGIN, "null".parse().expect("value"));
+        assert_eq!(
+            local_caller(&headers).map_err(|e| e.status),
+            Err(StatusCode::FORBIDDEN)
+        );
+        headers.remove(header::ORIGIN);
+        headers.insert(header::HOST, "attacker.example".parse().expect("value"));
+        assert_eq!(local_caller(&headers).map_err(|e| e.kind), Err("forbidden"));
     }
 
     #[test]

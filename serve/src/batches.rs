@@ -2,7 +2,9 @@
 //! (`mcpq_core::queue::batch_input`).
 //!
 //! `POST /v1/batches` streams its JSON lines body to a private temporary file (at most
-//! `serve.max_batch_bytes`; each chunk must arrive within `serve.request_timeout`), checks
+//! `serve.max_batch_bytes`; each chunk must arrive within `serve.request_timeout`, the
+//! whole body within `serve.batch_upload_timeout`, else 408 `timeout`; at most
+//! `serve.max_batch_uploads` at once, one more is 503 `busy` with `Retry-After`), checks
 //! every line in a first pass off the async runtime, and only if all are valid (or
 //! `?skip_invalid=true`) makes the batch and enqueues the lines in a second pass. An
 //! `Idempotency-Key` names the whole batch: a retried upload of the same body resumes the
@@ -28,10 +30,37 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, LineProblem};
 use crate::jobs::{idempotency_key, parse_id, DEFAULT_LIST, MAX_LIST};
+use crate::media_type;
 use crate::state::AppState;
 
 /// Most bad lines an error answer lists (the count covers all).
 const MAX_LISTED_PROBLEMS: usize = 100;
+
+/// How long a client told `busy` is asked to wait before it tries again (seconds).
+const BUSY_RETRY_AFTER: &str = "5";
+
+/// The batch uploads under way in this process, at most `serve.max_batch_uploads` (set
+/// from the config at the first upload; a process has one config).
+static UPLOADS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::OnceLock::new();
+
+/// A turn to upload, or 503 `busy`.
+fn upload_turn(max: usize) -> Result<tokio::sync::OwnedSemaphorePermit, Box<Response>> {
+    let slots = UPLOADS.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(max)));
+    slots.clone().try_acquire_owned().map_err(|_| {
+        let mut busy = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("{max} batch uploads are under way (serve.max_batch_uploads): try again in a few seconds"),
+        )
+        .into_response();
+        busy.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from_static(BUSY_RETRY_AFTER),
+        );
+        Box::new(busy)
+    })
+}
 
 /// `POST /v1/batches` options.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -103,8 +132,28 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// Streams `body` into a private temporary file, at most `limit` bytes, each chunk
-/// within `patience`.
+/// within `patience`, the whole within `deadline`.
 async fn spool(
+    body: Body,
+    limit: u64,
+    patience: std::time::Duration,
+    deadline: std::time::Duration,
+) -> Result<tempfile::TempPath, ApiError> {
+    tokio::time::timeout(deadline, spool_within(body, limit, patience))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the body did not arrive whole within {} (serve.batch_upload_timeout)",
+                    humantime::format_duration(deadline)
+                ),
+            ))
+        })
+}
+
+async fn spool_within(
     body: Body,
     limit: u64,
     patience: std::time::Duration,
@@ -165,6 +214,9 @@ async fn spool(
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key names a batch of other input", body = ErrorBody),
         (status = 413, description = "More than serve.max_batch_bytes", body = ErrorBody),
+        (status = 415, description = "The Content-Type is not application/x-ndjson or application/jsonl", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving (serve.request_timeout) or did not arrive whole in time (serve.batch_upload_timeout)", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`), or serve.max_batch_uploads are under way (`busy`, with Retry-After)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -174,7 +226,13 @@ pub async fn submit(
     headers: HeaderMap,
     Query(query): Query<SubmitQuery>,
     body: Body,
-) -> Result<(StatusCode, Json<BatchSubmitted>), ApiError> {
+) -> Result<Response, ApiError> {
+    media_type::require(&headers, media_type::JSON_LINES)?;
+    // Held until the batch is enqueued (or refused).
+    let _turn = match upload_turn(state.config.serve.max_batch_uploads) {
+        Ok(turn) => turn,
+        Err(busy) => return Ok(*busy),
+    };
     let key = idempotency_key(&headers)?;
     // The batch's own callback, checked before anything is read.
     let callback = query.callback();
@@ -186,7 +244,13 @@ pub async fn submit(
             .map_err(|e| ApiError::invalid_job(&e))?;
     }
     let serve = &state.config.serve;
-    let spooled = spool(body, serve.max_batch_bytes, serve.request_timeout).await?;
+    let spooled = spool(
+        body,
+        serve.max_batch_bytes,
+        serve.request_timeout,
+        serve.batch_upload_timeout,
+    )
+    .await?;
     let path: PathBuf = spooled.to_path_buf();
     let rules = LineRules {
         servers: state.servers.iter().cloned().collect(),
@@ -296,7 +360,8 @@ pub async fn submit(
             invalid_skipped: checked.invalid,
             resumed,
         }),
-    ))
+    )
+        .into_response())
 }
 
 async fn read_status(state: &AppState, id: &str) -> Result<BatchStatus, ApiError> {
@@ -317,6 +382,7 @@ async fn read_status(state: &AppState, id: &str) -> Result<BatchStatus, ApiError
         (status = 200, description = "Its counts", body = BatchStatus),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such batch", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -339,6 +405,7 @@ pub async fn status(
         (status = 200, description = "JSON lines, one per job, in input order", body = String, content_type = "application/x-ndjson"),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such batch", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -397,6 +464,7 @@ pub async fn results(
     responses(
         (status = 200, description = "The batches", body = BatchList),
         (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -48,6 +48,7 @@ pub struct RequeueAnswer {
     responses(
         (status = 200, description = "Dead jobs and their count", body = DeadList),
         (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -75,6 +76,7 @@ pub async fn list(
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "Not in the dead-letter set", body = ErrorBody),
         (status = 409, description = "A malformed entry with no payload: nothing could run", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

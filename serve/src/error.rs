@@ -54,8 +54,10 @@ pub struct ErrorBody {
 /// One error.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable kind: `unauthorized`, `invalid_job`, `invalid_request`, `not_found`,
-    /// `duplicate_id`, `too_large`, `redis`, `corrupt_record`, `timeout`, `internal`.
+    /// Stable kind: `unauthorized`, `forbidden`, `invalid_job`, `invalid_request`,
+    /// `not_found`, `method_not_allowed`, `duplicate_id`, `idempotency_key_reused`,
+    /// `too_large`, `unsupported_media_type`, `busy`, `redis`, `corrupt_record`,
+    /// `timeout`, `internal`.
     pub kind: String,
     /// What is wrong.
     pub message: String,

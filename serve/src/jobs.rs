@@ -12,7 +12,8 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mcpq_core::config::email::EmailSettings;
 use mcpq_core::job::{Job, JobId, JobPayload};
@@ -24,6 +25,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::media_type;
 use crate::state::AppState;
 
 /// Most jobs one `GET /v1/jobs` page lists.
@@ -218,7 +220,8 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 ///
 /// The body is a job envelope, the same JSON `mcpq submit FILE` reads, checked the same
 /// way. 202 with its id when it was enqueued; 200 with the first job's id when the
-/// idempotency key was used before (nothing enqueued).
+/// idempotency key was used before with the same job (nothing enqueued); 409 when it was
+/// used for another job.
 #[utoipa::path(
     post,
     path = "/v1/jobs",
@@ -231,9 +234,11 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         (status = 200, description = "The idempotency key was used before: the first job", body = Submitted),
         (status = 400, description = "Not a valid job; `path` names the field", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
-        (status = 409, description = "A job with this id exists already", body = ErrorBody),
+        (status = 409, description = "A job with this id exists already (`duplicate_id`), or the Idempotency-Key names a job of another body (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 403, description = "No token is configured and the request is a web page's (Origin) or names another Host", body = ErrorBody),
         (status = 413, description = "More than queue.max_payload", body = ErrorBody),
-        (status = 503, description = "Redis failed", body = ErrorBody),
+        (status = 415, description = "The Content-Type is not application/json", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -243,6 +248,7 @@ pub async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    media_type::require(&headers, media_type::JSON)?;
     let body = body_within_limit(body, state.config.queue.max_payload)?;
     let key = idempotency_key(&headers)?;
     let checker = state.clone();
@@ -265,6 +271,30 @@ pub async fn submit(
             )
         });
     }
+    let mut kind = job.kind().to_string();
+    if !submitted.created {
+        // The key named an earlier job: the same job again (a retry) answers it; another
+        // body under the same key is a client's mistake, not a retry.
+        let (stored_kind, payload) = state.producer.store().submitted_as(&submitted.id).await?;
+        if let Some(payload) = payload {
+            let same = tokio::task::spawn_blocking(move || same_job(&payload, &job))
+                .await
+                .map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })?;
+            if !same {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_reused",
+                    format!(
+                        "the idempotency key names job {}, submitted with another body: nothing enqueued (use a new key for a new job)",
+                        submitted.id
+                    ),
+                ));
+            }
+        }
+        kind = stored_kind.unwrap_or(kind);
+    }
     tracing::info!(job = %submitted.id, created = submitted.created, caller = %caller.0, "job submitted");
     let status = if submitted.created {
         StatusCode::ACCEPTED
@@ -275,10 +305,25 @@ pub async fn submit(
         status,
         Json(Submitted {
             id: submitted.id,
-            kind: job.kind().to_string(),
+            kind,
             created: submitted.created,
         }),
     ))
+}
+
+/// Whether the stored envelope `stored` is `job`, ids aside (a retried submit gets a
+/// new id unless it names one): both as the canonical JSON the queue stores.
+fn same_job(stored: &[u8], job: &Job) -> bool {
+    let Ok(mut stored) = serde_json::from_slice::<serde_json::Value>(stored) else {
+        return false;
+    };
+    let mut given = job.to_value();
+    for v in [&mut stored, &mut given] {
+        if let Some(fields) = v.as_object_mut() {
+            fields.remove("id");
+        }
+    }
+    stored == given
 }
 
 /// Where a job is: status, attempts, timings, last error (never the result).
@@ -293,6 +338,7 @@ pub async fn submit(
         (status = 400, description = "Not a job id", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such job (or its record expired)", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -331,6 +377,7 @@ fn unknown(id: &JobId) -> ApiError {
         (status = 400, description = "Not a job id, or a bad wait", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -338,7 +385,7 @@ pub async fn result(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<WaitQuery>,
-) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?.to_string();
     let wait = match &query.wait {
         Some(text) => parse_duration("wait", text, state.config.serve.max_wait)?,
@@ -357,15 +404,21 @@ pub async fn result(
     let record = record
         .ok_or_else(|| ApiError::not_found(format!("no job {id} (or its record expired)")))?;
     if !record.status.is_finished() {
-        return Ok((StatusCode::ACCEPTED, Json(record)));
+        return Ok((StatusCode::ACCEPTED, Json(record)).into_response());
     }
+    // Possibly megabytes: read and serialized by the bounded reader (its own
+    // connection, a blocking thread; see result_reads).
     let whole = state
-        .producer
-        .store()
-        .get(&id)
+        .results
+        .read_json(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id} (its record expired)")))?;
-    Ok((StatusCode::OK, Json(whole)))
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        whole,
+    )
+        .into_response())
 }
 
 /// Cancel a job: a queued one never runs; a running one is stopped.
@@ -379,6 +432,7 @@ pub async fn result(
         (status = 200, description = "Cancelled now, or ended already (`cancelled` says which)", body = CancelAnswer),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -421,6 +475,7 @@ pub async fn cancel(
         (status = 200, description = "One page; pass `next` as `cursor` for the next", body = JobPage),
         (status = 400, description = "A bad status, limit or cursor", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -13,8 +13,12 @@ mod dlq;
 mod error;
 mod health;
 mod jobs;
+mod json_errors;
+mod media_type;
 mod metrics;
 mod openapi;
+mod result_reads;
+mod server;
 mod servers;
 mod state;
 
@@ -116,7 +120,12 @@ async fn run(args: Args) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure(3, e.into()))?;
     let client = redis::Client::open(url.as_str()).map_err(|e| Failure(3, e.into()))?;
+    // Big result reads get a connection of their own (see result_reads).
+    let results_conn = queue::connect(&url)
+        .await
+        .map_err(|e| Failure(3, e.into()))?;
     let keys = Keys::new(config.namespace.clone());
+    let results = Arc::new(result_reads::ResultReads::new(results_conn, keys.clone()));
     let producer = Producer::new(conn, keys.clone(), config.queue.clone());
     let endings = Endings::start(client, keys, producer.store().clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -128,6 +137,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         servers,
         shutdown: shutdown_rx,
         metrics: metrics::ServeMetrics::default(),
+        results,
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -143,8 +153,9 @@ async fn run(args: Args) -> Result<(), Failure> {
         println!("listening on {url}");
     }
     tracing::info!(%url, tokens = tokens.len(), namespace = %state.config.namespace, "mcpq-serve started");
+    let config = state.config.clone();
     let app = app::router(state, tokens);
-    app::serve(listener, app, shutdown_tx)
+    server::serve(listener, app, shutdown_tx, &config.serve)
         .await
         .map_err(|e| Failure(1, e.into()))
 }

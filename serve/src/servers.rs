@@ -41,6 +41,7 @@ pub struct ServerList {
     responses(
         (status = 200, description = "The servers", body = ServerList),
         (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

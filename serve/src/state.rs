@@ -10,6 +10,7 @@ use mcpq_core::Config;
 use tokio::sync::watch;
 
 use crate::metrics::ServeMetrics;
+use crate::result_reads::ResultReads;
 
 /// The handlers' state.
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// The server's own metrics.
     pub metrics: ServeMetrics,
+    /// Reads finished jobs' (possibly big) results on a connection of their own.
+    pub results: Arc<ResultReads>,
 }
 
 impl AppState {

@@ -20,6 +20,7 @@ mod killed_workers; // SIGKILL workers mid-run, 5 times
 mod paused_worker; // SIGSTOP past the lease, then SIGCONT
 mod poison_entries; // entries that broke whole fetch batches, mixed with good jobs
 mod redis_restart; // restart Redis mid-run
+mod serve_restart; // restart Redis under a long poll of mcpq serve
 mod worker_killer; // a job that kills every worker that runs it
 
 use std::sync::{Mutex, MutexGuard};

@@ -158,6 +158,105 @@ fn every_route_but_health_needs_a_valid_token() {
 }
 
 #[test]
+fn an_open_server_refuses_web_pages_and_every_submit_needs_its_media_type() {
+    // No token: open on loopback to this machine's programs, not to a browser's pages.
+    let env = TestEnv::new("serve-open", "");
+    let serve = env.serve(&[]);
+    let http = client();
+    let (status, v) = body(
+        http.post(serve.at("/v1/jobs"))
+            .json(&echo_job("from a program"))
+            .send()
+            .expect("POST"),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+
+    // A page's cross-site POST carries an Origin (and would come as text/plain, which
+    // needs no preflight): refused whatever it names, nothing enqueued.
+    for origin in ["https://evil.example", "null", serve.url.as_str()] {
+        let (status, v) = body(
+            http.post(serve.at("/v1/jobs"))
+                .header("origin", origin)
+                .header("content-type", "text/plain")
+                .body(echo_job("forged").to_string())
+                .send()
+                .expect("POST"),
+        );
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin}: {v}");
+        assert_eq!(v["error"]["kind"], "forbidden");
+        let (status, _) = body(
+            http.post(serve.at(&format!("/v1/jobs/{id}/cancel")))
+                .header("origin", origin)
+                .send()
+                .expect("cancel"),
+        );
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin}");
+    }
+    // DNS rebinding: the page's own host name resolves to 127.0.0.1; the Host says so.
+    let port = serve.url.rsplit(':').next().expect("port").to_string();
+    for host in [format!("evil.example:{port}"), "evil.example".to_string()] {
+        let (status, v) = body(
+            http.get(serve.at(&format!("/v1/jobs/{id}")))
+                .header("host", &host)
+                .send()
+                .expect("GET"),
+        );
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host}: {v}");
+    }
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let (status, v) = body(
+            http.get(serve.at(&format!("/v1/jobs/{id}")))
+                .header("host", &host)
+                .send()
+                .expect("GET"),
+        );
+        assert_eq!(status, StatusCode::OK, "{host}: {v}");
+    }
+
+    // A submit must say its body is JSON (JSON lines for a batch): 415 otherwise.
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut req = http
+            .post(serve.at("/v1/jobs"))
+            .body(echo_job("untyped").to_string());
+        if let Some(c) = content_type {
+            req = req.header("content-type", c);
+        }
+        let (status, v) = body(req.send().expect("POST"));
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}: {v}"
+        );
+        assert_eq!(v["error"]["kind"], "unsupported_media_type");
+    }
+    let (status, v) = body(
+        http.post(serve.at("/v1/batches"))
+            .json(&echo_job("a batch as JSON"))
+            .send()
+            .expect("POST batch"),
+    );
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    let (status, v) = body(
+        http.post(serve.at("/v1/batches"))
+            .header("content-type", "application/jsonl")
+            .body(echo_job("a batch line").to_string())
+            .send()
+            .expect("POST batch"),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        env.queue_depth(),
+        2,
+        "only the program's job and batch line"
+    );
+}
+
+#[test]
 fn submit_checks_like_the_cli_pages_with_a_cursor_and_cancels() {
     let env = TestEnv::new("serve-api", TOKEN_CONFIG);
     let serve = env.serve(&[]);
@@ -221,6 +320,17 @@ fn submit_checks_like_the_cli_pages_with_a_cursor_and_cancels() {
     assert_eq!(second["created"], false);
     let (status, _) = keyed("bad key with spaces");
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The same key with another body is a mistake, not a retry: 409, nothing enqueued.
+    let (status, v) = body(
+        authed(http.post(serve.at("/v1/jobs")))
+            .header("Idempotency-Key", "order-42")
+            .json(&echo_job("twice?"))
+            .send()
+            .expect("POST"),
+    );
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["kind"], "idempotency_key_reused", "{v}");
+    assert_eq!(env.queue_depth(), 1);
 
     // 25 more jobs; pages of 7 list all 26 exactly once, newest first.
     let mut ids = vec![first["id"].as_str().expect("id").to_string()];
@@ -344,6 +454,455 @@ fn submit_checks_like_the_cli_pages_with_a_cursor_and_cancels() {
             .expect("requeue"),
     );
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn every_error_is_json_rejections_405_and_timeouts_included() {
+    let config = format!("[serve]\nrequest_timeout = \"1s\"\n{TOKEN_CONFIG}");
+    let env = TestEnv::new("serve-errors", &config);
+    let serve = env.serve(&[]);
+    let http = client();
+    let expect = |resp: Response, status: StatusCode, kind: &str| {
+        let got = resp.status();
+        let text = resp.text().expect("body");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {got} {text:?}"));
+        assert_eq!(got, status, "{v}");
+        assert_eq!(v["error"]["kind"], kind, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
+    };
+    // Query strings that do not deserialize, a key given twice, a forged cursor.
+    for query in [
+        "limit=-1",
+        "limit=abc",
+        "status=queued&status=running",
+        "cursor=i1800000000000.18446744073709551615",
+    ] {
+        let resp = authed(http.get(serve.at(&format!("/v1/jobs?{query}"))))
+            .send()
+            .expect("GET");
+        expect(resp, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let resp = authed(http.get(serve.at("/v1/dlq?limit=1&limit=2")))
+        .send()
+        .expect("GET");
+    expect(resp, StatusCode::BAD_REQUEST, "invalid_request");
+    // A method the route does not take: 405, and Allow still says which it takes.
+    let resp = authed(http.delete(serve.at("/v1/jobs")))
+        .send()
+        .expect("DELETE");
+    assert!(
+        resp.headers().get("allow").is_some(),
+        "{:?}",
+        resp.headers()
+    );
+    expect(resp, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    // A body that stops arriving: the request times out (serve.request_timeout).
+    use std::io::{Read, Write};
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        tcp,
+        "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"kind\":"
+    )
+    .expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("}}") {
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let json = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(v["error"]["kind"], "timeout", "{v}");
+}
+
+/// Reads `tcp` until the server closes it (end of stream or reset); false if it stayed
+/// open for the whole read timeout.
+fn closed_by_server(tcp: &mut std::net::TcpStream) -> bool {
+    use std::io::{ErrorKind, Read};
+    let mut buf = [0u8; 1024];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn slow_and_silent_connections_are_closed_and_do_not_hold_the_server() {
+    use std::io::Write;
+    let config = format!("[serve]\nheader_timeout = \"1s\"\nmax_connections = 8\n{TOKEN_CONFIG}");
+    let env = TestEnv::new("serve-slowloris", &config);
+    let serve = env.serve(&[]);
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    // Five times the cap: half send nothing, half a header that never ends.
+    let mut idle: Vec<std::net::TcpStream> = (0..40)
+        .map(|i| {
+            let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
+            tcp.set_read_timeout(Some(Duration::from_secs(60)))
+                .expect("timeout");
+            if i % 2 == 1 {
+                tcp.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+                    .expect("write");
+            }
+            tcp
+        })
+        .collect();
+    // The server still answers (the header deadline frees the slots they hold).
+    let (status, v) = body(client().get(serve.at("/health")).send().expect("health"));
+    assert_eq!(status, StatusCode::OK, "{v}");
+    // And it closes every one of them itself.
+    for (i, tcp) in idle.iter_mut().enumerate() {
+        assert!(closed_by_server(tcp), "connection {i} was left open");
+    }
+    let (status, _) = body(client().get(serve.at("/health")).send().expect("health"));
+    assert_eq!(status, StatusCode::OK);
+
+    // SIGTERM with a silent connection and an idle kept-alive one open, at the default
+    // header deadline (10 s, as long as the shutdown grace): both are closed at once.
+    let env = TestEnv::new("serve-sigterm", TOKEN_CONFIG);
+    let mut serve = env.serve(&[]);
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    let mut silent = std::net::TcpStream::connect(&addr).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let kept = client();
+    let (status, _) = body(kept.get(serve.at("/health")).send().expect("health"));
+    assert_eq!(status, StatusCode::OK);
+    std::thread::sleep(Duration::from_millis(300));
+    let exit = serve.stop(Duration::from_secs(6));
+    assert_eq!(
+        exit.and_then(|e| e.code()),
+        Some(0),
+        "mcpq-serve did not exit promptly: {}",
+        serve.log_text()
+    );
+    assert!(closed_by_server(&mut silent));
+}
+
+#[test]
+fn big_results_read_by_many_at_once_keep_the_server_answering() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let env = TestEnv::new("serve-big-results", TOKEN_CONFIG);
+    let _worker = env.worker(&[]);
+    let serve = env.serve(&[]);
+    let http = client();
+    // About 6 MB, under queue.max_result (8 MiB); the payload is as big (echo).
+    const SIZE: usize = 6_000_000;
+    let (status, v) = body(
+        authed(http.post(serve.at("/v1/jobs")))
+            .json(&echo_job(&"y".repeat(SIZE)))
+            .send()
+            .expect("POST"),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let url = serve.at(&format!(
+        "/v1/jobs/{}/result?wait=60s",
+        v["id"].as_str().expect("id")
+    ));
+    let text_len = |v: &Value| {
+        v["result"][0]["result"]["content"][0]["text"]
+            .as_str()
+            .map(str::len)
+    };
+    let (status, v) = body(authed(http.get(&url)).send().expect("result"));
+    assert_eq!(status, StatusCode::OK, "{}", v["status"]);
+    assert_eq!(text_len(&v), Some(SIZE));
+
+    // 20 readers at once; /health keeps answering meanwhile.
+    let reading = Arc::new(AtomicBool::new(true));
+    let health = {
+        let (reading, url) = (reading.clone(), serve.at("/health"));
+        std::thread::spawn(move || {
+            let http = client();
+            let mut answered = 0;
+            while reading.load(Ordering::SeqCst) || answered == 0 {
+                let (status, v) = body(http.get(&url).send().expect("health"));
+                assert_eq!(status, StatusCode::OK, "{v}");
+                answered += 1;
+            }
+            answered
+        })
+    };
+    let readers: Vec<_> = (0..20)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let (status, v) = body(authed(client().get(&url)).send().expect("result"));
+                assert_eq!(status, StatusCode::OK, "{}", v["status"]);
+                assert_eq!(v["status"], "succeeded");
+                text_len(&v)
+            })
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.join().expect("reader"), Some(SIZE));
+    }
+    reading.store(false, Ordering::SeqCst);
+    assert!(health.join().expect("health thread") >= 1);
+}
+
+/// Every job of `query`'s listing, following `next` to the end; and the pages read.
+fn list_all(
+    http: &Client,
+    serve: &mcpq_tests::serve::ServeProc,
+    query: &str,
+) -> (Vec<String>, usize) {
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut url = serve.at(&format!("/v1/jobs?{query}"));
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = body(authed(http.get(url)).send().expect("list"));
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        assert!(pages < 1000, "the listing does not end");
+        for j in page["jobs"].as_array().expect("jobs") {
+            listed.push(j["id"].as_str().expect("id").to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return (listed, pages),
+        }
+    }
+}
+
+#[test]
+fn a_filter_few_jobs_match_answers_in_short_pages_that_end() {
+    let env = TestEnv::new("serve-sparse", TOKEN_CONFIG);
+    let serve = env.serve(&[]);
+    let http = client();
+    // The oldest job is cancelled; 6,000 queued ones come after it.
+    let (_, v) = body(
+        authed(http.post(serve.at("/v1/jobs")))
+            .json(&echo_job("the one"))
+            .send()
+            .expect("POST"),
+    );
+    let cancelled = v["id"].as_str().expect("id").to_string();
+    let (status, _) = body(
+        authed(http.post(serve.at(&format!("/v1/jobs/{cancelled}/cancel"))))
+            .send()
+            .expect("cancel"),
+    );
+    assert_eq!(status, StatusCode::OK);
+    let jobs: Vec<_> = (0..6000)
+        .map(|i| mcpq_tests::call_job("echo", "echo", json!({"text": format!("q{i}")})))
+        .collect();
+    env.submit_jobs(&jobs);
+
+    // No running job: the first page is empty but not the end; following it ends.
+    let (status, page) = body(
+        authed(http.get(serve.at("/v1/jobs?status=running&limit=1")))
+            .send()
+            .expect("list"),
+    );
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["jobs"], json!([]), "{page}");
+    assert!(
+        page["next"].is_string(),
+        "one request read the whole index: {page}"
+    );
+    let (running, _) = list_all(&http, &serve, "status=running&limit=1");
+    assert!(running.is_empty());
+    let (found, pages) = list_all(&http, &serve, "status=cancelled&limit=1");
+    assert_eq!(found, vec![cancelled]);
+    assert!(pages >= 2, "{pages}");
+    // Unfiltered, pages are full.
+    let (status, page) = body(
+        authed(http.get(serve.at("/v1/jobs?limit=1000")))
+            .send()
+            .expect("list"),
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(1000));
+}
+
+#[test]
+fn pages_list_each_job_once_though_jobs_keep_coming_in_the_same_millisecond() {
+    let env = TestEnv::new("serve-ties", TOKEN_CONFIG);
+    let serve = env.serve(&[]);
+    let http = client();
+    // 300 jobs in one script call: one score, the same millisecond.
+    let jobs: Vec<_> = (0..300)
+        .map(|i| mcpq_tests::call_job("echo", "echo", json!({"text": format!("t{i}")})))
+        .collect();
+    env.submit_jobs(&jobs);
+    let originals: BTreeSet<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+    let index = format!("{{{}}}:jobs", env.namespace);
+    let mut redis = env.redis();
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg(&index)
+        .arg(jobs[0].id.to_string())
+        .query(&mut redis)
+        .expect("ZSCORE");
+    let ties: usize = redis::cmd("ZCOUNT")
+        .arg(&index)
+        .arg(score)
+        .arg(score)
+        .query(&mut redis)
+        .expect("ZCOUNT");
+    assert_eq!(ties, 300, "the premise: one score for the whole call");
+
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page_no in 0.. {
+        let mut url = serve.at("/v1/jobs?limit=7");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = body(authed(http.get(url)).send().expect("list"));
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for j in page["jobs"].as_array().expect("jobs") {
+            listed.push(j["id"].as_str().expect("id").to_string());
+        }
+        // Meanwhile more jobs come: later ones, and ones of the very same millisecond
+        // (ids sorting before the ones listed, as a submit racing the listing makes).
+        let (status, _) = body(
+            authed(http.post(serve.at("/v1/jobs")))
+                .json(&echo_job("late"))
+                .send()
+                .expect("POST"),
+        );
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let same_ms = format!("ZZZZZZZZZZZZZZZZZZZZZZ{page_no:04}");
+        let _: () = redis::pipe()
+            .cmd("HSET")
+            .arg(format!("{{{}}}:job:{same_ms}", env.namespace))
+            .arg("status")
+            .arg("queued")
+            .arg("kind")
+            .arg("agent")
+            .ignore()
+            .cmd("ZADD")
+            .arg(&index)
+            .arg(score)
+            .arg(&same_ms)
+            .ignore()
+            .query(&mut redis)
+            .expect("a same-millisecond entry");
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let unique: BTreeSet<String> = listed.iter().cloned().collect();
+    assert_eq!(unique.len(), listed.len(), "a job was listed twice");
+    assert!(
+        originals.is_subset(&unique),
+        "{} of the 300 were never listed",
+        originals.difference(&unique).count()
+    );
+}
+
+/// The status and JSON body of the answer the server writes on `tcp` (read until the
+/// body's JSON is whole, the server closes, or the read timeout passes).
+fn raw_answer(tcp: &mut std::net::TcpStream) -> (u16, Value) {
+    use std::io::Read;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if let Some((head, json)) = text.split_once("\r\n\r\n") {
+            if let Ok(v) = serde_json::from_str::<Value>(json.trim()) {
+                let status = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                return (status, v);
+            }
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("no whole answer: {text:?}"),
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn batch_uploads_are_capped_and_must_arrive_within_their_deadline() {
+    use std::io::Write;
+    let config = format!(
+        "[serve]\nrequest_timeout = \"60s\"\nbatch_upload_timeout = \"3s\"\nmax_batch_uploads = 4\n{TOKEN_CONFIG}"
+    );
+    let env = TestEnv::new("serve-uploads", &config);
+    let serve = env.serve(&[]);
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    // Five slow uploads: one chunk, then nothing.
+    let line = format!("{}\n", echo_job("slow"));
+    let mut uploads: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| {
+            let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
+            tcp.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            write!(
+                tcp,
+                "POST /v1/batches HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{line}\r\n",
+                line.len()
+            )
+            .expect("write");
+            tcp
+        })
+        .collect();
+    // One is turned away at once; the four others run into the upload deadline.
+    let mut answers: Vec<(u16, String)> = uploads
+        .iter_mut()
+        .map(|tcp| {
+            let (status, v) = raw_answer(tcp);
+            (
+                status,
+                v["error"]["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    answers.sort();
+    assert_eq!(
+        answers,
+        vec![
+            (408, "timeout".to_string()),
+            (408, "timeout".to_string()),
+            (408, "timeout".to_string()),
+            (408, "timeout".to_string()),
+            (503, "busy".to_string()),
+        ]
+    );
+    assert_eq!(
+        env.queue_depth(),
+        0,
+        "a cut-short upload enqueued something"
+    );
+    // The turns are given back: a whole upload goes through.
+    let (status, v) = body(
+        authed(client().post(serve.at("/v1/batches")))
+            .header("content-type", "application/x-ndjson")
+            .body(line)
+            .send()
+            .expect("POST batch"),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
 }
 
 #[test]

@@ -122,8 +122,7 @@ pub struct MemberResult {
     pub line: Option<u64>,
     /// Its status (`expired` once its record is gone).
     pub status: String,
-    /// Its result (JSON), when it succeeded.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    /// Its result (any JSON), when it succeeded.
     pub result: Option<serde_json::Value>,
     /// Its last error (JSON), when it failed.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]

@@ -13,6 +13,11 @@ use super::{JobStatus, Keys, QueueError};
 /// Ids read per round trip.
 pub const PAGE: usize = 500;
 
+/// Most index entries one [`list_page`] call reads: a filter few jobs match answers
+/// with a short (even empty) page and a `next` cursor after this many, instead of
+/// reading the whole index in one request.
+pub const MAX_SCAN: u64 = 10 * PAGE as u64;
+
 /// One job, as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -44,14 +49,25 @@ pub struct JobFilter {
     pub batch: Option<String>,
 }
 
-/// Up to `limit` jobs matching `filter`, newest first.
+/// Up to `limit` jobs matching `filter`, newest first, page after page (for `mcpq
+/// jobs`: it reads as much of the index as it takes to find `limit` jobs).
 pub async fn list_jobs(
     conn: &mut ConnectionManager,
     keys: &Keys,
     filter: &JobFilter,
     limit: usize,
 ) -> Result<Vec<JobSummary>, QueueError> {
-    Ok(list_page(conn, keys, filter, limit, None).await?.jobs)
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    while out.len() < limit {
+        let page = list_page(conn, keys, filter, limit - out.len(), cursor.as_deref()).await?;
+        out.extend(page.jobs);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(out)
 }
 
 /// One page of a listing, and where the next one starts.
@@ -64,33 +80,63 @@ pub struct JobPage {
     pub next: Option<String>,
 }
 
-/// Where a listing goes on. Opaque to callers (a string in `?cursor=`): for the job
-/// index, the score the first page started at and how many entries at or below it were
-/// passed (jobs submitted later score higher, so they never shift a listing under way);
-/// for a batch, the list index to read next (a batch's list only grows at its end).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a listing goes on. Opaque to callers (a string in `?cursor=`).
+///
+/// For the job index (scored by submit time, ms): the last entry listed, `(score, id)`;
+/// the next page starts strictly after it in the index's order (score descending, then,
+/// among equal scores, id descending, as `ZREVRANGEBYSCORE` returns them). Jobs
+/// submitted later score at least as high: even one submitted in the same millisecond
+/// as the last entry listed (an equal score, a tie) sorts by its id, never shifts the
+/// pages, and is listed at most once. For a batch: the list index to read next (a
+/// batch's list only grows at its end).
+#[derive(Debug, Clone, PartialEq)]
 enum Cursor {
-    Index { top: u64, passed: u64 },
+    Index { score: f64, id: String },
     Batch { next: i64 },
 }
 
+/// Longest id a cursor carries (a job id is 26 characters; an index entry of more was
+/// not written by mcpq and may be passed over).
+const MAX_CURSOR_ID: usize = 128;
+
+/// Most entries of one score read to find where a tie left off (mcpq writes at most
+/// [`super::enqueue::BATCH`] per script call, a few such calls per millisecond at most).
+const MAX_TIES: usize = 100 * PAGE;
+
 impl Cursor {
-    fn encode(self) -> String {
+    fn encode(&self) -> String {
         match self {
-            Cursor::Index { top, passed } => format!("i{top}.{passed}"),
+            // `{}` of an f64 never uses an exponent and reads back exactly; the id in
+            // hex, so the cursor is URL-safe whatever the index holds.
+            Cursor::Index { score, id } => {
+                let hex: String = id
+                    .bytes()
+                    .take(MAX_CURSOR_ID)
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                format!("i{score}_{hex}")
+            }
             Cursor::Batch { next } => format!("b{next}"),
         }
     }
 
     fn decode(text: &str) -> Option<Cursor> {
-        if text.len() > 64 {
+        if text.len() > 64 + 2 * MAX_CURSOR_ID {
             return None;
         }
         if let Some(rest) = text.strip_prefix('i') {
-            let (top, passed) = rest.split_once('.')?;
+            let (score, hex) = rest.split_once('_')?;
+            let score: f64 = score.parse().ok()?;
+            if score.is_nan() || hex.is_empty() || hex.len() % 2 != 0 {
+                return None;
+            }
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
             return Some(Cursor::Index {
-                top: top.parse().ok()?,
-                passed: passed.parse().ok()?,
+                score,
+                id: String::from_utf8(bytes).ok()?,
             });
         }
         let next: i64 = text.strip_prefix('b')?.parse().ok()?;
@@ -98,9 +144,75 @@ impl Cursor {
     }
 }
 
+/// A score as Redis reads one (`inf`, `-inf` included).
+fn score_arg(score: f64) -> String {
+    format!("{score}")
+}
+
+/// Up to [`PAGE`] entries of the job index strictly after `after` (`None`: from the
+/// newest), newest first, with their scores.
+async fn index_after(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    after: Option<&(f64, String)>,
+) -> Result<Vec<(String, f64)>, QueueError> {
+    let Some((score, id)) = after else {
+        return Ok(redis::cmd("ZREVRANGEBYSCORE")
+            .arg(keys.jobs())
+            .arg("+inf")
+            .arg("-inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(PAGE)
+            .query_async(conn)
+            .await?);
+    };
+    // The ties first: entries of the same score sort by id, descending, so those after
+    // `id` are the tail of the tie group (ids compare as bytes, like Redis's).
+    let mut offset = 0;
+    while offset < MAX_TIES {
+        let ties: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(keys.jobs())
+            .arg(score_arg(*score))
+            .arg(score_arg(*score))
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(PAGE)
+            .query_async(conn)
+            .await?;
+        let read = ties.len();
+        let after_id: Vec<(String, f64)> = ties
+            .into_iter()
+            .filter(|t| t.as_bytes() < id.as_bytes())
+            .map(|t| (t, *score))
+            .collect();
+        if !after_id.is_empty() {
+            return Ok(after_id);
+        }
+        if read < PAGE {
+            break;
+        }
+        offset += read;
+    }
+    Ok(redis::cmd("ZREVRANGEBYSCORE")
+        .arg(keys.jobs())
+        .arg(format!("({}", score_arg(*score)))
+        .arg("-inf")
+        .arg("WITHSCORES")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(PAGE)
+        .query_async(conn)
+        .await?)
+}
+
 /// Up to `limit` jobs matching `filter`, newest first, from `cursor` (a [`JobPage::next`]
 /// of the same filter; `None` for the first page). A cursor that is not one, or that
 /// belongs to another kind of listing, is [`QueueError::BadCursor`].
+///
+/// A page may hold fewer than `limit` jobs, none even, and still have a `next`: one
+/// call reads at most [`MAX_SCAN`] entries. Keep following `next` until it is absent.
 pub async fn list_page(
     conn: &mut ConnectionManager,
     keys: &Keys,
@@ -109,7 +221,10 @@ pub async fn list_page(
     cursor: Option<&str>,
 ) -> Result<JobPage, QueueError> {
     let bad = || QueueError::BadCursor(cursor.unwrap_or_default().chars().take(64).collect());
-    let mut at = match (
+    // Where the index listing stands: after this entry (`None`: before the newest).
+    let mut index_at: Option<(f64, String)> = None;
+    let mut batch_at: Option<i64> = None;
+    match (
         cursor
             .map(|c| Cursor::decode(c).ok_or_else(bad))
             .transpose()?,
@@ -120,29 +235,19 @@ pub async fn list_page(
                 .arg(keys.batch_jobs(batch))
                 .query_async(conn)
                 .await?;
-            Cursor::Batch { next: len - 1 }
+            batch_at = Some(len - 1);
         }
-        (None, None) => {
-            let top: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
-                .arg(keys.jobs())
-                .arg(0)
-                .arg(0)
-                .arg("WITHSCORES")
-                .query_async(conn)
-                .await?;
-            Cursor::Index {
-                top: top.first().map_or(0, |(_, score)| *score as u64),
-                passed: 0,
-            }
-        }
-        (Some(c @ Cursor::Batch { .. }), Some(_)) | (Some(c @ Cursor::Index { .. }), None) => c,
+        (None, None) => {}
+        (Some(Cursor::Batch { next }), Some(_)) => batch_at = Some(next),
+        (Some(Cursor::Index { score, id }), None) => index_at = Some((score, id)),
         (Some(_), _) => return Err(bad()),
     };
     let mut out = Vec::new();
     let mut complete = false;
-    while out.len() < limit {
-        let ids: Vec<String> = match at {
-            Cursor::Batch { next } => {
+    let mut scanned = 0u64;
+    while out.len() < limit && scanned < MAX_SCAN {
+        let entries: Vec<(String, f64)> = match batch_at {
+            Some(next) => {
                 if next < 0 {
                     complete = true;
                     break;
@@ -156,26 +261,16 @@ pub async fn list_page(
                     .query_async(conn)
                     .await?;
                 ids.reverse();
-                ids
+                ids.into_iter().map(|id| (id, 0.0)).collect()
             }
-            Cursor::Index { top, passed } => {
-                redis::cmd("ZREVRANGEBYSCORE")
-                    .arg(keys.jobs())
-                    .arg(top)
-                    .arg("-inf")
-                    .arg("LIMIT")
-                    .arg(passed)
-                    .arg(PAGE)
-                    .query_async(conn)
-                    .await?
-            }
+            None => index_after(conn, keys, index_at.as_ref()).await?,
         };
-        if ids.is_empty() {
+        if entries.is_empty() {
             complete = true;
             break;
         }
         let mut pipe = redis::pipe();
-        for id in &ids {
+        for (id, _) in &entries {
             pipe.cmd("HMGET").arg(keys.job(id)).arg(&[
                 "status",
                 "kind",
@@ -189,8 +284,10 @@ pub async fn list_page(
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(conn).await?;
         let mut expired = Vec::new();
         let mut read = 0u64;
-        for (id, mut row) in ids.into_iter().zip(rows) {
+        let mut last = None;
+        for ((id, score), mut row) in entries.into_iter().zip(rows) {
             read += 1;
+            last = Some((score, id.clone()));
             row.resize(7, None);
             let Some(status) = row[0].take() else {
                 expired.push(id);
@@ -220,30 +317,28 @@ pub async fn list_page(
                 break;
             }
         }
-        at = match at {
-            Cursor::Batch { next } => Cursor::Batch {
-                next: next - read as i64,
-            },
-            Cursor::Index { top, passed } => {
-                let mut passed = passed + read;
-                if !expired.is_empty() {
-                    // Expired records leave the index as they are met; they were passed,
-                    // so the count of passed entries shrinks with them.
-                    let removed: i64 = redis::cmd("ZREM")
-                        .arg(keys.jobs())
-                        .arg(&expired)
-                        .query_async(conn)
-                        .await?;
-                    passed = passed.saturating_sub(removed.max(0) as u64);
-                }
-                Cursor::Index { top, passed }
-            }
-        };
+        scanned += read;
+        match &mut batch_at {
+            Some(next) => *next -= read as i64,
+            None => index_at = last,
+        }
+        if batch_at.is_none() && !expired.is_empty() {
+            // Expired records leave the index as they are met (the cursor names an
+            // entry by score and id, so removing passed ones shifts nothing).
+            let _: i64 = redis::cmd("ZREM")
+                .arg(keys.jobs())
+                .arg(&expired)
+                .query_async(conn)
+                .await?;
+        }
     }
-    Ok(JobPage {
-        jobs: out,
-        next: (!complete).then(|| at.encode()),
-    })
+    let next = match (complete, batch_at, index_at) {
+        (true, _, _) => None,
+        (false, Some(next), _) => Some(Cursor::Batch { next }.encode()),
+        (false, None, Some((score, id))) => Some(Cursor::Index { score, id }.encode()),
+        (false, None, None) => None,
+    };
+    Ok(JobPage { jobs: out, next })
 }
 
 #[cfg(test)]
@@ -254,14 +349,43 @@ mod tests {
     fn cursors_read_back_and_junk_is_refused() {
         for c in [
             Cursor::Index {
-                top: 1_700_000_000_000,
-                passed: 12,
+                score: 1_700_000_000_000.0,
+                id: "01JDX6Q6T3N7Z8YV1K0W2M4C5B".into(),
+            },
+            Cursor::Index {
+                score: 1.5,
+                id: "odd id_with.dots~and spaces".into(),
+            },
+            Cursor::Index {
+                score: f64::INFINITY,
+                id: "x".into(),
             },
             Cursor::Batch { next: 0 },
         ] {
-            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+            let text = c.encode();
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                "{text} is not URL-safe"
+            );
+            assert_eq!(Cursor::decode(&text), Some(c));
         }
-        for junk in ["", "i", "i1", "i1.x", "b-1", "bx", "x1", &"i1.1".repeat(40)] {
+        for junk in [
+            "",
+            "i",
+            "i1",
+            "i1_",
+            "i1_x",
+            "i1_abc",
+            "iNaN_61",
+            "ix_61",
+            "i1800000000000.18446744073709551615",
+            "i1_ff",
+            "b-1",
+            "bx",
+            "x1",
+            &format!("i1_{}", "61".repeat(200)),
+        ] {
             assert_eq!(Cursor::decode(junk), None, "{junk}");
         }
     }

@@ -12,7 +12,12 @@
 //!   status every [`RECHECK`] whatever it heard, so a message lost while the subscription
 //!   reconnected (Redis restarted) costs at most that long.
 //! - A wait never outlives its deadline, and costs one status read per wake-up or
-//!   [`RECHECK`], not a poll loop.
+//!   recheck, not a poll loop. The recheck period is [`RECHECK`] give or take a fifth,
+//!   drawn per waiter, so waiters started together do not read together for ever.
+//! - A wait survives Redis failing under it (a restart): a status read that fails is
+//!   retried with backoff ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]) until the
+//!   deadline; the wait then answers with the last record it read, and fails only if it
+//!   never read one (regression test: chaos `serve_restart`).
 //! - Waiters of a job that never ends are dropped with their wait: the map holds only
 //!   ids somebody is waiting on.
 
@@ -23,9 +28,21 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{JobRecord, Keys, QueueError, ResultStore};
+use crate::backoff::Backoff;
 
 /// How often a waiter re-reads the status even if it heard nothing.
 pub const RECHECK: Duration = Duration::from_secs(5);
+
+/// A failed status read is retried after this long first...
+pub const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// ...doubling up to this (Redis restarting takes a second or a few).
+pub const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// This waiter's recheck period: [`RECHECK`] within ±20 %, at random.
+fn jittered_recheck() -> Duration {
+    let base = RECHECK.as_millis() as u64;
+    Duration::from_millis(fastrand::u64(base * 4 / 5..=base * 6 / 5))
+}
 
 type Waiters = Arc<Mutex<HashMap<String, (Arc<Notify>, usize)>>>;
 
@@ -99,34 +116,66 @@ impl Endings {
     /// Waits until job `id` has ended or `timeout` has passed, and returns its record
     /// without the result ([`ResultStore::status`]): check `status.is_finished()`.
     /// `None` if there is no such job.
+    ///
+    /// A status read that fails is retried until the deadline (see the module docs);
+    /// at the deadline the answer is the last record read, or the last error if none
+    /// could be read at all.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Option<JobRecord>, QueueError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let registration = self.register(id);
+        let recheck = jittered_recheck();
+        let mut retry = Backoff::new(RETRY_FIRST, RETRY_MAX);
+        let mut last: Option<JobRecord> = None;
         loop {
             // Armed before the read: an end published after it wakes us.
             let heard = registration.notify.notified();
             tokio::pin!(heard);
             heard.as_mut().enable();
-            let Some(record) = self.store.status(id).await? else {
-                return Ok(None);
-            };
+            let read = tokio::time::timeout_at(deadline, self.store.status(id))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(QueueError::Unreachable {
+                        url: "the queue's connection".to_string(),
+                        message: "no answer before the wait's deadline".to_string(),
+                    })
+                });
             let now = tokio::time::Instant::now();
-            if record.status.is_finished() || now >= deadline {
-                return Ok(Some(record));
-            }
-            let pause = RECHECK.min(deadline - now);
+            let pause = match read {
+                Ok(None) => return Ok(None),
+                Ok(Some(record)) => {
+                    if record.status.is_finished() || now >= deadline {
+                        return Ok(Some(record));
+                    }
+                    last = Some(record);
+                    retry.reset();
+                    recheck.min(deadline - now)
+                }
+                Err(e) => {
+                    if now >= deadline {
+                        return last.map(Some).ok_or(e);
+                    }
+                    tracing::debug!(job = %id, "reading the status failed (retrying): {e}");
+                    // Woken or not, the read is retried after the backoff.
+                    let _ =
+                        tokio::time::timeout(retry.advance().min(deadline - now), &mut heard).await;
+                    continue;
+                }
+            };
             let _ = tokio::time::timeout(pause, heard).await;
         }
     }
 }
 
 /// The subscription: wakes the waiters of each id heard; after every (re)subscribe it
-/// wakes every waiter, so that each re-reads its job's status (an end may have been
-/// published while nobody listened).
+/// wakes every waiter, a hundred at a time (in a task of its own), so that each re-reads
+/// its job's status (an end may have been published while nobody listened).
 async fn listen(client: redis::Client, channel: String, waiters: Waiters) {
     let on_subscribed = {
         let waiters = waiters.clone();
-        move || wake_all(&waiters)
+        move || {
+            let waiters = waiters.clone();
+            tokio::spawn(async move { wake_all(&waiters).await });
+        }
     };
     super::subscribe::subscribe_forever(client, channel, "job ends", on_subscribed, |payload| {
         let id = payload.split(|b| *b == b' ').next().unwrap_or_default();
@@ -141,8 +190,25 @@ async fn listen(client: redis::Client, channel: String, waiters: Waiters) {
     .await
 }
 
-fn wake_all(waiters: &Waiters) {
-    for (notify, _) in waiters.lock().unwrap_or_else(|e| e.into_inner()).values() {
-        notify.notify_waiters();
+/// Waiters woken at once after a reconnect; the next are woken [`WAKE_PAUSE`] later,
+/// so thousands of waiters do not all read Redis the moment it is back.
+const WAKE_CHUNK: usize = 100;
+/// See [`WAKE_CHUNK`]: 10,000 waiters are woken over about a second.
+const WAKE_PAUSE: Duration = Duration::from_millis(10);
+
+async fn wake_all(waiters: &Waiters) {
+    let all: Vec<Arc<Notify>> = waiters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|(notify, _)| notify.clone())
+        .collect();
+    for (i, chunk) in all.chunks(WAKE_CHUNK).enumerate() {
+        if i > 0 {
+            tokio::time::sleep(WAKE_PAUSE).await;
+        }
+        for notify in chunk {
+            notify.notify_waiters();
+        }
     }
 }

@@ -133,8 +133,7 @@ pub struct JobRecord {
     pub max_attempts: u32,
     /// Late writes of older attempts that were rejected (see fencing).
     pub stale_writes: u32,
-    /// The result, once succeeded.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    /// The result, once succeeded: any JSON (what the job's last step or answer was).
     pub result: Option<Value>,
     /// The last error.
     pub error: Option<JobFailure>,
@@ -187,6 +186,32 @@ impl ResultStore {
     pub async fn status(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
         read_record(&mut self.conn.clone(), &self.keys, id, Read::Status).await
     }
+
+    /// The kind and the envelope (the JSON text it was submitted as) of job `id`, each
+    /// `None` when not there (no such job, or its record expired).
+    pub async fn submitted_as(
+        &self,
+        id: &str,
+    ) -> Result<(Option<String>, Option<Vec<u8>>), QueueError> {
+        let (kind, payload): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(self.keys.job(id))
+            .arg("kind")
+            .arg("payload")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok((
+            kind.map(|k| String::from_utf8_lossy(&k).into_owned()),
+            payload,
+        ))
+    }
+
+    /// The record of a job with its result but without its payload (the envelope, up to
+    /// `queue.max_payload`, which a reader of the outcome does not need), as read: parse
+    /// it with [`RawRecord::parse`], off the async runtime when the result may be big
+    /// (`mcpq serve` does).
+    pub async fn outcome_raw(&self, id: &str) -> Result<Option<RawRecord>, QueueError> {
+        read_raw(&mut self.conn.clone(), &self.keys, id, Read::Outcome).await
+    }
 }
 
 /// How much of a record [`read_record`] loads.
@@ -194,8 +219,38 @@ impl ResultStore {
 pub(crate) enum Read {
     /// Everything but the result and the payload.
     Status,
+    /// Everything but the payload.
+    Outcome,
     /// Everything.
     Full,
+}
+
+/// A record as read from Redis, not parsed yet (see [`ResultStore::outcome_raw`]).
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    id: String,
+    fields: Vec<&'static str>,
+    values: Vec<Option<Vec<u8>>>,
+    history: Vec<Vec<u8>>,
+}
+
+impl RawRecord {
+    /// The record (CPU-bound for a big result: the text is checked as UTF-8 and parsed
+    /// as JSON); see [`read_record`] for what is tolerated.
+    pub fn parse(self) -> Result<JobRecord, QueueError> {
+        let map: HashMap<String, String> = self
+            .fields
+            .iter()
+            .zip(self.values)
+            .filter_map(|(k, v)| Some((k.to_string(), String::from_utf8_lossy(&v?).into_owned())))
+            .collect();
+        let history: Vec<String> = self
+            .history
+            .iter()
+            .map(|h| String::from_utf8_lossy(h).into_owned())
+            .collect();
+        parse_record(&self.id, &map, &history)
+    }
 }
 
 /// The hash fields a record is made of, in the order [`read_record`] asks for them.
@@ -230,9 +285,25 @@ pub(crate) async fn read_record(
     id: &str,
     read: Read,
 ) -> Result<Option<JobRecord>, QueueError> {
-    let mut fields: Vec<&str> = FIELDS.to_vec();
-    if read == Read::Full {
-        fields.extend(["result", "payload"]);
+    read_raw(conn, keys, id, read)
+        .await?
+        .map(RawRecord::parse)
+        .transpose()
+}
+
+/// The Redis side of [`read_record`]: the fields `read` asks for and the history, as
+/// bytes.
+async fn read_raw(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    id: &str,
+    read: Read,
+) -> Result<Option<RawRecord>, QueueError> {
+    let mut fields: Vec<&'static str> = FIELDS.to_vec();
+    match read {
+        Read::Status => {}
+        Read::Outcome => fields.push("result"),
+        Read::Full => fields.extend(["result", "payload"]),
     }
     // (the hash fields asked for, the attempt records), as bytes.
     type Raw = (Vec<Option<Vec<u8>>>, Vec<Vec<u8>>);
@@ -270,16 +341,12 @@ pub(crate) async fn read_record(
     if values.iter().all(Option::is_none) {
         return Ok(None);
     }
-    let map: HashMap<String, String> = fields
-        .iter()
-        .zip(values)
-        .filter_map(|(k, v)| Some((k.to_string(), String::from_utf8_lossy(&v?).into_owned())))
-        .collect();
-    let history: Vec<String> = history
-        .iter()
-        .map(|h| String::from_utf8_lossy(h).into_owned())
-        .collect();
-    parse_record(id, &map, &history).map(Some)
+    Ok(Some(RawRecord {
+        id: id.to_string(),
+        fields,
+        values,
+        history,
+    }))
 }
 
 /// Builds a record from the job hash and its history list. Only a missing or unknown

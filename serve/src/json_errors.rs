@@ -1,0 +1,121 @@
+//! Every error in the API's one JSON shape ([`crate::error`]), including those the
+//! handlers never see: axum's own rejections (a query string that does not deserialize,
+//! `?limit=-1`, a key given twice, a path that is not UTF-8: plain text), a method a
+//! route does not take (405, empty), the request timeout (503, empty), a body over the
+//! limit (413, plain text).
+//!
+//! [`to_json`] wraps the whole router: an error answer (4xx, 5xx) whose body is not
+//! JSON is replaced by the JSON error of its status, keeping the status and the headers
+//! that matter (`Allow`, `WWW-Authenticate`, `Retry-After`); the plain text, if any,
+//! becomes the message. Answers that are JSON already pass untouched.
+
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+
+/// The most of a plain-text error body kept as the message (axum's are one line).
+const MAX_TEXT: usize = 4096;
+
+/// The middleware (see the module docs).
+pub async fn to_json(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let err = error_for(status, &method, text);
+    let mut out = err.into_response();
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// The JSON error for a plain answer of `status` with body `text`.
+fn error_for(status: StatusCode, method: &axum::http::Method, text: String) -> ApiError {
+    let or = |fallback: &str| {
+        if text.is_empty() {
+            fallback.to_string()
+        } else {
+            text.clone()
+        }
+    };
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "method_not_allowed",
+            format!("this route does not take {method} (the Allow header lists what it takes; see /openapi.json)"),
+        ),
+        // The request timeout (tower-http's TimeoutLayer) answers with no body.
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT if text.is_empty() => {
+            ApiError::new(
+                status,
+                "timeout",
+                "no answer within serve.request_timeout (Redis slow or busy?); try again",
+            )
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(status, "too_large", or("the body is too large")),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(status, "unsupported_media_type", or("unsupported Content-Type"))
+        }
+        StatusCode::NOT_FOUND => ApiError::not_found(or("no such route (see /openapi.json)")),
+        StatusCode::UNAUTHORIZED => ApiError::new(status, "unauthorized", or("a valid bearer token is required")),
+        s if s.is_client_error() => ApiError::new(s, "invalid_request", or("the request is not valid")),
+        s => {
+            tracing::warn!(status = %s, "an error answer without a body: {text}");
+            ApiError::new(s, "internal", "the server failed (its log says more)")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn each_plain_error_gets_its_kind() {
+        let cases = [
+            (StatusCode::METHOD_NOT_ALLOWED, "", "method_not_allowed"),
+            (StatusCode::SERVICE_UNAVAILABLE, "", "timeout"),
+            (StatusCode::REQUEST_TIMEOUT, "", "timeout"),
+            (
+                StatusCode::BAD_REQUEST,
+                "Failed to deserialize query string: limit: invalid digit found in string",
+                "invalid_request",
+            ),
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "length limit exceeded",
+                "too_large",
+            ),
+            (StatusCode::NOT_FOUND, "", "not_found"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "boom", "internal"),
+        ];
+        for (status, text, kind) in cases {
+            let err = error_for(status, &Method::DELETE, text.to_string());
+            assert_eq!((err.status, err.kind), (status, kind), "{status} {text:?}");
+            if status == StatusCode::BAD_REQUEST {
+                assert_eq!(err.message, text, "the rejection's words are kept");
+            }
+        }
+    }
+}
