@@ -67,6 +67,15 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return is_public_v4(embedded(s[6], s[7]));
     }
+    // IPv4-translated (::ffff:0:a.b.c.d, RFC 2765): judged as that IPv4 address.
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return is_public_v4(embedded(s[6], s[7]));
+    }
+    // Local-use NAT64 (64:ff9b:1::/48, RFC 8215): translates to whatever the site
+    // chose, its private networks included.
+    if s[..3] == [0x64, 0xff9b, 1] {
+        return false;
+    }
     if s[0] == 0x2002 {
         return is_public_v4(embedded(s[1], s[2]));
     }
@@ -90,6 +99,10 @@ mod tests {
     #[test]
     fn private_loopback_link_local_and_the_like_are_refused() {
         for ip in [
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:10.0.0.1",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:2::808:808",
             "0.0.0.0",
             "127.0.0.1",
             "127.255.0.9",

@@ -170,6 +170,18 @@ fn local_caller(headers: &header::HeaderMap) -> Result<(), ApiError> {
     if headers.contains_key(header::ORIGIN) {
         return refuse("a request with an Origin header (a web page's) is refused");
     }
+    // A job's webhook callback pointed at this server (allowed when the workers'
+    // `webhooks.allow_private` is on): a job must not drive the API it came through.
+    let from_webhook = headers.contains_key("x-mcpq-delivery")
+        || headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ua| ua.starts_with("mcpq-webhooks/"));
+    if from_webhook {
+        return refuse(
+            "a webhook delivery (X-Mcpq-Delivery, User-Agent mcpq-webhooks/) is refused",
+        );
+    }
     for host in headers.get_all(header::HOST) {
         if !host.to_str().is_ok_and(loopback_host) {
             return refuse("the Host header does not name localhost or a loopback address");
@@ -348,6 +360,15 @@ mod tests {
             Err(StatusCode::FORBIDDEN)
         );
         headers.remove(header::ORIGIN);
+        // A job's webhook pointed at this server is not a local program.
+        for (name, value) in [
+            ("x-mcpq-delivery", "job-01JDX6Q6T3N7Z8YV1K0W2M4C5B-1"),
+            ("user-agent", "mcpq-webhooks/0.1.0"),
+        ] {
+            let mut webhook = headers.clone();
+            webhook.insert(name, value.parse().expect("value"));
+            assert_eq!(local_caller(&webhook).map_err(|e| e.kind), Err("forbidden"));
+        }
         headers.insert(header::HOST, "attacker.example".parse().expect("value"));
         assert_eq!(local_caller(&headers).map_err(|e| e.kind), Err("forbidden"));
     }

@@ -616,3 +616,32 @@ fn a_serial_endpoint_gets_one_delivery_at_a_time_across_workers() {
         "a serial endpoint got two deliveries at once"
     );
 }
+
+#[test]
+fn a_foreign_key_where_the_failed_set_belongs_does_not_stop_deliveries() {
+    let log: Shared = Arc::default();
+    let receiver = Receiver::start(0, log.clone());
+    let env = TestEnv::new("webhooks-foreign", &webhooks_config(""));
+    let failed = format!("{{{}}}:webhooks:failed", env.namespace);
+    let _: () = redis::cmd("SET")
+        .arg(&failed)
+        .arg("not a sorted set")
+        .query(&mut env.redis())
+        .expect("SET");
+    let _w = worker(&env);
+    env.submit_call(
+        "echo",
+        "echo",
+        "{\"text\":\"x\"}",
+        &["--callback-url", &receiver.url("/ok")],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || !lock(&log).got.is_empty()),
+        "no delivery arrived"
+    );
+    let kind: String = redis::cmd("TYPE")
+        .arg(format!("{failed}:corrupt"))
+        .query(&mut env.redis())
+        .expect("TYPE");
+    assert_eq!(kind, "string", "the foreign key is set aside, not deleted");
+}

@@ -13,11 +13,12 @@
 -- Work per call is bounded: at most max + 100 due entries are looked at.
 local max, lease, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local due_key, index, failed = P .. ':webhooks:due', P .. ':webhooks', P .. ':webhooks:failed'
-for _, k in ipairs({due_key, index, failed}) do
-  local t = key_type(k)
-  if t ~= 'none' and t ~= 'zset' then
-    return redis.error_reply(k .. ' is a ' .. t .. ', not a sorted set (written by something other than mcpq?)')
-  end
+-- The due set is what there is to send; the listing and the failed set are only
+-- trimmed here: one of those overwritten by someone else is set aside at the end
+-- (own_zset), never a reason to stop sending.
+local t = key_type(due_key)
+if t ~= 'none' and t ~= 'zset' then
+  return redis.error_reply(due_key .. ' is a ' .. t .. ', not a sorted set (written by something other than mcpq?)')
 end
 local serial = {}
 for i = 6, #ARGV do serial[ARGV[i]] = true end
@@ -58,6 +59,8 @@ end
 -- refuses (SET, HSET, ZADD above), or it could go on writing past maxmemory.
 for _, did in ipairs(stale) do redis.call('ZREM', due_key, did) end
 -- The listing and the failed set keep what the retention keeps.
+own_zset(index)
+own_zset(failed)
 redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - retention * 1000)
 redis.call('ZREMRANGEBYSCORE', failed, '-inf', NOW - retention * 1000)
 return out
