@@ -29,7 +29,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, LineProblem};
-use crate::jobs::{idempotency_key, parse_id, DEFAULT_LIST, MAX_LIST};
+use crate::jobs::{idempotency_key, page_limit, parse_id};
 use crate::media_type;
 use crate::state::AppState;
 
@@ -472,10 +472,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<BatchList>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIST);
-    if !(1..=MAX_LIST).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit: 1 to {MAX_LIST}")));
-    }
+    let limit = page_limit(query.limit)?;
     let batches = batch::list(&mut state.conn(), state.producer.keys(), limit).await?;
     Ok(Json(BatchList { batches }))
 }

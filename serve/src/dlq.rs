@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::jobs::{parse_id, DEFAULT_LIST, MAX_LIST};
+use crate::jobs::{page_limit, parse_id};
 use crate::state::AppState;
 
 /// `?limit=`.
@@ -56,10 +56,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<DlqQuery>,
 ) -> Result<Json<DeadList>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIST);
-    if !(1..=MAX_LIST).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit: 1 to {MAX_LIST}")));
-    }
+    let limit = page_limit(query.limit)?;
     let (jobs, total) = control::dead_list(&mut state.conn(), state.producer.keys(), limit).await?;
     Ok(Json(DeadList { jobs, total }))
 }

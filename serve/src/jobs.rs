@@ -81,6 +81,15 @@ pub struct CancelAnswer {
     pub status: JobStatus,
 }
 
+/// A listing's `limit`: [`DEFAULT_LIST`] when absent, 400 outside 1 to [`MAX_LIST`].
+pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIST);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit: 1 to {MAX_LIST}")));
+    }
+    Ok(limit)
+}
+
 /// Parses a job id from the path (400 if it is not one).
 pub fn parse_id(text: &str) -> Result<JobId, ApiError> {
     text.parse()
@@ -495,10 +504,7 @@ pub async fn list(
         Some(b) => Some(parse_id(b)?.to_string()),
         None => None,
     };
-    let limit = query.limit.unwrap_or(DEFAULT_LIST);
-    if !(1..=MAX_LIST).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit: 1 to {MAX_LIST}")));
-    }
+    let limit = page_limit(query.limit)?;
     let mut conn = state.conn();
     let page = listing::list_page(
         &mut conn,
