@@ -198,18 +198,26 @@ pub async fn requeue(
     })
 }
 
-/// Puts every dead job back in its queue; returns how many. Malformed entries with no
-/// payload stay (nothing could run them); `purge_dead` removes them.
+/// Puts every job that was dead when it started back in its queue; returns how many.
+/// Malformed entries with no payload stay (nothing could run them); `purge_dead`
+/// removes them. A job requeued here that dies again while this runs is not requeued
+/// twice: only entries that died up to the start (Redis's clock) are taken, so the loop
+/// ends however fast the workers fail them.
 pub async fn requeue_all(conn: &mut ConnectionManager, keys: &Keys) -> Result<u64, QueueError> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+    let until = secs * 1000 + micros / 1000;
     let mut total = 0;
     // Entries that stay in the set (no payload) are skipped by position; requeued and
     // stale ones leave the set, so the next page starts where they were.
     let mut kept: isize = 0;
     loop {
-        let ids: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+        let ids: Vec<Vec<u8>> = redis::cmd("ZRANGEBYSCORE")
             .arg(keys.dead())
+            .arg("-inf")
+            .arg(until)
+            .arg("LIMIT")
             .arg(kept)
-            .arg(kept + 499)
+            .arg(500)
             .query_async(conn)
             .await?;
         if ids.is_empty() {
