@@ -448,11 +448,12 @@ fn a_410_stops_a_delivery_and_a_refused_one_fails_at_once_and_can_be_retried_by_
     );
     assert!(lock(&log).got.iter().all(|g| g.path == "/gone"));
     // Each outcome is counted in the worker's metrics.
-    let scraped = std::process::Command::new("curl")
-        .args(["-s", &format!("http://{metrics}/metrics")])
-        .output()
-        .expect("curl");
-    let scraped = String::from_utf8_lossy(&scraped.stdout).into_owned();
+    // reqwest, as the other HTTP tests (no curl needed on the machine); the workspace's
+    // reqwest needs mcpq's TLS provider installed even for http.
+    mcpq_shared::tls::install();
+    let scraped = reqwest::blocking::get(format!("http://{metrics}/metrics"))
+        .and_then(|r| r.text())
+        .expect("GET /metrics");
     for outcome in ["gone", "refused"] {
         let line = format!("mcpq_webhook_deliveries_total{{outcome=\"{outcome}\"}} 1");
         assert!(

@@ -188,27 +188,7 @@ async fn job(
 
 /// The `batch` object: its counts and times (`null` once its record expired).
 async fn batch(conn: &mut ConnectionManager, keys: &Keys, id: &str) -> Result<Value, QueueError> {
-    let f = fields(
-        conn,
-        &keys.batch(id),
-        &[
-            "total",
-            "pending",
-            "succeeded",
-            "dead",
-            "cancelled",
-            "created_at",
-            "finished_at",
-            "then",
-        ],
-    )
-    .await?;
-    if f.is_empty() {
-        return Ok(Value::Null);
-    }
-    let mut batch = Map::new();
-    batch.insert("id".into(), json!(id));
-    for n in [
+    const NUMBERS: [&str; 7] = [
         "total",
         "pending",
         "succeeded",
@@ -216,7 +196,16 @@ async fn batch(conn: &mut ConnectionManager, keys: &Keys, id: &str) -> Result<Va
         "cancelled",
         "created_at",
         "finished_at",
-    ] {
+    ];
+    let mut names = NUMBERS.to_vec();
+    names.push("then");
+    let f = fields(conn, &keys.batch(id), &names).await?;
+    if f.is_empty() {
+        return Ok(Value::Null);
+    }
+    let mut batch = Map::new();
+    batch.insert("id".into(), json!(id));
+    for n in NUMBERS {
         batch.insert(n.into(), number(&f, n));
     }
     let then = f.get("then").filter(|t| !t.is_empty());
