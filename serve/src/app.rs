@@ -22,7 +22,32 @@ use crate::state::AppState;
 use crate::{batches, dlq, health, jobs, json_errors, metrics, openapi, servers};
 
 /// The whole API.
-pub fn router(state: AppState, tokens: Tokens) -> Router {
+pub fn router(state: AppState, tokens: Tokens, mcp: Router) -> Router {
+    let protected = api_routes(&state)
+        .with_state(state.clone())
+        .merge(mcp)
+        .route_layer(middleware::from_fn_with_state(tokens, auth::require));
+    Router::new()
+        .route("/health", get(health::health))
+        .with_state(state.clone())
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such route (see /openapi.json)") })
+        .layer(DefaultBodyLimit::max(state.config.queue.max_payload))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::count,
+        ))
+        // Outside every other layer: their plain errors (timeout, 405, rejections) too.
+        .layer(middleware::from_fn(json_errors::to_json))
+        .layer(
+            TraceLayer::new_for_http()
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+}
+
+/// The routes that need a token, with their time limits (no auth layer: the caller
+/// adds it; the MCP front's queue tools call them in-process after its own auth).
+pub fn api_routes(state: &AppState) -> Router<AppState> {
     let serve = &state.config.serve;
     let quick = Router::new()
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
@@ -50,26 +75,7 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
     let streams = Router::new()
         .route("/v1/batches", post(batches::submit))
         .route("/v1/batches/{id}/results", get(batches::results));
-    let protected = quick
-        .merge(long_polls)
-        .merge(streams)
-        .route_layer(middleware::from_fn_with_state(tokens, auth::require));
-    Router::new()
-        .route("/health", get(health::health))
-        .merge(protected)
-        .fallback(|| async { ApiError::not_found("no such route (see /openapi.json)") })
-        .layer(DefaultBodyLimit::max(state.config.queue.max_payload))
-        .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
-            metrics::count,
-        ))
-        // Outside every other layer: their plain errors (timeout, 405, rejections) too.
-        .layer(middleware::from_fn(json_errors::to_json))
-        .layer(
-            TraceLayer::new_for_http()
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
-        .with_state(state)
+    quick.merge(long_polls).merge(streams)
 }
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {

@@ -14,6 +14,7 @@ mod error;
 mod health;
 mod jobs;
 mod json_errors;
+mod mcp;
 mod media_type;
 mod metrics;
 mod openapi;
@@ -154,7 +155,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     }
     tracing::info!(%url, tokens = tokens.len(), namespace = %state.config.namespace, "mcpq-serve started");
     let config = state.config.clone();
-    let app = app::router(state, tokens);
+    let app = app::router(state, tokens, axum::Router::new());
     server::serve(listener, app, shutdown_tx, &config.serve)
         .await
         .map_err(|e| Failure(1, e.into()))

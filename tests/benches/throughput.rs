@@ -135,6 +135,8 @@ fn echo_jobs(n: usize) -> Vec<Job> {
                     .cloned()
                     .expect("object"),
                 continue_on_error: false,
+                literal_arguments: false,
+                keep_tool_errors: false,
             };
             Job::agent(vec![step], JobOptions::default())
         })

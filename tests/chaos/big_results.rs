@@ -20,6 +20,8 @@ fn plan(server: &str, tool: &str, args: serde_json::Value, steps: usize) -> Job 
         tool: tool.to_string(),
         arguments: args.as_object().cloned().expect("object"),
         continue_on_error: true,
+        literal_arguments: false,
+        keep_tool_errors: false,
     };
     Job::agent(vec![step; steps], Default::default())
 }

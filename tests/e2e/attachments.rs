@@ -268,6 +268,8 @@ fn stored_email(attachments: Vec<Attachment>) -> Job {
             tool: "echo".into(),
             arguments: serde_json::from_value(json!({"text": "ok"})).expect("args"),
             continue_on_error: false,
+            literal_arguments: false,
+            keep_tool_errors: false,
         }],
         ..Default::default()
     };

@@ -478,6 +478,8 @@ pub fn call_job(server: &str, tool: &str, args: serde_json::Value) -> mcpq_share
             .cloned()
             .expect("tool arguments are a JSON object"),
         continue_on_error: false,
+        literal_arguments: false,
+        keep_tool_errors: false,
     };
     mcpq_shared::Job::agent(vec![step], Default::default())
 }

@@ -23,7 +23,7 @@ use mcpq_shared::metrics::Metrics;
 use mcpq_shared::queue::results::now_ms;
 use mcpq_shared::queue::servers::{self, ServerReport, ToolInfo};
 use mcpq_shared::queue::workers::{self, Heartbeat, WorkerInfo};
-use mcpq_shared::queue::{stats, InFlight, Keys};
+use mcpq_shared::queue::{stats, tool_catalog, InFlight, Keys};
 use mcpq_shared::supervisor::Supervisor;
 use mcpq_shared::Config;
 use redis::aio::ConnectionManager;
@@ -31,6 +31,8 @@ use redis::aio::ConnectionManager;
 /// How often the worker publishes what it knows about its servers (`mcpq servers`) and
 /// beats (the heartbeat's interval, which `queue::workers::DEAD_AFTER` counts on).
 pub const REPORT_INTERVAL: Duration = workers::HEARTBEAT_EVERY;
+/// How long listing an exposed server's tools may take (start included).
+const CATALOG_LIST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The pool and the supervisor's health book, read for reports.
 pub struct Reporter {
@@ -97,12 +99,63 @@ impl Reporter {
         }
     }
 
+    /// Publishes the tool listing of every server the MCP front exposes
+    /// (`[serve.mcp] expose`) to the catalog (`queue::tool_catalog`), starting a pooled
+    /// session of it when none is warm (unless the server is in backoff). A listing
+    /// that changed is announced to the fronts.
+    pub async fn publish_catalog(&self, conn: &ConnectionManager, keys: &Keys) {
+        for (name, server) in &self.config.servers {
+            if !self.config.serve.mcp.exposes_server(name) || !server.pool {
+                continue;
+            }
+            let tools = match self.pool.tools_if_warm(name).await {
+                Some(tools) => Some(tools),
+                None => {
+                    let (health, _) = self
+                        .supervisor
+                        .health()
+                        .describe(name, std::time::Instant::now());
+                    if health != "ok" {
+                        continue;
+                    }
+                    let deadline = tokio::time::Instant::now() + CATALOG_LIST_TIMEOUT;
+                    let cancel = tokio_util::sync::CancellationToken::new();
+                    match self.pool.list_tools(name, deadline, &cancel).await {
+                        Ok(tools) => Some(tools),
+                        Err(e) => {
+                            tracing::warn!(server = %name, "cannot list the tools the MCP front exposes: {e}");
+                            None
+                        }
+                    }
+                }
+            };
+            let Some(tools) = tools else { continue };
+            let listing = tool_catalog::Listing {
+                worker: self.worker.clone(),
+                listed_at: now_ms(),
+                tools: tools
+                    .iter()
+                    .filter_map(|t| match serde_json::to_value(t) {
+                        Ok(serde_json::Value::Object(map)) => Some(map),
+                        _ => None,
+                    })
+                    .collect(),
+            };
+            match tool_catalog::publish(conn, keys, name, &listing).await {
+                Ok(true) => tracing::info!(server = %name, tools = listing.tools.len(), "published a new tool listing for the MCP front"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(server = %name, "cannot publish the tool listing: {e}"),
+            }
+        }
+    }
+
     /// Publishes a [`Reporter::snapshot`] and beats every [`REPORT_INTERVAL`] (and
     /// refreshes the queue gauges when metrics are served), until aborted.
     pub async fn run(self, conn: ConnectionManager, keys: Keys) {
         let mut heartbeat = Heartbeat::default();
         loop {
             let reports = self.snapshot().await;
+            self.publish_catalog(&conn, &keys).await;
             if let Err(e) = servers::publish(&conn, &keys, &reports).await {
                 tracing::debug!("could not publish server reports: {e}");
             }

@@ -580,6 +580,9 @@ impl Config {
         }
         self.queue.validate()?;
         self.serve.validate()?;
+        self.serve
+            .mcp
+            .validate(self.servers.keys().map(String::as_str))?;
         self.webhooks.validate()?;
         if self.defaults.crash_loop_threshold == 0 {
             return Err(invalid(

@@ -11,6 +11,8 @@
 //! max_connections = 1024      # open connections at most; beyond, accepting waits
 //! batch_upload_timeout = "10m"  # a POST /v1/batches body must arrive whole by then
 //! max_batch_uploads = 4       # batch uploads at once; beyond: 503 busy
+//! [serve.mcp]                # the MCP front: see [`mcp`]
+//! expose = ["time__*"]
 //! [[serve.tokens]]            # bearer tokens; the secret is read from the named
 //! name = "ci"                 # environment variable at start-up, never from the file
 //! env = "MCPQ_TOKEN_CI"
@@ -26,6 +28,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+
+pub mod mcp;
+
+pub use mcp::McpFrontSettings;
 
 /// The `[serve]` section; see the module doc for defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +74,9 @@ pub struct ServeSettings {
     /// the disk and the CPU. One more is answered 503 `busy` with `Retry-After`.
     #[serde(default = "default_max_batch_uploads")]
     pub max_batch_uploads: usize,
+    /// `[serve.mcp]`: the MCP front at `/mcp` (and `--stdio`).
+    #[serde(default)]
+    pub mcp: McpFrontSettings,
 }
 
 /// One bearer token: its name and where its secret is.
@@ -130,6 +139,7 @@ impl Default for ServeSettings {
             max_connections: default_max_connections(),
             batch_upload_timeout: default_batch_upload_timeout(),
             max_batch_uploads: default_max_batch_uploads(),
+            mcp: McpFrontSettings::default(),
         }
     }
 }

@@ -80,7 +80,12 @@ fn check_plan_templates(
         answer: false,
     };
     for (i, step) in steps.iter().enumerate() {
-        for (key, value) in &step.arguments {
+        let templated = if step.literal_arguments {
+            None
+        } else {
+            Some(&step.arguments)
+        };
+        for (key, value) in templated.into_iter().flatten() {
             source += template_bytes(value);
             if source > MAX_JOB_SOURCE_BYTES {
                 return Err(JobError::invalid(
@@ -327,6 +332,15 @@ pub struct PlanStep {
     /// on (later steps see it as `steps.NAME.error`); by default it ends the plan.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub continue_on_error: bool,
+    /// When true, `arguments` are sent as given: no string is read as a template. What
+    /// the MCP front sets for a client's call (its text is data, not a template).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub literal_arguments: bool,
+    /// When true, a tool's error answer (`isError: true`) is the step's result, not a
+    /// failure: the job succeeds with it (and is not retried). What the MCP front sets:
+    /// the client gets the tool's answer as the server gave it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_tool_errors: bool,
 }
 
 /// Payload of an `agent` job: an ordered plan of tool calls, run one after the other.

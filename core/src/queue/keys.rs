@@ -130,6 +130,17 @@ impl Keys {
         format!("{}:servers", self.prefix)
     }
 
+    /// Hash of the tool listings of the servers the MCP front exposes, by server name
+    /// ([`super::tool_catalog`]).
+    pub fn tool_catalog(&self) -> String {
+        format!("{}:tools", self.prefix)
+    }
+
+    /// Pub/sub channel carrying a server's name when its tool listing changed.
+    pub fn tools_changed_channel(&self) -> String {
+        format!("{}:tools_changed", self.prefix)
+    }
+
     /// Hash of one webhook delivery: what it announces (type, subject, status), its
     /// callback, state, attempts and last answer (`lua/common.lua`'s `webhook_create`).
     pub fn webhook(&self, id: &str) -> String {

@@ -36,6 +36,7 @@ pub mod servers;
 pub mod settings;
 pub mod stats;
 pub mod subscribe;
+pub mod tool_catalog;
 pub mod webhook_body;
 pub mod webhooks;
 pub mod workers;

@@ -176,6 +176,8 @@ fn build(args: &SubmitArgs, limits: &EmailSettings, max_payload: usize) -> anyho
                     tool: a.tool.clone(),
                     arguments,
                     continue_on_error: false,
+                    literal_arguments: false,
+                    keep_tool_errors: false,
                 }],
                 Default::default(),
             )

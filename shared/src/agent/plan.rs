@@ -202,23 +202,27 @@ async fn run_step(
         let message = "the job's deadline passed before this step could start".to_string();
         return Err(step_failure(i, step, FailureKind::Timeout, message, true));
     }
-    let arguments = Value::Object(step.arguments.clone());
-    let rendered = ctx
-        .templates
-        .render(&arguments, data, ctx.deadline, ctx.cancel)
-        .await;
-    let arguments = match rendered {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => Map::new(),
-        Err(e) => {
-            let (kind, retryable) = (e.kind(), e.is_retryable());
-            return Err(step_failure(i, step, kind, e.to_string(), retryable));
+    let arguments = if step.literal_arguments {
+        step.arguments.clone()
+    } else {
+        let arguments = Value::Object(step.arguments.clone());
+        let rendered = ctx
+            .templates
+            .render(&arguments, data, ctx.deadline, ctx.cancel)
+            .await;
+        match rendered {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => Map::new(),
+            Err(e) => {
+                let (kind, retryable) = (e.kind(), e.is_retryable());
+                return Err(step_failure(i, step, kind, e.to_string(), retryable));
+            }
         }
     };
     let called = sessions.call(&step.server, &step.tool, arguments).await;
     let (result, stderr) = called.map_err(|e| pool_failure(i, step, &e))?;
     let text = text_parts(&result);
-    if result.is_error == Some(true) {
+    if result.is_error == Some(true) && !step.keep_tool_errors {
         let message = format!(
             "tool `{}` on server `{}` returned an error: {}",
             step.tool,
@@ -233,7 +237,7 @@ async fn run_step(
         "text": text,
         "result": result,
         "structured": result.structured_content,
-        "is_error": false,
+        "is_error": result.is_error == Some(true),
     });
     Ok((result, seen))
 }
