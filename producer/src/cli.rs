@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "mcpq", version, after_long_help = EXIT_CODES)]
 pub struct Cli {
-    /// Config file (mcpq.toml or Claude Desktop JSON); its server list is what jobs may name.
+    /// Config file (mcpq.toml or MCP JSON: Claude Desktop, Cursor, VS Code); its server list is what jobs may name.
     #[arg(long, global = true, env = "MCPQ_CONFIG")]
     pub config: Option<PathBuf>,
     /// Redis URL; overrides redis_url in the config. Put no password here (`ps` shows

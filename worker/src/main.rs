@@ -49,7 +49,7 @@ use launcher::Launcher;
 #[derive(Debug, Parser)]
 #[command(name = "mcpq-worker", version, after_long_help = EXAMPLES)]
 struct Args {
-    /// Config file (mcpq.toml, or a Claude Desktop JSON file with "mcpServers").
+    /// Config file (mcpq.toml, or an MCP JSON file: Claude Desktop, Cursor, VS Code).
     #[arg(long, global = true, env = "MCPQ_CONFIG")]
     config: Option<PathBuf>,
     /// Redis URL; overrides redis_url in the config. Put no password here (`ps` shows
@@ -243,6 +243,7 @@ async fn run(
         redis = %queue::redacted(&config.redis_url),
         concurrency = config.worker.concurrency,
         servers = ?config.server_names().collect::<Vec<_>>(),
+        disabled = ?config.disabled_servers,
         "worker started"
     );
 

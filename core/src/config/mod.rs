@@ -4,7 +4,7 @@
 //! redis_url = "redis://127.0.0.1:6379"   # REDIS_URL overrides it
 //! redis_password_env = "MCPQ_REDIS_PASSWORD"   # the env var holding Redis's password
 //! namespace = "mcpq"                      # prefix of every Redis key; MCPQ_NAMESPACE overrides it
-//! mcp_servers_file = "claude_desktop_config.json"   # optional, servers in Claude Desktop form
+//! mcp_servers_file = "claude_desktop_config.json"   # optional: more servers, see mcp_json
 //!
 //! [worker]
 //! concurrency = 4          # jobs run at once by one worker process
@@ -41,13 +41,19 @@
 //! call_timeout = "30s"
 //! ```
 //!
-//! The file given to `--config` / `MCPQ_CONFIG` may also be a Claude Desktop JSON file
-//! (`{"mcpServers": {"name": {"command", "args", "env"}}}`); then every other setting
-//! takes its default. Values are validated when loaded: a bad value is an error that
-//! names the file and the key, never a surprise at run time.
+//! The file given to `--config` / `MCPQ_CONFIG` may also be an MCP JSON file (a `.json`
+//! path: Claude Desktop, Cursor or VS Code form, read by [`mcp_json`]); then every other
+//! setting takes its default. Values are validated when loaded: a bad value is an error
+//! that names the file and the key, never a surprise at run time.
+//!
+//! Server names (`[servers.NAME]` and the names in JSON files) are non-empty, without
+//! spaces or control characters, and without `__`: `SERVER__TOOL` is how tools are named
+//! to a model, so a name holding the separator would make those names ambiguous
+//! ([`server_name_problem`]).
 
 pub mod email;
 pub mod llm;
+pub mod mcp_json;
 pub mod queue;
 pub mod redis_url;
 pub mod serve;
@@ -132,6 +138,10 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// An MCP JSON file (`--config x.json` or `mcp_servers_file`) could not be used; the
+    /// error names the file and the key in it.
+    #[error(transparent)]
+    McpJson(#[from] mcp_json::McpJsonError),
 }
 
 /// The whole configuration.
@@ -149,7 +159,8 @@ pub struct Config {
     /// Prefix of every Redis key this deployment uses.
     #[serde(default = "default_namespace")]
     pub namespace: String,
-    /// A Claude Desktop style JSON file with more servers (relative to this file).
+    /// An MCP JSON file with more servers (relative to this file): Claude Desktop,
+    /// Cursor or VS Code form ([`mcp_json`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_servers_file: Option<PathBuf>,
     /// Worker process settings.
@@ -180,6 +191,10 @@ pub struct Config {
     /// The MCP servers jobs may use, by name.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
+    /// Servers of the MCP JSON file skipped for `"disabled": true`, sorted, for callers
+    /// to report (not a setting: never read from TOML).
+    #[serde(skip)]
+    pub disabled_servers: Vec<String>,
 }
 
 /// `[worker]`.
@@ -351,24 +366,6 @@ fn default_max_in_flight() -> usize {
     DEFAULT_MAX_IN_FLIGHT
 }
 
-/// A Claude Desktop config file: only `mcpServers` is read.
-#[derive(Debug, Deserialize)]
-struct ClaudeDesktopFile {
-    #[serde(rename = "mcpServers", default)]
-    mcp_servers: BTreeMap<String, ClaudeServer>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ClaudeServer {
-    command: String,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    cwd: Option<PathBuf>,
-}
-
 fn default_redis_url() -> String {
     DEFAULT_REDIS_URL.to_string()
 }
@@ -455,14 +452,24 @@ impl Default for Config {
             llm: None,
             webhooks: webhooks::WebhookSettings::default(),
             servers: BTreeMap::new(),
+            disabled_servers: Vec::new(),
         }
     }
 }
 
 impl Config {
-    /// Loads `path` (TOML, or a Claude Desktop `.json`), then the `mcp_servers_file` it
-    /// names. With no path, `./mcpq.toml` if it exists, else the defaults.
+    /// Loads `path` (TOML, or an MCP JSON file: a `.json` path), then the
+    /// `mcp_servers_file` it names. With no path, `./mcpq.toml` if it exists, else the
+    /// defaults. `${VAR}` references in JSON files are read from the environment.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, &|var| std::env::var(var).ok())
+    }
+
+    /// [`Config::load`], reading the variables of MCP JSON files through `lookup`.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let path = match path {
             Some(p) => p.to_path_buf(),
             None => {
@@ -478,8 +485,10 @@ impl Config {
             source,
         })?;
         let mut config = if path.extension().is_some_and(|e| e == "json") {
+            let file = mcp_json::read(&path, &text, lookup)?;
             Config {
-                servers: read_claude_servers(&path, &text)?,
+                servers: file.servers,
+                disabled_servers: file.disabled,
                 ..Config::default()
             }
         } else {
@@ -491,7 +500,9 @@ impl Config {
                 path: file.clone(),
                 source,
             })?;
-            for (name, server) in read_claude_servers(&file, &text)? {
+            let servers = mcp_json::read(&file, &text, lookup)?;
+            config.disabled_servers = servers.disabled;
+            for (name, server) in servers.servers {
                 if config.servers.contains_key(&name) {
                     return Err(ConfigError::Invalid {
                         key: format!("servers.{name}"),
@@ -591,11 +602,8 @@ impl Config {
             ));
         }
         for (name, server) in &self.servers {
-            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(invalid(
-                    &format!("servers.{name:?}"),
-                    "a server name must be non-empty, without spaces",
-                ));
+            if let Some(problem) = server_name_problem(name) {
+                return Err(invalid(&format!("servers.{name:?}"), problem));
             }
             match (server.command.trim().is_empty(), &server.url) {
                 (true, None) => {
@@ -729,6 +737,22 @@ pub struct ServerTimeouts {
     pub max_answer: usize,
 }
 
+/// What is wrong with `name` as a server name, if anything: it must be non-empty,
+/// without whitespace or control characters (it is a TOML key, a log field and a word on
+/// the command line), and without `__`, the separator of `SERVER__TOOL` tool names.
+pub fn server_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("a server name must be non-empty, without spaces")
+    } else if name.contains("__") {
+        Some(
+            "a server name must not contain `__`: tools are named SERVER__TOOL, so the name \
+             would be ambiguous (rename it, e.g. with a single `_` or `-`)",
+        )
+    } else {
+        None
+    }
+}
+
 /// What a zero deadline is told.
 const ZERO_DURATION: &str = "must be longer than zero, e.g. \"30s\"";
 
@@ -749,32 +773,6 @@ fn read_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
             parse_error(format!("{key}: {inner}"))
         }
     })
-}
-
-fn read_claude_servers(
-    path: &Path,
-    text: &str,
-) -> Result<BTreeMap<String, ServerConfig>, ConfigError> {
-    let de = &mut serde_json::Deserializer::from_str(text);
-    let file: ClaudeDesktopFile =
-        serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: format!("{}: {}", e.path(), e.inner()),
-        })?;
-    Ok(file
-        .mcp_servers
-        .into_iter()
-        .map(|(name, s)| {
-            let server = ServerConfig {
-                command: s.command,
-                args: s.args,
-                env: s.env,
-                cwd: s.cwd,
-                ..ServerConfig::default()
-            };
-            (name, server)
-        })
-        .collect())
 }
 
 #[cfg(test)]
