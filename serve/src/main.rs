@@ -62,6 +62,11 @@ struct Args {
     /// Log line format (stderr). Filter with MCPQ_LOG or RUST_LOG, e.g. MCPQ_LOG=debug.
     #[arg(long, value_enum, default_value = "text")]
     log_format: logging::LogFormat,
+    /// Speak MCP on stdin/stdout instead of listening on HTTP (for Claude Desktop,
+    /// Cursor, VS Code: they start `mcpq serve --stdio` as an MCP server). Logs go to
+    /// stderr; no token is needed (whoever starts the process is the caller).
+    #[arg(long, conflicts_with_all = ["listen", "json"])]
+    stdio: bool,
 }
 
 const EXAMPLES: &str = "\
@@ -69,6 +74,11 @@ Examples:
   mcpq serve --config mcpq.toml
   MCPQ_SERVE_TOKEN=$(openssl rand -hex 24) mcpq serve --listen 0.0.0.0:7717
   curl -s -H \"Authorization: Bearer $MCPQ_SERVE_TOKEN\" -H 'Content-Type: application/json' --data-binary @job.json localhost:7717/v1/jobs
+  mcpq serve --stdio --config mcpq.toml     # an MCP server on stdin/stdout (MCP clients' configs)
+
+MCP: http://HOST:PORT/mcp (streamable HTTP, same bearer token) or --stdio. Tools: the queue's
+(submit_job, get_job, wait_job, cancel_job, list_jobs, submit_batch, get_batch, list_servers) and
+each tool [serve.mcp] expose names as SERVER__TOOL, run as a job (a task for clients that ask).
 
 Exit status: 0 after a clean shutdown, 2 bad flags or config, 3 Redis unreachable, 1 other errors.";
 
@@ -140,6 +150,9 @@ async fn run(args: Args) -> Result<(), Failure> {
         metrics: metrics::ServeMetrics::default(),
         results,
     };
+    if args.stdio {
+        return serve_stdio(state).await;
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| config_error(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
@@ -155,8 +168,53 @@ async fn run(args: Args) -> Result<(), Failure> {
     }
     tracing::info!(%url, tokens = tokens.len(), namespace = %state.config.namespace, "mcpq-serve started");
     let config = state.config.clone();
-    let app = app::router(state, tokens, axum::Router::new());
+    let mcp = mcp_routes(&state, tokens.is_empty());
+    let app = app::router(state, tokens, mcp);
     server::serve(listener, app, shutdown_tx, &config.serve)
         .await
         .map_err(|e| Failure(1, e.into()))
+}
+
+/// `/mcp`: rmcp's streamable-HTTP service over [`mcp::handler::McpFront`]. Sessions
+/// end when the server shuts down. With no token the service also refuses a `Host`
+/// that is not loopback (DNS rebinding); with tokens, the bearer check decides.
+fn mcp_routes(state: &state::AppState, loopback_only: bool) -> axum::Router {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    let ended = tokio_util::sync::CancellationToken::new();
+    let mut shutdown = state.shutdown.clone();
+    let cancel = ended.clone();
+    tokio::spawn(async move {
+        let _ = shutdown.wait_for(|down| *down).await;
+        cancel.cancel();
+    });
+    let mut config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(ended)
+        .with_max_request_body_bytes(state.config.queue.max_payload);
+    if !loopback_only {
+        config = config.disable_allowed_hosts();
+    }
+    let front = state.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(mcp::handler::McpFront::new(front.clone(), "anonymous")),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    axum::Router::new().nest_service("/mcp", service)
+}
+
+/// `--stdio`: one MCP session on stdin/stdout until the client closes it.
+async fn serve_stdio(state: state::AppState) -> Result<(), Failure> {
+    use rmcp::ServiceExt;
+    tracing::info!(namespace = %state.config.namespace, "mcpq-serve speaking MCP on stdio");
+    let front = mcp::handler::McpFront::new(state, "stdio");
+    let running = front
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| Failure(1, anyhow::anyhow!("MCP on stdio: {e}")))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| Failure(1, anyhow::anyhow!("MCP on stdio: {e}")))?;
+    Ok(())
 }

@@ -142,7 +142,9 @@ impl Reporter {
                     .collect(),
             };
             match tool_catalog::publish(conn, keys, name, &listing).await {
-                Ok(true) => tracing::info!(server = %name, tools = listing.tools.len(), "published a new tool listing for the MCP front"),
+                Ok(true) => {
+                    tracing::info!(server = %name, tools = listing.tools.len(), "published a new tool listing for the MCP front")
+                }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(server = %name, "cannot publish the tool listing: {e}"),
             }

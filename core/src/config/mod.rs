@@ -743,10 +743,10 @@ pub struct ServerTimeouts {
 pub fn server_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         Some("a server name must be non-empty, without spaces")
-    } else if name.contains("__") {
+    } else if name.contains("__") || name.ends_with('_') {
         Some(
-            "a server name must not contain `__`: tools are named SERVER__TOOL, so the name \
-             would be ambiguous (rename it, e.g. with a single `_` or `-`)",
+            "a server name must not contain `__` or end in `_`: tools are named SERVER__TOOL, \
+             so the name would be ambiguous (rename it, e.g. with a single `_` or `-`)",
         )
     } else {
         None

@@ -94,7 +94,7 @@ pub async fn publish(
         .map_err(QueueError::from)?;
     let changed = old
         .as_deref()
-        .and_then(|o| decode(o))
+        .and_then(decode)
         .is_none_or(|o| o.tools != listing.tools);
     let mut pipe = redis::pipe();
     pipe.hset(&key, server, &json)

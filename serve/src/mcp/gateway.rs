@@ -11,7 +11,6 @@
 //!   and dead letters; its id is the task id.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use mcpq_core::config::serve::mcp::SEPARATOR;
 use mcpq_core::job::{Job, JobOptions, PlanStep};
@@ -73,8 +72,8 @@ pub async fn submit(
     arguments: JsonObject,
     progress: Option<Value>,
 ) -> Result<Job, ApiError> {
-    let (server, tool) =
-        split(name).ok_or_else(|| ApiError::bad_request(format!("no tool `{}`", name.escape_debug())))?;
+    let (server, tool) = split(name)
+        .ok_or_else(|| ApiError::bad_request(format!("no tool `{}`", name.escape_debug())))?;
     let step = PlanStep {
         name: None,
         server: server.to_string(),
@@ -121,18 +120,18 @@ pub async fn outcome(state: &AppState, record: &JobRecord) -> Result<Outcome, Ap
         )),
         JobStatus::Cancelled => Outcome::Cancelled,
         JobStatus::Dead => {
-            let (kind, message) = record.error.as_ref().map_or(
-                ("unknown".to_string(), "the job failed".to_string()),
-                |e| (e.kind.to_string(), e.message.clone()),
-            );
+            let (kind, message) = record
+                .error
+                .as_ref()
+                .map_or(("unknown".to_string(), "the job failed".to_string()), |e| {
+                    (e.kind.to_string(), e.message.clone())
+                });
             Outcome::Failed { kind, message }
         }
         JobStatus::Succeeded => {
-            let whole = state
-                .results
-                .read_json(&record.id)
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("job {} (its record expired)", record.id)))?;
+            let whole = state.results.read_json(&record.id).await?.ok_or_else(|| {
+                ApiError::not_found(format!("job {} (its record expired)", record.id))
+            })?;
             let value: Value = serde_json::from_slice(&whole).unwrap_or(Value::Null);
             match serde_json::from_value::<CallToolResult>(value["result"][0]["result"].clone()) {
                 Ok(result) => Outcome::Completed(Box::new(result)),
@@ -147,9 +146,6 @@ pub async fn outcome(state: &AppState, record: &JobRecord) -> Result<Outcome, Ap
         }
     })
 }
-
-/// The shared catalog handle type (for callers that cache).
-pub type Catalog = Arc<BTreeMap<String, Tool>>;
 
 #[cfg(test)]
 mod tests {

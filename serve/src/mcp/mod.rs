@@ -15,4 +15,6 @@
 //! has the same bearer auth as the API.
 
 pub mod gateway;
+pub mod handler;
 pub mod queue_tools;
+pub mod tasks;

@@ -24,7 +24,8 @@ const DEFAULT_WAIT: &str = "30s";
 
 /// The queue tools' definitions.
 pub fn definitions() -> Vec<Tool> {
-    let id = json!({"type": "string", "description": "The job id (a ULID, as submit_job returned)"});
+    let id =
+        json!({"type": "string", "description": "The job id (a ULID, as submit_job returned)"});
     vec![
         tool(
             "submit_job",

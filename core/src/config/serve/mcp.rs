@@ -133,7 +133,10 @@ impl McpFrontSettings {
             let Some(p) = ExposePattern::parse(text) else {
                 return Err(invalid(
                     key,
-                    format!("`{}` is not SERVER__TOOL (e.g. \"fs__read_text_file\" or \"time__*\")", text.escape_debug()),
+                    format!(
+                        "`{}` is not SERVER__TOOL (e.g. \"fs__read_text_file\" or \"time__*\")",
+                        text.escape_debug()
+                    ),
                 ));
             };
             if !servers.clone().any(|s| s == p.server) {

@@ -1,0 +1,220 @@
+//! The rmcp server handler of the MCP front: tools, calls, tasks.
+//!
+//! - `tools/list`: the queue tools, then the gateway tools (from the catalog in Redis).
+//! - `tools/call` of a queue tool: the API route, in-process ([`queue_tools`]).
+//! - `tools/call` of a gateway tool: a job. A client that declared the tasks extension
+//!   (`io.modelcontextprotocol/tasks`) gets a task at once (its id is the job's id);
+//!   any other client waits for the job (its timeout plus `serve.mcp.queue_wait`, or
+//!   until it cancels the request, which cancels the job) and gets the tool's answer.
+//! - `tasks/get` reads the job from Redis ([`tasks`]); `tasks/cancel` cancels it.
+//!
+//! An unknown tool is a JSON-RPC error (-32602, invalid params); everything that goes
+//! wrong inside a known tool is a tool error (`isError`) the model can read.
+
+use std::time::Duration;
+
+use axum::Router;
+use mcpq_core::queue::control::{self, Cancelled};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, CreateTaskResult,
+    GetTaskParams, GetTaskResult, Implementation, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+
+use super::gateway::{self, Outcome};
+use super::{queue_tools, tasks};
+use crate::auth::Caller;
+use crate::state::AppState;
+
+/// What the front tells a client at start.
+const INSTRUCTIONS: &str = "mcpq: a durable job queue whose workers run MCP tools. \
+Gateway tools are named SERVER__TOOL; a call runs as a job on a worker (retries, \
+timeouts, dead letters). Clients with the tasks extension get a task at once and poll \
+tasks/get (the task id is the job id; any mcpq serve can answer, after a restart too). \
+Queue tools: submit_job, get_job, wait_job, cancel_job, list_jobs, submit_batch, \
+get_batch, list_servers.";
+
+/// One client's handler (cheap to clone; all state is in Redis).
+#[derive(Clone)]
+pub struct McpFront {
+    state: AppState,
+    /// The API routes without auth (a request reaching here passed it already).
+    api: Router,
+    /// Who calls, when the transport has no per-request caller (stdio).
+    default_caller: Caller,
+}
+
+impl McpFront {
+    /// A handler over `state`; `default_caller` names calls without an HTTP request
+    /// (stdio).
+    pub fn new(state: AppState, default_caller: &str) -> McpFront {
+        let api = crate::app::api_routes(&state).with_state(state.clone());
+        McpFront {
+            state,
+            api,
+            default_caller: Caller(default_caller.to_string()),
+        }
+    }
+
+    /// The caller of this request: the one the HTTP auth layer put into the request,
+    /// else the default.
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Caller {
+        context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Caller>())
+            .cloned()
+            .unwrap_or_else(|| self.default_caller.clone())
+    }
+
+    /// A plain gateway call: enqueue, wait, answer with the tool's result.
+    async fn call_and_wait(
+        &self,
+        name: &str,
+        arguments: rmcp::model::JsonObject,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let job = gateway::submit(&self.state, name, arguments, None)
+            .await
+            .map_err(internal)?;
+        let id = job.id.to_string();
+        let wait = gateway::plain_wait(&self.state);
+        let mut shutdown = self.state.shutdown.clone();
+        let record = tokio::select! {
+            r = self.state.endings.wait(&id, wait) => r.map_err(|e| internal(e.into()))?,
+            _ = context.ct.cancelled() => {
+                // The client gave up: so does the job (its server's process tree too).
+                let mut conn = self.state.conn();
+                let _ = control::cancel(&mut conn, self.state.producer.keys(), self.state.producer.settings(), &id).await;
+                tracing::info!(job = %id, "gateway call cancelled by the client; job cancelled");
+                return Ok(queue_tools::error_result("cancelled", &format!("the request was cancelled; job {id} was cancelled")));
+            }
+            _ = shutdown.changed() => {
+                return Ok(queue_tools::error_result("shutting_down", &format!("mcpq serve is shutting down; job {id} goes on (read it with wait_job)")));
+            }
+        };
+        let Some(record) = record else {
+            return Ok(queue_tools::error_result(
+                "not_found",
+                &format!("job {id} vanished (its record expired)"),
+            ));
+        };
+        Ok(match gateway::outcome(&self.state, &record).await.map_err(internal)? {
+            Outcome::Completed(result) => *result,
+            Outcome::Working(what) => queue_tools::error_result(
+                "timeout",
+                &format!(
+                    "job {id} has not ended after {}: {what}; it goes on (read it with wait_job, or cancel_job)",
+                    humantime::format_duration(Duration::from_secs(wait.as_secs()))
+                ),
+            ),
+            Outcome::Failed { kind, message } => {
+                queue_tools::error_result(&kind, &format!("job {id}: {message}"))
+            }
+            Outcome::Cancelled => {
+                queue_tools::error_result("cancelled", &format!("job {id} was cancelled"))
+            }
+        })
+    }
+}
+
+fn internal(e: crate::error::ApiError) -> McpError {
+    McpError::internal_error(format!("{}: {}", e.kind, e.message), None)
+}
+
+impl ServerHandler for McpFront {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(Implementation::new("mcpq", env!("CARGO_PKG_VERSION")))
+        .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let mut tools = queue_tools::definitions();
+        tools.extend(
+            gateway::tools(&self.state)
+                .await
+                .map_err(internal)?
+                .into_values(),
+        );
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.to_string();
+        let arguments = request.arguments.unwrap_or_default();
+        if queue_tools::is_queue_tool(&name) {
+            let caller = self.caller(&context);
+            let result = queue_tools::call(&self.api, &caller, &name, &arguments).await;
+            return Ok(CallToolResponse::Complete(result));
+        }
+        if !gateway::is_exposed(&self.state, &name) {
+            return Err(McpError::invalid_params(
+                format!("no tool `{}` (tools/list names them)", name.escape_debug()),
+                None,
+            ));
+        }
+        let wants_task = context
+            .client_capabilities()
+            .is_some_and(|caps| caps.supports_tasks());
+        if !wants_task {
+            return self
+                .call_and_wait(&name, arguments, &context)
+                .await
+                .map(CallToolResponse::Complete);
+        }
+        let job = gateway::submit(&self.state, &name, arguments, None)
+            .await
+            .map_err(internal)?;
+        let task = tasks::read(&self.state, &job.id.to_string()).await?.task;
+        Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        Ok(GetTaskResult::new(
+            tasks::read(&self.state, &request.task_id).await?,
+        ))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let id = tasks::parse(&request.task_id)?;
+        let mut conn = self.state.conn();
+        let outcome = control::cancel(
+            &mut conn,
+            self.state.producer.keys(),
+            self.state.producer.settings(),
+            &id,
+        )
+        .await
+        .map_err(|e| internal(e.into()))?;
+        if matches!(outcome, Cancelled::Unknown) {
+            return Err(tasks::unknown(&id));
+        }
+        tracing::info!(job = %id, caller = %self.caller(&context).0, "task cancel requested");
+        Ok(())
+    }
+}
