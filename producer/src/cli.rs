@@ -526,15 +526,25 @@ pub struct ServersArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on (default serve.listen, 127.0.0.1:7717); port 0 picks one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stdio")]
     pub listen: Option<std::net::SocketAddr>,
+    /// Speak MCP on stdin/stdout instead of HTTP (what Claude Desktop, Cursor and VS Code
+    /// start as an MCP server); logs go to stderr.
+    #[arg(long)]
+    pub stdio: bool,
+    /// Also run a worker in the same process (one process for a laptop or a single box).
+    #[arg(long)]
+    pub with_worker: bool,
 }
 
 const SERVE_EXAMPLES: &str = "\
 Examples:
   mcpq serve --config mcpq.toml
   MCPQ_SERVE_TOKEN=$(openssl rand -hex 24) mcpq serve --listen 0.0.0.0:7717
-  curl -s -H \"Authorization: Bearer $MCPQ_SERVE_TOKEN\" -H 'Content-Type: application/json' --data-binary @job.json http://127.0.0.1:7717/v1/jobs";
+  curl -s -H \"Authorization: Bearer $MCPQ_SERVE_TOKEN\" -H 'Content-Type: application/json' --data-binary @job.json http://127.0.0.1:7717/v1/jobs
+  mcpq serve --stdio --with-worker --config mcpq.toml   # an MCP server for Claude Desktop, Cursor, VS Code
+
+MCP clients reach it at http://127.0.0.1:7717/mcp (same bearer token) or through --stdio.";
 
 /// What to do with the servers.
 #[derive(Debug, Subcommand)]

@@ -67,6 +67,11 @@ struct Args {
     /// stderr; no token is needed (whoever starts the process is the caller).
     #[arg(long, conflicts_with_all = ["listen", "json"])]
     stdio: bool,
+    /// Also run a worker in this process (jobs, the servers of [servers], the tool
+    /// catalog of the gateway tools), stopped with it: one process for a laptop or a
+    /// single box. Its concurrency is worker.concurrency.
+    #[arg(long)]
+    with_worker: bool,
 }
 
 const EXAMPLES: &str = "\
@@ -83,6 +88,17 @@ each tool [serve.mcp] expose names as SERVER__TOOL, run as a job (a task for cli
 Exit status: 0 after a clean shutdown, 2 bad flags or config, 3 Redis unreachable, 1 other errors.";
 
 fn main() -> ExitCode {
+    // A template sandbox child of the embedded worker (`--with-worker`): nothing of
+    // serve runs in it, not even flag parsing.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == mcpq_shared::agent::template_sandbox::SANDBOX_ARG)
+    {
+        return mcpq_shared::agent::template_sandbox::serve();
+    }
+    // Before any thread exists (masks are per thread): what the embedded worker's
+    // servers inherit, and this process's own SIGTERM/SIGINT handling.
+    let reset = mcpq_shared::supervisor::reset_own_signal_state();
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -92,7 +108,12 @@ fn main() -> ExitCode {
     };
     // Never blocks a runtime thread on a slow or stuck stderr; escapes control
     // characters; says what it had to drop.
-    let _log_guard = logging::init("mcpq-serve", args.log_format, "info");
+    let log_guard = logging::init(
+        "mcpq-serve",
+        args.log_format,
+        "info,apalis=warn,apalis_core=warn,apalis_redis=warn,rmcp=warn",
+    );
+    mcpq_worker::signals::log_reset(&reset);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,7 +124,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, &log_guard)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, e)) => {
             eprintln!("mcpq-serve: {e:#}");
@@ -119,7 +140,7 @@ fn config_error(e: impl Into<anyhow::Error>) -> Failure {
     Failure(2, e.into())
 }
 
-async fn run(args: Args) -> Result<(), Failure> {
+async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
     let config = Config::load(args.config.as_deref())
         .and_then(|c| c.with_overrides(args.redis_url.clone(), args.namespace.clone()))
         .map_err(config_error)?;
@@ -150,8 +171,16 @@ async fn run(args: Args) -> Result<(), Failure> {
         metrics: metrics::ServeMetrics::default(),
         results,
     };
+    let worker = if args.with_worker {
+        Some(start_worker(&state, log_guard)?)
+    } else {
+        None
+    };
     if args.stdio {
-        return serve_stdio(state).await;
+        let served = serve_stdio(state).await;
+        let _ = shutdown_tx.send(true);
+        stop_worker(worker).await;
+        return served;
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -170,9 +199,12 @@ async fn run(args: Args) -> Result<(), Failure> {
     let config = state.config.clone();
     let mcp = mcp_routes(&state, tokens.is_empty());
     let app = app::router(state, tokens, mcp);
-    server::serve(listener, app, shutdown_tx, &config.serve)
+    let served = server::serve(listener, app, shutdown_tx.clone(), &config.serve)
         .await
-        .map_err(|e| Failure(1, e.into()))
+        .map_err(|e| Failure(1, e.into()));
+    let _ = shutdown_tx.send(true);
+    stop_worker(worker).await;
+    served
 }
 
 /// `/mcp`: rmcp's streamable-HTTP service over [`mcp::handler::McpFront`]. Sessions
@@ -217,4 +249,37 @@ async fn serve_stdio(state: state::AppState) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure(1, anyhow::anyhow!("MCP on stdio: {e}")))?;
     Ok(())
+}
+
+/// `--with-worker`: a worker in this process, stopped by the server's shutdown flag.
+fn start_worker(
+    state: &state::AppState,
+    log_guard: &logging::LogGuard,
+) -> Result<tokio::task::JoinHandle<anyhow::Result<ExitCode>>, Failure> {
+    let config = state.config.clone();
+    // A missing redis_password_env variable is a config error at start-up.
+    config.redis_connect_url().map_err(config_error)?;
+    let redactor = Arc::new(mcpq_shared::redact::Redactor::from_config(&config));
+    log_guard.set_redactor(redactor.clone());
+    let metrics = mcpq_shared::metrics::Metrics::new();
+    let dropped = metrics.log_lines_dropped();
+    log_guard.count_drops_with(move || {
+        dropped.inc();
+    });
+    let shutdown = mcpq_worker::signals::Shutdown::Flag(state.shutdown.clone());
+    let name = mcpq_worker::default_name();
+    tracing::info!(worker = %name, "starting a worker in this process (--with-worker)");
+    Ok(tokio::spawn(mcpq_worker::run(
+        config, name, redactor, metrics, shutdown,
+    )))
+}
+
+/// Waits for the embedded worker (it bounds its own stop: grace, leases, servers).
+async fn stop_worker(worker: Option<tokio::task::JoinHandle<anyhow::Result<ExitCode>>>) {
+    let Some(worker) = worker else { return };
+    match worker.await {
+        Ok(Ok(_)) => tracing::info!("the embedded worker stopped"),
+        Ok(Err(e)) => tracing::error!("the embedded worker stopped with an error: {e:#}"),
+        Err(e) => tracing::error!("the embedded worker panicked: {e}"),
+    }
 }

@@ -4,6 +4,7 @@
 mod attachments; // which files submit may read, a private attachment root, caps, the sweep
 mod bad_input; // invalid jobs and configs: clear errors, exit 2, nothing enqueued
 mod batches; // mcpq batch: JSON lines in, results out in order, progress, the fan-in
+mod cohosting; // mcpq serve --with-worker: a job calls a gateway tool of its own process
 mod delivery; // retries, dead letters, fencing, idempotency, cancel, retention, priorities
 mod email; // email jobs: the .eml corpus, attachments, reply drafts
 mod end_to_end; // submit -> worker -> MCP server -> result, one job to many

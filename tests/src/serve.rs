@@ -25,7 +25,8 @@ pub struct ServeProc {
 }
 
 impl TestEnv {
-    /// Starts `mcpq-serve` on 127.0.0.1 (a free port) with this env's config, `args`
+    /// Starts `mcpq-serve` on 127.0.0.1 (a free port, unless `args` has `--listen`) with
+    /// this env's config, `args`
     /// and `MCPQ_TEST_TOKEN` set to [`TOKEN`]; waits for its start-up line.
     pub fn serve(&self, args: &[&str]) -> ServeProc {
         let log = self
@@ -34,7 +35,11 @@ impl TestEnv {
         let mut child = Command::new(bin("mcpq-serve"))
             .arg("--config")
             .arg(&self.config)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(if args.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
             .args(args)
             .env_remove("MCPQ_CONFIG")
             .env_remove("MCPQ_NAMESPACE")

@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 
 use crate::metrics_server;
 use crate::reports::Reporter;
-use crate::signals::Signals;
+use crate::signals::Shutdown;
 
 /// Owns the worker's background loops and the processes they manage.
 pub struct Launcher {
@@ -176,7 +176,7 @@ impl Launcher {
     /// Hands the shutdown signals to a task of the launcher; the returned future
     /// resolves at the first one (quiet: fetch no more jobs). After the grace period or
     /// a second signal, the jobs still running are stopped (see the module doc).
-    pub fn quiet_on(&mut self, mut signals: Signals) -> impl Future<Output = ()> {
+    pub fn quiet_on(&mut self, mut signals: Shutdown) -> impl Future<Output = ()> {
         let (quiet_tx, quiet_rx) = tokio::sync::oneshot::channel::<()>();
         let grace = self.config.worker.shutdown_grace;
         let running = self.jobs.clone();

@@ -9,7 +9,7 @@
 //! 1. reset the inherited signal state (before any thread exists: masks are per thread);
 //! 2. parse flags, start non-blocking logging ([`logging`]), log what the reset changed;
 //! 3. load the config, start the tokio runtime, connect to Redis;
-//! 4. start the background loops ([`launcher`]): lease renewal, the cancel listener,
+//! 4. start the background loops (`mcpq_worker`'s launcher): lease renewal, the cancel listener,
 //!    the rescuer of dead workers' jobs, server reports ([`reports`]), the attachment
 //!    sweep;
 //! 5. run an apalis Monitor with one worker of N concurrent jobs over mcpq's own Redis
@@ -21,25 +21,15 @@
 //! Exit codes: 0 clean shutdown, 2 bad flags or config, 3 Redis unreachable at start,
 //! 1 anything else.
 
-mod check;
-mod launcher;
-mod metrics_server;
-mod reports;
-mod signals;
+use mcpq_worker::{check, signals};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
-use apalis::prelude::*;
 use clap::{Parser, Subcommand};
 use mcpq_shared::agent::template_sandbox;
-use mcpq_shared::backend::RedisQueue;
-use mcpq_shared::queue::{self, Delivery, Keys};
-use mcpq_shared::{logging, supervisor, Config, Runner};
-
-use launcher::Launcher;
+use mcpq_shared::{logging, supervisor, Config};
 
 /// Runs mcpq jobs: pulls them from Redis, calls MCP tools, stores results.
 ///
@@ -148,7 +138,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config, name, redactor, metrics)) {
+    let run = async {
+        let signals = signals::Signals::install()
+            .map_err(|e| anyhow::anyhow!("installing signal handlers: {e}"))?;
+        mcpq_worker::run(
+            Arc::new(config),
+            name,
+            redactor,
+            metrics,
+            signals::Shutdown::Signals(signals),
+        )
+        .await
+    };
+    match runtime.block_on(run) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -159,11 +161,7 @@ fn main() -> ExitCode {
 }
 
 fn default_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".to_string());
-    let random = ulid::Ulid::generate().random() as u32;
-    format!("{host}-{}-{random:08x}", std::process::id())
+    mcpq_worker::default_name()
 }
 
 /// Prints clap's error or help and returns its exit status (2, or 0 for --help and
@@ -201,113 +199,4 @@ fn load_config(args: &Args) -> Result<Config, String> {
             .map_err(|e| format!("--concurrency: {e}"))?;
     }
     Ok(config)
-}
-
-async fn run(
-    config: Config,
-    name: String,
-    redactor: Arc<mcpq_shared::redact::Redactor>,
-    metrics: mcpq_shared::metrics::Metrics,
-) -> anyhow::Result<ExitCode> {
-    let config = Arc::new(config);
-    let signals = signals::Signals::install().context("installing signal handlers")?;
-    let redis_url = config.redis_connect_url().context("redis_password_env")?;
-    let conn = match queue::connect(&redis_url).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("mcpq-worker: {e}");
-            return Ok(ExitCode::from(3));
-        }
-    };
-    let keys = Keys::new(config.namespace.clone());
-    let mut launcher = Launcher::start(
-        config.clone(),
-        &redis_url,
-        conn.clone(),
-        keys.clone(),
-        &name,
-        metrics,
-    )?;
-    let runner = Runner::new(
-        config.clone(),
-        launcher.pool().clone(),
-        conn.clone(),
-        keys.clone(),
-        launcher.jobs().clone(),
-        launcher.templates().clone(),
-        redactor,
-    );
-    tracing::info!(
-        worker = %name,
-        namespace = %keys.namespace(),
-        redis = %queue::redacted(&config.redis_url),
-        concurrency = config.worker.concurrency,
-        servers = ?config.server_names().collect::<Vec<_>>(),
-        disabled = ?config.disabled_servers,
-        "worker started"
-    );
-
-    let monitor = monitor(&config, conn, keys, name, launcher.jobs().clone(), runner);
-    let quiet = launcher.quiet_on(signals);
-    let shutdown_signal = async move {
-        quiet.await;
-        Ok(())
-    };
-    // apalis waits for running jobs by itself; the terminator is only the last resort
-    // when a job does not return after being stopped (a bug: every wait has a deadline).
-    let stop_wait = launcher.stop_deadline();
-    let terminator = async move {
-        tokio::time::sleep(stop_wait).await;
-        tracing::error!("jobs did not return {stop_wait:?} after shutdown began; dropping them");
-    };
-    let result = monitor
-        .with_terminator(terminator)
-        .run_with_signal(shutdown_signal)
-        .await;
-    // Jobs are done or cut off: stop the loops and every server.
-    launcher.stop().await;
-    match result {
-        Ok(()) => {
-            tracing::info!("worker stopped");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => Err(anyhow::anyhow!("worker stopped with an error: {e}")),
-    }
-}
-
-/// One apalis worker named `name`, running up to `worker.concurrency` jobs at once from
-/// mcpq's Redis backend; `jobs` holds what it fetched (for leases and cancels).
-fn monitor(
-    config: &Config,
-    conn: redis::aio::ConnectionManager,
-    keys: Keys,
-    name: String,
-    jobs: queue::InFlight,
-    runner: Runner,
-) -> Monitor {
-    let (concurrency, poll) = (config.worker.concurrency, config.worker.poll_interval);
-    let settings = config.queue.clone();
-    Monitor::new().register(move |_restarts| {
-        let backend = RedisQueue::new(
-            conn.clone(),
-            keys.clone(),
-            settings.clone(),
-            name.clone(),
-            poll,
-        )
-        .with_jobs(jobs.clone(), concurrency);
-        WorkerBuilder::new(name.clone())
-            .backend(backend)
-            .data(runner.clone())
-            .concurrency(concurrency)
-            .parallelize(tokio::spawn)
-            .build(handle)
-    })
-}
-
-/// The apalis handler: one job. It never fails: the runner stores every outcome itself
-/// (or leaves the job to the rescuer), see [`Runner::run`].
-async fn handle(delivery: Delivery, runner: Data<Runner>) -> Result<(), BoxDynError> {
-    runner.run(delivery).await;
-    Ok(())
 }

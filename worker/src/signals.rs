@@ -61,3 +61,34 @@ impl Signals {
         self.next().await
     }
 }
+
+/// What tells the worker to shut down: its own signals (the `mcpq-worker` binary), or,
+/// for a worker embedded in another process (`mcpq serve --with-worker`), that
+/// process's shutdown flag (it owns the signals then).
+pub enum Shutdown {
+    /// SIGTERM/SIGINT, first and second.
+    Signals(Signals),
+    /// Turns true once: the first "signal"; there is no second.
+    Flag(tokio::sync::watch::Receiver<bool>),
+}
+
+impl Shutdown {
+    /// Resolves when shutdown begins, with what began it.
+    pub async fn first(&mut self) -> &'static str {
+        match self {
+            Shutdown::Signals(s) => s.first().await,
+            Shutdown::Flag(flag) => {
+                let _ = flag.wait_for(|down| *down).await;
+                "shutdown of the embedding process"
+            }
+        }
+    }
+
+    /// Resolves at the impatient second signal (never for a flag).
+    pub async fn second(&mut self) -> &'static str {
+        match self {
+            Shutdown::Signals(s) => s.second().await,
+            Shutdown::Flag(_) => std::future::pending().await,
+        }
+    }
+}

@@ -21,8 +21,13 @@ pub fn run(ctx: &Ctx, cli_config: Option<&Path>, args: ServeArgs) -> anyhow::Res
     if let Some(listen) = args.listen {
         cmd.arg("--listen").arg(listen.to_string());
     }
-    if ctx.json {
+    if args.stdio {
+        cmd.arg("--stdio");
+    } else if ctx.json {
         cmd.arg("--json");
+    }
+    if args.with_worker {
+        cmd.arg("--with-worker");
     }
     // Returns only if the exec failed.
     let err = cmd.exec();
