@@ -159,6 +159,7 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
     let keys = Keys::new(config.namespace.clone());
     let results = Arc::new(result_reads::ResultReads::new(results_conn, keys.clone()));
     let producer = Producer::new(conn, keys.clone(), config.queue.clone());
+    let events = mcp::events::McpEvents::start(client.clone(), &keys);
     let endings = Endings::start(client, keys, producer.store().clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let servers = Arc::new(config.server_names().map(str::to_string).collect());
@@ -177,7 +178,7 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
         None
     };
     if args.stdio {
-        let served = serve_stdio(state).await;
+        let served = serve_stdio(state, events).await;
         let _ = shutdown_tx.send(true);
         stop_worker(worker).await;
         return served;
@@ -197,7 +198,7 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
     }
     tracing::info!(%url, tokens = tokens.len(), namespace = %state.config.namespace, "mcpq-serve started");
     let config = state.config.clone();
-    let mcp = mcp_routes(&state, tokens.is_empty());
+    let mcp = mcp_routes(&state, tokens.is_empty(), events);
     let app = app::router(state, tokens, mcp);
     let served = server::serve(listener, app, shutdown_tx.clone(), &config.serve)
         .await
@@ -210,7 +211,11 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
 /// `/mcp`: rmcp's streamable-HTTP service over [`mcp::handler::McpFront`]. Sessions
 /// end when the server shuts down. With no token the service also refuses a `Host`
 /// that is not loopback (DNS rebinding); with tokens, the bearer check decides.
-fn mcp_routes(state: &state::AppState, loopback_only: bool) -> axum::Router {
+fn mcp_routes(
+    state: &state::AppState,
+    loopback_only: bool,
+    events: mcp::events::McpEvents,
+) -> axum::Router {
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
     let ended = tokio_util::sync::CancellationToken::new();
@@ -228,7 +233,13 @@ fn mcp_routes(state: &state::AppState, loopback_only: bool) -> axum::Router {
     }
     let front = state.clone();
     let service = StreamableHttpService::new(
-        move || Ok(mcp::handler::McpFront::new(front.clone(), "anonymous")),
+        move || {
+            Ok(mcp::handler::McpFront::new(
+                front.clone(),
+                "anonymous",
+                events.clone(),
+            ))
+        },
         Arc::new(LocalSessionManager::default()),
         config,
     );
@@ -236,10 +247,13 @@ fn mcp_routes(state: &state::AppState, loopback_only: bool) -> axum::Router {
 }
 
 /// `--stdio`: one MCP session on stdin/stdout until the client closes it.
-async fn serve_stdio(state: state::AppState) -> Result<(), Failure> {
+async fn serve_stdio(
+    state: state::AppState,
+    events: mcp::events::McpEvents,
+) -> Result<(), Failure> {
     use rmcp::ServiceExt;
     tracing::info!(namespace = %state.config.namespace, "mcpq-serve speaking MCP on stdio");
-    let front = mcp::handler::McpFront::new(state, "stdio");
+    let front = mcp::handler::McpFront::new(state, "stdio", events);
     let running = front
         .serve(rmcp::transport::stdio())
         .await

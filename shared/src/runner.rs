@@ -60,6 +60,9 @@ use crate::result_budget::ResultBudget;
 /// only catches a bug (and then dropping the job kills its process groups).
 const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 
+/// The shortest time between two progress reports of a job that are stored.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
 /// Runs jobs; one per worker process, shared by its concurrent handlers.
 #[derive(Clone)]
 pub struct Runner {
@@ -319,6 +322,32 @@ impl Runner {
         Ok(job)
     }
 
+    /// Where job `id`'s servers' progress goes: its record and the progress channel
+    /// (`queue::progress`), at most one report per [`PROGRESS_EVERY`] (the newest
+    /// wins; one in between is dropped), each written by a task of its own so a slow
+    /// Redis never holds the call.
+    fn progress_sink(&self, id: &str) -> crate::mcp::ProgressSink {
+        let (conn, keys, id) = (self.conn.clone(), self.keys.clone(), id.to_string());
+        let last = std::sync::Mutex::new(None::<std::time::Instant>);
+        crate::mcp::ProgressSink::new(move |p: crate::mcp::Progress| {
+            let now = std::time::Instant::now();
+            {
+                let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                if last.is_some_and(|at| now.duration_since(at) < PROGRESS_EVERY) {
+                    return;
+                }
+                *last = Some(now);
+            }
+            let report = serde_json::to_value(&p).unwrap_or_default();
+            let (conn, keys, id) = (conn.clone(), keys.clone(), id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = crate::queue::progress::record(&conn, &keys, &id, &report).await {
+                    tracing::debug!(job = %id, "could not record progress: {e}");
+                }
+            });
+        })
+    }
+
     /// Runs a decoded job within its deadline.
     async fn execute(&self, mut job: Job, cancel: &CancellationToken) -> Result<Value, JobFailure> {
         self.fill_in_batch_counts(&mut job).await?;
@@ -328,6 +357,7 @@ impl Runner {
             .unwrap_or(self.config.defaults.job_timeout);
         let deadline = Instant::now() + timeout;
         let data = serde_json::json!({"job": {"id": job.id.to_string()}});
+        let progress = self.progress_sink(&job.id.to_string());
         let ctx = PlanContext {
             config: &self.config,
             pool: &self.pool,
@@ -335,6 +365,7 @@ impl Runner {
             cancel,
             data: &data,
             templates: &self.templates,
+            progress: Some(&progress),
         };
         let work = async {
             match &job.payload {

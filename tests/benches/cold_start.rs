@@ -95,7 +95,7 @@ async fn supervised(
         .await
         .expect("start");
     let result = session
-        .call_tool("echo", args(), Duration::from_secs(30))
+        .call_tool("echo", args(), Duration::from_secs(30), None)
         .await
         .expect("call");
     let took = start.elapsed();

@@ -112,7 +112,7 @@ async fn warm(pool: &McpPool, callers: usize, n: usize) -> (Vec<Duration>, Durat
         async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             let cancel = tokio_util::sync::CancellationToken::new();
-            pool.call("fixture", "echo", echo_args(), deadline, &cancel)
+            pool.call("fixture", "echo", echo_args(), deadline, &cancel, None)
                 .await
                 .expect("call");
         }
@@ -145,7 +145,7 @@ async fn bare(callers: usize, n: usize) -> (Vec<Duration>, Duration) {
             let session = session.clone();
             async move {
                 session
-                    .call_tool("echo", echo_args(), Duration::from_secs(30))
+                    .call_tool("echo", echo_args(), Duration::from_secs(30), None)
                     .await
                     .expect("call");
             }

@@ -136,6 +136,12 @@ impl Keys {
         format!("{}:tools", self.prefix)
     }
 
+    /// Pub/sub channel carrying `ID JSON`: a running job's newest progress report
+    /// ([`super::progress`]).
+    pub fn progress_channel(&self) -> String {
+        format!("{}:progress", self.prefix)
+    }
+
     /// Pub/sub channel carrying a server's name when its tool listing changed.
     pub fn tools_changed_channel(&self) -> String {
         format!("{}:tools_changed", self.prefix)

@@ -29,6 +29,7 @@ pub mod keys;
 pub mod lease;
 pub mod listing;
 pub mod notify;
+pub mod progress;
 pub mod rescue;
 pub mod results;
 mod scripts;

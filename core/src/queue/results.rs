@@ -137,6 +137,10 @@ pub struct JobRecord {
     pub result: Option<Value>,
     /// The last error.
     pub error: Option<JobFailure>,
+    /// The last progress a server reported during the job's tool calls
+    /// (`{"progress", "total", "message"}`; see `queue::progress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Value>,
     /// Every attempt that ended, oldest first.
     pub history: Vec<AttemptRecord>,
     /// The envelope as submitted (JSON text), for `mcpq dlq show`; only read by
@@ -254,7 +258,7 @@ impl RawRecord {
 }
 
 /// The hash fields a record is made of, in the order [`read_record`] asks for them.
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "status",
     "kind",
     "priority",
@@ -269,6 +273,7 @@ const FIELDS: [&str; 14] = [
     "stale_writes",
     "rescues",
     "error",
+    "progress",
 ];
 
 /// Most attempt records read (the newest ones): a job requeued for ever has a long
@@ -379,6 +384,11 @@ pub(crate) fn parse_record(
             .map_err(|e| problems.push(format!("the stored error is not a job error: {e}")))
             .ok()
     });
+    let progress = map.get("progress").and_then(|p| {
+        serde_json::from_str(p)
+            .map_err(|e| problems.push(format!("the stored progress is not JSON: {e}")))
+            .ok()
+    });
     let history = history
         .iter()
         .filter_map(|h| {
@@ -407,6 +417,7 @@ pub(crate) fn parse_record(
         stale_writes: num("stale_writes").unwrap_or(0) as u32,
         result,
         error,
+        progress,
         history,
         payload: map.get("payload").cloned(),
         problems,

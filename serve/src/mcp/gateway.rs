@@ -134,7 +134,12 @@ pub async fn outcome(state: &AppState, record: &JobRecord) -> Result<Outcome, Ap
             })?;
             let value: Value = serde_json::from_slice(&whole).unwrap_or(Value::Null);
             match serde_json::from_value::<CallToolResult>(value["result"][0]["result"].clone()) {
-                Ok(result) => Outcome::Completed(Box::new(result)),
+                Ok(mut result) => {
+                    // Stored as the server answered (maybe an older protocol, without
+                    // it); the front answers in its own.
+                    result.result_type = Some(rmcp::model::ResultType::COMPLETE);
+                    Outcome::Completed(Box::new(result))
+                }
                 Err(e) => Outcome::Failed {
                     kind: "protocol_error".into(),
                     message: format!(

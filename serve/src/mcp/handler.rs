@@ -18,11 +18,12 @@ use mcpq_core::queue::control::{self, Cancelled};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, CreateTaskResult,
     GetTaskParams, GetTaskResult, Implementation, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig,
+    ProgressNotificationParam, ServerCapabilities, ServerConfig,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
+use super::events::McpEvents;
 use super::gateway::{self, Outcome};
 use super::{queue_tools, tasks};
 use crate::auth::Caller;
@@ -44,17 +45,20 @@ pub struct McpFront {
     api: Router,
     /// Who calls, when the transport has no per-request caller (stdio).
     default_caller: Caller,
+    /// Progress reports and catalog changes from Redis.
+    events: McpEvents,
 }
 
 impl McpFront {
     /// A handler over `state`; `default_caller` names calls without an HTTP request
     /// (stdio).
-    pub fn new(state: AppState, default_caller: &str) -> McpFront {
+    pub fn new(state: AppState, default_caller: &str, events: McpEvents) -> McpFront {
         let api = crate::app::api_routes(&state).with_state(state.clone());
         McpFront {
             state,
             api,
             default_caller: Caller(default_caller.to_string()),
+            events,
         }
     }
 
@@ -76,14 +80,18 @@ impl McpFront {
         arguments: rmcp::model::JsonObject,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
+        // Subscribed before the job exists: no early report is missed.
+        let reports = self.events.progress();
         let job = gateway::submit(&self.state, name, arguments, None)
             .await
             .map_err(internal)?;
         let id = job.id.to_string();
         let wait = gateway::plain_wait(&self.state);
         let mut shutdown = self.state.shutdown.clone();
+        let forward = forward_progress(reports, id.clone(), context);
         let record = tokio::select! {
             r = self.state.endings.wait(&id, wait) => r.map_err(|e| internal(e.into()))?,
+            () = forward => unreachable!("forwarding progress never ends by itself"),
             _ = context.ct.cancelled() => {
                 // The client gave up: so does the job (its server's process tree too).
                 let mut conn = self.state.conn();
@@ -120,6 +128,39 @@ impl McpFront {
     }
 }
 
+/// Forwards job `id`'s progress reports to the client, with the progress token of its
+/// request, if it gave one; never returns (drop it to stop).
+async fn forward_progress(
+    mut reports: tokio::sync::broadcast::Receiver<(String, serde_json::Value)>,
+    id: String,
+    context: &RequestContext<RoleServer>,
+) {
+    let Some(token) = context.meta.get_progress_token() else {
+        return std::future::pending().await;
+    };
+    loop {
+        let (job, report) = match reports.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return std::future::pending().await
+            }
+        };
+        if job != id {
+            continue;
+        }
+        let Some(progress) = report["progress"].as_f64() else {
+            continue;
+        };
+        let mut note = ProgressNotificationParam::new(token.clone(), progress);
+        note.total = report["total"].as_f64();
+        note.message = report["message"].as_str().map(str::to_string);
+        if context.peer.notify_progress(note).await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 fn internal(e: crate::error::ApiError) -> McpError {
     McpError::internal_error(format!("{}: {}", e.kind, e.message), None)
 }
@@ -135,6 +176,32 @@ impl ServerHandler for McpFront {
         )
         .with_server_info(Implementation::new("mcpq", env!("CARGO_PKG_VERSION")))
         .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // This session hears of catalog changes until its client goes away.
+        let mut changes = self.events.tools_changed();
+        let peer = context.peer;
+        tokio::spawn(async move {
+            loop {
+                let closed = async {
+                    while !peer.is_transport_closed() {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                };
+                tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            if peer.notify_tool_list_changed().await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = closed => return,
+                }
+            }
+        });
     }
 
     async fn list_tools(

@@ -14,6 +14,7 @@
 //! bounded (`serve.max_wait`, the job's timeout plus `serve.mcp.queue_wait`); `/mcp`
 //! has the same bearer auth as the API.
 
+pub mod events;
 pub mod gateway;
 pub mod handler;
 pub mod queue_tools;

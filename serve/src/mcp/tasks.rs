@@ -40,6 +40,20 @@ fn iso(ms: Option<u64>) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// A progress report as words: `progress 3/10: copying`.
+fn progress_text(report: &serde_json::Value) -> Option<String> {
+    let done = report["progress"].as_f64()?;
+    let mut text = match report["total"].as_f64() {
+        Some(total) => format!("progress {done}/{total}"),
+        None => format!("progress {done}"),
+    };
+    if let Some(message) = report["message"].as_str() {
+        text.push_str(": ");
+        text.extend(message.chars().take(200));
+    }
+    Some(text)
+}
+
 /// Task `id`, now.
 pub async fn read(state: &AppState, id: &str) -> Result<DetailedTask, McpError> {
     let id = parse(id)?;
@@ -65,7 +79,10 @@ pub async fn read(state: &AppState, id: &str) -> Result<DetailedTask, McpError> 
     .with_ttl_ms(state.config.queue.result_ttl.as_millis() as u64)
     .with_poll_interval_ms(state.config.serve.mcp.poll_interval.as_millis() as u64);
     let payload = match outcome {
-        Outcome::Working(what) => {
+        Outcome::Working(mut what) => {
+            if let Some(p) = record.progress.as_ref().and_then(progress_text) {
+                what = format!("{what}; {p}");
+            }
             task = task.with_status_message(what);
             TaskPayload::Working
         }

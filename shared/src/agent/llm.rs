@@ -74,7 +74,8 @@ pub async fn run_llm(
             false,
         )
     })?;
-    let sessions = JobSessions::new(ctx.config, ctx.pool, ctx.deadline, ctx.cancel);
+    let sessions = JobSessions::new(ctx.config, ctx.pool, ctx.deadline, ctx.cancel)
+        .with_progress(ctx.progress.cloned());
     let outcome = match list_tools(servers, &sessions).await {
         Ok(tools) => converse(prompt, options, settings, &tools, &sessions, ctx).await,
         Err((server, e)) => {

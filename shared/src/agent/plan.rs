@@ -35,7 +35,7 @@ use super::template_sandbox::TemplateSandbox;
 use crate::config::Config;
 use crate::failure::{FailureKind, JobFailure};
 use crate::job::{AgentJob, PlanStep};
-use crate::mcp::{JobSessions, McpPool, PoolError};
+use crate::mcp::{JobSessions, McpPool, PoolError, ProgressSink};
 use crate::result_budget::ResultBudget;
 
 /// What a plan needs from the worker.
@@ -57,6 +57,8 @@ pub struct PlanContext<'a> {
     pub data: &'a Value,
     /// Where templates are rendered (a memory-limited child process, never the worker).
     pub templates: &'a TemplateSandbox,
+    /// Where the servers' progress reports go (the job's record), if anywhere.
+    pub progress: Option<&'a ProgressSink>,
 }
 
 /// The failure of step `i`.
@@ -98,7 +100,8 @@ pub async fn run_plan_with_data(
     plan: &AgentJob,
     ctx: PlanContext<'_>,
 ) -> Result<(Value, Value), JobFailure> {
-    let sessions = JobSessions::new(ctx.config, ctx.pool, ctx.deadline, ctx.cancel);
+    let sessions = JobSessions::new(ctx.config, ctx.pool, ctx.deadline, ctx.cancel)
+        .with_progress(ctx.progress.cloned());
     let mut outcome = run_steps(plan, ctx, &sessions).await;
     for (_, note) in sessions.close().await {
         if let Err(failure) = &mut outcome {

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::pool::{start_admitted, stop_note};
+use super::progress::ProgressSink;
 use super::session::JobCall;
 use super::{McpPool, McpSession, PoolError};
 use crate::config::{Config, ServerTimeouts};
@@ -39,6 +40,8 @@ pub struct JobSessions<'a> {
     pool: &'a McpPool,
     deadline: Instant,
     cancel: &'a CancellationToken,
+    /// Where the servers' progress reports go (none: they are not asked for).
+    progress: Option<ProgressSink>,
     /// The job's own sessions by server, each started once, on first use.
     own: Mutex<HashMap<String, Arc<OnceCell<Arc<McpSession>>>>>,
 }
@@ -72,8 +75,15 @@ impl<'a> JobSessions<'a> {
             pool,
             deadline,
             cancel,
+            progress: None,
             own: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Asks every server called through these sessions for progress, handed to `sink`.
+    pub fn with_progress(mut self, sink: Option<ProgressSink>) -> Self {
+        self.progress = sink;
+        self
     }
 
     /// The tools of `server` (a pooled session's, or the job's own session's, started
@@ -107,7 +117,14 @@ impl<'a> JobSessions<'a> {
         if self.pool.is_pooled(server) {
             return self
                 .pool
-                .call(server, tool, arguments, self.deadline, self.cancel)
+                .call(
+                    server,
+                    tool,
+                    arguments,
+                    self.deadline,
+                    self.cancel,
+                    self.progress.as_ref(),
+                )
                 .await;
         }
         let (session, _) = self.own_session(server).await?;
@@ -118,6 +135,7 @@ impl<'a> JobSessions<'a> {
                 self.deadline,
                 self.cancel,
                 self.pool.supervisor(),
+                self.progress.as_ref(),
             )
             .await
         {

@@ -7,10 +7,12 @@ pub mod answer_limit;
 pub mod http_client;
 pub mod job_sessions;
 pub mod pool;
+pub mod progress;
 pub mod session;
 pub mod spawn_spec;
 
 pub use job_sessions::JobSessions;
 pub use pool::{McpPool, PoolError};
+pub use progress::{Progress, ProgressSink};
 pub use session::{JobCall, McpError, McpSession};
 pub use spawn_spec::{health_policy, spawn_spec};

@@ -36,6 +36,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::progress::ProgressSink;
 use super::session::JobCall;
 use super::{McpError, McpSession};
 use crate::config::{Config, PoolSettings, ServerConfig, ServerTimeouts};
@@ -376,13 +377,21 @@ impl McpPool {
         arguments: Map<String, Value>,
         deadline: Instant,
         cancel: &CancellationToken,
+        progress: Option<&ProgressSink>,
     ) -> Result<(CallToolResult, Option<String>), PoolError> {
         let pool = self.pooled(server);
         let lease = self.checkout(&pool, deadline, cancel).await?;
         let outcome = match lease
             .slot
             .session
-            .call_for_job(tool, arguments, deadline, cancel, &self.supervisor)
+            .call_for_job(
+                tool,
+                arguments,
+                deadline,
+                cancel,
+                &self.supervisor,
+                progress,
+            )
             .await
         {
             JobCall::Answered(result, stderr) => Ok((result, stderr)),

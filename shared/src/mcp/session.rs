@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::answer_limit::{AnswerLimit, LimitedLines};
 use super::http_client::LimitedHttpClient;
+use super::progress::{ProgressRoutes, ProgressSink};
 use super::spawn_spec::spawn_spec;
 use crate::backoff::Backoff;
 use crate::config::{ServerConfig, ServerTimeouts};
@@ -182,15 +183,25 @@ impl McpError {
     }
 }
 
-/// The client side's handler: notes when the server says its tool list changed.
+/// The client side's handler: notes when the server says its tool list changed, and
+/// routes progress notifications to the calls that want them.
 #[derive(Debug, Clone, Default)]
 pub struct ClientState {
     tools_changed: Arc<AtomicBool>,
+    progress: ProgressRoutes,
 }
 
 impl ClientHandler for ClientState {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         self.tools_changed.store(true, Ordering::SeqCst);
+    }
+
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.deliver(params);
     }
 }
 
@@ -206,6 +217,7 @@ pub struct McpSession {
     stderr: StderrTail,
     timeouts: ServerTimeouts,
     tools_changed: Arc<AtomicBool>,
+    progress: ProgressRoutes,
     tools: std::sync::Mutex<Option<Arc<Vec<Tool>>>>,
     limit: AnswerLimit,
 }
@@ -259,6 +271,7 @@ impl McpSession {
             .min(deadline.saturating_duration_since(Instant::now()));
         let state = ClientState::default();
         let tools_changed = state.tools_changed.clone();
+        let progress = state.progress.clone();
         let answer_limit = AnswerLimit::new(timeouts.max_answer);
         // rmcp's own line cap (which drops a line silently) stays above ours, so ours is
         // the one that acts.
@@ -283,6 +296,7 @@ impl McpSession {
                     process: Some(tokio::sync::Mutex::new(process)),
                     timeouts,
                     tools_changed,
+                    progress,
                     tools: std::sync::Mutex::new(None),
                     limit: answer_limit,
                 })
@@ -365,6 +379,7 @@ impl McpSession {
         loop {
             let state = ClientState::default();
             let tools_changed = state.tools_changed.clone();
+            let progress = state.progress.clone();
             let transport = StreamableHttpClientTransport::with_client(
                 client.clone(),
                 transport_config.clone(),
@@ -382,6 +397,7 @@ impl McpSession {
                         process: None,
                         timeouts,
                         tools_changed,
+                        progress,
                         tools: std::sync::Mutex::new(None),
                         limit: answer_limit,
                     });
@@ -504,8 +520,15 @@ impl McpSession {
         tool: &str,
         arguments: Map<String, Value>,
         timeout: Duration,
+        progress: Option<&ProgressSink>,
     ) -> Result<CallToolResult, McpError> {
-        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        use rmcp::model::RequestParamsMeta;
+        let mut params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        // Held until the call ends: the server's progress reaches `progress` meanwhile.
+        let route = progress.map(|sink| self.progress.register(sink.clone()));
+        if let Some(route) = &route {
+            params.set_progress_token(route.token());
+        }
         let request = ClientRequest::CallToolRequest(Request::new(params));
         let err = match self.request(request, timeout).await {
             Ok(ServerResult::CallToolResult(result)) => return Ok(result),
@@ -535,12 +558,13 @@ impl McpSession {
         deadline: Instant,
         cancel: &CancellationToken,
         supervisor: &Supervisor,
+        progress: Option<&ProgressSink>,
     ) -> JobCall {
         let health = supervisor.health();
         let started = Instant::now();
         let left = deadline.saturating_duration_since(started);
         let called = tokio::select! {
-            called = self.call_tool(tool, arguments, self.timeouts.call.min(left)) => Some(called),
+            called = self.call_tool(tool, arguments, self.timeouts.call.min(left), progress) => Some(called),
             _ = cancel.cancelled() => None,
         };
         supervisor

@@ -1,5 +1,5 @@
 //! `mcpq-fixture`: a stdio MCP server built with rmcp, with one tool per behaviour the
-//! tests need: echo, add, sleep, fail, crash, flood stderr, a big answer, report signal
+//! tests need: echo, add, sleep, progress reports, fail, crash, flood stderr, a big answer, report signal
 //! state, and the
 //! torture ones (sleep for ever, ignore SIGTERM, spawn a grandchild, close stdout but
 //! stay alive).
@@ -50,6 +50,14 @@ struct MarkArgs {
     tag: String,
     /// Sleep after writing, in milliseconds.
     ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct ProgressArgs {
+    /// How many progress reports.
+    steps: u32,
+    /// Milliseconds between them.
+    ms: u64,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -184,6 +192,27 @@ impl Fixture {
             .map_err(|e| ErrorData::internal_error(format!("cannot write {path}: {e}"), None))?;
         tokio::time::sleep(Duration::from_millis(ms.unwrap_or(0))).await;
         Ok(tag)
+    }
+
+    #[tool(
+        description = "Report progress `steps` times, `ms` apart (to a caller that sent a progressToken), then answer"
+    )]
+    async fn progress_steps(
+        &self,
+        Parameters(ProgressArgs { steps, ms }): Parameters<ProgressArgs>,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> String {
+        let token = context.meta.get_progress_token();
+        for i in 1..=steps.min(1000) {
+            if let Some(token) = &token {
+                let mut note = rmcp::model::ProgressNotificationParam::new(token.clone(), i as f64);
+                note.total = Some(steps as f64);
+                note.message = Some(format!("step {i} of {steps}"));
+                let _ = context.peer.notify_progress(note).await;
+            }
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        format!("did {steps} steps (progress token: {})", token.is_some())
     }
 
     #[tool(description = "Never answer")]

@@ -1,0 +1,53 @@
+//! A running job's progress: what its MCP servers report while they work.
+//!
+//! [`record`] keeps the newest report in the job's hash (field `progress`, shown by
+//! `mcpq status`, `GET /v1/jobs/ID` and the MCP front's `get_job` and tasks) and
+//! publishes it on [`Keys::progress_channel`] as `ID JSON`, which the MCP front
+//! forwards to a client that asked for progress. A report for a job that has no
+//! record (it expired) writes nothing. A report is at most [`MAX_REPORT_BYTES`].
+
+use redis::aio::ConnectionManager;
+use serde_json::Value;
+
+use super::{Keys, QueueError};
+
+/// The largest progress report stored or published, in bytes of JSON.
+pub const MAX_REPORT_BYTES: usize = 4096;
+
+const RECORD: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
+return 1
+"#;
+
+/// Stores and announces `report` for job `id` (see the module doc).
+pub async fn record(
+    conn: &ConnectionManager,
+    keys: &Keys,
+    id: &str,
+    report: &Value,
+) -> Result<(), QueueError> {
+    let json = report.to_string();
+    if json.len() > MAX_REPORT_BYTES {
+        return Ok(());
+    }
+    let mut conn = conn.clone();
+    let _: i64 = redis::Script::new(RECORD)
+        .key(keys.job(id))
+        .key(keys.progress_channel())
+        .arg(id)
+        .arg(json)
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// Splits a message of [`Keys::progress_channel`] into the job id and its report.
+pub fn parse_message(message: &str) -> Option<(&str, Value)> {
+    let (id, json) = message.split_once(' ')?;
+    if json.len() > MAX_REPORT_BYTES {
+        return None;
+    }
+    Some((id, serde_json::from_str(json).ok()?))
+}
