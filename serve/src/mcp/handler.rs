@@ -18,9 +18,9 @@ use mcpq_core::queue::control::{self, Cancelled};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, CreateTaskResult,
     GetTaskParams, GetTaskResult, Implementation, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ServerCapabilities, ServerConfig,
+    ProgressNotificationParam, ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
-use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
 use super::events::McpEvents;
@@ -161,6 +161,11 @@ async fn forward_progress(
     }
 }
 
+/// Resolves once the server shuts down.
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|down| *down).await;
+}
+
 fn internal(e: crate::error::ApiError) -> McpError {
     McpError::internal_error(format!("{}: {}", e.kind, e.message), None)
 }
@@ -202,6 +207,45 @@ impl ServerHandler for McpFront {
                 }
             }
         });
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    /// `subscriptions/listen` (2026-07-28): `notifications/tools/list_changed` on this
+    /// stream when the catalog changes, until the client cancels or the server stops.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let stopping = stopped(self.state.shutdown.clone());
+        tokio::pin!(stopping);
+        if context.accepted().tools_list_changed != Some(true) {
+            tokio::select! {
+                () = context.cancelled() => {}
+                () = &mut stopping => {}
+            }
+            return Ok(());
+        }
+        let mut changes = self.events.tools_changed();
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                () = &mut stopping => return Ok(()),
+                change = changes.recv() => match change {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if context.sink().notify_tool_list_changed().await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        context.cancelled().await;
+                        return Ok(());
+                    }
+                },
+            }
+        }
     }
 
     async fn list_tools(
