@@ -89,6 +89,17 @@ pub fn status_text(r: &JobRecord) -> String {
             b.saturating_sub(a)
         ));
     }
+    if let Some(p) = &r.progress {
+        let total = p["total"]
+            .as_f64()
+            .map(|t| format!("/{t}"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "\n  progress  {}{total} {}",
+            p["progress"],
+            one_line(p["message"].as_str().unwrap_or(""))
+        ));
+    }
     if let Some(e) = &r.error {
         s.push_str(&format!(
             "\n  error     [{}] {}",
@@ -139,7 +150,7 @@ pub fn status_json(r: &JobRecord) -> Value {
         "worker": r.worker, "submitted_at": r.submitted_at, "started_at": r.started_at,
         "finished_at": r.finished_at, "next_run_at": r.next_run_at, "error": r.error,
         "stale_writes": r.stale_writes, "rescues": r.rescues, "history": r.history,
-        "problems": r.problems,
+        "problems": r.problems, "progress": r.progress,
     })
 }
 

@@ -90,6 +90,11 @@ pub struct Tokens(Arc<Vec<Token>>);
 pub struct Caller(pub String);
 
 impl Tokens {
+    /// No token (for `--stdio`, which has no HTTP listener).
+    pub fn none() -> Tokens {
+        Tokens(Arc::new(Vec::new()))
+    }
+
     /// Reads every configured token's secret from the environment (see the module docs).
     pub fn load(settings: &ServeSettings) -> Result<Tokens, AuthError> {
         let mut tokens = Vec::new();

@@ -145,8 +145,15 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
         .and_then(|c| c.with_overrides(args.redis_url.clone(), args.namespace.clone()))
         .map_err(config_error)?;
     let listen = args.listen.unwrap_or(config.serve.listen);
-    let tokens = auth::Tokens::load(&config.serve).map_err(config_error)?;
-    tokens.check_listen(listen).map_err(config_error)?;
+    // Over stdio whoever started the process is the caller: no token is read (an MCP
+    // client's config need not carry the HTTP front's secrets).
+    let tokens = if args.stdio {
+        auth::Tokens::none()
+    } else {
+        let tokens = auth::Tokens::load(&config.serve).map_err(config_error)?;
+        tokens.check_listen(listen).map_err(config_error)?;
+        tokens
+    };
     let url = config.redis_connect_url().map_err(config_error)?;
     let conn = queue::connect(&url)
         .await

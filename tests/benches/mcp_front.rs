@@ -132,15 +132,17 @@ fn main() {
         .unwrap_or(300);
     let env = TestEnv::new(
         "bench-mcp",
-        &format!("[worker]\nconcurrency = 8\n[serve.mcp]\nexpose = [\"echo__echo\"]\n{TOKEN_CONFIG}"),
+        &format!(
+            "[worker]\nconcurrency = 8\n[serve.mcp]\nexpose = [\"echo__echo\"]\n{TOKEN_CONFIG}"
+        ),
     );
     let _worker = env.worker(&[]);
     let serve = env.serve(&[]);
     let url = serve.at("/mcp");
+    mcpq_shared::tls::install();
     let rt = mcpq_tests::runtime();
-    let (direct, plain, tasks) = rt.block_on(async {
-        (direct(n).await, plain(&url, n).await, tasks(&url, n).await)
-    });
+    let (direct, plain, tasks) =
+        rt.block_on(async { (direct(n).await, plain(&url, n).await, tasks(&url, n).await) });
     let (d50, d99) = percentiles(direct);
     let (p50, p99) = percentiles(plain);
     let (t50, t99) = percentiles(tasks);

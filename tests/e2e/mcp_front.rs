@@ -765,3 +765,121 @@ fn the_conformance_suite_passes_but_for_its_baseline() {
         );
     }
 }
+
+#[test]
+fn a_plain_call_forwards_the_servers_progress_and_the_job_keeps_it() {
+    let Some(deps) = deps("venv") else { return };
+    let env = front_env("mcp-progress", true, "");
+    let worker = env.worker(&[]);
+    let serve = env.serve(&[]);
+    wait_for_catalog(&env, &worker);
+    for mode in ["auto", "legacy"] {
+        let lines = python_client(
+            &env,
+            &deps,
+            &[
+                "progress",
+                &serve.at("/mcp"),
+                "--token",
+                TOKEN,
+                "--mode",
+                mode,
+            ],
+        );
+        let reports = line(&lines, "progress")["reports"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        // Reports at most every 100 ms are kept; the fixture sends one every 200 ms.
+        assert_eq!(reports.len(), 4, "{mode}: {lines:?}");
+        for (i, r) in reports.iter().enumerate() {
+            assert_eq!(r["progress"], json!((i + 1) as f64), "{mode}: {r}");
+            assert_eq!(r["total"], json!(4.0), "{mode}: {r}");
+            assert_eq!(r["message"], format!("step {} of 4", i + 1), "{mode}: {r}");
+        }
+        let plain = line(&lines, "plain");
+        assert!(
+            plain["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("progress token: true")),
+            "{mode}: the server got a progress token: {plain}"
+        );
+    }
+    // Without a client to forward to, the job's record keeps the last report.
+    let id = env.submit_call(
+        "echo",
+        "progress_steps",
+        r#"{"steps": 3, "ms": 150}"#,
+        &["--timeout", "30s"],
+    );
+    let (code, _) = env.wait_json(&id);
+    assert_eq!(code, Some(0));
+    let status = env.status_json(&id);
+    assert_eq!(status["progress"]["progress"], json!(3.0), "{status}");
+    assert_eq!(status["progress"]["message"], "step 3 of 3", "{status}");
+}
+
+/// An rmcp client that counts `notifications/tools/list_changed`.
+#[derive(Clone, Default)]
+struct ListChanges(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl rmcp::ClientHandler for ListChanges {
+    async fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_new_tool_in_the_catalog_reaches_connected_clients_as_list_changed() {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::ServiceExt;
+    let env = front_env("mcp-list-changed", true, "");
+    let worker = env.worker(&[]);
+    let serve = env.serve(&[]);
+    wait_for_catalog(&env, &worker);
+    mcpq_shared::tls::install();
+    let rt = mcpq_tests::runtime();
+    rt.block_on(async {
+        let changes = ListChanges::default();
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(serve.at("/mcp")).auth_header(TOKEN),
+        );
+        let client = changes.clone().serve(transport).await.expect("initialize");
+        let before = client.peer().list_all_tools().await.expect("tools/list");
+        assert!(!before.iter().any(|t| t.name == "echo__brand_new"));
+        // What a worker does when its server's list changed: publish the new listing.
+        let conn = mcpq_tests::connect().await;
+        let keys = mcpq_shared::queue::Keys::new(env.namespace.clone());
+        let mut listing = mcpq_shared::queue::tool_catalog::read_all(&conn, &keys)
+            .await
+            .expect("catalog")
+            .remove("echo")
+            .expect("echo's listing");
+        let new_tool =
+            json!({"name": "brand_new", "description": "new", "inputSchema": {"type": "object"}});
+        listing
+            .tools
+            .push(new_tool.as_object().cloned().expect("an object"));
+        let changed = mcpq_shared::queue::tool_catalog::publish(&conn, &keys, "echo", &listing)
+            .await
+            .expect("publish");
+        assert!(changed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while changes.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "no tools/list_changed arrived");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = client.peer().list_all_tools().await.expect("tools/list");
+        assert!(
+            after.iter().any(|t| t.name == "echo__brand_new"),
+            "{:?}",
+            after.iter().map(|t| t.name.to_string()).collect::<Vec<_>>()
+        );
+        let _ = client.cancel().await;
+    });
+    drop(worker);
+}

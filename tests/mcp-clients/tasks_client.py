@@ -7,6 +7,8 @@ the Rust test asserts on; anything that goes wrong raises (a traceback on stderr
 Scenarios (HTTP ones take URL = http://HOST:PORT/mcp, --token and --mode; all but
 `plain` declare the tasks extension):
   plain URL      tools/list; echo__echo {"text": --text}, a plain call
+  progress URL   echo__progress_steps {"steps": 4}, a plain call with a progress
+                 callback; prints the reports it got
   task URL       echo__sleep_ms {"ms": --ms} as a task, tasks/get until it ends; then
                  echo__echo through the SDK's call_tool (it polls the task)
   create URL     --tool with --args (JSON) as a task; prints the created task
@@ -179,7 +181,7 @@ async def connect(a: argparse.Namespace, tasks: bool) -> AsyncIterator[Client]:
 
 async def http(a: argparse.Namespace) -> None:
     # A plain client has no tasks extension: a gateway call waits for its job.
-    async with connect(a, tasks=a.scenario != "plain") as client:
+    async with connect(a, tasks=a.scenario not in ("plain", "progress")) as client:
         await SCENARIOS[a.scenario](client, a)
 
 
@@ -187,6 +189,19 @@ async def plain(client: Client, a: argparse.Namespace) -> None:
     tools = await client.list_tools()
     emit("tools", names=[t.name for t in tools.tools])
     emit_call("plain", await client.call_tool("echo__echo", {"text": a.text}))
+
+
+async def progress(client: Client, a: argparse.Namespace) -> None:
+    # A plain call with a progress callback: the SDK sends a progressToken, the front
+    # forwards the server's reports on it while the job runs.
+    seen: list[dict[str, Any]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        seen.append({"progress": done, "total": total, "message": message})
+
+    result = await client.call_tool("echo__progress_steps", {"steps": 4, "ms": 200}, progress_callback=on_progress)
+    emit("progress", reports=seen)
+    emit_call("plain", result)
 
 
 async def task(client: Client, a: argparse.Namespace) -> None:
@@ -238,7 +253,7 @@ async def stdio(a: argparse.Namespace) -> None:
         emit_call("plain", await client.call_tool("echo__echo", {"text": a.text}))
 
 
-SCENARIOS = {"plain": plain, "task": task, "create": create, "get": get, "cancel": cancel, "queue": queue}
+SCENARIOS = {"plain": plain, "progress": progress, "task": task, "create": create, "get": get, "cancel": cancel, "queue": queue}
 
 
 def main() -> None:
