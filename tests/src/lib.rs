@@ -177,7 +177,7 @@ impl TestEnv {
 
     /// `mcpq ARGS` with this env's config and Redis, and no config from the caller's
     /// environment.
-    fn mcpq_command(&self, args: &[&str]) -> Command {
+    pub fn mcpq_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("mcpq"));
         cmd.arg("--config")
             .arg(&self.config)

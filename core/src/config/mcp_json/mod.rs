@@ -90,14 +90,15 @@ pub enum McpJsonError {
         message: String,
     },
     /// A `${...}` reference that cannot be resolved (the message names the variable).
-    #[error("{path}: {key}: {source}")]
+    #[error("{path}: {key}: {problem}")]
     Variable {
         /// The file.
         path: PathBuf,
         /// The value's path in the file, e.g. `mcpServers.fs.env.API_KEY`.
         key: String,
-        /// The reference and the variable to set.
-        source: VarError,
+        /// The reference and the variable to set (not an error `source`: the message
+        /// says it once).
+        problem: VarError,
     },
     /// The file defines no server mcpq would run.
     #[error("no MCP server in {path}: {reason}")]
@@ -270,7 +271,7 @@ impl FileReader<'_> {
             expander.expand(s).map_err(|source| McpJsonError::Variable {
                 path: self.path.to_path_buf(),
                 key: k.to_string(),
-                source,
+                problem: source,
             })
         };
         let mut server = ServerConfig::default();
