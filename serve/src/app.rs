@@ -75,7 +75,11 @@ pub fn api_routes(state: &AppState) -> Router<AppState> {
     let streams = Router::new()
         .route("/v1/batches", post(batches::submit))
         .route("/v1/batches/{id}/results", get(batches::results));
-    quick.merge(long_polls).merge(streams)
+    // The same body limit as the HTTP router's, for the MCP front's in-process calls.
+    quick
+        .merge(long_polls)
+        .merge(streams)
+        .layer(DefaultBodyLimit::max(state.config.queue.max_payload))
 }
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {

@@ -179,13 +179,23 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
         metrics: metrics::ServeMetrics::default(),
         results,
     };
-    let worker = if args.with_worker {
-        Some(start_worker(&state, log_guard)?)
-    } else {
-        None
-    };
     if args.stdio {
-        let served = serve_stdio(state, events).await;
+        let mut worker = match args.with_worker {
+            true => Some(start_worker(&state, log_guard)?),
+            false => None,
+        };
+        // The client closes stdin (the normal end) or sends a signal; or the embedded
+        // worker stopped, and a front without its worker would only wait.
+        let served = tokio::select! {
+            served = serve_stdio(state, events) => served,
+            () = server::wait_for_signal() => {
+                tracing::info!("signal received: stopping");
+                Ok(())
+            }
+            () = worker_stopped(&mut worker) => {
+                Err(Failure(1, anyhow::anyhow!("the embedded worker stopped; mcpq serve stops too")))
+            }
+        };
         let _ = shutdown_tx.send(true);
         stop_worker(worker).await;
         return served;
@@ -205,13 +215,50 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
     }
     tracing::info!(%url, tokens = tokens.len(), namespace = %state.config.namespace, "mcpq-serve started");
     let config = state.config.clone();
+    // Started once the address is bound: a front that cannot listen runs no jobs.
+    let mut worker = match args.with_worker {
+        true => Some(start_worker(&state, log_guard)?),
+        false => None,
+    };
     let mcp = mcp_routes(&state, tokens.is_empty(), events);
     let app = app::router(state, tokens, mcp);
-    let served = server::serve(listener, app, shutdown_tx.clone(), &config.serve)
+    let (worker_gone_tx, worker_gone) = tokio::sync::oneshot::channel::<()>();
+    let watched = worker.take().map(|handle| {
+        tokio::spawn(async move {
+            let mut handle = Some(handle);
+            worker_stopped(&mut handle).await;
+            let _ = worker_gone_tx.send(());
+            handle
+        })
+    });
+    let worker_died = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let died = worker_died.clone();
+    let also_stop = async move {
+        if worker_gone.await.is_ok() {
+            tracing::error!("the embedded worker stopped; mcpq serve stops too");
+            died.store(true, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            std::future::pending::<()>().await
+        }
+    };
+    let served = server::serve(listener, app, shutdown_tx.clone(), &config.serve, also_stop)
         .await
         .map_err(|e| Failure(1, e.into()));
+    if let Some(watched) = watched {
+        let _ = shutdown_tx.send(true);
+        match watched.await {
+            Ok(handle) => worker = handle,
+            Err(e) => tracing::error!("the embedded worker's watcher failed: {e}"),
+        }
+    }
     let _ = shutdown_tx.send(true);
     stop_worker(worker).await;
+    if worker_died.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Failure(
+            1,
+            anyhow::anyhow!("the embedded worker stopped (see the log); mcpq serve stopped too"),
+        ));
+    }
     served
 }
 
@@ -239,15 +286,23 @@ fn mcp_routes(
         config = config.disable_allowed_hosts();
     }
     let front = state.clone();
+    let api = app::api_routes(state).with_state(state.clone());
+    // A session outlives the longest plain call it may be waiting on.
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(
+        (mcp::gateway::plain_wait(state) + std::time::Duration::from_secs(60))
+            .max(std::time::Duration::from_secs(300)),
+    );
     let service = StreamableHttpService::new(
         move || {
-            Ok(mcp::handler::McpFront::new(
+            Ok(mcp::handler::McpFront::with_api(
                 front.clone(),
+                api.clone(),
                 "anonymous",
                 events.clone(),
             ))
         },
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(sessions),
         config,
     );
     axum::Router::new().nest_service("/mcp", service)
@@ -276,7 +331,7 @@ async fn serve_stdio(
 fn start_worker(
     state: &state::AppState,
     log_guard: &logging::LogGuard,
-) -> Result<tokio::task::JoinHandle<anyhow::Result<ExitCode>>, Failure> {
+) -> Result<WorkerHandle, Failure> {
     let config = state.config.clone();
     // A missing redis_password_env variable is a config error at start-up.
     config.redis_connect_url().map_err(config_error)?;
@@ -295,11 +350,31 @@ fn start_worker(
     )))
 }
 
+/// Resolves when the embedded worker's task has ended (never without a worker); the
+/// handle stays for [`stop_worker`] to collect.
+async fn worker_stopped(worker: &mut Option<WorkerHandle>) {
+    match worker {
+        Some(handle) => {
+            // Poll the handle without consuming it.
+            while !handle.is_finished() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// The embedded worker's task.
+type WorkerHandle = tokio::task::JoinHandle<anyhow::Result<ExitCode>>;
+
 /// Waits for the embedded worker (it bounds its own stop: grace, leases, servers).
-async fn stop_worker(worker: Option<tokio::task::JoinHandle<anyhow::Result<ExitCode>>>) {
+async fn stop_worker(worker: Option<WorkerHandle>) {
     let Some(worker) = worker else { return };
     match worker.await {
-        Ok(Ok(_)) => tracing::info!("the embedded worker stopped"),
+        Ok(Ok(code)) if code == ExitCode::SUCCESS => tracing::info!("the embedded worker stopped"),
+        Ok(Ok(code)) => {
+            tracing::error!("the embedded worker stopped with {code:?} (3: Redis unreachable)")
+        }
         Ok(Err(e)) => tracing::error!("the embedded worker stopped with an error: {e:#}"),
         Err(e) => tracing::error!("the embedded worker panicked: {e}"),
     }

@@ -43,6 +43,7 @@ pub async fn serve(
     app: Router,
     shutdown: watch::Sender<bool>,
     settings: &ServeSettings,
+    also_stop_on: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -50,7 +51,13 @@ pub async fn serve(
         .keep_alive(true);
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
-    let signal = wait_for_signal();
+    // A signal, or what the caller says (its embedded worker stopped).
+    let signal = async {
+        tokio::select! {
+            () = wait_for_signal() => {}
+            () = also_stop_on => {}
+        }
+    };
     tokio::pin!(signal);
     loop {
         // A slot first: at the cap, stop accepting until a connection closes.
@@ -120,7 +127,8 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-async fn wait_for_signal() {
+/// Resolves at the first SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -127,6 +127,9 @@ impl Redactor {
             .filter_map(|var| std::env::var(var).ok())
             .collect();
         secrets.extend(redis_password(&config.redis_url));
+        // What `${VAR}` and `${input:ID}` put into an MCP JSON file's servers (a token
+        // in a URL or an argument).
+        secrets.extend(config.substituted_secrets.iter().cloned());
         // Secrets written into the config itself: a server's headers and environment
         // values whose name says they are credentials (redacting every env value would
         // hide words like `true` everywhere).

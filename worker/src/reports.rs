@@ -154,10 +154,25 @@ impl Reporter {
     /// Publishes a [`Reporter::snapshot`] and beats every [`REPORT_INTERVAL`] (and
     /// refreshes the queue gauges when metrics are served), until aborted.
     pub async fn run(self, conn: ConnectionManager, keys: Keys) {
+        // Side by side in this task (aborting it stops both): listing a slow server
+        // for the catalog never delays a heartbeat.
+        tokio::join!(self.beat(&conn, &keys), self.catalog(&conn, &keys));
+    }
+
+    /// Publishes the tool catalog every [`REPORT_INTERVAL`], for ever.
+    async fn catalog(&self, conn: &ConnectionManager, keys: &Keys) {
+        loop {
+            self.publish_catalog(conn, keys).await;
+            tokio::time::sleep(REPORT_INTERVAL).await;
+        }
+    }
+
+    /// Reports, heartbeats and queue gauges every [`REPORT_INTERVAL`], for ever.
+    async fn beat(&self, conn: &ConnectionManager, keys: &Keys) {
+        let (conn, keys) = (conn.clone(), keys.clone());
         let mut heartbeat = Heartbeat::default();
         loop {
             let reports = self.snapshot().await;
-            self.publish_catalog(&conn, &keys).await;
             if let Err(e) = servers::publish(&conn, &keys, &reports).await {
                 tracing::debug!("could not publish server reports: {e}");
             }

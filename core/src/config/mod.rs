@@ -195,6 +195,11 @@ pub struct Config {
     /// to report (not a setting: never read from TOML).
     #[serde(skip)]
     pub disabled_servers: Vec<String>,
+    /// Values `${VAR}` / `${input:ID}` put into servers of the MCP JSON file that may
+    /// be secrets (a token in a URL or an argument): redacted like the configured ones
+    /// (not a setting: never read from TOML).
+    #[serde(skip)]
+    pub substituted_secrets: Vec<String>,
 }
 
 /// `[worker]`.
@@ -453,6 +458,7 @@ impl Default for Config {
             webhooks: webhooks::WebhookSettings::default(),
             servers: BTreeMap::new(),
             disabled_servers: Vec::new(),
+            substituted_secrets: Vec::new(),
         }
     }
 }
@@ -489,6 +495,7 @@ impl Config {
             Config {
                 servers: file.servers,
                 disabled_servers: file.disabled,
+                substituted_secrets: file.secrets,
                 ..Config::default()
             }
         } else {
@@ -502,6 +509,7 @@ impl Config {
             })?;
             let servers = mcp_json::read(&file, &text, lookup)?;
             config.disabled_servers = servers.disabled;
+            config.substituted_secrets = servers.secrets;
             for (name, server) in servers.servers {
                 if config.servers.contains_key(&name) {
                     return Err(ConfigError::Invalid {

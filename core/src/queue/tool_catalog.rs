@@ -155,6 +155,30 @@ pub async fn read_all(
     Ok(out)
 }
 
+/// The listings of `servers` only (one HMGET: fields for other names, which anyone
+/// with access to Redis could add, are never read). A missing or unreadable entry is
+/// left out.
+pub async fn read_servers(
+    conn: &ConnectionManager,
+    keys: &Keys,
+    servers: &[&str],
+) -> Result<BTreeMap<String, Listing>, QueueError> {
+    if servers.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut conn = conn.clone();
+    let raw: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+        .arg(keys.tool_catalog())
+        .arg(servers)
+        .query_async(&mut conn)
+        .await?;
+    Ok(servers
+        .iter()
+        .zip(raw)
+        .filter_map(|(server, bytes)| Some((server.to_string(), decode(&bytes?)?)))
+        .collect())
+}
+
 fn decode(bytes: &[u8]) -> Option<Listing> {
     if bytes.len() > MAX_LISTING_BYTES {
         return None;

@@ -34,13 +34,17 @@ pub async fn tools(state: &AppState) -> Result<BTreeMap<String, Tool>, ApiError>
     if settings.expose.is_empty() {
         return Ok(BTreeMap::new());
     }
+    let exposed: Vec<&str> = state
+        .servers
+        .iter()
+        .map(String::as_str)
+        .filter(|s| settings.exposes_server(s))
+        .collect();
     let listings =
-        tool_catalog::read_all(state.producer.connection(), state.producer.keys()).await?;
+        tool_catalog::read_servers(state.producer.connection(), state.producer.keys(), &exposed)
+            .await?;
     let mut out = BTreeMap::new();
     for (server, listing) in listings {
-        if !state.servers.contains(&server) {
-            continue;
-        }
         for raw in listing.tools {
             let Ok(mut tool) = serde_json::from_value::<Tool>(Value::Object(raw)) else {
                 continue;

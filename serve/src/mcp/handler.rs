@@ -54,6 +54,17 @@ impl McpFront {
     /// (stdio).
     pub fn new(state: AppState, default_caller: &str, events: McpEvents) -> McpFront {
         let api = crate::app::api_routes(&state).with_state(state.clone());
+        Self::with_api(state, api, default_caller, events)
+    }
+
+    /// A handler that calls the API routes `api` (built once per process: every
+    /// session's handler shares them).
+    pub fn with_api(
+        state: AppState,
+        api: Router,
+        default_caller: &str,
+        events: McpEvents,
+    ) -> McpFront {
         McpFront {
             state,
             api,
@@ -87,20 +98,30 @@ impl McpFront {
             .map_err(internal)?;
         let id = job.id.to_string();
         let wait = gateway::plain_wait(&self.state);
-        let mut shutdown = self.state.shutdown.clone();
         let forward = forward_progress(reports, id.clone(), context);
+        let stopping = stopped(self.state.shutdown.clone());
         let record = tokio::select! {
+            // Shutdown first: a front that stops (a rolling restart) leaves its jobs
+            // running, whatever its sessions do meanwhile.
+            biased;
+            () = stopping => {
+                return Ok(queue_tools::error_result("shutting_down", &format!("mcpq serve is shutting down; job {id} goes on (read it with wait_job)")));
+            }
             r = self.state.endings.wait(&id, wait) => r.map_err(|e| internal(e.into()))?,
             () = forward => unreachable!("forwarding progress never ends by itself"),
             _ = context.ct.cancelled() => {
-                // The client gave up: so does the job (its server's process tree too).
+                if *self.state.shutdown.borrow() || context.peer.is_transport_closed() {
+                    // The session ended (idle expiry, a dropped connection, shutdown),
+                    // not the client's mind: the job goes on, readable by its id.
+                    tracing::info!(job = %id, "the session of a gateway call ended; the job goes on");
+                    return Ok(queue_tools::error_result("session_closed", &format!("the session ended; job {id} goes on (read it with wait_job)")));
+                }
+                // The client cancelled the request: so does the job (its server's
+                // process tree too).
                 let mut conn = self.state.conn();
                 let _ = control::cancel(&mut conn, self.state.producer.keys(), self.state.producer.settings(), &id).await;
                 tracing::info!(job = %id, "gateway call cancelled by the client; job cancelled");
                 return Ok(queue_tools::error_result("cancelled", &format!("the request was cancelled; job {id} was cancelled")));
-            }
-            _ = shutdown.changed() => {
-                return Ok(queue_tools::error_result("shutting_down", &format!("mcpq serve is shutting down; job {id} goes on (read it with wait_job)")));
             }
         };
         let Some(record) = record else {
@@ -253,7 +274,11 @@ impl ServerHandler for McpFront {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let mut tools = queue_tools::definitions();
+        let mut tools = if self.state.config.serve.mcp.queue_tools {
+            queue_tools::definitions()
+        } else {
+            Vec::new()
+        };
         tools.extend(
             gateway::tools(&self.state)
                 .await
@@ -270,7 +295,7 @@ impl ServerHandler for McpFront {
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.to_string();
         let arguments = request.arguments.unwrap_or_default();
-        if queue_tools::is_queue_tool(&name) {
+        if queue_tools::is_queue_tool(&name) && self.state.config.serve.mcp.queue_tools {
             let caller = self.caller(&context);
             let result = queue_tools::call(&self.api, &caller, &name, &arguments).await;
             return Ok(CallToolResponse::Complete(result));
@@ -293,7 +318,9 @@ impl ServerHandler for McpFront {
         let job = gateway::submit(&self.state, &name, arguments, None)
             .await
             .map_err(internal)?;
-        let task = tasks::read(&self.state, &job.id.to_string()).await?.task;
+        // Made from what was enqueued, not read back: a Redis error now would make a
+        // client retry and run the call twice.
+        let task = tasks::created(&self.state, &job.id.to_string());
         Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
     }
 
@@ -322,8 +349,15 @@ impl ServerHandler for McpFront {
         )
         .await
         .map_err(|e| internal(e.into()))?;
-        if matches!(outcome, Cancelled::Unknown) {
-            return Err(tasks::unknown(&id));
+        match outcome {
+            Cancelled::Unknown => return Err(tasks::unknown(&id)),
+            Cancelled::AlreadyFinished(status) => {
+                return Err(McpError::invalid_params(
+                    format!("task {id} has ended already ({status}): nothing to cancel"),
+                    None,
+                ))
+            }
+            Cancelled::BeforeRunning | Cancelled::WhileRunning => {}
         }
         tracing::info!(job = %id, caller = %self.caller(&context).0, "task cancel requested");
         Ok(())

@@ -54,6 +54,15 @@ fn progress_text(report: &serde_json::Value) -> Option<String> {
     Some(text)
 }
 
+/// The task of a job just enqueued: `working`, `queued`, created now.
+pub fn created(state: &AppState, id: &str) -> Task {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    Task::new(id.to_string(), TaskStatus::Working, now.clone(), now)
+        .with_status_message("queued")
+        .with_ttl_ms(state.config.queue.result_ttl.as_millis() as u64)
+        .with_poll_interval_ms(state.config.serve.mcp.poll_interval.as_millis() as u64)
+}
+
 /// Task `id`, now.
 pub async fn read(state: &AppState, id: &str) -> Result<DetailedTask, McpError> {
     let id = parse(id)?;

@@ -117,6 +117,8 @@ pub struct McpServers {
     pub servers: BTreeMap<String, ServerConfig>,
     /// Names of the entries skipped for `"disabled": true`, sorted.
     pub disabled: Vec<String>,
+    /// Values `${...}` put into the servers that may be secrets (to redact).
+    pub secrets: Vec<String>,
 }
 
 const TOP_KEYS: &str = "mcpServers, servers, inputs";
@@ -192,6 +194,7 @@ pub fn read(
             None => out.disabled.push(name.clone()),
         }
     }
+    out.secrets = expander.secrets();
     if out.servers.is_empty() {
         let reason = if out.disabled.is_empty() {
             format!("`{section}` is empty")

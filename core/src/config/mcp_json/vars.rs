@@ -116,13 +116,24 @@ pub struct Expander<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     /// The ids declared in the file's `inputs`.
     inputs: &'a BTreeSet<String>,
+    /// Values read from the environment (and inputs) that may be secrets: redacted
+    /// from logs and stored errors ([`Expander::secrets`]).
+    secrets: std::cell::RefCell<Vec<String>>,
 }
+
+/// Shortest substituted value taken for a secret (shorter ones, `1`, `true`, would
+/// blank out ordinary words).
+const MIN_SECRET_CHARS: usize = 8;
 
 impl<'a> Expander<'a> {
     /// An expander reading variables through `lookup`, accepting `${input:ID}` for the
     /// ids in `inputs`.
     pub fn new(lookup: &'a dyn Fn(&str) -> Option<String>, inputs: &'a BTreeSet<String>) -> Self {
-        Expander { lookup, inputs }
+        Expander {
+            lookup,
+            inputs,
+            secrets: Default::default(),
+        }
     }
 
     /// `text` with every reference replaced (see the module doc).
@@ -141,7 +152,24 @@ impl<'a> Expander<'a> {
     }
 
     /// The value of one reference (what is inside `${...}`).
+    /// The substituted values that may be secrets (at least [`MIN_SECRET_CHARS`], not a
+    /// path): tokens in a URL or an argument are redacted like those in headers.
+    pub fn secrets(&self) -> Vec<String> {
+        self.secrets.borrow().clone()
+    }
+
     fn resolve(&self, reference: &str) -> Result<String, VarError> {
+        let value = self.lookup_reference(reference)?;
+        if reference != "userHome"
+            && value.chars().count() >= MIN_SECRET_CHARS
+            && !value.starts_with('/')
+        {
+            self.secrets.borrow_mut().push(value.clone());
+        }
+        Ok(value)
+    }
+
+    fn lookup_reference(&self, reference: &str) -> Result<String, VarError> {
         let env = |var: &str| {
             (self.lookup)(var).ok_or_else(|| VarError::Unset {
                 reference: reference.to_string(),
@@ -195,6 +223,28 @@ mod tests {
         let lookup = move |name: &str| vars.get(name).cloned();
         let inputs: BTreeSet<String> = inputs.iter().map(|s| s.to_string()).collect();
         Expander::new(&lookup, &inputs).expand(text)
+    }
+
+    #[test]
+    fn substituted_values_that_may_be_secrets_are_kept_for_redaction() {
+        let vars = [
+            ("KEY", "sk-live-0123456789"),
+            ("SHORT", "1"),
+            ("DIR", "/srv/mcp/data"),
+            ("HOME", "/home/someone-long"),
+        ];
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let inputs: BTreeSet<String> = BTreeSet::new();
+        let expander = Expander::new(&lookup, &inputs);
+        let url = expander
+            .expand("https://x.test/mcp?key=${KEY}&n=${SHORT}&d=${DIR}&h=${userHome}")
+            .expect("expands");
+        assert!(url.contains("sk-live-0123456789"));
+        assert_eq!(expander.secrets(), vec!["sk-live-0123456789".to_string()]);
     }
 
     #[test]

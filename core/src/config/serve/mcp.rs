@@ -3,6 +3,7 @@
 //! ```toml
 //! [serve.mcp]
 //! expose = ["fs__read_text_file", "time__*"]  # gateway tools: SERVER__TOOL patterns
+//! queue_tools = true    # submit_job & co.: any job, any server (false: exposed tools only)
 //! queue_wait = "30s"    # a plain tools/call waits the job's timeout plus this
 //! poll_interval = "1s"  # what tasks/get suggests to clients between polls
 //! ```
@@ -30,6 +31,12 @@ pub struct McpFrontSettings {
     /// `SERVER__TOOL`, `SERVER__prefix*` or `SERVER__*`. None by default.
     #[serde(default)]
     pub expose: Vec<String>,
+    /// Whether the queue tools (`submit_job`, `submit_batch`, ...) are offered (default
+    /// true). They run any job on any configured server, so `expose` bounds only the
+    /// gateway tools; set false where an MCP client (a model a tool result may
+    /// prompt-inject) must reach the exposed tools and nothing else.
+    #[serde(default = "default_queue_tools")]
+    pub queue_tools: bool,
     /// A plain (not task) `tools/call` waits for its job's timeout plus this (default
     /// 30 s: time in the queue); past it the client gets an error naming the job, which
     /// goes on (read it with `get_job` / `wait_job`).
@@ -40,6 +47,9 @@ pub struct McpFrontSettings {
     pub poll_interval: Duration,
 }
 
+fn default_queue_tools() -> bool {
+    true
+}
 fn default_queue_wait() -> Duration {
     Duration::from_secs(30)
 }
@@ -51,6 +61,7 @@ impl Default for McpFrontSettings {
     fn default() -> Self {
         McpFrontSettings {
             expose: Vec::new(),
+            queue_tools: true,
             queue_wait: default_queue_wait(),
             poll_interval: default_poll_interval(),
         }
