@@ -335,13 +335,7 @@ fn start_worker(
     let config = state.config.clone();
     // A missing redis_password_env variable is a config error at start-up.
     config.redis_connect_url().map_err(config_error)?;
-    let redactor = Arc::new(mcpq_shared::redact::Redactor::from_config(&config));
-    log_guard.set_redactor(redactor.clone());
-    let metrics = mcpq_shared::metrics::Metrics::new();
-    let dropped = metrics.log_lines_dropped();
-    log_guard.count_drops_with(move || {
-        dropped.inc();
-    });
+    let (redactor, metrics) = mcpq_worker::instrument(&config, log_guard);
     let shutdown = mcpq_worker::signals::Shutdown::Flag(state.shutdown.clone());
     let name = mcpq_worker::default_name();
     tracing::info!(worker = %name, "starting a worker in this process (--with-worker)");

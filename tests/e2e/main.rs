@@ -14,6 +14,7 @@ mod http; // streamable-HTTP servers: bearer tokens, headers, a server that goes
 mod json_errors; // under --json every error is one JSON object on stderr, same exit code
 mod llm; // LLM mode against a scripted OpenAI-compatible API
 mod mcp_front; // mcpq serve's MCP front with clients nobody here wrote: Python SDK, Inspector, conformance
+mod mcp_lifecycle; // the MCP front stops, a stdio client stops it, its worker cannot start
 mod mcp_readme; // the README's MCP client snippets, as copied
 mod metrics; // a worker's /metrics, parsed by the Prometheus reference parser
 mod plans; // plans as small programs: templates, continue_on_error

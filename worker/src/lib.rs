@@ -31,6 +31,27 @@ use mcpq_shared::{Config, Runner};
 
 use launcher::Launcher;
 
+/// The worker's one Redactor (its log and its runner: stored errors, results) and its
+/// metrics, wired into the process's log: from here on no log line carries a secret
+/// the worker read (API keys, tokens, passwords: servers and APIs echo them in errors),
+/// and dropped log lines are counted.
+pub fn instrument(
+    config: &Config,
+    log_guard: &mcpq_shared::logging::LogGuard,
+) -> (
+    Arc<mcpq_shared::redact::Redactor>,
+    mcpq_shared::metrics::Metrics,
+) {
+    let redactor = Arc::new(mcpq_shared::redact::Redactor::from_config(config));
+    log_guard.set_redactor(redactor.clone());
+    let metrics = mcpq_shared::metrics::Metrics::new();
+    let dropped = metrics.log_lines_dropped();
+    log_guard.count_drops_with(move || {
+        dropped.inc();
+    });
+    (redactor, metrics)
+}
+
 /// A worker name: host-pid-random (unique among live workers).
 pub fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

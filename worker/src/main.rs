@@ -117,16 +117,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // From here on no log line carries a secret the worker read (API keys, tokens,
-    // passwords): servers and APIs echo them in errors.
-    // The one Redactor of the worker: its log and its runner (stored errors, results).
-    let redactor = Arc::new(mcpq_shared::redact::Redactor::from_config(&config));
-    log_guard.set_redactor(redactor.clone());
-    let metrics = mcpq_shared::metrics::Metrics::new();
-    let dropped = metrics.log_lines_dropped();
-    log_guard.count_drops_with(move || {
-        dropped.inc();
-    });
+    let (redactor, metrics) = mcpq_worker::instrument(&config, &log_guard);
     let name = args.name.clone().unwrap_or_else(default_name);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
