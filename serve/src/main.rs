@@ -1,7 +1,11 @@
-//! `mcpq-serve` (also `mcpq serve`): mcpq's HTTP API, a stateless front over Redis.
+//! `mcpq-serve` (also `mcpq serve`): mcpq's HTTP API and MCP front, a stateless front
+//! over Redis.
 //!
 //! Run as many as you like behind a load balancer: everything they know is in Redis.
-//! Routes, auth and limits: [`app`]; the OpenAPI document: [`openapi`].
+//! Routes, auth and limits: [`app`]; the OpenAPI document: [`openapi`]; the MCP front
+//! at `/mcp` or on stdio (`--stdio`): [`mcp`]. With `--with-worker` a worker
+//! (`mcpq_worker`) runs in the same process, stopped with it; if it stops on its own,
+//! the front stops too (exit 1).
 //!
 //! Exit codes: 0 after a clean shutdown, 2 bad flags or config (a token variable not
 //! set, no token on a non-loopback address), 3 Redis unreachable at start, 1 other errors.
@@ -33,7 +37,9 @@ use mcpq_core::queue::notify::Endings;
 use mcpq_core::queue::{self, Keys, Producer};
 use mcpq_core::Config;
 
-/// Serves mcpq's HTTP API: submit jobs, read and wait for results, batches, dead letters.
+/// Serves mcpq's HTTP API (submit jobs, read and wait for results, batches, dead
+/// letters) and its MCP front at /mcp (queue tools, and gateway tools SERVER__TOOL that
+/// run as jobs, as tasks for clients that ask).
 ///
 /// Every route but /health needs `Authorization: Bearer <token>`; tokens are configured
 /// in [[serve.tokens]] (each a name and the environment variable holding its secret) or
