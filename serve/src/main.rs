@@ -308,10 +308,15 @@ fn mcp_routes(
                 events.clone(),
             ))
         },
-        Arc::new(sessions),
+        Arc::new(mcp::sessions::SessionCap::new(
+            sessions,
+            state.config.serve.mcp.max_sessions,
+        )),
         config,
     );
-    axum::Router::new().nest_service("/mcp", service)
+    axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(mcp::sessions::busy_when_full))
 }
 
 /// `--stdio`: one MCP session on stdin/stdout until the client closes it.

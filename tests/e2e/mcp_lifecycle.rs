@@ -137,3 +137,59 @@ fn an_embedded_worker_that_cannot_start_takes_the_front_down() {
     assert!(started.elapsed() < Duration::from_secs(30));
     drop(taken);
 }
+
+#[test]
+fn mcp_sessions_are_capped_and_a_closed_one_makes_room() {
+    mcpq_shared::tls::install();
+    let env = TestEnv::new(
+        "mcp-session-cap",
+        &format!("{TOKEN_CONFIG}[serve.mcp]\nmax_sessions = 2\n"),
+    );
+    let serve = env.serve(&[]);
+    let http = reqwest::blocking::Client::new();
+    let initialize = || {
+        http.post(serve.at("/mcp"))
+            .bearer_auth(TOKEN)
+            .header("accept", "application/json, text/event-stream")
+            .json(
+                &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}}),
+            )
+            .send()
+            .expect("POST /mcp")
+    };
+    let first = initialize();
+    assert!(first.status().is_success(), "{:?}", first.status());
+    let id = first
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session id")
+        .to_string();
+    assert!(initialize().status().is_success());
+    let refused = initialize();
+    assert_eq!(refused.status().as_u16(), 503, "a third session was opened");
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let body = refused.text().unwrap_or_default();
+    assert!(body.contains("too many MCP sessions"), "{body}");
+    // The client that closes its session makes room for the next.
+    let closed = http
+        .delete(serve.at("/mcp"))
+        .bearer_auth(TOKEN)
+        .header("mcp-session-id", &id)
+        .send()
+        .expect("DELETE /mcp");
+    assert!(closed.status().is_success(), "{:?}", closed.status());
+    assert!(wait_ok(|| initialize().status().is_success()));
+}
+
+fn wait_ok(mut f: impl FnMut() -> bool) -> bool {
+    mcpq_tests::wait_until(Duration::from_secs(5), &mut f)
+}

@@ -18,4 +18,5 @@ pub mod events;
 pub mod gateway;
 pub mod handler;
 pub mod queue_tools;
+pub mod sessions;
 pub mod tasks;

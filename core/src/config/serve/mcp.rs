@@ -6,6 +6,7 @@
 //! queue_tools = true    # submit_job & co.: any job, any server (false: exposed tools only)
 //! queue_wait = "30s"    # a plain tools/call waits the job's timeout plus this
 //! poll_interval = "1s"  # what tasks/get suggests to clients between polls
+//! max_sessions = 1000   # MCP sessions open at once (streamable HTTP), per process
 //! ```
 //!
 //! Guarantees: nothing is exposed by default (the queue tools only); a pattern names a
@@ -45,6 +46,18 @@ pub struct McpFrontSettings {
     /// The polling interval `tasks/get` suggests (default 1 s).
     #[serde(default = "default_poll_interval", with = "crate::duration")]
     pub poll_interval: Duration,
+    /// Most MCP sessions (`Mcp-Session-Id`) open at once in one process (default 1,000;
+    /// 1 to [`MAX_SESSIONS`]); beyond, a new session is refused until one closes or
+    /// idles out.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+}
+
+/// Highest `serve.mcp.max_sessions`.
+pub const MAX_SESSIONS: usize = 100_000;
+
+fn default_max_sessions() -> usize {
+    1000
 }
 
 fn default_queue_tools() -> bool {
@@ -64,6 +77,7 @@ impl Default for McpFrontSettings {
             queue_tools: true,
             queue_wait: default_queue_wait(),
             poll_interval: default_poll_interval(),
+            max_sessions: default_max_sessions(),
         }
     }
 }
@@ -164,6 +178,12 @@ impl McpFrontSettings {
             return Err(invalid(
                 "serve.mcp.queue_wait".into(),
                 "must be more than 0".into(),
+            ));
+        }
+        if !(1..=MAX_SESSIONS).contains(&self.max_sessions) {
+            return Err(invalid(
+                "serve.mcp.max_sessions".into(),
+                format!("must be 1 to {MAX_SESSIONS}"),
             ));
         }
         if self.poll_interval.is_zero() || self.poll_interval > Duration::from_secs(60) {
