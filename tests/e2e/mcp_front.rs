@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mcpq_tests::serve::{TOKEN, TOKEN_CONFIG};
+use mcpq_tests::serve::{ServeProc, TOKEN, TOKEN_CONFIG};
 use mcpq_tests::{bin, deps, proc_stat, process_alive, text, wait_until, TestEnv, WorkerProc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -47,6 +47,16 @@ fn front_env(tag: &str, token: bool, echo_extra: &str) -> TestEnv {
         EXPOSE.to_string()
     };
     TestEnv::with_echo(tag, &extra, echo_extra)
+}
+
+/// [`front_env`] with a worker and `mcpq serve` started, once the worker has listed the
+/// fixture's tools for the front.
+fn started_front(tag: &str, token: bool, echo_extra: &str) -> (TestEnv, WorkerProc, ServeProc) {
+    let env = front_env(tag, token, echo_extra);
+    let worker = env.worker(&[]);
+    let serve = env.serve(&[]);
+    wait_for_catalog(&env, &worker);
+    (env, worker, serve)
 }
 
 fn repo_root() -> PathBuf {
@@ -203,10 +213,7 @@ fn assert_plain_client(lines: &[Value]) {
 #[test]
 fn the_python_sdk_lists_calls_plainly_and_runs_a_task_over_http_with_a_token() {
     let Some(deps) = deps("venv") else { return };
-    let env = front_env("mcp-sdk", true, "");
-    let worker = env.worker(&[]);
-    let serve = env.serve(&[]);
-    wait_for_catalog(&env, &worker);
+    let (env, _worker, serve) = started_front("mcp-sdk", true, "");
     let url = serve.at("/mcp");
 
     // A plain client on the initialize (2025-11-25) wire. (On the 2026-07-28 wire see
@@ -256,14 +263,11 @@ fn the_python_sdk_lists_calls_plainly_and_runs_a_task_over_http_with_a_token() {
 /// gateway call answers with the `CallToolResult` that serve/src/mcp/gateway.rs `outcome`
 /// reads back from the job's stored result (the server's answer on an older wire, without
 /// the field), and rmcp sends it as it is: the Python SDK rejects it ("CallToolResult.
-/// resultType Field required"). Fails until the front sets it (reported with issue 15).
+/// resultType Field required"). The front sets it on every result it relays.
 #[test]
 fn the_python_sdk_plain_call_on_the_2026_wire_gets_a_valid_result() {
     let Some(deps) = deps("venv") else { return };
-    let env = front_env("mcp-sdk-2026", true, "");
-    let worker = env.worker(&[]);
-    let serve = env.serve(&[]);
-    wait_for_catalog(&env, &worker);
+    let (env, _worker, serve) = started_front("mcp-sdk-2026", true, "");
     let lines = python_client(
         &env,
         &deps,
@@ -341,10 +345,7 @@ fn a_task_created_through_one_serve_is_read_through_another_after_a_restart() {
 fn tasks_cancel_stops_the_call_and_ends_the_server_process_that_ran_it() {
     let Some(deps) = deps("venv") else { return };
     // One session of the fixture: the process that runs the call is the only one alive.
-    let env = front_env("mcp-cancel", true, "max_sessions = 1");
-    let worker = env.worker(&[]);
-    let serve = env.serve(&[]);
-    wait_for_catalog(&env, &worker);
+    let (env, worker, serve) = started_front("mcp-cancel", true, "max_sessions = 1");
 
     let lines = python_client(
         &env,
@@ -690,10 +691,7 @@ fn the_conformance_suite_passes_but_for_its_baseline() {
     };
     // The suite speaks HTTP only and cannot send a token: a no-token front on loopback.
     // (It has no stdio mode; --stdio is covered by the Inspector and the Python SDK.)
-    let env = front_env("mcp-conformance", false, "");
-    let worker = env.worker(&[]);
-    let serve = env.serve(&[]);
-    wait_for_catalog(&env, &worker);
+    let (env, _worker, serve) = started_front("mcp-conformance", false, "");
 
     let node_bin = deps.join("conformance/node_modules/node/bin");
     let path = format!(
@@ -769,10 +767,7 @@ fn the_conformance_suite_passes_but_for_its_baseline() {
 #[test]
 fn a_plain_call_forwards_the_servers_progress_and_the_job_keeps_it() {
     let Some(deps) = deps("venv") else { return };
-    let env = front_env("mcp-progress", true, "");
-    let worker = env.worker(&[]);
-    let serve = env.serve(&[]);
-    wait_for_catalog(&env, &worker);
+    let (env, _worker, serve) = started_front("mcp-progress", true, "");
     for mode in ["auto", "legacy"] {
         let lines = python_client(
             &env,
@@ -837,10 +832,7 @@ fn a_new_tool_in_the_catalog_reaches_connected_clients_as_list_changed() {
     use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
     use rmcp::transport::StreamableHttpClientTransport;
     use rmcp::ServiceExt;
-    let env = front_env("mcp-list-changed", true, "");
-    let worker = env.worker(&[]);
-    let serve = env.serve(&[]);
-    wait_for_catalog(&env, &worker);
+    let (env, worker, serve) = started_front("mcp-list-changed", true, "");
     mcpq_shared::tls::install();
     let rt = mcpq_tests::runtime();
     rt.block_on(async {

@@ -111,24 +111,6 @@ pub async fn publish(
     Ok(changed)
 }
 
-/// Removes `server`'s listing (it is no longer exposed, or no longer configured).
-pub async fn forget(conn: &ConnectionManager, keys: &Keys, server: &str) -> Result<(), QueueError> {
-    let mut conn = conn.clone();
-    let removed: i64 = redis::cmd("HDEL")
-        .arg(keys.tool_catalog())
-        .arg(server)
-        .query_async(&mut conn)
-        .await?;
-    if removed > 0 {
-        let _: () = redis::cmd("PUBLISH")
-            .arg(keys.tools_changed_channel())
-            .arg(server)
-            .query_async(&mut conn)
-            .await?;
-    }
-    Ok(())
-}
-
 /// Every readable listing, by server. Entries that are too big or not a listing are
 /// left out (and named in the log at debug).
 pub async fn read_all(
