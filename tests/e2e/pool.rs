@@ -195,6 +195,20 @@ fn min_sessions_start_with_the_worker_and_idle_ones_beyond_it_are_closed() {
         .fixture_pids()
         .len()
         == 1));
+    // The worker's first report has been made (it lists the warm session's tools,
+    // holding it for a moment, every few seconds): two jobs arriving just then would
+    // find it busy and rightly start a third session.
+    let mut redis = env.redis();
+    let servers = format!("{{{}}}:servers", env.namespace);
+    assert!(wait_until(Duration::from_secs(10), || {
+        redis::cmd("HGET")
+            .arg(&servers)
+            .arg("echo")
+            .query::<Option<String>>(&mut redis)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.contains("\"sessions\":1"))
+    }));
     // Two jobs at once need a second session...
     let jobs: Vec<_> = (0..2)
         .map(|_| call_job("echo", "sleep_ms", json!({"ms": 300})))

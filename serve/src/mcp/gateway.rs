@@ -70,12 +70,7 @@ pub fn is_exposed(state: &AppState, name: &str) -> bool {
 
 /// Enqueues a call of gateway tool `name` (exposed: see [`is_exposed`]) as a job;
 /// returns the job.
-pub async fn submit(
-    state: &AppState,
-    name: &str,
-    arguments: JsonObject,
-    progress: Option<Value>,
-) -> Result<Job, ApiError> {
+pub async fn submit(state: &AppState, name: &str, arguments: JsonObject) -> Result<Job, ApiError> {
     let (server, tool) = split(name)
         .ok_or_else(|| ApiError::bad_request(format!("no tool `{}`", name.escape_debug())))?;
     let step = PlanStep {
@@ -87,7 +82,6 @@ pub async fn submit(
         literal_arguments: true,
         keep_tool_errors: true,
     };
-    let _ = progress;
     let job = Job::agent(vec![step], JobOptions::default());
     let submitted = state.producer.submit(&job).await?;
     tracing::info!(job = %submitted.id, tool = %name, "gateway call enqueued");

@@ -93,7 +93,7 @@ impl McpFront {
     ) -> Result<CallToolResult, McpError> {
         // Subscribed before the job exists: no early report is missed.
         let reports = self.events.progress();
-        let job = gateway::submit(&self.state, name, arguments, None)
+        let job = gateway::submit(&self.state, name, arguments)
             .await
             .map_err(internal)?;
         let id = job.id.to_string();
@@ -315,7 +315,7 @@ impl ServerHandler for McpFront {
                 .await
                 .map(CallToolResponse::Complete);
         }
-        let job = gateway::submit(&self.state, &name, arguments, None)
+        let job = gateway::submit(&self.state, &name, arguments)
             .await
             .map_err(internal)?;
         // Made from what was enqueued, not read back: a Redis error now would make a
