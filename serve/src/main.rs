@@ -192,18 +192,22 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
         };
         // The client closes stdin (the normal end) or sends a signal; or the embedded
         // worker stopped, and a front without its worker would only wait.
-        let served = tokio::select! {
-            served = serve_stdio(state, events) => served,
+        let (served, early_end) = tokio::select! {
+            served = serve_stdio(state, events) => (served, None),
             () = server::wait_for_signal() => {
                 tracing::info!("signal received: stopping");
-                Ok(())
+                (Ok(()), None)
             }
-            () = worker_stopped(&mut worker) => {
-                Err(Failure(1, anyhow::anyhow!("the embedded worker stopped; mcpq serve stops too")))
-            }
+            end = worker_ended(&mut worker) => (
+                Err(Failure(1, anyhow::anyhow!("the embedded worker stopped; mcpq serve stops too"))),
+                Some(end),
+            ),
         };
         let _ = shutdown_tx.send(true);
-        stop_worker(worker).await;
+        match early_end {
+            Some(end) => log_worker_end(end),
+            None => stop_worker(worker).await,
+        }
         return served;
     }
     let listener = tokio::net::TcpListener::bind(listen)
@@ -228,43 +232,30 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
     };
     let mcp = mcp_routes(&state, tokens.is_empty(), events);
     let app = app::router(state, tokens, mcp);
-    let (worker_gone_tx, worker_gone) = tokio::sync::oneshot::channel::<()>();
-    let watched = worker.take().map(|handle| {
-        tokio::spawn(async move {
-            let mut handle = Some(handle);
-            worker_stopped(&mut handle).await;
-            let _ = worker_gone_tx.send(());
-            handle
-        })
-    });
-    let worker_died = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let died = worker_died.clone();
-    let also_stop = async move {
-        if worker_gone.await.is_ok() {
-            tracing::error!("the embedded worker stopped; mcpq serve stops too");
-            died.store(true, std::sync::atomic::Ordering::SeqCst);
-        } else {
-            std::future::pending::<()>().await
-        }
+    // Serving ends at a signal, or when the embedded worker ends (then with an error).
+    let mut early_end = None;
+    let worker_gone = async {
+        early_end = Some(worker_ended(&mut worker).await);
+        tracing::error!("the embedded worker stopped; mcpq serve stops too");
     };
-    let served = server::serve(listener, app, shutdown_tx.clone(), &config.serve, also_stop)
-        .await
-        .map_err(|e| Failure(1, e.into()));
-    if let Some(watched) = watched {
-        let _ = shutdown_tx.send(true);
-        match watched.await {
-            Ok(handle) => worker = handle,
-            Err(e) => tracing::error!("the embedded worker's watcher failed: {e}"),
-        }
-    }
+    let served = server::serve(
+        listener,
+        app,
+        shutdown_tx.clone(),
+        &config.serve,
+        worker_gone,
+    )
+    .await
+    .map_err(|e| Failure(1, e.into()));
     let _ = shutdown_tx.send(true);
-    stop_worker(worker).await;
-    if worker_died.load(std::sync::atomic::Ordering::SeqCst) {
+    if let Some(end) = early_end {
+        log_worker_end(end);
         return Err(Failure(
             1,
             anyhow::anyhow!("the embedded worker stopped (see the log); mcpq serve stopped too"),
         ));
     }
+    stop_worker(worker).await;
     served
 }
 
@@ -355,32 +346,36 @@ fn start_worker(
     )))
 }
 
-/// Resolves when the embedded worker's task has ended (never without a worker); the
-/// handle stays for [`stop_worker`] to collect.
-async fn worker_stopped(worker: &mut Option<WorkerHandle>) {
-    match worker {
-        Some(handle) => {
-            // Poll the handle without consuming it.
-            while !handle.is_finished() {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        }
-        None => std::future::pending::<()>().await,
-    }
-}
-
 /// The embedded worker's task.
 type WorkerHandle = tokio::task::JoinHandle<anyhow::Result<ExitCode>>;
 
-/// Waits for the embedded worker (it bounds its own stop: grace, leases, servers).
-async fn stop_worker(worker: Option<WorkerHandle>) {
-    let Some(worker) = worker else { return };
-    match worker.await {
+/// How the embedded worker's task ended.
+type WorkerEnd = Result<anyhow::Result<ExitCode>, tokio::task::JoinError>;
+
+/// Resolves when the embedded worker's task ends, with how (never without a worker).
+/// The handle is then spent: call [`log_worker_end`], not [`stop_worker`].
+async fn worker_ended(worker: &mut Option<WorkerHandle>) -> WorkerEnd {
+    match worker {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs how the embedded worker ended.
+fn log_worker_end(end: WorkerEnd) {
+    match end {
         Ok(Ok(code)) if code == ExitCode::SUCCESS => tracing::info!("the embedded worker stopped"),
         Ok(Ok(code)) => {
             tracing::error!("the embedded worker stopped with {code:?} (3: Redis unreachable)")
         }
         Ok(Err(e)) => tracing::error!("the embedded worker stopped with an error: {e:#}"),
         Err(e) => tracing::error!("the embedded worker panicked: {e}"),
+    }
+}
+
+/// Waits for the embedded worker (it bounds its own stop: grace, leases, servers).
+async fn stop_worker(worker: Option<WorkerHandle>) {
+    if let Some(worker) = worker {
+        log_worker_end(worker.await);
     }
 }
