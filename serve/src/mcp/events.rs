@@ -6,6 +6,8 @@
 //! reconnects after a Redis restart), fanned out through broadcast channels; a slow
 //! session misses reports (it lags), it never holds the others.
 
+use std::future::Future;
+
 use mcpq_core::queue::subscribe::subscribe_forever;
 use mcpq_core::queue::{progress, Keys};
 use serde_json::Value;
@@ -66,5 +68,32 @@ impl McpEvents {
     /// Catalog changes from now on.
     pub fn tools_changed(&self) -> broadcast::Receiver<String> {
         self.tools_changed.subscribe()
+    }
+}
+
+/// Calls `notify` at each catalog change from `changes` (a burst the receiver fell
+/// behind on counts once) until `until` resolves or `notify` fails: what a session
+/// (`notifications/tools/list_changed`) and a 2026-07-28 subscription both do.
+pub async fn relay_tool_changes<F, Fut, E>(
+    mut changes: broadcast::Receiver<String>,
+    until: impl Future<Output = ()>,
+    mut notify: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            () = &mut until => return,
+            change = changes.recv() => match change {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if notify().await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
     }
 }

@@ -23,7 +23,7 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
-use super::events::McpEvents;
+use super::events::{relay_tool_changes, McpEvents};
 use super::gateway::{self, Outcome};
 use super::{queue_tools, tasks};
 use crate::auth::Caller;
@@ -206,28 +206,20 @@ impl ServerHandler for McpFront {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         // This session hears of catalog changes until its client goes away.
-        let mut changes = self.events.tools_changed();
+        let changes = self.events.tools_changed();
         let peer = context.peer;
-        tokio::spawn(async move {
-            loop {
-                let closed = async {
-                    while !peer.is_transport_closed() {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                };
-                tokio::select! {
-                    change = changes.recv() => match change {
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            if peer.notify_tool_list_changed().await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    },
-                    () = closed => return,
+        let closed = {
+            let peer = peer.clone();
+            async move {
+                while !peer.is_transport_closed() {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }
-        });
+        };
+        tokio::spawn(relay_tool_changes(changes, closed, move || {
+            let peer = peer.clone();
+            async move { peer.notify_tool_list_changed().await }
+        }));
     }
 
     fn accepted_subscription_filter(
@@ -241,32 +233,21 @@ impl ServerHandler for McpFront {
     /// stream when the catalog changes, until the client cancels or the server stops.
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
         let stopping = stopped(self.state.shutdown.clone());
-        tokio::pin!(stopping);
-        if context.accepted().tools_list_changed != Some(true) {
+        let ended = async {
             tokio::select! {
                 () = context.cancelled() => {}
-                () = &mut stopping => {}
+                () = stopping => {}
             }
+        };
+        if context.accepted().tools_list_changed != Some(true) {
+            ended.await;
             return Ok(());
         }
-        let mut changes = self.events.tools_changed();
-        loop {
-            tokio::select! {
-                () = context.cancelled() => return Ok(()),
-                () = &mut stopping => return Ok(()),
-                change = changes.recv() => match change {
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        if context.sink().notify_tool_list_changed().await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        context.cancelled().await;
-                        return Ok(());
-                    }
-                },
-            }
-        }
+        relay_tool_changes(self.events.tools_changed(), ended, || {
+            context.sink().notify_tool_list_changed()
+        })
+        .await;
+        Ok(())
     }
 
     async fn list_tools(
