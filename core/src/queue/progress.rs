@@ -1,4 +1,5 @@
-//! A running job's progress: what its MCP servers report while they work.
+//! A running job's progress: what its MCP servers report while they work
+//! (`lua/progress.lua`).
 //!
 //! [`record`] keeps the newest report in the job's hash (field `progress`, shown by
 //! `mcpq status`, `GET /v1/jobs/ID` and the MCP front's `get_job` and tasks) and
@@ -14,13 +15,6 @@ use super::{Keys, QueueError};
 /// The largest progress report stored or published, in bytes of JSON.
 pub const MAX_REPORT_BYTES: usize = 4096;
 
-const RECORD: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'progress', ARGV[2])
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
-return 1
-"#;
-
 /// Stores and announces `report` for job `id` (see the module doc).
 pub async fn record(
     conn: &ConnectionManager,
@@ -33,9 +27,9 @@ pub async fn record(
         return Ok(());
     }
     let mut conn = conn.clone();
-    let _: i64 = redis::Script::new(RECORD)
-        .key(keys.job(id))
-        .key(keys.progress_channel())
+    let _: i64 = super::scripts::PROGRESS
+        .prepare_invoke()
+        .arg(keys.prefix())
         .arg(id)
         .arg(json)
         .invoke_async(&mut conn)

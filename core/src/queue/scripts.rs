@@ -48,5 +48,7 @@ pub(crate) static WEBHOOK_DONE: LazyLock<Script> = script!("webhook_done.lua");
 pub(crate) static WEBHOOK_RETRY: LazyLock<Script> = script!("webhook_retry.lua");
 /// Count the jobs by state, read only (`stats.rs`).
 pub(crate) static STATS: LazyLock<Script> = script!("stats.lua");
+/// Keep and announce a running job's newest progress report (`progress.rs`).
+pub(crate) static PROGRESS: LazyLock<Script> = script!("progress.lua");
 /// One worker's heartbeat, and a bounded prune of dead workers (`workers.rs`).
 pub(crate) static HEARTBEAT: LazyLock<Script> = script!("heartbeat.lua");
