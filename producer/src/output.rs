@@ -90,14 +90,11 @@ pub fn status_text(r: &JobRecord) -> String {
         ));
     }
     if let Some(p) = &r.progress {
-        let total = p["total"]
-            .as_f64()
-            .map(|t| format!("/{t}"))
-            .unwrap_or_default();
+        let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
         s.push_str(&format!(
             "\n  progress  {}{total} {}",
-            p["progress"],
-            one_line(p["message"].as_str().unwrap_or(""))
+            p.progress,
+            one_line(p.message.as_deref().unwrap_or(""))
         ));
     }
     if let Some(e) = &r.error {

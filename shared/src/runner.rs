@@ -338,10 +338,9 @@ impl Runner {
                 }
                 *last = Some(now);
             }
-            let report = serde_json::to_value(&p).unwrap_or_default();
             let (conn, keys, id) = (conn.clone(), keys.clone(), id.clone());
             tokio::spawn(async move {
-                if let Err(e) = crate::queue::progress::record(&conn, &keys, &id, &report).await {
+                if let Err(e) = crate::queue::progress::record(&conn, &keys, &id, &p).await {
                     tracing::debug!(job = %id, "could not record progress: {e}");
                 }
             });

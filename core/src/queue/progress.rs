@@ -8,21 +8,35 @@
 //! record (it expired) writes nothing. A report is at most [`MAX_REPORT_BYTES`].
 
 use redis::aio::ConnectionManager;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::{Keys, QueueError};
 
 /// The largest progress report stored or published, in bytes of JSON.
 pub const MAX_REPORT_BYTES: usize = 4096;
 
+/// One progress report of a server (MCP `notifications/progress`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Progress {
+    /// How far (grows with each report).
+    pub progress: f64,
+    /// Of how much, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+    /// What the server says it is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// Stores and announces `report` for job `id` (see the module doc).
 pub async fn record(
     conn: &ConnectionManager,
     keys: &Keys,
     id: &str,
-    report: &Value,
+    report: &Progress,
 ) -> Result<(), QueueError> {
-    let json = report.to_string();
+    let json = serde_json::to_string(report).expect("a report is plain data");
     if json.len() > MAX_REPORT_BYTES {
         return Ok(());
     }
@@ -38,7 +52,7 @@ pub async fn record(
 }
 
 /// Splits a message of [`Keys::progress_channel`] into the job id and its report.
-pub fn parse_message(message: &str) -> Option<(&str, Value)> {
+pub fn parse_message(message: &str) -> Option<(&str, Progress)> {
     let (id, json) = message.split_once(' ')?;
     if json.len() > MAX_REPORT_BYTES {
         return None;

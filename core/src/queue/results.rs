@@ -140,7 +140,7 @@ pub struct JobRecord {
     /// The last progress a server reported during the job's tool calls
     /// (`{"progress", "total", "message"}`; see `queue::progress`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Value>,
+    pub progress: Option<super::progress::Progress>,
     /// Every attempt that ended, oldest first.
     pub history: Vec<AttemptRecord>,
     /// The envelope as submitted (JSON text), for `mcpq dlq show`; only read by
@@ -386,7 +386,7 @@ pub(crate) fn parse_record(
     });
     let progress = map.get("progress").and_then(|p| {
         serde_json::from_str(p)
-            .map_err(|e| problems.push(format!("the stored progress is not JSON: {e}")))
+            .map_err(|e| problems.push(format!("the stored progress is not a report: {e}")))
             .ok()
     });
     let history = history

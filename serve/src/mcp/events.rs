@@ -8,9 +8,9 @@
 
 use std::future::Future;
 
+use mcpq_core::queue::progress::{self, Progress};
 use mcpq_core::queue::subscribe::subscribe_forever;
-use mcpq_core::queue::{progress, Keys};
-use serde_json::Value;
+use mcpq_core::queue::Keys;
 use tokio::sync::broadcast;
 
 /// How many events a slow listener may fall behind before it misses some.
@@ -19,7 +19,7 @@ const BACKLOG: usize = 1024;
 /// The fan-out of both channels (cheap to clone).
 #[derive(Clone)]
 pub struct McpEvents {
-    progress: broadcast::Sender<(String, Value)>,
+    progress: broadcast::Sender<(String, Progress)>,
     tools_changed: broadcast::Sender<String>,
 }
 
@@ -61,7 +61,7 @@ impl McpEvents {
     }
 
     /// Progress reports from now on.
-    pub fn progress(&self) -> broadcast::Receiver<(String, Value)> {
+    pub fn progress(&self) -> broadcast::Receiver<(String, Progress)> {
         self.progress.subscribe()
     }
 

@@ -23,6 +23,8 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
+use mcpq_core::queue::progress::Progress;
+
 use super::events::{relay_tool_changes, McpEvents};
 use super::gateway::{self, Outcome};
 use super::{queue_tools, tasks};
@@ -152,7 +154,7 @@ impl McpFront {
 /// Forwards job `id`'s progress reports to the client, with the progress token of its
 /// request, if it gave one; never returns (drop it to stop).
 async fn forward_progress(
-    mut reports: tokio::sync::broadcast::Receiver<(String, serde_json::Value)>,
+    mut reports: tokio::sync::broadcast::Receiver<(String, Progress)>,
     id: String,
     context: &RequestContext<RoleServer>,
 ) {
@@ -170,12 +172,9 @@ async fn forward_progress(
         if job != id {
             continue;
         }
-        let Some(progress) = report["progress"].as_f64() else {
-            continue;
-        };
-        let mut note = ProgressNotificationParam::new(token.clone(), progress);
-        note.total = report["total"].as_f64();
-        note.message = report["message"].as_str().map(str::to_string);
+        let mut note = ProgressNotificationParam::new(token.clone(), report.progress);
+        note.total = report.total;
+        note.message = report.message;
         if context.peer.notify_progress(note).await.is_err() {
             return std::future::pending().await;
         }

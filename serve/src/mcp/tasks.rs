@@ -13,6 +13,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use mcpq_core::job::JobId;
+use mcpq_core::queue::progress::Progress;
 use rmcp::model::{DetailedTask, Task, TaskPayload, TaskStatus};
 use rmcp::ErrorData as McpError;
 use serde_json::json;
@@ -41,17 +42,16 @@ fn iso(ms: Option<u64>) -> String {
 }
 
 /// A progress report as words: `progress 3/10: copying`.
-fn progress_text(report: &serde_json::Value) -> Option<String> {
-    let done = report["progress"].as_f64()?;
-    let mut text = match report["total"].as_f64() {
-        Some(total) => format!("progress {done}/{total}"),
-        None => format!("progress {done}"),
+fn progress_text(report: &Progress) -> String {
+    let mut text = match report.total {
+        Some(total) => format!("progress {}/{total}", report.progress),
+        None => format!("progress {}", report.progress),
     };
-    if let Some(message) = report["message"].as_str() {
+    if let Some(message) = &report.message {
         text.push_str(": ");
         text.extend(message.chars().take(200));
     }
-    Some(text)
+    text
 }
 
 /// The task of a job just enqueued: `working`, `queued`, created now.
@@ -89,8 +89,8 @@ pub async fn read(state: &AppState, id: &str) -> Result<DetailedTask, McpError> 
     .with_poll_interval_ms(state.config.serve.mcp.poll_interval.as_millis() as u64);
     let payload = match outcome {
         Outcome::Working(mut what) => {
-            if let Some(p) = record.progress.as_ref().and_then(progress_text) {
-                what = format!("{what}; {p}");
+            if let Some(p) = &record.progress {
+                what = format!("{what}; {}", progress_text(p));
             }
             task = task.with_status_message(what);
             TaskPayload::Working

@@ -12,23 +12,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{NumberOrString, ProgressNotificationParam, ProgressToken};
-use serde::{Deserialize, Serialize};
 
 /// Longest progress message kept.
 pub const MAX_MESSAGE_CHARS: usize = 1000;
 
-/// One progress report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    /// How far (grows with each report).
-    pub progress: f64,
-    /// Of how much, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub total: Option<f64>,
-    /// What the server says it is doing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
+pub use crate::queue::progress::Progress;
 
 /// Where a call's progress goes.
 #[derive(Clone)]
