@@ -192,8 +192,10 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
         };
         // The client closes stdin (the normal end) or sends a signal; or the embedded
         // worker stopped, and a front without its worker would only wait.
+        let session = serve_stdio(state, events);
+        tokio::pin!(session);
         let (served, early_end) = tokio::select! {
-            served = serve_stdio(state, events) => (served, None),
+            served = &mut session => (served, None),
             () = server::wait_for_signal() => {
                 tracing::info!("signal received: stopping");
                 (Ok(()), None)
@@ -203,7 +205,11 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
                 Some(end),
             ),
         };
+        // The flag is up before the session is dropped: a call whose request is
+        // cancelled by that drop then knows it was a shutdown, not its client's mind,
+        // and leaves its job running.
         let _ = shutdown_tx.send(true);
+        drop(session);
         match early_end {
             Some(end) => log_worker_end(end),
             None => stop_worker(worker).await,
