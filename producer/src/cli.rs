@@ -101,6 +101,46 @@ pub enum Command {
     /// or webhooks.max_age (24h) passes (failed).
     #[command(after_long_help = WEBHOOKS_EXAMPLES)]
     Webhooks(WebhooksArgs),
+    /// The queues: jobs waiting per priority, the oldest one's age, jobs started in the
+    /// last minute, paused or serving.
+    ///
+    /// A job waits in its named queue (`--queue`, options.queue; default `default`);
+    /// workers serve the queues given by `mcpq-worker --queues emails:3,agents:1`.
+    #[command(after_long_help = QUEUES_EXAMPLES)]
+    Queues,
+    /// Pause or resume one queue: while paused, no worker takes its jobs (running ones
+    /// finish; submits still enqueue).
+    #[command(after_long_help = QUEUES_EXAMPLES)]
+    Queue(QueueArgs),
+}
+
+const QUEUES_EXAMPLES: &str = "Examples:
+  mcpq submit job.json --queue emails           # into the `emails` queue
+  mcpq-worker --queues emails:3,agents:1        # 3 emails jobs for 1 agents job while both wait
+  mcpq queues                                   # depth, oldest age, started last minute, state
+  mcpq queue pause emails                       # workers stop taking its jobs at their next poll
+  mcpq queue resume emails --json";
+
+/// `mcpq queue`.
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    #[command(subcommand)]
+    pub action: QueueAction,
+}
+
+/// What to do with a queue.
+#[derive(Debug, Subcommand)]
+pub enum QueueAction {
+    /// Stop every worker taking this queue's jobs (within one poll interval).
+    Pause {
+        /// The queue.
+        name: String,
+    },
+    /// Let workers take this queue's jobs again.
+    Resume {
+        /// The queue.
+        name: String,
+    },
 }
 
 const WEBHOOKS_EXAMPLES: &str = "Examples:
@@ -405,6 +445,10 @@ pub struct JobOptionArgs {
     /// enqueues nothing and prints the first job's id.
     #[arg(long, global = true)]
     pub idempotency_key: Option<String>,
+    /// The named queue to wait in (default `default`); only workers serving it
+    /// (`mcpq-worker --queues`) run the job.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub queue: Option<String>,
     #[command(flatten)]
     pub callback: CallbackArgs,
 }

@@ -192,8 +192,7 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
         };
         // The client closes stdin (the normal end) or sends a signal; or the embedded
         // worker stopped, and a front without its worker would only wait.
-        let session = serve_stdio(state, events);
-        tokio::pin!(session);
+        let mut session = Box::pin(serve_stdio(state, events));
         let (served, early_end) = tokio::select! {
             served = &mut session => (served, None),
             () = server::wait_for_signal() => {

@@ -39,6 +39,7 @@ use tower_layer::Identity;
 
 use crate::backoff::Backoff;
 
+use crate::config::served::Served;
 use crate::queue::fetch::{fetch_batch, Batch, Delivery};
 use crate::queue::finish::{finish, Outcome};
 use crate::queue::lease::InFlight;
@@ -63,6 +64,8 @@ pub struct RedisQueue {
     poll_interval: Duration,
     jobs: InFlight,
     concurrency: usize,
+    /// The named queues fetched from, with their weights.
+    queues: Served,
     buffer: VecDeque<Delivery>,
     fetching: Option<FetchFuture>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -92,6 +95,7 @@ impl Clone for RedisQueue {
             self.poll_interval,
         )
         .with_jobs(self.jobs.clone(), self.concurrency)
+        .with_queues(self.queues.clone())
     }
 }
 
@@ -112,6 +116,7 @@ impl RedisQueue {
             poll_interval,
             jobs: InFlight::default(),
             concurrency: 1,
+            queues: Served::default(),
             buffer: VecDeque::new(),
             fetching: None,
             sleep: None,
@@ -129,13 +134,20 @@ impl RedisQueue {
         self
     }
 
+    /// Fetches from `queues` (by weight) instead of the default queue alone.
+    pub fn with_queues(mut self, queues: Served) -> Self {
+        self.queues = queues;
+        self
+    }
+
     fn start_fetch(&mut self) -> FetchFuture {
-        let (mut conn, keys, settings, worker, jobs) = (
+        let (mut conn, keys, settings, worker, jobs, queues) = (
             self.conn.clone(),
             self.keys.clone(),
             self.settings.clone(),
             self.worker.clone(),
             self.jobs.clone(),
+            self.queues.clone(),
         );
         // apalis polls only with a slot free: at least one.
         let free = self
@@ -145,8 +157,10 @@ impl RedisQueue {
         let pick = fastrand::u32(0..settings.weights.total());
         let alone = jobs.is_empty();
         Box::pin(async move {
-            let batch =
-                fetch_batch(&mut conn, &keys, &worker, &settings, pick, free, alone).await?;
+            let batch = fetch_batch(
+                &mut conn, &keys, &worker, &settings, &queues, pick, free, alone,
+            )
+            .await?;
             for d in &batch.deliveries {
                 jobs.hold(&d.id, d.attempt);
             }

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use apalis::prelude::*;
 use mcpq_shared::backend::RedisQueue;
+use mcpq_shared::config::served::Served;
 use mcpq_shared::queue::{self, Delivery, Keys};
 use mcpq_shared::{Config, Runner};
 
@@ -97,17 +98,31 @@ pub async fn run(
         launcher.templates().clone(),
         redactor,
     );
+    let served = config
+        .worker
+        .served()
+        .map_err(anyhow::Error::msg)
+        .context("worker.queues")?;
     tracing::info!(
         worker = %name,
         namespace = %keys.namespace(),
         redis = %queue::redacted(&config.redis_url),
         concurrency = config.worker.concurrency,
+        queues = %served,
         servers = ?config.server_names().collect::<Vec<_>>(),
         disabled = ?config.disabled_servers,
         "worker started"
     );
 
-    let monitor = monitor(&config, conn, keys, name, launcher.jobs().clone(), runner);
+    let monitor = monitor(
+        &config,
+        conn,
+        keys,
+        name,
+        served,
+        launcher.jobs().clone(),
+        runner,
+    );
     let quiet = launcher.quiet_on(signals);
     let shutdown_signal = async move {
         quiet.await;
@@ -142,6 +157,7 @@ fn monitor(
     conn: redis::aio::ConnectionManager,
     keys: Keys,
     name: String,
+    served: Served,
     jobs: queue::InFlight,
     runner: Runner,
 ) -> Monitor {
@@ -155,7 +171,8 @@ fn monitor(
             name.clone(),
             poll,
         )
-        .with_jobs(jobs.clone(), concurrency);
+        .with_jobs(jobs.clone(), concurrency)
+        .with_queues(served.clone());
         WorkerBuilder::new(name.clone())
             .backend(backend)
             .data(runner.clone())

@@ -52,6 +52,11 @@ struct Args {
     /// Jobs run at once; overrides worker.concurrency.
     #[arg(long, env = "MCPQ_CONCURRENCY")]
     concurrency: Option<usize>,
+    /// The queues to serve, with weights: `emails:3,agents:1` takes 3 jobs from emails
+    /// for 1 from agents while both have work (default: the `default` queue alone);
+    /// overrides worker.queues.
+    #[arg(long, env = "MCPQ_QUEUES", value_name = "NAME[:WEIGHT],...")]
+    queues: Option<String>,
     /// This worker's name; must be unique among live workers (default: host-pid-random).
     #[arg(long)]
     name: Option<String>,
@@ -188,6 +193,10 @@ fn load_config(args: &Args) -> Result<Config, String> {
         config
             .validate()
             .map_err(|e| format!("--concurrency: {e}"))?;
+    }
+    if let Some(queues) = &args.queues {
+        config.worker.queues = Some(queues.clone());
+        config.validate().map_err(|e| format!("--queues: {e}"))?;
     }
     Ok(config)
 }

@@ -57,6 +57,7 @@ pub mod mcp_json;
 pub mod queue;
 pub mod redis_url;
 pub mod serve;
+pub mod served;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -221,6 +222,20 @@ pub struct WorkerConfig {
     /// none by default (off). `--metrics-listen` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The queues this worker serves, with weights: `"emails:3,agents:1"` (default: the
+    /// `default` queue alone). `--queues` overrides it. See [`crate::queue::queues`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<String>,
+}
+
+impl WorkerConfig {
+    /// The queues served ([`WorkerConfig::queues`], checked when the config was loaded).
+    pub fn served(&self) -> Result<served::Served, String> {
+        match &self.queues {
+            Some(spec) => spec.parse(),
+            None => Ok(served::Served::default()),
+        }
+    }
 }
 
 /// `[defaults]`.
@@ -421,6 +436,7 @@ impl Default for WorkerConfig {
             shutdown_grace: default_shutdown_grace(),
             poll_interval: default_poll_interval(),
             metrics_listen: None,
+            queues: None,
         }
     }
 }
@@ -583,6 +599,9 @@ impl Config {
         }
         if !(1..=1024).contains(&self.worker.concurrency) {
             return Err(invalid("worker.concurrency", "must be between 1 and 1024"));
+        }
+        if let Err(e) = self.worker.served() {
+            return Err(invalid("worker.queues", &e));
         }
         if self.worker.poll_interval.is_zero() {
             return Err(invalid("worker.poll_interval", "must be longer than zero"));

@@ -20,7 +20,7 @@
 //! - [`Job::check_servers`] rejects any server that is not in the worker's configuration:
 //!   a job names servers, it never chooses a command to run.
 //!
-//! - `max_attempts`, `priority` and `idempotency_key` are acted on by the queue; what they
+//! - `max_attempts`, `priority`, `queue` and `idempotency_key` are acted on by the queue; what they
 //!   promise is in `docs/GUARANTEES.md`. `max_attempts` is at most [`MAX_ATTEMPTS_LIMIT`],
 //!   `options.timeout` at most [`MAX_JOB_TIMEOUT`] (7 days): a payload with a longer one
 //!   (`"18446744073709551615s"`) is rejected when it is read, at submit (exit 2) and by a
@@ -373,6 +373,9 @@ pub mod eml;
 
 pub mod callback;
 
+pub mod queue_name;
+pub use queue_name::{queue_name_problem, DEFAULT_QUEUE, MAX_QUEUE_NAME};
+
 pub use callback::Callback;
 
 /// The kind-specific part of a job.
@@ -408,6 +411,18 @@ pub struct JobOptions {
     /// Announce the job's end by a signed HTTP POST (see [`callback`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<Callback>,
+    /// The named queue the job waits in (default `default`); only workers serving it
+    /// run it (see [`queue_name`]).
+    #[serde(default = "default_queue", skip_serializing_if = "is_default_queue")]
+    pub queue: String,
+}
+
+fn default_queue() -> String {
+    DEFAULT_QUEUE.to_string()
+}
+
+fn is_default_queue(queue: &String) -> bool {
+    queue == DEFAULT_QUEUE
 }
 
 fn default_max_attempts() -> u32 {
@@ -422,6 +437,7 @@ impl Default for JobOptions {
             priority: Priority::Normal,
             idempotency_key: None,
             callback: None,
+            queue: default_queue(),
         }
     }
 }
@@ -570,6 +586,9 @@ impl Job {
         }
         if let Some(callback) = &self.options.callback {
             callback.validate("options.callback")?;
+        }
+        if let Some(problem) = queue_name_problem(&self.options.queue) {
+            return Err(JobError::invalid("options.queue", problem));
         }
         if self.options.timeout == Some(Duration::ZERO) {
             return Err(JobError::invalid(

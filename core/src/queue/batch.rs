@@ -169,7 +169,8 @@ impl Producer {
                 .arg(job.kind().to_string())
                 .arg(job.options.priority.as_str())
                 .arg(job.options.max_attempts)
-                .arg(super::enqueue::callback_json(job));
+                .arg(super::enqueue::callback_json(job))
+                .arg(super::enqueue::queue_arg(job));
         }
         let mut conn = self.connection().clone();
         let (code, id): (u8, String) = invocation.invoke_async(&mut conn).await?;

@@ -133,7 +133,8 @@ impl Producer {
             .arg(self.keys.prefix())
             .arg(ttl)
             .arg(batch.unwrap_or(""))
-            .arg(QueueSettings::secs(retention));
+            .arg(QueueSettings::secs(retention))
+            .arg(super::queues::MAX_QUEUES);
         for (job, line) in jobs {
             let envelope = job.to_json();
             if envelope.len() > self.settings.max_payload {
@@ -151,7 +152,8 @@ impl Producer {
                 .arg(job.options.max_attempts)
                 .arg(job.options.idempotency_key.as_deref().unwrap_or(""))
                 .arg(line.map(|l| l.to_string()).unwrap_or_default())
-                .arg(callback_json(job));
+                .arg(callback_json(job))
+                .arg(queue_arg(job));
         }
         let answers: Vec<(u8, String)> = invocation.invoke_async(&mut conn).await?;
         Ok(answers
@@ -172,4 +174,13 @@ pub(crate) fn callback_json(job: &Job) -> String {
         .as_ref()
         .map(|c| c.to_json())
         .unwrap_or_default()
+}
+
+/// The job's queue as the scripts take it: "" for the default queue (its record then
+/// has no `queue` field, as records had before queues had names).
+pub(crate) fn queue_arg(job: &Job) -> &str {
+    match job.options.queue.as_str() {
+        crate::job::DEFAULT_QUEUE => "",
+        name => name,
+    }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use super::{scripts, Keys, QueueError, QueueSettings};
+use crate::config::served::Served;
 
 /// A job handed to a worker: what the worker needs to run it and to write its outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +68,13 @@ pub async fn fetch_picked(
     pick: u32,
 ) -> Result<Option<Delivery>, QueueError> {
     // A caller fetching one job holds no other: it may take a suspect.
-    Ok(fetch_batch(conn, keys, worker, settings, pick, 1, true)
-        .await?
-        .deliveries
-        .pop())
+    let served = Served::default();
+    Ok(
+        fetch_batch(conn, keys, worker, settings, &served, pick, 1, true)
+            .await?
+            .deliveries
+            .pop(),
+    )
 }
 
 /// Leases up to `max` jobs to `worker` in one round trip.
@@ -81,12 +85,17 @@ pub async fn fetch_picked(
 /// turn to the others, highest first. So over any run of draws each priority comes
 /// first in proportion to its weight, and low is never starved.
 ///
+/// Which queue is looked at first is drawn the same way over `queues`' weights (a
+/// paused one is skipped); priorities are weighed within the queue.
+///
 /// `alone`: the worker runs no job now, so it may take a suspect (then that one only).
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch_batch(
     conn: &mut ConnectionManager,
     keys: &Keys,
     worker: &str,
     settings: &QueueSettings,
+    queues: &Served,
     pick: u32,
     max: usize,
     alone: bool,
@@ -96,8 +105,9 @@ pub async fn fetch_batch(
     // a decoding error here would drop the whole batch.
     // (id, attempt, payload, max_attempts, failures, alone) per job.
     type Leased = (String, u32, Vec<u8>, Vec<u8>, Vec<u8>, u8);
-    let (suspects_waiting, answer): (u64, Vec<Leased>) = scripts::FETCH
-        .prepare_invoke()
+    let qtotal = queues.total().max(1);
+    let mut invocation = scripts::FETCH.prepare_invoke();
+    invocation
         .arg(keys.prefix())
         .arg(worker)
         .arg(millis(settings.lease))
@@ -109,8 +119,12 @@ pub async fn fetch_batch(
         .arg(max.max(1))
         .arg(stride(w.total()))
         .arg(u8::from(alone))
-        .invoke_async(conn)
-        .await?;
+        .arg(fastrand::u32(0..qtotal))
+        .arg(stride(qtotal));
+    for (queue, weight) in queues.queues() {
+        invocation.arg(queue).arg(*weight);
+    }
+    let (suspects_waiting, answer): (u64, Vec<Leased>) = invocation.invoke_async(conn).await?;
     let deliveries = answer
         .into_iter()
         .map(|(id, attempt, payload, max_attempts, failures, alone)| {

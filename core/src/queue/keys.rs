@@ -65,6 +65,26 @@ impl Keys {
         format!("{}:ready:{}", self.prefix, priority.as_str())
     }
 
+    /// List of ids waiting in named queue `queue` at `priority`; the default queue's
+    /// are [`Keys::ready`] (the names they had before queues had names).
+    pub fn ready_in(&self, queue: &str, priority: Priority) -> String {
+        if queue == crate::job::DEFAULT_QUEUE {
+            return self.ready(priority);
+        }
+        format!("{}:queue:{queue}:{}", self.prefix, priority.as_str())
+    }
+
+    /// Set of the named queues jobs were submitted to (`lua/enqueue.lua`; at most
+    /// [`super::queues::MAX_QUEUES`]).
+    pub fn queues(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+
+    /// Set of the paused queues' names: no worker fetches from them.
+    pub fn paused(&self) -> String {
+        format!("{}:paused", self.prefix)
+    }
+
     /// Sorted set of ids waiting for a retry, by due time (ms).
     pub fn scheduled(&self) -> String {
         format!("{}:scheduled", self.prefix)

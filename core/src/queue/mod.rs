@@ -14,7 +14,8 @@
 //!   workers; [`retry`]: backoff; [`control`]: cancel and the dead-letter set;
 //!   [`results`]: reading records; [`webhooks`], [`webhook_body`]: completion webhook
 //!   deliveries (made by the scripts that end jobs, sent by `mcpq_shared::webhook`);
-//!   [`stats`]: counts by state; [`workers`]: heartbeats.
+//!   [`stats`]: counts by state; [`workers`]: heartbeats; [`queues`]: named queues,
+//!   what a worker serves, pause and resume.
 //!
 //! Every key starts with the configured namespace, so tests, demos and deployments
 //! share one Redis without touching each other's keys.
@@ -30,6 +31,7 @@ pub mod lease;
 pub mod listing;
 pub mod notify;
 pub mod progress;
+pub mod queues;
 pub mod rescue;
 pub mod results;
 mod scripts;

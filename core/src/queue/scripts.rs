@@ -52,3 +52,5 @@ pub(crate) static STATS: LazyLock<Script> = script!("stats.lua");
 pub(crate) static PROGRESS: LazyLock<Script> = script!("progress.lua");
 /// One worker's heartbeat, and a bounded prune of dead workers (`workers.rs`).
 pub(crate) static HEARTBEAT: LazyLock<Script> = script!("heartbeat.lua");
+/// What `mcpq queues` shows, read only (`queues.rs`).
+pub(crate) static QUEUES: LazyLock<Script> = script!("queues.lua");

@@ -4,6 +4,7 @@ mod batch;
 mod cancel;
 mod dlq;
 mod jobs;
+mod queues;
 mod result;
 mod serve;
 mod servers;
@@ -118,5 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Batch(args) => batch::run(&ctx, args.action).await,
         Command::Jobs(args) => jobs::run(&ctx, args).await,
         Command::Webhooks(args) => webhooks::run(&ctx, args.action).await,
+        Command::Queues => queues::list(&ctx).await,
+        Command::Queue(args) => queues::act(&ctx, args.action).await,
     }
 }

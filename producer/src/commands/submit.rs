@@ -206,6 +206,9 @@ fn build(args: &SubmitArgs, limits: &EmailSettings, max_payload: usize) -> anyho
     if let Some(k) = &o.idempotency_key {
         job.options.idempotency_key = Some(k.clone());
     }
+    if let Some(q) = &o.queue {
+        job.options.queue = q.clone();
+    }
     if let Some(callback) = o.callback.callback() {
         job.options.callback = Some(callback);
     }

@@ -7,7 +7,8 @@
 --       7 fingerprint of the input, 8 source (what the jobs came from, for listings),
 --       9 the batch's callback (JSON, "" = none: announced when the batch finishes),
 --       then, for a fan-in job ("" in 10 = none): 10 id, 11 payload (envelope JSON),
---       12 kind, 13 priority, 14 max_attempts, 15 its callback (JSON, "" = none)
+--       12 kind, 13 priority, 14 max_attempts, 15 its callback (JSON, "" = none),
+--       16 its queue ("" = the default queue)
 -- Returns {code, batch id}: 1 made now; 0 the key names a batch made from the same input
 -- (a re-run: enqueue what is missing into that one); 2 the key names a batch made from
 -- other input (refused; nothing written); 3 a batch with this id exists (refused).
@@ -59,6 +60,7 @@ if final ~= '' then
     'priority', ARGV[13], 'max_attempts', ARGV[14], 'attempt', 0, 'failures', 0,
     'submitted_at', now, 'batch_of', id)
   if (ARGV[15] or '') ~= '' then redis.call('HSET', job, 'callback', ARGV[15]) end
+  if (ARGV[16] or '') ~= '' then redis.call('HSET', job, 'queue', ARGV[16]) end
   redis.call('ZADD', P .. ':jobs', NOW, final)
 end
 if total == 0 then batch_done(b) end

@@ -15,11 +15,11 @@ if problem then
   bury(id, problem .. ' (found by mcpq cancel)', tonumber(ARGV[4]))
   return 'dead'
 end
-local f = redis.call('HMGET', job, 'status', 'priority', 'attempt', 'worker', 'started_at')
+local f = redis.call('HMGET', job, 'status', 'priority', 'attempt', 'worker', 'started_at', 'queue')
 local status = f[1]
 if not status then return 'unknown' end
 if status == 'queued' then
-  redis.call('LREM', ready_key(f[2]), 1, id)
+  redis.call('LREM', ready_key(f[2], f[6]), 1, id)
   redis.call('LREM', P .. ':suspects', 1, id)
 elseif status == 'failed' then
   redis.call('ZREM', P .. ':scheduled', id)

@@ -5,11 +5,21 @@ local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function job_key(id) return P .. ':job:' .. id end
 local PRIORITIES = {high = true, normal = true, low = true}
--- A job's queue; an unknown priority (never written by mcpq) falls back to normal, so
--- that no script parks a job in a queue no worker reads.
-local function ready_key(priority)
+-- A named queue (queue/queues.rs): up to 64 letters, digits, '-', '_' or '.'.
+local function queue_ok(name)
+  return #name <= 64 and string.match(name, '^[%w%-_.]+$') ~= nil
+end
+-- The list a job waits in: its queue's, at its priority. The default queue (no name,
+-- 'default') keeps the names it had before queues had names ({ns}:ready:PRIORITY); a
+-- named one is {ns}:queue:NAME:PRIORITY. An unknown priority or a malformed name (never
+-- written by mcpq) falls back to normal / the default queue, so that no script parks a
+-- job in a list no worker reads (fetch.lua dead-letters such records).
+local function ready_key(priority, queue)
   if not PRIORITIES[priority] then priority = 'normal' end
-  return P .. ':ready:' .. priority
+  if not queue or queue == '' or queue == 'default' or not queue_ok(queue) then
+    return P .. ':ready:' .. priority
+  end
+  return P .. ':queue:' .. queue .. ':' .. priority
 end
 -- One attempt's history entry. `err` is already JSON (or nil).
 local function attempt_record(attempt, worker, started, outcome, err)
@@ -32,6 +42,26 @@ local function entry_name(id)
   return 'invalid-' .. redis.sha1hex(id)
 end
 local function key_type(key) return redis.call('TYPE', key)['ok'] end
+-- Age (ms) of the oldest job still queued in ready list `key`, -1 when none is found
+-- among the `look` entries at its tail (the end workers pop: ids are LPUSHed, so the
+-- oldest is there; a cancelled job's entry stays until a fetch drops it). Counts from
+-- the job's submit (`submitted_at`). Read only; used by stats.lua and queues.lua.
+local function oldest_queued_age(key, look)
+  if key_type(key) ~= 'list' then return -1 end
+  local ids = redis.call('LRANGE', key, -look, -1)
+  for i = #ids, 1, -1 do
+    local job = job_key(ids[i])
+    if entry_name(ids[i]) == ids[i] and key_type(job) == 'hash' then
+      local f = redis.call('HMGET', job, 'status', 'submitted_at')
+      local at = f[2] and string.match(f[2], '^%d+$') and tonumber(f[2])
+      if f[1] == 'queued' and at then
+        if at > NOW then return 0 end
+        return NOW - at
+      end
+    end
+  end
+  return -1
+end
 -- Why the record of queue entry `id` cannot be run, or nil. Status is not judged here.
 local function record_problem(id)
   if entry_name(id) ~= id then return 'the queue held an entry that is not a job id' end
@@ -43,9 +73,12 @@ local function record_problem(id)
   local a = key_type(job_key(id) .. ':attempts')
   if a ~= 'none' and a ~= 'list' then return 'the attempt history is a ' .. a .. ', not a list' end
   local f = redis.call('HMGET', job_key(id), 'priority', 'attempt', 'rescues', 'failures',
-    'max_attempts', 'stale_writes')
+    'max_attempts', 'stale_writes', 'queue')
   if f[1] and not PRIORITIES[f[1]] then
     return 'priority ' .. cjson.encode(string.sub(f[1], 1, 50)) .. ' is not high, normal or low'
+  end
+  if f[7] and not queue_ok(f[7]) then
+    return 'queue name ' .. cjson.encode(string.sub(f[7], 1, 50)) .. ' is not a queue name'
   end
   -- Counters must be what HINCRBY accepts and a u32 holds: "0", or up to 9 digits
   -- without a leading zero.
@@ -120,10 +153,10 @@ local function batch_done(b)
   end
   local final = redis.call('HGET', b, 'then')
   if final and final ~= '' and key_type(job_key(final)) == 'hash' then
-    local f = redis.call('HMGET', job_key(final), 'status', 'priority')
+    local f = redis.call('HMGET', job_key(final), 'status', 'priority', 'queue')
     if f[1] == 'waiting' then
       redis.call('HSET', job_key(final), 'status', 'queued')
-      redis.call('LPUSH', ready_key(f[2]), final)
+      redis.call('LPUSH', ready_key(f[2], f[3]), final)
     end
   end
   -- The batch's own callback (mcpq batch submit --callback-*): one delivery, in the

@@ -1,11 +1,13 @@
 -- enqueue.lua: add a batch of jobs; each is skipped when its id or its idempotency key
 -- is known already.
 -- ARGV: 1 prefix, 2 idempotency ttl (s), 3 batch id ("" = none; the batch was made by
---       batch_create.lua), 4 retention (s) of the job index {ns}:jobs, then 8 per job:
+--       batch_create.lua), 4 retention (s) of the job index {ns}:jobs, 5 most queue
+--       names the namespace may hold, then 9 per job:
 --       id, payload (envelope JSON), kind, priority (high|normal|low), max_attempts,
 --       idempotency key ("" = none), line of the batch's input ("" = none),
 --       callback (JSON of options.callback, "" = none: kept in the record, for the
---       webhook delivery common.lua's job_ended stores when the job ends)
+--       webhook delivery common.lua's job_ended stores when the job ends),
+--       queue ("" = the default queue; a named one is recorded in the set {ns}:queues)
 -- A job enqueued into a batch is appended to the batch's list {ns}:batch:ID:jobs, so
 -- the list holds the batch's jobs in input order (a re-run that finds a job already
 -- there appends nothing). Every enqueued job goes into {ns}:jobs (by submit time, for
@@ -32,12 +34,29 @@ if batch ~= '' then
     return redis.error_reply('the job list of batch ' .. batch .. ' is a ' .. t .. ', not a list')
   end
 end
+-- A queue name not seen before must fit under the cap on queue names.
+local queues = P .. ':queues'
+if key_type(queues) ~= 'none' and key_type(queues) ~= 'set' then
+  return redis.error_reply(queues .. ' is not a set (written by something other than mcpq?)')
+end
+local new_queues, fresh = {}, 0
+for i = 6, #ARGV, 9 do
+  local q = ARGV[i + 8]
+  if q ~= '' and not new_queues[q] and redis.call('SISMEMBER', queues, q) == 0 then
+    new_queues[q] = true
+    fresh = fresh + 1
+    if redis.call('SCARD', queues) + fresh > tonumber(ARGV[5]) then
+      return redis.error_reply('queue ' .. q .. ': this namespace has ' .. ARGV[5] ..
+        ' queues already, the most it may hold')
+    end
+  end
+end
 local out = {}
 local submitted = string.format('%d', NOW)
-for i = 5, #ARGV, 8 do
-  local id, payload, kind, priority, max_attempts, key, line, callback =
+for i = 6, #ARGV, 9 do
+  local id, payload, kind, priority, max_attempts, key, line, callback, queue =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
-    ARGV[i + 7]
+    ARGV[i + 7], ARGV[i + 8]
   local job = job_key(id)
   local first, code = nil, 0
   local ikey = P .. ':idem:' .. key
@@ -55,11 +74,15 @@ for i = 5, #ARGV, 8 do
       redis.call('HSET', job, 'idempotency_key', key)
     end
     if callback ~= '' then redis.call('HSET', job, 'callback', callback) end
+    if queue ~= '' then
+      redis.call('HSET', job, 'queue', queue)
+      redis.call('SADD', queues, queue)
+    end
     if batch ~= '' then
       redis.call('HSET', job, 'batch', batch, 'batch_line', line)
       redis.call('RPUSH', P .. ':batch:' .. batch .. ':jobs', id)
     end
-    redis.call('LPUSH', ready_key(priority), id)
+    redis.call('LPUSH', ready_key(priority, queue), id)
     redis.call('ZADD', index, NOW, id)
     table.insert(out, 1)
     table.insert(out, id)

@@ -2,7 +2,13 @@
 -- ARGV: 1 prefix, 2 worker name, 3 lease (ms), 4 pick (0 <= pick < sum of weights),
 --       5 weight of high, 6 weight of normal, 7 weight of low, 8 dead ttl (s),
 --       9 max jobs, 10 stride (coprime with the sum of the weights),
---       11 alone: 1 when the worker runs no job now (it may take a suspect)
+--       11 alone: 1 when the worker runs no job now (it may take a suspect),
+--       12 queue pick (0 <= qpick < sum of the queue weights), 13 queue stride (coprime
+--       with that sum), then 2 per queue the worker serves: name, weight
+-- Queues in the set {ns}:paused are skipped (a pause takes effect at the next fetch).
+-- Per queue, the jobs started are counted in the hash {ns}:started:MINUTE (field: the
+-- queue's name; kept 3 minutes) for `mcpq queues`. A record with no queue is in
+-- 'default'.
 -- Returns {suspects waiting, jobs}, jobs a list of {id, attempt, payload,
 -- max_attempts, failures, alone} (empty when nothing is ready); alone = 1 for a
 -- suspect, which the worker must run with no other job beside it.
@@ -28,13 +34,26 @@ for _, id in ipairs(due) do
   if problem then
     bury(id, problem, dead_ttl)
   else
-    local f = redis.call('HMGET', job_key(id), 'status', 'priority')
+    local f = redis.call('HMGET', job_key(id), 'status', 'priority', 'queue')
     if f[1] == 'failed' then
       redis.call('HSET', job_key(id), 'status', 'queued')
-      redis.call('RPUSH', ready_key(f[2]), id)
+      redis.call('RPUSH', ready_key(f[2], f[3]), id)
     end
   end
 end
+-- The queues served now: those given, but the paused ones.
+local paused = P .. ':paused'
+local any_paused = key_type(paused) == 'set'
+local served, by_name, qtotal = {}, {}, 0
+for i = 14, #ARGV, 2 do
+  local name = ARGV[i]
+  if not (any_paused and redis.call('SISMEMBER', paused, name) == 1) then
+    table.insert(served, {name, tonumber(ARGV[i + 1])})
+    by_name[name] = true
+    qtotal = qtotal + tonumber(ARGV[i + 1])
+  end
+end
+local started = {}
 local out, got, skipped = {}, 0, 0
 -- Judges the popped entry `id` alone and leases it if it is a queued job: true when
 -- leased. A malformed entry is dead-lettered (never run), any other status is a stale
@@ -60,18 +79,44 @@ local function take(id, suspect)
     'started_at', string.format('%d', NOW), 'lease_until', string.format('%d', NOW + lease))
   redis.call('HDEL', job, 'next_run_at')
   redis.call('ZADD', P .. ':leases', NOW + lease, id)
-  local f = redis.call('HMGET', job, 'payload', 'max_attempts', 'failures')
+  local f = redis.call('HMGET', job, 'payload', 'max_attempts', 'failures', 'queue')
   table.insert(out, {id, attempt, f[1] or '', f[2] or '1', f[3] or '0', suspect and 1 or 0})
+  local q = f[4] or 'default'
+  started[q] = (started[q] or 0) + 1
   got = got + 1
   return true
 end
--- 2. An idle worker takes the oldest suspect, and nothing else.
+-- Counts what was started, per queue, in this minute's hash.
+local function count_started()
+  local h = P .. ':started:' .. string.format('%d', math.floor(NOW / 60000))
+  if next(started) == nil or key_type(h) ~= 'none' and key_type(h) ~= 'hash' then return end
+  for q, n in pairs(started) do redis.call('HINCRBY', h, q, n) end
+  redis.call('EXPIRE', h, 180)
+end
+-- The suspects of the queues served, among the first 100 (a suspect of another queue
+-- waits for a worker serving it): their ids, and whether the worker may take each.
+local function own_suspects()
+  local mine = {}
+  if key_type(P .. ':suspects') ~= 'list' then return mine end
+  for _, id in ipairs(redis.call('LRANGE', P .. ':suspects', 0, 99)) do
+    local q = 'default'
+    if entry_name(id) == id and key_type(job_key(id)) == 'hash' then
+      q = redis.call('HGET', job_key(id), 'queue') or 'default'
+    end
+    -- A malformed entry is anybody's to judge (and dead-letter).
+    if by_name[q] or entry_name(id) ~= id or key_type(job_key(id)) ~= 'hash' then
+      table.insert(mine, id)
+    end
+  end
+  return mine
+end
+-- 2. An idle worker takes the oldest suspect of its queues, and nothing else.
 if alone then
-  while skipped < 100 do
-    local id = redis.call('LPOP', P .. ':suspects')
-    if not id then break end
+  for _, id in ipairs(own_suspects()) do
+    redis.call('LREM', P .. ':suspects', 1, id)
     if take(id, true) then
-      return {redis.call('LLEN', P .. ':suspects'), out}
+      count_started()
+      return {#own_suspects(), out}
     end
   end
 end
@@ -84,14 +129,32 @@ local function order_for(draw)
   elseif draw < wh + wn then return {'normal', 'high', 'low'}
   else return {'low', 'high', 'normal'} end
 end
--- 4. Pop until `max` queued jobs turned up or the queues are empty.
-while got < max and skipped < 100 do
+-- Which served queue first, by weight; the others in the order given.
+local qpick, qstride = tonumber(ARGV[12]), tonumber(ARGV[13])
+local function queues_for(draw)
+  local order, first = {}, nil
+  for i, q in ipairs(served) do
+    if not first and draw < q[2] then first = i else draw = draw - q[2] end
+  end
+  if first then table.insert(order, served[first][1]) end
+  for i, q in ipairs(served) do
+    if i ~= first then table.insert(order, q[1]) end
+  end
+  return order
+end
+-- 4. Pop until `max` queued jobs turned up or the served queues are empty.
+while got < max and skipped < 100 and qtotal > 0 do
   local id
-  for _, q in ipairs(order_for((pick + got * stride) % total)) do
-    id = redis.call('RPOP', ready_key(q))
+  local priorities = order_for((pick + got * stride) % total)
+  for _, queue in ipairs(queues_for((qpick + got * qstride) % qtotal)) do
+    for _, prio in ipairs(priorities) do
+      id = redis.call('RPOP', ready_key(prio, queue))
+      if id then break end
+    end
     if id then break end
   end
   if not id then break end
   take(id, false)
 end
-return {redis.call('LLEN', P .. ':suspects'), out}
+count_started()
+return {#own_suspects(), out}

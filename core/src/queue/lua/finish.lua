@@ -16,7 +16,7 @@ if problem then
   bury(id, problem .. ' (found when attempt ' .. ARGV[3] .. ' stored its outcome)', tonumber(ARGV[8]))
   return 'buried:' .. problem
 end
-local f = redis.call('HMGET', job, 'status', 'attempt', 'priority', 'worker', 'started_at')
+local f = redis.call('HMGET', job, 'status', 'attempt', 'priority', 'worker', 'started_at', 'queue')
 if f[1] ~= 'running' or f[2] ~= ARGV[3] then
   if f[1] then redis.call('HINCRBY', job, 'stale_writes', 1) end
   return 'stale:' .. tostring(f[1] or 'expired') .. ':' .. tostring(f[2] or 0)
@@ -50,7 +50,7 @@ elseif outcome == 'release' then
   -- the front of its queue so that another worker starts it at once.
   redis.call('RPUSH', history, attempt_record(f[2], f[4], f[5], 'released', nil))
   redis.call('HSET', job, 'status', 'queued')
-  redis.call('RPUSH', ready_key(f[3]), id)
+  redis.call('RPUSH', ready_key(f[3], f[6]), id)
 else
   return redis.error_reply('finish.lua: unknown outcome ' .. outcome)
 end

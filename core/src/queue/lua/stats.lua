@@ -2,8 +2,8 @@
 -- only: it writes nothing, so no out-of-memory rule applies.
 -- ARGV: 1 prefix
 -- Returns a flat list of integers:
---   1-3   queued ids in ready:high, ready:normal, ready:low (LLEN)
---   4-6   age (ms) of the oldest queued job of each of them, -1 when none was found
+--   1-3   queued ids at high, normal, low priority, over every queue (LLEN)
+--   4-6   age (ms) of the oldest queued job of each priority, -1 when none was found
 --   7     scheduled retries (ZCARD scheduled), 8 running (ZCARD leases),
 --   9     suspects (LLEN suspects), 10 dead (ZCARD dead)
 --   11    Redis's clock (ms)
@@ -24,26 +24,26 @@ local function count(key, want, cmd)
   end
   return redis.call(cmd, key)
 end
-local function oldest_age(key)
-  if key_type(key) ~= 'list' then return -1 end
-  local ids = redis.call('LRANGE', key, -OLDEST_LOOK, -1)
-  for i = #ids, 1, -1 do
-    local job = job_key(ids[i])
-    if entry_name(ids[i]) == ids[i] and key_type(job) == 'hash' then
-      local f = redis.call('HMGET', job, 'status', 'submitted_at')
-      local at = f[2] and string.match(f[2], '^%d+$') and tonumber(f[2])
-      if f[1] == 'queued' and at then
-        if at > NOW then return 0 end
-        return NOW - at
-      end
-    end
-  end
-  return -1
-end
+local function oldest_age(key) return oldest_queued_age(key, OLDEST_LOOK) end
 local out = {}
-local ready = {P .. ':ready:high', P .. ':ready:normal', P .. ':ready:low'}
-for i = 1, 3 do out[i] = count(ready[i], 'list', 'LLEN') end
-for i = 1, 3 do out[3 + i] = oldest_age(ready[i]) end
+-- Every queue counts: the default one and the named ones of {ns}:queues (at most
+-- queue::MAX_QUEUES of them, so at most 3 x that many lists).
+local names = {'default'}
+if key_type(P .. ':queues') == 'set' then
+  for _, q in ipairs(redis.call('SRANDMEMBER', P .. ':queues', 1000)) do
+    if q ~= 'default' and queue_ok(q) then table.insert(names, q) end
+  end
+elseif key_type(P .. ':queues') ~= 'none' then
+  table.insert(wrong, P .. ':queues')
+end
+for i, prio in ipairs({'high', 'normal', 'low'}) do
+  out[i], out[3 + i] = 0, -1
+  for _, q in ipairs(names) do
+    local key = ready_key(prio, q)
+    out[i] = out[i] + count(key, 'list', 'LLEN')
+    out[3 + i] = math.max(out[3 + i], oldest_age(key))
+  end
+end
 out[7] = count(P .. ':scheduled', 'zset', 'ZCARD')
 out[8] = count(P .. ':leases', 'zset', 'ZCARD')
 out[9] = count(P .. ':suspects', 'list', 'LLEN')

@@ -1,0 +1,107 @@
+//! Named queues: which queues a worker serves and with what weight, pausing and
+//! resuming a queue, and what `mcpq queues` shows.
+//!
+//! A job names its queue (`options.queue`, default `default`; the name rule is
+//! [`crate::job::queue_name`]) and waits in that queue's list at its priority
+//! ([`Keys::ready_in`]). A worker serves a list of queues with weights
+//! (`--queues emails:3,agents:1`, [`crate::config::served::Served`]): of every `sum of the weights` jobs it
+//! fetches, each queue is looked at first its weight's times, and an empty queue passes
+//! its turn to the next one; priorities are weighed within the queue as before
+//! (`lua/fetch.lua`). A worker never takes a job of a queue it does not serve, retries,
+//! releases and rescued suspects included: each goes back to its own queue.
+//!
+//! [`pause`] puts a queue's name in `{ns}:paused`; every fetch reads that set, so
+//! workers stop taking its jobs at their next poll (running jobs finish). The cap of
+//! [`MAX_QUEUES`] names per namespace keeps every per-queue read bounded.
+
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use super::stats::ByPriority;
+use super::{scripts, Keys, QueueError};
+use crate::job::DEFAULT_QUEUE;
+
+/// Most named queues one namespace may hold: a submit to one more is refused. Bounds
+/// what `mcpq queues` and the statistics read.
+pub const MAX_QUEUES: usize = 256;
+
+/// Pauses `queue`: workers stop fetching its jobs at their next poll; queued jobs wait,
+/// running ones finish. True when it was not paused yet.
+pub async fn pause(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    queue: &str,
+) -> Result<bool, QueueError> {
+    let added: u32 = redis::cmd("SADD")
+        .arg(keys.paused())
+        .arg(queue)
+        .query_async(conn)
+        .await?;
+    Ok(added == 1)
+}
+
+/// Resumes a paused `queue`. True when it was paused.
+pub async fn resume(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    queue: &str,
+) -> Result<bool, QueueError> {
+    let removed: u32 = redis::cmd("SREM")
+        .arg(keys.paused())
+        .arg(queue)
+        .query_async(conn)
+        .await?;
+    Ok(removed == 1)
+}
+
+/// One queue as `mcpq queues` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueInfo {
+    /// Its name.
+    pub name: String,
+    /// Workers fetch nothing from it.
+    pub paused: bool,
+    /// Jobs waiting, by priority.
+    pub queued: ByPriority<u64>,
+    /// Age (ms) of the oldest job waiting, by priority (`None`: none found).
+    pub oldest_queued_age_ms: ByPriority<Option<u64>>,
+    /// Jobs workers started from it in the current minute (by Redis's clock).
+    pub started_this_minute: u64,
+    /// Jobs workers started from it in the minute before: its rate, per minute.
+    pub started_last_minute: u64,
+}
+
+/// Every queue: the default one, the named ones jobs were submitted to, and paused
+/// names; one read-only script.
+pub async fn list(conn: &mut ConnectionManager, keys: &Keys) -> Result<Vec<QueueInfo>, QueueError> {
+    type Row = (String, u8, u64, u64, u64, i64, i64, i64, u64, u64);
+    let (_now, rows): (u64, Vec<Row>) = scripts::QUEUES
+        .prepare_invoke()
+        .arg(keys.prefix())
+        .invoke_async(conn)
+        .await?;
+    let age = |ms: i64| u64::try_from(ms).ok();
+    let mut out: Vec<QueueInfo> = rows
+        .into_iter()
+        .map(
+            |(name, paused, h, n, l, ah, an, al, now, before)| QueueInfo {
+                name,
+                paused: paused == 1,
+                queued: ByPriority {
+                    high: h,
+                    normal: n,
+                    low: l,
+                },
+                oldest_queued_age_ms: ByPriority {
+                    high: age(ah),
+                    normal: age(an),
+                    low: age(al),
+                },
+                started_this_minute: now,
+                started_last_minute: before,
+            },
+        )
+        .collect();
+    out.sort_by(|a, b| (a.name != DEFAULT_QUEUE, &a.name).cmp(&(b.name != DEFAULT_QUEUE, &b.name)));
+    Ok(out)
+}
