@@ -146,13 +146,16 @@ pub enum CliWarningKind {
     IdempotencyKeyUsed,
     /// `servers` without any configured server: nothing to list.
     NoServersConfigured,
+    /// `queue pause` of a queue no job was ever submitted to (a typo?): paused anyway.
+    UnknownQueue,
 }
 
 impl CliWarningKind {
     /// Every warning kind, in the README's order.
-    pub const ALL: [CliWarningKind; 2] = [
+    pub const ALL: [CliWarningKind; 3] = [
         CliWarningKind::IdempotencyKeyUsed,
         CliWarningKind::NoServersConfigured,
+        CliWarningKind::UnknownQueue,
     ];
 
     /// The `kind` string in the JSON line.
@@ -160,6 +163,7 @@ impl CliWarningKind {
         match self {
             CliWarningKind::IdempotencyKeyUsed => "idempotency_key_used",
             CliWarningKind::NoServersConfigured => "no_servers_configured",
+            CliWarningKind::UnknownQueue => "unknown_queue",
         }
     }
 

@@ -142,7 +142,7 @@ fn weights_share_one_fetch_between_queues() {
 fn a_paused_queue_is_not_fetched_from_and_its_running_job_finishes() {
     let env = TestEnv::new("queues-pause", "");
     let _worker = env.worker(&["--queues", "emails"]);
-    let running = env.submit_call("echo", "sleep_ms", r#"{"ms":1500}"#, &["--queue", "emails"]);
+    let running = env.submit_call("echo", "sleep_ms", r#"{"ms":4000}"#, &["--queue", "emails"]);
     assert!(wait_until(Duration::from_secs(20), || status(
         &env, &running
     ) == "running"));
@@ -210,4 +210,69 @@ fn bad_queue_names_are_refused_with_the_key_that_holds_them() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn hostile_entries_in_the_queue_keys_never_stop_a_fetch() {
+    let env = TestEnv::new("queues-hostile", "");
+    let rt = runtime();
+    rt.block_on(async {
+        let url = mcpq_tests::redis_url();
+        let mut conn = mcpq_shared::queue::connect(&url).await.expect("redis");
+        let keys = Keys::new(env.namespace.clone());
+        let settings = QueueSettings::default();
+        let producer = Producer::new(conn.clone(), keys.clone(), settings.clone());
+        let mut sync = env.redis();
+        // A count that is not one, in this minute's and the next minute's started hash.
+        let (secs, _): (u64, u64) = redis::cmd("TIME").query(&mut sync).expect("time");
+        for minute in [secs / 60, secs / 60 + 1] {
+            let _: () = redis::cmd("HSET")
+                .arg(format!("{}:started:{minute}", keys.prefix()))
+                .arg("default")
+                .arg("not a number")
+                .query(&mut sync)
+                .expect("hset");
+        }
+        // An emails job put in the default list (as a worker of an older version would).
+        let mut leaked = call_job("echo", "echo", json!({}));
+        leaked.options.queue = "emails".into();
+        producer.submit(&leaked).await.expect("submit");
+        let moved: Option<String> = redis::cmd("LMOVE")
+            .arg(keys.ready_in("emails", mcpq_shared::job::Priority::Normal))
+            .arg(keys.ready(mcpq_shared::job::Priority::Normal))
+            .arg("RIGHT")
+            .arg("RIGHT")
+            .query(&mut sync)
+            .expect("lmove");
+        assert_eq!(moved, Some(leaked.id.to_string()));
+        let plain = call_job("echo", "echo", json!({}));
+        producer.submit(&plain).await.expect("submit");
+        let served = Served::default();
+        let batch = fetch_batch(&mut conn, &keys, "w", &settings, &served, 0, 4, true)
+            .await
+            .expect("a fetch despite the bad count");
+        let ids: Vec<&str> = batch.deliveries.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, [plain.id.to_string().as_str()], "only the default job");
+        let back: u64 = redis::cmd("LLEN")
+            .arg(keys.ready_in("emails", mcpq_shared::job::Priority::Normal))
+            .query(&mut sync)
+            .expect("llen");
+        assert_eq!(back, 1, "the leaked job went back to its own queue");
+        // A record whose queue is no queue name is dead-lettered, not run.
+        let mut odd = call_job("echo", "echo", json!({}));
+        odd.options.queue = "odd".into();
+        producer.submit(&odd).await.expect("submit");
+        let _: () = redis::cmd("HSET")
+            .arg(keys.job(&odd.id.to_string()))
+            .arg("queue")
+            .arg("no such:queue")
+            .query(&mut sync)
+            .expect("hset");
+        let odd_served: Served = "odd".parse().expect("served");
+        let none = fetch_batch(&mut conn, &keys, "w", &settings, &odd_served, 0, 4, true)
+            .await
+            .expect("fetch");
+        assert!(none.deliveries.is_empty());
+        assert_eq!(status(&env, &odd.id.to_string()), "dead");
+    });
 }

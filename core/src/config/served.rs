@@ -56,9 +56,17 @@ impl FromStr for Served {
         for part in spec.split(',').map(str::trim) {
             let (name, weight) = match part.split_once(':') {
                 Some((name, weight)) => {
-                    let weight = weight.trim().parse::<u32>().ok().filter(|w| (1..=MAX_WEIGHT).contains(w)).ok_or_else(|| {
-                        format!("queue `{name}`: the weight must be a whole number from 1 to {MAX_WEIGHT}")
-                    })?;
+                    let weight = weight
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|w| (1..=MAX_WEIGHT).contains(w))
+                        .ok_or_else(|| {
+                            format!(
+                            "queue `{}`: the weight must be a whole number from 1 to {MAX_WEIGHT}",
+                            crate::terminal::one_line(&name.chars().take(80).collect::<String>())
+                        )
+                        })?;
                     (name.trim(), weight)
                 }
                 None => (part, 1),
@@ -70,7 +78,7 @@ impl FromStr for Served {
                 ));
             }
             if queues.iter().any(|(q, _)| q == name) {
-                return Err(format!("queue `{name}` is given twice"));
+                return Err(format!("queue `{name}` is given twice")); // a valid name: plain
             }
             queues.push((name.to_string(), weight));
         }

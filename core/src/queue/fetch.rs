@@ -105,7 +105,6 @@ pub async fn fetch_batch(
     // a decoding error here would drop the whole batch.
     // (id, attempt, payload, max_attempts, failures, alone) per job.
     type Leased = (String, u32, Vec<u8>, Vec<u8>, Vec<u8>, u8);
-    let qtotal = queues.total().max(1);
     let mut invocation = scripts::FETCH.prepare_invoke();
     invocation
         .arg(keys.prefix())
@@ -119,8 +118,8 @@ pub async fn fetch_batch(
         .arg(max.max(1))
         .arg(stride(w.total()))
         .arg(u8::from(alone))
-        .arg(fastrand::u32(0..qtotal))
-        .arg(stride(qtotal));
+        .arg(fastrand::u32(0..i32::MAX as u32))
+        .arg(0);
     for (queue, weight) in queues.queues() {
         invocation.arg(queue).arg(*weight);
     }

@@ -25,19 +25,59 @@ use crate::job::DEFAULT_QUEUE;
 /// what `mcpq queues` and the statistics read.
 pub const MAX_QUEUES: usize = 256;
 
+/// What [`pause`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paused {
+    /// Paused now.
+    Now,
+    /// It was paused already.
+    Already,
+    /// Refused: [`MAX_QUEUES`] queues are paused already.
+    TooMany,
+}
+
 /// Pauses `queue`: workers stop fetching its jobs at their next poll; queued jobs wait,
-/// running ones finish. True when it was not paused yet.
+/// running ones finish. Also the second value: whether any job was ever submitted to
+/// it (a name nobody uses is likely a typo).
 pub async fn pause(
     conn: &mut ConnectionManager,
     keys: &Keys,
     queue: &str,
-) -> Result<bool, QueueError> {
+) -> Result<(Paused, bool), QueueError> {
+    let (count, known): (u64, bool) = redis::pipe()
+        .scard(keys.paused())
+        .sismember(keys.queues(), queue)
+        .query_async(conn)
+        .await?;
+    let known = known || queue == DEFAULT_QUEUE;
+    if count >= MAX_QUEUES as u64 {
+        let already: bool = redis::cmd("SISMEMBER")
+            .arg(keys.paused())
+            .arg(queue)
+            .query_async(conn)
+            .await?;
+        return Ok((
+            if already {
+                Paused::Already
+            } else {
+                Paused::TooMany
+            },
+            known,
+        ));
+    }
     let added: u32 = redis::cmd("SADD")
         .arg(keys.paused())
         .arg(queue)
         .query_async(conn)
         .await?;
-    Ok(added == 1)
+    Ok((
+        if added == 1 {
+            Paused::Now
+        } else {
+            Paused::Already
+        },
+        known,
+    ))
 }
 
 /// Resumes a paused `queue`. True when it was paused.

@@ -60,7 +60,12 @@ if final ~= '' then
     'priority', ARGV[13], 'max_attempts', ARGV[14], 'attempt', 0, 'failures', 0,
     'submitted_at', now, 'batch_of', id)
   if (ARGV[15] or '') ~= '' then redis.call('HSET', job, 'callback', ARGV[15]) end
-  if (ARGV[16] or '') ~= '' then redis.call('HSET', job, 'queue', ARGV[16]) end
+  if (ARGV[16] or '') ~= '' then
+    redis.call('HSET', job, 'queue', ARGV[16])
+    -- Listed like any queue a job was submitted to (past the cap only by this one).
+    local t = key_type(P .. ':queues')
+    if t == 'none' or t == 'set' then redis.call('SADD', P .. ':queues', ARGV[16]) end
+  end
   redis.call('ZADD', P .. ':jobs', NOW, final)
 end
 if total == 0 then batch_done(b) end

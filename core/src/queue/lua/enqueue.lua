@@ -34,21 +34,38 @@ if batch ~= '' then
     return redis.error_reply('the job list of batch ' .. batch .. ' is a ' .. t .. ', not a list')
   end
 end
--- A queue name not seen before must fit under the cap on queue names.
+-- A queue name not seen before must fit under the cap on queue names. At the cap, the
+-- names whose lists are all empty and that are not paused are dropped first (a name
+-- costs nothing once its jobs are gone; it comes back with its next job).
 local queues = P .. ':queues'
-if key_type(queues) ~= 'none' and key_type(queues) ~= 'set' then
-  return redis.error_reply(queues .. ' is not a set (written by something other than mcpq?)')
-end
 local new_queues, fresh = {}, 0
 for i = 6, #ARGV, 9 do
   local q = ARGV[i + 8]
-  if q ~= '' and not new_queues[q] and redis.call('SISMEMBER', queues, q) == 0 then
-    new_queues[q] = true
-    fresh = fresh + 1
-    if redis.call('SCARD', queues) + fresh > tonumber(ARGV[5]) then
-      return redis.error_reply('queue ' .. q .. ': this namespace has ' .. ARGV[5] ..
-        ' queues already, the most it may hold')
+  if q ~= '' and not new_queues[q] then
+    local t = key_type(queues)
+    if t ~= 'none' and t ~= 'set' then
+      return redis.error_reply(queues .. ' is not a set (written by something other than mcpq?)')
     end
+    if redis.call('SISMEMBER', queues, q) == 0 then
+      new_queues[q] = true
+      fresh = fresh + 1
+    end
+  end
+end
+local cap = tonumber(ARGV[5])
+local idle_queues = {}
+if fresh > 0 and redis.call('SCARD', queues) + fresh > cap then
+  local paused = key_type(P .. ':paused') == 'set'
+  for _, q in ipairs(redis.call('SRANDMEMBER', queues, cap + 100)) do
+    local empty = not (paused and redis.call('SISMEMBER', P .. ':paused', q) == 1)
+    for _, prio in ipairs({'high', 'normal', 'low'}) do
+      if empty and redis.call('EXISTS', ready_key(prio, q)) == 1 then empty = false end
+    end
+    if empty then table.insert(idle_queues, q) end
+  end
+  if redis.call('SCARD', queues) - #idle_queues + fresh > cap then
+    return redis.error_reply('too many queues: this namespace has ' .. cap ..
+      ' queues with jobs waiting, the most it may hold (queue ' .. next(new_queues) .. ' would be one more)')
   end
 end
 local out = {}
@@ -92,4 +109,12 @@ end
 -- maxmemory (for atomicity), so the first write must be one it refuses when out of
 -- memory (HSET), or an OOM Redis would take jobs in.
 redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - tonumber(ARGV[4]) * 1000)
+-- Names idle before this call that got no job in it are dropped.
+for _, q in ipairs(idle_queues) do
+  local empty = true
+  for _, prio in ipairs({'high', 'normal', 'low'}) do
+    if redis.call('EXISTS', ready_key(prio, q)) == 1 then empty = false end
+  end
+  if empty then redis.call('SREM', queues, q) end
+end
 return out

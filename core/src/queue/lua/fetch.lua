@@ -3,8 +3,8 @@
 --       5 weight of high, 6 weight of normal, 7 weight of low, 8 dead ttl (s),
 --       9 max jobs, 10 stride (coprime with the sum of the weights),
 --       11 alone: 1 when the worker runs no job now (it may take a suspect),
---       12 queue pick (0 <= qpick < sum of the queue weights), 13 queue stride (coprime
---       with that sum), then 2 per queue the worker serves: name, weight
+--       12 queue pick (a random number below 2^31), 13 unused, then 2 per queue the
+--       worker serves: name, weight
 -- Queues in the set {ns}:paused are skipped (a pause takes effect at the next fetch).
 -- Per queue, the jobs started are counted in the hash {ns}:started:MINUTE (field: the
 -- queue's name; kept 3 minutes) for `mcpq queues`. A record with no queue is in
@@ -74,6 +74,14 @@ local function take(id, suspect)
     skipped = skipped + 1
     return false
   end
+  -- A job of a queue this worker does not serve now (put in the wrong list by a worker
+  -- of an older version, or paused since) goes back to the front of its own list.
+  local f = redis.call('HMGET', job, 'queue', 'priority')
+  if not by_name[f[1] or 'default'] then
+    redis.call('RPUSH', ready_key(f[2], f[1]), id)
+    skipped = skipped + 1
+    return false
+  end
   local attempt = redis.call('HINCRBY', job, 'attempt', 1)
   redis.call('HSET', job, 'status', 'running', 'worker', worker,
     'started_at', string.format('%d', NOW), 'lease_until', string.format('%d', NOW + lease))
@@ -87,10 +95,16 @@ local function take(id, suspect)
   return true
 end
 -- Counts what was started, per queue, in this minute's hash.
+-- A field someone else wrote that is not a count is overwritten, never HINCRBY'd (that
+-- would raise an error after the leases above were written).
 local function count_started()
   local h = P .. ':started:' .. string.format('%d', math.floor(NOW / 60000))
   if next(started) == nil or key_type(h) ~= 'none' and key_type(h) ~= 'hash' then return end
-  for q, n in pairs(started) do redis.call('HINCRBY', h, q, n) end
+  for q, n in pairs(started) do
+    local was = redis.call('HGET', h, q)
+    was = (was and #was <= 15 and string.match(was, '^%d+$') and tonumber(was)) or 0
+    redis.call('HSET', h, q, string.format('%d', was + n))
+  end
   redis.call('EXPIRE', h, 180)
 end
 -- The suspects of the queues served, among the first 100 (a suspect of another queue
@@ -104,7 +118,7 @@ local function own_suspects()
       q = redis.call('HGET', job_key(id), 'queue') or 'default'
     end
     -- A malformed entry is anybody's to judge (and dead-letter).
-    if by_name[q] or entry_name(id) ~= id or key_type(job_key(id)) ~= 'hash' then
+    if by_name[q] or record_problem(id) then
       table.insert(mine, id)
     end
   end
@@ -129,8 +143,16 @@ local function order_for(draw)
   elseif draw < wh + wn then return {'normal', 'high', 'low'}
   else return {'low', 'high', 'normal'} end
 end
--- Which served queue first, by weight; the others in the order given.
-local qpick, qstride = tonumber(ARGV[12]), tonumber(ARGV[13])
+-- Which served queue first, by weight; the others in the order given. The draw and
+-- its stride are taken over the weights of the queues served now (paused ones left
+-- out), so every share comes first once per round.
+local function gcd(a, b)
+  while b ~= 0 do a, b = b, a % b end
+  return a
+end
+local qpick = tonumber(ARGV[12]) % math.max(qtotal, 1)
+local qstride = math.max(math.floor(qtotal * 0.618), 1)
+while qtotal > 0 and gcd(qstride, qtotal) ~= 1 do qstride = qstride + 1 end
 local function queues_for(draw)
   local order, first = {}, nil
   for i, q in ipairs(served) do
