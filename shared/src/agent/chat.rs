@@ -254,6 +254,8 @@ mod tests {
             api_key_env: None,
             request_timeout: Duration::from_secs(2),
             max_response: DEFAULT_MAX_RESPONSE,
+            rate: None,
+            tokens: None,
         });
         // Room for one attempt on a loaded machine: building the TLS client and the
         // first connect can take longer than 300 ms in a debug build (seen in CI).
