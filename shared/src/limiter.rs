@@ -125,7 +125,12 @@ impl Drop for Permit {
 impl Limiter {
     /// A limiter on `conn` for the namespace of `keys`, for worker `worker`, counting
     /// waits in `metrics` (`mcpq_limit_wait_seconds`) if given.
-    pub fn new(conn: ConnectionManager, keys: Keys, worker: &str, metrics: Option<Metrics>) -> Self {
+    pub fn new(
+        conn: ConnectionManager,
+        keys: Keys,
+        worker: &str,
+        metrics: Option<Metrics>,
+    ) -> Self {
         Limiter {
             inner: Arc::new(Inner {
                 conn,
@@ -189,7 +194,10 @@ impl Limiter {
                     } else {
                         // A little jitter, so that the callers a window refused do not
                         // all come back in the same millisecond.
-                        after + Duration::from_millis(fastrand::u64(0..=after.as_millis().min(20) as u64))
+                        after
+                            + Duration::from_millis(fastrand::u64(
+                                0..=after.as_millis().min(20) as u64,
+                            ))
                     };
                     (wait, Some(held))
                 }
@@ -239,8 +247,13 @@ impl Limiter {
     /// caller's own retry still waits.
     pub async fn pause(&self, endpoint: &str, retry_after: Duration) {
         tracing::debug!(%endpoint, ?retry_after, "429: pausing the endpoint for every worker");
-        if let Err(e) =
-            limits::pause(self.inner.conn.clone(), &self.inner.keys, endpoint, retry_after).await
+        if let Err(e) = limits::pause(
+            self.inner.conn.clone(),
+            &self.inner.keys,
+            endpoint,
+            retry_after,
+        )
+        .await
         {
             tracing::warn!(%endpoint, "cannot pause the endpoint for the other workers: {e}");
         }
@@ -248,7 +261,12 @@ impl Limiter {
 
     /// Charges `used` tokens to `endpoint`'s bucket of `tokens` per period. A failure is
     /// logged, not returned (the answer is already there).
-    pub async fn debit_tokens(&self, endpoint: &str, used: u64, tokens: &crate::config::rate::Rate) {
+    pub async fn debit_tokens(
+        &self,
+        endpoint: &str,
+        used: u64,
+        tokens: &crate::config::rate::Rate,
+    ) {
         if let Err(e) = limits::debit_tokens(
             self.inner.conn.clone(),
             &self.inner.keys,

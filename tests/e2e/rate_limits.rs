@@ -133,7 +133,11 @@ fn a_wait_past_the_deadline_fails_the_job_with_timeout_at_once() {
         "{message}"
     );
     // It gave up when it knew, not at the deadline 20 s later.
-    assert!(asked.elapsed() < Duration::from_secs(10), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
 }
 
 #[test]
@@ -145,9 +149,14 @@ fn a_pause_written_for_a_429_holds_every_workers_calls() {
     assert_eq!(env.wait_json(&warm).0, Some(0));
     let keys = Keys::new(env.namespace.clone());
     runtime().block_on(async {
-        limits::pause(connect().await, &keys, "server:echo", Duration::from_secs(2))
-            .await
-            .expect("pause");
+        limits::pause(
+            connect().await,
+            &keys,
+            "server:echo",
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("pause");
     });
     let paused_at = Instant::now();
     let id = env.submit_call("echo", "echo", r#"{"text":"later"}"#, &[]);

@@ -83,7 +83,10 @@ impl Rate {
 
 /// A rate as errors show it: cut to 40 characters, control characters escaped.
 fn shown(text: &str) -> String {
-    text.chars().take(40).flat_map(char::escape_default).collect()
+    text.chars()
+        .take(40)
+        .flat_map(char::escape_default)
+        .collect()
 }
 
 impl fmt::Display for Rate {
@@ -141,7 +144,10 @@ mod tests {
             "1000000001/h",
         ] {
             let e = Rate::parse(bad).unwrap_err();
-            assert!(e.contains("rate") || e.contains("count") || e.contains("unit"), "{e}");
+            assert!(
+                e.contains("rate") || e.contains("count") || e.contains("unit"),
+                "{e}"
+            );
         }
         assert!(Rate::parse("100001/s").unwrap().check_requests().is_err());
         assert!(Rate::parse("100000/s").unwrap().check_requests().is_ok());

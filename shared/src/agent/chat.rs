@@ -150,7 +150,13 @@ impl ChatClient {
                 // No slot is held (the model has no concurrency cap), so the permit
                 // needs no keeping.
                 limiter
-                    .admit(LLM_ENDPOINT, &self.limits, self.request_timeout, deadline, &never)
+                    .admit(
+                        LLM_ENDPOINT,
+                        &self.limits,
+                        self.request_timeout,
+                        deadline,
+                        &never,
+                    )
                     .await
                     .map_err(ChatError::Limited)?;
             }

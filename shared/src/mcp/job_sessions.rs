@@ -160,9 +160,10 @@ impl<'a> JobSessions<'a> {
     }
 
     /// Waits until a call to `server` passes its cluster-wide limits (`rate`,
-    /// `max_concurrent`, a 429 pause of an HTTP server), within the job's deadline and
-    /// raced against its cancel (`limiter`). A stdio server without limits, or a pool
-    /// without a limiter, costs nothing here. The wait is no attempt: only the deadline
+    /// `max_concurrent`), within the job's deadline and
+    /// raced against its cancel (`limiter`). A server without limits, or a pool without
+    /// a limiter, costs nothing here (so a 429 pause is not applied to MCP servers yet:
+    /// only the model's 429s write one). The wait is no attempt: only the deadline
     /// ends it, as a `timeout`.
     async fn admit(&self, server: &str) -> Result<Option<Permit>, PoolError> {
         let (Some(limiter), Some(config)) = (self.pool.limiter(), self.config.servers.get(server))
@@ -174,14 +175,20 @@ impl<'a> JobSessions<'a> {
             max_concurrent: config.max_concurrent,
             tokens: None,
         };
-        if limits.is_none() && config.url.is_none() {
+        if limits.is_none() {
             return Ok(None);
         }
         // The slot's lease: the longest the call can take, plus the time to release it.
         let left = self.deadline.saturating_duration_since(Instant::now());
         let lease = self.config.timeouts(config).call.min(left) + SLOT_LEASE_SLACK;
         limiter
-            .admit(&server_endpoint(server), &limits, lease, self.deadline, self.cancel)
+            .admit(
+                &server_endpoint(server),
+                &limits,
+                lease,
+                self.deadline,
+                self.cancel,
+            )
             .await
             .map(Some)
             .map_err(|e| match e {
