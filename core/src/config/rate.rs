@@ -120,15 +120,18 @@ mod tests {
     #[test]
     fn the_issue_examples_parse() {
         assert_eq!(
-            Rate::parse("60/min").unwrap(),
+            Rate::parse("60/min").expect("a rate"),
             Rate {
                 count: 60,
                 period: Duration::from_secs(60)
             }
         );
-        assert_eq!(Rate::parse("10/s").unwrap().period_ms(), 1000);
-        assert_eq!(Rate::parse(" 200000 / minute ").unwrap().count, 200_000);
-        assert_eq!(Rate::parse("5/h").unwrap().to_string(), "5/h");
+        assert_eq!(Rate::parse("10/s").expect("a rate").period_ms(), 1000);
+        assert_eq!(
+            Rate::parse(" 200000 / minute ").expect("a rate").count,
+            200_000
+        );
+        assert_eq!(Rate::parse("5/h").expect("a rate").to_string(), "5/h");
     }
 
     #[test]
@@ -143,19 +146,25 @@ mod tests {
             "18446744073709551616/s",
             "1000000001/h",
         ] {
-            let e = Rate::parse(bad).unwrap_err();
+            let e = Rate::parse(bad).expect_err("refused");
             assert!(
                 e.contains("rate") || e.contains("count") || e.contains("unit"),
                 "{e}"
             );
         }
-        assert!(Rate::parse("100001/s").unwrap().check_requests().is_err());
-        assert!(Rate::parse("100000/s").unwrap().check_requests().is_ok());
+        assert!(Rate::parse("100001/s")
+            .expect("a rate")
+            .check_requests()
+            .is_err());
+        assert!(Rate::parse("100000/s")
+            .expect("a rate")
+            .check_requests()
+            .is_ok());
     }
 
     #[test]
     fn a_hostile_rate_is_shown_cut_and_escaped() {
-        let e = Rate::parse(&format!("x\n{}", "y".repeat(1000))).unwrap_err();
+        let e = Rate::parse(&format!("x\n{}", "y".repeat(1000))).expect_err("refused");
         assert!(!e.contains('\n') && e.len() < 200, "{e}");
     }
 }
