@@ -81,6 +81,7 @@ pub mod agent;
 pub mod backend;
 pub mod email;
 pub mod fate;
+pub mod limiter;
 pub mod mcp;
 pub mod metrics;
 pub mod redact;

@@ -130,6 +130,7 @@ struct Inner {
     crashes: Family<Owned1, Counter>,
     restarts: Family<Owned1, Counter>,
     webhooks: Family<Owned1, Counter>,
+    limit_waits: HistogramFamily<Owned2>,
     log_lines_dropped: Counter,
     webhook_outcomes: RwLock<HashMap<String, Counter>>,
     servers: RwLock<HashMap<String, Arc<ServerSeries>>>,
@@ -189,6 +190,7 @@ impl Metrics {
         let crashes = Family::<Owned1, Counter>::default();
         let restarts = Family::<Owned1, Counter>::default();
         let webhooks = Family::<Owned1, Counter>::default();
+        let limit_waits: HistogramFamily<Owned2> = Family::new_with_constructor(call_histogram);
         let log_lines_dropped = Counter::default();
         // Counters are registered without `_total`: the encoder adds it.
         let r = &mut registry;
@@ -253,6 +255,11 @@ impl Metrics {
             webhooks.clone(),
         );
         r.register(
+            "mcpq_limit_wait_seconds",
+            "Time calls waited for a cluster-wide limit before they were admitted or gave up, by endpoint (server:NAME or llm) and the limit that held them (rate, concurrency, tokens, paused)",
+            limit_waits.clone(),
+        );
+        r.register(
             "mcpq_log_lines_dropped",
             "Worker log lines dropped because the log output was blocked or closed",
             log_lines_dropped.clone(),
@@ -272,6 +279,7 @@ impl Metrics {
                 crashes,
                 restarts,
                 webhooks,
+                limit_waits,
                 log_lines_dropped,
                 webhook_outcomes: RwLock::default(),
                 servers: RwLock::default(),
@@ -410,6 +418,18 @@ impl Metrics {
             .entry(name.to_string())
             .or_insert_with(|| family.get_or_create_owned(&[("outcome", name.to_string())]))
             .inc();
+    }
+
+    /// A call to `endpoint` (a configured server's `server:NAME`, or `llm`: a bounded
+    /// set) waited `took` for a cluster-wide limit, first held by `limit`.
+    pub fn limit_wait(&self, endpoint: &str, limit: &'static str, took: Duration) {
+        self.inner
+            .limit_waits
+            .get_or_create_owned(&[
+                ("endpoint", bounded(endpoint).to_string()),
+                ("limit", limit.to_string()),
+            ])
+            .observe(took.as_secs_f64());
     }
 
     /// The counter of dropped log lines, for the log writer to increment.

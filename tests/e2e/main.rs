@@ -20,6 +20,7 @@ mod metrics; // a worker's /metrics, parsed by the Prometheus reference parser
 mod plans; // plans as small programs: templates, continue_on_error
 mod pool; // the warm session pool: reuse, multiplexing, replacement, limits
 mod queues; // named queues: routing, weights, pause and resume, mcpq queues
+mod rate_limits; // cluster-wide rate and concurrency limits, measured by the server
 mod secrets_and_logs; // secrets echoed back are redacted; no forged log lines
 mod serve; // mcpq serve: the HTTP API, tokens, long polls, OpenAPI
 mod servers; // mcpq servers / servers check: tool discovery, what fails

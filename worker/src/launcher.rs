@@ -37,6 +37,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mcpq_shared::agent::template_sandbox::TemplateSandbox;
 use mcpq_shared::email::{attachment_dir, EmailSettings};
+use mcpq_shared::limiter::Limiter;
 use mcpq_shared::mcp::{health_policy, McpPool};
 use mcpq_shared::metrics::Metrics;
 use mcpq_shared::queue::{lease, rescue, workers, InFlight, Keys, StopReason};
@@ -81,7 +82,8 @@ impl Launcher {
     ) -> anyhow::Result<Launcher> {
         let client = redis::Client::open(redis_url).context("redis_url")?;
         let supervisor = Supervisor::with_metrics(health_policy(&config.defaults), metrics.clone());
-        let pool = McpPool::new(&config, supervisor.clone());
+        let limiter = Limiter::new(conn.clone(), keys.clone(), worker, Some(metrics.clone()));
+        let pool = McpPool::new(&config, supervisor.clone()).with_limiter(limiter);
         let jobs = InFlight::default();
         // Bound before anything starts: a bad address is a start-up error.
         let listener = config

@@ -22,6 +22,16 @@ pub struct LlmSettings {
     /// Largest answer body read from the API, in bytes (default 2 MiB).
     #[serde(default = "default_max_response")]
     pub max_response: usize,
+    /// Most model requests in any window of the rate's period, over all workers of the
+    /// namespace, e.g. `"500/min"` (default: none). A request over it waits, within its
+    /// job's deadline (`queue::limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<super::rate::Rate>,
+    /// Most tokens per period over all workers, e.g. `"200000/min"`, counted from the
+    /// `usage` the model reports after each answer (default: none). Debited after the
+    /// fact: a big answer may overdraw it, and the next requests wait until it refills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<super::rate::Rate>,
 }
 
 fn default_request_timeout() -> Duration {

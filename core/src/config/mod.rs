@@ -55,6 +55,7 @@ pub mod email;
 pub mod llm;
 pub mod mcp_json;
 pub mod queue;
+pub mod rate;
 pub mod redis_url;
 pub mod serve;
 pub mod served;
@@ -350,7 +351,21 @@ pub struct ServerConfig {
     /// Calls after which a session is replaced by a fresh one (default: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_calls: Option<u64>,
+    /// Most calls of this server in any window of the rate's period, over all workers
+    /// of the namespace, e.g. `"60/min"` (default: none). A call over it waits, within
+    /// its job's deadline (`queue::limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<rate::Rate>,
+    /// Most calls of this server in flight at once over all workers of the namespace
+    /// (1..=[`MAX_CONCURRENT_LIMIT`]; default: none). A call over it waits, within its
+    /// job's deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
 }
+
+/// Largest `servers.NAME.max_concurrent`: each slot is one Redis sorted-set entry, and
+/// more than 10 000 calls at once is no limit at all.
+pub const MAX_CONCURRENT_LIMIT: u32 = 10_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -371,6 +386,8 @@ impl Default for ServerConfig {
             max_in_flight: default_max_in_flight(),
             idle_ttl: None,
             max_calls: None,
+            rate: None,
+            max_concurrent: None,
         }
     }
 }
@@ -622,6 +639,10 @@ impl Config {
             .mcp
             .validate(self.servers.keys().map(String::as_str))?;
         self.webhooks.validate()?;
+        if let Some(rate) = self.llm.as_ref().and_then(|llm| llm.rate) {
+            rate.check_requests()
+                .map_err(|message| invalid("llm.rate", &message))?;
+        }
         if self.defaults.crash_loop_threshold == 0 {
             return Err(invalid(
                 "defaults.crash_loop_threshold",
@@ -687,6 +708,19 @@ impl Config {
             }
             if server.max_calls == Some(0) {
                 return Err(invalid(&key("max_calls"), "must be at least 1"));
+            }
+            if let Some(rate) = server.rate {
+                rate.check_requests()
+                    .map_err(|message| invalid(&key("rate"), &message))?;
+            }
+            if server
+                .max_concurrent
+                .is_some_and(|n| !(1..=MAX_CONCURRENT_LIMIT).contains(&n))
+            {
+                return Err(invalid(
+                    &key("max_concurrent"),
+                    &format!("must be between 1 and {MAX_CONCURRENT_LIMIT}"),
+                ));
             }
         }
         Ok(())
@@ -900,6 +934,11 @@ startup_timeout = "2s"
             ("max_sessions = 0", "servers.echo.max_sessions"),
             ("max_in_flight = 0", "servers.echo.max_in_flight"),
             ("max_calls = 0", "servers.echo.max_calls"),
+            ("rate = \"10/day\"", "servers.echo.rate"),
+            ("rate = \"0/s\"", "servers.echo.rate"),
+            ("rate = \"100001/s\"", "servers.echo.rate"),
+            ("max_concurrent = 0", "servers.echo.max_concurrent"),
+            ("max_concurrent = 10001", "servers.echo.max_concurrent"),
         ] {
             let p = write(
                 &dir,

@@ -90,6 +90,14 @@ impl Keys {
         format!("{}:scheduled", self.prefix)
     }
 
+    /// The prefix of one rate-limited endpoint's keys (`ENDPOINT` is `server:NAME` or
+    /// `llm`): `…:calls` (sorted set: calls admitted, by time), `…:holders` (sorted
+    /// set: concurrency slots, by expiry), `…:state` (hash: `paused_until`,
+    /// `tokens_tat`). Written by `lua/limit_*.lua` (see `queue::limits`).
+    pub fn limit(&self, endpoint: &str) -> String {
+        format!("{}:limit:{endpoint}", self.prefix)
+    }
+
     /// Sorted set of running ids, by lease expiry (ms).
     pub fn leases(&self) -> String {
         format!("{}:leases", self.prefix)

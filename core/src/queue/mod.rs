@@ -28,6 +28,7 @@ pub mod fetch;
 pub mod finish;
 pub mod keys;
 pub mod lease;
+pub mod limits;
 pub mod listing;
 pub mod notify;
 pub mod progress;

@@ -54,3 +54,11 @@ pub(crate) static PROGRESS: LazyLock<Script> = script!("progress.lua");
 pub(crate) static HEARTBEAT: LazyLock<Script> = script!("heartbeat.lua");
 /// What `mcpq queues` shows, read only (`queues.rs`).
 pub(crate) static QUEUES: LazyLock<Script> = script!("queues.lua");
+/// One try to pass an endpoint's rate, token and concurrency limits (`limits.rs`).
+pub(crate) static LIMIT_ACQUIRE: LazyLock<Script> = script!("limit_acquire.lua");
+/// Give back one call's concurrency slot (`limits.rs`).
+pub(crate) static LIMIT_RELEASE: LazyLock<Script> = script!("limit_release.lua");
+/// Pause an endpoint for every worker after a 429 (`limits.rs`).
+pub(crate) static LIMIT_PAUSE: LazyLock<Script> = script!("limit_pause.lua");
+/// Charge a model answer's tokens to the endpoint's bucket (`limits.rs`).
+pub(crate) static LIMIT_DEBIT: LazyLock<Script> = script!("limit_debit.lua");

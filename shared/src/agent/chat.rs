@@ -5,6 +5,10 @@
 //! - Every request is bounded by the job's deadline (and `llm.request_timeout`).
 //! - 429 and 5xx answers, and connection failures, are retried with exponential backoff
 //!   and full jitter (honouring `Retry-After` in seconds), while the deadline allows.
+//! - With `rate` or `tokens` set, every request first waits for those cluster-wide
+//!   limits (`limiter`, within the deadline), and the `total_tokens` of each answer's
+//!   `usage` is charged to the token bucket afterwards. A 429 with `Retry-After` pauses
+//!   the model API for every worker of the namespace (cut to 10 min), not only this job.
 //! - Any other 4xx is a permanent error quoting the server's message: retrying the same
 //!   request cannot help.
 //! - An answer is never read past `llm.max_response` bytes (default 2 MiB): a bigger
@@ -19,6 +23,8 @@
 //! api_key_env = "OPENAI_API_KEY"            # sent as Authorization: Bearer ...
 //! request_timeout = "60s"
 //! max_response = 2097152                    # bytes (2 MiB)
+//! rate = "500/min"                          # requests, over all workers (default: none)
+//! tokens = "200000/min"                     # tokens, from the reported usage (default: none)
 //! ```
 
 use std::time::Duration;
@@ -26,7 +32,11 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::backoff::Backoff;
+use crate::limiter::{LimitError, Limiter};
+use crate::queue::limits::{Limits, LLM_ENDPOINT};
 
 pub use crate::config::llm::{LlmSettings, DEFAULT_MAX_RESPONSE};
 
@@ -57,12 +67,16 @@ pub enum ChatError {
     /// The answer was not a chat completion.
     #[error("the model API answered something that is not a chat completion: {0}")]
     BadAnswer(String),
+    /// A cluster-wide limit (`llm.rate`, `llm.tokens`, a 429 pause) held the request
+    /// back past the job's deadline: the job fails with `timeout` (retryable).
+    #[error("{0}")]
+    Limited(LimitError),
 }
 
 impl ChatError {
     /// True when trying the job again later could help.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ChatError::Unavailable { .. })
+        matches!(self, ChatError::Unavailable { .. } | ChatError::Limited(_))
     }
 }
 
@@ -74,6 +88,9 @@ pub struct ChatClient {
     api_key: Option<String>,
     request_timeout: Duration,
     max_response: usize,
+    /// The cluster-wide limits of the model API (none: no limiter, as in unit tests).
+    limiter: Option<Limiter>,
+    limits: Limits,
 }
 
 /// One answer: the assistant message and token usage.
@@ -107,16 +124,48 @@ impl ChatClient {
                 .and_then(|var| std::env::var(var).ok()),
             request_timeout: settings.request_timeout,
             max_response: settings.max_response,
+            limiter: None,
+            limits: Limits {
+                rate: settings.rate,
+                max_concurrent: None,
+                tokens: settings.tokens,
+            },
         }
+    }
+
+    /// Applies the cluster-wide limits and 429 pauses of the model API through
+    /// `limiter` (none: not applied).
+    pub fn with_limiter(mut self, limiter: Option<Limiter>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Sends `body` (a chat completions request), retrying as the module doc says.
     pub async fn complete(&self, body: &Value, deadline: Instant) -> Result<ChatAnswer, ChatError> {
         let mut failures = 0u32;
+        // Cancellation is the caller's: it drops this future (`agent::llm`).
+        let never = CancellationToken::new();
         loop {
+            if let Some(limiter) = &self.limiter {
+                // No slot is held (the model has no concurrency cap), so the permit
+                // needs no keeping.
+                limiter
+                    .admit(
+                        LLM_ENDPOINT,
+                        &self.limits,
+                        self.request_timeout,
+                        deadline,
+                        &never,
+                    )
+                    .await
+                    .map_err(ChatError::Limited)?;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let wait = match self.once(body, left.min(self.request_timeout)).await {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => {
+                    self.debit(&answer).await;
+                    return Ok(answer);
+                }
                 Err(Attempt::Permanent(e)) => return Err(e),
                 Err(Attempt::Transient {
                     message,
@@ -126,6 +175,9 @@ impl ChatClient {
                     let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
                         .full_jitter(failures);
                     tracing::warn!(attempt = failures, "model API: {message}; retrying");
+                    if let (Some(limiter), Some(after)) = (&self.limiter, retry_after) {
+                        limiter.pause(LLM_ENDPOINT, after).await;
+                    }
                     let wait = retry_after.unwrap_or(backoff);
                     // A hostile `Retry-After: 18446744073709551615` must not overflow.
                     if Instant::now()
@@ -138,6 +190,21 @@ impl ChatClient {
                 }
             };
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Charges the answer's `usage.total_tokens` to the token limit, if one is set.
+    async fn debit(&self, answer: &ChatAnswer) {
+        let (Some(limiter), Some(tokens)) = (&self.limiter, &self.limits.tokens) else {
+            return;
+        };
+        let used = answer
+            .usage
+            .as_ref()
+            .and_then(|u| u["total_tokens"].as_u64())
+            .unwrap_or(0);
+        if used > 0 {
+            limiter.debit_tokens(LLM_ENDPOINT, used, tokens).await;
         }
     }
 
@@ -254,6 +321,8 @@ mod tests {
             api_key_env: None,
             request_timeout: Duration::from_secs(2),
             max_response: DEFAULT_MAX_RESPONSE,
+            rate: None,
+            tokens: None,
         });
         // Room for one attempt on a loaded machine: building the TLS client and the
         // first connect can take longer than 300 ms in a debug build (seen in CI).

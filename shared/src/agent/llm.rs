@@ -119,7 +119,7 @@ async fn converse(
     ctx: PlanContext<'_>,
 ) -> Result<Value, JobFailure> {
     let started = Instant::now();
-    let client = ChatClient::new(settings);
+    let client = ChatClient::new(settings).with_limiter(ctx.pool.limiter().cloned());
     let mut names: HashMap<String, (String, String)> = HashMap::new();
     let tools: Vec<Value> = tools
         .iter()
@@ -164,7 +164,7 @@ async fn converse(
             _ = ctx.cancel.cancelled() => return Err(JobFailure::new(FailureKind::Cancelled, "the job was stopped while the model was thinking", false)),
         }
         .map_err(|e: ChatError| {
-            if Instant::now() >= ctx.deadline {
+            if Instant::now() >= ctx.deadline || matches!(e, ChatError::Limited(_)) {
                 JobFailure::new(FailureKind::Timeout, format!("the job's deadline passed while asking the model: {e}"), true)
             } else {
                 JobFailure::new(FailureKind::LlmError, e.to_string(), e.is_retryable())

@@ -33,6 +33,8 @@ use super::progress::ProgressSink;
 use super::session::JobCall;
 use super::{McpPool, McpSession, PoolError};
 use crate::config::{Config, ServerTimeouts};
+use crate::limiter::{LimitError, Permit};
+use crate::queue::limits::{server_endpoint, Limits, SLOT_LEASE_SLACK};
 
 /// One job's sessions: the pool's, and its own fresh ones. See the module doc.
 pub struct JobSessions<'a> {
@@ -107,13 +109,17 @@ impl<'a> JobSessions<'a> {
     }
 
     /// Calls `tool` on `server`; a tool result flagged `isError` is `Ok`, with the
-    /// server's stderr tail.
+    /// server's stderr tail. Waits first for the server's cluster-wide limits (see
+    /// [`JobSessions::admit`]).
     pub async fn call(
         &self,
         server: &str,
         tool: &str,
         arguments: Map<String, Value>,
     ) -> Result<(CallToolResult, Option<String>), PoolError> {
+        // Held until the call has ended, however it ends: its drop gives the
+        // concurrency slot back.
+        let _permit = self.admit(server).await?;
         if self.pool.is_pooled(server) {
             return self
                 .pool
@@ -151,6 +157,47 @@ impl<'a> JobSessions<'a> {
                 stop_note: None,
             }),
         }
+    }
+
+    /// Waits until a call to `server` passes its cluster-wide limits (`rate`,
+    /// `max_concurrent`), within the job's deadline and
+    /// raced against its cancel (`limiter`). A server without limits, or a pool without
+    /// a limiter, costs nothing here (so a 429 pause is not applied to MCP servers yet:
+    /// only the model's 429s write one). The wait is no attempt: only the deadline
+    /// ends it, as a `timeout`.
+    async fn admit(&self, server: &str) -> Result<Option<Permit>, PoolError> {
+        let (Some(limiter), Some(config)) = (self.pool.limiter(), self.config.servers.get(server))
+        else {
+            return Ok(None);
+        };
+        let limits = Limits {
+            rate: config.rate,
+            max_concurrent: config.max_concurrent,
+            tokens: None,
+        };
+        if limits.is_none() {
+            return Ok(None);
+        }
+        // The slot's lease: the longest the call can take, plus the time to release it.
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let lease = self.config.timeouts(config).call.min(left) + SLOT_LEASE_SLACK;
+        limiter
+            .admit(
+                &server_endpoint(server),
+                &limits,
+                lease,
+                self.deadline,
+                self.cancel,
+            )
+            .await
+            .map(Some)
+            .map_err(|e| match e {
+                LimitError::Cancelled { .. } => PoolError::Cancelled {
+                    server: server.to_string(),
+                    stop_note: None,
+                },
+                e => PoolError::Limited(e),
+            })
     }
 
     /// Stops the job's own sessions (whole process trees) at once; returns, by server,

@@ -41,6 +41,7 @@ use super::session::JobCall;
 use super::{McpError, McpSession};
 use crate::config::{Config, PoolSettings, ServerConfig, ServerTimeouts};
 use crate::failure::FailureKind;
+use crate::limiter::{LimitError, Limiter};
 use crate::supervisor::{Admission, StopReport, Supervisor};
 
 /// A session idle for longer than this has its process checked (`waitpid`) at checkout;
@@ -102,6 +103,11 @@ pub enum PoolError {
         /// Server name.
         server: String,
     },
+    /// A cluster-wide limit of the server (`rate`, `max_concurrent`, a 429 pause) held
+    /// the call back past the job's deadline: a `timeout`, retryable. (Cancelled while
+    /// waiting is [`PoolError::Cancelled`].)
+    #[error("{0}")]
+    Limited(LimitError),
     /// The server crashed and its restart backoff outlasts the job's deadline.
     #[error(
         "server `{server}` crashed and may not restart for {retry_in:?}, past this job's deadline"
@@ -122,6 +128,7 @@ impl PoolError {
             PoolError::Exhausted { .. } => FailureKind::PoolExhausted,
             PoolError::Unhealthy { .. } => FailureKind::ServerUnhealthy,
             PoolError::Backoff { .. } => FailureKind::ServerBackoff,
+            PoolError::Limited(_) => FailureKind::Timeout,
             PoolError::Cancelled { .. } => FailureKind::Cancelled,
             PoolError::UnknownServer { .. } => FailureKind::UnknownServer,
         }
@@ -218,6 +225,9 @@ struct Lease {
 pub struct McpPool {
     supervisor: Supervisor,
     servers: Arc<HashMap<String, Arc<ServerPool>>>,
+    /// The cluster-wide limits every job's calls wait for (none: no Redis, as in
+    /// benches; limits and 429 pauses are then not applied).
+    limiter: Option<Limiter>,
 }
 
 impl std::fmt::Debug for McpPool {
@@ -270,7 +280,20 @@ impl McpPool {
         McpPool {
             supervisor,
             servers: Arc::new(servers),
+            limiter: None,
         }
+    }
+
+    /// Applies the cluster-wide limits of `limiter` to every job's calls (see
+    /// [`super::JobSessions`]); a worker always sets one.
+    pub fn with_limiter(mut self, limiter: Limiter) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// The cluster-wide limiter, if any.
+    pub fn limiter(&self) -> Option<&Limiter> {
+        self.limiter.as_ref()
     }
 
     /// The supervisor that starts the pool's processes.

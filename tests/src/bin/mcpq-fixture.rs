@@ -1,5 +1,5 @@
 //! `mcpq-fixture`: a stdio MCP server built with rmcp, with one tool per behaviour the
-//! tests need: echo, add, sleep, progress reports, fail, crash, flood stderr, a big answer, report signal
+//! tests need: echo, add, sleep, progress reports, call time stamps, fail, crash, flood stderr, a big answer, report signal
 //! state, and the
 //! torture ones (sleep for ever, ignore SIGTERM, spawn a grandchild, close stdout but
 //! stay alive).
@@ -50,6 +50,22 @@ struct MarkArgs {
     tag: String,
     /// Sleep after writing, in milliseconds.
     ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct StampArgs {
+    /// File to append to.
+    path: String,
+    /// Sleep between the start and end lines, in milliseconds.
+    ms: Option<u64>,
+}
+
+/// Microseconds since the Unix epoch, by this process's clock.
+fn micros_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -192,6 +208,28 @@ impl Fixture {
             .map_err(|e| ErrorData::internal_error(format!("cannot write {path}: {e}"), None))?;
         tokio::time::sleep(Duration::from_millis(ms.unwrap_or(0))).await;
         Ok(tag)
+    }
+
+    #[tool(
+        description = "Append `start MICROS` to the file `path` as the call arrives, sleep `ms`, append `end MICROS`: the server's own record of when calls ran (rate-limit tests)"
+    )]
+    async fn stamp(
+        &self,
+        Parameters(StampArgs { path, ms }): Parameters<StampArgs>,
+    ) -> Result<String, ErrorData> {
+        use std::io::Write as _;
+        let append = |line: String| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(line.as_bytes()))
+                .map_err(|e| ErrorData::internal_error(format!("cannot write {path}: {e}"), None))
+        };
+        append(format!("start {}\n", micros_now()))?;
+        tokio::time::sleep(Duration::from_millis(ms.unwrap_or(0))).await;
+        append(format!("end {}\n", micros_now()))?;
+        Ok("stamped".to_string())
     }
 
     #[tool(
