@@ -51,6 +51,7 @@ pub mod public_address;
 pub mod queue;
 pub mod template;
 pub mod terminal;
+pub mod tool_pattern;
 
 pub use config::Config;
 pub use job::{Job, JobId};

@@ -93,7 +93,7 @@ pub mod webhook;
 // The core crate's modules, under the paths they always had here.
 pub use mcpq_core::{
     backoff, cli_error, config, duration, failure, job, logging, public_address, queue, template,
-    terminal,
+    terminal, tool_pattern,
 };
 
 pub use config::Config;
