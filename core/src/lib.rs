@@ -47,6 +47,7 @@ pub mod job;
 pub mod lines;
 #[cfg(feature = "logging")]
 pub mod logging;
+pub mod outcome_text;
 pub mod public_address;
 pub mod queue;
 pub mod template;

@@ -38,6 +38,8 @@ const LAYERS: &[(&str, &str, u32, u32)] = &[
     ("backoff", "core", 1, 16),
     ("lines", "core", 1, 17),
     ("cli_error", "core", 1, 18),
+    // How an outcome reads in a terminal (failure, terminal).
+    ("outcome_text", "core", 1, 18),
     // A leaf: the counters every higher layer increments.
     ("metrics", "shared", 1, 19),
     ("queue", "core", 2, 20),

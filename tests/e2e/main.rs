@@ -18,6 +18,7 @@ mod mcp_lifecycle; // the MCP front stops, a stdio client stops it, its worker c
 mod mcp_readme; // the README's MCP client snippets, as copied
 mod metrics; // a worker's /metrics, parsed by the Prometheus reference parser
 mod plans; // plans as small programs: templates, continue_on_error
+mod run_one; // mcpq run job.json: one job in-process, no Redis, wait's exit codes
 mod pool; // the warm session pool: reuse, multiplexing, replacement, limits
 mod secrets_and_logs; // secrets echoed back are redacted; no forged log lines
 mod serve; // mcpq serve: the HTTP API, tokens, long polls, OpenAPI
@@ -26,5 +27,6 @@ mod shutdown; // SIGTERM with jobs running: exit 0, no process left
 mod signals; // the clean signal state of every MCP server
 mod terminal; // human output escapes control characters from outside
 mod third_party; // real MCP servers from npm and PyPI
+mod tool_allowlists; // servers' and jobs' tool allow-lists; arguments checked against inputSchema
 mod torture; // the supervisor's torture suite: hangs elsewhere, none here
 mod webhooks; // completion webhooks: retries, an outage, a restart, signatures, the SSRF guard
