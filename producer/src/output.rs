@@ -158,4 +158,3 @@ pub use mcpq_core::outcome_text::{failure_text, result_text};
 pub fn time(t: u64) -> String {
     ms(Some(t))
 }
-

@@ -1,7 +1,7 @@
 //! The layer ratchet: imports inside `mcpq-core` and `mcpq-shared` only go down.
 //!
 //! The layers (docs/ARCHITECTURE.md): 1 data and validation, no I/O (`duration`, `tls`,
-//! `failure`, `template`, `job`, `config`, `backoff`, `metrics`, `terminal`, `tool_pattern`, `cli_error`) -> 2 `queue` (Redis),
+//! `failure`, `template`, `job`, `config`, `backoff`, `metrics`, `terminal`, `tool_pattern`, `outcome_text`, `cli_error`) -> 2 `queue` (Redis),
 //! `backend` (apalis over it) -> 3 `supervisor` (processes) -> 4 `mcp` (sessions, pool,
 //! job sessions) -> 5 runners and their helpers (`result_budget`, `agent`, `email`,
 //! `redact`) -> 6 `fate`, `runner` -> the binaries. Layers 1 and 2 but `tls`, `metrics` and

@@ -18,8 +18,8 @@ mod mcp_lifecycle; // the MCP front stops, a stdio client stops it, its worker c
 mod mcp_readme; // the README's MCP client snippets, as copied
 mod metrics; // a worker's /metrics, parsed by the Prometheus reference parser
 mod plans; // plans as small programs: templates, continue_on_error
-mod run_one; // mcpq run job.json: one job in-process, no Redis, wait's exit codes
 mod pool; // the warm session pool: reuse, multiplexing, replacement, limits
+mod run_one; // mcpq run job.json: one job in-process, no Redis, wait's exit codes
 mod secrets_and_logs; // secrets echoed back are redacted; no forged log lines
 mod serve; // mcpq serve: the HTTP API, tokens, long polls, OpenAPI
 mod servers; // mcpq servers / servers check: tool discovery, what fails

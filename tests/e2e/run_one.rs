@@ -53,7 +53,10 @@ fn mcpq_run_prints_a_plans_result_with_exit_0_without_redis_and_stops_its_server
     let out = mcpq_run(&env, &plan("echo", json!({"text": "second"})), true);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
-    assert_eq!((line["type"].as_str(), line["status"].as_str()), (Some("result"), Some("succeeded")));
+    assert_eq!(
+        (line["type"].as_str(), line["status"].as_str()),
+        (Some("result"), Some("succeeded"))
+    );
     assert_eq!(line["result"][1]["result"]["content"][0]["text"], "second");
 
     // `-` reads the job from stdin.
@@ -92,7 +95,10 @@ fn mcpq_run_of_a_failing_plan_exits_like_wait_for_a_dead_job() {
     assert_eq!(out.status.code(), Some(1));
     let line: Value = serde_json::from_slice(&out.stdout).expect("result line");
     assert_eq!(line["status"], "dead", "{line}");
-    assert_eq!(line["error"]["kind"], "invalid_job", "schema checked as in a worker: {line}");
+    assert_eq!(
+        line["error"]["kind"], "invalid_job",
+        "schema checked as in a worker: {line}"
+    );
     let err: Value = serde_json::from_slice(&out.stderr).expect("error line");
     assert_eq!(err["kind"], "job_failed", "{err}");
 }
@@ -105,7 +111,10 @@ fn mcpq_run_of_a_bad_job_exits_2_with_a_clear_error_and_starts_nothing() {
     let out = mcpq_run(&env, &typo, false);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("payload.steps[0]") && stderr.contains("tol"), "{stderr}");
+    assert!(
+        stderr.contains("payload.steps[0]") && stderr.contains("tol"),
+        "{stderr}"
+    );
 
     let unknown = json!({"kind": "agent", "payload": {"steps": [
         {"server": "nope", "tool": "echo"}]}});
@@ -113,7 +122,12 @@ fn mcpq_run_of_a_bad_job_exits_2_with_a_clear_error_and_starts_nothing() {
     assert_eq!(out.status.code(), Some(2));
     let err: Value = serde_json::from_slice(&out.stderr).expect("error line");
     assert_eq!(err["kind"], "invalid_job", "{err}");
-    assert!(err["message"].as_str().is_some_and(|m| m.contains("`nope`")), "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`nope`")),
+        "{err}"
+    );
 
     let missing = env
         .mcpq_command(&["run", "/nonexistent/job.json"])
@@ -150,10 +164,16 @@ fn sigint_stops_the_job_and_its_servers() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().expect("exit");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("cancelled"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cancelled"),
+        "{}",
+        text(&out.stderr)
+    );
     let pids = env.fixture_pids();
     assert!(
-        wait_until(Duration::from_secs(5), || pids.iter().all(|p| !process_alive(*p))),
+        wait_until(Duration::from_secs(5), || pids
+            .iter()
+            .all(|p| !process_alive(*p))),
         "the server outlived the run: {pids:?}"
     );
 }

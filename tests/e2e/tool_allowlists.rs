@@ -64,12 +64,7 @@ fn the_model_is_offered_only_allowed_tools_and_told_of_calls_outside_them_or_the
 /// Submits one plan step and waits for it; returns `mcpq wait`'s code, its JSON and
 /// the job's status.
 fn run_step(env: &TestEnv, tool: &str, args: Value) -> (Option<i32>, Value, Value) {
-    let id = env.submit_call(
-        "echo",
-        tool,
-        &args.to_string(),
-        &["--max-attempts", "3"],
-    );
+    let id = env.submit_call("echo", tool, &args.to_string(), &["--max-attempts", "3"]);
     let (code, v) = env.wait_json(&id);
     (code, v, env.status_json(&id))
 }
@@ -124,6 +119,9 @@ fn a_job_whose_tool_patterns_name_a_server_it_does_not_use_is_refused_at_submit(
     let out = env.mcpq_with_stdin(&["submit", "-"], job.to_string().as_bytes());
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     let err = text(&out.stderr);
-    assert!(err.contains("payload.llm.tools[1]") && err.contains("`other`"), "{err}");
+    assert!(
+        err.contains("payload.llm.tools[1]") && err.contains("`other`"),
+        "{err}"
+    );
     assert_eq!(env.queue_depth(), 0, "nothing enqueued");
 }

@@ -132,8 +132,7 @@ async fn run(
     let templates = TemplateSandbox::new(supervisor.clone());
     let cancel = CancellationToken::new();
     let stopper = stop_on_signals(cancel.clone());
-    let outcome =
-        mcpq_shared::runner::run_job(job, config, &pool, &templates, &cancel, None).await;
+    let outcome = mcpq_shared::runner::run_job(job, config, &pool, &templates, &cancel, None).await;
     let stopped = cancel.is_cancelled();
     stopper.abort();
     let _ = tokio::time::timeout(max_stop_time(config.max_kill_grace()), pool.shutdown()).await;

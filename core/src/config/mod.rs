@@ -348,7 +348,11 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Whether a job may call `tool` of this server (its `tools` allow-list).
     pub fn allows_tool(&self, tool: &str) -> bool {
-        self.tools.is_empty() || self.tools.iter().any(|p| crate::tool_pattern::glob(p, tool))
+        self.tools.is_empty()
+            || self
+                .tools
+                .iter()
+                .any(|p| crate::tool_pattern::glob(p, tool))
     }
 }
 

@@ -100,7 +100,11 @@ fn check_tool_patterns(patterns: &[String], servers: &[String]) -> Result<(), Jo
                 format!(
                     "server `{}` is not one of the job's servers ({}); add it to `servers`",
                     pattern.server.escape_debug(),
-                    if servers.is_empty() { "none".to_string() } else { servers.join(", ") }
+                    if servers.is_empty() {
+                        "none".to_string()
+                    } else {
+                        servers.join(", ")
+                    }
                 ),
             ));
         }
@@ -984,8 +988,7 @@ mod tests {
         assert_eq!(agent.llm.as_ref().map(|l| l.tools.len()), Some(2));
         let err = job(serde_json::json!(["fs__read_text_file", "git__log"])).expect_err("git");
         assert!(
-            err.to_string().contains("payload.llm.tools[1]")
-                && err.to_string().contains("`git`"),
+            err.to_string().contains("payload.llm.tools[1]") && err.to_string().contains("`git`"),
             "{err}"
         );
         let err = job(serde_json::json!(["read_text_file"])).expect_err("no server");

@@ -75,7 +75,11 @@ pub fn check(server: &str, tool: &Tool, arguments: &Map<String, Value>) -> Resul
         .take(MAX_ERRORS_QUOTED + 1)
         .map(|e| {
             let path = e.instance_path().to_string();
-            let path = if path.is_empty() { "/".to_string() } else { path };
+            let path = if path.is_empty() {
+                "/".to_string()
+            } else {
+                path
+            };
             format!("{path}: {e}")
         })
         .collect();
@@ -106,11 +110,7 @@ fn validator(server: &str, tool: &Tool) -> Entry {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut hasher);
     let key = (server.to_string(), tool.name.to_string(), hasher.finish());
-    if let Some(entry) = cache()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-    {
+    if let Some(entry) = cache().lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return entry.clone();
     }
     let entry = if text.len() > MAX_SCHEMA_BYTES {
@@ -180,8 +180,15 @@ mod tests {
         let big: Map<String, Value> = (0..5000)
             .map(|i| (format!("field_{i:05}"), json!({"type": "integer"})))
             .collect();
-        let t = tool("big", json!({"type": "object", "properties": big, "required": ["x"]}));
-        assert_eq!(check("s", &t, &args(json!({}))), Ok(()), "over the size bound");
+        let t = tool(
+            "big",
+            json!({"type": "object", "properties": big, "required": ["x"]}),
+        );
+        assert_eq!(
+            check("s", &t, &args(json!({}))),
+            Ok(()),
+            "over the size bound"
+        );
     }
 
     #[test]
@@ -190,7 +197,10 @@ mod tests {
             "tree",
             json!({"type": "object", "properties": {"child": {"$ref": "#"}, "n": {"type": "integer"}}}),
         );
-        assert_eq!(check("s", &t, &args(json!({"child": {"child": {"n": 1}}}))), Ok(()));
+        assert_eq!(
+            check("s", &t, &args(json!({"child": {"child": {"n": 1}}}))),
+            Ok(())
+        );
         let err = check("s", &t, &args(json!({"child": {"child": {"n": "x"}}}))).expect_err("deep");
         assert!(err.contains("/child/child/n"), "{err}");
     }

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
+use crate::tool_pattern::ToolPattern;
 /// Separates a server's name from its tool's in a gateway tool's name.
 pub use crate::tool_pattern::SEPARATOR;
-use crate::tool_pattern::ToolPattern;
 /// Most patterns in `expose`.
 pub const MAX_PATTERNS: usize = 1000;
 
