@@ -76,7 +76,9 @@ pub enum FailureKind {
     /// `queue.max_result`. Not retryable.
     ResultTooLarge,
     /// `invalid_job`: the stored job cannot be decoded or validated (too big, bad JSON,
-    /// wrong id, bad attachment data, a malformed queue entry). Not retryable.
+    /// wrong id, bad attachment data, a malformed queue entry), or one of its calls was
+    /// refused before it was sent (a tool outside the server's `tools` allow-list,
+    /// arguments that do not fit the tool's `inputSchema`). Not retryable.
     InvalidJob,
     /// `unknown_server`: the job names a server this worker's config does not have.
     /// Not retryable.

@@ -47,10 +47,12 @@ pub mod job;
 pub mod lines;
 #[cfg(feature = "logging")]
 pub mod logging;
+pub mod outcome_text;
 pub mod public_address;
 pub mod queue;
 pub mod template;
 pub mod terminal;
+pub mod tool_pattern;
 
 pub use config::Config;
 pub use job::{Job, JobId};

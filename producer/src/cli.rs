@@ -72,6 +72,16 @@ pub enum Command {
     /// See README "HTTP API"; `mcpq-serve --help` for the rest.
     #[command(after_long_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
+    /// Run one job here, without Redis, and print its result like `mcpq wait`.
+    ///
+    /// The quickest way to write and debug a plan: the job (a JSON file as `mcpq submit`
+    /// reads it, or `-` for stdin) is validated as at submit, then run by the worker's
+    /// own code (`mcpq-worker run`: the same runner, supervisor, pool, deadlines,
+    /// allow-lists and limits) with servers started for it and stopped at its end.
+    /// One attempt, no retries; Ctrl-C stops the job and its servers. Exit status as
+    /// `mcpq wait`: 0 succeeded, 1 failed or stopped, 2 bad job, flag or config.
+    #[command(after_long_help = RUN_EXAMPLES)]
+    Run(RunArgs),
     /// Wait until a job finishes, then print its result like `mcpq result`.
     #[command(after_long_help = "Example:\n  mcpq wait 01JDX6Q6T3N7Z8YV1K0W2M4C5B --timeout 30s")]
     Wait(WaitArgs),
@@ -610,6 +620,18 @@ pub struct CheckArgs {
 pub struct IdArg {
     /// The id `mcpq submit` printed.
     pub id: String,
+}
+
+const RUN_EXAMPLES: &str = "Examples:
+  mcpq run plan.json                        # the result as text; exit 0, or 1 and the error
+  mcpq run plan.json --json                 # one {\"type\":\"result\",...} line
+  echo '{\"kind\":\"agent\",\"payload\":{\"steps\":[{\"server\":\"echo\",\"tool\":\"echo\",\"arguments\":{\"text\":\"hi\"}}]}}' | mcpq run -";
+
+/// `mcpq run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job: a JSON file as `mcpq submit` reads it, or `-` for stdin.
+    pub file: String,
 }
 
 /// `mcpq wait`.

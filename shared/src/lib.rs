@@ -93,8 +93,8 @@ pub mod webhook;
 
 // The core crate's modules, under the paths they always had here.
 pub use mcpq_core::{
-    backoff, cli_error, config, duration, failure, job, logging, public_address, queue, template,
-    terminal,
+    backoff, cli_error, config, duration, failure, job, logging, outcome_text, public_address,
+    queue, template, terminal, tool_pattern,
 };
 
 pub use config::Config;

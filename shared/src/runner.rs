@@ -347,52 +347,71 @@ impl Runner {
         })
     }
 
-    /// Runs a decoded job within its deadline.
+    /// Runs a decoded job within its deadline ([`run_job`]), its fan-in counts filled in.
     async fn execute(&self, mut job: Job, cancel: &CancellationToken) -> Result<Value, JobFailure> {
         self.fill_in_batch_counts(&mut job).await?;
-        let timeout = job
-            .options
-            .timeout
-            .unwrap_or(self.config.defaults.job_timeout);
-        let deadline = Instant::now() + timeout;
-        let data = serde_json::json!({"job": {"id": job.id.to_string()}});
         let progress = self.progress_sink(&job.id.to_string());
-        let ctx = PlanContext {
-            config: &self.config,
-            pool: &self.pool,
-            deadline,
+        run_job(
+            &job,
+            &self.config,
+            &self.pool,
+            &self.templates,
             cancel,
-            data: &data,
-            templates: &self.templates,
-            progress: Some(&progress),
-        };
-        let work = async {
-            match &job.payload {
-                JobPayload::Agent(agent) => match &agent.prompt {
-                    Some(prompt) => {
-                        let options = agent.llm.clone().unwrap_or_default();
-                        let llm = self.config.llm.as_ref();
-                        run_llm(prompt, &agent.servers, &options, llm, ctx).await
-                    }
-                    None => run_plan(agent, ctx).await,
-                },
-                JobPayload::Email(email) => {
-                    let id = job.id.to_string();
-                    run_email(email, &id, ctx).await
+            Some(&progress),
+        )
+        .await
+    }
+}
+
+/// Runs a decoded, checked job's payload by kind within its deadline
+/// (`options.timeout`, else `defaults.job_timeout`): the part of a run that needs no
+/// Redis. [`Runner::run`] calls it for every delivery; `mcpq-worker run` (`mcpq run`)
+/// calls it alone, so a job run in-process takes the same path as one from the queue.
+/// `progress` receives the servers' progress reports, if anyone wants them.
+pub async fn run_job(
+    job: &Job,
+    config: &Config,
+    pool: &McpPool,
+    templates: &TemplateSandbox,
+    cancel: &CancellationToken,
+    progress: Option<&crate::mcp::ProgressSink>,
+) -> Result<Value, JobFailure> {
+    let timeout = job.options.timeout.unwrap_or(config.defaults.job_timeout);
+    let deadline = Instant::now() + timeout;
+    let data = serde_json::json!({"job": {"id": job.id.to_string()}});
+    let ctx = PlanContext {
+        config,
+        pool,
+        deadline,
+        cancel,
+        data: &data,
+        templates,
+        progress,
+    };
+    let work = async {
+        match &job.payload {
+            JobPayload::Agent(agent) => match &agent.prompt {
+                Some(prompt) => {
+                    let options = agent.llm.clone().unwrap_or_default();
+                    run_llm(prompt, &agent.servers, &options, config.llm.as_ref(), ctx).await
                 }
+                None => run_plan(agent, ctx).await,
+            },
+            JobPayload::Email(email) => {
+                let id = job.id.to_string();
+                run_email(email, &id, ctx).await
             }
-        };
-        let limit = timeout
-            + crate::supervisor::max_stop_time(self.config.max_kill_grace())
-            + DEADLINE_SLACK;
-        match tokio::time::timeout(limit, work).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(JobFailure::new(
-                FailureKind::Timeout,
-                format!("the job did not finish within its timeout of {timeout:?}"),
-                true,
-            )),
         }
+    };
+    let limit =
+        timeout + crate::supervisor::max_stop_time(config.max_kill_grace()) + DEADLINE_SLACK;
+    match tokio::time::timeout(limit, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(JobFailure::new(
+            FailureKind::Timeout,
+            format!("the job did not finish within its timeout of {timeout:?}"),
+            true,
+        )),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The layer ratchet: imports inside `mcpq-core` and `mcpq-shared` only go down.
 //!
 //! The layers (docs/ARCHITECTURE.md): 1 data and validation, no I/O (`duration`, `tls`,
-//! `failure`, `template`, `job`, `config`, `backoff`, `metrics`, `terminal`, `cli_error`) -> 2 `queue` (Redis),
+//! `failure`, `template`, `job`, `config`, `backoff`, `metrics`, `terminal`, `tool_pattern`, `outcome_text`, `cli_error`) -> 2 `queue` (Redis),
 //! `backend` (apalis over it), `limiter` (waits for the cluster-wide limits) -> 3 `supervisor` (processes) -> 4 `mcp` (sessions, pool,
 //! job sessions) -> 5 runners and their helpers (`result_budget`, `agent`, `email`,
 //! `redact`) -> 6 `fate`, `runner` -> the binaries. Layers 1 and 2 but `tls`, `metrics` and
@@ -26,6 +26,8 @@ const LAYERS: &[(&str, &str, u32, u32)] = &[
     // A leaf (it imports nothing), first so `job::eml` can escape raw header text with it.
     ("public_address", "core", 1, 8),
     ("terminal", "core", 1, 9),
+    // A leaf: SERVER__TOOL patterns, used by `job` and `config`.
+    ("tool_pattern", "core", 1, 9),
     ("logging", "core", 1, 8),
     ("duration", "core", 1, 10),
     ("tls", "shared", 1, 11),
@@ -36,6 +38,8 @@ const LAYERS: &[(&str, &str, u32, u32)] = &[
     ("backoff", "core", 1, 16),
     ("lines", "core", 1, 17),
     ("cli_error", "core", 1, 18),
+    // How an outcome reads in a terminal (failure, terminal).
+    ("outcome_text", "core", 1, 18),
     // A leaf: the counters every higher layer increments.
     ("metrics", "shared", 1, 19),
     ("queue", "core", 2, 20),

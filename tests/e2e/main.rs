@@ -21,6 +21,7 @@ mod plans; // plans as small programs: templates, continue_on_error
 mod pool; // the warm session pool: reuse, multiplexing, replacement, limits
 mod queues; // named queues: routing, weights, pause and resume, mcpq queues
 mod rate_limits; // cluster-wide rate and concurrency limits, measured by the server
+mod run_one; // mcpq run job.json: one job in-process, no Redis, wait's exit codes
 mod secrets_and_logs; // secrets echoed back are redacted; no forged log lines
 mod serve; // mcpq serve: the HTTP API, tokens, long polls, OpenAPI
 mod servers; // mcpq servers / servers check: tool discovery, what fails
@@ -28,5 +29,6 @@ mod shutdown; // SIGTERM with jobs running: exit 0, no process left
 mod signals; // the clean signal state of every MCP server
 mod terminal; // human output escapes control characters from outside
 mod third_party; // real MCP servers from npm and PyPI
+mod tool_allowlists; // servers' and jobs' tool allow-lists; arguments checked against inputSchema
 mod torture; // the supervisor's torture suite: hangs elsewhere, none here
 mod webhooks; // completion webhooks: retries, an outage, a restart, signatures, the SSRF guard

@@ -10,7 +10,9 @@
 //! Scripts: `tools` (two tool calls, then checks their results), `parallel` (two slow
 //! calls at once), `loop` (asks for a tool for ever), `flaky` (429, then 500, then an
 //! answer), `bad_request` (400), `bad_args` (malformed arguments and an unknown tool,
-//! then checks the errors it was told), `email` (reads the prompt's attachment path),
+//! then checks the errors it was told), `allowlist` (an allowed call, one to a tool it
+//! was not offered, one with arguments against the schema; checks all three answers),
+//! `email` (reads the prompt's attachment path),
 //! `huge` (a 2 GB answer, streamed in 1 MiB chunks, never allocated whole),
 //! `echo_auth` (a 401 whose message quotes the `Authorization` header it got, as
 //! careless APIs do; it is checked before the key).
@@ -201,6 +203,24 @@ async fn complete(
                     completion(answer("recovered"))
                 }
                 other => completion(answer(&format!("WRONG: errors {other:?}"))),
+            }
+        }
+        "allowlist" => {
+            if !asked_tools {
+                return completion(calls(vec![
+                    call("a1", "echo__echo", &json!({"text": "allowed"}).to_string()),
+                    call("a2", "echo__add", &json!({"a": 1, "b": 2}).to_string()),
+                    call("a3", "echo__echo", &json!({"text": 5}).to_string()),
+                ]));
+            }
+            let got = (tool_result(&messages, "a1"), tool_result(&messages, "a2"), tool_result(&messages, "a3"));
+            match (got.0.as_deref(), got.1.as_deref(), got.2.as_deref()) {
+                (Some("allowed"), Some(b), Some(c))
+                    if b.contains("no tool named `echo__add`") && c.contains("/text") && c.contains("inputSchema") =>
+                {
+                    completion(answer("allow-list respected"))
+                }
+                other => completion(answer(&format!("WRONG: results {other:?}"))),
             }
         }
         "email" => {

@@ -18,6 +18,7 @@ pub mod check;
 mod launcher;
 mod metrics_server;
 mod reports;
+pub mod run_one;
 pub mod signals;
 
 use std::process::ExitCode;

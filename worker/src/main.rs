@@ -2,7 +2,8 @@
 //!
 //! Started with `--mcpq-template-sandbox` as its first argument, it is instead a
 //! template sandbox child of a worker (see `mcpq_shared::agent::template_sandbox`);
-//! `mcpq-worker check` starts each server once and lists its tools ([`check`]).
+//! `mcpq-worker check` starts each server once and lists its tools ([`check`]);
+//! `mcpq-worker run FILE` runs one job in-process, without Redis ([`run_one`]).
 //!
 //! This file is the glue and reads top to bottom (each step says why it comes where it
 //! does):
@@ -21,7 +22,7 @@
 //! Exit codes: 0 clean shutdown, 2 bad flags or config, 3 Redis unreachable at start,
 //! 1 anything else.
 
-use mcpq_worker::{check, signals};
+use mcpq_worker::{check, run_one, signals};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +80,9 @@ enum WorkerCommand {
     /// tools, stop it; report what fails with the server's stderr tail. Needs no Redis.
     /// `mcpq servers check` runs this.
     Check(check::CheckArgs),
+    /// Run one job in this process, without Redis (the same runner, supervisor and
+    /// pool as a worker), and print its outcome like `mcpq wait`. `mcpq run` runs this.
+    Run(run_one::RunArgs),
 }
 
 const EXAMPLES: &str = "\
@@ -87,9 +91,11 @@ Examples:
   REDIS_URL=redis://10.0.0.5:6379 mcpq-worker --config mcpq.toml --concurrency 16
   MCPQ_LOG=debug mcpq-worker --config mcpq.toml   # also shows MCP servers' stderr
   mcpq-worker --config mcpq.toml check --json     # start each server once, list its tools
+  mcpq-worker --config mcpq.toml run plan.json    # run one job here, no Redis
 
 Exit status: 0 after a clean shutdown, 2 bad flags or config, 3 Redis unreachable, 1 other errors;
-`check`: 0 every server answered, 1 one or more failed, 2 bad flags, config or server name.";
+`check`: 0 every server answered, 1 one or more failed, 2 bad flags, config or server name;
+`run`: 0 the job succeeded, 1 it failed or was stopped, 2 bad flags, config or job.";
 
 fn main() -> ExitCode {
     // 0. A child started to render templates (`TemplateSandbox`): nothing of the worker
@@ -106,8 +112,14 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => return flag_error(e),
     };
-    if let Some(WorkerCommand::Check(check_args)) = args.command.take() {
-        return check::main(args.config.as_deref(), check_args);
+    match args.command.take() {
+        Some(WorkerCommand::Check(check_args)) => {
+            return check::main(args.config.as_deref(), check_args)
+        }
+        Some(WorkerCommand::Run(run_args)) => {
+            return run_one::main(args.config.as_deref(), run_args)
+        }
+        None => {}
     }
     let log_guard = logging::init(
         "mcpq-worker",

@@ -133,8 +133,11 @@ impl Reporter {
             let listing = tool_catalog::Listing {
                 worker: self.worker.clone(),
                 listed_at: now_ms(),
+                // A tool outside the server's own allow-list is no gateway tool: its
+                // call would be refused anyway.
                 tools: tools
                     .iter()
+                    .filter(|t| server.allows_tool(&t.name))
                     .filter_map(|t| match serde_json::to_value(t) {
                         Ok(serde_json::Value::Object(map)) => Some(map),
                         _ => None,

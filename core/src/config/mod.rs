@@ -39,6 +39,7 @@
 //! cwd = "/tmp"
 //! startup_timeout = "10s"  # overrides [defaults]
 //! call_timeout = "30s"
+//! tools = ["echo", "sleep*"]  # the only tools jobs may reach (default: all)
 //! ```
 //!
 //! The file given to `--config` / `MCPQ_CONFIG` may also be an MCP JSON file (a `.json`
@@ -361,6 +362,24 @@ pub struct ServerConfig {
     /// job's deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
+    /// The only tools of this server any job may reach: tool names or globs with `*`
+    /// (`["read_text_file", "list_*"]`). Empty (the default): every tool, as before the
+    /// setting existed. A model is offered only these, and a plan step or model call to
+    /// another is refused (`invalid_job`, never retried). At most
+    /// [`crate::job::MAX_TOOL_PATTERNS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+}
+
+impl ServerConfig {
+    /// Whether a job may call `tool` of this server (its `tools` allow-list).
+    pub fn allows_tool(&self, tool: &str) -> bool {
+        self.tools.is_empty()
+            || self
+                .tools
+                .iter()
+                .any(|p| crate::tool_pattern::glob(p, tool))
+    }
 }
 
 /// Largest `servers.NAME.max_concurrent`: each slot is one Redis sorted-set entry, and
@@ -388,6 +407,7 @@ impl Default for ServerConfig {
             max_calls: None,
             rate: None,
             max_concurrent: None,
+            tools: Vec::new(),
         }
     }
 }
@@ -722,6 +742,22 @@ impl Config {
                     &format!("must be between 1 and {MAX_CONCURRENT_LIMIT}"),
                 ));
             }
+            if server.tools.len() > crate::job::MAX_TOOL_PATTERNS {
+                return Err(invalid(
+                    &key("tools"),
+                    &format!("at most {} patterns", crate::job::MAX_TOOL_PATTERNS),
+                ));
+            }
+            for (i, pattern) in server.tools.iter().enumerate() {
+                // A tool name, never SERVER__TOOL: the server is this one. An empty
+                // pattern would allow nothing and look like a typo.
+                if pattern.trim().is_empty() || pattern.chars().any(char::is_control) {
+                    return Err(invalid(
+                        &key(&format!("tools[{i}]")),
+                        "must be a tool name or a glob with `*` (e.g. \"read_text_file\", \"list_*\")",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -932,6 +968,7 @@ startup_timeout = "2s"
             ("call_timeout = \"-1s\"", "servers.echo.call_timeout"),
             ("startup_timeout = -1", "servers.echo.startup_timeout"),
             ("max_sessions = 0", "servers.echo.max_sessions"),
+            ("tools = [\"read_file\", \" \"]", "servers.echo.tools[1]"),
             ("max_in_flight = 0", "servers.echo.max_in_flight"),
             ("max_calls = 0", "servers.echo.max_calls"),
             ("rate = \"10/day\"", "servers.echo.rate"),

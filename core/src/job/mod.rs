@@ -61,6 +61,55 @@ pub struct LlmOptions {
     /// Sampling temperature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// The tools the model is offered, as `SERVER__TOOL` patterns (`fs__read_text_file`,
+    /// `time__*`; see [`crate::tool_pattern`]), each naming one of the job's `servers`.
+    /// Empty (the default): every tool of those servers. A server's own `tools` in the
+    /// worker's config bounds this further. At most [`MAX_TOOL_PATTERNS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+}
+
+/// Most patterns in a job's `llm.tools` or a server's `tools`: an allow-list, not a
+/// catalog; more is a mistake, and each call scans the list.
+pub const MAX_TOOL_PATTERNS: usize = 256;
+
+/// Checks a job's `llm.tools`: each a `SERVER__TOOL` pattern whose server is one of the
+/// job's `servers`; the error names the pattern's path.
+fn check_tool_patterns(patterns: &[String], servers: &[String]) -> Result<(), JobError> {
+    use crate::tool_pattern::ToolPattern;
+    if patterns.len() > MAX_TOOL_PATTERNS {
+        return Err(JobError::invalid(
+            "payload.llm.tools",
+            format!("at most {MAX_TOOL_PATTERNS} patterns"),
+        ));
+    }
+    for (i, text) in patterns.iter().enumerate() {
+        let path = format!("payload.llm.tools[{i}]");
+        let Some(pattern) = ToolPattern::parse(text) else {
+            return Err(JobError::invalid(
+                path,
+                format!(
+                    "`{}` is not SERVER__TOOL (e.g. \"fs__read_text_file\" or \"time__*\")",
+                    text.escape_debug()
+                ),
+            ));
+        };
+        if !servers.iter().any(|s| s == pattern.server) {
+            return Err(JobError::invalid(
+                path,
+                format!(
+                    "server `{}` is not one of the job's servers ({}); add it to `servers`",
+                    pattern.server.escape_debug(),
+                    if servers.is_empty() {
+                        "none".to_string()
+                    } else {
+                        servers.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks the templates of a plan's steps when the job is built (see
@@ -631,6 +680,9 @@ impl Job {
                 if let Some(n) = agent.llm.as_ref().and_then(|l| l.max_steps) {
                     check_max_steps(n)?;
                 }
+                if let Some(llm) = &agent.llm {
+                    check_tool_patterns(&llm.tools, &agent.servers)?;
+                }
                 check_plan_templates(&agent.steps, &agent.input, false)?;
                 for (i, step) in agent.steps.iter().enumerate() {
                     if step.server.trim().is_empty() {
@@ -668,6 +720,9 @@ impl Job {
                 }
                 if let Some(n) = email.llm.as_ref().and_then(|l| l.max_steps) {
                     check_max_steps(n)?;
+                }
+                if let Some(llm) = &email.llm {
+                    check_tool_patterns(&llm.tools, &email.servers)?;
                 }
                 for (i, a) in email.attachments.iter().enumerate() {
                     if a.name.trim().is_empty() {
@@ -937,6 +992,26 @@ mod tests {
             err.to_string(),
             "invalid job: payload.steps[0].server: unknown server `echo` (configured: fs)"
         );
+    }
+
+    #[test]
+    fn llm_tool_patterns_must_name_a_server_of_the_job() {
+        let job = |tools: Value| {
+            Job::from_value(serde_json::json!({"kind": "agent", "payload": {
+                "prompt": "hi", "servers": ["fs", "time"], "llm": {"tools": tools}}}))
+        };
+        let ok = job(serde_json::json!(["fs__read_text_file", "time__*"])).expect("valid");
+        let JobPayload::Agent(agent) = &ok.payload else {
+            panic!("agent")
+        };
+        assert_eq!(agent.llm.as_ref().map(|l| l.tools.len()), Some(2));
+        let err = job(serde_json::json!(["fs__read_text_file", "git__log"])).expect_err("git");
+        assert!(
+            err.to_string().contains("payload.llm.tools[1]") && err.to_string().contains("`git`"),
+            "{err}"
+        );
+        let err = job(serde_json::json!(["read_text_file"])).expect_err("no server");
+        assert!(err.to_string().contains("payload.llm.tools[0]"), "{err}");
     }
 
     #[test]

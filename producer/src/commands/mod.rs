@@ -6,6 +6,7 @@ mod dlq;
 mod jobs;
 mod queues;
 mod result;
+mod run;
 mod serve;
 mod servers;
 mod status;
@@ -112,6 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => status::run(&ctx, &args.id).await,
         Command::Result(args) => result::run(&ctx, &args.id).await,
         Command::Wait(args) => wait::run(&ctx, &args.id, args.timeout).await,
+        Command::Run(args) => run::run(&ctx, cli.config.as_deref(), &args.file),
         Command::Servers(args) => servers::run(&ctx, cli.config.as_deref(), args).await,
         Command::Serve(args) => serve::run(&ctx, cli.config.as_deref(), args),
         Command::Cancel(args) => cancel::run(&ctx, &args.id).await,

@@ -13,14 +13,17 @@
 //! 1. lists the tools of `servers` (through the job's [`JobSessions`]: pooled sessions,
 //!    or the job's own, stopped when the loop ends) and offers them as `tools`, named `server__tool`
 //!    (characters the API does not allow become `_`), with their JSON schemas as sent by
-//!    the server;
+//!    the server; only the tools the servers' `tools` allow-lists (worker config) allow
+//!    and, when the job gives `llm.tools` patterns (`["fs__read_text_file", "time__*"]`),
+//!    that match one of them: a model is never offered, and cannot call, another;
 //! 2. asks the model; when it answers with `tool_calls`, runs them all at once through
 //!    MCP, sends the results back as `tool` messages, and asks again;
 //! 3. stops on an answer without tool calls (`stop_reason: "answer"`), after `max_steps`
 //!    model calls (`"max_steps"`, default 10) or at the job's deadline (a `timeout`
 //!    failure).
 //!
-//! A tool call the model got wrong (unknown tool, arguments that are not a JSON object)
+//! A tool call the model got wrong (a tool it was not offered, arguments that are not a
+//! JSON object or do not match the tool's `inputSchema`, with the offending fields named)
 //! and a tool that fails are answered to the model as a tool error, as real agents do;
 //! the loop goes on, except an answer bigger than `queue.max_result`, which fails the
 //! job (`result_too_large`). The transcript is charged to the job's [`ResultBudget`] as
@@ -37,6 +40,7 @@ use super::plan::{text_parts, PlanContext};
 use crate::failure::{FailureKind, JobFailure};
 use crate::mcp::{JobSessions, PoolError};
 use crate::result_budget::ResultBudget;
+use crate::tool_pattern::any_matches;
 
 pub use crate::job::{LlmOptions, DEFAULT_MAX_STEPS, MAX_STEPS_LIMIT};
 
@@ -76,7 +80,7 @@ pub async fn run_llm(
     })?;
     let sessions = JobSessions::new(ctx.config, ctx.pool, ctx.deadline, ctx.cancel)
         .with_progress(ctx.progress.cloned());
-    let outcome = match list_tools(servers, &sessions).await {
+    let outcome = match list_tools(servers, &options.tools, &sessions).await {
         Ok(tools) => converse(prompt, options, settings, &tools, &sessions, ctx).await,
         Err((server, e)) => {
             let mut f = JobFailure::new(
@@ -93,10 +97,13 @@ pub async fn run_llm(
     outcome
 }
 
-/// Every tool of `servers`, with the server that has it (starting sessions where
-/// needed); the first server that fails ends the listing.
+/// Every tool of `servers` the model may call, with the server that has it (starting
+/// sessions where needed): those the servers' own allow-lists allow (the listing of
+/// [`JobSessions`]) and, when the job gives `allowed` patterns, that match one of them.
+/// The first server that fails ends the listing.
 async fn list_tools(
     servers: &[String],
+    allowed: &[String],
     sessions: &JobSessions<'_>,
 ) -> Result<Vec<(String, rmcp::model::Tool)>, (String, PoolError)> {
     let mut tools = Vec::new();
@@ -105,7 +112,12 @@ async fn list_tools(
             .list_tools(server)
             .await
             .map_err(|e| (server.clone(), e))?;
-        tools.extend(listed.iter().map(|t| (server.clone(), t.clone())));
+        tools.extend(
+            listed
+                .into_iter()
+                .filter(|t| allowed.is_empty() || any_matches(allowed, server, &t.name))
+                .map(|t| (server.clone(), t)),
+        );
     }
     Ok(tools)
 }
@@ -310,6 +322,10 @@ async fn run_call(
                 failure.server = Some(server.clone());
                 failure.tool = Some(tool.clone());
                 return Err(failure);
+            }
+            // Refused before the call: the model can fix its arguments and try again.
+            Err(e @ (PoolError::InvalidArguments { .. } | PoolError::ToolNotAllowed { .. })) => {
+                (false, format!("error: {e}"))
             }
             Err(e) => (false, format!("error: the tool failed: {e}")),
         },

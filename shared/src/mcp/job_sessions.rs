@@ -18,6 +18,12 @@
 //! successes and crashes go to the supervisor's health book; a tool error (`isError`)
 //! comes back as `Ok` with the server's stderr tail. Calls take `&self`, so a model's
 //! parallel tool calls run at once (MCP sessions multiplex requests).
+//!
+//! It is also where a job meets the server's bounds, before anything is sent: a tool
+//! outside the server's `tools` allow-list is refused ([`PoolError::ToolNotAllowed`])
+//! and never listed, and arguments that do not fit the tool's `inputSchema` are refused
+//! ([`PoolError::InvalidArguments`], checked in `call_for_job` by [`super::arguments`]).
+//! Both are `invalid_job`, never retried.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -88,24 +94,31 @@ impl<'a> JobSessions<'a> {
         self
     }
 
-    /// The tools of `server` (a pooled session's, or the job's own session's, started
-    /// if needed), within `call_timeout` and the job's deadline.
-    pub async fn list_tools(&self, server: &str) -> Result<Arc<Vec<Tool>>, PoolError> {
-        if self.pool.is_pooled(server) {
-            return self
-                .pool
+    /// The tools of `server` a job may call (a pooled session's, or the job's own
+    /// session's, started if needed; only those its `tools` allow-list allows), within
+    /// `call_timeout` and the job's deadline.
+    pub async fn list_tools(&self, server: &str) -> Result<Vec<Tool>, PoolError> {
+        let listed = if self.pool.is_pooled(server) {
+            self.pool
                 .list_tools(server, self.deadline, self.cancel)
-                .await;
-        }
-        let (session, timeouts) = self.own_session(server).await?;
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        session
-            .list_tools(timeouts.call.min(left))
-            .await
-            .map_err(|error| PoolError::Mcp {
-                error,
-                stop_note: None,
-            })
+                .await?
+        } else {
+            let (session, timeouts) = self.own_session(server).await?;
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            session
+                .list_tools(timeouts.call.min(left))
+                .await
+                .map_err(|error| PoolError::Mcp {
+                    error,
+                    stop_note: None,
+                })?
+        };
+        let config = self.config.servers.get(server);
+        Ok(listed
+            .iter()
+            .filter(|t| config.is_none_or(|c| c.allows_tool(&t.name)))
+            .cloned()
+            .collect())
     }
 
     /// Calls `tool` on `server`; a tool result flagged `isError` is `Ok`, with the
@@ -117,6 +130,15 @@ impl<'a> JobSessions<'a> {
         tool: &str,
         arguments: Map<String, Value>,
     ) -> Result<(CallToolResult, Option<String>), PoolError> {
+        if let Some(config) = self.config.servers.get(server) {
+            if !config.allows_tool(tool) {
+                return Err(PoolError::ToolNotAllowed {
+                    server: server.to_string(),
+                    tool: tool.to_string(),
+                    allowed: format!("{:?}", config.tools),
+                });
+            }
+        }
         // Held until the call has ended, however it ends: its drop gives the
         // concurrency slot back.
         let _permit = self.admit(server).await?;
@@ -152,6 +174,11 @@ impl<'a> JobSessions<'a> {
             }),
             // The session stays with the job, which stops it (and its process tree) at
             // `close`.
+            JobCall::InvalidArguments(message) => Err(PoolError::InvalidArguments {
+                server: server.to_string(),
+                tool: tool.to_string(),
+                message,
+            }),
             JobCall::Cancelled => Err(PoolError::Cancelled {
                 server: server.to_string(),
                 stop_note: None,

@@ -4,6 +4,7 @@
 //! [`crate::supervisor::Supervisor`].
 
 pub mod answer_limit;
+pub mod arguments;
 pub mod http_client;
 pub mod job_sessions;
 pub mod pool;

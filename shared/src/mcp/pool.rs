@@ -108,6 +108,27 @@ pub enum PoolError {
     /// waiting is [`PoolError::Cancelled`].)
     #[error("{0}")]
     Limited(LimitError),
+    /// The server's `tools` allow-list (worker config) does not include the tool; the
+    /// server was not called.
+    #[error("tool `{tool}` of server `{server}` is not allowed: the worker's [servers.{server}] tools allow only {allowed}")]
+    ToolNotAllowed {
+        /// Server name.
+        server: String,
+        /// Tool name.
+        tool: String,
+        /// The allow-list, for the message.
+        allowed: String,
+    },
+    /// The arguments do not match the tool's `inputSchema`; the server was not called.
+    #[error("server `{server}` was not called: {message}")]
+    InvalidArguments {
+        /// Server name.
+        server: String,
+        /// Tool name.
+        tool: String,
+        /// What does not match, field by field.
+        message: String,
+    },
     /// The server crashed and its restart backoff outlasts the job's deadline.
     #[error(
         "server `{server}` crashed and may not restart for {retry_in:?}, past this job's deadline"
@@ -131,6 +152,9 @@ impl PoolError {
             PoolError::Limited(_) => FailureKind::Timeout,
             PoolError::Cancelled { .. } => FailureKind::Cancelled,
             PoolError::UnknownServer { .. } => FailureKind::UnknownServer,
+            PoolError::ToolNotAllowed { .. } | PoolError::InvalidArguments { .. } => {
+                FailureKind::InvalidJob
+            }
         }
     }
 
@@ -152,6 +176,8 @@ impl PoolError {
                 ..
             } | PoolError::Cancelled { .. }
                 | PoolError::UnknownServer { .. }
+                | PoolError::ToolNotAllowed { .. }
+                | PoolError::InvalidArguments { .. }
         )
     }
 }
@@ -419,6 +445,15 @@ impl McpPool {
         {
             JobCall::Answered(result, stderr) => Ok((result, stderr)),
             JobCall::Failed(error) => Err(error),
+            JobCall::InvalidArguments(message) => {
+                // Nothing was sent: the session is as good as before, and no call counts.
+                self.release(lease, false, false).await;
+                return Err(PoolError::InvalidArguments {
+                    server: server.to_string(),
+                    tool: tool.to_string(),
+                    message,
+                });
+            }
             JobCall::Cancelled => {
                 // The server may still be working on the call: retire the session, so
                 // that its process tree is stopped once its other calls are done.

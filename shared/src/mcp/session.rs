@@ -242,6 +242,9 @@ pub enum JobCall {
     Failed(McpError),
     /// The job's cancellation came first; the server may still be working on the call.
     Cancelled,
+    /// The arguments do not match the tool's `inputSchema` ([`super::arguments`]): the
+    /// server was not called. The message names the offending fields.
+    InvalidArguments(String),
 }
 
 fn status_text(status: Option<ExitStatus>) -> String {
@@ -563,6 +566,21 @@ impl McpSession {
         let health = supervisor.health();
         let started = Instant::now();
         let left = deadline.saturating_duration_since(started);
+        // Before the server sees them: arguments against the tool's schema, from the
+        // session's tool list (cached; listed once per session). A list that fails
+        // leaves the call unchecked: the call itself then meets the same trouble.
+        let listed = tokio::select! {
+            listed = self.list_tools(self.timeouts.call.min(left)) => listed.ok(),
+            _ = cancel.cancelled() => return JobCall::Cancelled,
+        };
+        if let Some(tools) = listed {
+            if let Some(listed) = tools.iter().find(|t| t.name == tool) {
+                if let Err(message) = super::arguments::check(&self.name, listed, &arguments) {
+                    return JobCall::InvalidArguments(message);
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
         let called = tokio::select! {
             called = self.call_tool(tool, arguments, self.timeouts.call.min(left), progress) => Some(called),
             _ = cancel.cancelled() => None,

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
+use crate::tool_pattern::ToolPattern;
 /// Separates a server's name from its tool's in a gateway tool's name.
-pub const SEPARATOR: &str = "__";
+pub use crate::tool_pattern::SEPARATOR;
 /// Most patterns in `expose`.
 pub const MAX_PATTERNS: usize = 1000;
 
@@ -82,62 +83,17 @@ impl Default for McpFrontSettings {
     }
 }
 
-/// One `expose` pattern, split.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExposePattern<'a> {
-    /// The server's name.
-    pub server: &'a str,
-    /// The tool part: a name, or a glob with `*`.
-    pub tool: &'a str,
-}
-
-impl<'a> ExposePattern<'a> {
-    /// Splits `SERVER__TOOL` at the first `__`.
-    pub fn parse(text: &'a str) -> Option<ExposePattern<'a>> {
-        let (server, tool) = text.split_once(SEPARATOR)?;
-        (!server.is_empty() && !tool.is_empty()).then_some(ExposePattern { server, tool })
-    }
-
-    /// Whether `tool` of `server` matches.
-    pub fn matches(&self, server: &str, tool: &str) -> bool {
-        self.server == server && glob(self.tool, tool)
-    }
-}
-
-/// `*` matches any run of characters (none too); everything else itself.
-fn glob(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
-}
-
 impl McpFrontSettings {
     /// Whether `tool` of `server` is a gateway tool.
     pub fn exposes(&self, server: &str, tool: &str) -> bool {
-        self.expose
-            .iter()
-            .filter_map(|p| ExposePattern::parse(p))
-            .any(|p| p.matches(server, tool))
+        crate::tool_pattern::any_matches(&self.expose, server, tool)
     }
 
     /// Whether any tool of `server` may be exposed (its tools are then listed).
     pub fn exposes_server(&self, server: &str) -> bool {
         self.expose
             .iter()
-            .filter_map(|p| ExposePattern::parse(p))
+            .filter_map(|p| ToolPattern::parse(p))
             .any(|p| p.server == server)
     }
 
@@ -155,7 +111,7 @@ impl McpFrontSettings {
         }
         for (i, text) in self.expose.iter().enumerate() {
             let key = format!("serve.mcp.expose[{i}]");
-            let Some(p) = ExposePattern::parse(text) else {
+            let Some(p) = ToolPattern::parse(text) else {
                 return Err(invalid(
                     key,
                     format!(
