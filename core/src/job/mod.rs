@@ -373,6 +373,8 @@ pub mod eml;
 
 pub mod callback;
 
+pub mod run_at;
+
 pub use callback::Callback;
 
 /// The kind-specific part of a job.
@@ -408,6 +410,14 @@ pub struct JobOptions {
     /// Announce the job's end by a signed HTTP POST (see [`callback`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<Callback>,
+    /// Do not start before this time (RFC 3339; see [`run_at`]): the job waits as
+    /// `scheduled`. A time in the past runs it now; at most [`run_at::MAX_DELAY`] ahead.
+    #[serde(
+        default,
+        with = "run_at::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub run_at: Option<std::time::SystemTime>,
 }
 
 fn default_max_attempts() -> u32 {
@@ -422,6 +432,7 @@ impl Default for JobOptions {
             priority: Priority::Normal,
             idempotency_key: None,
             callback: None,
+            run_at: None,
         }
     }
 }
@@ -570,6 +581,10 @@ impl Job {
         }
         if let Some(callback) = &self.options.callback {
             callback.validate("options.callback")?;
+        }
+        if let Some(at) = self.options.run_at {
+            run_at::check(at, std::time::SystemTime::now())
+                .map_err(|e| JobError::invalid("options.run_at", e))?;
         }
         if self.options.timeout == Some(Duration::ZERO) {
             return Err(JobError::invalid(

@@ -32,6 +32,7 @@ pub mod notify;
 pub mod progress;
 pub mod rescue;
 pub mod results;
+pub mod schedules;
 mod scripts;
 pub mod servers;
 pub mod settings;

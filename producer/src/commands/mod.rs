@@ -5,6 +5,7 @@ mod cancel;
 mod dlq;
 mod jobs;
 mod result;
+mod schedules;
 mod serve;
 mod servers;
 mod status;
@@ -117,6 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dlq(args) => dlq::run(&ctx, args.action).await,
         Command::Batch(args) => batch::run(&ctx, args.action).await,
         Command::Jobs(args) => jobs::run(&ctx, args).await,
+        Command::Schedules => schedules::run(&ctx).await,
         Command::Webhooks(args) => webhooks::run(&ctx, args.action).await,
     }
 }

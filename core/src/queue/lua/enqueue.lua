@@ -1,11 +1,15 @@
 -- enqueue.lua: add a batch of jobs; each is skipped when its id or its idempotency key
 -- is known already.
 -- ARGV: 1 prefix, 2 idempotency ttl (s), 3 batch id ("" = none; the batch was made by
---       batch_create.lua), 4 retention (s) of the job index {ns}:jobs, then 8 per job:
+--       batch_create.lua), 4 retention (s) of the job index {ns}:jobs, then 9 per job:
 --       id, payload (envelope JSON), kind, priority (high|normal|low), max_attempts,
 --       idempotency key ("" = none), line of the batch's input ("" = none),
 --       callback (JSON of options.callback, "" = none: kept in the record, for the
---       webhook delivery common.lua's job_ended stores when the job ends)
+--       webhook delivery common.lua's job_ended stores when the job ends),
+--       run_at (ms since the epoch, "" = none: options.run_at)
+-- A job whose run_at is still ahead of Redis's clock is `scheduled`: its id waits in
+-- {ns}:scheduled (by run_at) instead of a ready list, and promote_due (common.lua)
+-- queues it once due. A run_at in the past queues it at once.
 -- A job enqueued into a batch is appended to the batch's list {ns}:batch:ID:jobs, so
 -- the list holds the batch's jobs in input order (a re-run that finds a job already
 -- there appends nothing). Every enqueued job goes into {ns}:jobs (by submit time, for
@@ -34,10 +38,11 @@ if batch ~= '' then
 end
 local out = {}
 local submitted = string.format('%d', NOW)
-for i = 5, #ARGV, 8 do
+for i = 5, #ARGV, 9 do
   local id, payload, kind, priority, max_attempts, key, line, callback =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
     ARGV[i + 7]
+  local run_at = tonumber(ARGV[i + 8])
   local job = job_key(id)
   local first, code = nil, 0
   local ikey = P .. ':idem:' .. key
@@ -59,7 +64,12 @@ for i = 5, #ARGV, 8 do
       redis.call('HSET', job, 'batch', batch, 'batch_line', line)
       redis.call('RPUSH', P .. ':batch:' .. batch .. ':jobs', id)
     end
-    redis.call('LPUSH', ready_key(priority), id)
+    if run_at and run_at > NOW then
+      redis.call('HSET', job, 'status', 'scheduled', 'next_run_at', string.format('%d', run_at))
+      redis.call('ZADD', P .. ':scheduled', run_at, id)
+    else
+      redis.call('LPUSH', ready_key(priority), id)
+    end
     redis.call('ZADD', index, NOW, id)
     table.insert(out, 1)
     table.insert(out, id)
