@@ -24,9 +24,10 @@ use super::{scripts, Keys, QueueError, QueueSettings};
 /// How often each worker looks for expired leases: recovery takes at most lease + this.
 pub const RESCUE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Scheduled entries one promote call takes at most: measured at a few ms per call on
-/// a set of a million (docs/BENCHMARKS.md), so Redis stays responsive between calls.
-pub const PROMOTE_CHUNK: u32 = 1000;
+/// Scheduled entries one promote call takes at most: 500 due jobs cost ~6 ms of script
+/// (about 12 µs each, measured on a set of a million, docs/BENCHMARKS.md), under Redis's
+/// 10 ms slow-log threshold, so other clients wait at most that long behind one call.
+pub const PROMOTE_CHUNK: u32 = 500;
 
 /// One promote call: queues up to [`PROMOTE_CHUNK`] due entries of `{ns}:scheduled`;
 /// returns how many it took out of the set.

@@ -199,10 +199,12 @@ end
 -- its turn already. A malformed entry (not a job id, no record, a bad counter) is
 -- dead-lettered alone; an entry whose job is in any other state (cancelled, requeued by
 -- hand) is dropped. Bounded: ZRANGEBYSCORE with LIMIT is O(log N + limit), whatever the
--- set's size. Returns how many entries it took out of the set.
+-- set's size. A set of another type (written by someone else) is set aside
+-- (own_zset), so retries and delays work again from the next write on. Returns how
+-- many entries it took out of the set.
 local function promote_due(limit, dead_ttl)
   local sched = P .. ':scheduled'
-  if key_type(sched) ~= 'zset' then return 0 end
+  own_zset(sched)
   local due = redis.call('ZRANGEBYSCORE', sched, '-inf', NOW, 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
     redis.call('ZREM', sched, id)

@@ -24,6 +24,10 @@ local index = P .. ':jobs'
 if key_type(index) ~= 'none' and key_type(index) ~= 'zset' then
   return redis.error_reply(index .. ' is not a sorted set (written by something other than mcpq?)')
 end
+local sched_type = key_type(P .. ':scheduled')
+if sched_type ~= 'none' and sched_type ~= 'zset' then
+  return redis.error_reply(P .. ':scheduled is not a sorted set (written by something other than mcpq?); a worker sets it aside on its next fetch')
+end
 if batch ~= '' then
   if key_type(P .. ':batch:' .. batch) ~= 'hash' then
     return redis.error_reply('batch ' .. batch .. ' does not exist (expired?) or is not a hash')
