@@ -85,11 +85,12 @@ fn a_cron_every_second_on_three_workers_yields_one_job_per_tick() {
         5,
         "5 s of 3 workers: {window:?} (all: {list:?})"
     );
-    // The record holds the newest tick and its job.
+    // The record holds a fired tick and that tick's job (the newest, unless a worker
+    // was stopped between the submit and the record: then the tick before it).
     let rec = record(&env).expect("record");
-    let newest = *list.last().expect("a tick");
-    assert_eq!(rec["tick"], json!(newest));
-    assert_eq!(rec["job"], json!(ticks[&newest][0]));
+    let tick = rec["tick"].as_i64().expect("tick");
+    assert!(tick >= list[list.len() - 2], "{rec} vs {list:?}");
+    assert_eq!(rec["job"], json!(ticks[&tick][0]));
 }
 
 /// Waits until the current second of the minute is between 5 and 45, so that a test

@@ -399,7 +399,7 @@ mod tests {
             job_file: None,
             catch_up: CatchUp::None,
         };
-        let err = |c: &ScheduleConfig| Schedule::resolve("s", c).unwrap_err().to_string();
+        let err = |c: &ScheduleConfig| Schedule::resolve("s", c).expect_err("refused").to_string();
         assert!(
             err(&config).contains("schedules.s.cron"),
             "{}",
