@@ -98,6 +98,12 @@ pub enum Command {
     /// List jobs, newest first: all of them, one batch's, or those in one state.
     #[command(after_long_help = JOBS_EXAMPLES)]
     Jobs(JobsArgs),
+    /// List the cron schedules of the config ([schedules.NAME]) with their last run
+    /// (tick and job, as the workers recorded it) and their next one.
+    ///
+    /// Every worker fires the schedules; each tick yields one job however many run.
+    #[command(after_long_help = "Examples:\n  mcpq schedules\n  mcpq schedules --json")]
+    Schedules,
     /// Many jobs as one: submit a JSON lines file, follow it, export its results, and
     /// run a final job once all of them have ended.
     #[command(after_long_help = BATCH_EXAMPLES)]
@@ -191,6 +197,7 @@ pub enum WebhooksAction {
 const JOBS_EXAMPLES: &str = "Examples:
   mcpq jobs                          # the 50 newest jobs: id, status, kind, submitted, attempts
   mcpq jobs --status running
+  mcpq jobs --status scheduled       # delayed jobs (submit --delay / --at) not due yet
   mcpq jobs --status dead --limit 500 --json
   mcpq jobs --batch 01JDX6Q6T3N7Z8YV1K0W2M4C5B --status failed
 
@@ -199,8 +206,8 @@ Jobs are listed while their record is kept (queue.result_ttl, queue.dead_ttl).";
 /// `mcpq jobs`.
 #[derive(Debug, Args)]
 pub struct JobsArgs {
-    /// Only jobs in this state: queued, running, failed, succeeded, dead, cancelled,
-    /// waiting (a batch's final job).
+    /// Only jobs in this state: queued, scheduled (delayed), running, failed,
+    /// succeeded, dead, cancelled, waiting (a batch's final job).
     #[arg(long, value_parser = parse_status)]
     pub status: Option<mcpq_core::queue::JobStatus>,
     /// Only this batch's jobs.
@@ -214,7 +221,7 @@ pub struct JobsArgs {
 fn parse_status(s: &str) -> Result<mcpq_core::queue::JobStatus, String> {
     mcpq_core::queue::JobStatus::parse(s).ok_or_else(|| {
         format!(
-            "`{s}` is not a status: queued, running, failed, succeeded, dead, cancelled or waiting"
+            "`{s}` is not a status: queued, scheduled, running, failed, succeeded, dead, cancelled or waiting"
         )
     })
 }
@@ -459,6 +466,14 @@ pub struct JobOptionArgs {
     /// (`mcpq-worker --queues`) run the job.
     #[arg(long, global = true, value_name = "NAME")]
     pub queue: Option<String>,
+    /// Start the job no sooner than this long from now, e.g. 10m, 2h (at most 365
+    /// days): it waits as `scheduled` (`mcpq jobs --status scheduled`).
+    #[arg(long, global = true, value_parser = parse_duration, conflicts_with = "at")]
+    pub delay: Option<Duration>,
+    /// Start the job no sooner than this RFC 3339 time, e.g. 2026-12-01T09:00:00Z (a
+    /// time in the past runs it now; at most 365 days ahead).
+    #[arg(long, global = true, value_parser = parse_time)]
+    pub at: Option<std::time::SystemTime>,
     #[command(flatten)]
     pub callback: CallbackArgs,
 }
@@ -646,4 +661,8 @@ pub struct WaitArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     mcpq_core::duration::parse(s)
+}
+
+fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
+    mcpq_core::job::run_at::parse(s)
 }

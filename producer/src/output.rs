@@ -9,7 +9,8 @@ use std::io::Write;
 use mcpq_core::terminal::{escape, one_line, Newlines};
 
 use mcpq_core::cli_error::{CliError, CliWarningKind};
-use mcpq_core::queue::JobRecord;
+use mcpq_core::queue::{JobRecord, JobStatus};
+
 use serde_json::{json, Value};
 
 /// One human line (or body of lines) and one JSON object on stdout:
@@ -79,7 +80,12 @@ pub fn status_text(r: &JobRecord) -> String {
         ));
     }
     if r.next_run_at.is_some() {
-        s.push_str(&format!("\n  retry at  {}", ms(r.next_run_at)));
+        let label = if r.status == JobStatus::Scheduled {
+            "runs at  "
+        } else {
+            "retry at "
+        };
+        s.push_str(&format!("\n  {label} {}", ms(r.next_run_at)));
     }
     if let (Some(a), Some(b)) = (r.started_at, r.finished_at) {
         s.push_str(&format!(

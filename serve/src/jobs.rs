@@ -59,7 +59,7 @@ pub struct WaitQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only jobs in this state: queued, running, failed, succeeded, dead, cancelled,
+    /// Only jobs in this state: queued, scheduled, running, failed, succeeded, dead, cancelled,
     /// waiting.
     pub status: Option<String>,
     /// Only this batch's jobs.
@@ -236,7 +236,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     path = "/v1/jobs",
     operation_id = "submit_job",
     tag = "jobs",
-    request_body(content = Object, description = "A job envelope, as `mcpq submit` reads it", content_type = "application/json"),
+    request_body(content = Object, description = "A job envelope, as `mcpq submit` reads it (`options.run_at`, RFC 3339: a delayed job, status `scheduled` until then)", content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header, description = "A second submit with the same key returns the first job's id (within queue.idempotency_ttl)")),
     responses(
         (status = 202, description = "Enqueued", body = Submitted),
@@ -495,7 +495,7 @@ pub async fn list(
     let status = match &query.status {
         Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(
-                "status: one of queued, running, failed, succeeded, dead, cancelled, waiting",
+                "status: one of queued, scheduled, running, failed, succeeded, dead, cancelled, waiting",
             )
         })?),
         None => None,

@@ -83,7 +83,7 @@ impl Default for ServeMetrics {
         let queue_jobs = Family::<Labels, Gauge>::default();
         registry.register(
             "mcpq_queue_jobs",
-            "Jobs by state: scheduled (waiting to retry), running, suspects, dead",
+            "Jobs by state: scheduled (delayed, or waiting to retry), running, suspects, dead",
             queue_jobs.clone(),
         );
         let queue_oldest = Gauge::<f64, AtomicU64>::default();

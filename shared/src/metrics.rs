@@ -216,7 +216,7 @@ impl Metrics {
         );
         r.register(
             "mcpq_queue_jobs",
-            "Jobs by state: scheduled (waiting to retry), running (leased), suspects, dead (whole namespace)",
+            "Jobs by state: scheduled (delayed, or waiting to retry), running (leased), suspects, dead (whole namespace)",
             queue_jobs.clone(),
         );
         r.register(

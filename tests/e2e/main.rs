@@ -5,6 +5,7 @@ mod attachments; // which files submit may read, a private attachment root, caps
 mod bad_input; // invalid jobs and configs: clear errors, exit 2, nothing enqueued
 mod batches; // mcpq batch: JSON lines in, results out in order, progress, the fan-in
 mod cohosting; // mcpq serve --with-worker: a job calls a gateway tool of its own process
+mod delays; // delayed jobs: --delay, --at, options.run_at, scheduled, cancel
 mod delivery; // retries, dead letters, fencing, idempotency, cancel, retention, priorities
 mod email; // email jobs: the .eml corpus, attachments, reply drafts
 mod end_to_end; // submit -> worker -> MCP server -> result, one job to many
@@ -22,6 +23,7 @@ mod pool; // the warm session pool: reuse, multiplexing, replacement, limits
 mod queues; // named queues: routing, weights, pause and resume, mcpq queues
 mod rate_limits; // cluster-wide rate and concurrency limits, measured by the server
 mod run_one; // mcpq run job.json: one job in-process, no Redis, wait's exit codes
+mod schedules; // cron schedules: one job per tick on many workers, catch_up, mcpq schedules
 mod secrets_and_logs; // secrets echoed back are redacted; no forged log lines
 mod serve; // mcpq serve: the HTTP API, tokens, long polls, OpenAPI
 mod servers; // mcpq servers / servers check: tool discovery, what fails

@@ -12,7 +12,9 @@
 //! 7. the webhook dispatcher (`webhook::Dispatcher`): sends due completion webhooks;
 //!    stopped like the others, its sends in flight are abandoned and sent again after
 //!    their claim's lease (at least once).
-//! 8. with `worker.metrics_listen`, `GET /metrics` ([`crate::metrics_server`]; its
+//! 8. the schedule loop (`queue::schedules::schedule_loop`), when the config has
+//!    `[schedules.NAME]`: every worker fires the cron ticks, one job per tick;
+//! 9. with `worker.metrics_listen`, `GET /metrics` ([`crate::metrics_server`]; its
 //!    address is bound here, so a bad one fails the start).
 //!
 //! [`Launcher::quiet_on`] ties shutdown to the signals: the first SIGTERM/SIGINT
@@ -40,7 +42,7 @@ use mcpq_shared::email::{attachment_dir, EmailSettings};
 use mcpq_shared::limiter::Limiter;
 use mcpq_shared::mcp::{health_policy, McpPool};
 use mcpq_shared::metrics::Metrics;
-use mcpq_shared::queue::{lease, rescue, workers, InFlight, Keys, StopReason};
+use mcpq_shared::queue::{lease, rescue, schedules, workers, InFlight, Keys, Producer, StopReason};
 use mcpq_shared::supervisor::{max_stop_time, Supervisor};
 use mcpq_shared::webhook::Dispatcher;
 use mcpq_shared::Config;
@@ -127,6 +129,10 @@ impl Launcher {
             )),
             tokio::spawn(sweep_attachments(config.email.clone())),
             tokio::spawn(dispatcher.run()),
+            tokio::spawn(schedules::schedule_loop(
+                Producer::new(conn.clone(), keys.clone(), config.queue.clone()),
+                config.resolved_schedules(),
+            )),
         ];
         if let Some(listener) = listener {
             let addr = listener.local_addr().ok();

@@ -58,6 +58,7 @@ pub mod mcp_json;
 pub mod queue;
 pub mod rate;
 pub mod redis_url;
+pub mod schedules;
 pub mod serve;
 pub mod served;
 pub mod webhooks;
@@ -194,6 +195,10 @@ pub struct Config {
     /// The MCP servers jobs may use, by name.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
+    /// Cron schedules: a job submitted at each tick by the workers (`[schedules.NAME]`,
+    /// see [`schedules`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, schedules::ScheduleConfig>,
     /// Servers of the MCP JSON file skipped for `"disabled": true`, sorted, for callers
     /// to report (not a setting: never read from TOML).
     #[serde(skip)]
@@ -510,6 +515,7 @@ impl Default for Config {
             llm: None,
             webhooks: webhooks::WebhookSettings::default(),
             servers: BTreeMap::new(),
+            schedules: BTreeMap::new(),
             disabled_servers: Vec::new(),
             substituted_secrets: Vec::new(),
         }
@@ -577,6 +583,7 @@ impl Config {
                 config.servers.insert(name, server);
             }
         }
+        config.read_job_files(&path)?;
         config.validate()?;
         Ok(config)
     }
@@ -615,6 +622,57 @@ impl Config {
         }
         self.validate()?;
         Ok(self)
+    }
+
+    /// Reads each schedule's `job_file` (relative to the config file at `path`) into its
+    /// `job`, at most `queue.max_payload` bytes of JSON.
+    fn read_job_files(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let limit = self.queue.max_payload;
+        for (name, schedule) in &mut self.schedules {
+            let Some(file) = schedule.job_file.clone() else {
+                continue;
+            };
+            let invalid = |message: String| ConfigError::Invalid {
+                key: format!("schedules.{name}.job_file"),
+                message,
+            };
+            if schedule.job.is_some() {
+                return Err(invalid("give `job` or `job_file`, not both".into()));
+            }
+            let file = path.parent().map(|dir| dir.join(&file)).unwrap_or(file);
+            let text = std::fs::read(&file).map_err(|source| ConfigError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            if text.len() > limit {
+                return Err(invalid(format!(
+                    "{} is larger than queue.max_payload ({limit} bytes)",
+                    file.display()
+                )));
+            }
+            let value = serde_json::from_slice(&text)
+                .map_err(|e| invalid(format!("{} is not JSON: {e}", file.display())))?;
+            schedule.job = Some(value);
+            schedule.job_file = None;
+        }
+        Ok(())
+    }
+
+    /// The schedules, parsed (they were checked at load, so none fails here unless the
+    /// config was changed since; those are left out and logged).
+    pub fn resolved_schedules(&self) -> Vec<schedules::Schedule> {
+        self.schedules
+            .iter()
+            .filter_map(
+                |(name, config)| match schedules::Schedule::resolve(name, config) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::error!("schedule {name} left out: {e}");
+                        None
+                    }
+                },
+            )
+            .collect()
     }
 
     /// Checks every value; the error names the key.
@@ -663,6 +721,7 @@ impl Config {
             rate.check_requests()
                 .map_err(|message| invalid("llm.rate", &message))?;
         }
+        schedules::validate(&self.schedules, self.server_names())?;
         if self.defaults.crash_loop_threshold == 0 {
             return Err(invalid(
                 "defaults.crash_loop_threshold",

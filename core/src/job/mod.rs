@@ -424,6 +424,7 @@ pub mod callback;
 
 pub mod queue_name;
 pub use queue_name::{queue_name_problem, DEFAULT_QUEUE, MAX_QUEUE_NAME};
+pub mod run_at;
 
 pub use callback::Callback;
 
@@ -464,6 +465,14 @@ pub struct JobOptions {
     /// run it (see [`queue_name`]).
     #[serde(default = "default_queue", skip_serializing_if = "is_default_queue")]
     pub queue: String,
+    /// Do not start before this time (RFC 3339; see [`run_at`]): the job waits as
+    /// `scheduled`. A time in the past runs it now; at most [`run_at::MAX_DELAY`] ahead.
+    #[serde(
+        default,
+        with = "run_at::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub run_at: Option<std::time::SystemTime>,
 }
 
 fn default_queue() -> String {
@@ -487,6 +496,7 @@ impl Default for JobOptions {
             idempotency_key: None,
             callback: None,
             queue: default_queue(),
+            run_at: None,
         }
     }
 }
@@ -638,6 +648,10 @@ impl Job {
         }
         if let Some(problem) = queue_name_problem(&self.options.queue) {
             return Err(JobError::invalid("options.queue", problem));
+        }
+        if let Some(at) = self.options.run_at {
+            run_at::check(at, std::time::SystemTime::now())
+                .map_err(|e| JobError::invalid("options.run_at", e))?;
         }
         if self.options.timeout == Some(Duration::ZERO) {
             return Err(JobError::invalid(

@@ -153,7 +153,13 @@ impl Producer {
                 .arg(job.options.idempotency_key.as_deref().unwrap_or(""))
                 .arg(line.map(|l| l.to_string()).unwrap_or_default())
                 .arg(callback_json(job))
-                .arg(queue_arg(job));
+                .arg(queue_arg(job))
+                .arg(
+                    job.options
+                        .run_at
+                        .map(|at| crate::job::run_at::millis(at).to_string())
+                        .unwrap_or_default(),
+                );
         }
         let answers: Vec<(u8, String)> = invocation.invoke_async(&mut conn).await?;
         Ok(answers

@@ -85,7 +85,8 @@ impl Keys {
         format!("{}:paused", self.prefix)
     }
 
-    /// Sorted set of ids waiting for a retry, by due time (ms).
+    /// Sorted set of ids waiting for their time, by due time (ms): failed jobs waiting
+    /// for a retry and delayed jobs (`options.run_at`, status `scheduled`).
     pub fn scheduled(&self) -> String {
         format!("{}:scheduled", self.prefix)
     }
@@ -96,6 +97,12 @@ impl Keys {
     /// `tokens_tat`). Written by `lua/limit_*.lua` (see `queue::limits`).
     pub fn limit(&self, endpoint: &str) -> String {
         format!("{}:limit:{endpoint}", self.prefix)
+    }
+
+    /// Hash of the cron schedules' last fired ticks, one field per schedule name
+    /// (`lua/schedule_mark.lua`).
+    pub fn schedules(&self) -> String {
+        format!("{}:schedules", self.prefix)
     }
 
     /// Sorted set of running ids, by lease expiry (ms).
@@ -231,6 +238,7 @@ mod tests {
             k.job(id),
             k.attempts(id),
             k.scheduled(),
+            k.schedules(),
             k.leases(),
             k.dead(),
         ] {

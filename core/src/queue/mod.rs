@@ -35,6 +35,7 @@ pub mod progress;
 pub mod queues;
 pub mod rescue;
 pub mod results;
+pub mod schedules;
 mod scripts;
 pub mod servers;
 pub mod settings;

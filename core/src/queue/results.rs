@@ -24,6 +24,8 @@ use super::{Keys, QueueError};
 pub enum JobStatus {
     /// Waiting for a worker.
     Queued,
+    /// Delayed (`options.run_at`): queued once its time comes (`next_run_at`).
+    Scheduled,
     /// A worker holds its lease.
     Running,
     /// The last attempt failed; it runs again after its backoff (`next_run_at`).
@@ -51,6 +53,7 @@ impl JobStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
+            JobStatus::Scheduled => "scheduled",
             JobStatus::Running => "running",
             JobStatus::Failed => "failed",
             JobStatus::Succeeded => "succeeded",
@@ -64,6 +67,7 @@ impl JobStatus {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "queued" => JobStatus::Queued,
+            "scheduled" => JobStatus::Scheduled,
             "running" => JobStatus::Running,
             "failed" => JobStatus::Failed,
             "succeeded" => JobStatus::Succeeded,
@@ -119,7 +123,7 @@ pub struct JobRecord {
     pub started_at: Option<u64>,
     /// When it finished (ms).
     pub finished_at: Option<u64>,
-    /// When it runs again, while `failed` (ms).
+    /// When it runs (again), while `failed` or `scheduled` (ms).
     pub next_run_at: Option<u64>,
     /// The worker that ran it last.
     pub worker: Option<String>,

@@ -32,6 +32,10 @@ pub(crate) static RENEW: LazyLock<Script> = script!("renew.lua");
 pub(crate) static FINISH: LazyLock<Script> = script!("finish.lua");
 /// Re-queue (or bury) jobs whose lease expired.
 pub(crate) static RESCUE: LazyLock<Script> = script!("rescue.lua");
+/// Queues due delayed jobs and retries, one chunk per call.
+pub(crate) static PROMOTE: LazyLock<Script> = script!("promote.lua");
+/// Records the newest tick a cron schedule fired (`queue::schedules`).
+pub(crate) static SCHEDULE_MARK: LazyLock<Script> = script!("schedule_mark.lua");
 /// Cancel a job that has not finished.
 pub(crate) static CANCEL: LazyLock<Script> = script!("cancel.lua");
 /// Make a batch (and its waiting fan-in job), or find the one a re-run made.

@@ -56,7 +56,7 @@ pub struct QueueStats {
     pub queued: ByPriority<u64>,
     /// Age (ms) of the oldest job still queued, by priority; `None` when there is none.
     pub oldest_queued_age_ms: ByPriority<Option<u64>>,
-    /// Failed jobs waiting for their retry (`{ns}:scheduled`).
+    /// Delayed jobs and failed jobs waiting for their retry (`{ns}:scheduled`).
     pub scheduled: u64,
     /// Jobs leased to a worker (`{ns}:leases`).
     pub running: u64,

@@ -7,6 +7,7 @@ mod jobs;
 mod queues;
 mod result;
 mod run;
+mod schedules;
 mod serve;
 mod servers;
 mod status;
@@ -120,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dlq(args) => dlq::run(&ctx, args.action).await,
         Command::Batch(args) => batch::run(&ctx, args.action).await,
         Command::Jobs(args) => jobs::run(&ctx, args).await,
+        Command::Schedules => schedules::run(&ctx).await,
         Command::Webhooks(args) => webhooks::run(&ctx, args.action).await,
         Command::Queues => queues::list(&ctx).await,
         Command::Queue(args) => queues::act(&ctx, args.action).await,

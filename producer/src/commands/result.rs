@@ -56,7 +56,11 @@ pub fn show(ctx: &Ctx, record: &JobRecord, unfinished_note: Option<&str>) -> u8 
             };
             report(ctx, CliError::new(kind, message))
         }
-        JobStatus::Queued | JobStatus::Running | JobStatus::Failed | JobStatus::Waiting => {
+        JobStatus::Queued
+        | JobStatus::Scheduled
+        | JobStatus::Running
+        | JobStatus::Failed
+        | JobStatus::Waiting => {
             if ctx.json {
                 output::json_line(
                     "result",

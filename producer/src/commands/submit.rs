@@ -209,6 +209,12 @@ fn build(args: &SubmitArgs, limits: &EmailSettings, max_payload: usize) -> anyho
     if let Some(q) = &o.queue {
         job.options.queue = q.clone();
     }
+    if let Some(delay) = o.delay {
+        job.options.run_at = Some(std::time::SystemTime::now() + delay);
+    }
+    if let Some(at) = o.at {
+        job.options.run_at = Some(at);
+    }
     if let Some(callback) = o.callback.callback() {
         job.options.callback = Some(callback);
     }
@@ -260,11 +266,18 @@ pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<u8> {
         output::line(&id);
     }
     if args.wait {
+        // A delayed job is waited for through its delay too.
+        let delay = job
+            .options
+            .run_at
+            .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
+            .unwrap_or_default();
         let timeout = job
             .options
             .timeout
             .unwrap_or(ctx.config.defaults.job_timeout)
-            + WAIT_SLACK;
+            + WAIT_SLACK
+            + delay;
         return wait::run(ctx, &id, timeout).await;
     }
     Ok(exit::OK)

@@ -110,6 +110,7 @@ pub enum Outcome {
 pub async fn outcome(state: &AppState, record: &JobRecord) -> Result<Outcome, ApiError> {
     Ok(match record.status {
         JobStatus::Queued | JobStatus::Waiting => Outcome::Working("queued".into()),
+        JobStatus::Scheduled => Outcome::Working("scheduled (delayed until its run_at)".into()),
         JobStatus::Running => Outcome::Working(format!("running (attempt {})", record.attempts)),
         JobStatus::Failed => Outcome::Working(format!(
             "attempt {} failed, retrying: {}",

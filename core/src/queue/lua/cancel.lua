@@ -1,6 +1,6 @@
 -- cancel.lua: cancel a job that has not finished.
 -- ARGV: 1 prefix, 2 id, 3 result ttl (s), 4 dead ttl (s)
--- Returns the status the job had ('queued', 'failed', 'running', 'waiting'), or, when nothing was
+-- Returns the status the job had ('queued', 'scheduled', 'failed', 'running', 'waiting'), or, when nothing was
 -- done, its final status, or 'unknown'; 'dead' also when the record was malformed and
 -- is dead-lettered instead (kept for the dead ttl, like every dead job).
 -- A running job is marked cancelled at once (its attempt can no longer write, see
@@ -21,7 +21,7 @@ if not status then return 'unknown' end
 if status == 'queued' then
   redis.call('LREM', ready_key(f[2], f[6]), 1, id)
   redis.call('LREM', P .. ':suspects', 1, id)
-elseif status == 'failed' then
+elseif status == 'failed' or status == 'scheduled' then
   redis.call('ZREM', P .. ':scheduled', id)
 elseif status == 'waiting' then
   -- A batch's fan-in job that has not been released: nothing else to undo.

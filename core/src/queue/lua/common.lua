@@ -226,3 +226,32 @@ local function bury(id, reason, dead_ttl)
   redis.call('EXPIRE', job .. ':attempts', dead_ttl)
   job_ended(name, 'dead')
 end
+-- Queues up to `limit` ids of {ns}:scheduled whose time has come, oldest first: failed
+-- jobs whose retry backoff is over and delayed jobs (status `scheduled`) whose run_at
+-- has come. Each goes to the front of its queue (the end workers pop): it has waited
+-- its turn already. A malformed entry (not a job id, no record, a bad counter) is
+-- dead-lettered alone; an entry whose job is in any other state (cancelled, requeued by
+-- hand) is dropped. Bounded: ZRANGEBYSCORE with LIMIT is O(log N + limit), whatever the
+-- set's size. A set of another type (written by someone else) is set aside
+-- (own_zset), so retries and delays work again from the next write on. Returns how
+-- many entries it took out of the set.
+local function promote_due(limit, dead_ttl)
+  local sched = P .. ':scheduled'
+  own_zset(sched)
+  local due = redis.call('ZRANGEBYSCORE', sched, '-inf', NOW, 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', sched, id)
+    local problem = record_problem(id)
+    if problem then
+      bury(id, problem, dead_ttl)
+    else
+      local f = redis.call('HMGET', job_key(id), 'status', 'priority', 'queue')
+      if f[1] == 'failed' or f[1] == 'scheduled' then
+        redis.call('HSET', job_key(id), 'status', 'queued')
+        redis.call('HDEL', job_key(id), 'next_run_at')
+        redis.call('RPUSH', ready_key(f[2], f[3]), id)
+      end
+    end
+  end
+  return #due
+end

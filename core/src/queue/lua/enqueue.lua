@@ -2,12 +2,16 @@
 -- is known already.
 -- ARGV: 1 prefix, 2 idempotency ttl (s), 3 batch id ("" = none; the batch was made by
 --       batch_create.lua), 4 retention (s) of the job index {ns}:jobs, 5 most queue
---       names the namespace may hold, then 9 per job:
+--       names the namespace may hold, then 10 per job:
 --       id, payload (envelope JSON), kind, priority (high|normal|low), max_attempts,
 --       idempotency key ("" = none), line of the batch's input ("" = none),
 --       callback (JSON of options.callback, "" = none: kept in the record, for the
 --       webhook delivery common.lua's job_ended stores when the job ends),
---       queue ("" = the default queue; a named one is recorded in the set {ns}:queues)
+--       queue ("" = the default queue; a named one is recorded in the set {ns}:queues),
+--       run_at (ms since the epoch, "" = none: options.run_at)
+-- A job whose run_at is still ahead of Redis's clock is `scheduled`: its id waits in
+-- {ns}:scheduled (by run_at) instead of a ready list, and promote_due (common.lua)
+-- queues it once due. A run_at in the past queues it at once.
 -- A job enqueued into a batch is appended to the batch's list {ns}:batch:ID:jobs, so
 -- the list holds the batch's jobs in input order (a re-run that finds a job already
 -- there appends nothing). Every enqueued job goes into {ns}:jobs (by submit time, for
@@ -21,6 +25,10 @@ local index = P .. ':jobs'
 -- Judged before any write, so that no write can fail half-way.
 if key_type(index) ~= 'none' and key_type(index) ~= 'zset' then
   return redis.error_reply(index .. ' is not a sorted set (written by something other than mcpq?)')
+end
+local sched_type = key_type(P .. ':scheduled')
+if sched_type ~= 'none' and sched_type ~= 'zset' then
+  return redis.error_reply(P .. ':scheduled is not a sorted set (written by something other than mcpq?); a worker sets it aside on its next fetch')
 end
 if batch ~= '' then
   if key_type(P .. ':batch:' .. batch) ~= 'hash' then
@@ -39,7 +47,7 @@ end
 -- costs nothing once its jobs are gone; it comes back with its next job).
 local queues = P .. ':queues'
 local new_queues, fresh = {}, 0
-for i = 6, #ARGV, 9 do
+for i = 6, #ARGV, 10 do
   local q = ARGV[i + 8]
   if q ~= '' and not new_queues[q] then
     local t = key_type(queues)
@@ -70,10 +78,11 @@ if fresh > 0 and redis.call('SCARD', queues) + fresh > cap then
 end
 local out = {}
 local submitted = string.format('%d', NOW)
-for i = 6, #ARGV, 9 do
+for i = 6, #ARGV, 10 do
   local id, payload, kind, priority, max_attempts, key, line, callback, queue =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
     ARGV[i + 7], ARGV[i + 8]
+  local run_at = tonumber(ARGV[i + 9])
   local job = job_key(id)
   local first, code = nil, 0
   local ikey = P .. ':idem:' .. key
@@ -99,7 +108,12 @@ for i = 6, #ARGV, 9 do
       redis.call('HSET', job, 'batch', batch, 'batch_line', line)
       redis.call('RPUSH', P .. ':batch:' .. batch .. ':jobs', id)
     end
-    redis.call('LPUSH', ready_key(priority, queue), id)
+    if run_at and run_at > NOW then
+      redis.call('HSET', job, 'status', 'scheduled', 'next_run_at', string.format('%d', run_at))
+      redis.call('ZADD', P .. ':scheduled', run_at, id)
+    else
+      redis.call('LPUSH', ready_key(priority, queue), id)
+    end
     redis.call('ZADD', index, NOW, id)
     table.insert(out, 1)
     table.insert(out, id)

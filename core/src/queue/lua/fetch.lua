@@ -25,22 +25,10 @@
 local worker, lease = ARGV[2], tonumber(ARGV[3])
 local dead_ttl = tonumber(ARGV[8])
 local alone = ARGV[11] == '1'
--- 1. Retries whose backoff is over go back to the front of their queue (a malformed
---    one, e.g. with a priority no queue has, to the dead-letter set).
-local due = redis.call('ZRANGEBYSCORE', P .. ':scheduled', '-inf', NOW, 'LIMIT', 0, 100)
-for _, id in ipairs(due) do
-  redis.call('ZREM', P .. ':scheduled', id)
-  local problem = record_problem(id)
-  if problem then
-    bury(id, problem, dead_ttl)
-  else
-    local f = redis.call('HMGET', job_key(id), 'status', 'priority', 'queue')
-    if f[1] == 'failed' then
-      redis.call('HSET', job_key(id), 'status', 'queued')
-      redis.call('RPUSH', ready_key(f[2], f[3]), id)
-    end
-  end
-end
+-- 1. Retries whose backoff is over and delayed jobs whose time has come go back to
+--    the front of their queue (common.lua's promote_due; the rescuer tick does the same
+--    in bigger chunks, so a long due backlog never rests on fetches alone).
+promote_due(100, dead_ttl)
 -- The queues served now: those given, but the paused ones.
 local paused = P .. ':paused'
 local any_paused = key_type(paused) == 'set'

@@ -4,7 +4,7 @@
 -- Returns a flat list of integers:
 --   1-3   queued ids at high, normal, low priority, over every queue (LLEN)
 --   4-6   age (ms) of the oldest queued job of each priority, -1 when none was found
---   7     scheduled retries (ZCARD scheduled), 8 running (ZCARD leases),
+--   7     scheduled: delayed jobs and retries (ZCARD scheduled), 8 running (ZCARD leases),
 --   9     suspects (LLEN suspects), 10 dead (ZCARD dead)
 --   11    Redis's clock (ms)
 --   then the names of the keys of the wrong type (written by someone else), counted 0.
