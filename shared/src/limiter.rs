@@ -46,7 +46,7 @@ pub const REDIS_RETRY: Duration = Duration::from_millis(200);
 #[non_exhaustive]
 pub enum LimitError {
     /// The wait for the limit would outlast the job's deadline.
-    #[error("{endpoint}: held back by its {} limit (cluster-wide) for {waited:?}; the next place is {needed:?} away, past this job's deadline (raise the limit or the job's timeout)", held.map(Held::as_str).unwrap_or("unreachable Redis's"))]
+    #[error("{endpoint}: {}", deadline_text(*held, *waited, *needed))]
     Deadline {
         /// `server:NAME` or `llm`.
         endpoint: String,
@@ -65,6 +65,22 @@ pub enum LimitError {
     },
 }
 
+/// What [`LimitError::Deadline`] says, by the limit that held the call.
+fn deadline_text(held: Option<Held>, waited: Duration, needed: Duration) -> String {
+    match held {
+        Some(Held::Concurrency) => format!(
+            "no concurrency slot (max_concurrent, cluster-wide) freed up within this job's deadline (waited {waited:?}; raise the limit or the job's timeout)"
+        ),
+        Some(held) => format!(
+            "held back by its {} limit (cluster-wide) for {waited:?}; the next place is {needed:?} away, past this job's deadline (raise the limit or the job's timeout)",
+            held.as_str()
+        ),
+        None => format!(
+            "Redis could not be reached to check its cluster-wide limits within this job's deadline (waited {waited:?})"
+        ),
+    }
+}
+
 /// The worker's limiter. Cheap to clone.
 #[derive(Clone)]
 pub struct Limiter {
@@ -74,8 +90,11 @@ pub struct Limiter {
 struct Inner {
     conn: ConnectionManager,
     keys: Keys,
-    /// Makes holders unique across workers: the worker's name.
+    /// Makes holders unique across workers: the worker's name, and a random number per
+    /// limiter (a restarted worker with a fixed `--name` in a container where it is
+    /// pid 1 again must not reuse the last run's holders).
     worker: String,
+    nonce: u64,
     next: AtomicU64,
     metrics: Option<Metrics>,
 }
@@ -136,6 +155,7 @@ impl Limiter {
                 conn,
                 keys,
                 worker: worker.to_string(),
+                nonce: fastrand::u64(..),
                 next: AtomicU64::new(0),
                 metrics,
             }),
@@ -153,7 +173,21 @@ impl Limiter {
         cancel: &CancellationToken,
     ) -> Result<Permit, LimitError> {
         let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let holder = format!("{}:{}:{n}", self.inner.worker, std::process::id());
+        let holder = format!(
+            "{}:{}:{:016x}:{n}",
+            self.inner.worker,
+            std::process::id(),
+            self.inner.nonce
+        );
+        // Made before the first try and given back on every way out that is not an
+        // admission (the deadline, a cancel, this future dropped): a try whose answer
+        // was lost may have taken the slot. Releasing a slot never taken does nothing.
+        let pending = Permit {
+            limiter: self.clone(),
+            endpoint: endpoint.to_string(),
+            holder: holder.clone(),
+            has_slot: limits.max_concurrent.is_some(),
+        };
         let started = Instant::now();
         let mut poll = FIRST_POLL;
         let mut first_held: Option<Held> = None;
@@ -174,12 +208,7 @@ impl Limiter {
                         self.observe(endpoint, held, started.elapsed());
                         tracing::debug!(%endpoint, limit = held.as_str(), waited = ?started.elapsed(), "admitted after waiting for a limit");
                     }
-                    return Ok(Permit {
-                        limiter: self.clone(),
-                        endpoint: endpoint.to_string(),
-                        holder,
-                        has_slot: limits.max_concurrent.is_some(),
-                    });
+                    return Ok(pending);
                 }
                 Ok(Acquire::Wait {
                     after,

@@ -42,6 +42,13 @@ local function entry_name(id)
   return 'invalid-' .. redis.sha1hex(id)
 end
 local function key_type(key) return redis.call('TYPE', key)['ok'] end
+-- A stored value as a finite number, or nil (tonumber reads "nan" and "inf" too, which
+-- would carry through math.max/min into what a script writes).
+local function finite(v)
+  local n = tonumber(v or '')
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then return nil end
+  return n
+end
 -- Age (ms) of the oldest job still queued in ready list `key`, -1 when none is found
 -- among the `look` entries at its tail (the end workers pop: ids are LPUSHed, so the
 -- oldest is there; a cancelled job's entry stays until a fetch drops it). Counts from

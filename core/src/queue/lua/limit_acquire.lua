@@ -13,7 +13,8 @@
 -- when that limit frees up at the earliest (for "concurrency", when the oldest slot
 -- expires: a release may come sooner). `resets`: keys of the wrong type (written by
 -- something else) deleted before the check; a field that is not a number reads as 0.
--- Nothing is written unless the call is admitted.
+-- Only clean-up is written unless the call is admitted (expired or impossible entries
+-- trimmed, keys of the wrong type deleted).
 local base = P .. ':limit:' .. ARGV[2]
 local calls, holders, state = base .. ':calls', base .. ':holders', base .. ':state'
 local rate_count, window = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -37,7 +38,7 @@ local function extend(key, ms)
   if ttl < ms then redis.call('PEXPIRE', key, ms) end
 end
 local st = redis.call('HMGET', state, 'paused_until', 'tokens_tat')
-local paused = tonumber(st[1] or '') or 0
+local paused = finite(st[1]) or 0
 if paused > NOW + MAX_PAUSE then
   -- Never written by limit_pause.lua, which caps it: reset, not obeyed.
   redis.call('HDEL', state, 'paused_until')
@@ -48,7 +49,7 @@ end
 if tokens_count > 0 then
   -- A token bucket as GCRA: tokens_tat is when the bucket is full again; it holds
   -- tokens while that is less than one period away (limit_debit.lua moves it on).
-  local tat = tonumber(st[2] or '') or 0
+  local tat = finite(st[2]) or 0
   if tat > NOW + 10 * tokens_period then
     -- Past limit_debit.lua's cap: not ours (or a shorter period now): reset.
     redis.call('HDEL', state, 'tokens_tat')
@@ -58,7 +59,11 @@ if tokens_count > 0 then
   end
 end
 if max_conc > 0 then
+  -- Expired slots go, and so do slots expiring further ahead than any lease asks
+  -- (written by someone else, or left by a Redis clock that jumped back): they would
+  -- hold the endpoint shut for that long.
   redis.call('ZREMRANGEBYSCORE', holders, '-inf', NOW)
+  redis.call('ZREMRANGEBYSCORE', holders, '(' .. string.format('%d', NOW + 10 * lease), '+inf')
   local held = redis.call('ZCARD', holders)
   if held >= max_conc then
     local first = redis.call('ZRANGE', holders, 0, 0, 'WITHSCORES')
@@ -69,6 +74,9 @@ end
 if rate_count > 0 then
   -- A sliding window: the calls admitted within the last `window` ms.
   redis.call('ZREMRANGEBYSCORE', calls, '-inf', NOW - window)
+  -- A call is counted at the time it was admitted, never later than now: one from the
+  -- future (someone else's, or a clock that jumped back) is dropped, not waited for.
+  redis.call('ZREMRANGEBYSCORE', calls, '(' .. string.format('%d', NOW), '+inf')
   local n = redis.call('ZCARD', calls)
   if n >= rate_count then
     -- The call that must leave the window before this one fits (n may exceed the

@@ -8,8 +8,8 @@
 local state = P .. ':limit:' .. ARGV[2] .. ':state'
 local t = key_type(state)
 if t ~= 'none' and t ~= 'hash' then redis.call('DEL', state) end
-local used, count, period = tonumber(ARGV[3]) or 0, tonumber(ARGV[4]), tonumber(ARGV[5])
-local tat = tonumber(redis.call('HGET', state, 'tokens_tat') or '') or 0
+local used, count, period = finite(ARGV[3]) or 0, tonumber(ARGV[4]), tonumber(ARGV[5])
+local tat = finite(redis.call('HGET', state, 'tokens_tat')) or 0
 tat = math.max(tat, NOW) + used * (period / count)
 tat = math.min(tat, NOW + 10 * period)
 redis.call('HSET', state, 'tokens_tat', string.format('%d', math.ceil(tat)))

@@ -7,8 +7,8 @@
 local state = P .. ':limit:' .. ARGV[2] .. ':state'
 local t = key_type(state)
 if t ~= 'none' and t ~= 'hash' then redis.call('DEL', state) end
-local pause = math.max(0, math.min(tonumber(ARGV[3]) or 0, 600000))
-local old = tonumber(redis.call('HGET', state, 'paused_until') or '') or 0
+local pause = math.max(0, math.min(finite(ARGV[3]) or 0, 600000))
+local old = finite(redis.call('HGET', state, 'paused_until')) or 0
 local until_at = math.max(math.min(old, NOW + 600000), NOW + pause)
 redis.call('HSET', state, 'paused_until', string.format('%d', until_at))
 local ttl = redis.call('PTTL', state)
