@@ -118,6 +118,10 @@ pub enum FailureKind {
     /// `pool_exhausted`: no pooled session was free before the job's deadline.
     /// Retryable.
     PoolExhausted,
+    /// `rate_limited`: a streamable-HTTP MCP server answered a call with HTTP 429 (Too
+    /// Many Requests) and the call could not be made again within the job (no
+    /// `Retry-After`, or a second 429). Retryable.
+    RateLimited,
     /// `lease_expired`: the job's worker stopped renewing its lease (written by the
     /// rescuer, `lua/rescue.lua`). Retried (a rescue, not an attempt) until
     /// `queue.max_rescues`, then dead.
@@ -134,7 +138,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind this build emits, in the README's order.
-    pub const ALL: [FailureKind; 26] = [
+    pub const ALL: [FailureKind; 27] = [
         FailureKind::ToolError,
         FailureKind::ServerExited,
         FailureKind::Timeout,
@@ -158,6 +162,7 @@ impl FailureKind {
         FailureKind::ServerUnhealthy,
         FailureKind::ServerBackoff,
         FailureKind::PoolExhausted,
+        FailureKind::RateLimited,
         FailureKind::LeaseExpired,
         FailureKind::Cancelled,
         FailureKind::Internal,
@@ -189,6 +194,7 @@ impl FailureKind {
             FailureKind::ServerUnhealthy => "server_unhealthy",
             FailureKind::ServerBackoff => "server_backoff",
             FailureKind::PoolExhausted => "pool_exhausted",
+            FailureKind::RateLimited => "rate_limited",
             FailureKind::LeaseExpired => "lease_expired",
             FailureKind::Cancelled => "cancelled",
             FailureKind::Internal => "internal",
@@ -218,6 +224,7 @@ impl FailureKind {
             | FailureKind::ServerUnhealthy
             | FailureKind::ServerBackoff
             | FailureKind::PoolExhausted
+            | FailureKind::RateLimited
             | FailureKind::Internal => Retryable::Yes,
             FailureKind::SpawnFailed
             | FailureKind::ResultTooLarge
