@@ -19,6 +19,11 @@
 //! event past it is refused by rmcp and noticed by the session's [`LimitedHttpClient`].
 //! Either way the call fails with [`McpError::AnswerTooLarge`] (`result_too_large`, not
 //! retried) instead of waiting out its timeout, and the session's owner retires it.
+//!
+//! A 429 (Too Many Requests) from an HTTP server, seen by the [`LimitedHttpClient`] and
+//! noted in the session's [`Throttle`], fails the call as [`McpError::RateLimited`]
+//! with the server's `Retry-After`; the session is kept (`JobSessions::call` pauses the
+//! server for every worker and calls again).
 
 use std::process::ExitStatus;
 use std::time::Duration;

@@ -17,11 +17,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The last 429 of one session: when it came and the wait it asked for. Cheap to clone;
-/// clones share the slot.
+/// One 429: when it came, and the wait it asked for (none: no usable `Retry-After`).
+type TooMany = (Instant, Option<Duration>);
+
+/// The last 429 of one session. Cheap to clone; clones share the slot.
 #[derive(Debug, Clone, Default)]
 pub struct Throttle {
-    last: Arc<Mutex<Option<(Instant, Option<Duration>)>>>,
+    last: Arc<Mutex<Option<TooMany>>>,
 }
 
 impl Throttle {
