@@ -120,6 +120,10 @@ pub enum FailureKind {
     /// `pool_exhausted`: no pooled session was free before the job's deadline.
     /// Retryable.
     PoolExhausted,
+    /// `rate_limited`: a streamable-HTTP MCP server answered a call with HTTP 429 (Too
+    /// Many Requests) and the call could not be made again within the job (no
+    /// `Retry-After`, or a second 429). Retryable.
+    RateLimited,
     /// `lease_expired`: the job's worker stopped renewing its lease (written by the
     /// rescuer, `lua/rescue.lua`). Retried (a rescue, not an attempt) until
     /// `queue.max_rescues`, then dead.
@@ -136,7 +140,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind this build emits, in the README's order.
-    pub const ALL: [FailureKind; 26] = [
+    pub const ALL: [FailureKind; 27] = [
         FailureKind::ToolError,
         FailureKind::ServerExited,
         FailureKind::Timeout,
@@ -160,6 +164,7 @@ impl FailureKind {
         FailureKind::ServerUnhealthy,
         FailureKind::ServerBackoff,
         FailureKind::PoolExhausted,
+        FailureKind::RateLimited,
         FailureKind::LeaseExpired,
         FailureKind::Cancelled,
         FailureKind::Internal,
@@ -191,6 +196,7 @@ impl FailureKind {
             FailureKind::ServerUnhealthy => "server_unhealthy",
             FailureKind::ServerBackoff => "server_backoff",
             FailureKind::PoolExhausted => "pool_exhausted",
+            FailureKind::RateLimited => "rate_limited",
             FailureKind::LeaseExpired => "lease_expired",
             FailureKind::Cancelled => "cancelled",
             FailureKind::Internal => "internal",
@@ -220,6 +226,7 @@ impl FailureKind {
             | FailureKind::ServerUnhealthy
             | FailureKind::ServerBackoff
             | FailureKind::PoolExhausted
+            | FailureKind::RateLimited
             | FailureKind::Internal => Retryable::Yes,
             FailureKind::SpawnFailed
             | FailureKind::ResultTooLarge

@@ -86,6 +86,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod redact;
 pub mod result_budget;
+pub mod retry_after;
 pub mod runner;
 pub mod supervisor;
 pub mod tls;

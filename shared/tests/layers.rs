@@ -2,7 +2,7 @@
 //!
 //! The layers (docs/ARCHITECTURE.md): 1 data and validation, no I/O (`duration`, `tls`,
 //! `failure`, `template`, `job`, `config`, `backoff`, `metrics`, `terminal`, `tool_pattern`, `outcome_text`, `cli_error`) -> 2 `queue` (Redis),
-//! `backend` (apalis over it), `limiter` (waits for the cluster-wide limits) -> 3 `supervisor` (processes) -> 4 `mcp` (sessions, pool,
+//! `backend` (apalis over it), `limiter` (waits for the cluster-wide limits), `retry_after` -> 3 `supervisor` (processes) -> 4 `mcp` (sessions, pool,
 //! job sessions) -> 5 runners and their helpers (`result_budget`, `agent`, `email`,
 //! `redact`) -> 6 `fate`, `runner` -> the binaries. Layers 1 and 2 but `tls`, `metrics` and
 //! `backend` are the crate `mcpq-core` (`core/src`), which cannot name the rest at all
@@ -46,6 +46,8 @@ const LAYERS: &[(&str, &str, u32, u32)] = &[
     ("backend", "shared", 2, 21),
     // Waits for the cluster-wide limits (queue::limits) before a tool or model call.
     ("limiter", "shared", 2, 22),
+    // Reads a 429's `Retry-After`, capped at queue::limits::MAX_PAUSE.
+    ("retry_after", "shared", 2, 23),
     ("supervisor", "shared", 3, 30),
     ("mcp", "shared", 4, 40),
     ("result_budget", "shared", 5, 50),

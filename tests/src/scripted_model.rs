@@ -15,9 +15,15 @@
 //! `email` (reads the prompt's attachment path),
 //! `huge` (a 2 GB answer, streamed in 1 MiB chunks, never allocated whole),
 //! `echo_auth` (a 401 whose message quotes the `Authorization` header it got, as
-//! careless APIs do; it is checked before the key).
+//! careless APIs do; it is checked before the key), `usage:N` (answers at once,
+//! reporting `usage.total_tokens` N: the token-limit tests), `busy:N` (its first request
+//! gets 429 with `Retry-After: N`, later ones an answer).
+//!
+//! When each request arrived, and what it got, is kept too ([`ScriptedModel::arrivals`]):
+//! the rate-limit tests measure the limits at the model.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -34,16 +40,36 @@ pub struct ScriptedModel {
     pub base_url: String,
     /// Every request body received, in order.
     pub requests: Arc<Mutex<Vec<Value>>>,
+    /// When every request arrived (after the key check), in order.
+    pub arrivals: Arc<Mutex<Vec<Arrival>>>,
+}
+
+/// One request as the model saw it.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// The script (`model`) it asked for.
+    pub model: String,
+    /// When it arrived.
+    pub at: Instant,
+    /// The HTTP status it was answered with.
+    pub status: u16,
+}
+
+/// What the handler shares with the test.
+#[derive(Clone, Default)]
+struct Seen {
+    requests: Arc<Mutex<Vec<Value>>>,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
 }
 
 impl ScriptedModel {
     /// Starts one on a free port (its own thread and runtime).
     pub fn start() -> ScriptedModel {
-        let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let seen = Seen::default();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
-        let state = requests.clone();
+        let state = seen.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -59,8 +85,20 @@ impl ScriptedModel {
         });
         ScriptedModel {
             base_url: format!("http://127.0.0.1:{port}/v1"),
-            requests,
+            requests: seen.requests,
+            arrivals: seen.arrivals,
         }
+    }
+
+    /// The arrivals of requests whose `model` is `script`, in order.
+    pub fn arrivals_for(&self, script: &str) -> Vec<Arrival> {
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|a| a.model == script)
+            .cloned()
+            .collect()
     }
 
     /// The requests whose `model` is `script`.
@@ -88,6 +126,11 @@ fn calls(list: Vec<Value>) -> Value {
 }
 
 fn completion(message: Value) -> Response {
+    completion_using(message, 15)
+}
+
+/// A completion reporting `total_tokens` used.
+fn completion_using(message: Value, total_tokens: u64) -> Response {
     let finish = if message.get("tool_calls").is_some() {
         "tool_calls"
     } else {
@@ -96,7 +139,7 @@ fn completion(message: Value) -> Response {
     Json(json!({
         "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "scripted",
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        "usage": {"prompt_tokens": 10, "completion_tokens": total_tokens.saturating_sub(10), "total_tokens": total_tokens},
     }))
     .into_response()
 }
@@ -119,8 +162,23 @@ fn has_tool(body: &Value, name: &str) -> bool {
     })
 }
 
-async fn complete(
-    State(requests): State<Arc<Mutex<Vec<Value>>>>,
+async fn complete(State(seen): State<Seen>, headers: HeaderMap, body: Json<Value>) -> Response {
+    let arrived = Instant::now();
+    let model = body["model"].as_str().unwrap_or_default().to_string();
+    let response = answer_to(&seen.requests, headers, body).await;
+    seen.arrivals
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Arrival {
+            model,
+            at: arrived,
+            status: response.status().as_u16(),
+        });
+    response
+}
+
+async fn answer_to(
+    requests: &Mutex<Vec<Value>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
@@ -244,6 +302,17 @@ async fn complete(
             );
             (StatusCode::OK, axum::body::Body::from_stream(chunks)).into_response()
         }
+        other if other.starts_with("usage:") => {
+            let tokens = other["usage:".len()..].parse().unwrap_or(0);
+            completion_using(answer("ok"), tokens)
+        }
+        other if other.starts_with("busy:") && seen == 1 => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", other["busy:".len()..].to_string())],
+            Json(json!({"error": {"message": "rate limit reached"}})),
+        )
+            .into_response(),
+        other if other.starts_with("busy:") => completion(answer("ok")),
         other => completion(answer(&format!("WRONG: unknown script {other}"))),
     }
 }

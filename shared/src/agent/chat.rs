@@ -4,7 +4,8 @@
 //! Guarantees:
 //! - Every request is bounded by the job's deadline (and `llm.request_timeout`).
 //! - 429 and 5xx answers, and connection failures, are retried with exponential backoff
-//!   and full jitter (honouring `Retry-After` in seconds), while the deadline allows.
+//!   and full jitter (honouring `Retry-After`, in seconds or as an HTTP-date, cut to
+//!   10 min: `crate::retry_after`), while the deadline allows.
 //! - With `rate` or `tokens` set, every request first waits for those cluster-wide
 //!   limits (`limiter`, within the deadline), and the `total_tokens` of each answer's
 //!   `usage` is charged to the token bucket afterwards. A 429 with `Retry-After` pauses
@@ -227,9 +228,7 @@ impl ChatClient {
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(crate::retry_after::from_header);
         let text = self.read_body(response).await?;
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(Attempt::Transient {

@@ -16,6 +16,10 @@
 //!   call learns that its answer is gone, so the session reports
 //!   [`super::McpError::AnswerTooLarge`] (`result_too_large`, permanent), and its owner
 //!   retires it.
+//! - A 429 (Too Many Requests) answer to a POST is written to the session's
+//!   [`Throttle`] with its `Retry-After` (seconds or an HTTP-date, cut to 10 min:
+//!   [`crate::retry_after`]) before the waiting call learns of it, so the session reports
+//!   [`super::McpError::RateLimited`] and the server is paused for every worker.
 //!
 //! # Caveats
 //! - rmcp keeps the refused event's cause private; it is recognised by its message
@@ -41,30 +45,36 @@ use rmcp::transport::streamable_http_client::{
 use sse_stream::Sse;
 
 use super::answer_limit::AnswerLimit;
+use super::throttle::Throttle;
 
 /// Most same-origin redirects followed for one request (as rmcp's own client).
 const MAX_REDIRECTS: usize = 10;
 
 type SseStream = BoxStream<'static, Result<Sse, SseError>>;
 
-/// A reqwest client bound to one session's [`AnswerLimit`].
+/// A reqwest client bound to one session's [`AnswerLimit`] and [`Throttle`].
 #[derive(Debug, Clone)]
 pub struct LimitedHttpClient {
     inner: reqwest::Client,
     limit: AnswerLimit,
+    throttle: Throttle,
 }
 
 impl LimitedHttpClient {
     /// A client for one session; fails only when reqwest cannot build a client (no TLS
     /// provider: call [`crate::tls::install`] first).
-    pub fn new(limit: AnswerLimit) -> Result<Self, reqwest::Error> {
+    pub fn new(limit: AnswerLimit, throttle: Throttle) -> Result<Self, reqwest::Error> {
         let inner = reqwest::Client::builder()
             // rmcp's reason: reusing a connection whose last body was not read to its
             // end stalls ~40 ms on delayed ACKs.
             .pool_max_idle_per_host(0)
             .redirect(same_origin_redirects())
             .build()?;
-        Ok(LimitedHttpClient { inner, limit })
+        Ok(LimitedHttpClient {
+            inner,
+            limit,
+            throttle,
+        })
     }
 
     /// `limits`, none of them above ours.
@@ -188,6 +198,14 @@ impl StreamableHttpClient for LimitedHttpClient {
                 self.limit.trip();
                 Err(e)
             }
+            Err(StreamableHttpError::HttpStatus(e)) if e.status == 429 => {
+                let wait = e
+                    .retry_after
+                    .as_deref()
+                    .and_then(|v| crate::retry_after::parse(v, std::time::SystemTime::now()));
+                self.throttle.record(wait);
+                Err(StreamableHttpError::HttpStatus(e))
+            }
             other => other,
         }
     }
@@ -251,11 +269,22 @@ impl StreamableHttpClient for LimitedHttpClient {
 mod tests {
     use super::*;
     use rmcp::model::{ClientRequest, PingRequest, RequestId};
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A one-shot HTTP server on a real socket that answers any request with
     /// `content_type` and `body`; returns its URL.
     async fn serve_once(content_type: &'static str, body: Vec<u8>) -> Arc<str> {
+        serve_once_with("200 OK", "", content_type, body).await
+    }
+
+    /// [`serve_once`] with another status line and `extra` header lines.
+    async fn serve_once_with(
+        status: &'static str,
+        extra: &'static str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Arc<str> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -275,7 +304,7 @@ mod tests {
                 }
             }
             let header = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\n{extra}content-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()
             );
             let _ = socket.write_all(header.as_bytes()).await;
@@ -300,7 +329,57 @@ mod tests {
 
     fn client(limit: &AnswerLimit) -> LimitedHttpClient {
         crate::tls::install();
-        LimitedHttpClient::new(limit.clone()).expect("client")
+        LimitedHttpClient::new(limit.clone(), Throttle::default()).expect("client")
+    }
+
+    #[tokio::test]
+    async fn a_429_records_its_retry_after_in_the_throttle() {
+        crate::tls::install();
+        let throttle = Throttle::default();
+        let client =
+            LimitedHttpClient::new(AnswerLimit::new(1000), throttle.clone()).expect("client");
+        let started = tokio::time::Instant::now();
+        let uri = serve_once_with(
+            "429 Too Many Requests",
+            "retry-after: 2\r\n",
+            "text/plain",
+            b"slow down".to_vec(),
+        )
+        .await;
+        let result = client
+            .post_message(uri, ping(), None, None, HashMap::new())
+            .await;
+        assert!(
+            matches!(result, Err(StreamableHttpError::HttpStatus(ref e)) if e.status == 429),
+            "{result:?}"
+        );
+        assert_eq!(throttle.since(started), Some(Some(Duration::from_secs(2))));
+        // A 429 without a usable Retry-After is noted too, with no wait.
+        let uri = serve_once_with(
+            "429 Too Many Requests",
+            "retry-after: whenever\r\n",
+            "text/plain",
+            Vec::new(),
+        )
+        .await;
+        let started = tokio::time::Instant::now();
+        let _ = client
+            .post_message(uri, ping(), None, None, HashMap::new())
+            .await;
+        assert_eq!(throttle.since(started), Some(None));
+        // A 503 is no 429.
+        let uri = serve_once_with(
+            "503 Service Unavailable",
+            "retry-after: 5\r\n",
+            "text/plain",
+            Vec::new(),
+        )
+        .await;
+        let started = tokio::time::Instant::now();
+        let _ = client
+            .post_message(uri, ping(), None, None, HashMap::new())
+            .await;
+        assert_eq!(throttle.since(started), None);
     }
 
     #[tokio::test]

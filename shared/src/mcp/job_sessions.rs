@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::pool::{start_admitted, stop_note};
 use super::progress::ProgressSink;
 use super::session::JobCall;
-use super::{McpPool, McpSession, PoolError};
+use super::{McpError, McpPool, McpSession, PoolError};
 use crate::config::{Config, ServerTimeouts};
 use crate::limiter::{LimitError, Permit};
 use crate::queue::limits::{server_endpoint, Limits, SLOT_LEASE_SLACK};
@@ -124,6 +124,13 @@ impl<'a> JobSessions<'a> {
     /// Calls `tool` on `server`; a tool result flagged `isError` is `Ok`, with the
     /// server's stderr tail. Waits first for the server's cluster-wide limits (see
     /// [`JobSessions::admit`]).
+    ///
+    /// A 429 (Too Many Requests) from an HTTP server pauses the server for every worker
+    /// for its `Retry-After` (`Limiter::pause`), then the call is made once more: its
+    /// admission waits out the pause like any other call, within the job's deadline (a
+    /// pause past the deadline fails the job with `timeout` at once). A 429 without a
+    /// usable `Retry-After`, or a second 429, fails the call as `rate_limited`
+    /// (retryable: the job's own retry backoff applies).
     pub async fn call(
         &self,
         server: &str,
@@ -139,6 +146,57 @@ impl<'a> JobSessions<'a> {
                 });
             }
         }
+        // Only an HTTP server answers 429: the arguments are kept for a second call
+        // only then.
+        let again = self
+            .config
+            .servers
+            .get(server)
+            .is_some_and(|c| c.url.is_some())
+            .then(|| arguments.clone());
+        let first = self.call_once(server, tool, arguments).await;
+        let (
+            Err(PoolError::Mcp {
+                error:
+                    McpError::RateLimited {
+                        retry_after: Some(wait),
+                        ..
+                    },
+                ..
+            }),
+            Some(arguments),
+        ) = (&first, again)
+        else {
+            return first;
+        };
+        let wait = *wait;
+        tracing::info!(%server, %tool, ?wait, "429 Too Many Requests: pausing the server for every worker, then calling again");
+        match self.pool.limiter() {
+            Some(limiter) => limiter.pause(&server_endpoint(server), wait).await,
+            // No limiter (a pool built without one): this job waits alone.
+            None => {
+                if Instant::now()
+                    .checked_add(wait)
+                    .is_none_or(|at| at >= self.deadline)
+                {
+                    return first;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.cancel.cancelled() => return first,
+                }
+            }
+        }
+        self.call_once(server, tool, arguments).await
+    }
+
+    /// One call of `tool` on `server`, after its admission ([`JobSessions::admit`]).
+    async fn call_once(
+        &self,
+        server: &str,
+        tool: &str,
+        arguments: Map<String, Value>,
+    ) -> Result<(CallToolResult, Option<String>), PoolError> {
         // Held until the call has ended, however it ends: its drop gives the
         // concurrency slot back.
         let _permit = self.admit(server).await?;
@@ -187,11 +245,11 @@ impl<'a> JobSessions<'a> {
     }
 
     /// Waits until a call to `server` passes its cluster-wide limits (`rate`,
-    /// `max_concurrent`), within the job's deadline and
-    /// raced against its cancel (`limiter`). A server without limits, or a pool without
-    /// a limiter, costs nothing here (so a 429 pause is not applied to MCP servers yet:
-    /// only the model's 429s write one). The wait is no attempt: only the deadline
-    /// ends it, as a `timeout`.
+    /// `max_concurrent`) and any 429 pause, within the job's deadline and raced against
+    /// its cancel (`limiter`). A stdio server without limits, or a pool without a
+    /// limiter, costs nothing here; an HTTP server is always checked (one script per
+    /// call), since it may have been paused by a 429. The wait is no attempt: only the
+    /// deadline ends it, as a `timeout`.
     async fn admit(&self, server: &str) -> Result<Option<Permit>, PoolError> {
         let (Some(limiter), Some(config)) = (self.pool.limiter(), self.config.servers.get(server))
         else {
@@ -202,7 +260,7 @@ impl<'a> JobSessions<'a> {
             max_concurrent: config.max_concurrent,
             tokens: None,
         };
-        if limits.is_none() {
+        if limits.is_none() && config.url.is_none() {
             return Ok(None);
         }
         // The slot's lease: the longest the call can take, plus the time to release it.

@@ -11,6 +11,7 @@ pub mod pool;
 pub mod progress;
 pub mod session;
 pub mod spawn_spec;
+pub mod throttle;
 
 pub use job_sessions::JobSessions;
 pub use pool::{McpPool, PoolError};

@@ -466,7 +466,10 @@ impl McpPool {
         };
         let retire = match &outcome {
             Ok(_) => false,
-            Err(McpError::Protocol { .. }) => !lease.slot.session.is_alive(),
+            // A 429 says nothing against the session: keep it while it is connected.
+            Err(McpError::Protocol { .. } | McpError::RateLimited { .. }) => {
+                !lease.slot.session.is_alive()
+            }
             Err(_) => true,
         };
         let report = self.release(lease, retire, true).await;

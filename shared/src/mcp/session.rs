@@ -19,6 +19,11 @@
 //! event past it is refused by rmcp and noticed by the session's [`LimitedHttpClient`].
 //! Either way the call fails with [`McpError::AnswerTooLarge`] (`result_too_large`, not
 //! retried) instead of waiting out its timeout, and the session's owner retires it.
+//!
+//! A 429 (Too Many Requests) from an HTTP server, seen by the [`LimitedHttpClient`] and
+//! noted in the session's [`Throttle`], fails the call as [`McpError::RateLimited`]
+//! with the server's `Retry-After`; the session is kept (`JobSessions::call` pauses the
+//! server for every worker and calls again).
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -41,6 +46,7 @@ use super::answer_limit::{AnswerLimit, LimitedLines};
 use super::http_client::LimitedHttpClient;
 use super::progress::{ProgressRoutes, ProgressSink};
 use super::spawn_spec::spawn_spec;
+use super::throttle::Throttle;
 use crate::backoff::Backoff;
 use crate::config::{ServerConfig, ServerTimeouts};
 use crate::failure::FailureKind;
@@ -129,6 +135,18 @@ pub enum McpError {
         /// Stderr tail.
         stderr: Option<String>,
     },
+    /// A streamable-HTTP server answered the call with HTTP 429 (Too Many Requests).
+    /// `JobSessions::call` pauses the server for every worker for `retry_after` and
+    /// calls once more; this reaches the job only when that cannot help.
+    #[error("server `{server}` answered `{tool}` with HTTP 429 Too Many Requests ({})", match retry_after { Some(wait) => format!("Retry-After: {wait:?}"), None => "no usable Retry-After".to_string() })]
+    RateLimited {
+        /// Server name.
+        server: String,
+        /// Tool name.
+        tool: String,
+        /// The wait the server asked for (cut to 10 min), if it said one.
+        retry_after: Option<Duration>,
+    },
     /// The server answered with a JSON-RPC error or an unexpected message.
     #[error("server `{server}` rejected call to `{tool}`: {message}")]
     Protocol {
@@ -147,7 +165,7 @@ impl McpError {
     /// The stderr tail attached to the error, if any.
     pub fn stderr(&self) -> Option<&str> {
         match self {
-            McpError::Spawn(_) => None,
+            McpError::Spawn(_) | McpError::RateLimited { .. } => None,
             McpError::StartupTimeout { stderr, .. }
             | McpError::StartupFailed { stderr, .. }
             | McpError::CallTimeout { stderr, .. }
@@ -178,6 +196,7 @@ impl McpError {
             McpError::ServerExited { .. } => FailureKind::ServerExited,
             McpError::ConnectionClosed { .. } => FailureKind::ConnectionClosed,
             McpError::AnswerTooLarge { .. } => FailureKind::ResultTooLarge,
+            McpError::RateLimited { .. } => FailureKind::RateLimited,
             McpError::Protocol { .. } => FailureKind::ProtocolError,
         }
     }
@@ -220,6 +239,8 @@ pub struct McpSession {
     progress: ProgressRoutes,
     tools: std::sync::Mutex<Option<Arc<Vec<Tool>>>>,
     limit: AnswerLimit,
+    /// The 429s of an HTTP server (never written for a stdio one).
+    throttle: Throttle,
 }
 
 impl std::fmt::Debug for McpSession {
@@ -302,6 +323,7 @@ impl McpSession {
                     progress,
                     tools: std::sync::Mutex::new(None),
                     limit: answer_limit,
+                    throttle: Throttle::default(),
                 })
             }
             Ok(Err(e)) => {
@@ -372,7 +394,9 @@ impl McpSession {
         // Tells a refused (too big) body or SSE event from a closed connection.
         let answer_limit = AnswerLimit::new(timeouts.max_answer);
         crate::tls::install();
-        let client = LimitedHttpClient::new(answer_limit.clone())
+        // Tells a 429 (and its Retry-After) from other failed calls.
+        let throttle = Throttle::default();
+        let client = LimitedHttpClient::new(answer_limit.clone(), throttle.clone())
             .map_err(|e| failed(format!("cannot build an HTTP client: {e}")))?;
         let limit = timeouts
             .startup
@@ -403,6 +427,7 @@ impl McpSession {
                         progress,
                         tools: std::sync::Mutex::new(None),
                         limit: answer_limit,
+                        throttle,
                     });
                 }
                 Ok(Err(e)) if Instant::now() + pause.peek() < until => {
@@ -533,6 +558,7 @@ impl McpSession {
             params.set_progress_token(route.token());
         }
         let request = ClientRequest::CallToolRequest(Request::new(params));
+        let started = Instant::now();
         let err = match self.request(request, timeout).await {
             Ok(ServerResult::CallToolResult(result)) => return Ok(result),
             Ok(other) => {
@@ -545,6 +571,13 @@ impl McpSession {
             }
             Err(e) => e,
         };
+        if let Some(retry_after) = self.throttle.since(started) {
+            return Err(McpError::RateLimited {
+                server: self.name.clone(),
+                tool: tool.to_string(),
+                retry_after,
+            });
+        }
         Err(self.call_error(tool, err).await)
     }
 

@@ -10,7 +10,10 @@
 //! `Authorization: Bearer <token>` (with `MCPQ_FIXTURE_ECHO_AUTH=1`, its 401 body quotes
 //! the `Authorization` header it got, as careless servers do). With
 //! `MCPQ_FIXTURE_JSON_RESPONSE=1` it serves without sessions and answers each request
-//! with one JSON body instead of an SSE stream.
+//! with one JSON body instead of an SSE stream. With `MCPQ_FIXTURE_429_ONCE=<file>` it
+//! answers its first `tools/call` with 429 Too Many Requests and `Retry-After:
+//! $MCPQ_FIXTURE_RETRY_AFTER` (default `2`), appending `429 MICROS` to that file (the
+//! `stamp` tool's clock and format), and serves every later request.
 //!
 //! Environment switches: `MCPQ_FIXTURE_HANG_INITIALIZE=1` reads stdin for ever and never
 //! answers `initialize`; `MCPQ_FIXTURE_NEVER_READ=1` never even reads its stdin.
@@ -405,36 +408,77 @@ async fn serve_http(addr: &str) -> anyhow::Result<()> {
     );
     let required = std::env::var("MCPQ_FIXTURE_REQUIRE_BEARER").ok();
     let echo_auth = std::env::var_os("MCPQ_FIXTURE_ECHO_AUTH").is_some();
-    let router =
-        axum::Router::new()
-            .nest_service("/mcp", service)
-            .layer(axum::middleware::from_fn(
-                move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    let required = required.clone();
-                    async move {
-                        if let Some(token) = required {
-                            let expected = format!("Bearer {token}");
-                            let given = request
-                                .headers()
-                                .get("authorization")
-                                .and_then(|v| v.to_str().ok());
-                            if given != Some(expected.as_str()) {
-                                // A careless server that quotes the request back.
-                                let body = if echo_auth {
-                                    format!("unauthorized: Authorization: {}", given.unwrap_or(""))
-                                } else {
-                                    String::new()
-                                };
-                                return axum::response::IntoResponse::into_response((
-                                    axum::http::StatusCode::UNAUTHORIZED,
-                                    body,
-                                ));
-                            }
-                        }
-                        next.run(request).await
+    let too_many = std::sync::Arc::new(std::sync::Mutex::new(
+        std::env::var("MCPQ_FIXTURE_429_ONCE").ok(),
+    ));
+    let retry_after = std::env::var("MCPQ_FIXTURE_RETRY_AFTER").unwrap_or_else(|_| "2".to_string());
+    let router = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let too_many = too_many.clone();
+                let retry_after = retry_after.clone();
+                async move {
+                    let armed = too_many.lock().map(|t| t.is_some()).unwrap_or(false);
+                    if !armed {
+                        return next.run(request).await;
                     }
-                },
-            ));
+                    let (parts, body) = request.into_parts();
+                    let bytes = axum::body::to_bytes(body, 16 << 20)
+                        .await
+                        .unwrap_or_default();
+                    let is_call = String::from_utf8_lossy(&bytes).contains("\"tools/call\"");
+                    let log = if is_call {
+                        too_many.lock().ok().and_then(|mut t| t.take())
+                    } else {
+                        None
+                    };
+                    if let Some(log) = log {
+                        let _ = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&log)
+                            .and_then(|mut f| {
+                                f.write_all(format!("429 {}\n", micros_now()).as_bytes())
+                            });
+                        return axum::response::IntoResponse::into_response((
+                            axum::http::StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", retry_after)],
+                            "slow down",
+                        ));
+                    }
+                    next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+                        .await
+                }
+            },
+        ))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let required = required.clone();
+                async move {
+                    if let Some(token) = required {
+                        let expected = format!("Bearer {token}");
+                        let given = request
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok());
+                        if given != Some(expected.as_str()) {
+                            // A careless server that quotes the request back.
+                            let body = if echo_auth {
+                                format!("unauthorized: Authorization: {}", given.unwrap_or(""))
+                            } else {
+                                String::new()
+                            };
+                            return axum::response::IntoResponse::into_response((
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                body,
+                            ));
+                        }
+                    }
+                    next.run(request).await
+                }
+            },
+        ));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("http://{}/mcp", listener.local_addr()?);
     eprintln!(
