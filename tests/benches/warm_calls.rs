@@ -112,9 +112,19 @@ async fn warm(pool: &McpPool, callers: usize, n: usize) -> (Vec<Duration>, Durat
         async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             let cancel = tokio_util::sync::CancellationToken::new();
-            pool.call("fixture", "echo", echo_args(), deadline, &cancel, None)
-                .await
-                .expect("call");
+            // No cluster-wide limits here: the admission is a no-op.
+            let admitted = async { Ok::<(), mcpq_shared::mcp::pool::PoolError>(()) };
+            pool.call(
+                "fixture",
+                "echo",
+                echo_args(),
+                deadline,
+                &cancel,
+                None,
+                admitted,
+            )
+            .await
+            .expect("call");
         }
     })
     .await

@@ -208,6 +208,27 @@ fn garbage_in_the_limiter_keys_is_reset_not_a_crash_or_a_hang() {
         .expect("hset");
     let id = env.submit_call("echo", "echo", r#"{"text":"ok"}"#, &["--timeout", "20s"]);
     assert_eq!(env.wait_json(&id).0, Some(0));
+    // Slots that never expire and calls from the far future (someone else's, or a
+    // Redis clock that jumped back) would shut the endpoint: they are dropped.
+    for (key, member) in [("holders", "forever"), ("calls", "c1"), ("calls", "c2")] {
+        let _: () = redis::cmd("ZADD")
+            .arg(format!("{base}:{key}"))
+            .arg("+inf")
+            .arg(member)
+            .query(&mut redis)
+            .expect("zadd");
+    }
+    for n in 0..5 {
+        let _: () = redis::cmd("ZADD")
+            .arg(format!("{base}:calls"))
+            .arg("99999999999999")
+            .arg(format!("future-{n}"))
+            .query(&mut redis)
+            .expect("zadd");
+    }
+    let id = env.submit_call("echo", "echo", r#"{"text":"ok"}"#, &["--timeout", "10s"]);
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(0), "{v}");
 }
 
 /// The time of the fixture's `429 MICROS` line in `path`, if it answered one.

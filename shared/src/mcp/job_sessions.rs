@@ -197,9 +197,10 @@ impl<'a> JobSessions<'a> {
         tool: &str,
         arguments: Map<String, Value>,
     ) -> Result<(CallToolResult, Option<String>), PoolError> {
-        // Held until the call has ended, however it ends: its drop gives the
-        // concurrency slot back.
-        let _permit = self.admit(server).await?;
+        // Admitted once the session is ready (checked out, or started), right before
+        // the call: a wait for a pooled session or a server's start-up must neither
+        // count against the rate nor eat into the slot's lease. The permit is held
+        // until the call has ended, however it ends: its drop gives the slot back.
         if self.pool.is_pooled(server) {
             return self
                 .pool
@@ -210,10 +211,12 @@ impl<'a> JobSessions<'a> {
                     self.deadline,
                     self.cancel,
                     self.progress.as_ref(),
+                    self.admit(server),
                 )
                 .await;
         }
         let (session, _) = self.own_session(server).await?;
+        let _permit = self.admit(server).await?;
         match session
             .call_for_job(
                 tool,

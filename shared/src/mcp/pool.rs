@@ -419,7 +419,12 @@ impl McpPool {
     /// book; with a tool error, also the server's stderr tail), then returns the session,
     /// retired if the call failed (promise 3). Jobs call through
     /// [`JobSessions`](super::JobSessions), which picks the pool or a fresh session.
-    pub async fn call(
+    ///
+    /// `admit` runs once a session is checked out, right before the call (the job's
+    /// cluster-wide limits, `JobSessions::admit`); what it returns is held until the
+    /// call has ended. Refused, the session goes back to the pool as it was.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn call<P>(
         &self,
         server: &str,
         tool: &str,
@@ -427,9 +432,17 @@ impl McpPool {
         deadline: Instant,
         cancel: &CancellationToken,
         progress: Option<&ProgressSink>,
+        admit: impl std::future::Future<Output = Result<P, PoolError>>,
     ) -> Result<(CallToolResult, Option<String>), PoolError> {
         let pool = self.pooled(server);
         let lease = self.checkout(&pool, deadline, cancel).await?;
+        let _permit = match admit.await {
+            Ok(permit) => permit,
+            Err(refused) => {
+                self.release(lease, false, false).await;
+                return Err(refused);
+            }
+        };
         let outcome = match lease
             .slot
             .session
