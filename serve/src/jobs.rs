@@ -198,6 +198,8 @@ fn build_job(state: &AppState, body: &[u8], key: Option<String>) -> Result<Job, 
     }
     check_attachments(&job, &state.config.email)?;
     job.validate().map_err(|e| ApiError::invalid_job(&e))?;
+    job.check_submitted()
+        .map_err(|e| ApiError::invalid_job(&e))?;
     job.check_servers(state.servers.iter().map(String::as_str))
         .map_err(|e| ApiError::invalid_job(&e))?;
     state

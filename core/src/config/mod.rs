@@ -722,6 +722,14 @@ impl Config {
                 .map_err(|message| invalid("llm.rate", &message))?;
         }
         schedules::validate(&self.schedules, self.server_names())?;
+        // A tick is fired once because its job's idempotency key outlives the round
+        // of every worker: an hour at the least.
+        if !self.schedules.is_empty() && self.queue.idempotency_ttl < Duration::from_secs(3600) {
+            return Err(invalid(
+                "queue.idempotency_ttl",
+                "must be at least 1h when [schedules] are configured (it keeps each tick to one job)",
+            ));
+        }
         if self.defaults.crash_loop_threshold == 0 {
             return Err(invalid(
                 "defaults.crash_loop_threshold",

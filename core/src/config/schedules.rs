@@ -222,7 +222,7 @@ impl Schedule {
 
     /// The idempotency key of the job of tick `tick_ms`: the same on every worker.
     pub fn idempotency_key(name: &str, tick_ms: i64) -> String {
-        format!("schedule:{name}:{tick_ms}")
+        format!("{}{name}:{tick_ms}", crate::job::SCHEDULE_KEY_PREFIX)
     }
 
     /// The job of tick `tick_ms`: the template with a fresh id and the tick's key.
@@ -304,8 +304,20 @@ pub fn validate<'a>(
             message: format!("at most {MAX_SCHEDULES} schedules"),
         });
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     for (name, config) in schedules {
         let schedule = Schedule::resolve(name, config)?;
+        // croner takes patterns no date matches (`0 0 0 31 2 *`): such a schedule would
+        // never fire, silently.
+        if schedule.next_after(now).is_none() {
+            return Err(ConfigError::Invalid {
+                key: format!("schedules.{name}.cron"),
+                message: format!("`{}` matches no date from now on", config.cron),
+            });
+        }
         schedule
             .job
             .check_servers(servers.clone())
@@ -416,5 +428,62 @@ mod tests {
         assert!(err(&config).contains("schedules.s.job.id"));
         config.job = None;
         assert!(err(&config).contains("needs a `job`"));
+    }
+
+    #[test]
+    fn a_pattern_no_date_matches_is_refused_at_load() {
+        let config = ScheduleConfig {
+            cron: "0 0 0 31 2 *".into(),
+            timezone: "UTC".into(),
+            job: Some(json!({"kind": "agent", "payload": {"steps": [
+                {"server": "echo", "tool": "echo"}]}})),
+            job_file: None,
+            catch_up: CatchUp::None,
+        };
+        let all = std::collections::BTreeMap::from([("feb31".to_string(), config)]);
+        let e = validate(&all, ["echo"].into_iter())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("schedules.feb31.cron") && e.contains("no date"),
+            "{e}"
+        );
+    }
+
+    /// Pins what croner does around daylight saving (README "Delays and schedules").
+    #[test]
+    fn daylight_saving_fires_a_fixed_time_once_and_a_skipped_time_after_the_gap() {
+        let ticks = |cron: &str, from: &str, to: &str| {
+            let s = schedule(cron, "Europe/Paris", CatchUp::None);
+            let ms = |t: &str| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .expect("time")
+                    .timestamp_millis()
+            };
+            let (mut at, end, mut out) = (ms(from), ms(to), Vec::new());
+            while let Some(next) = s.next_after(at).filter(|n| *n <= end) {
+                out.push(
+                    chrono::DateTime::from_timestamp_millis(next)
+                        .expect("ms")
+                        .to_rfc3339(),
+                );
+                at = next;
+            }
+            out
+        };
+        // 2026-10-25: clocks go back from 03:00 to 02:00 (02:30 happens twice).
+        let fall = ticks(
+            "0 30 2 * * *",
+            "2026-10-24T22:00:00Z",
+            "2026-10-25T04:00:00Z",
+        );
+        assert_eq!(fall.len(), 1, "{fall:?}");
+        // 2026-03-29: clocks go forward from 02:00 to 03:00 (02:30 never happens).
+        let spring = ticks(
+            "0 30 2 * * *",
+            "2026-03-28T22:00:00Z",
+            "2026-03-29T04:00:00Z",
+        );
+        assert_eq!(spring.len(), 1, "{spring:?}");
     }
 }

@@ -37,6 +37,10 @@ use ulid::Ulid;
 /// The envelope version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The prefix of the idempotency keys of the cron schedules' jobs
+/// (`schedule:NAME:TICK_MS`, see `config::schedules`); submitted jobs may not use it.
+pub const SCHEDULE_KEY_PREFIX: &str = "schedule:";
+
 /// Default `options.max_attempts`.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
@@ -627,6 +631,20 @@ impl Job {
         Ok(job)
     }
 
+    /// What a job from outside (`mcpq submit`, the HTTP API, the MCP front) may not do
+    /// that a worker's own jobs do: take an idempotency key of the cron schedules
+    /// ([`SCHEDULE_KEY_PREFIX`]), which would claim a future tick and keep the
+    /// schedule's job from running.
+    pub fn check_submitted(&self) -> Result<(), JobError> {
+        match &self.options.idempotency_key {
+            Some(key) if key.starts_with(SCHEDULE_KEY_PREFIX) => Err(JobError::invalid(
+                "options.idempotency_key",
+                format!("keys starting with `{SCHEDULE_KEY_PREFIX}` are the cron schedules' own"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks what serde cannot: non-empty plans and names, sane options.
     pub fn validate(&self) -> Result<(), JobError> {
         if !(1..=MAX_ATTEMPTS_LIMIT).contains(&self.options.max_attempts) {
@@ -1061,5 +1079,30 @@ mod tests {
             err.contains("payload.steps[2"),
             "names the step where it passed: {err}"
         );
+    }
+
+    #[test]
+    fn submitted_jobs_may_not_take_a_schedules_key() {
+        let mut job = Job::agent(
+            vec![PlanStep {
+                name: None,
+                server: "echo".into(),
+                tool: "echo".into(),
+                arguments: Map::new(),
+                continue_on_error: false,
+                literal_arguments: false,
+                keep_tool_errors: false,
+            }],
+            JobOptions::default(),
+        );
+        job.options.idempotency_key = Some("schedule:nightly:1795833985000".into());
+        assert!(
+            job.validate().is_ok(),
+            "a worker's own schedule job stays valid"
+        );
+        let e = job.check_submitted().expect_err("refused").to_string();
+        assert!(e.contains("options.idempotency_key"), "{e}");
+        job.options.idempotency_key = Some("order-42".into());
+        assert!(job.check_submitted().is_ok());
     }
 }

@@ -141,6 +141,34 @@ pub async fn fire_due(
     let horizon = QueueSettings::secs(producer.settings().idempotency_ttl) as i64 * 1000;
     let mut created = 0;
     for schedule in schedules {
+        // One schedule's failure (a queue cap, a payload over the limit, Redis) is its
+        // own: the others fire all the same.
+        match fire_one(producer, &mut conn, &keys, schedule, &last, now, horizon).await {
+            Ok(n) => created += n,
+            Err(e) => {
+                tracing::warn!(schedule = %schedule.name, "schedule round failed (retrying): {e}")
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// A record's tick further ahead than this of the worker's clock is not believed (a
+/// clock that jumped, or someone else's write): it would silence the schedule.
+pub const FUTURE_TICK_GRACE_MS: i64 = 60_000;
+
+/// [`fire_due`] for one schedule.
+async fn fire_one(
+    producer: &Producer,
+    conn: &mut redis::aio::ConnectionManager,
+    keys: &Keys,
+    schedule: &Schedule,
+    last: &std::collections::HashMap<String, LastRun>,
+    now: i64,
+    horizon: i64,
+) -> Result<usize, QueueError> {
+    let mut created = 0;
+    {
         let last = last.get(&schedule.name).unwrap_or(&LastRun::Never);
         if let LastRun::Unreadable(why) = last {
             tracing::warn!(
@@ -149,9 +177,16 @@ pub async fn fire_due(
                 keys.schedules()
             );
         }
-        let due = schedule.due(last.tick(), now, horizon);
+        let last_tick = last.tick().filter(|t| *t <= now + FUTURE_TICK_GRACE_MS);
+        if last_tick != last.tick() {
+            tracing::warn!(
+                schedule = %schedule.name,
+                "the last run of the schedule is in the future (a clock that jumped, or someone else's write): not believed; the next tick overwrites it"
+            );
+        }
+        let due = schedule.due(last_tick, now, horizon);
         if due.skipped > 0 {
-            tracing::info!(
+            tracing::debug!(
                 schedule = %schedule.name,
                 skipped = due.skipped,
                 catch_up = schedule.catch_up.as_str(),
@@ -165,7 +200,7 @@ pub async fn fire_due(
                 created += 1;
                 tracing::info!(schedule = %schedule.name, tick, job = %submitted.id, "schedule fired");
             }
-            mark(&mut conn, &keys, &schedule.name, tick, &submitted.id).await?;
+            mark(conn, keys, &schedule.name, tick, &submitted.id).await?;
         }
     }
     Ok(created)

@@ -220,6 +220,7 @@ fn build(args: &SubmitArgs, limits: &EmailSettings, max_payload: usize) -> anyho
     }
     attach_files(&mut job, args, limits)?;
     job.validate()
+        .and_then(|()| job.check_submitted())
         .map_err(|e| exit::invalid_job(e.to_string()))?;
     Ok(job)
 }

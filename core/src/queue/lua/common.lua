@@ -257,6 +257,10 @@ local function promote_due(limit, dead_ttl)
         redis.call('HSET', job_key(id), 'status', 'queued')
         redis.call('HDEL', job_key(id), 'next_run_at')
         redis.call('RPUSH', ready_key(f[2], f[3]), id)
+        -- Listed again if the cap's clean-up dropped its queue while it waited.
+        if f[3] and f[3] ~= '' and f[3] ~= 'default' and key_type(P .. ':queues') == 'set' then
+          redis.call('SADD', P .. ':queues', f[3])
+        end
       end
     end
   end

@@ -96,7 +96,10 @@ for i = 6, #ARGV, 10 do
       'priority', priority, 'max_attempts', max_attempts, 'attempt', 0, 'failures', 0,
       'submitted_at', submitted)
     if key ~= '' then
-      redis.call('SET', ikey, id, 'EX', ttl)
+      -- A delayed job keeps its key until it has run, at the least.
+      local key_ttl = ttl
+      if run_at and run_at > NOW then key_ttl = ttl + math.ceil((run_at - NOW) / 1000) end
+      redis.call('SET', ikey, id, 'EX', key_ttl)
       redis.call('HSET', job, 'idempotency_key', key)
     end
     if callback ~= '' then redis.call('HSET', job, 'callback', callback) end

@@ -13,7 +13,10 @@ if t ~= 'none' and t ~= 'hash' then redis.call('RENAME', h, h .. ':corrupt') end
 local old = redis.call('HGET', h, name)
 if old and #old <= 1000 then
   local ok, rec = pcall(cjson.decode, old)
-  if ok and type(rec) == 'table' and type(rec.tick) == 'number' and rec.tick >= tick then
+  -- A recorded tick ahead of Redis's clock by more than a minute (a worker's clock that
+  -- jumped, someone else's write, NaN) is not kept: it would silence the schedule.
+  if ok and type(rec) == 'table' and type(rec.tick) == 'number' and rec.tick >= tick
+    and rec.tick <= NOW + 60000 then
     return 0
   end
 end
