@@ -114,7 +114,14 @@ fn read_job(config: &Config, file: &Path) -> Result<Job, String> {
             "the job in {name} is more than {limit} bytes, the limit (queue.max_payload)"
         ));
     }
-    let job = Job::from_json(&bytes).map_err(|e| format!("{name}: {e}"))?;
+    // A fresh id whatever the file says: a job's id names its attachment folder, and
+    // a run must never touch a queued job's (it would remove it).
+    let job = Job::from_json(&bytes)
+        .map(|mut job| {
+            job.id = mcpq_shared::job::JobId::generate();
+            job
+        })
+        .map_err(|e| format!("{name}: {e}"))?;
     job.check_servers(config.server_names())
         .map_err(|e| format!("{name}: {e}"))?;
     Ok(job)
@@ -149,14 +156,16 @@ async fn run(
     }
 }
 
-/// Cancels `cancel` at the first SIGINT or SIGTERM.
+/// Cancels `cancel` at the first SIGINT or SIGTERM. The handlers are installed before
+/// this returns, so a signal that comes at once is not lost.
 fn stop_on_signals(cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    let handlers = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    );
     tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
+        let (Ok(mut int), Ok(mut term)) = handlers else {
             tracing::warn!("cannot install the signal handlers; stop the job with SIGKILL");
             return;
         };

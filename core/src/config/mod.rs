@@ -818,10 +818,24 @@ impl Config {
             for (i, pattern) in server.tools.iter().enumerate() {
                 // A tool name, never SERVER__TOOL: the server is this one. An empty
                 // pattern would allow nothing and look like a typo.
-                if pattern.trim().is_empty() || pattern.chars().any(char::is_control) {
+                if pattern.trim().is_empty()
+                    || pattern.trim() != pattern
+                    || pattern.chars().any(char::is_control)
+                {
                     return Err(invalid(
                         &key(&format!("tools[{i}]")),
-                        "must be a tool name or a glob with `*` (e.g. \"read_text_file\", \"list_*\")",
+                        "must be a tool name or a glob with `*` (e.g. \"read_text_file\", \"list_*\"), without spaces around it",
+                    ));
+                }
+                // `llm.tools` spells SERVER__TOOL; here the server is this one, and that
+                // spelling would match no tool (so refuse every one, silently).
+                if pattern.starts_with(&format!("{name}__")) {
+                    return Err(invalid(
+                        &key(&format!("tools[{i}]")),
+                        &format!(
+                            "give the tool's own name (`{}`), not SERVER__TOOL",
+                            &pattern[name.len() + 2..]
+                        ),
                     ));
                 }
             }
@@ -1036,6 +1050,8 @@ startup_timeout = "2s"
             ("startup_timeout = -1", "servers.echo.startup_timeout"),
             ("max_sessions = 0", "servers.echo.max_sessions"),
             ("tools = [\"read_file\", \" \"]", "servers.echo.tools[1]"),
+            ("tools = [\"echo__read_file\"]", "servers.echo.tools[0]"),
+            ("tools = [\" read_file\"]", "servers.echo.tools[0]"),
             ("max_in_flight = 0", "servers.echo.max_in_flight"),
             ("max_calls = 0", "servers.echo.max_calls"),
             ("rate = \"10/day\"", "servers.echo.rate"),

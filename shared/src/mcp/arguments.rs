@@ -19,8 +19,14 @@
 //!   most [`MAX_VALIDATORS`] of them; a full cache is emptied (simple and bounded: the
 //!   next calls compile again). A server that changes a tool's schema gets a new entry.
 //!
-//! Caveats: `format` is not asserted (draft 2020-12's default: an annotation), and
-//! `pattern` regexes run under the `jsonschema` crate's backtracking limit.
+//! - `format` is never asserted, whatever draft the schema names (drafts 4 to 7 would
+//!   assert it, and a server that takes any string would see its calls refused).
+//! - `pattern` regexes run on the `regex` engine (linear time, compiled size at most
+//!   [`MAX_REGEX_BYTES`]): a pattern it cannot take (lookarounds, backreferences) makes
+//!   the schema not compile, and the tool is called unchecked.
+//! - A message quotes at most [`MAX_ERRORS_QUOTED`] errors of at most
+//!   [`MAX_ERROR_CHARS`] characters each (an error quotes the offending value, which may
+//!   be megabytes).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -37,7 +43,13 @@ pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 pub const MAX_VALIDATORS: usize = 512;
 
 /// Most schema errors quoted in one message (a model needs the first few, not all).
-const MAX_ERRORS_QUOTED: usize = 5;
+pub const MAX_ERRORS_QUOTED: usize = 5;
+
+/// Longest quoted error, in characters.
+pub const MAX_ERROR_CHARS: usize = 300;
+
+/// Largest compiled `pattern` regex, in bytes.
+pub const MAX_REGEX_BYTES: usize = 1 << 20;
 
 /// A validator, or `None` for a schema that is called unchecked.
 type Entry = Option<Arc<jsonschema::Validator>>;
@@ -80,7 +92,11 @@ pub fn check(server: &str, tool: &Tool, arguments: &Map<String, Value>) -> Resul
             } else {
                 path
             };
-            format!("{path}: {e}")
+            let text = format!("{path}: {e}");
+            match text.char_indices().nth(MAX_ERROR_CHARS) {
+                Some((cut, _)) => format!("{}...", &text[..cut]),
+                None => text,
+            }
         })
         .collect();
     if errors.is_empty() {
@@ -119,6 +135,12 @@ fn validator(server: &str, tool: &Tool) -> Entry {
     } else {
         match jsonschema::options()
             .with_retriever(NoRetrieval)
+            .should_validate_formats(false)
+            .with_pattern_options(
+                jsonschema::PatternOptions::regex()
+                    .size_limit(MAX_REGEX_BYTES)
+                    .dfa_size_limit(MAX_REGEX_BYTES),
+            )
             .build(&schema)
         {
             Ok(v) => Some(Arc::new(v)),
@@ -203,5 +225,40 @@ mod tests {
         );
         let err = check("s", &t, &args(json!({"child": {"child": {"n": "x"}}}))).expect_err("deep");
         assert!(err.contains("/child/child/n"), "{err}");
+    }
+
+    #[test]
+    fn formats_are_not_asserted_and_lookaround_patterns_leave_the_tool_unchecked() {
+        let dated = tool(
+            "t",
+            json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                "properties": {"u": {"type": "string", "format": "uri"}}}),
+        );
+        let args = json!({"u": "not a uri"});
+        assert_eq!(
+            check("s-format", &dated, args.as_object().expect("object")),
+            Ok(())
+        );
+        let look = tool(
+            "t",
+            json!({"type": "object", "properties": {"p": {"type": "string", "pattern": "^(?=a)a+$"}}}),
+        );
+        let args = json!({"p": "bbb"});
+        assert_eq!(
+            check("s-look", &look, args.as_object().expect("object")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_huge_offending_value_is_quoted_cut() {
+        let t = tool(
+            "t",
+            json!({"type": "object", "properties": {"n": {"type": "integer"}}}),
+        );
+        let args = json!({"n": "x".repeat(1_000_000)});
+        let e = check("s-cut", &t, args.as_object().expect("object")).expect_err("refused");
+        assert!(e.len() < 2 * MAX_ERROR_CHARS, "{} bytes", e.len());
+        assert!(e.contains("/n"), "{e}");
     }
 }

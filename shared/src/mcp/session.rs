@@ -54,6 +54,10 @@ use crate::supervisor::{
     describe_exit, ServerProcess, SpawnError, StderrTail, StopReport, Supervisor,
 };
 
+/// Longest wait for the tool list a call's arguments are checked against: a server
+/// slow to list does not double the call's time.
+const PRE_CALL_LIST: Duration = Duration::from_secs(5);
+
 /// How long to wait, after the pipe closed, for the server's exit status to report it.
 const EXIT_REPORT_WAIT: Duration = Duration::from_secs(1);
 /// How long to wait, once it exited, for the drain task to read the server's last stderr
@@ -600,10 +604,11 @@ impl McpSession {
         let started = Instant::now();
         let left = deadline.saturating_duration_since(started);
         // Before the server sees them: arguments against the tool's schema, from the
-        // session's tool list (cached; listed once per session). A list that fails
+        // session's tool list (cached; listed once per session). A list that fails, or
+        // takes longer than PRE_CALL_LIST (so a call stays near its call_timeout),
         // leaves the call unchecked: the call itself then meets the same trouble.
         let listed = tokio::select! {
-            listed = self.list_tools(self.timeouts.call.min(left)) => listed.ok(),
+            listed = self.list_tools(self.timeouts.call.min(left).min(PRE_CALL_LIST)) => listed.ok(),
             _ = cancel.cancelled() => return JobCall::Cancelled,
         };
         if let Some(tools) = listed {
