@@ -41,9 +41,11 @@ fn assert_started_on_time(env: &TestEnv, id: &str, run_at: u64) {
         started >= run_at,
         "started {started} before its time {run_at}"
     );
+    // Both times are Redis's clock (fetch.lua stamps started_at): the test's own load
+    // does not enter; an idle worker polls every 100 ms.
     assert!(
-        started - run_at <= 1500,
-        "started {} ms after its time (the bound is 1 s, +500 ms slack)",
+        started - run_at <= 1000,
+        "started {} ms after its time (the bound is 1 s)",
         started - run_at
     );
 }
