@@ -61,15 +61,19 @@ for i = 6, #ARGV, 10 do
   end
 end
 local cap = tonumber(ARGV[5])
+-- Whether queue `q` has no job waiting in any of its lists.
+local function no_job_waits(q)
+  for _, prio in ipairs({'high', 'normal', 'low'}) do
+    if redis.call('EXISTS', ready_key(prio, q)) == 1 then return false end
+  end
+  return true
+end
 local idle_queues = {}
 if fresh > 0 and redis.call('SCARD', queues) + fresh > cap then
   local paused = key_type(P .. ':paused') == 'set'
   for _, q in ipairs(redis.call('SRANDMEMBER', queues, cap + 100)) do
-    local empty = not (paused and redis.call('SISMEMBER', P .. ':paused', q) == 1)
-    for _, prio in ipairs({'high', 'normal', 'low'}) do
-      if empty and redis.call('EXISTS', ready_key(prio, q)) == 1 then empty = false end
-    end
-    if empty then table.insert(idle_queues, q) end
+    local is_paused = paused and redis.call('SISMEMBER', P .. ':paused', q) == 1
+    if not is_paused and no_job_waits(q) then table.insert(idle_queues, q) end
   end
   if redis.call('SCARD', queues) - #idle_queues + fresh > cap then
     return redis.error_reply('too many queues: this namespace has ' .. cap ..
@@ -128,10 +132,6 @@ end
 redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - tonumber(ARGV[4]) * 1000)
 -- Names idle before this call that got no job in it are dropped.
 for _, q in ipairs(idle_queues) do
-  local empty = true
-  for _, prio in ipairs({'high', 'normal', 'low'}) do
-    if redis.call('EXISTS', ready_key(prio, q)) == 1 then empty = false end
-  end
-  if empty then redis.call('SREM', queues, q) end
+  if no_job_waits(q) then redis.call('SREM', queues, q) end
 end
 return out
