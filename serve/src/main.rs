@@ -160,20 +160,19 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
         tokens.check_listen(listen).map_err(config_error)?;
         tokens
     };
-    let url = config.redis_connect_url().map_err(config_error)?;
-    let conn = queue::connect(&url)
+    let target = config.redis_target().map_err(config_error)?;
+    let conn = queue::connect_to(&target)
         .await
         .map_err(|e| Failure(3, e.into()))?;
-    let client = redis::Client::open(url.as_str()).map_err(|e| Failure(3, e.into()))?;
     // Big result reads get a connection of their own (see result_reads).
-    let results_conn = queue::connect(&url)
+    let results_conn = queue::connect_to(&target)
         .await
         .map_err(|e| Failure(3, e.into()))?;
     let keys = Keys::new(config.namespace.clone());
     let results = Arc::new(result_reads::ResultReads::new(results_conn, keys.clone()));
     let producer = Producer::new(conn, keys.clone(), config.queue.clone());
-    let events = mcp::events::McpEvents::start(client.clone(), &keys);
-    let endings = Endings::start(client, keys, producer.store().clone());
+    let events = mcp::events::McpEvents::start(target.clone(), &keys);
+    let endings = Endings::start(target, keys, producer.store().clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let servers = Arc::new(config.server_names().map(str::to_string).collect());
     let state = state::AppState {
@@ -341,7 +340,7 @@ fn start_worker(
 ) -> Result<WorkerHandle, Failure> {
     let config = state.config.clone();
     // A missing redis_password_env variable is a config error at start-up.
-    config.redis_connect_url().map_err(config_error)?;
+    config.redis_target().map_err(config_error)?;
     let (redactor, metrics) = mcpq_worker::instrument(&config, log_guard);
     let shutdown = mcpq_worker::signals::Shutdown::Flag(state.shutdown.clone());
     let name = mcpq_worker::default_name();

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use std::time::Duration;
 
 use mcpq_core::queue::{Keys, QueueError, RawRecord, ResultStore};
-use redis::aio::ConnectionManager;
+use mcpq_shared::queue::Conn;
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
@@ -33,7 +33,7 @@ pub struct ResultReads {
 
 impl ResultReads {
     /// A reader over its own connection `conn`, for `keys`' namespace.
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: Conn, keys: Keys) -> Self {
         ResultReads {
             store: ResultStore::new(conn, keys),
             permits: Semaphore::new(MAX_READS),

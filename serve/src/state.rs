@@ -33,7 +33,7 @@ pub struct AppState {
 
 impl AppState {
     /// A connection to Redis (a clone of the shared multiplexed one).
-    pub fn conn(&self) -> redis::aio::ConnectionManager {
+    pub fn conn(&self) -> mcpq_shared::queue::Conn {
         self.producer.connection().clone()
     }
 }

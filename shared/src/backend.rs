@@ -34,7 +34,7 @@ use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::task::Task;
 use apalis_core::worker::context::WorkerContext;
-use redis::aio::ConnectionManager;
+use mcpq_core::queue::Conn;
 use tower_layer::Identity;
 
 use crate::backoff::Backoff;
@@ -57,7 +57,7 @@ type FetchFuture = Pin<Box<dyn Future<Output = Result<Batch, QueueError>> + Send
 
 /// The backend of one worker process.
 pub struct RedisQueue {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     settings: QueueSettings,
     worker: String,
@@ -102,7 +102,7 @@ impl Clone for RedisQueue {
 impl RedisQueue {
     /// A backend leasing jobs of `keys`' namespace to `worker` (its unique name).
     pub fn new(
-        conn: ConnectionManager,
+        conn: Conn,
         keys: Keys,
         settings: QueueSettings,
         worker: String,

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use mcpq_core::queue::Conn;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +88,7 @@ pub struct Limiter {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     /// Makes holders unique across workers: the worker's name, and a random number per
     /// limiter (a restarted worker with a fixed `--name` in a container where it is
@@ -144,12 +144,7 @@ impl Drop for Permit {
 impl Limiter {
     /// A limiter on `conn` for the namespace of `keys`, for worker `worker`, counting
     /// waits in `metrics` (`mcpq_limit_wait_seconds`) if given.
-    pub fn new(
-        conn: ConnectionManager,
-        keys: Keys,
-        worker: &str,
-        metrics: Option<Metrics>,
-    ) -> Self {
+    pub fn new(conn: Conn, keys: Keys, worker: &str, metrics: Option<Metrics>) -> Self {
         Limiter {
             inner: Arc::new(Inner {
                 conn,

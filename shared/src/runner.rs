@@ -32,7 +32,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use mcpq_core::queue::Conn;
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -68,7 +68,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 pub struct Runner {
     config: Arc<Config>,
     pool: McpPool,
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     jobs: InFlight,
     redactor: Arc<Redactor>,
@@ -135,7 +135,7 @@ impl Runner {
     pub fn new(
         config: Arc<Config>,
         pool: McpPool,
-        conn: ConnectionManager,
+        conn: Conn,
         keys: Keys,
         jobs: InFlight,
         templates: TemplateSandbox,

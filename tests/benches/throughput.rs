@@ -39,7 +39,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 async fn wait_done(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut (impl redis::aio::ConnectionLike + Send + Sync),
     done_key: &str,
     n: usize,
     limit: Duration,
@@ -64,7 +64,10 @@ async fn noop(_job: u32) -> Result<(), BoxDynError> {
 
 async fn anchor(n: usize, concurrency: usize) -> Duration {
     let env = TestEnv::new("bench-anchor", "");
-    let conn = queue::connect(&mcpq_tests::redis_url())
+    // apalis-redis takes a plain ConnectionManager (one node).
+    let conn = redis::Client::open(mcpq_tests::redis_url())
+        .expect("redis url")
+        .get_connection_manager()
         .await
         .expect("redis");
     let config = apalis_redis::Config::default().queue(format!("{{{}}}:apalis", env.namespace));
@@ -98,7 +101,7 @@ async fn anchor(n: usize, concurrency: usize) -> Duration {
 
 #[derive(Clone)]
 struct NoopCtx {
-    conn: redis::aio::ConnectionManager,
+    conn: mcpq_shared::queue::Conn,
     keys: Keys,
     settings: QueueSettings,
     done: Arc<AtomicUsize>,
@@ -195,7 +198,7 @@ async fn mcpq_noop(n: usize, concurrency: usize) -> Duration {
 }
 
 /// Waits until every job in `ids` has finished (checked in order, 100 per round trip).
-async fn wait_all(store: &ResultStore, conn: &redis::aio::ConnectionManager, ids: &[String]) {
+async fn wait_all(store: &ResultStore, conn: &mcpq_shared::queue::Conn, ids: &[String]) {
     let start = Instant::now();
     let mut conn = conn.clone();
     let mut next = 0;

@@ -490,7 +490,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A connection to the tests' Redis through the library.
-pub async fn connect() -> redis::aio::ConnectionManager {
+pub async fn connect() -> mcpq_shared::queue::Conn {
     mcpq_shared::queue::connect(&redis_url())
         .await
         .expect("redis")

@@ -42,11 +42,11 @@ use mcpq_shared::email::{attachment_dir, EmailSettings};
 use mcpq_shared::limiter::Limiter;
 use mcpq_shared::mcp::{health_policy, McpPool};
 use mcpq_shared::metrics::Metrics;
+use mcpq_shared::queue::Conn;
 use mcpq_shared::queue::{lease, rescue, schedules, workers, InFlight, Keys, Producer, StopReason};
 use mcpq_shared::supervisor::{max_stop_time, Supervisor};
 use mcpq_shared::webhook::Dispatcher;
 use mcpq_shared::Config;
-use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
 
 use crate::metrics_server;
@@ -61,7 +61,7 @@ pub struct Launcher {
     templates: TemplateSandbox,
     jobs: InFlight,
     /// Where the heartbeat is removed from at the end, and whose.
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     worker: String,
     /// The loops, in start order (the order they are stopped in).
@@ -72,17 +72,16 @@ pub struct Launcher {
 
 impl Launcher {
     /// Starts the background loops (see the module doc for the list and order).
-    /// `conn` is connected to `redis_url` already; the cancel listener opens its own
+    /// `conn` is connected to `target` already; the cancel listener opens its own
     /// pub/sub connection to it. Everything counts in `metrics`.
     pub fn start(
         config: Arc<Config>,
-        redis_url: &str,
-        conn: ConnectionManager,
+        target: &mcpq_shared::queue::RedisTarget,
+        conn: Conn,
         keys: Keys,
         worker: &str,
         metrics: Metrics,
     ) -> anyhow::Result<Launcher> {
-        let client = redis::Client::open(redis_url).context("redis_url")?;
         let supervisor = Supervisor::with_metrics(health_policy(&config.defaults), metrics.clone());
         let limiter = Limiter::new(conn.clone(), keys.clone(), worker, Some(metrics.clone()));
         let pool = McpPool::new(&config, supervisor.clone()).with_limiter(limiter);
@@ -118,7 +117,7 @@ impl Launcher {
                 jobs.clone(),
             )),
             tokio::spawn(lease::listen_for_cancels(
-                client,
+                target.clone(),
                 keys.clone(),
                 jobs.clone(),
             )),

@@ -73,8 +73,8 @@ pub async fn run(
     shutdown: signals::Shutdown,
 ) -> anyhow::Result<ExitCode> {
     let signals = shutdown;
-    let redis_url = config.redis_connect_url().context("redis_password_env")?;
-    let conn = match queue::connect(&redis_url).await {
+    let target = config.redis_target().context("redis_url")?;
+    let conn = match queue::connect_to(&target).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mcpq-worker: {e}");
@@ -84,7 +84,7 @@ pub async fn run(
     let keys = Keys::new(config.namespace.clone());
     let mut launcher = Launcher::start(
         config.clone(),
-        &redis_url,
+        &target,
         conn.clone(),
         keys.clone(),
         &name,
@@ -155,7 +155,7 @@ pub async fn run(
 /// mcpq's Redis backend; `jobs` holds what it fetched (for leases and cancels).
 fn monitor(
     config: &Config,
-    conn: redis::aio::ConnectionManager,
+    conn: mcpq_shared::queue::Conn,
     keys: Keys,
     name: String,
     served: Served,

@@ -196,7 +196,7 @@ fn load_config(args: &Args) -> Result<Config, String> {
         .and_then(|c| c.with_overrides(args.redis_url.clone(), args.namespace.clone()))
         .map_err(|e| e.to_string())?;
     // A missing redis_password_env variable is a config error at start-up.
-    config.redis_connect_url().map_err(|e| e.to_string())?;
+    config.redis_target().map_err(|e| e.to_string())?;
     if let Some(addr) = args.metrics_listen {
         config.worker.metrics_listen = Some(addr);
     }

@@ -23,10 +23,10 @@ use mcpq_shared::metrics::Metrics;
 use mcpq_shared::queue::results::now_ms;
 use mcpq_shared::queue::servers::{self, ServerReport, ToolInfo};
 use mcpq_shared::queue::workers::{self, Heartbeat, WorkerInfo};
+use mcpq_shared::queue::Conn;
 use mcpq_shared::queue::{stats, tool_catalog, InFlight, Keys};
 use mcpq_shared::supervisor::Supervisor;
 use mcpq_shared::Config;
-use redis::aio::ConnectionManager;
 
 /// How often the worker publishes what it knows about its servers (`mcpq servers`) and
 /// beats (the heartbeat's interval, which `queue::workers::DEAD_AFTER` counts on).
@@ -103,7 +103,7 @@ impl Reporter {
     /// (`[serve.mcp] expose`) to the catalog (`queue::tool_catalog`), starting a pooled
     /// session of it when none is warm (unless the server is in backoff). A listing
     /// that changed is announced to the fronts.
-    pub async fn publish_catalog(&self, conn: &ConnectionManager, keys: &Keys) {
+    pub async fn publish_catalog(&self, conn: &Conn, keys: &Keys) {
         for (name, server) in &self.config.servers {
             if !self.config.serve.mcp.exposes_server(name) || !server.pool {
                 continue;
@@ -156,14 +156,14 @@ impl Reporter {
 
     /// Publishes a [`Reporter::snapshot`] and beats every [`REPORT_INTERVAL`] (and
     /// refreshes the queue gauges when metrics are served), until aborted.
-    pub async fn run(self, conn: ConnectionManager, keys: Keys) {
+    pub async fn run(self, conn: Conn, keys: Keys) {
         // Side by side in this task (aborting it stops both): listing a slow server
         // for the catalog never delays a heartbeat.
         tokio::join!(self.beat(&conn, &keys), self.catalog(&conn, &keys));
     }
 
     /// Publishes the tool catalog every [`REPORT_INTERVAL`], for ever.
-    async fn catalog(&self, conn: &ConnectionManager, keys: &Keys) {
+    async fn catalog(&self, conn: &Conn, keys: &Keys) {
         loop {
             self.publish_catalog(conn, keys).await;
             tokio::time::sleep(REPORT_INTERVAL).await;
@@ -171,7 +171,7 @@ impl Reporter {
     }
 
     /// Reports, heartbeats and queue gauges every [`REPORT_INTERVAL`], for ever.
-    async fn beat(&self, conn: &ConnectionManager, keys: &Keys) {
+    async fn beat(&self, conn: &Conn, keys: &Keys) {
         let (conn, keys) = (conn.clone(), keys.clone());
         let mut heartbeat = Heartbeat::default();
         loop {

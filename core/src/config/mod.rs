@@ -57,6 +57,7 @@ pub mod llm;
 pub mod mcp_json;
 pub mod queue;
 pub mod rate;
+pub mod redis_target;
 pub mod redis_url;
 pub mod schedules;
 pub mod serve;
@@ -192,6 +193,9 @@ pub struct Config {
     /// Completion webhooks: secrets, retries, named endpoints (`[webhooks]`).
     #[serde(default)]
     pub webhooks: webhooks::WebhookSettings,
+    /// TLS, Sentinel, Cluster, partitions and replica waits (`[redis]`).
+    #[serde(default)]
+    pub redis: redis_target::RedisSettings,
     /// The MCP servers jobs may use, by name.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
@@ -514,6 +518,7 @@ impl Default for Config {
             smtp: None,
             llm: None,
             webhooks: webhooks::WebhookSettings::default(),
+            redis: redis_target::RedisSettings::default(),
             servers: BTreeMap::new(),
             schedules: BTreeMap::new(),
             disabled_servers: Vec::new(),
@@ -602,10 +607,16 @@ impl Config {
         redis_url::with_password(&self.redis_url, &password).ok_or_else(|| ConfigError::Invalid {
             key: "redis_url".to_string(),
             message: format!(
-                "{} is not a redis:// or rediss:// URL",
+                "{} is not a redis:// URL (or rediss://, redis+sentinel://, redis+cluster://)",
                 redis_url::redacted(&self.redis_url)
             ),
         })
+    }
+
+    /// Where and how to connect: [`Config::redis_connect_url`] with `[redis]`; the
+    /// error names the key at fault.
+    pub fn redis_target(&self) -> Result<redis_target::RedisTarget, ConfigError> {
+        redis_target::RedisTarget::new(&self.redis_connect_url()?, &self.redis)
     }
 
     /// Applies overrides from the command line or the environment.
@@ -685,13 +696,15 @@ impl Config {
             || self
                 .namespace
                 .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || "{}[]*?\\".contains(c))
+                .any(|c| c.is_whitespace() || c.is_control() || "{}[]*?\\~".contains(c))
         {
+            // `~` separates a namespace from its partition number (`{ns~3}`).
             return Err(invalid(
                 "namespace",
-                "must be non-empty, without spaces or any of {}[]*?\\",
+                "must be non-empty, without spaces or any of {}[]*?\\~",
             ));
         }
+        redis_target::RedisTarget::new(&self.redis_url, &self.redis)?;
         if !(1..=1024).contains(&self.worker.concurrency) {
             return Err(invalid("worker.concurrency", "must be between 1 and 1024"));
         }

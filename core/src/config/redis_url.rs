@@ -18,7 +18,15 @@ pub fn redacted(url: &str) -> String {
 /// kept, a password replaced); `None` if `url` is not `redis://` or `rediss://`.
 pub fn with_password(url: &str, password: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
-    if !matches!(scheme, "redis" | "rediss") {
+    if !matches!(
+        scheme,
+        "redis"
+            | "rediss"
+            | "redis+sentinel"
+            | "rediss+sentinel"
+            | "redis+cluster"
+            | "rediss+cluster"
+    ) {
         return None;
     }
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());

@@ -16,7 +16,7 @@
 //!   ([`BatchCreated::KeyUsedForOtherInput`]): the fingerprint of the input decides.
 //! - Reading a batch's results streams its list in pages of [`PAGE`].
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde::Serialize;
 
 use super::enqueue::{Producer, Submitted};
@@ -136,6 +136,7 @@ impl Producer {
         let retention = settings.result_ttl.max(settings.dead_ttl);
         let mut invocation = scripts::BATCH_CREATE.prepare_invoke();
         invocation
+            .key(self.keys().prefix())
             .arg(self.keys().prefix())
             .arg(spec.id.to_string())
             .arg(spec.total)
@@ -237,9 +238,10 @@ impl Producer {
 /// Closes batch `id` whose submit was cut short: the jobs never enqueued count as
 /// cancelled, so that it can finish (`mcpq batch cancel` does this after cancelling the
 /// fan-in job and the enqueued jobs). Returns how many were missing.
-pub async fn seal(conn: &mut ConnectionManager, keys: &Keys, id: &str) -> Result<u64, QueueError> {
+pub async fn seal(conn: &mut Conn, keys: &Keys, id: &str) -> Result<u64, QueueError> {
     Ok(scripts::BATCH_SEAL
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(id)
         .invoke_async(conn)
@@ -252,7 +254,7 @@ fn number(v: &Option<String>) -> u64 {
 
 /// The status of batch `id`, `None` if there is no such batch (or it expired).
 pub async fn status(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     id: &str,
 ) -> Result<Option<BatchStatus>, QueueError> {
@@ -296,7 +298,7 @@ pub async fn status(
 /// The newest batches, at most `limit`; ids whose batch expired are dropped from the
 /// index as they are met.
 pub async fn list(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     limit: usize,
 ) -> Result<Vec<BatchStatus>, QueueError> {
@@ -333,7 +335,7 @@ pub async fn list(
 
 /// Up to `count` job ids of batch `id` from position `start` (input order).
 pub async fn member_ids(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     id: &str,
     start: usize,
@@ -353,7 +355,7 @@ pub async fn member_ids(
 /// The ids in `ids` whose record says it belongs to batch `batch` (one pipelined round
 /// trip): a list someone else wrote into names no other job.
 pub async fn belonging(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     batch: &str,
     ids: &[String],
@@ -374,7 +376,7 @@ pub async fn belonging(
 /// The status, line, result or error of each job in `ids` (one pipelined round trip).
 /// A result or error that is not JSON is kept as a JSON string.
 pub async fn member_results(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     ids: &[String],
 ) -> Result<Vec<MemberResult>, QueueError> {

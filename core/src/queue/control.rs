@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde::Serialize;
 
 use super::results::{read_record, Read};
@@ -27,13 +27,14 @@ pub enum Cancelled {
 
 /// Cancels job `id` (see [`Cancelled`]).
 pub async fn cancel(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     settings: &QueueSettings,
     id: &str,
 ) -> Result<Cancelled, QueueError> {
     let before: String = scripts::CANCEL
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(id)
         .arg(QueueSettings::secs(settings.result_ttl))
@@ -71,7 +72,7 @@ pub struct DeadJob {
 
 /// The dead-letter set, newest first: up to `limit` entries and the total count.
 pub async fn dead_list(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     limit: usize,
 ) -> Result<(Vec<DeadJob>, u64), QueueError> {
@@ -161,7 +162,7 @@ pub async fn dead_list(
 
 /// The full record of a dead job (with its payload), or `None`.
 pub async fn dead_show(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     id: &str,
 ) -> Result<Option<JobRecord>, QueueError> {
@@ -180,13 +181,10 @@ pub enum Requeued {
 }
 
 /// Puts dead job `id` back in its queue.
-pub async fn requeue(
-    conn: &mut ConnectionManager,
-    keys: &Keys,
-    id: &str,
-) -> Result<Requeued, QueueError> {
+pub async fn requeue(conn: &mut Conn, keys: &Keys, id: &str) -> Result<Requeued, QueueError> {
     let done: i8 = scripts::REQUEUE
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(id)
         .invoke_async(conn)
@@ -203,7 +201,7 @@ pub async fn requeue(
 /// removes them. A job requeued here that dies again while this runs is not requeued
 /// twice: only entries that died up to the start (Redis's clock) are taken, so the loop
 /// ends however fast the workers fail them.
-pub async fn requeue_all(conn: &mut ConnectionManager, keys: &Keys) -> Result<u64, QueueError> {
+pub async fn requeue_all(conn: &mut Conn, keys: &Keys) -> Result<u64, QueueError> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
     let until = secs * 1000 + micros / 1000;
     let mut total = 0;
@@ -246,11 +244,7 @@ pub async fn requeue_all(conn: &mut ConnectionManager, keys: &Keys) -> Result<u6
 }
 
 /// Deletes dead jobs that died more than `age` ago; returns how many.
-pub async fn purge_dead(
-    conn: &mut ConnectionManager,
-    keys: &Keys,
-    age: Duration,
-) -> Result<u64, QueueError> {
+pub async fn purge_dead(conn: &mut Conn, keys: &Keys, age: Duration) -> Result<u64, QueueError> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
     let now = secs * 1000 + micros / 1000;
     let cutoff = now.saturating_sub(age.as_millis() as u64);

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 
 use super::{scripts, JobRecord, Keys, QueueError, QueueSettings, ResultStore};
 use crate::backoff::Backoff;
@@ -27,7 +27,7 @@ pub const BATCH: usize = 500;
 /// Pushes jobs for one namespace.
 #[derive(Clone)]
 pub struct Producer {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     settings: QueueSettings,
     store: ResultStore,
@@ -48,7 +48,7 @@ pub struct Submitted {
 
 impl Producer {
     /// A producer over `conn` for `keys`' namespace.
-    pub fn new(conn: ConnectionManager, keys: Keys, settings: QueueSettings) -> Self {
+    pub fn new(conn: Conn, keys: Keys, settings: QueueSettings) -> Self {
         Producer {
             store: ResultStore::new(conn.clone(), keys.clone()),
             conn,
@@ -63,7 +63,7 @@ impl Producer {
     }
 
     /// The connection (for the other queue operations of the CLI).
-    pub fn connection(&self) -> &ConnectionManager {
+    pub fn connection(&self) -> &Conn {
         &self.conn
     }
 
@@ -130,6 +130,7 @@ impl Producer {
         let mut invocation = scripts::ENQUEUE.prepare_invoke();
         let retention = self.settings.result_ttl.max(self.settings.dead_ttl);
         invocation
+            .key(self.keys.prefix())
             .arg(self.keys.prefix())
             .arg(ttl)
             .arg(batch.unwrap_or(""))

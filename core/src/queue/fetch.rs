@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 
 use super::{scripts, Keys, QueueError, QueueSettings};
 use crate::config::served::Served;
@@ -50,7 +50,7 @@ pub struct Batch {
 /// Leases the next job to `worker` for `settings.lease`, or `None` if none is ready.
 /// The priority looked at first is drawn by weight (see [`fetch_batch`]).
 pub async fn fetch(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     worker: &str,
     settings: &QueueSettings,
@@ -61,7 +61,7 @@ pub async fn fetch(
 
 /// [`fetch`] with the draw given (see [`fetch_batch`]).
 pub async fn fetch_picked(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     worker: &str,
     settings: &QueueSettings,
@@ -91,7 +91,7 @@ pub async fn fetch_picked(
 /// `alone`: the worker runs no job now, so it may take a suspect (then that one only).
 #[allow(clippy::too_many_arguments)]
 pub async fn fetch_batch(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     worker: &str,
     settings: &QueueSettings,
@@ -107,6 +107,7 @@ pub async fn fetch_batch(
     type Leased = (String, u32, Vec<u8>, Vec<u8>, Vec<u8>, u8);
     let mut invocation = scripts::FETCH.prepare_invoke();
     invocation
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(worker)
         .arg(millis(settings.lease))

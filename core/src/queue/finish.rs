@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde_json::Value;
 
 use super::fetch::millis;
@@ -66,7 +66,7 @@ pub enum Finished {
 
 /// Stores `outcome` of `attempt` of job `id`, if that attempt still holds it.
 pub async fn finish(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     settings: &QueueSettings,
     id: &str,
@@ -76,6 +76,7 @@ pub async fn finish(
     let (kind, body, delay) = outcome.parts();
     let answer: String = scripts::FINISH
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(id)
         .arg(attempt)

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use tokio_util::sync::CancellationToken;
 
 use super::fetch::millis;
@@ -184,19 +184,17 @@ impl InFlight {
 }
 
 /// Renews the leases of `jobs` every `lease / 3`, for ever (abort the task to stop).
-pub async fn renew_leases(
-    mut conn: ConnectionManager,
-    keys: Keys,
-    settings: QueueSettings,
-    jobs: InFlight,
-) {
+pub async fn renew_leases(mut conn: Conn, keys: Keys, settings: QueueSettings, jobs: InFlight) {
     let period = settings.lease / 3;
     loop {
         tokio::time::sleep(period).await;
         let held = jobs.snapshot();
         for chunk in held.chunks(500) {
             let mut invocation = scripts::RENEW.prepare_invoke();
-            invocation.arg(keys.prefix()).arg(millis(settings.lease));
+            invocation
+                .key(keys.prefix())
+                .arg(keys.prefix())
+                .arg(millis(settings.lease));
             for (id, attempt) in chunk {
                 invocation.arg(id).arg(*attempt);
             }
@@ -224,9 +222,13 @@ pub async fn renew_leases(
 
 /// Stops running jobs named on the cancel channel, for ever (abort the task to stop);
 /// reconnects on its own ([`super::subscribe::subscribe_forever`]).
-pub async fn listen_for_cancels(client: redis::Client, keys: Keys, jobs: InFlight) {
+pub async fn listen_for_cancels(
+    target: crate::config::redis_target::RedisTarget,
+    keys: Keys,
+    jobs: InFlight,
+) {
     super::subscribe::subscribe_forever(
-        client,
+        target,
         keys.cancel_channel(),
         "cancels",
         || {},

@@ -38,7 +38,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 
 use super::{scripts, Keys, QueueError};
 use crate::config::rate::Rate;
@@ -132,7 +132,7 @@ pub const LLM_ENDPOINT: &str = "llm";
 /// One try to admit the call `holder` (unique per call) to `endpoint` under `limits`;
 /// a slot, if taken, lasts `lease` unless released first.
 pub async fn try_acquire(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     keys: &Keys,
     endpoint: &str,
     limits: &Limits,
@@ -149,6 +149,7 @@ pub async fn try_acquire(
     };
     let (admitted, wait_ms, held, resets): (i64, i64, String, i64) = scripts::LIMIT_ACQUIRE
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(endpoint)
         .arg(rate_count)
@@ -182,13 +183,14 @@ pub async fn try_acquire(
 
 /// Gives back `holder`'s concurrency slot; true when it was still held.
 pub async fn release(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     keys: &Keys,
     endpoint: &str,
     holder: &str,
 ) -> Result<bool, QueueError> {
     let removed: i64 = scripts::LIMIT_RELEASE
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(endpoint)
         .arg(holder)
@@ -200,13 +202,14 @@ pub async fn release(
 /// Pauses `endpoint` for every worker for `retry_after` (cut to [`MAX_PAUSE`]); a
 /// pause already set for longer stays.
 pub async fn pause(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     keys: &Keys,
     endpoint: &str,
     retry_after: Duration,
 ) -> Result<(), QueueError> {
     let _: i64 = scripts::LIMIT_PAUSE
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(endpoint)
         .arg(ms(retry_after.min(MAX_PAUSE)))
@@ -217,7 +220,7 @@ pub async fn pause(
 
 /// Charges `used` tokens to `endpoint`'s bucket of `tokens` per period.
 pub async fn debit_tokens(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     keys: &Keys,
     endpoint: &str,
     used: u64,
@@ -227,6 +230,7 @@ pub async fn debit_tokens(
     let used = used.min(1 << 40);
     let _: i64 = scripts::LIMIT_DEBIT
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(endpoint)
         .arg(used)

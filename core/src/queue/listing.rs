@@ -5,7 +5,7 @@
 //! what it shows plus what it skips; an id whose record expired is dropped from the
 //! index as it is met.
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde::Serialize;
 
 use super::{JobStatus, Keys, QueueError};
@@ -52,7 +52,7 @@ pub struct JobFilter {
 /// Up to `limit` jobs matching `filter`, newest first, page after page (for `mcpq
 /// jobs`: it reads as much of the index as it takes to find `limit` jobs).
 pub async fn list_jobs(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     filter: &JobFilter,
     limit: usize,
@@ -152,7 +152,7 @@ fn score_arg(score: f64) -> String {
 /// Up to [`PAGE`] entries of the job index strictly after `after` (`None`: from the
 /// newest), newest first, with their scores.
 async fn index_after(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     after: Option<&(f64, String)>,
 ) -> Result<Vec<(String, f64)>, QueueError> {
@@ -214,7 +214,7 @@ async fn index_after(
 /// A page may hold fewer than `limit` jobs, none even, and still have a `next`: one
 /// call reads at most [`MAX_SCAN`] entries. Keep following `next` until it is absent.
 pub async fn list_page(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     filter: &JobFilter,
     limit: usize,

@@ -22,6 +22,7 @@
 
 pub mod batch;
 pub mod batch_input;
+pub mod conn;
 pub mod control;
 pub mod enqueue;
 pub mod fetch;
@@ -46,10 +47,7 @@ pub mod webhook_body;
 pub mod webhooks;
 pub mod workers;
 
-use std::time::Duration;
-
-use redis::aio::ConnectionManager;
-
+pub use conn::{connect_to, pubsub_client, Conn, CONNECT_TIMEOUT};
 pub use enqueue::Producer;
 pub use fetch::Delivery;
 pub use keys::Keys;
@@ -57,10 +55,8 @@ pub use lease::{InFlight, StopReason};
 pub use results::{AttemptRecord, JobFailure, JobRecord, JobStatus, RawRecord, ResultStore};
 pub use settings::QueueSettings;
 
+pub use crate::config::redis_target::RedisTarget;
 pub use crate::config::redis_url::{redacted, with_password};
-
-/// How long a first connection to Redis may take before we say it is unreachable.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Redis failure, with the URL it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -113,28 +109,13 @@ impl QueueError {
     }
 }
 
-/// Connects to Redis with a deadline, with an error that names the URL.
-pub async fn connect(url: &str) -> Result<ConnectionManager, QueueError> {
-    let unreachable = |message: String| QueueError::Unreachable {
+/// Connects to the one node (or the `redis+cluster://` / `redis+sentinel://` target)
+/// `url` names, with default `[redis]` options: for tests and tools; processes with a
+/// configuration use [`connect_to`] with [`crate::config::Config::redis_target`].
+pub async fn connect(url: &str) -> Result<Conn, QueueError> {
+    let target = RedisTarget::from_url(url).map_err(|e| QueueError::Unreachable {
         url: redacted(url),
-        message,
-    };
-    let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(Duration::from_secs(30)))
-        .set_number_of_retries(2);
-    match tokio::time::timeout(
-        CONNECT_TIMEOUT * 2,
-        client.get_connection_manager_with_config(config),
-    )
-    .await
-    {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
-        Err(_) => Err(unreachable(format!(
-            "no answer within {}s",
-            CONNECT_TIMEOUT.as_secs() * 2
-        ))),
-    }
+        message: e.to_string(),
+    })?;
+    connect_to(&target).await
 }

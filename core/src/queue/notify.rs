@@ -84,10 +84,14 @@ impl Drop for Registration {
 
 impl Endings {
     /// Subscribes (in a background task that reconnects on its own) and returns the
-    /// handle. `client` is the Redis client to subscribe with; `store` reads statuses.
-    pub fn start(client: redis::Client, keys: Keys, store: ResultStore) -> Self {
+    /// handle. `target` is the Redis to subscribe to; `store` reads statuses.
+    pub fn start(
+        target: crate::config::redis_target::RedisTarget,
+        keys: Keys,
+        store: ResultStore,
+    ) -> Self {
         let waiters: Waiters = Arc::default();
-        let task = tokio::spawn(listen(client, keys.ended_channel(), waiters.clone()));
+        let task = tokio::spawn(listen(target, keys.ended_channel(), waiters.clone()));
         Endings {
             waiters,
             store,
@@ -169,7 +173,11 @@ impl Endings {
 /// The subscription: wakes the waiters of each id heard; after every (re)subscribe it
 /// wakes every waiter, a hundred at a time (in a task of its own), so that each re-reads
 /// its job's status (an end may have been published while nobody listened).
-async fn listen(client: redis::Client, channel: String, waiters: Waiters) {
+async fn listen(
+    target: crate::config::redis_target::RedisTarget,
+    channel: String,
+    waiters: Waiters,
+) {
     let on_subscribed = {
         let waiters = waiters.clone();
         move || {
@@ -177,7 +185,7 @@ async fn listen(client: redis::Client, channel: String, waiters: Waiters) {
             tokio::spawn(async move { wake_all(&waiters).await });
         }
     };
-    super::subscribe::subscribe_forever(client, channel, "job ends", on_subscribed, |payload| {
+    super::subscribe::subscribe_forever(target, channel, "job ends", on_subscribed, |payload| {
         let id = payload.split(|b| *b == b' ').next().unwrap_or_default();
         let Ok(id) = std::str::from_utf8(id) else {
             return;

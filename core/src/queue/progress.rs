@@ -7,7 +7,7 @@
 //! forwards to a client that asked for progress. A report for a job that has no
 //! record (it expired) writes nothing. A report is at most [`MAX_REPORT_BYTES`].
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde::{Deserialize, Serialize};
 
 use super::{Keys, QueueError};
@@ -31,7 +31,7 @@ pub struct Progress {
 
 /// Stores and announces `report` for job `id` (see the module doc).
 pub async fn record(
-    conn: &ConnectionManager,
+    conn: &Conn,
     keys: &Keys,
     id: &str,
     report: &Progress,
@@ -43,6 +43,7 @@ pub async fn record(
     let mut conn = conn.clone();
     let _: i64 = super::scripts::PROGRESS
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(id)
         .arg(json)

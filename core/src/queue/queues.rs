@@ -14,7 +14,7 @@
 //! workers stop taking its jobs at their next poll (running jobs finish). The cap of
 //! [`MAX_QUEUES`] names per namespace keeps every per-queue read bounded.
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde::Serialize;
 
 use super::stats::ByPriority;
@@ -40,7 +40,7 @@ pub enum Paused {
 /// running ones finish. Also the second value: whether any job was ever submitted to
 /// it (a name nobody uses is likely a typo).
 pub async fn pause(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     queue: &str,
 ) -> Result<(Paused, bool), QueueError> {
@@ -81,11 +81,7 @@ pub async fn pause(
 }
 
 /// Resumes a paused `queue`. True when it was paused.
-pub async fn resume(
-    conn: &mut ConnectionManager,
-    keys: &Keys,
-    queue: &str,
-) -> Result<bool, QueueError> {
+pub async fn resume(conn: &mut Conn, keys: &Keys, queue: &str) -> Result<bool, QueueError> {
     let removed: u32 = redis::cmd("SREM")
         .arg(keys.paused())
         .arg(queue)
@@ -113,10 +109,11 @@ pub struct QueueInfo {
 
 /// Every queue: the default one, the named ones jobs were submitted to, and paused
 /// names; one read-only script.
-pub async fn list(conn: &mut ConnectionManager, keys: &Keys) -> Result<Vec<QueueInfo>, QueueError> {
+pub async fn list(conn: &mut Conn, keys: &Keys) -> Result<Vec<QueueInfo>, QueueError> {
     type Row = (String, u8, u64, u64, u64, i64, i64, i64, u64, u64);
     let (_now, rows): (u64, Vec<Row>) = scripts::QUEUES
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .invoke_async(conn)
         .await?;

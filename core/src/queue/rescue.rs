@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 
 use super::{scripts, Keys, QueueError, QueueSettings};
 
@@ -32,12 +32,13 @@ pub const PROMOTE_CHUNK: u32 = 500;
 /// One promote call: queues up to [`PROMOTE_CHUNK`] due entries of `{ns}:scheduled`;
 /// returns how many it took out of the set.
 pub async fn promote_once(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     settings: &QueueSettings,
 ) -> Result<u32, QueueError> {
     let taken: u32 = scripts::PROMOTE
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(QueueSettings::secs(settings.dead_ttl))
         .arg(PROMOTE_CHUNK)
@@ -48,7 +49,7 @@ pub async fn promote_once(
 
 /// Promotes chunk after chunk until a chunk comes back short; returns the total.
 pub async fn promote_due(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     settings: &QueueSettings,
 ) -> Result<u64, QueueError> {
@@ -64,12 +65,13 @@ pub async fn promote_due(
 
 /// One pass: handles up to 100 expired leases; returns (requeued, dead).
 pub async fn rescue_once(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     settings: &QueueSettings,
 ) -> Result<(u32, u32), QueueError> {
     let (requeued, dead): (u32, u32) = scripts::RESCUE
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(QueueSettings::secs(settings.dead_ttl))
         .arg(settings.max_rescues)
@@ -79,7 +81,7 @@ pub async fn rescue_once(
 }
 
 /// Rescues for ever (abort the task to stop); errors are logged and retried.
-pub async fn rescue_loop(mut conn: ConnectionManager, keys: Keys, settings: QueueSettings) {
+pub async fn rescue_loop(mut conn: Conn, keys: Keys, settings: QueueSettings) {
     loop {
         loop {
             match rescue_once(&mut conn, &keys, &settings).await {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -168,13 +168,13 @@ pub fn now_ms() -> u64 {
 /// Reads job records.
 #[derive(Clone)]
 pub struct ResultStore {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
 }
 
 impl ResultStore {
     /// A store over `conn` for `keys`' namespace.
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: Conn, keys: Keys) -> Self {
         ResultStore { conn, keys }
     }
 
@@ -289,7 +289,7 @@ const MAX_HISTORY: isize = 100;
 /// are listed in [`JobRecord::problems`], and a key of the wrong type is a
 /// [`QueueError::Corrupt`] naming it, never a failure of the command as a whole.
 pub(crate) async fn read_record(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     id: &str,
     read: Read,
@@ -303,7 +303,7 @@ pub(crate) async fn read_record(
 /// The Redis side of [`read_record`]: the fields `read` asks for and the history, as
 /// bytes.
 async fn read_raw(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     id: &str,
     read: Read,

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde::{Deserialize, Serialize};
 
 use super::{scripts, Keys, Producer, QueueError, QueueSettings};
@@ -78,7 +78,7 @@ fn judge(raw: Option<Vec<u8>>) -> LastRun {
 /// The last runs of schedules `names` (one HMGET; a key of another type reads as
 /// unreadable for each).
 pub async fn last_runs(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     names: &[&str],
 ) -> Result<HashMap<String, LastRun>, QueueError> {
@@ -110,7 +110,7 @@ pub async fn last_runs(
 
 /// Records that `name` fired `tick` as job `id`; false when a newer tick was recorded.
 pub async fn mark(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     name: &str,
     tick: i64,
@@ -118,6 +118,7 @@ pub async fn mark(
 ) -> Result<bool, QueueError> {
     let changed: u8 = scripts::SCHEDULE_MARK
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(name)
         .arg(tick)
@@ -160,7 +161,7 @@ pub const FUTURE_TICK_GRACE_MS: i64 = 60_000;
 /// [`fire_due`] for one schedule.
 async fn fire_one(
     producer: &Producer,
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::queue::Conn,
     keys: &Keys,
     schedule: &Schedule,
     last: &std::collections::HashMap<String, LastRun>,

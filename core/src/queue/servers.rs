@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +54,7 @@ pub struct ServerReport {
 
 /// Writes this worker's reports (one per server).
 pub async fn publish(
-    conn: &ConnectionManager,
+    conn: &Conn,
     keys: &Keys,
     reports: &BTreeMap<String, ServerReport>,
 ) -> Result<(), QueueError> {
@@ -82,7 +82,7 @@ pub async fn publish(
 
 /// Every server report of the namespace, by server name.
 pub async fn read_all(
-    conn: &ConnectionManager,
+    conn: &Conn,
     keys: &Keys,
 ) -> Result<BTreeMap<String, ServerReport>, QueueError> {
     let mut conn = conn.clone();

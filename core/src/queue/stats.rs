@@ -20,7 +20,7 @@
 //! - A key someone else wrote with the wrong type counts 0 and is named in
 //!   [`QueueStats::problems`].
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 
@@ -87,10 +87,11 @@ impl QueueStats {
 }
 
 /// Reads the counts of the namespace of `keys` (see the module doc).
-pub async fn read(conn: &ConnectionManager, keys: &Keys) -> Result<QueueStats, QueueError> {
+pub async fn read(conn: &Conn, keys: &Keys) -> Result<QueueStats, QueueError> {
     let mut conn = conn.clone();
     let answer: Vec<Value> = scripts::STATS
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .invoke_async(&mut conn)
         .await?;

@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use super::conn::pubsub_client;
 use crate::backoff::Backoff;
+use crate::config::redis_target::RedisTarget;
 
-/// Subscribes `client` to `channel` and hands every message's payload to `on_message`,
+/// Subscribes to `channel` on `target` (asked anew at every reconnect: after a
+/// Sentinel failover that is the new master) and hands every message's payload to `on_message`,
 /// for ever (abort the task to stop). `what` names the listener in logs.
 pub async fn subscribe_forever(
-    client: redis::Client,
+    target: RedisTarget,
     channel: String,
     what: &'static str,
     mut on_subscribed: impl FnMut(),
@@ -25,7 +28,7 @@ pub async fn subscribe_forever(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = pubsub_client(&target).await?.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -66,7 +66,7 @@ pub enum ListingError {
 /// Writes `server`'s listing; publishes its name on the change channel when the tools
 /// differ from the stored ones. Returns whether they differed.
 pub async fn publish(
-    conn: &ConnectionManager,
+    conn: &Conn,
     keys: &Keys,
     server: &str,
     listing: &Listing,
@@ -113,10 +113,7 @@ pub async fn publish(
 
 /// Every readable listing, by server. Entries that are too big or not a listing are
 /// left out (and named in the log at debug).
-pub async fn read_all(
-    conn: &ConnectionManager,
-    keys: &Keys,
-) -> Result<BTreeMap<String, Listing>, QueueError> {
+pub async fn read_all(conn: &Conn, keys: &Keys) -> Result<BTreeMap<String, Listing>, QueueError> {
     let mut conn = conn.clone();
     let raw: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
         .arg(keys.tool_catalog())
@@ -141,7 +138,7 @@ pub async fn read_all(
 /// with access to Redis could add, are never read). A missing or unreadable entry is
 /// left out.
 pub async fn read_servers(
-    conn: &ConnectionManager,
+    conn: &Conn,
     keys: &Keys,
     servers: &[&str],
 ) -> Result<BTreeMap<String, Listing>, QueueError> {

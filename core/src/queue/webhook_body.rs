@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde_json::{json, Map, Value};
 
 use super::webhooks::Claimed;
@@ -37,7 +37,7 @@ const ENVELOPE_ROOM: usize = 4096;
 
 /// Builds the body of `delivery`, at most `max_body` bytes.
 pub async fn build(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     delivery: &Claimed,
     max_body: usize,
@@ -77,7 +77,7 @@ pub async fn build(
 
 /// Strings of the hash fields asked for (lossy UTF-8); absent fields are left out.
 async fn fields(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     key: &str,
     names: &[&'static str],
 ) -> Result<HashMap<&'static str, String>, QueueError> {
@@ -105,7 +105,7 @@ fn number(map: &HashMap<&str, String>, key: &str) -> Value {
 
 /// The `job` object, and the id of its batch.
 async fn job(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     delivery: &Claimed,
     max_body: usize,
@@ -187,7 +187,7 @@ async fn job(
 }
 
 /// The `batch` object: its counts and times (`null` once its record expired).
-async fn batch(conn: &mut ConnectionManager, keys: &Keys, id: &str) -> Result<Value, QueueError> {
+async fn batch(conn: &mut Conn, keys: &Keys, id: &str) -> Result<Value, QueueError> {
     const NUMBERS: [&str; 7] = [
         "total",
         "pending",

@@ -32,7 +32,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde::Serialize;
 
 use super::{scripts, Keys, QueueError, QueueSettings};
@@ -61,7 +61,7 @@ pub struct Claimed {
 /// Takes up to `max` due deliveries for `worker` (see the module doc); `serial` names
 /// the endpoints that take one delivery at a time.
 pub async fn claim(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     max: usize,
     lease: Duration,
@@ -71,6 +71,7 @@ pub async fn claim(
 ) -> Result<Vec<Claimed>, QueueError> {
     let mut invocation = scripts::WEBHOOK_CLAIM.prepare_invoke();
     invocation
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(max)
         .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
@@ -160,7 +161,7 @@ pub const MAX_RESPONSE_TEXT: usize = 512;
 /// [`MAX_RESPONSE_TEXT`]). Returns the state the delivery is in now.
 #[allow(clippy::too_many_arguments)]
 pub async fn record(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     id: &str,
     attempt: u32,
@@ -182,6 +183,7 @@ pub async fn record(
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let state: String = scripts::WEBHOOK_DONE
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(id)
         .arg(attempt)
@@ -208,13 +210,10 @@ pub enum Retried {
 }
 
 /// Makes a failed (or gone) delivery pending again, with a fresh `max_age`.
-pub async fn retry(
-    conn: &mut ConnectionManager,
-    keys: &Keys,
-    id: &str,
-) -> Result<Retried, QueueError> {
+pub async fn retry(conn: &mut Conn, keys: &Keys, id: &str) -> Result<Retried, QueueError> {
     let state: String = scripts::WEBHOOK_RETRY
         .prepare_invoke()
+        .key(keys.prefix())
         .arg(keys.prefix())
         .arg(id)
         .invoke_async(conn)
@@ -271,7 +270,7 @@ const LIST_FIELDS: [&str; 10] = [
 /// The newest `limit` deliveries (only the failed ones with `failed_only`), and how
 /// many there are in all. Entries whose hash is gone (expired) are skipped.
 pub async fn list(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     failed_only: bool,
     limit: usize,

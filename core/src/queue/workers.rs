@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::Conn;
 use serde::{Deserialize, Serialize};
 
 use super::{scripts, Keys, QueueError};
@@ -91,7 +91,7 @@ impl Heartbeat {
     /// returns how many were pruned.
     pub async fn beat(
         &mut self,
-        conn: &ConnectionManager,
+        conn: &Conn,
         keys: &Keys,
         info: &WorkerInfo,
     ) -> Result<u64, QueueError> {
@@ -99,6 +99,7 @@ impl Heartbeat {
         let json = serde_json::to_string(info).expect("worker info is plain data");
         let (cursor, pruned): (String, u64) = scripts::HEARTBEAT
             .prepare_invoke()
+            .key(keys.prefix())
             .arg(keys.prefix())
             .arg(&info.id)
             .arg(json)
@@ -113,7 +114,7 @@ impl Heartbeat {
 }
 
 /// Removes worker `id`'s entry (it stops cleanly).
-pub async fn remove(conn: &ConnectionManager, keys: &Keys, id: &str) -> Result<(), QueueError> {
+pub async fn remove(conn: &Conn, keys: &Keys, id: &str) -> Result<(), QueueError> {
     let mut conn = conn.clone();
     let _: () = redis::cmd("HDEL")
         .arg(keys.workers())
@@ -124,13 +125,13 @@ pub async fn remove(conn: &ConnectionManager, keys: &Keys, id: &str) -> Result<(
 }
 
 /// The workers that beat within [`DEAD_AFTER`], by id.
-pub async fn live(conn: &ConnectionManager, keys: &Keys) -> Result<Vec<LiveWorker>, QueueError> {
+pub async fn live(conn: &Conn, keys: &Keys) -> Result<Vec<LiveWorker>, QueueError> {
     live_within(conn, keys, DEAD_AFTER).await
 }
 
 /// The workers that beat within `dead_after`, by id (at most [`MAX_LISTED`] read).
 pub async fn live_within(
-    conn: &ConnectionManager,
+    conn: &Conn,
     keys: &Keys,
     dead_after: Duration,
 ) -> Result<Vec<LiveWorker>, QueueError> {
@@ -171,7 +172,7 @@ pub async fn live_within(
     Ok(out)
 }
 
-async fn key_type(conn: &mut ConnectionManager, key: &str) -> Result<String, QueueError> {
+async fn key_type(conn: &mut Conn, key: &str) -> Result<String, QueueError> {
     Ok(redis::cmd("TYPE").arg(key).query_async(conn).await?)
 }
 

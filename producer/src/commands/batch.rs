@@ -339,7 +339,7 @@ async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
 /// The batch's status, or exit 2 when there is none.
 async fn read_status(
     ctx: &Ctx,
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut mcpq_core::queue::Conn,
     keys: &Keys,
     id: &str,
 ) -> anyhow::Result<BatchStatus> {

@@ -29,17 +29,17 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The URL to connect with, password from `redis_password_env` included (`config`,
-    /// exit 2, if that variable is not set).
-    pub fn redis_url(&self) -> anyhow::Result<String> {
+    /// Where to connect, password from `redis_password_env` included (`config`, exit 2,
+    /// if that variable is not set).
+    pub fn redis_target(&self) -> anyhow::Result<queue::RedisTarget> {
         self.config
-            .redis_connect_url()
+            .redis_target()
             .map_err(|e| exit::config(e.to_string()))
     }
 
     /// Connects to Redis (exit 3 with the URL if it cannot).
     pub async fn producer(&self) -> anyhow::Result<Producer> {
-        let conn = queue::connect(&self.redis_url()?)
+        let conn = queue::connect_to(&self.redis_target()?)
             .await
             .map_err(exit::queue)?;
         Ok(Producer::new(

@@ -30,7 +30,7 @@ fn target(server: &mcpq_core::config::ServerConfig) -> String {
 }
 
 async fn list(ctx: &Ctx) -> anyhow::Result<u8> {
-    let conn = queue::connect(&ctx.redis_url()?)
+    let conn = queue::connect_to(&ctx.redis_target()?)
         .await
         .map_err(exit::queue)?;
     let reports = servers::read_all(&conn, &Keys::new(ctx.config.namespace.clone()))

@@ -25,12 +25,12 @@ pub struct McpEvents {
 
 impl McpEvents {
     /// Subscribes to both channels (tasks of their own, for the process's lifetime).
-    pub fn start(client: redis::Client, keys: &Keys) -> McpEvents {
+    pub fn start(target: mcpq_shared::queue::RedisTarget, keys: &Keys) -> McpEvents {
         let (progress_tx, _) = broadcast::channel(BACKLOG);
         let (tools_tx, _) = broadcast::channel(BACKLOG);
         let tx = progress_tx.clone();
         tokio::spawn(subscribe_forever(
-            client.clone(),
+            target.clone(),
             keys.progress_channel(),
             "progress reports",
             || {},
@@ -45,7 +45,7 @@ impl McpEvents {
         ));
         let tx = tools_tx.clone();
         tokio::spawn(subscribe_forever(
-            client,
+            target,
             keys.tools_changed_channel(),
             "tool catalog changes",
             || {},

@@ -26,8 +26,8 @@ use mcpq_core::backoff::Backoff;
 use mcpq_core::config::webhooks::WebhookSettings;
 use mcpq_core::job::Callback;
 use mcpq_core::queue::webhooks::{self, Attempted, Claimed, DeliveryState};
+use mcpq_core::queue::Conn;
 use mcpq_core::queue::{webhook_body, Keys};
-use redis::aio::ConnectionManager;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -45,7 +45,7 @@ pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Sends the due deliveries of one namespace (see the module doc).
 #[derive(Clone)]
 pub struct Dispatcher {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     settings: Arc<WebhookSettings>,
     worker: String,
@@ -57,7 +57,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// A dispatcher for `worker`; fails only when the HTTP client cannot be built.
     pub fn new(
-        conn: ConnectionManager,
+        conn: Conn,
         keys: Keys,
         settings: WebhookSettings,
         worker: &str,

@@ -1,6 +1,9 @@
 -- common.lua: prepended to every script (see scripts.rs). Not a script on its own.
--- P is the namespace prefix "{ns}" (ARGV[1] of every script); NOW is Redis's clock in ms.
-local P = ARGV[1]
+-- P is the prefix of the partition the script works on, "{ns}" or "{ns~N}" (a Redis
+-- Cluster hash tag): KEYS[1] of every script, so that a cluster runs it on the node
+-- that holds the partition; every key a script touches starts with it. ARGV[1] repeats
+-- it (the ARGV numbering of the scripts predates KEYS). NOW is Redis's clock in ms.
+local P = KEYS[1]
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function job_key(id) return P .. ':job:' .. id end
