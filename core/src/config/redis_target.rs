@@ -343,7 +343,7 @@ mod tests {
 
     #[test]
     fn plain_urls_are_one_node() {
-        let t = RedisTarget::from_url("redis://127.0.0.1:6379/2").unwrap();
+        let t = RedisTarget::from_url("redis://127.0.0.1:6379/2").expect("valid");
         assert_eq!(
             t.topology,
             Topology::Node {
@@ -352,12 +352,14 @@ mod tests {
         );
         assert_eq!(t.partitions(), 1);
         assert!(!t.tls());
-        assert!(RedisTarget::from_url("rediss://h:6380").unwrap().tls());
+        assert!(RedisTarget::from_url("rediss://h:6380")
+            .expect("valid")
+            .tls());
     }
 
     #[test]
     fn cluster_urls_list_their_seeds_with_credentials() {
-        let t = RedisTarget::from_url("rediss+cluster://u:p@a:7000,b:7001").unwrap();
+        let t = RedisTarget::from_url("rediss+cluster://u:p@a:7000,b:7001").expect("valid");
         assert_eq!(
             t.topology,
             Topology::Cluster {
@@ -373,7 +375,8 @@ mod tests {
 
     #[test]
     fn sentinel_urls_name_the_master() {
-        let t = RedisTarget::from_url("redis+sentinel://:pw@s1:26379,s2:26379/mymaster/3").unwrap();
+        let t = RedisTarget::from_url("redis+sentinel://:pw@s1:26379,s2:26379/mymaster/3")
+            .expect("valid");
         assert_eq!(
             t.topology,
             Topology::Sentinel {
@@ -382,7 +385,7 @@ mod tests {
                 node_url: "redis://:pw@sentinel-master/3".into(),
             }
         );
-        let err = RedisTarget::from_url("redis+sentinel://s1:26379").unwrap_err();
+        let err = RedisTarget::from_url("redis+sentinel://s1:26379").expect_err("refused");
         assert!(err.to_string().contains("MASTER_NAME"), "{err}");
         assert!(RedisTarget::from_url("redis+sentinel://s1:1/m/x").is_err());
     }
@@ -394,7 +397,7 @@ mod tests {
             master_name: Some("m".into()),
             ..RedisSettings::default()
         };
-        let t = RedisTarget::new("redis://:pw@ignored:1/0", &settings).unwrap();
+        let t = RedisTarget::new("redis://:pw@ignored:1/0", &settings).expect("valid");
         assert!(matches!(t.topology, Topology::Sentinel { .. }));
         let settings = RedisSettings {
             sentinels: vec!["s1:26379".into()],
@@ -405,7 +408,7 @@ mod tests {
             cluster_nodes: vec!["a:7000".into()],
             ..RedisSettings::default()
         };
-        let t = RedisTarget::new("redis://:pw@h", &settings).unwrap();
+        let t = RedisTarget::new("redis://:pw@h", &settings).expect("valid");
         assert_eq!(
             t.topology,
             Topology::Cluster {
@@ -439,7 +442,7 @@ mod tests {
                 "redis.cert_file",
             ),
         ] {
-            let err = RedisTarget::new("redis://h", &settings).unwrap_err();
+            let err = RedisTarget::new("redis://h", &settings).expect_err("refused");
             assert!(err.to_string().contains(key), "{err}");
         }
         assert!(RedisTarget::from_url("http://h").is_err());
