@@ -292,7 +292,7 @@ pub async fn submit(
         });
     }
     let spec = BatchSpec {
-        id: JobId::generate(),
+        id: state.producer.fresh_batch_id(key.as_deref()),
         total: checked.valid,
         fingerprint: checked.fingerprint.hex(),
         source: format!("POST /v1/batches ({})", caller.0),

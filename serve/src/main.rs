@@ -34,7 +34,7 @@ use std::sync::Arc;
 use clap::Parser;
 use mcpq_core::logging;
 use mcpq_core::queue::notify::Endings;
-use mcpq_core::queue::{self, Keys, Producer};
+use mcpq_core::queue::{self, Producer};
 use mcpq_core::Config;
 
 /// Serves mcpq's HTTP API (submit jobs, read and wait for results, batches, dead
@@ -161,16 +161,16 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
         tokens
     };
     let target = config.redis_target().map_err(config_error)?;
-    let conn = queue::connect_to(&target)
+    let (conn, keys) = queue::open(&target, &config.namespace)
         .await
         .map_err(|e| Failure(3, e.into()))?;
     // Big result reads get a connection of their own (see result_reads).
     let results_conn = queue::connect_to(&target)
         .await
         .map_err(|e| Failure(3, e.into()))?;
-    let keys = Keys::new(config.namespace.clone());
     let results = Arc::new(result_reads::ResultReads::new(results_conn, keys.clone()));
-    let producer = Producer::new(conn, keys.clone(), config.queue.clone());
+    let producer = Producer::new(conn, keys.clone(), config.queue.clone())
+        .with_durability(target.settings.wait_replicas, target.settings.wait_timeout);
     let events = mcp::events::McpEvents::start(target.clone(), &keys);
     let endings = Endings::start(target, keys, producer.store().clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

@@ -25,6 +25,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ use tower_layer::Identity;
 use crate::backoff::Backoff;
 
 use crate::config::served::Served;
-use crate::queue::fetch::{fetch_batch, Batch, Delivery};
+use crate::queue::fetch::{fetch_any, Batch, Delivery, Rotation};
 use crate::queue::finish::{finish, Outcome};
 use crate::queue::lease::InFlight;
 use crate::queue::{Keys, QueueError, QueueSettings};
@@ -66,6 +67,8 @@ pub struct RedisQueue {
     concurrency: usize,
     /// The named queues fetched from, with their weights.
     queues: Served,
+    /// The turn over the namespace's partitions (shared by clones).
+    rotation: Arc<Rotation>,
     buffer: VecDeque<Delivery>,
     fetching: Option<FetchFuture>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -117,6 +120,7 @@ impl RedisQueue {
             jobs: InFlight::default(),
             concurrency: 1,
             queues: Served::default(),
+            rotation: Arc::new(Rotation::default()),
             buffer: VecDeque::new(),
             fetching: None,
             sleep: None,
@@ -141,13 +145,14 @@ impl RedisQueue {
     }
 
     fn start_fetch(&mut self) -> FetchFuture {
-        let (mut conn, keys, settings, worker, jobs, queues) = (
+        let (mut conn, keys, settings, worker, jobs, queues, rotation) = (
             self.conn.clone(),
             self.keys.clone(),
             self.settings.clone(),
             self.worker.clone(),
             self.jobs.clone(),
             self.queues.clone(),
+            self.rotation.clone(),
         );
         // apalis polls only with a slot free: at least one.
         let free = self
@@ -157,8 +162,8 @@ impl RedisQueue {
         let pick = fastrand::u32(0..settings.weights.total());
         let alone = jobs.is_empty();
         Box::pin(async move {
-            let batch = fetch_batch(
-                &mut conn, &keys, &worker, &settings, &queues, pick, free, alone,
+            let batch = fetch_any(
+                &mut conn, &keys, &rotation, &worker, &settings, &queues, pick, free, alone,
             )
             .await?;
             for d in &batch.deliveries {
@@ -262,8 +267,9 @@ impl Backend for RedisQueue {
                 }
                 for d in held {
                     let release = Outcome::Release;
+                    let home = keys.for_job(&d.id);
                     let released =
-                        finish(&mut conn, &keys, &settings, &d.id, d.attempt, &release).await;
+                        finish(&mut conn, &home, &settings, &d.id, d.attempt, &release).await;
                     jobs.forget(&d.id, d.attempt);
                     tracing::debug!(job = %d.id, ?released, "released a job fetched ahead, at shutdown");
                 }

@@ -226,6 +226,30 @@ impl Runner {
         stored
     }
 
+    /// With `[redis] wait_replicas`, waits until that many replicas have the outcome
+    /// just stored (`WAIT`, at most `wait_timeout`); fewer is logged: the outcome is on
+    /// the master, and a failover now could lose it (the job would then run again).
+    async fn wait_for_replicas(&self, conn: &mut crate::queue::Conn, id: &str) {
+        let redis = &self.config.redis;
+        if redis.wait_replicas == 0 {
+            return;
+        }
+        let home = self.keys.for_job(id);
+        match conn
+            .wait_replicas(home.prefix(), redis.wait_replicas, redis.wait_timeout)
+            .await
+        {
+            Ok(acked) if acked >= redis.wait_replicas => {}
+            Ok(acked) => tracing::warn!(
+                job = %id,
+                acked,
+                wanted = redis.wait_replicas,
+                "the outcome is stored on the master but fewer replicas than [redis] wait_replicas confirmed it in time"
+            ),
+            Err(e) => tracing::warn!(job = %id, "could not wait for replicas: {e}"),
+        }
+    }
+
     /// Writes `outcome`, retrying Redis failures for at most one lease.
     async fn store(&self, delivery: &Delivery, outcome: &Outcome) -> RunOutcome {
         let settings = &self.config.queue;
@@ -243,7 +267,10 @@ impl Runner {
             )
             .await
             {
-                Ok(Finished::Stored) => return RunOutcome::Stored(outcome.clone()),
+                Ok(Finished::Stored) => {
+                    self.wait_for_replicas(&mut conn, &delivery.id).await;
+                    return RunOutcome::Stored(outcome.clone());
+                }
                 Ok(Finished::Stale { status, attempt }) => {
                     tracing::warn!(
                         job = %delivery.id,

@@ -129,7 +129,8 @@ impl Launcher {
             tokio::spawn(sweep_attachments(config.email.clone())),
             tokio::spawn(dispatcher.run()),
             tokio::spawn(schedules::schedule_loop(
-                Producer::new(conn.clone(), keys.clone(), config.queue.clone()),
+                Producer::new(conn.clone(), keys.clone(), config.queue.clone())
+                    .with_durability(config.redis.wait_replicas, config.redis.wait_timeout),
                 config.resolved_schedules(),
             )),
         ];

@@ -74,14 +74,13 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let signals = shutdown;
     let target = config.redis_target().context("redis_url")?;
-    let conn = match queue::connect_to(&target).await {
+    let (conn, keys) = match queue::open(&target, &config.namespace).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mcpq-worker: {e}");
             return Ok(ExitCode::from(3));
         }
     };
-    let keys = Keys::new(config.namespace.clone());
     let mut launcher = Launcher::start(
         config.clone(),
         &target,

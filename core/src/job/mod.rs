@@ -510,6 +510,11 @@ impl Default for JobOptions {
 pub struct Job {
     /// Unique id.
     pub id: JobId,
+    /// True when `id` came from outside (the job's JSON, a batch's derivation): the
+    /// queue keeps it. A fresh id (false) is the producer's to re-draw, so that the job
+    /// lands in the partition its idempotency key or the round-robin picks
+    /// (`queue::partition`).
+    pub id_fixed: bool,
     /// What to do.
     pub payload: JobPayload,
     /// How to run it.
@@ -546,6 +551,7 @@ impl Job {
     pub fn agent(steps: Vec<PlanStep>, options: JobOptions) -> Self {
         Job {
             id: JobId::generate(),
+            id_fixed: false,
             payload: JobPayload::Agent(AgentJob {
                 steps,
                 input: Map::new(),
@@ -561,6 +567,7 @@ impl Job {
     pub fn email(email: EmailJob, options: JobOptions) -> Self {
         Job {
             id: JobId::generate(),
+            id_fixed: false,
             payload: JobPayload::Email(Box::new(email)),
             options,
         }
@@ -576,12 +583,18 @@ impl Job {
 
     /// Reads and validates an envelope. A missing `id` gets a fresh one.
     pub fn from_json(text: &[u8]) -> Result<Job, JobError> {
-        Self::from_json_or_id(text, JobId::generate())
+        Self::from_json_with(text, None)
     }
 
     /// Like [`Job::from_json`], with `id` for a job whose JSON names none (a batch's
     /// jobs get ids derived from the batch's, so that a re-run finds them again).
     pub fn from_json_or_id(text: &[u8], id: JobId) -> Result<Job, JobError> {
+        let mut job = Self::from_json_with(text, Some(id))?;
+        job.id_fixed = true;
+        Ok(job)
+    }
+
+    fn from_json_with(text: &[u8], id: Option<JobId>) -> Result<Job, JobError> {
         let mut de = serde_json::Deserializer::from_slice(text);
         let mut env: Envelope =
             serde_path_to_error::deserialize(&mut de).map_err(|e| path_error("", e))?;
@@ -589,7 +602,7 @@ impl Job {
         // (`mcpq submit jobs.jsonl` enqueued the first line only).
         de.end()
             .map_err(|e| JobError::TrailingData { line: e.line() })?;
-        if env.id.is_none() {
+        if let (None, Some(id)) = (&env.id, id) {
             env.id = Some(id.to_string());
         }
         Self::from_envelope(env)
@@ -608,9 +621,9 @@ impl Job {
                 return Err(JobError::UnsupportedVersion { found });
             }
         }
-        let id = match env.id {
-            Some(id) => id.parse()?,
-            None => JobId::generate(),
+        let (id, id_fixed) = match env.id {
+            Some(id) => (id.parse()?, true),
+            None => (JobId::generate(), false),
         };
         let payload = match env.kind {
             JobKind::Agent => JobPayload::Agent(
@@ -624,6 +637,7 @@ impl Job {
         };
         let job = Job {
             id,
+            id_fixed,
             payload,
             options: env.options,
         };

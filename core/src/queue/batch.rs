@@ -130,14 +130,33 @@ pub struct MemberResult {
 }
 
 impl Producer {
+    /// A fresh id for a batch: in the partition its idempotency key names, else in the
+    /// next one in turn. Its jobs and its fan-in job, whose ids derive from it, live
+    /// in that partition too.
+    pub fn fresh_batch_id(&self, idempotency_key: Option<&str>) -> JobId {
+        let mut job = Job::agent(Vec::new(), Default::default());
+        job.options.idempotency_key = idempotency_key.map(str::to_string);
+        self.placed(&job).id
+    }
+
     /// Makes a batch, or finds the one the same command made before (see [`BatchCreated`]).
+    /// Its id should come from [`Producer::fresh_batch_id`].
     pub async fn create_batch(&self, spec: &BatchSpec<'_>) -> Result<BatchCreated, QueueError> {
         let settings = self.settings();
         let retention = settings.result_ttl.max(settings.dead_ttl);
+        let keys = self.keys().for_job(&spec.id.to_string());
+        if let Some(then) = spec.then {
+            if keys.for_job(&then.id.to_string()) != keys {
+                return Err(QueueError::Refused {
+                    id: then.id.to_string(),
+                    message: "a batch's fan-in job must live in the batch's partition (derive its id from the batch's)".into(),
+                });
+            }
+        }
         let mut invocation = scripts::BATCH_CREATE.prepare_invoke();
         invocation
-            .key(self.keys().prefix())
-            .arg(self.keys().prefix())
+            .key(keys.prefix())
+            .arg(keys.prefix())
             .arg(spec.id.to_string())
             .arg(spec.total)
             .arg(QueueSettings::secs(retention))
@@ -208,7 +227,7 @@ impl Producer {
         then: Option<&Job>,
     ) -> Result<String, QueueError> {
         let spec = BatchSpec {
-            id: JobId::generate(),
+            id: self.fresh_batch_id(None),
             total: jobs.len() as u64,
             fingerprint: String::new(),
             source: "api".to_string(),
@@ -239,6 +258,7 @@ impl Producer {
 /// cancelled, so that it can finish (`mcpq batch cancel` does this after cancelling the
 /// fan-in job and the enqueued jobs). Returns how many were missing.
 pub async fn seal(conn: &mut Conn, keys: &Keys, id: &str) -> Result<u64, QueueError> {
+    let keys = &keys.for_job(id);
     Ok(scripts::BATCH_SEAL
         .prepare_invoke()
         .key(keys.prefix())
@@ -302,6 +322,22 @@ pub async fn list(
     keys: &Keys,
     limit: usize,
 ) -> Result<Vec<BatchStatus>, QueueError> {
+    let mut all = Vec::new();
+    for part in keys.all() {
+        all.extend(list_in(conn, &part, limit).await?);
+    }
+    // Batch ids are ULIDs: by id is by creation time.
+    all.sort_by(|a, b| b.id.cmp(&a.id));
+    all.truncate(limit);
+    Ok(all)
+}
+
+/// [`list`] of one partition.
+async fn list_in(
+    conn: &mut Conn,
+    keys: &Keys,
+    limit: usize,
+) -> Result<Vec<BatchStatus>, QueueError> {
     let mut out = Vec::new();
     let mut start = 0isize;
     while out.len() < limit {
@@ -360,16 +396,27 @@ pub async fn belonging(
     batch: &str,
     ids: &[String],
 ) -> Result<Vec<String>, QueueError> {
+    // A job of the batch lives in its partition; an id naming another is not one (and
+    // one pipeline may only touch one partition on a cluster).
+    let home = keys.for_job(batch).partition();
+    let ids: Vec<&String> = ids
+        .iter()
+        .filter(|id| keys.for_job(id).partition() == home)
+        .collect();
     let mut pipe = redis::pipe();
-    for id in ids {
+    for id in &ids {
         pipe.cmd("HGET").arg(keys.job(id)).arg("batch");
     }
-    let owners: Vec<Option<String>> = pipe.query_async(conn).await?;
+    let owners: Vec<Option<String>> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(conn).await?
+    };
     Ok(ids
-        .iter()
+        .into_iter()
         .zip(owners)
         .filter(|(_, owner)| owner.as_deref() == Some(batch))
-        .map(|(id, _)| id.clone())
+        .map(|(id, _)| (*id).clone())
         .collect())
 }
 

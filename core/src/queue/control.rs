@@ -32,6 +32,7 @@ pub async fn cancel(
     settings: &QueueSettings,
     id: &str,
 ) -> Result<Cancelled, QueueError> {
+    let keys = &keys.for_job(id);
     let before: String = scripts::CANCEL
         .prepare_invoke()
         .key(keys.prefix())
@@ -70,8 +71,26 @@ pub struct DeadJob {
     pub error: String,
 }
 
-/// The dead-letter set, newest first: up to `limit` entries and the total count.
+/// The dead-letter set, newest first: up to `limit` entries and the total count, over
+/// every partition.
 pub async fn dead_list(
+    conn: &mut Conn,
+    keys: &Keys,
+    limit: usize,
+) -> Result<(Vec<DeadJob>, u64), QueueError> {
+    let (mut all, mut total) = (Vec::new(), 0);
+    for part in keys.all() {
+        let (jobs, count) = dead_list_in(conn, &part, limit).await?;
+        all.extend(jobs);
+        total += count;
+    }
+    all.sort_by(|a, b| b.died_at.cmp(&a.died_at));
+    all.truncate(limit);
+    Ok((all, total))
+}
+
+/// [`dead_list`] of one partition.
+async fn dead_list_in(
     conn: &mut Conn,
     keys: &Keys,
     limit: usize,
@@ -182,6 +201,7 @@ pub enum Requeued {
 
 /// Puts dead job `id` back in its queue.
 pub async fn requeue(conn: &mut Conn, keys: &Keys, id: &str) -> Result<Requeued, QueueError> {
+    let keys = &keys.for_job(id);
     let done: i8 = scripts::REQUEUE
         .prepare_invoke()
         .key(keys.prefix())
@@ -202,6 +222,15 @@ pub async fn requeue(conn: &mut Conn, keys: &Keys, id: &str) -> Result<Requeued,
 /// twice: only entries that died up to the start (Redis's clock) are taken, so the loop
 /// ends however fast the workers fail them.
 pub async fn requeue_all(conn: &mut Conn, keys: &Keys) -> Result<u64, QueueError> {
+    let mut total = 0;
+    for part in keys.all() {
+        total += requeue_all_in(conn, &part).await?;
+    }
+    Ok(total)
+}
+
+/// [`requeue_all`] of one partition.
+async fn requeue_all_in(conn: &mut Conn, keys: &Keys) -> Result<u64, QueueError> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
     let until = secs * 1000 + micros / 1000;
     let mut total = 0;
@@ -245,6 +274,15 @@ pub async fn requeue_all(conn: &mut Conn, keys: &Keys) -> Result<u64, QueueError
 
 /// Deletes dead jobs that died more than `age` ago; returns how many.
 pub async fn purge_dead(conn: &mut Conn, keys: &Keys, age: Duration) -> Result<u64, QueueError> {
+    let mut total = 0;
+    for part in keys.all() {
+        total += purge_dead_in(conn, &part, age).await?;
+    }
+    Ok(total)
+}
+
+/// [`purge_dead`] of one partition.
+async fn purge_dead_in(conn: &mut Conn, keys: &Keys, age: Duration) -> Result<u64, QueueError> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
     let now = secs * 1000 + micros / 1000;
     let cutoff = now.saturating_sub(age.as_millis() as u64);

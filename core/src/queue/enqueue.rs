@@ -6,7 +6,14 @@
 //! step checks the idempotency key: a second submit with a key seen within
 //! `queue.idempotency_ttl` enqueues nothing and answers the first job's id. Batches go
 //! in one script call per 500 jobs.
+//!
+//! With several partitions ([`super::partition`]) a job with a fresh id gets an id of
+//! the partition its idempotency key names, or of the next partition in turn; the
+//! jobs of one submit go in one script call per partition.
 
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::queue::Conn;
@@ -31,6 +38,11 @@ pub struct Producer {
     keys: Keys,
     settings: QueueSettings,
     store: ResultStore,
+    /// The next partition a fresh job without an idempotency key goes to.
+    turn: Arc<AtomicU32>,
+    /// `[redis] wait_replicas` and `wait_timeout`: replicas that must have a submit
+    /// before it is acknowledged.
+    durability: Option<(u32, Duration)>,
 }
 
 /// What a submit did.
@@ -54,7 +66,16 @@ impl Producer {
             conn,
             keys,
             settings,
+            turn: Arc::new(AtomicU32::new(fastrand::u32(..))),
+            durability: None,
         }
+    }
+
+    /// Acknowledges a submit only once `replicas` replicas have it (`WAIT`, at most
+    /// `timeout`; fewer is [`QueueError::NotReplicated`]). 0 turns it off.
+    pub fn with_durability(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.durability = (replicas > 0).then_some((replicas, timeout));
+        self
     }
 
     /// The record store of the same namespace.
@@ -118,10 +139,70 @@ impl Producer {
         Ok(out)
     }
 
-    /// One script call: `jobs` (each with its input line in a batch) into `batch`'s list
-    /// when given. Checks every job's size first, so a too large one enqueues nothing.
+    /// `job` as it will be stored: a fresh id is re-drawn in the partition its
+    /// idempotency key names, or in the next one in turn; a fixed id is kept.
+    pub fn placed<'a>(&self, job: &'a Job) -> Cow<'a, Job> {
+        let partitions = self.keys.partitions();
+        if partitions <= 1 || job.id_fixed {
+            return Cow::Borrowed(job);
+        }
+        let partition = match &job.options.idempotency_key {
+            Some(key) => super::partition::of_key(key, partitions),
+            None => (self.turn.fetch_add(1, Ordering::Relaxed) % u32::from(partitions)) as u16,
+        };
+        let mut placed = job.clone();
+        placed.id = super::partition::place(job.id, partition, partitions);
+        Cow::Owned(placed)
+    }
+
+    /// `jobs` (each with its input line in a batch) into `batch`'s list when given: one
+    /// script call per partition (a batch's jobs are all in the batch's). Checks every
+    /// job's size first, so a too large one enqueues nothing. Answers in input order.
     pub(crate) async fn enqueue(
         &self,
+        batch: Option<&str>,
+        jobs: &[(&Job, Option<u64>)],
+    ) -> Result<Vec<Submitted>, QueueError> {
+        if self.keys.partitions() <= 1 {
+            return self.enqueue_in(&self.keys, batch, jobs).await;
+        }
+        let placed: Vec<(Cow<'_, Job>, Option<u64>)> = jobs
+            .iter()
+            .map(|(job, line)| (self.placed(job), *line))
+            .collect();
+        let mut groups: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+        for (i, (job, _)) in placed.iter().enumerate() {
+            let p = super::partition::of_id(&job.id.to_string(), self.keys.partitions());
+            groups.entry(p).or_default().push(i);
+        }
+        let mut out: Vec<Option<Submitted>> = vec![None; jobs.len()];
+        for (p, members) in groups {
+            if let Some(batch) = batch {
+                let home = super::partition::of_id(batch, self.keys.partitions());
+                if p != home {
+                    let id = placed[members[0]].0.id.to_string();
+                    return Err(QueueError::Refused {
+                        id,
+                        message: "a batch's jobs live in the batch's partition: with [redis] partitions > 1 they cannot name their own ids".into(),
+                    });
+                }
+            }
+            let group: Vec<(&Job, Option<u64>)> = members
+                .iter()
+                .map(|i| (placed[*i].0.as_ref(), placed[*i].1))
+                .collect();
+            let answers = self.enqueue_in(&self.keys.at(p), batch, &group).await?;
+            for (i, answer) in members.into_iter().zip(answers) {
+                out[i] = Some(answer);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// One script call: `jobs` into partition `keys`.
+    async fn enqueue_in(
+        &self,
+        keys: &Keys,
         batch: Option<&str>,
         jobs: &[(&Job, Option<u64>)],
     ) -> Result<Vec<Submitted>, QueueError> {
@@ -130,8 +211,8 @@ impl Producer {
         let mut invocation = scripts::ENQUEUE.prepare_invoke();
         let retention = self.settings.result_ttl.max(self.settings.dead_ttl);
         invocation
-            .key(self.keys.prefix())
-            .arg(self.keys.prefix())
+            .key(keys.prefix())
+            .arg(keys.prefix())
             .arg(ttl)
             .arg(batch.unwrap_or(""))
             .arg(QueueSettings::secs(retention))
@@ -163,6 +244,15 @@ impl Producer {
                 );
         }
         let answers: Vec<(u8, String)> = invocation.invoke_async(&mut conn).await?;
+        if let Some((replicas, timeout)) = self.durability {
+            let acked = conn.wait_replicas(keys.prefix(), replicas, timeout).await?;
+            if acked < replicas {
+                return Err(QueueError::NotReplicated {
+                    wanted: replicas,
+                    acked,
+                });
+            }
+        }
         Ok(answers
             .into_iter()
             .map(|(code, id)| Submitted {

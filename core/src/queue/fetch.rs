@@ -156,6 +156,184 @@ pub async fn fetch_batch(
     })
 }
 
+/// How long a worker believes a partition it found empty still is: after that it
+/// looks again (one peek of all partitions when two or more are due).
+const EMPTY_FOR: Duration = Duration::from_millis(250);
+
+/// A worker's turn over the partitions: which to fetch from next, and which were
+/// found empty lately (skipped until they are due to be looked at again).
+#[derive(Debug, Default)]
+pub struct Rotation {
+    state: std::sync::Mutex<RotationState>,
+}
+
+#[derive(Debug, Default)]
+struct RotationState {
+    /// Where the next fetch starts (advances every fetch: partitions take turns).
+    next: u16,
+    /// Partitions found empty, with when.
+    empty_since: std::collections::HashMap<u16, tokio::time::Instant>,
+    /// False until the first peek: before it nothing is known.
+    peeked: bool,
+}
+
+impl Rotation {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RotationState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Partitions in this fetch's order, those lately found empty left out; `None`
+    /// when a peek of all is due (nothing known yet, two or more to look at again, or
+    /// all empty).
+    fn order(&self, partitions: u16) -> Option<Vec<u16>> {
+        let mut st = self.lock();
+        let now = tokio::time::Instant::now();
+        let stale = st
+            .empty_since
+            .values()
+            .filter(|at| now.duration_since(**at) >= EMPTY_FOR)
+            .count();
+        let fresh = st.empty_since.len() - stale;
+        if !st.peeked || stale >= 2 || fresh >= usize::from(partitions) {
+            return None;
+        }
+        let start = st.next % partitions;
+        st.next = (start + 1) % partitions;
+        Some(
+            (0..partitions)
+                .map(|i| (start + i) % partitions)
+                .filter(|p| {
+                    st.empty_since
+                        .get(p)
+                        .is_none_or(|at| now.duration_since(*at) >= EMPTY_FOR)
+                })
+                .collect(),
+        )
+    }
+
+    fn peeked(&self, partitions: u16, with_work: &[u16]) {
+        let mut st = self.lock();
+        let now = tokio::time::Instant::now();
+        st.peeked = true;
+        for p in 0..partitions {
+            if with_work.contains(&p) {
+                st.empty_since.remove(&p);
+            } else {
+                st.empty_since.insert(p, now);
+            }
+        }
+    }
+
+    fn mark(&self, partition: u16, empty: bool) {
+        let mut st = self.lock();
+        if empty {
+            st.empty_since
+                .insert(partition, tokio::time::Instant::now());
+        } else {
+            st.empty_since.remove(&partition);
+        }
+    }
+}
+
+/// [`fetch_batch`] over every partition of `keys`' namespace: partitions take turns
+/// ([`Rotation`]); one found empty is skipped for a while; when all are, one peek at
+/// all of them at once (concurrent, one round trip's wait) finds those with work, so
+/// an idle worker costs one round of cheap reads per poll, not a fetch per partition.
+/// A job leased from a partition its id does not name (an entry someone else wrote)
+/// is dead-lettered there at once and not handed out.
+#[allow(clippy::too_many_arguments)]
+pub async fn fetch_any(
+    conn: &mut Conn,
+    keys: &Keys,
+    rotation: &Rotation,
+    worker: &str,
+    settings: &QueueSettings,
+    queues: &Served,
+    pick: u32,
+    max: usize,
+    alone: bool,
+) -> Result<Batch, QueueError> {
+    let partitions = keys.partitions();
+    if partitions <= 1 {
+        return fetch_batch(conn, keys, worker, settings, queues, pick, max, alone).await;
+    }
+    let order = match rotation.order(partitions) {
+        Some(order) => order,
+        None => {
+            let with_work = peek_all(conn, keys, queues).await?;
+            rotation.peeked(partitions, &with_work);
+            let mut order = with_work;
+            let start = fastrand::usize(..order.len().max(1)).min(order.len());
+            order.rotate_left(start);
+            order
+        }
+    };
+    let mut suspects_waiting = 0;
+    for p in order {
+        let part = keys.at(p);
+        let mut batch =
+            fetch_batch(conn, &part, worker, settings, queues, pick, max, alone).await?;
+        suspects_waiting = suspects_waiting.max(batch.suspects_waiting);
+        if batch.deliveries.is_empty() {
+            rotation.mark(p, true);
+            continue;
+        }
+        rotation.mark(p, false);
+        let mut kept = Vec::with_capacity(batch.deliveries.len());
+        for d in batch.deliveries {
+            if keys.for_job(&d.id).partition() == p {
+                kept.push(d);
+                continue;
+            }
+            let failure = crate::failure::JobFailure::new(
+                crate::failure::FailureKind::InvalidJob,
+                format!("queue entry {:?} is in partition {p}, but its id names another: not a job mcpq queued", d.id),
+                false,
+            );
+            super::finish::finish_in(
+                conn,
+                &part,
+                settings,
+                &d.id,
+                d.attempt,
+                &super::finish::Outcome::Dead(failure),
+            )
+            .await?;
+        }
+        batch.deliveries = kept;
+        batch.suspects_waiting = suspects_waiting;
+        return Ok(batch);
+    }
+    Ok(Batch {
+        deliveries: Vec::new(),
+        suspects_waiting,
+    })
+}
+
+/// The partitions where a fetch would find work now ([`fetch_any`]).
+async fn peek_all(conn: &Conn, keys: &Keys, queues: &Served) -> Result<Vec<u16>, QueueError> {
+    let peeks = keys.all().map(|part| {
+        let mut conn = conn.clone();
+        async move {
+            let mut invocation = scripts::PEEK.prepare_invoke();
+            invocation.key(part.prefix()).arg(part.prefix());
+            for (queue, _) in queues.queues() {
+                invocation.arg(queue);
+            }
+            let found: u8 = invocation.invoke_async(&mut conn).await?;
+            Ok::<_, QueueError>((part.partition(), found == 1))
+        }
+    });
+    let mut out = Vec::new();
+    for answer in futures::future::join_all(peeks).await {
+        let (p, found) = answer?;
+        if found {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 /// A counter of a record, if it is one.
 fn number(bytes: &[u8]) -> Option<u32> {
     std::str::from_utf8(bytes).ok()?.parse().ok()

@@ -73,6 +73,19 @@ pub async fn finish(
     attempt: u32,
     outcome: &Outcome,
 ) -> Result<Finished, QueueError> {
+    finish_in(conn, &keys.for_job(id), settings, id, attempt, outcome).await
+}
+
+/// [`finish`] in partition `keys` itself, whatever partition `id` names (an entry
+/// found where its id does not belong is dead-lettered where it was found).
+pub(crate) async fn finish_in(
+    conn: &mut Conn,
+    keys: &Keys,
+    settings: &QueueSettings,
+    id: &str,
+    attempt: u32,
+    outcome: &Outcome,
+) -> Result<Finished, QueueError> {
     let (kind, body, delay) = outcome.parts();
     let answer: String = scripts::FINISH
         .prepare_invoke()

@@ -1,27 +1,91 @@
 //! Every Redis key mcpq uses, in one place.
 //!
-//! All keys of a namespace `ns` start with `{ns}:`; the braces are a Redis Cluster hash
-//! tag, so one namespace lives in one slot and the Lua scripts ([`super::scripts`]) may
-//! touch any of its keys. The scripts build the same names from the prefix
-//! ([`Keys::prefix`]); `lua/common.lua` is the other place that knows them.
+//! A namespace `ns` is split into `partitions` (`[redis] partitions`, default 1): the
+//! keys of partition 0 start with `{ns}:`, those of partition `p` with `{ns~p}:`. The
+//! braces are a Redis Cluster hash tag, so each partition lives in one slot (partitions
+//! land on different nodes) and a Lua script ([`super::scripts`]), given its partition's
+//! prefix as `KEYS[1]`, may touch any key of it. A job, its attempts, its batch and its
+//! webhook deliveries live in the partition its id names ([`super::partition`]); the
+//! queues, leases, retries and dead letters are per partition too. What the whole
+//! namespace shares (workers, server reports, tool catalog, rate limits, schedules,
+//! the partition count, the pub/sub channels) lives under `{ns}` whatever the
+//! partition. The scripts build the same names from the prefix; `lua/common.lua` is the
+//! other place that knows them.
 
 use crate::job::Priority;
 
-/// Key names for one namespace.
+/// Key names for one partition of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     namespace: String,
+    /// `{ns}`: the shared keys' prefix.
+    base: String,
+    /// This partition's prefix: `{ns}` for 0, `{ns~p}` otherwise.
     prefix: String,
+    partition: u16,
+    partitions: u16,
 }
 
 impl Keys {
-    /// Keys under `namespace`.
+    /// Keys under `namespace`, in one partition (partition 0 of 1).
     pub fn new(namespace: impl Into<String>) -> Self {
         let namespace = namespace.into();
+        let base = format!("{{{namespace}}}");
         Keys {
-            prefix: format!("{{{namespace}}}"),
+            prefix: base.clone(),
+            base,
             namespace,
+            partition: 0,
+            partitions: 1,
         }
+    }
+
+    /// The same namespace split into `partitions` (at least 1); this is partition 0.
+    pub fn with_partitions(mut self, partitions: u16) -> Self {
+        self.partitions = partitions.max(1);
+        self.at(0)
+    }
+
+    /// How many partitions the namespace has.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// Which partition these keys name.
+    pub fn partition(&self) -> u16 {
+        self.partition
+    }
+
+    /// The keys of partition `p` (taken modulo the count).
+    pub fn at(&self, p: u16) -> Keys {
+        let p = p % self.partitions;
+        Keys {
+            namespace: self.namespace.clone(),
+            base: self.base.clone(),
+            prefix: if p == 0 {
+                self.base.clone()
+            } else {
+                format!("{{{}~{p}}}", self.namespace)
+            },
+            partition: p,
+            partitions: self.partitions,
+        }
+    }
+
+    /// Every partition's keys, 0 first.
+    pub fn all(&self) -> impl Iterator<Item = Keys> + '_ {
+        (0..self.partitions).map(|p| self.at(p))
+    }
+
+    /// The keys of the partition job (or batch) `id` lives in ([`super::partition::of_id`]).
+    pub fn for_job(&self, id: &str) -> Keys {
+        self.at(super::partition::of_id(id, self.partitions))
+    }
+
+    /// The keys of the partition webhook delivery `id` lives in: its subject's
+    /// (`job-ID-N` or `batch-ID-N`, made by `lua/common.lua`'s `webhook_create`).
+    pub fn for_webhook(&self, id: &str) -> Keys {
+        self.for_job(id.split('-').nth(1).unwrap_or(id))
     }
 
     /// The namespace itself.
@@ -29,19 +93,28 @@ impl Keys {
         &self.namespace
     }
 
-    /// `{ns}`: what every key starts with; the first argument of every script.
+    /// This partition's prefix, `{ns}` or `{ns~p}`: what its keys start with; `KEYS[1]`
+    /// (and `ARGV[1]`) of every script.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
+    /// Where the partition count is kept (`{ns}:partitions`; [`super::partition::agree`]).
+    pub fn partitions_key(&self) -> String {
+        format!("{}:partitions", self.base)
+    }
+
     /// Hash with one job's status, payload, attempts, timestamps, result or error.
     /// Takes any string: a malformed queue entry is dead-lettered under its own name.
+    /// Always in the partition `id` names, whichever partition these keys are of.
     pub fn job(&self, id: &str) -> String {
-        format!("{}:job:{id}", self.prefix)
+        format!("{}:job:{id}", self.for_job(id).prefix)
     }
 
     /// [`Keys::job`] for an id read as raw bytes (a member someone else wrote into a
     /// set may not be UTF-8, and must still be reachable to be shown or removed).
+    /// Unlike [`Keys::job`], in *this* partition: an entry found in one of its sets
+    /// is read where it was found.
     pub fn job_raw(&self, id: &[u8]) -> Vec<u8> {
         let mut key = format!("{}:job:", self.prefix).into_bytes();
         key.extend_from_slice(id);
@@ -57,7 +130,7 @@ impl Keys {
 
     /// List of one job's attempt records (JSON), oldest first.
     pub fn attempts(&self, id: &str) -> String {
-        format!("{}:job:{id}:attempts", self.prefix)
+        format!("{}:job:{id}:attempts", self.for_job(id).prefix)
     }
 
     /// List of ids waiting for a worker at `priority` (workers pop from the right).
@@ -96,13 +169,13 @@ impl Keys {
     /// set: concurrency slots, by expiry), `…:state` (hash: `paused_until`,
     /// `tokens_tat`). Written by `lua/limit_*.lua` (see `queue::limits`).
     pub fn limit(&self, endpoint: &str) -> String {
-        format!("{}:limit:{endpoint}", self.prefix)
+        format!("{}:limit:{endpoint}", self.base)
     }
 
     /// Hash of the cron schedules' last fired ticks, one field per schedule name
     /// (`lua/schedule_mark.lua`).
     pub fn schedules(&self) -> String {
-        format!("{}:schedules", self.prefix)
+        format!("{}:schedules", self.base)
     }
 
     /// Sorted set of running ids, by lease expiry (ms).
@@ -129,12 +202,12 @@ impl Keys {
     /// Hash of one batch: its counts (total, pending, succeeded, dead, cancelled), times,
     /// source, fingerprint and fan-in job (`lua/batch_create.lua`).
     pub fn batch(&self, id: &str) -> String {
-        format!("{}:batch:{id}", self.prefix)
+        format!("{}:batch:{id}", self.for_job(id).prefix)
     }
 
     /// List of one batch's job ids, in input order.
     pub fn batch_jobs(&self, id: &str) -> String {
-        format!("{}:batch:{id}:jobs", self.prefix)
+        format!("{}:batch:{id}:jobs", self.for_job(id).prefix)
     }
 
     /// Sorted set of every job id, by submit time (ms), trimmed to the retention
@@ -150,36 +223,36 @@ impl Keys {
 
     /// Pub/sub channel carrying the ids of running jobs to cancel.
     pub fn cancel_channel(&self) -> String {
-        format!("{}:cancel", self.prefix)
+        format!("{}:cancel", self.base)
     }
 
     /// Pub/sub channel carrying `ID STATUS` of every job that has just ended (succeeded,
     /// dead or cancelled), published by the script that ended it: what
     /// [`super::notify::Endings`] waits on.
     pub fn ended_channel(&self) -> String {
-        format!("{}:ended", self.prefix)
+        format!("{}:ended", self.base)
     }
 
     /// Hash of the workers' reports on their MCP servers, by server name.
     pub fn servers(&self) -> String {
-        format!("{}:servers", self.prefix)
+        format!("{}:servers", self.base)
     }
 
     /// Hash of the tool listings of the servers the MCP front exposes, by server name
     /// ([`super::tool_catalog`]).
     pub fn tool_catalog(&self) -> String {
-        format!("{}:tools", self.prefix)
+        format!("{}:tools", self.base)
     }
 
     /// Pub/sub channel carrying `ID JSON`: a running job's newest progress report
     /// ([`super::progress`]).
     pub fn progress_channel(&self) -> String {
-        format!("{}:progress", self.prefix)
+        format!("{}:progress", self.base)
     }
 
     /// Pub/sub channel carrying a server's name when its tool listing changed.
     pub fn tools_changed_channel(&self) -> String {
-        format!("{}:tools_changed", self.prefix)
+        format!("{}:tools_changed", self.base)
     }
 
     /// Hash of one webhook delivery: what it announces (type, subject, status), its
@@ -213,10 +286,11 @@ impl Keys {
 
     /// Hash of the live workers' heartbeats, by worker id (`lua/heartbeat.lua`).
     pub fn workers(&self) -> String {
-        format!("{}:workers", self.prefix)
+        format!("{}:workers", self.base)
     }
 
-    /// Pattern matching every key of this namespace (for tests and clean-up tools).
+    /// Pattern matching every key of this partition (for tests and clean-up tools);
+    /// partition 0's is the shared keys' too.
     pub fn all_pattern(&self) -> String {
         // `{` and `}` are not glob characters; `[` would be, and namespaces cannot
         // contain it (Config::validate).
@@ -245,5 +319,20 @@ mod tests {
             assert!(key.starts_with("{t1}:"), "{key}");
         }
         assert_eq!(k.all_pattern(), "{t1}:*");
+    }
+
+    #[test]
+    fn partitions_have_their_own_hash_tags_and_share_the_namespace_keys() {
+        let k = Keys::new("t1").with_partitions(4);
+        let p3 = k.at(3);
+        assert_eq!(p3.prefix(), "{t1~3}");
+        assert_eq!(p3.ready(Priority::Low), "{t1~3}:ready:low");
+        assert_eq!(p3.workers(), "{t1}:workers");
+        assert_eq!(p3.limit("llm"), "{t1}:limit:llm");
+        assert_eq!(p3.ended_channel(), "{t1}:ended");
+        assert_eq!(k.at(0).prefix(), "{t1}");
+        assert_eq!(k.at(7).partition(), 3);
+        assert_eq!(k.all().count(), 4);
+        assert_eq!(Keys::new("t1").for_job("anything").prefix(), "{t1}");
     }
 }

@@ -188,7 +188,31 @@ pub async fn renew_leases(mut conn: Conn, keys: Keys, settings: QueueSettings, j
     let period = settings.lease / 3;
     loop {
         tokio::time::sleep(period).await;
-        let held = jobs.snapshot();
+        // One script call per partition (and per 500 jobs).
+        let mut by_partition: HashMap<u16, Vec<(String, u32)>> = HashMap::new();
+        for (id, attempt) in jobs.snapshot() {
+            by_partition
+                .entry(keys.for_job(&id).partition())
+                .or_default()
+                .push((id, attempt));
+        }
+        for (partition, held) in by_partition {
+            let part = keys.at(partition);
+            renew_chunks(&mut conn, &part, &settings, &jobs, &held, period).await;
+        }
+    }
+}
+
+/// [`renew_leases`] of the jobs `held` in partition `keys`.
+async fn renew_chunks(
+    conn: &mut Conn,
+    keys: &Keys,
+    settings: &QueueSettings,
+    jobs: &InFlight,
+    held: &[(String, u32)],
+    period: std::time::Duration,
+) {
+    {
         for chunk in held.chunks(500) {
             let mut invocation = scripts::RENEW.prepare_invoke();
             invocation
@@ -198,7 +222,7 @@ pub async fn renew_leases(mut conn: Conn, keys: Keys, settings: QueueSettings, j
             for (id, attempt) in chunk {
                 invocation.arg(id).arg(*attempt);
             }
-            match invocation.invoke_async::<Vec<String>>(&mut conn).await {
+            match invocation.invoke_async::<Vec<String>>(conn).await {
                 Ok(lost) => {
                     for pair in lost.chunks(2) {
                         let (id, status) = (&pair[0], pair.get(1).cloned().unwrap_or_default());

@@ -207,6 +207,34 @@ async fn index_after(
         .await?)
 }
 
+/// [`index_after`] over every partition's index: the first [`PAGE`] of their merge,
+/// each entry with the partition it was found in. One cursor serves them all: the
+/// order (score, then id, descending) is one order across partitions.
+async fn index_after_all(
+    conn: &mut Conn,
+    keys: &Keys,
+    after: Option<&(f64, String)>,
+) -> Result<Vec<(String, f64, u16)>, QueueError> {
+    let mut all = Vec::new();
+    for part in keys.all() {
+        let p = part.partition();
+        all.extend(
+            index_after(conn, &part, after)
+                .await?
+                .into_iter()
+                .map(|(id, score)| (id, score, p)),
+        );
+    }
+    if keys.partitions() > 1 {
+        all.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then_with(|| b.0.as_bytes().cmp(a.0.as_bytes()))
+        });
+        all.truncate(PAGE);
+    }
+    Ok(all)
+}
+
 /// Up to `limit` jobs matching `filter`, newest first, from `cursor` (a [`JobPage::next`]
 /// of the same filter; `None` for the first page). A cursor that is not one, or that
 /// belongs to another kind of listing, is [`QueueError::BadCursor`].
@@ -246,7 +274,7 @@ pub async fn list_page(
     let mut complete = false;
     let mut scanned = 0u64;
     while out.len() < limit && scanned < MAX_SCAN {
-        let entries: Vec<(String, f64)> = match batch_at {
+        let entries: Vec<(String, f64, u16)> = match batch_at {
             Some(next) => {
                 if next < 0 {
                     complete = true;
@@ -261,36 +289,52 @@ pub async fn list_page(
                     .query_async(conn)
                     .await?;
                 ids.reverse();
-                ids.into_iter().map(|id| (id, 0.0)).collect()
+                let home = keys.for_job(batch).partition();
+                ids.into_iter().map(|id| (id, 0.0, home)).collect()
             }
-            None => index_after(conn, keys, index_at.as_ref()).await?,
+            None => index_after_all(conn, keys, index_at.as_ref()).await?,
         };
         if entries.is_empty() {
             complete = true;
             break;
         }
-        let mut pipe = redis::pipe();
-        for (id, _) in &entries {
-            pipe.cmd("HMGET").arg(keys.job(id)).arg(&[
-                "status",
-                "kind",
-                "submitted_at",
-                "finished_at",
-                "attempt",
-                "batch",
-                "error",
-            ]);
+        // One pipeline per partition (a cluster runs a pipeline on one node), each
+        // record read in the partition its entry was found in.
+        let mut rows: Vec<Vec<Option<String>>> = vec![Vec::new(); entries.len()];
+        for part in keys.all() {
+            let p = part.partition();
+            let at: Vec<usize> = (0..entries.len()).filter(|i| entries[*i].2 == p).collect();
+            if at.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for i in &at {
+                pipe.cmd("HMGET")
+                    .arg(part.job_raw(entries[*i].0.as_bytes()))
+                    .arg(&[
+                        "status",
+                        "kind",
+                        "submitted_at",
+                        "finished_at",
+                        "attempt",
+                        "batch",
+                        "error",
+                    ]);
+            }
+            let got: Vec<Vec<Option<String>>> = pipe.query_async(conn).await?;
+            for (i, row) in at.into_iter().zip(got) {
+                rows[i] = row;
+            }
         }
-        let rows: Vec<Vec<Option<String>>> = pipe.query_async(conn).await?;
-        let mut expired = Vec::new();
+        let mut expired: Vec<(String, u16)> = Vec::new();
         let mut read = 0u64;
         let mut last = None;
-        for ((id, score), mut row) in entries.into_iter().zip(rows) {
+        for ((id, score, p), mut row) in entries.into_iter().zip(rows) {
             read += 1;
             last = Some((score, id.clone()));
             row.resize(7, None);
             let Some(status) = row[0].take() else {
-                expired.push(id);
+                expired.push((id, p));
                 continue;
             };
             if filter.status.is_some_and(|want| want.as_str() != status) {
@@ -325,11 +369,21 @@ pub async fn list_page(
         if batch_at.is_none() && !expired.is_empty() {
             // Expired records leave the index as they are met (the cursor names an
             // entry by score and id, so removing passed ones shifts nothing).
-            let _: i64 = redis::cmd("ZREM")
-                .arg(keys.jobs())
-                .arg(&expired)
-                .query_async(conn)
-                .await?;
+            for part in keys.all() {
+                let gone: Vec<&String> = expired
+                    .iter()
+                    .filter(|(_, p)| *p == part.partition())
+                    .map(|(id, _)| id)
+                    .collect();
+                if gone.is_empty() {
+                    continue;
+                }
+                let _: i64 = redis::cmd("ZREM")
+                    .arg(part.jobs())
+                    .arg(&gone)
+                    .query_async(conn)
+                    .await?;
+            }
         }
     }
     let next = match (complete, batch_at, index_at) {

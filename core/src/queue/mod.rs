@@ -32,6 +32,7 @@ pub mod lease;
 pub mod limits;
 pub mod listing;
 pub mod notify;
+pub mod partition;
 pub mod progress;
 pub mod queues;
 pub mod rescue;
@@ -83,6 +84,33 @@ pub enum QueueError {
         /// The limit.
         limit: usize,
     },
+    /// This process was configured with another partition count than the namespace's.
+    #[error("namespace {namespace} has {stored} partitions in Redis, but this process is configured with {wanted} ([redis] partitions): use {stored}, or a new namespace")]
+    Partitions {
+        /// The namespace.
+        namespace: String,
+        /// The count in Redis.
+        stored: u16,
+        /// The configured count.
+        wanted: u16,
+    },
+    /// A job the queue will not take as it is.
+    #[error("job {id}: {message}")]
+    Refused {
+        /// The job.
+        id: String,
+        /// Why.
+        message: String,
+    },
+    /// `[redis] wait_replicas` replicas did not confirm a write within `wait_timeout`:
+    /// it is on the master, but a failover now could lose it.
+    #[error("only {acked} of the {wanted} replicas ([redis] wait_replicas) confirmed the write within [redis] wait_timeout; it is stored on the master but not yet safe from a failover")]
+    NotReplicated {
+        /// Replicas asked for.
+        wanted: u32,
+        /// Replicas that confirmed.
+        acked: u32,
+    },
     /// A listing's `cursor` is not one this listing gave out.
     #[error("cursor {0:?} is not one this listing gave out (start without a cursor)")]
     BadCursor(String),
@@ -107,6 +135,20 @@ impl QueueError {
             _ => false,
         }
     }
+}
+
+/// Connects to `target` and agrees on the namespace's partition count
+/// ([`partition::agree`]): the connection and the namespace's keys.
+pub async fn open(target: &RedisTarget, namespace: &str) -> Result<(Conn, Keys), QueueError> {
+    let mut conn = connect_to(target).await?;
+    let keys = partition::agree(
+        &mut conn,
+        &Keys::new(namespace),
+        target.partitions(),
+        target.settings.partitions.is_some(),
+    )
+    .await?;
+    Ok((conn, keys))
 }
 
 /// Connects to the one node (or the `redis+cluster://` / `redis+sentinel://` target)

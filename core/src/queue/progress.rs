@@ -36,6 +36,7 @@ pub async fn record(
     id: &str,
     report: &Progress,
 ) -> Result<(), QueueError> {
+    let keys = &keys.for_job(id);
     let json = serde_json::to_string(report).expect("a report is plain data");
     if json.len() > MAX_REPORT_BYTES {
         return Ok(());

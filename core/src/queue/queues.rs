@@ -39,11 +39,24 @@ pub enum Paused {
 /// Pauses `queue`: workers stop fetching its jobs at their next poll; queued jobs wait,
 /// running ones finish. Also the second value: whether any job was ever submitted to
 /// it (a name nobody uses is likely a typo).
+/// With partitions, every partition's paused set is written (partition 0 decides
+/// what is answered).
 pub async fn pause(
     conn: &mut Conn,
     keys: &Keys,
     queue: &str,
 ) -> Result<(Paused, bool), QueueError> {
+    let mut first = None;
+    let mut known_any = false;
+    for part in keys.all() {
+        let (paused, known) = pause_in(conn, &part, queue).await?;
+        known_any |= known;
+        first.get_or_insert(paused);
+    }
+    Ok((first.unwrap_or(Paused::Already), known_any))
+}
+
+async fn pause_in(conn: &mut Conn, keys: &Keys, queue: &str) -> Result<(Paused, bool), QueueError> {
     let (count, known): (u64, bool) = redis::pipe()
         .scard(keys.paused())
         .sismember(keys.queues(), queue)
@@ -82,12 +95,16 @@ pub async fn pause(
 
 /// Resumes a paused `queue`. True when it was paused.
 pub async fn resume(conn: &mut Conn, keys: &Keys, queue: &str) -> Result<bool, QueueError> {
-    let removed: u32 = redis::cmd("SREM")
-        .arg(keys.paused())
-        .arg(queue)
-        .query_async(conn)
-        .await?;
-    Ok(removed == 1)
+    let mut was = false;
+    for part in keys.all() {
+        let removed: u32 = redis::cmd("SREM")
+            .arg(part.paused())
+            .arg(queue)
+            .query_async(conn)
+            .await?;
+        was |= removed == 1;
+    }
+    Ok(was)
 }
 
 /// One queue as `mcpq queues` shows it.
@@ -108,8 +125,38 @@ pub struct QueueInfo {
 }
 
 /// Every queue: the default one, the named ones jobs were submitted to, and paused
-/// names; one read-only script.
+/// names; one read-only script per partition, summed by name.
 pub async fn list(conn: &mut Conn, keys: &Keys) -> Result<Vec<QueueInfo>, QueueError> {
+    let mut merged: Vec<QueueInfo> = Vec::new();
+    for part in keys.all() {
+        for q in list_in(conn, &part).await? {
+            match merged.iter_mut().find(|m| m.name == q.name) {
+                None => merged.push(q),
+                Some(m) => {
+                    m.paused |= q.paused;
+                    m.queued.high += q.queued.high;
+                    m.queued.normal += q.queued.normal;
+                    m.queued.low += q.queued.low;
+                    let older = |a: Option<u64>, b: Option<u64>| a.max(b);
+                    m.oldest_queued_age_ms.high =
+                        older(m.oldest_queued_age_ms.high, q.oldest_queued_age_ms.high);
+                    m.oldest_queued_age_ms.normal =
+                        older(m.oldest_queued_age_ms.normal, q.oldest_queued_age_ms.normal);
+                    m.oldest_queued_age_ms.low =
+                        older(m.oldest_queued_age_ms.low, q.oldest_queued_age_ms.low);
+                    m.started_this_minute += q.started_this_minute;
+                    m.started_last_minute += q.started_last_minute;
+                }
+            }
+        }
+    }
+    merged.sort_by(|a, b| {
+        (a.name != DEFAULT_QUEUE, &a.name).cmp(&(b.name != DEFAULT_QUEUE, &b.name))
+    });
+    Ok(merged)
+}
+
+async fn list_in(conn: &mut Conn, keys: &Keys) -> Result<Vec<QueueInfo>, QueueError> {
     type Row = (String, u8, u64, u64, u64, i64, i64, i64, u64, u64);
     let (_now, rows): (u64, Vec<Row>) = scripts::QUEUES
         .prepare_invoke()

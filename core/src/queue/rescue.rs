@@ -80,31 +80,39 @@ pub async fn rescue_once(
     Ok((requeued, dead))
 }
 
-/// Rescues for ever (abort the task to stop); errors are logged and retried.
+/// Rescues and promotes in every partition, for ever (abort the task to stop);
+/// errors are logged and retried.
 pub async fn rescue_loop(mut conn: Conn, keys: Keys, settings: QueueSettings) {
     loop {
-        loop {
-            match rescue_once(&mut conn, &keys, &settings).await {
-                Ok((0, 0)) => break,
-                Ok((requeued, dead)) => {
-                    tracing::warn!(
-                        requeued,
-                        dead,
-                        "rescued jobs whose lease expired (their worker died or stalled)"
-                    );
-                    if requeued + dead < 100 {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("rescue pass failed (retrying): {e}");
+        for part in keys.all() {
+            rescue_partition(&mut conn, &part, &settings).await;
+        }
+        tokio::time::sleep(RESCUE_INTERVAL).await;
+    }
+}
+
+/// One partition's rescue passes (until one handles fewer than 100) and promotions.
+async fn rescue_partition(conn: &mut Conn, keys: &Keys, settings: &QueueSettings) {
+    loop {
+        match rescue_once(conn, keys, settings).await {
+            Ok((0, 0)) => break,
+            Ok((requeued, dead)) => {
+                tracing::warn!(
+                    requeued,
+                    dead,
+                    "rescued jobs whose lease expired (their worker died or stalled)"
+                );
+                if requeued + dead < 100 {
                     break;
                 }
             }
+            Err(e) => {
+                tracing::warn!("rescue pass failed (retrying): {e}");
+                break;
+            }
         }
-        if let Err(e) = promote_due(&mut conn, &keys, &settings).await {
-            tracing::warn!("promoting scheduled jobs failed (retrying): {e}");
-        }
-        tokio::time::sleep(RESCUE_INTERVAL).await;
+    }
+    if let Err(e) = promote_due(conn, keys, settings).await {
+        tracing::warn!("promoting scheduled jobs failed (retrying): {e}");
     }
 }

@@ -28,6 +28,8 @@ pub(crate) static ENQUEUE: LazyLock<Script> = script!("enqueue.lua");
 pub(crate) static FETCH: LazyLock<Script> = script!("fetch.lua");
 /// Extend the leases a worker still holds; report the lost ones.
 pub(crate) static RENEW: LazyLock<Script> = script!("renew.lua");
+/// Tell whether a fetch would find work in a partition, read only (`fetch.rs`).
+pub(crate) static PEEK: LazyLock<Script> = script!("peek.lua");
 /// Store one attempt's outcome, fenced by its attempt number.
 pub(crate) static FINISH: LazyLock<Script> = script!("finish.lua");
 /// Re-queue (or bury) jobs whose lease expired.

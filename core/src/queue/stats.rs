@@ -86,8 +86,40 @@ impl QueueStats {
     }
 }
 
-/// Reads the counts of the namespace of `keys` (see the module doc).
+/// Reads the counts of the namespace of `keys` (see the module doc): one script per
+/// partition, summed (each partition's counts are of one instant; the sum is not).
 pub async fn read(conn: &Conn, keys: &Keys) -> Result<QueueStats, QueueError> {
+    let mut total = read_in(conn, &keys.at(0)).await?;
+    for part in keys.all().skip(1) {
+        let s = read_in(conn, &part).await?;
+        for p in Priority::ALL {
+            let (sum, age) = (
+                total.queued.get(p) + s.queued.get(p),
+                total
+                    .oldest_queued_age_ms
+                    .get(p)
+                    .max(s.oldest_queued_age_ms.get(p)),
+            );
+            match p {
+                Priority::High => (total.queued.high, total.oldest_queued_age_ms.high) = (sum, age),
+                Priority::Normal => {
+                    (total.queued.normal, total.oldest_queued_age_ms.normal) = (sum, age)
+                }
+                Priority::Low => (total.queued.low, total.oldest_queued_age_ms.low) = (sum, age),
+            }
+        }
+        total.scheduled += s.scheduled;
+        total.running += s.running;
+        total.suspects += s.suspects;
+        total.dead += s.dead;
+        total.read_at_ms = total.read_at_ms.max(s.read_at_ms);
+        total.problems.extend(s.problems);
+    }
+    Ok(total)
+}
+
+/// [`read`] of one partition.
+async fn read_in(conn: &Conn, keys: &Keys) -> Result<QueueStats, QueueError> {
     let mut conn = conn.clone();
     let answer: Vec<Value> = scripts::STATS
         .prepare_invoke()

@@ -59,8 +59,32 @@ pub struct Claimed {
 }
 
 /// Takes up to `max` due deliveries for `worker` (see the module doc); `serial` names
-/// the endpoints that take one delivery at a time.
+/// the endpoints that take one delivery at a time (one per partition: with several
+/// partitions, a serial endpoint may get one delivery from each at once).
 pub async fn claim(
+    conn: &mut Conn,
+    keys: &Keys,
+    max: usize,
+    lease: Duration,
+    settings: &WebhookSettings,
+    worker: &str,
+    serial: &[&str],
+) -> Result<Vec<Claimed>, QueueError> {
+    let mut out = Vec::new();
+    let start = fastrand::u16(..keys.partitions());
+    for i in 0..keys.partitions() {
+        if out.len() >= max {
+            break;
+        }
+        let part = keys.at(start.wrapping_add(i) % keys.partitions());
+        let left = max - out.len();
+        out.extend(claim_in(conn, &part, left, lease, settings, worker, serial).await?);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn claim_in(
     conn: &mut Conn,
     keys: &Keys,
     max: usize,
@@ -181,6 +205,7 @@ pub async fn record(
         cut -= 1;
     }
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let keys = &keys.for_webhook(id);
     let state: String = scripts::WEBHOOK_DONE
         .prepare_invoke()
         .key(keys.prefix())
@@ -211,6 +236,7 @@ pub enum Retried {
 
 /// Makes a failed (or gone) delivery pending again, with a fresh `max_age`.
 pub async fn retry(conn: &mut Conn, keys: &Keys, id: &str) -> Result<Retried, QueueError> {
+    let keys = &keys.for_webhook(id);
     let state: String = scripts::WEBHOOK_RETRY
         .prepare_invoke()
         .key(keys.prefix())
@@ -270,6 +296,23 @@ const LIST_FIELDS: [&str; 10] = [
 /// The newest `limit` deliveries (only the failed ones with `failed_only`), and how
 /// many there are in all. Entries whose hash is gone (expired) are skipped.
 pub async fn list(
+    conn: &mut Conn,
+    keys: &Keys,
+    failed_only: bool,
+    limit: usize,
+) -> Result<(Vec<DeliveryInfo>, u64), QueueError> {
+    let (mut all, mut total) = (Vec::new(), 0);
+    for part in keys.all() {
+        let (found, count) = list_in(conn, &part, failed_only, limit).await?;
+        all.extend(found);
+        total += count;
+    }
+    all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    all.truncate(limit);
+    Ok((all, total))
+}
+
+async fn list_in(
     conn: &mut Conn,
     keys: &Keys,
     failed_only: bool,

@@ -247,7 +247,7 @@ async fn submit(ctx: &Ctx, args: BatchSubmitArgs) -> anyhow::Result<u8> {
         )));
     }
     let producer = ctx.producer().await?;
-    let fresh = JobId::generate();
+    let fresh = producer.fresh_batch_id(args.idempotency_key.as_deref());
     let mut fingerprint = checked.fingerprint;
     let then = match &args.then {
         Some(path) => {

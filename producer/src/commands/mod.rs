@@ -16,7 +16,7 @@ mod wait;
 mod webhooks;
 
 use mcpq_core::job::JobId;
-use mcpq_core::queue::{self, Keys, Producer};
+use mcpq_core::queue::{self, Producer};
 use mcpq_core::Config;
 
 use crate::cli::{Cli, Command};
@@ -39,14 +39,12 @@ impl Ctx {
 
     /// Connects to Redis (exit 3 with the URL if it cannot).
     pub async fn producer(&self) -> anyhow::Result<Producer> {
-        let conn = queue::connect_to(&self.redis_target()?)
+        let target = self.redis_target()?;
+        let (conn, keys) = queue::open(&target, &self.config.namespace)
             .await
             .map_err(exit::queue)?;
-        Ok(Producer::new(
-            conn,
-            Keys::new(self.config.namespace.clone()),
-            self.config.queue.clone(),
-        ))
+        Ok(Producer::new(conn, keys, self.config.queue.clone())
+            .with_durability(target.settings.wait_replicas, target.settings.wait_timeout))
     }
 }
 

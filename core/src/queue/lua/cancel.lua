@@ -28,7 +28,7 @@ elseif status == 'waiting' then
 elseif status == 'running' then
   redis.call('ZREM', P .. ':leases', id)
   redis.call('RPUSH', job .. ':attempts', attempt_record(f[3], f[4], f[5], 'cancelled', nil))
-  redis.call('PUBLISH', P .. ':cancel', id)
+  redis.call('PUBLISH', BASE .. ':cancel', id)
 else
   return status
 end

@@ -4,6 +4,9 @@
 -- that holds the partition; every key a script touches starts with it. ARGV[1] repeats
 -- it (the ARGV numbering of the scripts predates KEYS). NOW is Redis's clock in ms.
 local P = KEYS[1]
+-- The namespace's own prefix "{ns}" (P without its partition number): the pub/sub
+-- channels are the whole namespace's, whichever partition publishes.
+local BASE = (string.gsub(P, '~%d+}$', '}'))
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function job_key(id) return P .. ':job:' .. id end
@@ -186,7 +189,7 @@ end
 -- never pending twice (batch_counted holds the status it was counted as).
 local function job_ended(id, status)
   -- Heard by `mcpq serve`'s long polls (notify.rs); nobody listening costs nothing.
-  redis.call('PUBLISH', P .. ':ended', id .. ' ' .. status)
+  redis.call('PUBLISH', BASE .. ':ended', id .. ' ' .. status)
   local job = job_key(id)
   if key_type(job) ~= 'hash' then return end
   local callback = redis.call('HGET', job, 'callback')

@@ -6,5 +6,5 @@
 local key = job_key(ARGV[2])
 if key_type(key) ~= 'hash' then return 0 end
 redis.call('HSET', key, 'progress', ARGV[3])
-redis.call('PUBLISH', P .. ':progress', ARGV[2] .. ' ' .. ARGV[3])
+redis.call('PUBLISH', BASE .. ':progress', ARGV[2] .. ' ' .. ARGV[3])
 return 1
