@@ -236,7 +236,7 @@ impl Runner {
         }
         let home = self.keys.for_job(id);
         match conn
-            .wait_replicas(home.prefix(), redis.wait_replicas, redis.wait_timeout)
+            .wait_replicas(&home.script_key(), redis.wait_replicas, redis.wait_timeout)
             .await
         {
             Ok(acked) if acked >= redis.wait_replicas => {}

@@ -18,6 +18,7 @@ mod mcp_front; // mcpq serve's MCP front with clients nobody here wrote: Python 
 mod mcp_lifecycle; // the MCP front stops, a stdio client stops it, its worker cannot start
 mod mcp_readme; // the README's MCP client snippets, as copied
 mod metrics; // a worker's /metrics, parsed by the Prometheus reference parser
+mod partitions; // [redis] partitions on one node: spread, idempotency, batches, agreement
 mod plans; // plans as small programs: templates, continue_on_error
 mod pool; // the warm session pool: reuse, multiplexing, replacement, limits
 mod queues; // named queues: routing, weights, pause and resume, mcpq queues

@@ -286,17 +286,32 @@ impl TestEnv {
     }
 
     /// Pushes many jobs at once through the library's producer (the CLI spawns a
-    /// process per job, too slow for hundreds).
-    pub fn submit_jobs(&self, jobs: &[mcpq_shared::Job]) {
+    /// process per job, too slow for hundreds). Returns the ids they got (a fresh id is
+    /// re-drawn in its partition when the namespace has several).
+    pub fn submit_jobs(&self, jobs: &[mcpq_shared::Job]) -> Vec<String> {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
-            let conn = mcpq_shared::queue::connect(&self.redis_url)
+            let mut conn = mcpq_shared::queue::connect(&self.redis_url)
                 .await
                 .expect("redis");
-            let keys = mcpq_shared::queue::Keys::new(self.namespace.clone());
+            // The namespace's partition count, if a process stored one.
+            let keys = mcpq_shared::queue::partition::agree(
+                &mut conn,
+                &mcpq_shared::queue::Keys::new(self.namespace.clone()),
+                1,
+                false,
+            )
+            .await
+            .expect("partitions");
             let producer = mcpq_shared::queue::Producer::new(conn, keys, Default::default());
-            producer.submit_many(jobs).await.expect("submit");
-        });
+            producer
+                .submit_many(jobs)
+                .await
+                .expect("submit")
+                .into_iter()
+                .map(|s| s.id)
+                .collect()
+        })
     }
 
     /// Jobs not finished yet, from the queue's own structures (O(1)): queued in any
@@ -326,10 +341,17 @@ impl TestEnv {
     /// end of a test, not for polling).
     pub fn status_counts(&self) -> std::collections::BTreeMap<String, usize> {
         let mut redis = self.redis();
-        let keys: Vec<String> = redis::cmd("KEYS")
+        // Partition 0's jobs, then the other partitions' ({ns~N}).
+        let mut keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{{{}}}:job:*", self.namespace))
             .query(&mut redis)
             .unwrap_or_default();
+        keys.extend(
+            redis::cmd("KEYS")
+                .arg(format!("{{{}~*}}:job:*", self.namespace))
+                .query::<Vec<String>>(&mut redis)
+                .unwrap_or_default(),
+        );
         // `KEY:corrupt` is a malformed record the queue set aside (not a job hash).
         let jobs: Vec<&String> = keys
             .iter()
@@ -390,10 +412,17 @@ impl Drop for TestEnv {
         if let Ok(mut conn) =
             redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection())
         {
-            let keys: Vec<String> = redis::cmd("KEYS")
+            // Partition 0 and the shared keys, then the other partitions' ({ns~N}).
+            let mut keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{{{}}}:*", self.namespace))
                 .query(&mut conn)
                 .unwrap_or_default();
+            keys.extend(
+                redis::cmd("KEYS")
+                    .arg(format!("{{{}~*}}:*", self.namespace))
+                    .query::<Vec<String>>(&mut conn)
+                    .unwrap_or_default(),
+            );
             for chunk in keys.chunks(500) {
                 let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
             }

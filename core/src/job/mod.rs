@@ -505,8 +505,9 @@ impl Default for JobOptions {
     }
 }
 
-/// A validated job.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated job. Two jobs are equal when their id, payload and options are
+/// (`id_fixed` says where the id came from, not what the job is).
+#[derive(Debug, Clone)]
 pub struct Job {
     /// Unique id.
     pub id: JobId,
@@ -519,6 +520,12 @@ pub struct Job {
     pub payload: JobPayload,
     /// How to run it.
     pub options: JobOptions,
+}
+
+impl PartialEq for Job {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.payload == other.payload && self.options == other.options
+    }
 }
 
 /// The wire form, field for field.

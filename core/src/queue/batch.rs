@@ -155,7 +155,7 @@ impl Producer {
         }
         let mut invocation = scripts::BATCH_CREATE.prepare_invoke();
         invocation
-            .key(keys.prefix())
+            .key(keys.script_key())
             .arg(keys.prefix())
             .arg(spec.id.to_string())
             .arg(spec.total)
@@ -261,7 +261,7 @@ pub async fn seal(conn: &mut Conn, keys: &Keys, id: &str) -> Result<u64, QueueEr
     let keys = &keys.for_job(id);
     Ok(scripts::BATCH_SEAL
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(id)
         .invoke_async(conn)

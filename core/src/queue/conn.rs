@@ -53,7 +53,8 @@ impl Conn {
     }
 
     /// Waits until `replicas` replicas have every write this connection made on the
-    /// node holding `key` (`WAIT`), for at most `timeout`; returns how many did.
+    /// node holding `key` (`WAIT`), for at most `timeout`; returns how many did. `key`
+    /// only routes (a script key, [`super::Keys::script_key`], will do).
     pub async fn wait_replicas(
         &mut self,
         key: &str,

@@ -35,7 +35,7 @@ pub async fn cancel(
     let keys = &keys.for_job(id);
     let before: String = scripts::CANCEL
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(id)
         .arg(QueueSettings::secs(settings.result_ttl))
@@ -204,7 +204,7 @@ pub async fn requeue(conn: &mut Conn, keys: &Keys, id: &str) -> Result<Requeued,
     let keys = &keys.for_job(id);
     let done: i8 = scripts::REQUEUE
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(id)
         .invoke_async(conn)

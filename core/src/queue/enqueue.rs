@@ -211,7 +211,7 @@ impl Producer {
         let mut invocation = scripts::ENQUEUE.prepare_invoke();
         let retention = self.settings.result_ttl.max(self.settings.dead_ttl);
         invocation
-            .key(keys.prefix())
+            .key(keys.script_key())
             .arg(keys.prefix())
             .arg(ttl)
             .arg(batch.unwrap_or(""))
@@ -245,7 +245,9 @@ impl Producer {
         }
         let answers: Vec<(u8, String)> = invocation.invoke_async(&mut conn).await?;
         if let Some((replicas, timeout)) = self.durability {
-            let acked = conn.wait_replicas(keys.prefix(), replicas, timeout).await?;
+            let acked = conn
+                .wait_replicas(&keys.script_key(), replicas, timeout)
+                .await?;
             if acked < replicas {
                 return Err(QueueError::NotReplicated {
                     wanted: replicas,

@@ -107,7 +107,7 @@ pub async fn fetch_batch(
     type Leased = (String, u32, Vec<u8>, Vec<u8>, Vec<u8>, u8);
     let mut invocation = scripts::FETCH.prepare_invoke();
     invocation
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(worker)
         .arg(millis(settings.lease))
@@ -316,7 +316,7 @@ async fn peek_all(conn: &Conn, keys: &Keys, queues: &Served) -> Result<Vec<u16>,
         let mut conn = conn.clone();
         async move {
             let mut invocation = scripts::PEEK.prepare_invoke();
-            invocation.key(part.prefix()).arg(part.prefix());
+            invocation.key(part.script_key()).arg(part.prefix());
             for (queue, _) in queues.queues() {
                 invocation.arg(queue);
             }

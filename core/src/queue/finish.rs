@@ -89,7 +89,7 @@ pub(crate) async fn finish_in(
     let (kind, body, delay) = outcome.parts();
     let answer: String = scripts::FINISH
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(id)
         .arg(attempt)

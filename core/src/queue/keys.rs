@@ -99,6 +99,13 @@ impl Keys {
         &self.prefix
     }
 
+    /// `KEYS[1]` of every script: the prefix and its colon, `{ns}:` (every key of the
+    /// partition starts with it, so ACLs written as `~{ns}:*` allow it, and a cluster
+    /// routes the script by its hash tag).
+    pub fn script_key(&self) -> String {
+        format!("{}:", self.prefix)
+    }
+
     /// Where the partition count is kept (`{ns}:partitions`; [`super::partition::agree`]).
     pub fn partitions_key(&self) -> String {
         format!("{}:partitions", self.base)

@@ -216,7 +216,7 @@ async fn renew_chunks(
         for chunk in held.chunks(500) {
             let mut invocation = scripts::RENEW.prepare_invoke();
             invocation
-                .key(keys.prefix())
+                .key(keys.script_key())
                 .arg(keys.prefix())
                 .arg(millis(settings.lease));
             for (id, attempt) in chunk {

@@ -149,7 +149,7 @@ pub async fn try_acquire(
     };
     let (admitted, wait_ms, held, resets): (i64, i64, String, i64) = scripts::LIMIT_ACQUIRE
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(endpoint)
         .arg(rate_count)
@@ -190,7 +190,7 @@ pub async fn release(
 ) -> Result<bool, QueueError> {
     let removed: i64 = scripts::LIMIT_RELEASE
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(endpoint)
         .arg(holder)
@@ -209,7 +209,7 @@ pub async fn pause(
 ) -> Result<(), QueueError> {
     let _: i64 = scripts::LIMIT_PAUSE
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(endpoint)
         .arg(ms(retry_after.min(MAX_PAUSE)))
@@ -230,7 +230,7 @@ pub async fn debit_tokens(
     let used = used.min(1 << 40);
     let _: i64 = scripts::LIMIT_DEBIT
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(endpoint)
         .arg(used)

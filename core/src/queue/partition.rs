@@ -62,8 +62,11 @@ pub fn place(id: JobId, partition: u16, partitions: u16) -> JobId {
 }
 
 /// Makes sure every process of the namespace uses one partition count: the first to
-/// connect stores `wanted`; later ones adopt the stored count when they were given
-/// none (`wanted_explicitly` false), and are refused when they were given another.
+/// connect with more than one stores it (one partition, the default, is what an
+/// absent count means, so a plain deployment writes nothing); later ones adopt the
+/// stored count when they were given none (`wanted_explicitly` false), and are refused
+/// when they were given another. A namespace that holds jobs in one partition cannot
+/// be split (their ids would name other partitions): that is refused too.
 pub async fn agree(
     conn: &mut Conn,
     keys: &Keys,
@@ -71,13 +74,32 @@ pub async fn agree(
     wanted_explicitly: bool,
 ) -> Result<Keys, QueueError> {
     let key = keys.partitions_key();
-    let _: Option<String> = redis::cmd("SET")
-        .arg(&key)
-        .arg(wanted)
-        .arg("NX")
-        .query_async(conn)
-        .await?;
     let stored: Option<String> = conn.get(&key).await?;
+    let stored = match stored {
+        Some(s) => Some(s),
+        None if wanted <= 1 => return Ok(keys.clone().with_partitions(1)),
+        None => {
+            let jobs: u64 = conn.zcard(keys.at(0).jobs()).await?;
+            if jobs > 0 && !wanted_explicitly {
+                // A cluster's default of 16 over a namespace used with one: keep one.
+                return Ok(keys.clone().with_partitions(1));
+            }
+            if jobs > 0 {
+                return Err(QueueError::Partitions {
+                    namespace: keys.namespace().to_string(),
+                    stored: 1,
+                    wanted,
+                });
+            }
+            let _: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(wanted)
+                .arg("NX")
+                .query_async(conn)
+                .await?;
+            conn.get(&key).await?
+        }
+    };
     let stored = stored
         .as_deref()
         .and_then(|s| s.parse::<u16>().ok())

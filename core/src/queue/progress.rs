@@ -44,7 +44,7 @@ pub async fn record(
     let mut conn = conn.clone();
     let _: i64 = super::scripts::PROGRESS
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(id)
         .arg(json)

@@ -160,7 +160,7 @@ async fn list_in(conn: &mut Conn, keys: &Keys) -> Result<Vec<QueueInfo>, QueueEr
     type Row = (String, u8, u64, u64, u64, i64, i64, i64, u64, u64);
     let (_now, rows): (u64, Vec<Row>) = scripts::QUEUES
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .invoke_async(conn)
         .await?;

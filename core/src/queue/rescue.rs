@@ -38,7 +38,7 @@ pub async fn promote_once(
 ) -> Result<u32, QueueError> {
     let taken: u32 = scripts::PROMOTE
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(QueueSettings::secs(settings.dead_ttl))
         .arg(PROMOTE_CHUNK)
@@ -71,7 +71,7 @@ pub async fn rescue_once(
 ) -> Result<(u32, u32), QueueError> {
     let (requeued, dead): (u32, u32) = scripts::RESCUE
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(QueueSettings::secs(settings.dead_ttl))
         .arg(settings.max_rescues)

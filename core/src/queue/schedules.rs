@@ -118,7 +118,7 @@ pub async fn mark(
 ) -> Result<bool, QueueError> {
     let changed: u8 = scripts::SCHEDULE_MARK
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(name)
         .arg(tick)

@@ -123,7 +123,7 @@ async fn read_in(conn: &Conn, keys: &Keys) -> Result<QueueStats, QueueError> {
     let mut conn = conn.clone();
     let answer: Vec<Value> = scripts::STATS
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .invoke_async(&mut conn)
         .await?;

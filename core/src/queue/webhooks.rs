@@ -95,7 +95,7 @@ async fn claim_in(
 ) -> Result<Vec<Claimed>, QueueError> {
     let mut invocation = scripts::WEBHOOK_CLAIM.prepare_invoke();
     invocation
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(max)
         .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
@@ -208,7 +208,7 @@ pub async fn record(
     let keys = &keys.for_webhook(id);
     let state: String = scripts::WEBHOOK_DONE
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(id)
         .arg(attempt)
@@ -239,7 +239,7 @@ pub async fn retry(conn: &mut Conn, keys: &Keys, id: &str) -> Result<Retried, Qu
     let keys = &keys.for_webhook(id);
     let state: String = scripts::WEBHOOK_RETRY
         .prepare_invoke()
-        .key(keys.prefix())
+        .key(keys.script_key())
         .arg(keys.prefix())
         .arg(id)
         .invoke_async(conn)

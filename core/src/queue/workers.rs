@@ -99,7 +99,7 @@ impl Heartbeat {
         let json = serde_json::to_string(info).expect("worker info is plain data");
         let (cursor, pruned): (String, u64) = scripts::HEARTBEAT
             .prepare_invoke()
-            .key(keys.prefix())
+            .key(keys.script_key())
             .arg(keys.prefix())
             .arg(&info.id)
             .arg(json)

@@ -1,9 +1,13 @@
 -- common.lua: prepended to every script (see scripts.rs). Not a script on its own.
 -- P is the prefix of the partition the script works on, "{ns}" or "{ns~N}" (a Redis
--- Cluster hash tag): KEYS[1] of every script, so that a cluster runs it on the node
--- that holds the partition; every key a script touches starts with it. ARGV[1] repeats
--- it (the ARGV numbering of the scripts predates KEYS). NOW is Redis's clock in ms.
-local P = KEYS[1]
+-- Cluster hash tag). KEYS[1] of every script is P .. ':', which every key the script
+-- touches starts with, so that a cluster runs it on the node that holds the partition
+-- (and an ACL of `~{ns}:*` allows it); ARGV[1] is P itself (the ARGV numbering of the
+-- scripts predates KEYS). NOW is Redis's clock in ms.
+local P = ARGV[1]
+if KEYS[1] ~= P .. ':' then
+  return redis.error_reply('mcpq: KEYS[1] must be the partition prefix ARGV[1] and a colon')
+end
 -- The namespace's own prefix "{ns}" (P without its partition number): the pub/sub
 -- channels are the whole namespace's, whichever partition publishes.
 local BASE = (string.gsub(P, '~%d+}$', '}'))
