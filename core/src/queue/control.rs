@@ -84,7 +84,7 @@ pub async fn dead_list(
         all.extend(jobs);
         total += count;
     }
-    all.sort_by(|a, b| b.died_at.cmp(&a.died_at));
+    all.sort_by_key(|j| std::cmp::Reverse(j.died_at));
     all.truncate(limit);
     Ok((all, total))
 }

@@ -307,7 +307,7 @@ pub async fn list(
         all.extend(found);
         total += count;
     }
-    all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    all.sort_by_key(|d| std::cmp::Reverse(d.created_at));
     all.truncate(limit);
     Ok((all, total))
 }
