@@ -426,7 +426,7 @@ pub async fn results(
                 if ids.is_empty() {
                     return Ok((0, Vec::new()));
                 }
-                let rows = batch::member_results(&mut conn, keys, &ids).await?;
+                let rows = batch::member_results(&mut conn, keys, &id, &ids).await?;
                 Ok::<_, mcpq_core::queue::QueueError>((ids.len(), rows))
             };
             match page.await {

@@ -24,9 +24,21 @@ impl Drop for Server {
 }
 
 fn start(port: u16, extra: &[&str]) -> Server {
+    // A replica writes the master's snapshot to its directory: a temporary one.
+    let dir = std::env::temp_dir().join(format!("mcpq-bench-durability-{port}"));
+    std::fs::create_dir_all(&dir).expect("dir");
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .args(["--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -63,19 +75,31 @@ fn main() {
         wait_until(Duration::from_secs(10), || {
             redis::Client::open(master.as_str())
                 .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("INFO").arg("replication").query::<String>(&mut c))
-                .is_ok_and(|info| info.contains("connected_slaves:1") && info.contains("state=online"))
+                .and_then(|mut c| {
+                    redis::cmd("INFO")
+                        .arg("replication")
+                        .query::<String>(&mut c)
+                })
+                .is_ok_and(|info| {
+                    info.contains("connected_slaves:1") && info.contains("state=online")
+                })
         }),
         "the replica did not come online"
     );
     let rt = mcpq_tests::runtime();
     println!("wait_replicas cost: {n} submits each way, master + 1 replica on loopback");
-    println!("{:<18} {:>10} {:>10} {:>10} {:>14}", "mode", "p50 ms", "p99 ms", "max ms", "16 at once /s");
+    println!(
+        "{:<18} {:>10} {:>10} {:>10} {:>14}",
+        "mode", "p50 ms", "p99 ms", "max ms", "16 at once /s"
+    );
     let mut rows = Vec::new();
     for replicas in [0_u32, 1] {
         let (p50, p99, max, rate) = rt.block_on(async {
             let conn = queue::connect(&master).await.expect("redis");
-            let keys = Keys::new(format!("bench-durability-{replicas}-{}", std::process::id()));
+            let keys = Keys::new(format!(
+                "bench-durability-{replicas}-{}",
+                std::process::id()
+            ));
             let producer = Producer::new(conn, keys, QueueSettings::default())
                 .with_durability(replicas, Duration::from_secs(1));
             let job = call_job("echo", "echo", json!({"text": "x"}));
@@ -106,10 +130,21 @@ fn main() {
                 t.await.expect("task");
             }
             let rate = (n / 16 * 16) as f64 / started.elapsed().as_secs_f64();
-            (percentile(&lat, 0.5), percentile(&lat, 0.99), lat[lat.len() - 1], rate)
+            (
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                lat[lat.len() - 1],
+                rate,
+            )
         });
         let mode = format!("wait_replicas = {replicas}");
-        println!("{mode:<18} {:>10.3} {:>10.3} {:>10.3} {:>14.0}", ms(p50), ms(p99), ms(max), rate);
+        println!(
+            "{mode:<18} {:>10.3} {:>10.3} {:>10.3} {:>14.0}",
+            ms(p50),
+            ms(p99),
+            ms(max),
+            rate
+        );
         rows.push((p50, rate));
     }
     println!(

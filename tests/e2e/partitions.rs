@@ -190,3 +190,72 @@ fn a_process_with_another_partition_count_is_refused() {
     let out = run(&["queues", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn pages_of_a_listing_over_partitions_list_every_job_once() {
+    let env = TestEnv::new("partitions-pages", FOUR);
+    env.submit_call("echo", "echo", r#"{"text":"first"}"#, &[]);
+    // Older jobs in every partition (two submit times), then 150 jobs of one submit
+    // millisecond (one script call) in partition 0 alone (their idempotency keys name
+    // it): a page of 100 ends inside that run, and the next must still reach
+    // partition 0's older jobs before the other partitions' oldest.
+    let batch = |tag: &str| -> Vec<_> {
+        (0..40)
+            .map(|i| call_job("echo", "echo", json!({ "text": format!("{tag}{i}") })))
+            .collect()
+    };
+    let in_zero: Vec<_> = (0..)
+        .map(|i| format!("k{i}"))
+        .filter(|k| mcpq_shared::queue::partition::of_key(k, 4) == 0)
+        .take(150)
+        .map(|k| {
+            let mut job = call_job("echo", "echo", json!({ "text": k }));
+            job.options.idempotency_key = Some(k);
+            job
+        })
+        .collect();
+    let mut ids = env.submit_jobs(&batch("old"));
+    std::thread::sleep(Duration::from_millis(5));
+    ids.extend(env.submit_jobs(&batch("mid")));
+    std::thread::sleep(Duration::from_millis(5));
+    ids.extend(env.submit_jobs(&in_zero));
+    let rt = mcpq_tests::runtime();
+    let listed = rt.block_on(async {
+        let mut conn = mcpq_shared::queue::connect(&env.redis_url)
+            .await
+            .expect("redis");
+        let keys = mcpq_shared::queue::partition::agree(
+            &mut conn,
+            &mcpq_shared::queue::Keys::new(env.namespace.clone()),
+            4,
+            true,
+        )
+        .await
+        .expect("partitions");
+        let filter = mcpq_shared::queue::listing::JobFilter::default();
+        let (mut all, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let page = mcpq_shared::queue::listing::list_page(
+                &mut conn,
+                &keys,
+                &filter,
+                100,
+                cursor.as_deref(),
+            )
+            .await
+            .expect("page");
+            all.extend(page.jobs.into_iter().map(|j| j.id));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        all
+    });
+    let unique: std::collections::BTreeSet<&String> = listed.iter().collect();
+    assert_eq!(unique.len(), listed.len(), "no job listed twice");
+    assert_eq!(listed.len(), 231, "every job listed once");
+    for id in &ids {
+        assert!(unique.contains(id), "{id} missing");
+    }
+}

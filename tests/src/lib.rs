@@ -317,24 +317,39 @@ impl TestEnv {
     /// Jobs not finished yet, from the queue's own structures (O(1)): queued in any
     /// priority or as a suspect, running under a lease, or waiting for a retry.
     pub fn queue_depth(&self) -> usize {
-        let p = format!("{{{}}}", self.namespace);
-        let (high, normal, low, leases, scheduled, suspects): (
-            usize,
-            usize,
-            usize,
-            usize,
-            usize,
-            usize,
-        ) = redis::pipe()
-            .llen(format!("{p}:ready:high"))
-            .llen(format!("{p}:ready:normal"))
-            .llen(format!("{p}:ready:low"))
-            .zcard(format!("{p}:leases"))
-            .zcard(format!("{p}:scheduled"))
-            .llen(format!("{p}:suspects"))
-            .query(&mut self.redis())
-            .unwrap_or((1, 0, 0, 0, 0, 0));
-        high + normal + low + leases + scheduled + suspects
+        let mut redis = self.redis();
+        let partitions: u16 = redis::cmd("GET")
+            .arg(format!("{{{}}}:partitions", self.namespace))
+            .query::<Option<u16>>(&mut redis)
+            .ok()
+            .flatten()
+            .unwrap_or(1);
+        (0..partitions)
+            .map(|n| {
+                let p = if n == 0 {
+                    format!("{{{}}}", self.namespace)
+                } else {
+                    format!("{{{}~{n}}}", self.namespace)
+                };
+                let (high, normal, low, leases, scheduled, suspects): (
+                    usize,
+                    usize,
+                    usize,
+                    usize,
+                    usize,
+                    usize,
+                ) = redis::pipe()
+                    .llen(format!("{p}:ready:high"))
+                    .llen(format!("{p}:ready:normal"))
+                    .llen(format!("{p}:ready:low"))
+                    .zcard(format!("{p}:leases"))
+                    .zcard(format!("{p}:scheduled"))
+                    .llen(format!("{p}:suspects"))
+                    .query(&mut redis)
+                    .unwrap_or((1, 0, 0, 0, 0, 0));
+                high + normal + low + leases + scheduled + suspects
+            })
+            .sum()
     }
 
     /// Counts of job statuses in this namespace (KEYS + one HGET each: for checks at the

@@ -144,6 +144,7 @@ impl Producer {
     pub async fn create_batch(&self, spec: &BatchSpec<'_>) -> Result<BatchCreated, QueueError> {
         let settings = self.settings();
         let retention = settings.result_ttl.max(settings.dead_ttl);
+        self.claim_partitions().await?;
         let keys = self.keys().for_job(&spec.id.to_string());
         if let Some(then) = spec.then {
             if keys.for_job(&then.id.to_string()) != keys {
@@ -226,14 +227,31 @@ impl Producer {
         jobs: Vec<Job>,
         then: Option<&Job>,
     ) -> Result<String, QueueError> {
+        let id = self.fresh_batch_id(None);
+        // The jobs' ids derive from the batch's (so they live in its partition), the
+        // fan-in's as `mcpq batch submit --then` derives it.
+        let then = then.map(|job| Job {
+            id: id.nth_member(u64::MAX - 1),
+            id_fixed: true,
+            ..job.clone()
+        });
+        let jobs: Vec<Job> = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, job)| Job {
+                id: id.nth_member(i as u64),
+                id_fixed: true,
+                ..job
+            })
+            .collect();
         let spec = BatchSpec {
-            id: self.fresh_batch_id(None),
+            id,
             total: jobs.len() as u64,
             fingerprint: String::new(),
             source: "api".to_string(),
             idempotency_key: None,
             callback: None,
-            then,
+            then: then.as_ref(),
         };
         let id = match self.create_batch(&spec).await? {
             BatchCreated::New(id) => id,
@@ -422,16 +440,23 @@ pub async fn belonging(
 
 /// The status, line, result or error of each job in `ids` (one pipelined round trip).
 /// A result or error that is not JSON is kept as a JSON string.
+/// Each record is read in batch `batch`'s partition, where its jobs live (one pipeline,
+/// one partition, whatever ids someone wrote into its list).
 pub async fn member_results(
     conn: &mut Conn,
     keys: &Keys,
+    batch: &str,
     ids: &[String],
 ) -> Result<Vec<MemberResult>, QueueError> {
+    let home = keys.for_job(batch);
     let mut pipe = redis::pipe();
     for id in ids {
-        pipe.cmd("HMGET")
-            .arg(keys.job(id))
-            .arg(&["status", "batch_line", "result", "error"]);
+        pipe.cmd("HMGET").arg(home.job_raw(id.as_bytes())).arg(&[
+            "status",
+            "batch_line",
+            "result",
+            "error",
+        ]);
     }
     let rows: Vec<Vec<Option<String>>> = pipe.query_async(conn).await?;
     let json = |text: Option<String>| {

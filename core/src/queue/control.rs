@@ -43,7 +43,7 @@ pub async fn cancel(
         .invoke_async(conn)
         .await?;
     Ok(match before.as_str() {
-        "queued" | "failed" => Cancelled::BeforeRunning,
+        "queued" | "failed" | "scheduled" | "waiting" => Cancelled::BeforeRunning,
         "running" => Cancelled::WhileRunning,
         "unknown" => Cancelled::Unknown,
         other => match JobStatus::parse(other) {
@@ -179,13 +179,31 @@ async fn dead_list_in(
     Ok((out, total.saturating_sub(gone.len() as u64)))
 }
 
-/// The full record of a dead job (with its payload), or `None`.
+/// The full record of a dead job (with its payload), or `None`. An entry
+/// dead-lettered where it was found is looked for in every partition when its id
+/// names none of them (a malformed entry's `invalid-...` name).
 pub async fn dead_show(
     conn: &mut Conn,
     keys: &Keys,
     id: &str,
 ) -> Result<Option<JobRecord>, QueueError> {
-    read_record(conn, keys, id, Read::Full).await
+    if let Some(record) = read_record(conn, keys, id, Read::Full).await? {
+        return Ok(Some(record));
+    }
+    if keys.partitions() > 1 && ulid::Ulid::from_string(id).is_err() {
+        for part in keys.all() {
+            let found: bool = redis::cmd("ZSCORE")
+                .arg(part.dead())
+                .arg(id)
+                .query_async::<Option<f64>>(conn)
+                .await?
+                .is_some();
+            if found {
+                return super::results::read_record_in(conn, &part, id, Read::Full).await;
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// What [`requeue`] did.
@@ -201,7 +219,12 @@ pub enum Requeued {
 
 /// Puts dead job `id` back in its queue.
 pub async fn requeue(conn: &mut Conn, keys: &Keys, id: &str) -> Result<Requeued, QueueError> {
-    let keys = &keys.for_job(id);
+    requeue_in(conn, &keys.for_job(id), id).await
+}
+
+/// [`requeue`] in partition `keys` itself (an entry of its dead set, wherever its id
+/// points).
+async fn requeue_in(conn: &mut Conn, keys: &Keys, id: &str) -> Result<Requeued, QueueError> {
     let done: i8 = scripts::REQUEUE
         .prepare_invoke()
         .key(keys.script_key())
@@ -256,7 +279,7 @@ async fn requeue_all_in(conn: &mut Conn, keys: &Keys) -> Result<u64, QueueError>
                 kept += 1;
                 continue;
             };
-            match requeue(conn, keys, id).await? {
+            match requeue_in(conn, keys, id).await? {
                 Requeued::Yes => total += 1,
                 Requeued::NoPayload => kept += 1,
                 Requeued::NotDead => {

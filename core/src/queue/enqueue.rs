@@ -43,6 +43,9 @@ pub struct Producer {
     /// `[redis] wait_replicas` and `wait_timeout`: replicas that must have a submit
     /// before it is acknowledged.
     durability: Option<(u32, Duration)>,
+    /// Set once this producer stored or checked the namespace's partition count
+    /// ([`super::partition::claim`]) before its first write.
+    claimed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a submit did.
@@ -68,7 +71,19 @@ impl Producer {
             settings,
             turn: Arc::new(AtomicU32::new(fastrand::u32(..))),
             durability: None,
+            claimed: Arc::default(),
         }
+    }
+
+    /// Before the first write: stores the partition count if none is, else checks it is
+    /// ours (a producer never writes where another count's workers would not look).
+    pub(crate) async fn claim_partitions(&self) -> Result<(), QueueError> {
+        if self.claimed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        super::partition::claim(&mut self.conn.clone(), &self.keys).await?;
+        self.claimed.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Acknowledges a submit only once `replicas` replicas have it (`WAIT`, at most
@@ -163,6 +178,18 @@ impl Producer {
         batch: Option<&str>,
         jobs: &[(&Job, Option<u64>)],
     ) -> Result<Vec<Submitted>, QueueError> {
+        // Every size first: a job too large enqueues nothing, in any partition (one
+        // partition's call checks its own before writing).
+        for (job, _) in jobs.iter().filter(|_| self.keys.partitions() > 1) {
+            let bytes = job.to_json().len();
+            if bytes > self.settings.max_payload {
+                return Err(QueueError::TooLarge {
+                    id: job.id.to_string(),
+                    bytes,
+                    limit: self.settings.max_payload,
+                });
+            }
+        }
         if self.keys.partitions() <= 1 {
             return self.enqueue_in(&self.keys, batch, jobs).await;
         }
@@ -175,18 +202,18 @@ impl Producer {
             let p = super::partition::of_id(&job.id.to_string(), self.keys.partitions());
             groups.entry(p).or_default().push(i);
         }
+        if let Some(batch) = batch {
+            // Checked before any write: a refused batch chunk enqueues nothing.
+            let home = super::partition::of_id(batch, self.keys.partitions());
+            if let Some((_, members)) = groups.iter().find(|(p, _)| **p != home) {
+                return Err(QueueError::Refused {
+                    id: placed[members[0]].0.id.to_string(),
+                    message: "a batch's jobs live in the batch's partition: with [redis] partitions > 1 their ids must derive from the batch's".into(),
+                });
+            }
+        }
         let mut out: Vec<Option<Submitted>> = vec![None; jobs.len()];
         for (p, members) in groups {
-            if let Some(batch) = batch {
-                let home = super::partition::of_id(batch, self.keys.partitions());
-                if p != home {
-                    let id = placed[members[0]].0.id.to_string();
-                    return Err(QueueError::Refused {
-                        id,
-                        message: "a batch's jobs live in the batch's partition: with [redis] partitions > 1 they cannot name their own ids".into(),
-                    });
-                }
-            }
             let group: Vec<(&Job, Option<u64>)> = members
                 .iter()
                 .map(|i| (placed[*i].0.as_ref(), placed[*i].1))
@@ -243,6 +270,8 @@ impl Producer {
                         .unwrap_or_default(),
                 );
         }
+        // After the size checks: a refused submit writes nothing at all.
+        self.claim_partitions().await?;
         let answers: Vec<(u8, String)> = invocation.invoke_async(&mut conn).await?;
         if let Some((replicas, timeout)) = self.durability {
             let acked = conn

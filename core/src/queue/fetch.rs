@@ -175,6 +175,8 @@ struct RotationState {
     empty_since: std::collections::HashMap<u16, tokio::time::Instant>,
     /// False until the first peek: before it nothing is known.
     peeked: bool,
+    /// Partitions where suspects wait (an idle worker looks there first).
+    suspects: std::collections::HashSet<u16>,
 }
 
 impl Rotation {
@@ -224,6 +226,20 @@ impl Rotation {
         }
     }
 
+    /// Records whether suspects wait in `partition`.
+    fn suspects(&self, partition: u16, waiting: bool) {
+        let mut st = self.lock();
+        if waiting {
+            st.suspects.insert(partition);
+        } else {
+            st.suspects.remove(&partition);
+        }
+    }
+
+    fn has_suspects(&self, partition: u16) -> bool {
+        self.lock().suspects.contains(&partition)
+    }
+
     fn mark(&self, partition: u16, empty: bool) {
         let mut st = self.lock();
         if empty {
@@ -268,14 +284,21 @@ pub async fn fetch_any(
             order
         }
     };
+    let mut order = order;
+    if alone {
+        // An idle worker takes a suspect before anything else, wherever it waits.
+        order.sort_by_key(|p| !rotation.has_suspects(*p));
+    }
     let mut suspects_waiting = 0;
     for p in order {
         let part = keys.at(p);
         let mut batch =
             fetch_batch(conn, &part, worker, settings, queues, pick, max, alone).await?;
         suspects_waiting = suspects_waiting.max(batch.suspects_waiting);
+        rotation.suspects(p, batch.suspects_waiting > 0);
         if batch.deliveries.is_empty() {
-            rotation.mark(p, true);
+            // Suspects waiting for an idle worker are work: keep looking there.
+            rotation.mark(p, batch.suspects_waiting == 0);
             continue;
         }
         rotation.mark(p, false);
@@ -287,9 +310,10 @@ pub async fn fetch_any(
             }
             let failure = crate::failure::JobFailure::new(
                 crate::failure::FailureKind::InvalidJob,
-                format!("queue entry {:?} is in partition {p}, but its id names another: not a job mcpq queued", d.id),
+                format!("queue entry {:?} is in partition {p} of {}, but its id names another: not queued by a process of this partition count (check [redis] partitions everywhere)", d.id, keys.partitions()),
                 false,
             );
+            tracing::error!(job = %d.id, partition = p, partitions = keys.partitions(), "a job in a partition its id does not name: dead-lettered (does a process use another partition count?)");
             super::finish::finish_in(
                 conn,
                 &part,

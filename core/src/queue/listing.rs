@@ -150,7 +150,9 @@ fn score_arg(score: f64) -> String {
 }
 
 /// Up to [`PAGE`] entries of the job index strictly after `after` (`None`: from the
-/// newest), newest first, with their scores.
+/// newest), newest first, with their scores: always the first [`PAGE`] of what is
+/// left (fewer only when no more are left), so that the lists of several partitions
+/// merge ([`index_after_all`]).
 async fn index_after(
     conn: &mut Conn,
     keys: &Keys,
@@ -170,6 +172,7 @@ async fn index_after(
     };
     // The ties first: entries of the same score sort by id, descending, so those after
     // `id` are the tail of the tie group (ids compare as bytes, like Redis's).
+    let mut out: Vec<(String, f64)> = Vec::new();
     let mut offset = 0;
     while offset < MAX_TIES {
         let ties: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
@@ -182,29 +185,33 @@ async fn index_after(
             .query_async(conn)
             .await?;
         let read = ties.len();
-        let after_id: Vec<(String, f64)> = ties
-            .into_iter()
-            .filter(|t| t.as_bytes() < id.as_bytes())
-            .map(|t| (t, *score))
-            .collect();
-        if !after_id.is_empty() {
-            return Ok(after_id);
+        out.extend(
+            ties.into_iter()
+                .filter(|t| t.as_bytes() < id.as_bytes())
+                .map(|t| (t, *score)),
+        );
+        if out.len() >= PAGE {
+            out.truncate(PAGE);
+            return Ok(out);
         }
         if read < PAGE {
             break;
         }
         offset += read;
     }
-    Ok(redis::cmd("ZREVRANGEBYSCORE")
+    // Then the older scores, up to a page in all.
+    let older: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
         .arg(keys.jobs())
         .arg(format!("({}", score_arg(*score)))
         .arg("-inf")
         .arg("WITHSCORES")
         .arg("LIMIT")
         .arg(0)
-        .arg(PAGE)
+        .arg(PAGE - out.len())
         .query_async(conn)
-        .await?)
+        .await?;
+    out.extend(older);
+    Ok(out)
 }
 
 /// [`index_after`] over every partition's index: the first [`PAGE`] of their merge,

@@ -61,12 +61,14 @@ pub fn place(id: JobId, partition: u16, partitions: u16) -> JobId {
     JobId(ulid::Ulid(raw))
 }
 
-/// Makes sure every process of the namespace uses one partition count: the first to
-/// connect with more than one stores it (one partition, the default, is what an
-/// absent count means, so a plain deployment writes nothing); later ones adopt the
-/// stored count when they were given none (`wanted_explicitly` false), and are refused
-/// when they were given another. A namespace that holds jobs in one partition cannot
-/// be split (their ids would name other partitions): that is refused too.
+/// Makes sure every process of the namespace uses one partition count.
+///
+/// The count is kept at `{ns}:partitions`. One partition, the default, is stored by
+/// the first write ([`claim`], from the producer), so a process that only connects
+/// writes nothing; more than one is stored here, at connect, by one script that also
+/// checks the namespace holds no jobs (their ids would name other partitions). A
+/// process given no count (`wanted_explicitly` false: one node's 1, a cluster's 16)
+/// adopts the stored one; one given another count is refused.
 pub async fn agree(
     conn: &mut Conn,
     keys: &Keys,
@@ -74,40 +76,36 @@ pub async fn agree(
     wanted_explicitly: bool,
 ) -> Result<Keys, QueueError> {
     let key = keys.partitions_key();
-    let stored: Option<String> = conn.get(&key).await?;
+    // Not a string (someone else's key): judged below as a bad count.
+    let stored: Option<String> = match conn.get::<_, Option<String>>(&key).await {
+        Ok(s) => s,
+        Err(e) if e.code() == Some("WRONGTYPE") => Some(String::new()),
+        Err(e) => return Err(e.into()),
+    };
     let stored = match stored {
-        Some(s) => Some(s),
+        Some(s) => s,
         None if wanted <= 1 => return Ok(keys.clone().with_partitions(1)),
         None => {
-            let jobs: u64 = conn.zcard(keys.at(0).jobs()).await?;
-            if jobs > 0 && !wanted_explicitly {
-                // A cluster's default of 16 over a namespace used with one: keep one.
-                return Ok(keys.clone().with_partitions(1));
-            }
-            if jobs > 0 {
+            let base = keys.at(0);
+            let answer: String = super::scripts::PARTITIONS
+                .prepare_invoke()
+                .key(base.script_key())
+                .arg(base.prefix())
+                .arg(wanted)
+                .arg(u8::from(wanted_explicitly))
+                .invoke_async(conn)
+                .await?;
+            if answer == "used" {
                 return Err(QueueError::Partitions {
                     namespace: keys.namespace().to_string(),
                     stored: 1,
                     wanted,
                 });
             }
-            let _: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg(wanted)
-                .arg("NX")
-                .query_async(conn)
-                .await?;
-            conn.get(&key).await?
+            answer
         }
     };
-    let stored = stored
-        .as_deref()
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|n| (1..=crate::config::redis_target::MAX_PARTITIONS).contains(n))
-        .ok_or_else(|| QueueError::Corrupt {
-            id: key.clone(),
-            message: "the stored partition count is not a number from 1 to 256".into(),
-        })?;
+    let stored = parse(&key, &stored)?;
     if stored != wanted && wanted_explicitly {
         return Err(QueueError::Partitions {
             namespace: keys.namespace().to_string(),
@@ -116,6 +114,44 @@ pub async fn agree(
         });
     }
     Ok(keys.clone().with_partitions(stored))
+}
+
+/// Stores `keys`' count unless one is stored (the first write of a namespace), and
+/// checks that the stored one is `keys`' (another process may have stored another
+/// since this one connected).
+pub async fn claim(conn: &mut Conn, keys: &Keys) -> Result<(), QueueError> {
+    let key = keys.partitions_key();
+    let (_, stored): (Option<String>, Option<String>) = redis::pipe()
+        .cmd("SET")
+        .arg(&key)
+        .arg(keys.partitions())
+        .arg("NX")
+        .get(&key)
+        .query_async(conn)
+        .await?;
+    let stored = parse(&key, stored.as_deref().unwrap_or(""))?;
+    if stored != keys.partitions() {
+        return Err(QueueError::Partitions {
+            namespace: keys.namespace().to_string(),
+            stored,
+            wanted: keys.partitions(),
+        });
+    }
+    Ok(())
+}
+
+/// The stored count `text` of key `key`, or why it is not one.
+fn parse(key: &str, text: &str) -> Result<u16, QueueError> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|n| (1..=crate::config::redis_target::MAX_PARTITIONS).contains(n))
+        .ok_or_else(|| QueueError::Corrupt {
+            id: key.to_string(),
+            message: format!(
+                "the stored partition count {:?} is not a number from 1 to 256 (delete the key if nothing uses the namespace)",
+                text.chars().take(20).collect::<String>()
+            ),
+        })
 }
 
 #[cfg(test)]

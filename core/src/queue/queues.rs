@@ -46,14 +46,29 @@ pub async fn pause(
     keys: &Keys,
     queue: &str,
 ) -> Result<(Paused, bool), QueueError> {
-    let mut first = None;
-    let mut known_any = false;
+    let (mut added, mut too_many, mut known_any) = (Vec::new(), false, false);
     for part in keys.all() {
         let (paused, known) = pause_in(conn, &part, queue).await?;
         known_any |= known;
-        first.get_or_insert(paused);
+        if paused == Paused::Now {
+            added.push(part);
+        }
+        too_many |= paused == Paused::TooMany;
     }
-    Ok((first.unwrap_or(Paused::Already), known_any))
+    let now = !added.is_empty();
+    // One partition at its cap refuses the whole pause (the others would fetch it):
+    // the partitions paused just now are resumed.
+    if too_many {
+        for part in added {
+            let _: u32 = redis::cmd("SREM")
+                .arg(part.paused())
+                .arg(queue)
+                .query_async(conn)
+                .await?;
+        }
+        return Ok((Paused::TooMany, known_any));
+    }
+    Ok((if now { Paused::Now } else { Paused::Already }, known_any))
 }
 
 async fn pause_in(conn: &mut Conn, keys: &Keys, queue: &str) -> Result<(Paused, bool), QueueError> {

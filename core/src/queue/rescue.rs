@@ -87,6 +87,20 @@ pub async fn rescue_loop(mut conn: Conn, keys: Keys, settings: QueueSettings) {
         for part in keys.all() {
             rescue_partition(&mut conn, &part, &settings).await;
         }
+        // Another process may have stored another count since this one started.
+        let stored: Result<Option<String>, _> = redis::cmd("GET")
+            .arg(keys.partitions_key())
+            .query_async(&mut conn)
+            .await;
+        if let Ok(Some(stored)) = stored {
+            if stored != keys.partitions().to_string() {
+                tracing::error!(
+                    stored = %stored.chars().take(20).collect::<String>(),
+                    ours = keys.partitions(),
+                    "the namespace's partition count in Redis is not this worker's: jobs go where it does not look; restart every process with one [redis] partitions"
+                );
+            }
+        }
         tokio::time::sleep(RESCUE_INTERVAL).await;
     }
 }

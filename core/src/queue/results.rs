@@ -294,7 +294,26 @@ pub(crate) async fn read_record(
     id: &str,
     read: Read,
 ) -> Result<Option<JobRecord>, QueueError> {
-    read_raw(conn, keys, id, read)
+    let (job, attempts) = (keys.job(id).into_bytes(), keys.attempts(id).into_bytes());
+    read_raw_at(conn, (job, attempts), id, read)
+        .await?
+        .map(RawRecord::parse)
+        .transpose()
+}
+
+/// [`read_record`] in partition `keys` itself, wherever `id` points (an entry found in
+/// one of its sets).
+pub(crate) async fn read_record_in(
+    conn: &mut Conn,
+    keys: &Keys,
+    id: &str,
+    read: Read,
+) -> Result<Option<JobRecord>, QueueError> {
+    let at = (
+        keys.job_raw(id.as_bytes()),
+        keys.attempts_raw(id.as_bytes()),
+    );
+    read_raw_at(conn, at, id, read)
         .await?
         .map(RawRecord::parse)
         .transpose()
@@ -308,6 +327,17 @@ async fn read_raw(
     id: &str,
     read: Read,
 ) -> Result<Option<RawRecord>, QueueError> {
+    let at = (keys.job(id).into_bytes(), keys.attempts(id).into_bytes());
+    read_raw_at(conn, at, id, read).await
+}
+
+/// [`read_raw`] of the job hash and attempts list at `(job, attempts)`.
+async fn read_raw_at(
+    conn: &mut Conn,
+    (job_key, attempts_key): (Vec<u8>, Vec<u8>),
+    id: &str,
+    read: Read,
+) -> Result<Option<RawRecord>, QueueError> {
     let mut fields: Vec<&'static str> = FIELDS.to_vec();
     match read {
         Read::Status => {}
@@ -318,9 +348,9 @@ async fn read_raw(
     type Raw = (Vec<Option<Vec<u8>>>, Vec<Vec<u8>>);
     let answer: Result<Raw, redis::RedisError> = redis::pipe()
         .cmd("HMGET")
-        .arg(keys.job(id))
+        .arg(&job_key)
         .arg(&fields)
-        .lrange(keys.attempts(id), -MAX_HISTORY, -1)
+        .lrange(&attempts_key, -MAX_HISTORY, -1)
         .query_async(conn)
         .await;
     let (values, history) = match answer {
@@ -329,9 +359,9 @@ async fn read_raw(
             // A key of another type fails the whole pipeline (WRONGTYPE): say which.
             let types: (String, String) = redis::pipe()
                 .cmd("TYPE")
-                .arg(keys.job(id))
+                .arg(&job_key)
                 .cmd("TYPE")
-                .arg(keys.attempts(id))
+                .arg(&attempts_key)
                 .query_async(conn)
                 .await?;
             return Err(match types {

@@ -30,6 +30,8 @@ pub(crate) static FETCH: LazyLock<Script> = script!("fetch.lua");
 pub(crate) static RENEW: LazyLock<Script> = script!("renew.lua");
 /// Tell whether a fetch would find work in a partition, read only (`fetch.rs`).
 pub(crate) static PEEK: LazyLock<Script> = script!("peek.lua");
+/// Store the namespace's partition count if it is unset and the namespace unused.
+pub(crate) static PARTITIONS: LazyLock<Script> = script!("partitions.lua");
 /// Store one attempt's outcome, fenced by its attempt number.
 pub(crate) static FINISH: LazyLock<Script> = script!("finish.lua");
 /// Re-queue (or bury) jobs whose lease expired.

@@ -528,7 +528,7 @@ async fn results(ctx: &Ctx, args: BatchResultsArgs) -> anyhow::Result<u8> {
             break;
         }
         start += ids.len();
-        for row in batch::member_results(&mut conn, &keys, &ids)
+        for row in batch::member_results(&mut conn, &keys, &args.id, &ids)
             .await
             .map_err(exit::queue)?
         {

@@ -82,9 +82,14 @@ pub async fn submit(state: &AppState, name: &str, arguments: JsonObject) -> Resu
         literal_arguments: true,
         keep_tool_errors: true,
     };
-    let job = Job::agent(vec![step], JobOptions::default());
+    let mut job = Job::agent(vec![step], JobOptions::default());
     let submitted = state.producer.submit(&job).await?;
     tracing::info!(job = %submitted.id, tool = %name, "gateway call enqueued");
+    // The id it was stored under (a fresh id is re-drawn in its partition).
+    job.id = submitted
+        .id
+        .parse()
+        .map_err(|e: mcpq_core::job::JobError| ApiError::bad_request(e.to_string()))?;
     Ok(job)
 }
 
