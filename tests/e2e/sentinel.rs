@@ -103,8 +103,8 @@ fn a_sentinel_failover_mid_run_loses_no_acknowledged_job_and_the_worker_goes_on(
     let runs = lines(&marks);
     eprintln!(
         "sentinel: {n} jobs + {after} after a failover {old} -> {new} ({switch_time:?}, \
-         {ran_before} had run): {counts:?}; {} extra execution(s) (outcomes the old master \
-         took after the promotion, run again on lease expiry)",
+         {ran_before} had run): {counts:?}; {} extra execution(s) (jobs the old master leased \
+         or finished between the promotion and the sentinels' +switch-master, run again)",
         runs.saturating_sub(n)
     );
     assert!(done, "every acknowledged job succeeds: {counts:?}");

@@ -8,8 +8,8 @@ use std::time::Duration;
 use mcpq_tests::redis_tls::{write_file, ServerCerts, TlsRedis};
 use mcpq_tests::{text, TestEnv, TEST_QUEUE};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 
 /// A CA: its certificate (PEM) and what signs with it.
@@ -42,7 +42,9 @@ fn leaf(ca: &Ca, name: &str, purpose: ExtendedKeyUsagePurpose) -> (String, Strin
     ];
     params.extended_key_usages = vec![purpose];
     let key = KeyPair::generate().expect("leaf key");
-    let cert = params.signed_by(&key, &ca.issuer).expect("leaf certificate");
+    let cert = params
+        .signed_by(&key, &ca.issuer)
+        .expect("leaf certificate");
     (cert.pem(), key.serialize_pem())
 }
 
@@ -107,7 +109,10 @@ fn echo_round_trip(env: &TestEnv, words: &str) {
     );
     let out = env.mcpq(&["wait", &id, "--timeout", "30s"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), format!("step 0 echo/echo: {words}"));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("step 0 echo/echo: {words}")
+    );
 }
 
 /// `mcpq submit` of an echo job: its output.
@@ -139,7 +144,9 @@ fn jobs_run_over_tls_when_redis_ca_file_names_the_servers_ca() {
     );
     echo_round_trip(&env, "over tls");
     assert!(
-        !worker.log_text().contains("does not check the server's certificate"),
+        !worker
+            .log_text()
+            .contains("does not check the server's certificate"),
         "no insecure warning without insecure = true"
     );
 }
@@ -212,7 +219,9 @@ fn insecure_connects_without_ca_file_and_says_so_in_the_log() {
     );
     echo_round_trip(&env, "unchecked");
     assert!(
-        worker.log_text().contains("does not check the server's certificate"),
+        worker
+            .log_text()
+            .contains("does not check the server's certificate"),
         "the worker warns about insecure = true:\n{}",
         worker.log_text()
     );
@@ -223,8 +232,18 @@ fn a_missing_or_malformed_tls_file_is_a_config_error_naming_key_and_file() {
     let pki = Pki::new("bad-files");
     let redis = TlsRedis::start("bad-files", &pki.server, false);
     for (tag, table, key, file) in [
-        ("tls-missing-ca", "ca_file = \"nope.pem\"", "redis.ca_file", "nope.pem"),
-        ("tls-garbage-ca", "ca_file = \"garbage.pem\"", "redis.ca_file", "garbage.pem"),
+        (
+            "tls-missing-ca",
+            "ca_file = \"nope.pem\"",
+            "redis.ca_file",
+            "nope.pem",
+        ),
+        (
+            "tls-garbage-ca",
+            "ca_file = \"garbage.pem\"",
+            "redis.ca_file",
+            "garbage.pem",
+        ),
         (
             "tls-garbage-key",
             "cert_file = \"client.pem\"\nkey_file = \"garbage.pem\"",

@@ -94,7 +94,10 @@ impl SentinelSet {
         let ready = wait_until_every(Duration::from_secs(30), Duration::from_millis(100), || {
             set.sentinel_ports.iter().all(|&s| set.sentinel_ready(s))
         });
-        assert!(ready, "the sentinels did not find each other and the replica");
+        assert!(
+            ready,
+            "the sentinels did not find each other and the replica"
+        );
         set
     }
 

@@ -117,7 +117,10 @@ impl std::fmt::Debug for TlsFiles {
         // The key is a secret: say only whether each part is there.
         f.debug_struct("TlsFiles")
             .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
-            .field("client", &self.client.as_ref().map(|_| "<pem, key redacted>"))
+            .field(
+                "client",
+                &self.client.as_ref().map(|_| "<pem, key redacted>"),
+            )
             .finish()
     }
 }
@@ -132,7 +135,12 @@ fn read_pem(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
 
 /// Checks that `pem` (from `redis.KEY` = `path`) holds at least one certificate, each
 /// well-formed; `anchors`: each must also be usable as a trust anchor (a CA file).
-fn check_certificates(key: &str, path: &Path, pem: &[u8], anchors: bool) -> Result<(), ConfigError> {
+fn check_certificates(
+    key: &str,
+    path: &Path,
+    pem: &[u8],
+    anchors: bool,
+) -> Result<(), ConfigError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let invalid = |message: String| ConfigError::Invalid {
@@ -152,8 +160,7 @@ fn check_certificates(key: &str, path: &Path, pem: &[u8], anchors: bool) -> Resu
     }
     if count == 0 {
         return Err(invalid(
-            "holds no certificate (a PEM file with -----BEGIN CERTIFICATE----- is expected)"
-                .into(),
+            "holds no certificate (a PEM file with -----BEGIN CERTIFICATE----- is expected)".into(),
         ));
     }
     Ok(())
@@ -587,5 +594,53 @@ mod tests {
             assert!(err.to_string().contains(key), "{err}");
         }
         assert!(RedisTarget::from_url("http://h").is_err());
+    }
+
+    #[test]
+    fn tls_paths_resolve_against_the_config_dir_and_contradictions_are_refused() {
+        let mut settings = RedisSettings {
+            ca_file: Some("ca.pem".into()),
+            cert_file: Some("/abs/client.pem".into()),
+            key_file: Some("sub/client.key".into()),
+            ..RedisSettings::default()
+        };
+        settings.resolve_paths(Path::new("/etc/mcpq"));
+        assert_eq!(settings.ca_file, Some(PathBuf::from("/etc/mcpq/ca.pem")));
+        assert_eq!(settings.cert_file, Some(PathBuf::from("/abs/client.pem")));
+        assert_eq!(
+            settings.key_file,
+            Some(PathBuf::from("/etc/mcpq/sub/client.key"))
+        );
+
+        let both = RedisSettings {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            insecure: true,
+            ..RedisSettings::default()
+        };
+        let err = RedisTarget::new("rediss://h", &both).expect_err("refused");
+        assert!(err.to_string().contains("redis.insecure"), "{err}");
+
+        let err = RedisTarget::from_url("rediss://h:6380/#insecure").expect_err("refused");
+        assert!(err.to_string().contains("insecure = true"), "{err}");
+
+        let missing = RedisSettings {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..RedisSettings::default()
+        };
+        let err = RedisTarget::new("rediss://h", &missing).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("redis.ca_file") && text.contains("/nonexistent/ca.pem"),
+            "{text}"
+        );
+
+        let insecure = RedisSettings {
+            insecure: true,
+            ..RedisSettings::default()
+        };
+        let t = RedisTarget::new("rediss://h", &insecure).expect("valid");
+        assert!(t.insecure());
+        let files = t.tls_files().expect("no files");
+        assert!(files.ca.is_none() && files.client.is_none());
     }
 }

@@ -24,12 +24,17 @@
 //! # Sentinel: following a failover
 //!
 //! On a Sentinel target, [`Conn`] holds the master's connection and the sentinels'
-//! client. When a command fails in a way that says the master may have moved (an I/O
-//! error, a dropped or refused connection, a timeout, `READONLY` from a demoted master,
-//! `MASTERDOWN`), the sentinels are asked for the master again, at most once per
-//! [`LOOKUP_INTERVAL`] for all clones together, for at most [`FAILOVER_LOOKUP_TIMEOUT`]
-//! (tries 100 ms apart, doubling), and when they name another node, which answers
-//! `ROLE` as a master, every clone's *next* command goes to it. The failed command
+//! client. The sentinels are asked for the master again (for at most
+//! [`FAILOVER_LOOKUP_TIMEOUT`], tries 100 ms apart, doubling) when
+//! - a sentinel announces `+switch-master` for our master (a task listens to one
+//!   sentinel at a time while the connection lives), or
+//! - a command fails in a way that says the master may have moved (an I/O error, a
+//!   dropped or refused connection, a timeout, `READONLY` from a demoted master,
+//!   `MASTERDOWN`, `NOREPLICAS`), at most once per [`LOOKUP_INTERVAL`] for all clones
+//!   together;
+//!
+//! and when they name another node, which answers `ROLE` as a master, every clone's
+//! *next* command goes to it. The failed command
 //! itself is never retried here: it returns its error to the caller, whose loop (the
 //! worker's fetch, lease and finish loops, a producer's submit) decides; scripts that
 //! end attempts are fenced by the attempt number, so a caller's retry cannot apply an
@@ -40,8 +45,14 @@
 //! acknowledged but had not yet sent to the replica that is promoted is gone: a submit
 //! answered with a job id may never run, an outcome stored may be lost (the job then
 //! runs again when its lease expires: at-least-once still holds), a cancel may be
-//! forgotten. `SENTINEL FAILOVER` (a planned switch) waits for the replica to catch up
-//! and loses nothing; a crash of the master may lose up to the replication lag. With
+//! forgotten. A crash of the master may lose up to the replication lag. A planned
+//! `SENTINEL FAILOVER` does not stop the old master either: it stays a writable master
+//! until the sentinels demote it, so writes it takes between the promotion and our
+//! switch (the `+switch-master` announcement comes within about a second) are lost
+//! too; the e2e test counts them as extra executions (outcomes lost, jobs run again
+//! when their lease expires). `min-replicas-to-write 1` on the Redis nodes closes that
+//! window (a master without a replica refuses writes: `NOREPLICAS`), at the price of
+//! refusing writes whenever no replica is connected. With
 //! `[redis] wait_replicas >= 1`, a submit is answered only once that many replicas have
 //! it (`WAIT`), so an acknowledged submit survives the promotion of any of them.
 
@@ -196,6 +207,9 @@ impl ConnectionLike for Conn {
 
 /// The master of a Sentinel target, and how to find the next one.
 struct Followed {
+    /// The task that listens to the sentinels' `+switch-master` announcements; ended
+    /// when the last clone of the connection is dropped.
+    watcher: std::sync::OnceLock<tokio::task::AbortHandle>,
     /// What the next command uses.
     current: StdMutex<Current>,
     /// The sentinels' client (it caches its connections to them) and when the last
@@ -203,6 +217,10 @@ struct Followed {
     lookup: tokio::sync::Mutex<Lookup>,
     /// For logs: the sentinels and the master's name.
     target: String,
+    /// Credentials and database for the master (its address a placeholder), and TLS:
+    /// to connect to a master a sentinel announced.
+    master_info: redis::ConnectionInfo,
+    tls: Option<Tls>,
 }
 
 #[derive(Clone)]
@@ -218,6 +236,14 @@ struct Current {
 struct Lookup {
     client: SentinelClient,
     last: Option<Instant>,
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        if let Some(watcher) = self.watcher.get() {
+            watcher.abort();
+        }
+    }
 }
 
 impl Followed {
@@ -245,6 +271,74 @@ impl Followed {
             return;
         }
         tracing::debug!(target = %self.target, "a command failed ({error}); asking the sentinels for the master");
+        self.search(&mut lookup).await;
+    }
+
+    /// After a sentinel announced `+switch-master` of our master to `host:port`:
+    /// switches to it once it answers `ROLE` as a master (asking the sentinels instead
+    /// if it does not). Several sentinels announce the same switch: the first does it.
+    async fn after_announcement(&self, host: &str, port: u16) {
+        let mut lookup = self.lookup.lock().await;
+        let address = format!("{host}:{port}");
+        if self.current().address == address {
+            return;
+        }
+        tracing::debug!(target = %self.target, "a sentinel announced {address} as the master");
+        let connecting = async {
+            let info = self
+                .master_info
+                .clone()
+                .set_addr(ConnectionAddr::Tcp(host.to_string(), port));
+            let client = client_for(info, self.tls.as_ref())?;
+            let mut check = client.get_multiplexed_async_connection().await?;
+            let role: redis::Role = redis::cmd("ROLE").query_async(&mut check).await?;
+            if !matches!(role, redis::Role::Primary { .. }) {
+                return Err(RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the announced master is not a master (yet)",
+                )));
+            }
+            client
+                .get_connection_manager_with_config(manager_config())
+                .await
+        };
+        match tokio::time::timeout(FAILOVER_LOOKUP_TIMEOUT, connecting).await {
+            Ok(Ok(conn)) => {
+                self.switch(address, conn);
+                lookup.last = Some(Instant::now());
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(target = %self.target, "announced master {address}: {e}; asking the sentinels");
+                self.search(&mut lookup).await;
+            }
+            Err(_) => self.search(&mut lookup).await,
+        }
+    }
+
+    /// Makes `conn` (to the master at `address`) the one the next command uses.
+    fn switch(&self, address: String, conn: ConnectionManager) {
+        let mut current = match self.current.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if current.address == address {
+            return;
+        }
+        tracing::warn!(
+            target = %self.target,
+            "Redis master moved from {} to {address} (failover): commands go there now",
+            current.address
+        );
+        *current = Current {
+            generation: current.generation + 1,
+            address,
+            conn,
+        };
+    }
+
+    /// Asks the sentinels for the master, within [`FAILOVER_LOOKUP_TIMEOUT`], and
+    /// switches to it when it is another node.
+    async fn search(&self, lookup: &mut Lookup) {
         let deadline = tokio::time::Instant::now() + FAILOVER_LOOKUP_TIMEOUT;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let held = self.current().address;
@@ -264,20 +358,7 @@ impl Followed {
             match found {
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some((address, conn)))) => {
-                    let mut current = match self.current.lock() {
-                        Ok(c) => c,
-                        Err(poisoned) => poisoned.into_inner(),
-                    };
-                    tracing::warn!(
-                        target = %self.target,
-                        "Redis master moved from {} to {address} (failover): commands go there now",
-                        current.address
-                    );
-                    *current = Current {
-                        generation: current.generation + 1,
-                        address,
-                        conn,
-                    };
+                    self.switch(address, conn);
                     break;
                 }
                 Ok(Err(e)) => {
@@ -305,6 +386,72 @@ impl Followed {
     }
 }
 
+/// Listens to every sentinel's `+switch-master` channel (each reconnected with
+/// backoff) and hands `followed` the new master of `master_name` as soon as the first
+/// sentinel announces it: without it, a connection to a demoted master that stays up
+/// would go on writing to it until the sentinels reconfigure it (up to their 10 s
+/// `INFO` period), and those writes are lost; and a sentinel asked too early may still
+/// name the old master (sentinels learn the new one from each other within 2 s). Ends
+/// when the last clone of the connection is dropped.
+async fn watch_announcements(
+    followed: std::sync::Weak<Followed>,
+    sentinels: Vec<String>,
+    master_name: String,
+    tls: Option<Tls>,
+) {
+    let watchers = sentinels
+        .iter()
+        .map(|sentinel| watch_one(&followed, sentinel, &master_name, tls.as_ref()));
+    futures::future::join_all(watchers).await;
+}
+
+/// [`watch_announcements`] on one sentinel.
+async fn watch_one(
+    followed: &std::sync::Weak<Followed>,
+    sentinel: &str,
+    master_name: &str,
+    tls: Option<&Tls>,
+) {
+    use futures::StreamExt;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let subscribed = async {
+            let mut pubsub = node_client(sentinel, tls)?.get_async_pubsub().await?;
+            pubsub.subscribe("+switch-master").await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, subscribed).await {
+            Ok(Ok(mut pubsub)) => {
+                backoff.reset();
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    // "<name> <old ip> <old port> <new ip> <new port>"
+                    let payload = String::from_utf8_lossy(message.get_payload_bytes());
+                    let words: Vec<&str> = payload.split(' ').collect();
+                    let [name, _, _, host, port] = words[..] else {
+                        continue;
+                    };
+                    let (true, Ok(port)) = (name == master_name, port.parse::<u16>()) else {
+                        continue;
+                    };
+                    let Some(followed) = followed.upgrade() else {
+                        return;
+                    };
+                    followed.after_announcement(host, port).await;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("cannot listen to sentinel {sentinel} for failovers: {e}")
+            }
+            Err(_) => tracing::debug!("sentinel {sentinel} did not answer a SUBSCRIBE"),
+        }
+        if followed.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff.advance()).await;
+    }
+}
+
 /// True when `error` may mean that the master is no longer where we talk to: the
 /// connection broke or timed out, or the node says it is a replica now.
 fn master_may_have_moved(error: &RedisError) -> bool {
@@ -312,7 +459,7 @@ fn master_may_have_moved(error: &RedisError) -> bool {
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_timeout()
-        || matches!(error.code(), Some("READONLY" | "MASTERDOWN"))
+        || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "NOREPLICAS"))
         || error.to_string().contains("READONLY")
 }
 
@@ -343,6 +490,7 @@ fn address_of(addr: &ConnectionAddr) -> String {
 
 /// The TLS part of a target: certificates to hand to the redis crate, and whether
 /// nothing is checked.
+#[derive(Clone)]
 struct Tls {
     /// `None`: the platform's roots, no client certificate.
     certificates: Option<TlsCertificates>,
@@ -363,10 +511,12 @@ fn tls_of(target: &RedisTarget) -> Result<Option<Tls>, RedisError> {
         ))
     })?;
     let certificates = (files.ca.is_some() || files.client.is_some()).then(|| TlsCertificates {
-        client_tls: files.client.map(|(client_cert, client_key)| redis::ClientTlsConfig {
-            client_cert,
-            client_key,
-        }),
+        client_tls: files
+            .client
+            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
         root_cert: files.ca,
     });
     let insecure = target.insecure();
@@ -392,17 +542,22 @@ pub fn install_crypto_provider() {
 
 /// A client for the node at `url` with the target's TLS.
 fn node_client(url: &str, tls: Option<&Tls>) -> RedisResult<Client> {
-    let info = url.into_connection_info()?;
+    client_for(url.into_connection_info()?, tls)
+}
+
+/// A client for `info` with the target's TLS.
+fn client_for(info: redis::ConnectionInfo, tls: Option<&Tls>) -> RedisResult<Client> {
     let Some(tls) = tls else {
         return Client::open(info);
     };
     let info = match info.addr().clone() {
-        ConnectionAddr::TcpTls { host, port, .. } => info.set_addr(ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure: tls.insecure,
-            tls_params: None,
-        }),
+        ConnectionAddr::TcpTls { host, port, .. } | ConnectionAddr::Tcp(host, port) => info
+            .set_addr(ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: tls.insecure,
+                tls_params: None,
+            }),
         _ => info,
     };
     match &tls.certificates {
@@ -502,16 +657,27 @@ pub async fn connect_to(target: &RedisTarget) -> Result<Conn, QueueError> {
                     .get_connection_manager_with_config(manager_config())
                     .await?;
                 tracing::debug!(target = %target.redacted(), "the sentinels name {address} as the master");
+                let followed = Arc::new(Followed {
+                    watcher: std::sync::OnceLock::new(),
+                    current: StdMutex::new(Current {
+                        generation: 0,
+                        address,
+                        conn,
+                    }),
+                    lookup: tokio::sync::Mutex::new(Lookup { client, last: None }),
+                    target: target.redacted(),
+                    master_info: node_url.as_str().into_connection_info()?,
+                    tls: tls.clone(),
+                });
+                let watcher = tokio::spawn(watch_announcements(
+                    Arc::downgrade(&followed),
+                    sentinels.clone(),
+                    master_name.clone(),
+                    tls,
+                ));
+                let _ = followed.watcher.set(watcher.abort_handle());
                 Ok::<_, RedisError>(Conn {
-                    inner: Inner::Sentinel(Arc::new(Followed {
-                        current: StdMutex::new(Current {
-                            generation: 0,
-                            address,
-                            conn,
-                        }),
-                        lookup: tokio::sync::Mutex::new(Lookup { client, last: None }),
-                        target: target.redacted(),
-                    })),
+                    inner: Inner::Sentinel(followed),
                 })
             }
         }
@@ -636,4 +802,33 @@ fn rustls_error_in(error: &RedisError) -> Option<&rustls::Error> {
         error.source().and_then(inside)
     }
     inside(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wrapped(error: rustls::Error) -> RedisError {
+        RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+    }
+
+    #[test]
+    fn tls_failures_inside_redis_errors_are_named_in_plain_words() {
+        let unknown = wrapped(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        let said = tls_problem(&unknown).expect("a TLS problem");
+        assert!(said.contains("not trusted (unknown issuer)"), "{said}");
+        assert!(said.contains("redis.ca_file"), "{said}");
+
+        let required = wrapped(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        ));
+        let said = tls_problem(&required).expect("a TLS problem");
+        assert!(said.contains("redis.cert_file"), "{said}");
+
+        let plain = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(tls_problem(&plain), None);
+        assert!(master_may_have_moved(&plain));
+    }
 }
