@@ -32,7 +32,7 @@ mod shutdown; // SIGTERM with jobs running: exit 0, no process left
 mod signals; // the clean signal state of every MCP server
 mod terminal; // human output escapes control characters from outside
 mod third_party; // real MCP servers from npm and PyPI
-mod tls; // rediss:// with a private CA, mTLS, insecure, and the errors of a wrong CA
+mod tls; // rediss:// with a private CA, mTLS, insecure, a wrong CA; Sentinel over TLS
 mod tool_allowlists; // servers' and jobs' tool allow-lists; arguments checked against inputSchema
 mod torture; // the supervisor's torture suite: hangs elsewhere, none here
 mod webhooks; // completion webhooks: retries, an outage, a restart, signatures, the SSRF guard

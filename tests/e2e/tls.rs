@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use mcpq_tests::redis_sentinel::SentinelSet;
 use mcpq_tests::redis_tls::{write_file, ServerCerts, TlsRedis};
 use mcpq_tests::{text, TestEnv, TEST_QUEUE};
 use rcgen::{
@@ -263,4 +264,34 @@ fn a_missing_or_malformed_tls_file_is_a_config_error_naming_key_and_file() {
             "{tag}: {stderr}"
         );
     }
+}
+
+#[test]
+fn a_sentinel_deployment_over_tls_serves_jobs_across_a_failover() {
+    let pki = Pki::new("sentinel");
+    let set = SentinelSet::start_tls("tls", &pki.server);
+    let env = TestEnv::on_redis(
+        &set.url(),
+        "tls-sentinel",
+        TEST_QUEUE,
+        "[redis]\nca_file = \"ca.pem\"\n",
+        "",
+    );
+    pki.give_client_files(&env.dir);
+    let worker = env.worker(&[]);
+    assert!(
+        worker.wait_log("worker started", Duration::from_secs(20)),
+        "{}",
+        worker.log_text()
+    );
+    echo_round_trip(&env, "before the failover");
+    let old = set.master_port().expect("master");
+    let new = set.failover(Duration::from_secs(30));
+    assert_ne!(old, new);
+    echo_round_trip(&env, "after the failover");
+    assert!(
+        worker.log_text().contains("Redis master moved from"),
+        "the worker followed the master over TLS:\n{}",
+        worker.log_text()
+    );
 }

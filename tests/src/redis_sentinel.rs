@@ -6,11 +6,14 @@
 //!
 //! [`SentinelSet::start`] returns once the replica is in sync and every sentinel knows
 //! the replica and the two other sentinels, so a failover can be forced at once.
+//! [`SentinelSet::start_tls`] does the same with every process speaking only TLS
+//! (replication and the sentinels' links included), with the caller's certificates.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::redis_tls::ServerCerts;
 use crate::{free_port, wait_until_every};
 
 /// The name the sentinels know the master by.
@@ -25,11 +28,8 @@ pub struct SentinelSet {
     /// Their directory.
     pub dir: PathBuf,
     children: Vec<(u16, Child)>,
-}
-
-fn sync_conn(port: u16) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
-    client.get_connection_with_timeout(Duration::from_secs(2))
+    /// TLS only: the certificates and the CA's PEM (to check the servers).
+    tls: Option<(ServerCerts, Vec<u8>)>,
 }
 
 fn info_field(info: &str, field: &str) -> Option<String> {
@@ -41,6 +41,18 @@ fn info_field(info: &str, field: &str) -> Option<String> {
 impl SentinelSet {
     /// Starts the five processes and waits (30 s at most) until a failover can run.
     pub fn start(tag: &str) -> SentinelSet {
+        SentinelSet::start_with(tag, None)
+    }
+
+    /// [`SentinelSet::start`], every process speaking only TLS with `certs` (clients
+    /// need no certificate).
+    pub fn start_tls(tag: &str, certs: &ServerCerts) -> SentinelSet {
+        mcpq_shared::queue::conn::install_crypto_provider();
+        let ca = std::fs::read(&certs.ca).expect("CA file");
+        SentinelSet::start_with(tag, Some((certs.clone(), ca)))
+    }
+
+    fn start_with(tag: &str, tls: Option<(ServerCerts, Vec<u8>)>) -> SentinelSet {
         let dir = std::env::temp_dir().join(format!(
             "mcpq-sentinel-{tag}-{}-{}",
             std::process::id(),
@@ -52,6 +64,7 @@ impl SentinelSet {
             sentinel_ports: [free_port(), free_port(), free_port()],
             dir,
             children: Vec::new(),
+            tls,
         };
         let [master, replica] = set.data_ports;
         set.spawn_data(master, None);
@@ -67,10 +80,20 @@ impl SentinelSet {
         );
         for port in set.sentinel_ports {
             let conf = set.dir.join(format!("sentinel-{port}.conf"));
+            let listen = match &set.tls {
+                None => format!("port {port}\n"),
+                Some((certs, _)) => format!(
+                    "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
+                     tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                    certs.cert.display(),
+                    certs.key.display(),
+                    certs.ca.display()
+                ),
+            };
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                    "{listen}bind 127.0.0.1\ndir {dir}\n\
                      sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
                      sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                      sentinel failover-timeout {MASTER_NAME} 3000\n\
@@ -101,10 +124,37 @@ impl SentinelSet {
         set
     }
 
+    fn conn(&self, port: u16) -> redis::RedisResult<redis::Connection> {
+        let client = match &self.tls {
+            None => redis::Client::open(format!("redis://127.0.0.1:{port}"))?,
+            Some((_, ca)) => redis::Client::build_with_tls(
+                format!("rediss://127.0.0.1:{port}"),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+        };
+        client.get_connection_with_timeout(Duration::from_secs(2))
+    }
+
     fn spawn_data(&mut self, port: u16, replica_of: Option<u16>) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        match &self.tls {
+            None => cmd.args(["--port", &port.to_string()]),
+            Some((certs, _)) => cmd
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&certs.cert)
+                .arg("--tls-key-file")
+                .arg(&certs.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&certs.ca)
+                .args(["--tls-auth-clients", "no", "--tls-replication", "yes"]),
+        };
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--dbfilename")
@@ -122,7 +172,7 @@ impl SentinelSet {
         self.children.push((port, child));
         assert!(
             wait_until_every(Duration::from_secs(10), Duration::from_millis(50), || {
-                sync_conn(port)
+                self.conn(port)
                     .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                     .is_ok()
             }),
@@ -131,12 +181,12 @@ impl SentinelSet {
     }
 
     fn info(&self, port: u16, section: &str) -> Option<String> {
-        let mut conn = sync_conn(port).ok()?;
+        let mut conn = self.conn(port).ok()?;
         redis::cmd("INFO").arg(section).query(&mut conn).ok()
     }
 
     fn sentinel_ready(&self, port: u16) -> bool {
-        let Ok(mut conn) = sync_conn(port) else {
+        let Ok(mut conn) = self.conn(port) else {
             return false;
         };
         let replicas: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
@@ -156,20 +206,26 @@ impl SentinelSet {
         replica_ok && sentinels.len() == 2
     }
 
-    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/m`.
+    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/m` (`rediss+sentinel`
+    /// with TLS).
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .sentinel_ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+sentinel://{}/{MASTER_NAME}", hosts.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
+        format!("{scheme}://{}/{MASTER_NAME}", hosts.join(","))
     }
 
     /// The master's port as the first sentinel that answers names it.
     pub fn master_port(&self) -> Option<u16> {
         self.sentinel_ports.iter().find_map(|&s| {
-            let mut conn = sync_conn(s).ok()?;
+            let mut conn = self.conn(s).ok()?;
             let (_, port): (String, u16) = redis::cmd("SENTINEL")
                 .arg("GET-MASTER-ADDR-BY-NAME")
                 .arg(MASTER_NAME)
@@ -181,7 +237,7 @@ impl SentinelSet {
 
     /// A plain connection to the data node on `port` (not through the sentinels).
     pub fn node(&self, port: u16) -> redis::Connection {
-        sync_conn(port).expect("a connection to a data node")
+        self.conn(port).expect("a connection to a data node")
     }
 
     /// Whether the data node on `port` says it is a master.
@@ -225,7 +281,7 @@ impl SentinelSet {
             .find(|&p| p != old)
             .expect("two data nodes");
         loop {
-            let mut conn = sync_conn(self.sentinel_ports[0]).expect("sentinel");
+            let mut conn = self.conn(self.sentinel_ports[0]).expect("sentinel");
             let asked = redis::cmd("SENTINEL")
                 .arg("FAILOVER")
                 .arg(MASTER_NAME)
