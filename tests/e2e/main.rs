@@ -26,12 +26,14 @@ mod rate_limits; // cluster-wide rate and concurrency limits, measured by the se
 mod run_one; // mcpq run job.json: one job in-process, no Redis, wait's exit codes
 mod schedules; // cron schedules: one job per tick on many workers, catch_up, mcpq schedules
 mod secrets_and_logs; // secrets echoed back are redacted; no forged log lines
+mod sentinel; // a Sentinel master, a replica, 3 sentinels: a failover mid-run loses no acknowledged job
 mod serve; // mcpq serve: the HTTP API, tokens, long polls, OpenAPI
 mod servers; // mcpq servers / servers check: tool discovery, what fails
 mod shutdown; // SIGTERM with jobs running: exit 0, no process left
 mod signals; // the clean signal state of every MCP server
 mod terminal; // human output escapes control characters from outside
 mod third_party; // real MCP servers from npm and PyPI
+mod tls; // rediss:// with a private CA, mTLS, insecure, a wrong CA; Sentinel over TLS
 mod tool_allowlists; // servers' and jobs' tool allow-lists; arguments checked against inputSchema
 mod torture; // the supervisor's torture suite: hangs elsewhere, none here
 mod webhooks; // completion webhooks: retries, an outage, a restart, signatures, the SSRF guard

@@ -10,6 +10,8 @@
 //! them first with `cargo build --workspace --bins` (the README's test command does).
 
 pub mod prometheus;
+pub mod redis_sentinel;
+pub mod redis_tls;
 pub mod scripted_model;
 pub mod serve;
 

@@ -565,6 +565,10 @@ impl Config {
         } else {
             read_toml(&path, &text)?
         };
+        if let Some(dir) = path.parent() {
+            // `[redis]` ca_file / cert_file / key_file are relative to this file too.
+            config.redis.resolve_paths(dir);
+        }
         if let Some(file) = config.mcp_servers_file.clone() {
             let file = path.parent().map(|dir| dir.join(&file)).unwrap_or(file);
             let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {

@@ -25,8 +25,17 @@
 //! ends in `/MASTER_NAME` and may add `/DB`. The same can be given as `[redis]
 //! sentinels = ["h:p", ...]` with `master_name`, or `cluster_nodes = ["h:p", ...]`, next
 //! to a plain `redis_url` that then gives the scheme, credentials and database.
+//!
+//! TLS: `rediss` (any of the three forms) trusts the platform's root certificates, or
+//! only `ca_file` when it is set; `cert_file` + `key_file` add a client certificate
+//! (mTLS). Relative paths are relative to the config file's directory
+//! ([`RedisSettings::resolve_paths`]). The files are read and parsed when the
+//! configuration is checked ([`RedisTarget::tls_files`]): a missing or malformed one is
+//! an error naming its key and path, never a surprise at connect time. `insecure = true`
+//! is the only way to skip the server certificate's check (a `#insecure` URL fragment is
+//! refused), and the connection logs a warning each time it is used.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -77,6 +86,84 @@ pub struct RedisSettings {
     /// submit and a warning for an outcome (it is stored on the master).
     #[serde(default = "default_wait_timeout", with = "crate::duration")]
     pub wait_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Makes `ca_file`, `cert_file` and `key_file` absolute against `dir` (the config
+    /// file's directory) when they are relative, as `mcp_servers_file` is.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        for file in [&mut self.ca_file, &mut self.cert_file, &mut self.key_file]
+            .into_iter()
+            .flatten()
+        {
+            if file.is_relative() {
+                *file = dir.join(&*file);
+            }
+        }
+    }
+}
+
+/// The TLS files of `[redis]`, read and checked: what a connection hands to rustls.
+#[derive(Clone, Default)]
+pub struct TlsFiles {
+    /// `ca_file`'s PEM (one or more certificates): the only roots trusted when set.
+    pub ca: Option<Vec<u8>>,
+    /// `cert_file`'s PEM and `key_file`'s PEM (mTLS).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret: say only whether each part is there.
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
+            .field(
+                "client",
+                &self.client.as_ref().map(|_| "<pem, key redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Reads `path` (the value of `redis.KEY`), an error naming both when it cannot.
+fn read_pem(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError::Invalid {
+        key: format!("redis.{key}"),
+        message: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+/// Checks that `pem` (from `redis.KEY` = `path`) holds at least one certificate, each
+/// well-formed; `anchors`: each must also be usable as a trust anchor (a CA file).
+fn check_certificates(
+    key: &str,
+    path: &Path,
+    pem: &[u8],
+    anchors: bool,
+) -> Result<(), ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let invalid = |message: String| ConfigError::Invalid {
+        key: format!("redis.{key}"),
+        message: format!("{}: {message}", path.display()),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| invalid(format!("not a PEM certificate: {e}")))?;
+        if anchors {
+            roots
+                .add(cert)
+                .map_err(|e| invalid(format!("not a usable CA certificate: {e}")))?;
+        }
+        count += 1;
+    }
+    if count == 0 {
+        return Err(invalid(
+            "holds no certificate (a PEM file with -----BEGIN CERTIFICATE----- is expected)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn default_wait_timeout() -> Duration {
@@ -161,6 +248,13 @@ impl RedisTarget {
                 )))
             }
         };
+        if rest.contains("#insecure") {
+            return Err(invalid(
+                "a #insecure fragment is not honoured: set [redis] insecure = true to accept \
+                 any server certificate (tests only)"
+                    .into(),
+            ));
+        }
         let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(host_end);
         let (userinfo, hosts) = match authority.rsplit_once('@') {
@@ -257,6 +351,51 @@ impl RedisTarget {
         first.starts_with("rediss://")
     }
 
+    /// True when `[redis] insecure = true` on a TLS target: no server certificate is
+    /// checked (the connection logs a warning).
+    pub fn insecure(&self) -> bool {
+        self.tls() && self.settings.insecure
+    }
+
+    /// The TLS files of `[redis]`, read and parsed (none on a plain target); the error
+    /// names the key and the file at fault.
+    pub fn tls_files(&self) -> Result<TlsFiles, ConfigError> {
+        let s = &self.settings;
+        if !self.tls() {
+            return Ok(TlsFiles::default());
+        }
+        let ca = match &s.ca_file {
+            Some(path) => {
+                let pem = read_pem("ca_file", path)?;
+                check_certificates("ca_file", path, &pem, true)?;
+                Some(pem)
+            }
+            None => None,
+        };
+        let client = match (&s.cert_file, &s.key_file) {
+            (Some(cert_path), Some(key_path)) => {
+                let cert = read_pem("cert_file", cert_path)?;
+                check_certificates("cert_file", cert_path, &cert, false)?;
+                let key = read_pem("key_file", key_path)?;
+                {
+                    use rustls::pki_types::pem::PemObject;
+                    rustls::pki_types::PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
+                        ConfigError::Invalid {
+                            key: "redis.key_file".into(),
+                            message: format!(
+                                "{}: not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
+                                key_path.display()
+                            ),
+                        }
+                    })?;
+                }
+                Some((cert, key))
+            }
+            _ => None,
+        };
+        Ok(TlsFiles { ca, client })
+    }
+
     /// The partitions wanted: `[redis] partitions`, else 16 on a cluster, 1 otherwise.
     pub fn partitions(&self) -> u16 {
         self.settings.partitions.unwrap_or(match self.topology {
@@ -312,6 +451,15 @@ impl RedisTarget {
                 "TLS options are set but redis_url is not rediss:// (or rediss+sentinel://, rediss+cluster://)".into(),
             ));
         }
+        if s.insecure && s.ca_file.is_some() {
+            return Err(invalid(
+                "insecure",
+                "give ca_file (check the server against that CA) or insecure = true \
+                 (check nothing), not both"
+                    .into(),
+            ));
+        }
+        self.tls_files()?;
         if s.wait_replicas > 16 {
             return Err(invalid(
                 "wait_replicas",
@@ -446,5 +594,53 @@ mod tests {
             assert!(err.to_string().contains(key), "{err}");
         }
         assert!(RedisTarget::from_url("http://h").is_err());
+    }
+
+    #[test]
+    fn tls_paths_resolve_against_the_config_dir_and_contradictions_are_refused() {
+        let mut settings = RedisSettings {
+            ca_file: Some("ca.pem".into()),
+            cert_file: Some("/abs/client.pem".into()),
+            key_file: Some("sub/client.key".into()),
+            ..RedisSettings::default()
+        };
+        settings.resolve_paths(Path::new("/etc/mcpq"));
+        assert_eq!(settings.ca_file, Some(PathBuf::from("/etc/mcpq/ca.pem")));
+        assert_eq!(settings.cert_file, Some(PathBuf::from("/abs/client.pem")));
+        assert_eq!(
+            settings.key_file,
+            Some(PathBuf::from("/etc/mcpq/sub/client.key"))
+        );
+
+        let both = RedisSettings {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            insecure: true,
+            ..RedisSettings::default()
+        };
+        let err = RedisTarget::new("rediss://h", &both).expect_err("refused");
+        assert!(err.to_string().contains("redis.insecure"), "{err}");
+
+        let err = RedisTarget::from_url("rediss://h:6380/#insecure").expect_err("refused");
+        assert!(err.to_string().contains("insecure = true"), "{err}");
+
+        let missing = RedisSettings {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..RedisSettings::default()
+        };
+        let err = RedisTarget::new("rediss://h", &missing).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("redis.ca_file") && text.contains("/nonexistent/ca.pem"),
+            "{text}"
+        );
+
+        let insecure = RedisSettings {
+            insecure: true,
+            ..RedisSettings::default()
+        };
+        let t = RedisTarget::new("rediss://h", &insecure).expect("valid");
+        assert!(t.insecure());
+        let files = t.tls_files().expect("no files");
+        assert!(files.ca.is_none() && files.client.is_none());
     }
 }
