@@ -10,6 +10,7 @@
 //! them first with `cargo build --workspace --bins` (the README's test command does).
 
 pub mod prometheus;
+pub mod redis_cluster;
 pub mod scripted_model;
 pub mod serve;
 
