@@ -10,6 +10,7 @@
 //! them first with `cargo build --workspace --bins` (the README's test command does).
 
 pub mod prometheus;
+pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod redis_tls;
 pub mod scripted_model;
@@ -293,18 +294,12 @@ impl TestEnv {
     pub fn submit_jobs(&self, jobs: &[mcpq_shared::Job]) -> Vec<String> {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
-            let mut conn = mcpq_shared::queue::connect(&self.redis_url)
+            // As the env's processes connect: its topology and partition count.
+            let config = mcpq_shared::Config::load(Some(&self.config)).expect("config");
+            let target = config.redis_target().expect("redis target");
+            let (conn, keys) = mcpq_shared::queue::open(&target, &self.namespace)
                 .await
                 .expect("redis");
-            // The namespace's partition count, if a process stored one.
-            let keys = mcpq_shared::queue::partition::agree(
-                &mut conn,
-                &mcpq_shared::queue::Keys::new(self.namespace.clone()),
-                1,
-                false,
-            )
-            .await
-            .expect("partitions");
             let producer = mcpq_shared::queue::Producer::new(conn, keys, Default::default());
             producer
                 .submit_many(jobs)
