@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mcpq_shared::queue::{self, Keys, Producer, ResultStore};
+use mcpq_shared::queue::{self, Producer, ResultStore};
 use mcpq_shared::{Config, Job};
 use mcpq_tests::redis_cluster::{namespace_pattern, scan, Cluster, Standalone};
 use mcpq_tests::{call_job, TestEnv};
@@ -85,16 +85,20 @@ fn run(
     let jobs: Vec<Job> = (0..n)
         .map(|i| call_job("echo", "echo", json!({"text": format!("job {i}")})))
         .collect();
-    let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
     let rt = mcpq_tests::runtime();
     let took = rt.block_on(async {
-        let conn = queue::connect_to(&target).await.expect("redis");
-        let keys = Keys::new(env.namespace.clone());
+        let (conn, keys) = queue::open(&target, &env.namespace).await.expect("redis");
         let producer = Producer::new(conn.clone(), keys.clone(), config.queue.clone());
         let store = ResultStore::new(conn, keys);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let start = Instant::now();
-        producer.submit_many(&jobs).await.expect("submit");
+        let ids: Vec<String> = producer
+            .submit_many(&jobs)
+            .await
+            .expect("submit")
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         wait_all(&store, &ids, Duration::from_secs(1200)).await;
         let took = start.elapsed();
         // The work was real: the last job's own echo result is stored.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mcpq_shared::queue::{self, JobStatus, Keys, Producer, ResultStore};
+use mcpq_shared::queue::{self, JobStatus, Producer, ResultStore};
 use mcpq_shared::{Config, Job};
 use mcpq_tests::redis_cluster::{namespace_pattern, Cluster};
 use mcpq_tests::{call_job, wait_until_every, TestEnv, WorkerProc};
@@ -96,9 +96,7 @@ fn assert_results(env: &TestEnv, ids: &[String]) {
     rt.block_on(async {
         let config = mcpq_shared::Config::load(Some(&env.config)).expect("config");
         let target = config.redis_target().expect("target");
-        let (conn, keys) = queue::open(&target, &env.namespace)
-            .await
-            .expect("cluster");
+        let (conn, keys) = queue::open(&target, &env.namespace).await.expect("cluster");
         assert_eq!(keys.partitions(), 16, "the namespace's partitions");
         let store = ResultStore::new(conn, keys);
         for (i, id) in ids.iter().enumerate().step_by(97) {
@@ -299,7 +297,8 @@ fn chaos(wait_replicas: u32) -> ChaosReport {
     let config = Config::load(Some(&env.config)).expect("the config loads");
     let target = config.redis_target().expect("the config names a target");
     let jobs = Arc::new(echo_jobs(n));
-    let acknowledged: Arc<Mutex<Vec<usize>>> = Arc::default();
+    // The ids the submits answered (a fresh id is re-drawn in its partition).
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
     let submitted = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
     let submitter = {
@@ -313,15 +312,16 @@ fn chaos(wait_replicas: u32) -> ChaosReport {
         std::thread::spawn(move || {
             let rt = mcpq_tests::runtime();
             rt.block_on(async {
-                let conn = queue::connect_to(&target).await.expect("connect");
-                let producer = Producer::new(conn, Keys::new(namespace), settings);
+                let (conn, keys) = queue::open(&target, &namespace).await.expect("connect");
+                let producer = Producer::new(conn, keys, settings)
+                    .with_durability(target.settings.wait_replicas, target.settings.wait_timeout);
                 for (c, chunk) in jobs.chunks(200).enumerate() {
                     submitted.fetch_add(chunk.len(), Ordering::SeqCst);
                     match producer.submit_many(chunk).await {
-                        Ok(_) => acknowledged
+                        Ok(answers) => acknowledged
                             .lock()
                             .expect("lock")
-                            .extend(c * 200..c * 200 + chunk.len()),
+                            .extend(answers.into_iter().map(|s| s.id)),
                         Err(e) => {
                             refused.fetch_add(chunk.len(), Ordering::SeqCst);
                             eprintln!("chaos: submit of chunk {c} failed: {e}");
@@ -378,14 +378,16 @@ fn chaos(wait_replicas: u32) -> ChaosReport {
     let deadline =
         Instant::now() + Duration::from_secs(env_usize("MCPQ_CHAOS_CLUSTER_WAIT", 300) as u64);
     rt.block_on(async {
-        let conn = queue::connect(&env.redis_url).await.expect("cluster");
-        let store = ResultStore::new(conn, Keys::new(env.namespace.clone()));
+        let (conn, keys) = queue::open(&config.redis_target().expect("target"), &env.namespace)
+            .await
+            .expect("cluster");
+        let store = ResultStore::new(conn, keys);
         let mut next = 0;
         while next < acknowledged.len() {
             let chunk = &acknowledged[next..(next + 200).min(acknowledged.len())];
-            let reads = chunk.iter().map(|&i| {
+            let reads = chunk.iter().map(|id| {
                 let store = store.clone();
-                let id = jobs[i].id.to_string();
+                let id = id.clone();
                 async move { store.status(&id).await.ok().flatten().map(|r| r.status) }
             });
             let statuses = futures::future::join_all(reads).await;
@@ -403,9 +405,9 @@ fn chaos(wait_replicas: u32) -> ChaosReport {
         }
         // Count every acknowledged job's final state (after the deadline if it passed).
         for chunk in acknowledged.chunks(200) {
-            let reads = chunk.iter().map(|&i| {
+            let reads = chunk.iter().map(|id| {
                 let store = store.clone();
-                let id = jobs[i].id.to_string();
+                let id = id.clone();
                 async move { store.status(&id).await.ok().flatten().map(|r| r.status) }
             });
             for status in futures::future::join_all(reads).await {
