@@ -609,6 +609,10 @@ fn sentinel_client(
     builder.build()
 }
 
+/// What to do about a Redis that does not answer (not said of a TLS refusal, which
+/// says what to set instead).
+pub const UNREACHABLE_HINT: &str = "(start redis-server, run scripts/dev-up, or set REDIS_URL)";
+
 /// Connects to `target` with a deadline, with an error that names it (and, for a TLS
 /// handshake that failed, what to change: [`tls_problem`]).
 pub async fn connect_to(target: &RedisTarget) -> Result<Conn, QueueError> {
@@ -685,9 +689,10 @@ pub async fn connect_to(target: &RedisTarget) -> Result<Conn, QueueError> {
     };
     match tokio::time::timeout(CONNECT_TIMEOUT * 2, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(unreachable(explain(&e))),
+        Ok(Err(e)) if tls_problem(&e).is_some() => Err(unreachable(explain(&e))),
+        Ok(Err(e)) => Err(unreachable(format!("{} {UNREACHABLE_HINT}", explain(&e)))),
         Err(_) => Err(unreachable(format!(
-            "no answer within {}s",
+            "no answer within {}s {UNREACHABLE_HINT}",
             CONNECT_TIMEOUT.as_secs() * 2
         ))),
     }

@@ -64,7 +64,7 @@ pub use crate::config::redis_url::{redacted, with_password};
 #[non_exhaustive]
 pub enum QueueError {
     /// No connection could be made.
-    #[error("cannot reach Redis at {url}: {message} (start redis-server, run scripts/dev-up, or set REDIS_URL)")]
+    #[error("cannot reach Redis at {url}: {message}")]
     Unreachable {
         /// The URL tried (without password).
         url: String,
@@ -157,7 +157,7 @@ pub async fn open(target: &RedisTarget, namespace: &str) -> Result<(Conn, Keys),
 pub async fn connect(url: &str) -> Result<Conn, QueueError> {
     let target = RedisTarget::from_url(url).map_err(|e| QueueError::Unreachable {
         url: redacted(url),
-        message: e.to_string(),
+        message: format!("{e} {}", conn::UNREACHABLE_HINT),
     })?;
     connect_to(&target).await
 }
