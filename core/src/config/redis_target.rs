@@ -46,6 +46,9 @@ use super::ConfigError;
 /// The most partitions a namespace may have.
 pub const MAX_PARTITIONS: u16 = 256;
 
+/// Most sentinels or cluster seeds a target may list.
+pub const MAX_HOSTS: usize = 64;
+
 /// Partitions on a cluster when `[redis] partitions` is not set.
 pub const CLUSTER_PARTITIONS: u16 = 16;
 
@@ -255,6 +258,15 @@ impl RedisTarget {
                     .into(),
             ));
         }
+        if mode.is_some()
+            && rest
+                .rsplit_once('@')
+                .is_some_and(|(userinfo, _)| userinfo.contains(['/', '?', '#']))
+        {
+            return Err(invalid(
+                "a password with `/`, `?` or `#` must be percent-encoded in redis_url".into(),
+            ));
+        }
         let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(host_end);
         let (userinfo, hosts) = match authority.rsplit_once('@') {
@@ -459,7 +471,32 @@ impl RedisTarget {
                     .into(),
             ));
         }
+        if s.insecure && s.cert_file.is_some() {
+            // Insecure connections made through Sentinel would not send the certificate.
+            return Err(invalid(
+                "insecure",
+                "give cert_file/key_file (mTLS) or insecure = true, not both".into(),
+            ));
+        }
         self.tls_files()?;
+        let hosts = match &self.topology {
+            Topology::Node { .. } => 1,
+            Topology::Sentinel { sentinels, .. } => sentinels.len(),
+            Topology::Cluster { nodes } => nodes.len(),
+        };
+        if hosts > MAX_HOSTS {
+            return Err(invalid(
+                "sentinels",
+                format!("{hosts} hosts: at most {MAX_HOSTS} sentinels or cluster seeds"),
+            ));
+        }
+        let bad_host = |h: &String| h.contains(['@', '/', '?', '#']);
+        if s.sentinels.iter().chain(&s.cluster_nodes).any(bad_host) {
+            return Err(invalid(
+                "sentinels",
+                "hosts are host:port only (credentials and TLS come from redis_url)".into(),
+            ));
+        }
         if s.wait_replicas > 16 {
             return Err(invalid(
                 "wait_replicas",
@@ -469,10 +506,12 @@ impl RedisTarget {
                 ),
             ));
         }
-        if s.wait_timeout < Duration::from_millis(10) || s.wait_timeout > Duration::from_secs(60) {
+        // A WAIT holds the connection it is sent on: kept well under the response
+        // deadline and a lease's renewal.
+        if s.wait_timeout < Duration::from_millis(10) || s.wait_timeout > Duration::from_secs(5) {
             return Err(invalid(
                 "wait_timeout",
-                "must be between 10ms and 60s".into(),
+                "must be between 10ms and 5s".into(),
             ));
         }
         if !s.sentinels.is_empty() && !s.cluster_nodes.is_empty() {
@@ -594,6 +633,11 @@ mod tests {
             assert!(err.to_string().contains(key), "{err}");
         }
         assert!(RedisTarget::from_url("http://h").is_err());
+        // An unencoded `/` in a password would split it into host and master name.
+        let err = RedisTarget::from_url("redis+sentinel://:pa/ss@s1:26379/m").expect_err("refused");
+        assert!(!err.to_string().contains("pa/ss"), "{err}");
+        let many = format!("redis+cluster://{}", vec!["h:1"; 65].join(","));
+        assert!(RedisTarget::from_url(&many).is_err());
     }
 
     #[test]

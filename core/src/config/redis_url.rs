@@ -10,6 +10,8 @@ pub fn redacted(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
         }
+        // Not a URL but with an `@`: whatever comes before it may be a password.
+        (None, Some(at)) => format!("***@{}", &url[at + 1..]),
         _ => url.to_string(),
     }
 }
@@ -57,6 +59,7 @@ mod tests {
             "redis://***@host:6379/0"
         );
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redacted("redis:/:hunter2@h:6379"), "***@h:6379");
     }
 
     #[test]
