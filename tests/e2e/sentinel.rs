@@ -36,12 +36,7 @@ fn a_sentinel_failover_mid_run_loses_no_acknowledged_job_and_the_worker_goes_on(
         "",
     );
     let keys = Keys::new(env.namespace.clone());
-    let mut worker = env.worker(&[]);
-    assert!(
-        worker.wait_log("worker started", Duration::from_secs(20)),
-        "{}",
-        worker.log_text()
-    );
+    let mut worker = env.started_worker(&[]);
     let marks = env.dir.join("marks.log");
     let n = 200;
     let jobs: Vec<_> = (0..n)

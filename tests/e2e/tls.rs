@@ -137,12 +137,7 @@ fn jobs_run_over_tls_when_redis_ca_file_names_the_servers_ca() {
     // A relative ca_file: read next to the config file.
     let env = env_on(&redis, "tls-ca", "ca_file = \"ca.pem\"");
     pki.give_client_files(&env.dir);
-    let worker = env.worker(&[]);
-    assert!(
-        worker.wait_log("worker started", Duration::from_secs(20)),
-        "{}",
-        worker.log_text()
-    );
+    let worker = env.started_worker(&[]);
     echo_round_trip(&env, "over tls");
     assert!(
         !worker
@@ -198,12 +193,7 @@ fn mtls_needs_cert_file_and_key_file_and_works_with_them() {
         "ca_file = \"ca.pem\"\ncert_file = \"client.pem\"\nkey_file = \"client.key\"",
     );
     pki.give_client_files(&with.dir);
-    let worker = with.worker(&[]);
-    assert!(
-        worker.wait_log("worker started", Duration::from_secs(20)),
-        "{}",
-        worker.log_text()
-    );
+    let _worker = with.started_worker(&[]);
     echo_round_trip(&with, "mutual");
 }
 
@@ -212,12 +202,7 @@ fn insecure_connects_without_ca_file_and_says_so_in_the_log() {
     let pki = Pki::new("insecure");
     let redis = TlsRedis::start("insecure", &pki.server, false);
     let env = env_on(&redis, "tls-insecure", "insecure = true");
-    let worker = env.worker(&[]);
-    assert!(
-        worker.wait_log("worker started", Duration::from_secs(20)),
-        "{}",
-        worker.log_text()
-    );
+    let worker = env.started_worker(&[]);
     echo_round_trip(&env, "unchecked");
     assert!(
         worker
@@ -278,12 +263,7 @@ fn a_sentinel_deployment_over_tls_serves_jobs_across_a_failover() {
         "",
     );
     pki.give_client_files(&env.dir);
-    let worker = env.worker(&[]);
-    assert!(
-        worker.wait_log("worker started", Duration::from_secs(20)),
-        "{}",
-        worker.log_text()
-    );
+    let worker = env.started_worker(&[]);
     echo_round_trip(&env, "before the failover");
     let old = set.master_port().expect("master");
     let new = set.failover(Duration::from_secs(30));

@@ -156,6 +156,18 @@ impl TestEnv {
         self.worker_with(args, |_| {})
     }
 
+    /// [`TestEnv::worker`], once it logged that it started (within 20 s; its log on
+    /// failure).
+    pub fn started_worker(&self, args: &[&str]) -> WorkerProc {
+        let worker = self.worker(args);
+        assert!(
+            worker.wait_log("worker started", Duration::from_secs(20)),
+            "{}",
+            worker.log_text()
+        );
+        worker
+    }
+
     /// Starts a worker, letting `setup` change the command (e.g. its signal state).
     pub fn worker_with(&self, args: &[&str], setup: impl FnOnce(&mut Command)) -> WorkerProc {
         let log = self.dir.join(format!(

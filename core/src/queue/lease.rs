@@ -212,34 +212,32 @@ async fn renew_chunks(
     held: &[(String, u32)],
     period: std::time::Duration,
 ) {
-    {
-        for chunk in held.chunks(500) {
-            let mut invocation = scripts::RENEW.prepare_invoke();
-            invocation
-                .key(keys.script_key())
-                .arg(keys.prefix())
-                .arg(millis(settings.lease));
-            for (id, attempt) in chunk {
-                invocation.arg(id).arg(*attempt);
-            }
-            match invocation.invoke_async::<Vec<String>>(conn).await {
-                Ok(lost) => {
-                    for pair in lost.chunks(2) {
-                        let (id, status) = (&pair[0], pair.get(1).cloned().unwrap_or_default());
-                        tracing::warn!(job = %id, %status, "lease lost: the job is no longer ours; stopping it");
-                        let reason = if status == "cancelled" {
-                            StopReason::Cancelled
-                        } else {
-                            StopReason::LeaseLost { status }
-                        };
-                        jobs.stop(id, reason);
-                    }
+    for chunk in held.chunks(500) {
+        let mut invocation = scripts::RENEW.prepare_invoke();
+        invocation
+            .key(keys.script_key())
+            .arg(keys.prefix())
+            .arg(millis(settings.lease));
+        for (id, attempt) in chunk {
+            invocation.arg(id).arg(*attempt);
+        }
+        match invocation.invoke_async::<Vec<String>>(conn).await {
+            Ok(lost) => {
+                for pair in lost.chunks(2) {
+                    let (id, status) = (&pair[0], pair.get(1).cloned().unwrap_or_default());
+                    tracing::warn!(job = %id, %status, "lease lost: the job is no longer ours; stopping it");
+                    let reason = if status == "cancelled" {
+                        StopReason::Cancelled
+                    } else {
+                        StopReason::LeaseLost { status }
+                    };
+                    jobs.stop(id, reason);
                 }
-                Err(e) => tracing::warn!(
-                    jobs = chunk.len(),
-                    "could not renew leases (retrying in {period:?}): {e}"
-                ),
             }
+            Err(e) => tracing::warn!(
+                jobs = chunk.len(),
+                "could not renew leases (retrying in {period:?}): {e}"
+            ),
         }
     }
 }
