@@ -217,13 +217,24 @@ fn poison_entries_are_dead_lettered_alone_and_the_good_jobs_of_their_batch_run_o
     assert_eq!(s["error"]["kind"], "invalid_job", "{s}");
     let message = s["error"]["message"].as_str().unwrap_or("");
     assert!(message.contains("stored its outcome"), "{message}");
-    // The colon entry was buried under its own hashed name; the victim's history is a
-    // list with its one attempt.
-    let victim_history: usize = redis::cmd("LLEN")
+    // The colon entry was buried under its own hashed name; the victim's history was
+    // not touched (a first-attempt success keeps no history list: no key, or a list)
+    // and its record shows its one attempt.
+    let victim_history: String = redis::cmd("TYPE")
         .arg(format!("{p}:job:{victim_id}:attempts"))
         .query(&mut conn)
-        .expect("the victim's history is still a list");
-    assert_eq!(victim_history, 1);
+        .expect("TYPE");
+    assert!(
+        victim_history == "none" || victim_history == "list",
+        "{victim_history}"
+    );
+    let victim = env.status_json(&victim_id);
+    assert_eq!(victim["status"], "succeeded", "{victim}");
+    assert_eq!(
+        victim["history"].as_array().map(Vec::len),
+        Some(1),
+        "{victim}"
+    );
     // The listing holds them all.
     let out = env.mcpq(&["dlq", "list", "--limit", "1000", "--json"]);
     let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)

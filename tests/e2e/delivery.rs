@@ -535,7 +535,14 @@ fn a_second_job_with_an_existing_id_is_refused_and_binds_no_idempotency_key() {
 
 #[test]
 fn reading_a_status_never_loads_the_result_and_a_corrupt_record_is_reported_not_fatal() {
-    let env = TestEnv::new("status-light", "");
+    // keep_payload: the full read returns the payload too (by default a succeeded
+    // job's payload is dropped with its result stored).
+    let env = TestEnv::custom(
+        "status-light",
+        &format!("{}keep_payload = true\n", mcpq_tests::TEST_QUEUE),
+        "",
+        "",
+    );
     let _worker = env.worker(&[]);
     let id = env.submit_call("echo", "echo", r#"{"text":"a result"}"#, &[]);
     let (code, _) = env.wait_json(&id);
@@ -588,4 +595,62 @@ fn reading_a_status_never_loads_the_result_and_a_corrupt_record_is_reported_not_
     );
     let out = env.mcpq(&["status", &id]);
     assert_eq!(out.status.code(), Some(0), "other jobs still read");
+}
+
+#[test]
+fn a_noop_job_succeeds_with_a_compact_record_and_a_submit_wakes_an_idle_worker() {
+    // A poll interval far longer than the waits below: only the wake on submit
+    // ({ns}:wake) can start the jobs in time.
+    let env = TestEnv::new("noop-compact", "[worker]\npoll_interval = \"60s\"\n");
+    let _worker = env.started_worker(&[]);
+    // Let the worker's first (empty) fetch pass, so it is idle in its long poll.
+    std::thread::sleep(Duration::from_millis(500));
+    let job = env.dir.join("noop.json");
+    std::fs::write(&job, r#"{"kind": "noop"}"#).expect("write job");
+    let started = Instant::now();
+    let id = env.submit(&[job.to_str().expect("utf-8 path")]);
+    let out = env.mcpq(&["wait", &id, "--timeout", "20s", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the idle worker was not woken by the submit"
+    );
+    let v = env.status_json(&id);
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(v["kind"], "noop", "{v}");
+    assert_eq!(v["history"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["history"][0]["outcome"], "succeeded", "{v}");
+    // Compact: no history list, no payload kept, and the namespace's totals count it.
+    let mut conn = env.redis();
+    let p = format!("{{{}}}", env.namespace);
+    let history: String = redis::cmd("TYPE")
+        .arg(format!("{p}:job:{id}:attempts"))
+        .query(&mut conn)
+        .expect("TYPE");
+    assert_eq!(history, "none");
+    let payload: Option<String> = redis::cmd("HGET")
+        .arg(format!("{p}:job:{id}"))
+        .arg("payload")
+        .query(&mut conn)
+        .expect("HGET");
+    assert_eq!(payload, None);
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(format!("{p}:job:{id}"))
+        .query(&mut conn)
+        .expect("OBJECT ENCODING");
+    assert_eq!(
+        encoding, "listpack",
+        "a noop job's record stays a compact hash"
+    );
+    let succeeded: Option<u64> = redis::cmd("HGET")
+        .arg(format!("{p}:totals"))
+        .arg("succeeded")
+        .query(&mut conn)
+        .expect("HGET totals");
+    assert_eq!(succeeded, Some(1));
+    // A second job, submitted while the worker idles again, is woken the same way.
+    let again = env.submit(&[job.to_str().expect("utf-8 path")]);
+    let out = env.mcpq(&["wait", &again, "--timeout", "20s", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }

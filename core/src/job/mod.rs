@@ -1183,6 +1183,9 @@ mod tests {
         let e = Job::from_json(br#"{"kind": "agent"}"#)
             .expect_err("no payload")
             .to_string();
-        assert!(e.contains("payload") && e.contains("agent job needs one"), "{e}");
+        assert!(
+            e.contains("payload") && e.contains("agent job needs one"),
+            "{e}"
+        );
     }
 }

@@ -509,7 +509,8 @@ mod tests {
             }]
         );
         // A stored history is shown as it is, never doubled.
-        let stored = r#"{"attempt":2,"worker":"w2","started_at":1,"ended_at":2,"outcome":"succeeded"}"#;
+        let stored =
+            r#"{"attempt":2,"worker":"w2","started_at":1,"ended_at":2,"outcome":"succeeded"}"#;
         let record = parse_record("j", &map(&fields), &[stored.to_string()]).expect("record");
         assert_eq!(record.history.len(), 1);
         assert_eq!(record.history[0].worker, "w2");
