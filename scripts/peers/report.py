@@ -102,8 +102,11 @@ def section(meta: dict, results: list[dict], stops: list[dict], chosen: list[str
     )
     out.append("")
     out.append(
-        "Everyone at concurrency 8, on the same Redis, each system in its own database, with the "
-        "workers started and warmed up (16 jobs, 8 for the fresh-server rows) before the clock starts. "
+        "Everyone at concurrency 8, on the same Redis, each system in its own database. Per "
+        "workload, every system's workers are started side by side and warmed up (16 jobs, 8 for "
+        "the fresh-server rows: mcpq's pool opens its sessions on first use, the peers open theirs "
+        "at start) before any clock starts; while one system runs its N jobs, the others' workers "
+        "sit idle (their idle polling is in the Redis CPU column, and small). "
         "**jobs/s**: N jobs from the first enqueue to the last completion, seen the same way for "
         "everyone (one Redis read every 20 ms: a counter each peer job INCRs at its end — one extra "
         "round trip per peer job, INCR + RPUSH of its latency pipelined — or for mcpq its batch's "
