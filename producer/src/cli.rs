@@ -422,7 +422,11 @@ Job files (version and id are optional; unknown fields are rejected):
      "servers": ["echo"],
      "steps": [{"name": "file", "server": "echo", "tool": "echo",
                 "arguments": {"text": "{{ attachments[0].path }}"}}],
-     "reply": {"text": "Filed {{ attachments[0].name }}.", "send": false}}}"#;
+     "reply": {"text": "Filed {{ attachments[0].name }}.", "send": false}}}
+
+  A no-op: does nothing, succeeds with a null result (the queue's own cost, or a
+  probe that workers take jobs).
+  {"kind": "noop"}"#;
 
 /// `mcpq submit`.
 #[derive(Debug, Args)]

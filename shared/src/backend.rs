@@ -17,7 +17,9 @@
 //! - **Never ends on a Redis error.** A failed fetch is logged and retried after a
 //!   backoff (100 ms doubling to 5 s); the `redis` connection manager reconnects. So a
 //!   Redis restart pauses the worker instead of stopping it.
-//! - **Never busy-polls.** An empty queue is asked again after `worker.poll_interval`.
+//! - **Never busy-polls.** An empty queue is asked again after `worker.poll_interval`,
+//!   or at once when woken ([`RedisQueue::with_wake`]: a script announced new jobs on
+//!   `{ns}:wake`), so an idle worker starts a job within a round trip of its enqueue.
 //! - **Nothing lost on close**: a fetched job is already running in apalis and its
 //!   outcome is written by the runner; a fetch still in flight at shutdown is awaited
 //!   and its job released to the front of its queue.
@@ -55,6 +57,7 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 
 type FetchFuture = Pin<Box<dyn Future<Output = Result<Batch, QueueError>> + Send>>;
+type Pause = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The backend of one worker process.
 pub struct RedisQueue {
@@ -71,7 +74,9 @@ pub struct RedisQueue {
     rotation: Arc<Rotation>,
     buffer: VecDeque<Delivery>,
     fetching: Option<FetchFuture>,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    sleep: Option<Pause>,
+    /// Fired when jobs became ready: ends an idle pause early.
+    wake: Option<Arc<tokio::sync::Notify>>,
     backoff: Backoff,
     /// Set when this worker runs a suspect or learned that suspects wait: it fetches
     /// nothing more until it runs no job, then takes one (see `lua/fetch.lua`).
@@ -99,6 +104,7 @@ impl Clone for RedisQueue {
         )
         .with_jobs(self.jobs.clone(), self.concurrency)
         .with_queues(self.queues.clone())
+        .with_wake(self.wake.clone())
     }
 }
 
@@ -124,6 +130,7 @@ impl RedisQueue {
             buffer: VecDeque::new(),
             fetching: None,
             sleep: None,
+            wake: None,
             backoff: Backoff::new(ERROR_BACKOFF, MAX_ERROR_BACKOFF),
             wait_idle: false,
             closing: None,
@@ -142,6 +149,26 @@ impl RedisQueue {
     pub fn with_queues(mut self, queues: Served) -> Self {
         self.queues = queues;
         self
+    }
+
+    /// Ends the wait after an empty fetch as soon as `wake` is notified
+    /// (`queue::lease::listen_for_work`), instead of after the whole poll interval.
+    pub fn with_wake(mut self, wake: Option<Arc<tokio::sync::Notify>>) -> Self {
+        self.wake = wake;
+        self
+    }
+
+    /// A pause of `wait`, ended early by a wake when `wakeable`.
+    fn pause(&self, wait: Duration, wakeable: bool) -> Pause {
+        match self.wake.clone().filter(|_| wakeable) {
+            Some(wake) => Box::pin(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = wake.notified() => {}
+                }
+            }),
+            None => Box::pin(tokio::time::sleep(wait)),
+        }
     }
 
     fn start_fetch(&mut self) -> FetchFuture {
@@ -211,7 +238,7 @@ impl Backend for RedisQueue {
             if self.wait_idle && self.fetching.is_none() && !self.jobs.is_empty() {
                 // A suspect runs here, or suspects wait for an idle worker: no new job
                 // beside them until this worker's jobs are done.
-                self.sleep = Some(Box::pin(tokio::time::sleep(self.poll_interval)));
+                self.sleep = Some(self.pause(self.poll_interval, false));
                 continue;
             }
             let fut = match self.fetching.as_mut() {
@@ -223,7 +250,7 @@ impl Backend for RedisQueue {
             };
             let fetched = ready!(fut.as_mut().poll(cx));
             self.fetching = None;
-            let wait = match fetched {
+            let (wait, wakeable) = match fetched {
                 Ok(batch) => {
                     self.backoff.reset();
                     self.wait_idle =
@@ -232,15 +259,15 @@ impl Backend for RedisQueue {
                         self.buffer.extend(batch.deliveries);
                         continue;
                     }
-                    self.poll_interval
+                    (self.poll_interval, true)
                 }
                 Err(e) => {
                     let wait = self.backoff.advance();
                     tracing::warn!("cannot fetch jobs (retrying in {wait:?}): {e}");
-                    wait
+                    (wait, false)
                 }
             };
-            self.sleep = Some(Box::pin(tokio::time::sleep(wait)));
+            self.sleep = Some(self.pause(wait, wakeable));
         }
     }
 

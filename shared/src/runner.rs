@@ -49,7 +49,7 @@ use crate::job::{Job, JobKind, JobPayload};
 use crate::mcp::McpPool;
 use crate::metrics::{JobOutcome, KIND_INVALID};
 use crate::queue::fetch::Delivery;
-use crate::queue::finish::{finish, Finished, Outcome};
+use crate::queue::finish::{Finished, Finisher, Outcome};
 use crate::queue::lease::InFlight;
 use crate::queue::Keys;
 use crate::redact::Redactor;
@@ -73,7 +73,13 @@ pub struct Runner {
     jobs: InFlight,
     redactor: Arc<Redactor>,
     templates: TemplateSandbox,
+    /// Stores outcomes in batches (group commit, see [`Finisher`]).
+    finisher: Finisher,
 }
+
+/// Payloads up to this size are decoded on the runtime thread (microseconds); bigger
+/// ones (emails with attachments, up to `queue.max_payload`) on the blocking pool.
+const DECODE_INLINE: usize = 64 * 1024;
 
 /// What became of one delivery, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +147,7 @@ impl Runner {
         templates: TemplateSandbox,
         redactor: Arc<Redactor>,
     ) -> Self {
+        let finisher = Finisher::new(conn.clone(), keys.clone(), config.queue.clone());
         Runner {
             config,
             pool,
@@ -149,6 +156,7 @@ impl Runner {
             jobs,
             redactor,
             templates,
+            finisher,
         }
     }
 
@@ -165,6 +173,7 @@ impl Runner {
                 let kind = match job.kind() {
                     JobKind::Agent => "agent",
                     JobKind::Email => "email",
+                    JobKind::Noop => "noop",
                 };
                 metrics.job_started(kind);
                 (kind, self.execute(job, running.token()).await)
@@ -204,7 +213,7 @@ impl Runner {
                 return RunOutcome::NotStored(format!("lease lost (job is {status})"));
             }
             Fate::Succeeded(value) => {
-                tracing::info!(job = %id, attempt, ?elapsed, "job succeeded");
+                tracing::debug!(job = %id, attempt, ?elapsed, "job succeeded");
                 Outcome::Succeeded(value)
             }
             Fate::Release => {
@@ -257,15 +266,10 @@ impl Runner {
         let mut wait = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut conn = self.conn.clone();
         loop {
-            match finish(
-                &mut conn,
-                &self.keys,
-                settings,
-                &delivery.id,
-                delivery.attempt,
-                outcome,
-            )
-            .await
+            match self
+                .finisher
+                .finish(&delivery.id, delivery.attempt, outcome)
+                .await
             {
                 Ok(Finished::Stored) => {
                     self.wait_for_replicas(&mut conn, &delivery.id).await;
@@ -322,16 +326,21 @@ impl Runner {
         // Decoding parses the JSON and checks every template: bounded, but CPU work of up
         // to a few hundred ms for a payload at the limit, so off the async runtime.
         let bytes = payload.into_bytes();
-        let job = tokio::task::spawn_blocking(move || Job::from_json(&bytes))
-            .await
-            .map_err(|e| {
-                JobFailure::new(
-                    FailureKind::InvalidJob,
-                    format!("decoding failed: {e}"),
-                    false,
-                )
-            })?
-            .map_err(|e| JobFailure::new(FailureKind::InvalidJob, e.to_string(), false))?;
+        let decoded = if bytes.len() <= DECODE_INLINE {
+            Job::from_json(&bytes)
+        } else {
+            tokio::task::spawn_blocking(move || Job::from_json(&bytes))
+                .await
+                .map_err(|e| {
+                    JobFailure::new(
+                        FailureKind::InvalidJob,
+                        format!("decoding failed: {e}"),
+                        false,
+                    )
+                })?
+        };
+        let job =
+            decoded.map_err(|e| JobFailure::new(FailureKind::InvalidJob, e.to_string(), false))?;
         // The queue's id is the job's identity (its record, its lease, its attachment
         // folder): a payload that names another job is not this job.
         if job.id.to_string() != delivery.id {
@@ -428,6 +437,7 @@ pub async fn run_job(
                 let id = job.id.to_string();
                 run_email(email, &id, ctx).await
             }
+            JobPayload::Noop => Ok(Value::Null),
         }
     };
     let limit =

@@ -1,32 +1,42 @@
-//! Throughput, end to end, side by side in one run (run it with `scripts/bench`):
+//! Throughput end to end, side by side in one run (`scripts/bench`, release build).
 //!
-//! - **anchor**: N no-op jobs through bare apalis-redis (an in-process worker, same
-//!   concurrency), the floor cost of the queue itself;
-//! - **mcpq queue, no-op**: N jobs through mcpq's own backend (in-process apalis worker
-//!   over `RedisQueue`): enqueue script, fetch with lease, fenced finish storing a
-//!   result; the handler does nothing else. The guarantee is that this is at least as
-//!   fast as the anchor;
-//! - **mcpq pooled**: N echo-tool jobs through `mcpq-worker` (a separate process), on
-//!   warm pooled sessions of the fixture MCP server, storing each result;
-//! - **mcpq fresh**: the same with `pool = false`: each job spawns the server,
-//!   initializes MCP, calls `echo`, stops the server.
+//! Every mcpq row runs through the real `mcpq-worker` binary (a separate process,
+//! started before the clock starts and stopped after), fed by a producer in this
+//! process that enqueues 500 jobs per script call while the worker drains:
 //!
-//! Each is timed from the first push until all N jobs are done, with the worker already
-//! running. Prints the rates and their ratios, then one JSON line.
-//! `BENCH_JOBS` (default 2000) and `BENCH_CONCURRENCY` (default 8) change the sizes.
+//! - **noop**: N `{"kind": "noop"}` jobs (default 100,000, concurrency 32): the cost of
+//!   the queue alone (enqueue, fetch with lease, fenced outcome stored);
+//! - **pooled echo**: N one-call jobs (`echo` on the Rust fixture server, warm pooled
+//!   sessions, default pool settings), concurrency 8;
+//! - **fresh echo**: the same with `pool = false` (a server spawned per job);
+//! - **anchor**: N no-op jobs through bare apalis-redis 1.0 (its own worker, in this
+//!   process: it ships no binary), concurrency 8. It stops above ~8,000 jobs
+//!   ("too many results to unpack"), so its N is capped at 5,000.
+//!
+//! Each row is timed from the first enqueue until its last outcome is stored, seen
+//! through Redis the same way for every row: one read every 20 ms of a counter the
+//! queue keeps anyway (mcpq: the `succeeded` total of `{ns}:totals`; apalis-redis:
+//! the size of its done set). Rows run in rounds (round 1 every row, round 2 every row,
+//! ...; default 3), and each row reports the median with min and max.
+//!
+//! For the noop row it also reports, per job: Redis commands (from `INFO
+//! commandstats`, commands called inside scripts included) by command, Redis CPU,
+//! worker CPU and producer CPU (this process), and the bytes a finished job keeps in
+//! Redis (`used_memory` after minus before, over N, while the results are kept for
+//! `queue.result_ttl`).
+//!
+//! Sizes: `BENCH_NOOP_JOBS` (100000), `BENCH_NOOP_CONCURRENCY` (32), `BENCH_JOBS`
+//! (5000, the echo rows; the fresh row takes a tenth), `BENCH_CONCURRENCY` (8),
+//! `BENCH_ROUNDS` (3), `BENCH_ROWS` (comma-separated subset of noop,pooled,fresh,anchor).
+//! Prints a table, then one JSON line.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
-use mcpq_shared::backend::RedisQueue;
 use mcpq_shared::job::{Job, JobOptions, PlanStep};
-use mcpq_shared::queue::fetch::Delivery;
-use mcpq_shared::queue::finish::{finish, Outcome};
-use mcpq_shared::queue::lease::InFlight;
-use mcpq_shared::queue::{self, Keys, Producer, QueueSettings, ResultStore};
+use mcpq_shared::queue::{self, Keys, Producer, QueueSettings};
 use mcpq_tests::TestEnv;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -38,92 +48,122 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn wait_done(
-    conn: &mut (impl redis::aio::ConnectionLike + Send + Sync),
-    done_key: &str,
-    n: usize,
-    limit: Duration,
-) -> Duration {
-    let start = Instant::now();
+/// How often every row's completion counter is read.
+const POLL: Duration = Duration::from_millis(20);
+/// Longest any row may take.
+const LIMIT: Duration = Duration::from_secs(900);
+
+/// Waits until `count` reaches `n`, reading it every [`POLL`]; the time from `start`.
+async fn wait_count<F, Fut>(start: Instant, n: usize, mut count: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
     loop {
-        let count: usize = conn.scard(done_key).await.expect("SCARD");
-        if count >= n {
+        let done = count().await;
+        if done >= n {
             return start.elapsed();
         }
         assert!(
-            start.elapsed() < limit,
-            "only {count}/{n} jobs done after {limit:?}"
+            start.elapsed() < LIMIT,
+            "only {done}/{n} jobs done after {LIMIT:?}"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
-async fn noop(_job: u32) -> Result<(), BoxDynError> {
-    Ok(())
+/// What Redis says about itself: commands called (by name), CPU seconds, memory.
+#[derive(Debug, Default, Clone)]
+struct RedisSample {
+    calls: BTreeMap<String, u64>,
+    cpu: f64,
+    memory: u64,
 }
 
-async fn anchor(n: usize, concurrency: usize) -> Duration {
-    let env = TestEnv::new("bench-anchor", "");
-    // apalis-redis takes a plain ConnectionManager (one node).
-    let conn = redis::Client::open(mcpq_tests::redis_url())
-        .expect("redis url")
-        .get_connection_manager()
+async fn redis_sample(conn: &mut queue::Conn) -> RedisSample {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
         .await
-        .expect("redis");
-    let config = apalis_redis::Config::default().queue(format!("{{{}}}:apalis", env.namespace));
-    let done_key = config.done_jobs_set();
-    let storage = RedisStorage::<u32>::new(conn.clone())
-        .with_config(config.clone())
-        .poll_with_interval(Duration::from_millis(20));
-    let worker = WorkerBuilder::new(format!("bench-anchor-{}", std::process::id()))
-        .backend(storage)
-        .concurrency(concurrency)
-        .parallelize(tokio::spawn)
-        .build(noop);
-    let measure = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut pusher = RedisStorage::<u32>::new(conn.clone()).with_config(config);
-        let start = Instant::now();
-        pusher
-            .push_bulk((0..n as u32).collect())
-            .await
-            .expect("push");
-        let mut c = conn.clone();
-        wait_done(&mut c, &done_key, n, Duration::from_secs(600)).await;
-        start.elapsed()
+        .expect("INFO commandstats");
+    let mut calls = BTreeMap::new();
+    for line in stats.lines() {
+        // cmdstat_hset:calls=12,usec=...
+        if let Some(rest) = line.strip_prefix("cmdstat_") {
+            let (name, fields) = rest.split_once(':').unwrap_or((rest, ""));
+            let n = fields
+                .split(',')
+                .find_map(|f| f.strip_prefix("calls="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            calls.insert(name.to_string(), n);
+        }
+    }
+    let cpu_text: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(conn)
+        .await
+        .expect("INFO cpu");
+    let field = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
     };
-    // The worker runs until the measurement is done, then is dropped.
-    tokio::select! {
-        took = measure => took,
-        end = worker.run() => panic!("the anchor worker stopped early: {end:?}"),
+    let cpu = field(&cpu_text, "used_cpu_sys") + field(&cpu_text, "used_cpu_user");
+    let mem_text: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .expect("INFO memory");
+    RedisSample {
+        calls,
+        cpu,
+        memory: field(&mem_text, "used_memory") as u64,
     }
 }
 
-#[derive(Clone)]
-struct NoopCtx {
-    conn: mcpq_shared::queue::Conn,
-    keys: Keys,
-    settings: QueueSettings,
-    done: Arc<AtomicUsize>,
-    jobs: InFlight,
+/// CPU seconds (user + system) of process `pid` so far.
+fn proc_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
 }
 
-async fn noop_delivery(d: Delivery, ctx: Data<NoopCtx>) -> Result<(), BoxDynError> {
-    // What the runner does around a job, minus the job: register, store, unregister.
-    let _running = ctx.jobs.register(&d.id, d.attempt);
-    let mut conn = ctx.conn.clone();
-    let outcome = Outcome::Succeeded(Value::Null);
-    finish(
-        &mut conn,
-        &ctx.keys,
-        &ctx.settings,
-        &d.id,
-        d.attempt,
-        &outcome,
-    )
-    .await?;
-    ctx.done.fetch_add(1, Ordering::SeqCst);
-    Ok(())
+/// CPU seconds (user + system) of this process so far.
+fn self_cpu() -> f64 {
+    proc_cpu(std::process::id())
+}
+
+/// One row's result in one round.
+#[derive(Debug, Clone, Default)]
+struct Run {
+    took: Duration,
+    n: usize,
+    /// Per-job figures (noop row only).
+    per_job: Option<PerJob>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PerJob {
+    commands: f64,
+    by_command: Vec<(String, f64)>,
+    redis_cpu_us: f64,
+    worker_cpu_us: f64,
+    producer_cpu_us: f64,
+    bytes: f64,
+}
+
+fn noop_jobs(n: usize) -> Vec<Job> {
+    (0..n)
+        .map(|_| Job::from_json(br#"{"kind":"noop"}"#).expect("a noop job"))
+        .collect()
 }
 
 fn echo_jobs(n: usize) -> Vec<Job> {
@@ -146,157 +186,230 @@ fn echo_jobs(n: usize) -> Vec<Job> {
         .collect()
 }
 
-async fn mcpq_noop(n: usize, concurrency: usize) -> Duration {
-    let env = TestEnv::new("bench-noop", "");
+/// The `succeeded` total of every partition of `keys`' namespace.
+async fn succeeded(conn: &mut queue::Conn, keys: &Keys) -> usize {
+    let mut sum = 0;
+    for part in keys.all() {
+        let n: Option<usize> = conn
+            .hget(format!("{}:totals", part.prefix()), "succeeded")
+            .await
+            .expect("HGET totals");
+        sum += n.unwrap_or(0);
+    }
+    sum
+}
+
+/// N jobs through a fresh `mcpq-worker` of `concurrency` slots; `echo_extra` goes into
+/// the fixture's `[servers.echo]` table.
+async fn mcpq(jobs: Vec<Job>, concurrency: usize, echo_extra: &str, measure: bool) -> Run {
+    let n = jobs.len();
+    let extra = format!("[worker]\nconcurrency = {concurrency}\n");
+    let env = TestEnv::with_echo("bench-mcpq", &extra, echo_extra);
+    let worker = env.started_worker(&[]);
     let keys = Keys::new(env.namespace.clone());
     let conn = queue::connect(&mcpq_tests::redis_url())
         .await
         .expect("redis");
-    let settings = QueueSettings::default();
-    let done = Arc::new(AtomicUsize::new(0));
-    let jobs_running = InFlight::default();
-    let ctx = NoopCtx {
-        jobs: jobs_running.clone(),
-        conn: conn.clone(),
-        keys: keys.clone(),
-        settings: settings.clone(),
-        done: done.clone(),
+    let producer = Producer::new(conn.clone(), keys.clone(), QueueSettings::default());
+    // Let the worker settle (its first polls, the pool's first session for echo jobs).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut probe = conn.clone();
+    let before = if measure {
+        Some((
+            redis_sample(&mut probe).await,
+            proc_cpu(worker.pid()),
+            self_cpu(),
+        ))
+    } else {
+        None
     };
-    let backend = RedisQueue::new(
-        conn.clone(),
-        keys.clone(),
-        settings.clone(),
-        format!("bench-noop-{}", std::process::id()),
-        Duration::from_millis(20),
-    )
-    .with_jobs(jobs_running.clone(), concurrency);
-    let worker = WorkerBuilder::new(format!("bench-noop-{}", std::process::id()))
-        .backend(backend)
-        .data(ctx)
+    let start = Instant::now();
+    let submit = async {
+        producer.submit_many(&jobs).await.expect("submit");
+    };
+    let counter = conn.clone();
+    let (_, took) = tokio::join!(
+        submit,
+        wait_count(start, n, || {
+            let (mut c, k) = (counter.clone(), keys.clone());
+            async move { succeeded(&mut c, &k).await }
+        })
+    );
+    let per_job = match before {
+        Some((r0, w0, p0)) => {
+            let (w1, p1) = (proc_cpu(worker.pid()), self_cpu());
+            let r1 = redis_sample(&mut probe).await;
+            let per = |x: f64| x / n as f64;
+            let mut by_command: Vec<(String, f64)> = r1
+                .calls
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        per((v - r0.calls.get(k).copied().unwrap_or(0)) as f64),
+                    )
+                })
+                .filter(|(_, v)| *v >= 0.005)
+                .collect();
+            by_command.sort_by(|a, b| b.1.total_cmp(&a.1));
+            Some(PerJob {
+                commands: by_command.iter().map(|(_, v)| v).sum(),
+                by_command,
+                redis_cpu_us: per(r1.cpu - r0.cpu) * 1e6,
+                worker_cpu_us: per(w1 - w0) * 1e6,
+                producer_cpu_us: per(p1 - p0) * 1e6,
+                bytes: per(r1.memory as f64 - r0.memory as f64),
+            })
+        }
+        None => None,
+    };
+    drop(worker);
+    Run { took, n, per_job }
+}
+
+async fn anchor(n: usize, concurrency: usize) -> Run {
+    let env = TestEnv::new("bench-anchor", "");
+    // apalis-redis takes a plain ConnectionManager (one node).
+    let conn = redis::Client::open(mcpq_tests::redis_url())
+        .expect("redis url")
+        .get_connection_manager()
+        .await
+        .expect("redis");
+    let config = apalis_redis::Config::default().queue(format!("{{{}}}:apalis", env.namespace));
+    let done_key = config.done_jobs_set();
+    let storage = RedisStorage::<u32>::new(conn.clone())
+        .with_config(config.clone())
+        .poll_with_interval(Duration::from_millis(100));
+    let worker = WorkerBuilder::new(format!("bench-anchor-{}", std::process::id()))
+        .backend(storage)
         .concurrency(concurrency)
         .parallelize(tokio::spawn)
-        .build(noop_delivery);
-    let producer = Producer::new(conn.clone(), keys, settings);
-    let jobs = echo_jobs(n);
+        .build(|_job: u32| async { Ok::<(), BoxDynError>(()) });
     let measure = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut pusher = RedisStorage::<u32>::new(conn.clone()).with_config(config);
         let start = Instant::now();
-        producer.submit_many(&jobs).await.expect("submit");
-        while done.load(Ordering::SeqCst) < n {
-            assert!(
-                start.elapsed() < Duration::from_secs(600),
-                "no-op jobs stalled"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        start.elapsed()
+        let jobs: Vec<u32> = (0..n as u32).collect();
+        let push = async {
+            for chunk in jobs.chunks(500) {
+                pusher.push_bulk(chunk.to_vec()).await.expect("push");
+            }
+        };
+        let (_, took) = tokio::join!(
+            push,
+            wait_count(start, n, || {
+                let (mut c, key) = (conn.clone(), done_key.clone());
+                async move { c.scard::<_, usize>(key).await.expect("SCARD") }
+            })
+        );
+        took
     };
-    tokio::select! {
+    let took = tokio::select! {
         took = measure => took,
-        end = worker.run() => panic!("the no-op worker stopped early: {end:?}"),
+        end = worker.run() => panic!("the anchor worker stopped early: {end:?}"),
+    };
+    Run {
+        took,
+        n,
+        per_job: None,
     }
 }
 
-/// Waits until every job in `ids` has finished (checked in order, 100 per round trip).
-async fn wait_all(store: &ResultStore, conn: &mcpq_shared::queue::Conn, ids: &[String]) {
-    let start = Instant::now();
-    let mut conn = conn.clone();
-    let mut next = 0;
-    while next < ids.len() {
-        let chunk = &ids[next..(next + 100).min(ids.len())];
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.hget(store.keys().job(id), "status");
-        }
-        let statuses: Vec<Option<String>> = pipe.query_async(&mut conn).await.expect("HGET");
-        let finished = statuses
-            .iter()
-            .take_while(|s| matches!(s.as_deref(), Some("succeeded" | "dead" | "cancelled")))
-            .count();
-        next += finished;
-        if finished < chunk.len() {
-            assert!(
-                start.elapsed() < Duration::from_secs(1200),
-                "jobs stalled at {next}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
-async fn mcpq(n: usize, concurrency: usize, pooled: bool) -> Duration {
-    let extra = format!("[worker]\nconcurrency = {concurrency}\npoll_interval = \"20ms\"\n");
-    let env = TestEnv::with_echo("bench-mcpq", &extra, &format!("pool = {pooled}"));
-    let worker = env.worker(&[]);
-    assert!(
-        worker.wait_log("worker started", Duration::from_secs(10)),
-        "{}",
-        worker.log_text()
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let keys = Keys::new(env.namespace.clone());
-    let conn = queue::connect(&mcpq_tests::redis_url())
-        .await
-        .expect("redis");
-    let producer = Producer::new(conn.clone(), keys, QueueSettings::default());
-    let jobs = echo_jobs(n);
-    let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
-    let start = Instant::now();
-    producer.submit_many(&jobs).await.expect("submit");
-    wait_all(producer.store(), &conn, &ids).await;
-    let took = start.elapsed();
-    // Spot-check that the work was real: a stored echo result.
-    let last = producer
-        .store()
-        .get(&ids[n - 1])
-        .await
-        .expect("get")
-        .expect("record");
-    assert_eq!(
-        last.result.expect("result")[0]["result"]["content"][0]["text"],
-        json!(format!("job {}", n - 1))
-    );
-    drop(worker);
-    took
+fn median_min_max(rates: &[f64]) -> (f64, f64, f64) {
+    let mut v = rates.to_vec();
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 fn main() {
-    let n = env_usize("BENCH_JOBS", 2000);
-    let concurrency = env_usize("BENCH_CONCURRENCY", 8);
+    let noop_n = env_usize("BENCH_NOOP_JOBS", 100_000);
+    let noop_c = env_usize("BENCH_NOOP_CONCURRENCY", 32);
+    let n = env_usize("BENCH_JOBS", 5_000);
+    let c = env_usize("BENCH_CONCURRENCY", 8);
+    let rounds = env_usize("BENCH_ROUNDS", 3).max(1);
+    let rows: Vec<String> = std::env::var("BENCH_ROWS")
+        .unwrap_or_else(|_| "noop,pooled,fresh,anchor".to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     eprintln!(
-        "throughput: {n} jobs each, concurrency {concurrency}, Redis {}",
+        "throughput: rows {rows:?}, {rounds} rounds; noop N={noop_n} x{noop_c}, echo N={n} x{c}, Redis {}",
         mcpq_tests::redis_url()
     );
-    let a = rt.block_on(anchor(n, concurrency));
-    let q = rt.block_on(mcpq_noop(n, concurrency));
-    let m = rt.block_on(mcpq(n, concurrency, true));
-    let f = rt.block_on(mcpq(n, concurrency, false));
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    let row = |label: &str, d: Duration| {
+    let mut results: BTreeMap<String, Vec<Run>> = BTreeMap::new();
+    for round in 1..=rounds {
+        for row in &rows {
+            let run = match row.as_str() {
+                "noop" => rt.block_on(mcpq(noop_jobs(noop_n), noop_c, "", true)),
+                "pooled" => rt.block_on(mcpq(echo_jobs(n), c, "", false)),
+                "fresh" => rt.block_on(mcpq(echo_jobs((n / 10).max(1)), c, "pool = false", false)),
+                "anchor" => rt.block_on(anchor(n.min(5_000), c)),
+                other => panic!("unknown row {other} (BENCH_ROWS: noop,pooled,fresh,anchor)"),
+            };
+            eprintln!(
+                "round {round} {row:<7} {:>7} jobs in {:>7.2} s = {:>9.1} jobs/s",
+                run.n,
+                run.took.as_secs_f64(),
+                run.n as f64 / run.took.as_secs_f64()
+            );
+            results.entry(row.clone()).or_default().push(run);
+        }
+    }
+    let labels = [
+        ("noop", "mcpq-worker, noop job"),
+        ("pooled", "mcpq-worker, echo on the fixture, pooled"),
+        ("fresh", "mcpq-worker, echo, a server per job"),
+        ("anchor", "bare apalis-redis, no-op (in-process)"),
+    ];
+    let mut json_rows = serde_json::Map::new();
+    println!("| row | N | concurrency | jobs/s median | min | max |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (key, label) in labels {
+        let Some(runs) = results.get(key) else {
+            continue;
+        };
+        let rates: Vec<f64> = runs
+            .iter()
+            .map(|r| r.n as f64 / r.took.as_secs_f64())
+            .collect();
+        let (med, min, max) = median_min_max(&rates);
+        let conc = if key == "noop" { noop_c } else { c };
         println!(
-            "{label:<44}: {n} jobs in {:>7.2} s = {:>8.1} jobs/s",
-            d.as_secs_f64(),
-            rate(d)
-        )
-    };
-    row("anchor  bare apalis-redis, no-op job", a);
-    row("mcpq    own backend, no-op job (in-process)", q);
-    row("mcpq    echo job, pooled session", m);
-    row("mcpq    echo job, fresh server per job", f);
-    println!(
-        "ratio   mcpq no-op / anchor {:.3}, pooled / anchor {:.3}, fresh / anchor {:.3}, pooled / fresh {:.2}",
-        rate(q) / rate(a),
-        rate(m) / rate(a),
-        rate(f) / rate(a),
-        rate(m) / rate(f)
-    );
-    println!(
-        "{}",
-        json!({"type": "bench", "name": "throughput", "jobs": n, "concurrency": concurrency,
-               "anchor_jobs_per_s": rate(a), "mcpq_noop_jobs_per_s": rate(q),
-               "ratio_noop_to_anchor": rate(q) / rate(a), "mcpq_pooled_jobs_per_s": rate(m),
-               "mcpq_fresh_jobs_per_s": rate(f), "ratio_pooled_to_anchor": rate(m) / rate(a),
-               "ratio_fresh_to_anchor": rate(f) / rate(a)})
-    );
+            "| {label} | {} | {conc} | {med:.0} | {min:.0} | {max:.0} |",
+            runs[0].n
+        );
+        json_rows.insert(
+            key.to_string(),
+            json!({"n": runs[0].n, "concurrency": conc, "median": med, "min": min, "max": max, "rates": rates}),
+        );
+    }
+    if let Some(runs) = results.get("noop") {
+        // Per-job figures of the median round.
+        let mut by_rate: Vec<&Run> = runs.iter().collect();
+        by_rate.sort_by_key(|r| std::cmp::Reverse(r.took));
+        if let Some(p) = by_rate[by_rate.len() / 2].per_job.as_ref() {
+            println!(
+                "\nnoop, per job (median round): {:.2} Redis commands, Redis CPU {:.1} us, worker CPU {:.1} us, producer CPU {:.1} us, {:.0} bytes kept in Redis",
+                p.commands, p.redis_cpu_us, p.worker_cpu_us, p.producer_cpu_us, p.bytes
+            );
+            let top: Vec<String> = p
+                .by_command
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect();
+            println!("commands per job: {}", top.join(", "));
+            json_rows.insert(
+                "noop_per_job".to_string(),
+                json!({"commands": p.commands, "by_command": p.by_command, "redis_cpu_us": p.redis_cpu_us,
+                       "worker_cpu_us": p.worker_cpu_us, "producer_cpu_us": p.producer_cpu_us, "bytes": p.bytes}),
+            );
+        }
+    }
+    let mut out = json!({"type": "bench", "name": "throughput", "rounds": rounds});
+    if let Value::Object(m) = &mut out {
+        m.extend(json_rows);
+    }
+    println!("{out}");
 }

@@ -6,7 +6,8 @@
 //!    `min_sessions`, close idle sessions);
 //! 2. server reports and the worker's heartbeat to Redis ([`crate::reports`]);
 //! 3. lease renewal of every held job (`queue::lease::renew_leases`);
-//! 4. the cancel listener (`queue::lease::listen_for_cancels`, Redis pub/sub);
+//! 4. the cancel listener (`queue::lease::listen_for_cancels`, Redis pub/sub) and the
+//!    new-jobs listener (`queue::lease::listen_for_work`: wakes an idle backend);
 //! 5. the rescuer of dead workers' jobs (`queue::rescue::rescue_loop`);
 //! 6. the sweep of expired email attachment directories;
 //! 7. the webhook dispatcher (`webhook::Dispatcher`): sends due completion webhooks;
@@ -60,6 +61,8 @@ pub struct Launcher {
     pool: McpPool,
     templates: TemplateSandbox,
     jobs: InFlight,
+    /// Notified when jobs became ready (`{ns}:wake`).
+    wake: Arc<tokio::sync::Notify>,
     /// Where the heartbeat is removed from at the end, and whose.
     conn: Conn,
     keys: Keys,
@@ -86,6 +89,7 @@ impl Launcher {
         let limiter = Limiter::new(conn.clone(), keys.clone(), worker, Some(metrics.clone()));
         let pool = McpPool::new(&config, supervisor.clone()).with_limiter(limiter);
         let jobs = InFlight::default();
+        let wake = Arc::new(tokio::sync::Notify::new());
         // Bound before anything starts: a bad address is a start-up error.
         let listener = config
             .worker
@@ -120,6 +124,11 @@ impl Launcher {
                 target.clone(),
                 keys.clone(),
                 jobs.clone(),
+            )),
+            tokio::spawn(lease::listen_for_work(
+                target.clone(),
+                keys.clone(),
+                wake.clone(),
             )),
             tokio::spawn(rescue::rescue_loop(
                 conn.clone(),
@@ -158,6 +167,7 @@ impl Launcher {
             pool,
             templates,
             jobs,
+            wake,
             conn,
             keys,
             worker: worker.to_string(),
@@ -174,6 +184,11 @@ impl Launcher {
     /// The jobs this worker holds: their leases are renewed and cancels reach them.
     pub fn jobs(&self) -> &InFlight {
         &self.jobs
+    }
+
+    /// Notified when jobs became ready: the backend's early end of an idle poll.
+    pub fn wake(&self) -> &Arc<tokio::sync::Notify> {
+        &self.wake
     }
 
     /// The template sandboxes, stopped with the worker.

@@ -121,6 +121,7 @@ pub async fn run(
         name,
         served,
         launcher.jobs().clone(),
+        launcher.wake().clone(),
         runner,
     );
     let quiet = launcher.quiet_on(signals);
@@ -152,6 +153,7 @@ pub async fn run(
 
 /// One apalis worker named `name`, running up to `worker.concurrency` jobs at once from
 /// mcpq's Redis backend; `jobs` holds what it fetched (for leases and cancels).
+#[allow(clippy::too_many_arguments)]
 fn monitor(
     config: &Config,
     conn: mcpq_shared::queue::Conn,
@@ -159,6 +161,7 @@ fn monitor(
     name: String,
     served: Served,
     jobs: queue::InFlight,
+    wake: Arc<tokio::sync::Notify>,
     runner: Runner,
 ) -> Monitor {
     let (concurrency, poll) = (config.worker.concurrency, config.worker.poll_interval);
@@ -172,7 +175,8 @@ fn monitor(
             poll,
         )
         .with_jobs(jobs.clone(), concurrency)
-        .with_queues(served.clone());
+        .with_queues(served.clone())
+        .with_wake(Some(wake.clone()));
         WorkerBuilder::new(name.clone())
             .backend(backend)
             .data(runner.clone())

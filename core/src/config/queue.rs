@@ -14,6 +14,7 @@
 //! max_rescues = 5          # lost leases (dead workers) a job survives; the next is dead
 //! max_result = 8388608     # bytes (8 MiB): the largest result (and the largest single
 //!                           # tool answer) a job may produce; see `max_result` below
+//! keep_payload = false      # keep a succeeded job's payload until result_ttl
 //! weights = { high = 6, normal = 3, low = 1 }
 //! ```
 //!
@@ -68,6 +69,11 @@ pub struct QueueSettings {
     /// has its session closed (the stream is cut mid-message).
     #[serde(default = "default_max_result")]
     pub max_result: usize,
+    /// Keep a succeeded job's payload in its record until `result_ttl` (default false:
+    /// it is dropped when the result is stored, so a finished job costs Redis a few
+    /// hundred bytes; dead jobs always keep theirs, for `mcpq dlq requeue`).
+    #[serde(default)]
+    pub keep_payload: bool,
     /// Share of fetches that look at each priority first.
     #[serde(default)]
     pub weights: Weights,
@@ -146,6 +152,7 @@ impl Default for QueueSettings {
             max_payload: default_max_payload(),
             max_rescues: default_max_rescues(),
             max_result: default_max_result(),
+            keep_payload: false,
             weights: Weights::default(),
         }
     }

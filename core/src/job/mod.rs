@@ -355,6 +355,9 @@ pub enum JobKind {
     Agent,
     /// Process an inbound email with instructions.
     Email,
+    /// Do nothing and succeed with a `null` result: the cost of the queue alone (fetch,
+    /// lease, outcome), for benchmarks and health checks. It takes no payload.
+    Noop,
 }
 
 impl fmt::Display for JobKind {
@@ -362,6 +365,7 @@ impl fmt::Display for JobKind {
         f.write_str(match self {
             JobKind::Agent => "agent",
             JobKind::Email => "email",
+            JobKind::Noop => "noop",
         })
     }
 }
@@ -439,6 +443,8 @@ pub enum JobPayload {
     Agent(AgentJob),
     /// See [`EmailJob`] (boxed: it is much larger than a plan).
     Email(Box<EmailJob>),
+    /// See [`JobKind::Noop`].
+    Noop,
 }
 
 /// How a job is run. Every field is optional in JSON.
@@ -491,6 +497,13 @@ fn default_max_attempts() -> u32 {
     DEFAULT_MAX_ATTEMPTS
 }
 
+impl JobOptions {
+    /// Whether every option is the default.
+    pub fn is_default(&self) -> bool {
+        *self == JobOptions::default()
+    }
+}
+
 impl Default for JobOptions {
     fn default() -> Self {
         JobOptions {
@@ -537,8 +550,12 @@ struct Envelope {
     #[serde(default)]
     id: Option<String>,
     kind: JobKind,
+    /// Absent (null) only for `noop` jobs, which take none.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     payload: Value,
-    #[serde(default)]
+    /// Left out when every option is the default: a small job's stored envelope stays
+    /// under Redis's 64-byte compact-hash value limit (see `lua/finish.lua`).
+    #[serde(default, skip_serializing_if = "JobOptions::is_default")]
     options: JobOptions,
 }
 
@@ -585,6 +602,7 @@ impl Job {
         match self.payload {
             JobPayload::Agent(_) => JobKind::Agent,
             JobPayload::Email(_) => JobKind::Email,
+            JobPayload::Noop => JobKind::Noop,
         }
     }
 
@@ -632,7 +650,23 @@ impl Job {
             Some(id) => (id.parse()?, true),
             None => (JobId::generate(), false),
         };
+        if env.payload.is_null() && env.kind != JobKind::Noop {
+            return Err(JobError::invalid(
+                "payload",
+                format!("missing: an {} job needs one", env.kind),
+            ));
+        }
         let payload = match env.kind {
+            JobKind::Noop => match &env.payload {
+                Value::Null => JobPayload::Noop,
+                Value::Object(m) if m.is_empty() => JobPayload::Noop,
+                _ => {
+                    return Err(JobError::invalid(
+                        "payload",
+                        "a noop job takes no payload (leave it out, or give {})",
+                    ))
+                }
+            },
             JobKind::Agent => JobPayload::Agent(
                 serde_path_to_error::deserialize(env.payload)
                     .map_err(|e| path_error("payload", e))?,
@@ -752,6 +786,7 @@ impl Job {
                     }
                 }
             }
+            JobPayload::Noop => {}
             JobPayload::Email(email) => {
                 // `from` may be empty or not an address (a bounce, `From: foo`): mail as
                 // it arrives is accepted, and only a reply, which needs an address, fails
@@ -848,6 +883,7 @@ impl Job {
                     )
                     .collect()
             }
+            JobPayload::Noop => Vec::new(),
         }
     }
 
@@ -880,6 +916,7 @@ impl Job {
         let payload = match &self.payload {
             JobPayload::Agent(a) => serde_json::to_value(a),
             JobPayload::Email(e) => serde_json::to_value(e),
+            JobPayload::Noop => Ok(Value::Null),
         }
         .expect("job payloads are plain data and always serialize");
         let env = Envelope {
@@ -1125,5 +1162,27 @@ mod tests {
         assert!(e.contains("options.idempotency_key"), "{e}");
         job.options.idempotency_key = Some("order-42".into());
         assert!(job.check_submitted().is_ok());
+    }
+
+    #[test]
+    fn a_noop_job_takes_no_payload_and_stores_small() {
+        let job = Job::from_json(br#"{"kind": "noop"}"#).expect("noop");
+        assert_eq!(job.kind(), JobKind::Noop);
+        assert!(job.servers().is_empty());
+        assert!(Job::from_json(br#"{"kind": "noop", "payload": {}}"#).is_ok());
+        let e = Job::from_json(br#"{"kind": "noop", "payload": {"x": 1}}"#)
+            .expect_err("a payload")
+            .to_string();
+        assert!(e.contains("noop job takes no payload"), "{e}");
+        // Under Redis's 64-byte limit for values of a compact (listpack) hash, so a
+        // finished noop job's record stays compact.
+        let stored = job.to_json();
+        assert!(stored.len() < 64, "{}", String::from_utf8_lossy(&stored));
+        assert_eq!(Job::from_json(&stored).expect("round trip"), job);
+        // Other kinds still need one, and say so.
+        let e = Job::from_json(br#"{"kind": "agent"}"#)
+            .expect_err("no payload")
+            .to_string();
+        assert!(e.contains("payload") && e.contains("agent job needs one"), "{e}");
     }
 }

@@ -233,6 +233,12 @@ impl Keys {
         format!("{}:cancel", self.base)
     }
 
+    /// Pub/sub channel on which the scripts say that jobs became ready (enqueued,
+    /// promoted, released): idle workers fetch at once instead of at their next poll.
+    pub fn wake_channel(&self) -> String {
+        format!("{}:wake", self.base)
+    }
+
     /// Pub/sub channel carrying `ID STATUS` of every job that has just ended (succeeded,
     /// dead or cancelled), published by the script that ended it: what
     /// [`super::notify::Endings`] waits on.

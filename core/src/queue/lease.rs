@@ -266,6 +266,26 @@ pub async fn listen_for_cancels(
     .await
 }
 
+/// Wakes `wake` whenever a script says jobs became ready (`{ns}:wake`), and once at
+/// every (re)subscribe (something may have been enqueued while nobody listened), for
+/// ever (abort the task to stop). The backend fetches when woken instead of waiting for
+/// its next poll; a missed message only costs that poll's wait.
+pub async fn listen_for_work(
+    target: crate::config::redis_target::RedisTarget,
+    keys: Keys,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    let subscribed = wake.clone();
+    super::subscribe::subscribe_forever(
+        target,
+        keys.wake_channel(),
+        "new jobs",
+        move || subscribed.notify_one(),
+        |_| wake.notify_one(),
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,7 +60,7 @@ pub use crate::config::redis_target::RedisTarget;
 pub use crate::config::redis_url::{redacted, with_password};
 
 /// A Redis failure, with the URL it concerns.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {
     /// No connection could be made.

@@ -2,8 +2,9 @@
 //! by every waiter.
 //!
 //! Every script that ends a job (finish, cancel, rescue, bury: `job_ended` in
-//! `lua/common.lua`) publishes `ID STATUS` on [`Keys::ended_channel`]. [`Endings`] keeps
-//! one connection subscribed to it and wakes the waiters of that id; `mcpq serve`'s
+//! `lua/common.lua`) publishes `ID STATUS` on [`Keys::ended_channel`] (a worker's batch
+//! of outcomes: one message of such lines). [`Endings`] keeps one connection
+//! subscribed to it and wakes the waiters of those ids; `mcpq serve`'s
 //! `GET /v1/jobs/{id}/result?wait=30s` is built on [`Endings::wait`].
 //!
 //! Guarantees:
@@ -186,13 +187,16 @@ async fn listen(
         }
     };
     super::subscribe::subscribe_forever(target, channel, "job ends", on_subscribed, |payload| {
-        let id = payload.split(|b| *b == b' ').next().unwrap_or_default();
-        let Ok(id) = std::str::from_utf8(id) else {
-            return;
-        };
+        // One line "ID STATUS" per job ended (a worker's batch of outcomes is one message).
         let map = waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((notify, _)) = map.get(id) {
-            notify.notify_waiters();
+        for line in payload.split(|b| *b == b'\n') {
+            let id = line.split(|b| *b == b' ').next().unwrap_or_default();
+            let Ok(id) = std::str::from_utf8(id) else {
+                continue;
+            };
+            if let Some((notify, _)) = map.get(id) {
+                notify.notify_waiters();
+            }
         }
     })
     .await

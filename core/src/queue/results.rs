@@ -431,6 +431,23 @@ pub(crate) fn parse_record(
                 .ok()
         })
         .collect::<Vec<AttemptRecord>>();
+    let mut history = history;
+    // A job that succeeded at its first attempt keeps no history list (finish.lua):
+    // its one attempt is the record's own fields.
+    if history.is_empty() && status == JobStatus::Succeeded {
+        if let (Some(attempt), Some(started), Some(ended)) =
+            (num("attempt"), num("started_at"), num("finished_at"))
+        {
+            history.push(AttemptRecord {
+                attempt: attempt as u32,
+                worker: map.get("worker").cloned().unwrap_or_default(),
+                started_at: started,
+                ended_at: ended,
+                outcome: "succeeded".to_string(),
+                error: None,
+            });
+        }
+    }
     Ok(JobRecord {
         id: id.to_string(),
         kind: map.get("kind").cloned().unwrap_or_default(),
@@ -456,4 +473,48 @@ pub(crate) fn parse_record(
         payload: map.get("payload").cloned(),
         problems,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_first_attempt_success_without_history_shows_its_one_attempt() {
+        let fields = [
+            ("status", "succeeded"),
+            ("attempt", "1"),
+            ("worker", "w1"),
+            ("started_at", "100"),
+            ("finished_at", "150"),
+            ("result", "null"),
+        ];
+        let record = parse_record("j", &map(&fields), &[]).expect("record");
+        assert_eq!(
+            record.history,
+            vec![AttemptRecord {
+                attempt: 1,
+                worker: "w1".to_string(),
+                started_at: 100,
+                ended_at: 150,
+                outcome: "succeeded".to_string(),
+                error: None,
+            }]
+        );
+        // A stored history is shown as it is, never doubled.
+        let stored = r#"{"attempt":2,"worker":"w2","started_at":1,"ended_at":2,"outcome":"succeeded"}"#;
+        let record = parse_record("j", &map(&fields), &[stored.to_string()]).expect("record");
+        assert_eq!(record.history.len(), 1);
+        assert_eq!(record.history[0].worker, "w2");
+        // Other statuses get nothing made up.
+        let queued = parse_record("j", &map(&[("status", "queued")]), &[]).expect("record");
+        assert!(queued.history.is_empty());
+    }
 }

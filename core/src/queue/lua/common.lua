@@ -52,6 +52,13 @@ local function entry_name(id)
   return 'invalid-' .. redis.sha1hex(id)
 end
 local function key_type(key) return redis.call('TYPE', key)['ok'] end
+-- `cmd key items...` in calls of at most `step` items (Lua's unpack has a limit): many
+-- list pushes or sorted-set entries in one command instead of one command each.
+local function chunked(cmd, key, items, step)
+  for i = 1, #items, step do
+    redis.call(cmd, key, unpack(items, i, math.min(i + step - 1, #items)))
+  end
+end
 -- A stored value as a finite number, or nil (tonumber reads "nan" and "inf" too, which
 -- would carry through math.max/min into what a script writes).
 local function finite(v)
@@ -79,18 +86,11 @@ local function oldest_queued_age(key, look)
   end
   return -1
 end
--- Why the record of queue entry `id` cannot be run, or nil. Status is not judged here.
-local function record_problem(id)
-  if entry_name(id) ~= id then return 'the queue held an entry that is not a job id' end
-  local t = key_type(job_key(id))
-  if t == 'none' then
-    return 'the queue held an entry with no job record (written by something other than mcpq?): ' .. id
-  end
-  if t ~= 'hash' then return 'the job record is a ' .. t .. ', not a hash (written by something other than mcpq?)' end
-  local a = key_type(job_key(id) .. ':attempts')
-  if a ~= 'none' and a ~= 'list' then return 'the attempt history is a ' .. a .. ', not a list' end
-  local f = redis.call('HMGET', job_key(id), 'priority', 'attempt', 'rescues', 'failures',
-    'max_attempts', 'stale_writes', 'queue')
+-- The fields of a record that fields_problem judges, in its order (callers may ask for
+-- more after these in the same HMGET).
+local JUDGED = {'priority', 'attempt', 'rescues', 'failures', 'max_attempts', 'stale_writes', 'queue'}
+-- Why a record whose JUDGED fields are `f` cannot be run, or nil.
+local function fields_problem(f)
   if f[1] and not PRIORITIES[f[1]] then
     return 'priority ' .. cjson.encode(string.sub(f[1], 1, 50)) .. ' is not high, normal or low'
   end
@@ -108,12 +108,64 @@ local function record_problem(id)
   end
   return nil
 end
+-- Reads the record of queue entry `id` in one call: its JUDGED fields, then those named
+-- in `extra` (in order, after them). Returns the fields, or nil and why the entry
+-- cannot be run (not a job id, not a hash; judged as fields_problem does); a record
+-- with none of the fields asked for is {} (none: it expired or never was). The
+-- attempt history's type is not looked at. Status is not judged here.
+local function judged_record(id, extra)
+  if entry_name(id) ~= id then return nil, 'the queue held an entry that is not a job id' end
+  local job = job_key(id)
+  local names = {unpack(JUDGED)}
+  for _, e in ipairs(extra) do table.insert(names, e) end
+  local f = redis.pcall('HMGET', job, unpack(names))
+  if type(f) == 'table' and f.err then
+    return nil, 'the job record is a ' .. key_type(job) .. ', not a hash (written by something other than mcpq?)'
+  end
+  local any = false
+  for i = 1, #names do if f[i] then any = true break end end
+  if not any then return {} end
+  local problem = fields_problem(f)
+  if problem then return nil, problem end
+  return f
+end
+-- Why the record of queue entry `id` cannot be run, or nil. Status is not judged here.
+local function record_problem(id)
+  if entry_name(id) ~= id then return 'the queue held an entry that is not a job id' end
+  local t = key_type(job_key(id))
+  if t == 'none' then
+    return 'the queue held an entry with no job record (written by something other than mcpq?): ' .. id
+  end
+  if t ~= 'hash' then return 'the job record is a ' .. t .. ', not a hash (written by something other than mcpq?)' end
+  local a = key_type(job_key(id) .. ':attempts')
+  if a ~= 'none' and a ~= 'list' then return 'the attempt history is a ' .. a .. ', not a list' end
+  return fields_problem(redis.call('HMGET', job_key(id), unpack(JUDGED)))
+end
 -- A batch hash's counter as a number, or nil when someone else wrote something that is
 -- not one ("0", or up to 15 digits without a leading zero).
 local function batch_count(b, field)
   local v = redis.call('HGET', b, field)
   if v == '0' or (v and #v <= 15 and string.match(v, '^[1-9]%d*$')) then return tonumber(v) end
   return nil
+end
+-- Adds `counts` (a table outcome -> n) to the partition's running totals {ns}:totals
+-- (fields succeeded, retried, dead, released: jobs ended that way since the namespace
+-- began; `mcpq stats` sums them over partitions). Once per script call, whatever the
+-- number of jobs it ended. A totals key someone else wrote is set aside (KEY:corrupt)
+-- and a field that is not a count starts again from 0, so this never raises.
+local function add_totals(counts)
+  if next(counts) == nil then return end
+  local k = P .. ':totals'
+  local t = key_type(k)
+  if t ~= 'none' and t ~= 'hash' then redis.call('RENAME', k, k .. ':corrupt') end
+  local args = {}
+  for field, n in pairs(counts) do
+    local was = redis.call('HGET', k, field)
+    was = (was and #was <= 15 and string.match(was, '^%d+$') and tonumber(was)) or 0
+    table.insert(args, field)
+    table.insert(args, string.format('%d', was + n))
+  end
+  redis.call('HSET', k, unpack(args))
 end
 -- Webhook deliveries (queue/webhooks.rs). A delivery is the hash {ns}:webhook:DID, due in
 -- the sorted set {ns}:webhooks:due and listed in {ns}:webhooks (both by time, ms).
@@ -191,14 +243,35 @@ end
 -- what makes the fan-in run exactly once, however many workers end jobs at once. A job
 -- that ends again (after `mcpq dlq requeue`) moves its count to its new status; it is
 -- never pending twice (batch_counted holds the status it was counted as).
-local function job_ended(id, status)
-  -- Heard by `mcpq serve`'s long polls (notify.rs); nobody listening costs nothing.
-  redis.call('PUBLISH', BASE .. ':ended', id .. ' ' .. status)
+-- `known`, when given, holds the record's `callback` and `batch` fields as the caller
+-- read them (false when absent) from a record it knows is a hash: not read again.
+-- The end is announced on {ns}:ended as "ID STATUS" (heard by `mcpq serve`'s long
+-- polls, notify.rs; nobody listening costs nothing): at once, or, while a script
+-- gathers them in `ended_lines` (finish.lua), as one message of lines at its end
+-- (flush_ended).
+local ended_lines = nil
+local function flush_ended()
+  if ended_lines and #ended_lines > 0 then
+    redis.call('PUBLISH', BASE .. ':ended', table.concat(ended_lines, '\n'))
+  end
+  ended_lines = nil
+end
+local function job_ended(id, status, known)
+  if ended_lines then
+    table.insert(ended_lines, id .. ' ' .. status)
+  else
+    redis.call('PUBLISH', BASE .. ':ended', id .. ' ' .. status)
+  end
   local job = job_key(id)
-  if key_type(job) ~= 'hash' then return end
-  local callback = redis.call('HGET', job, 'callback')
+  local callback, batch
+  if known then
+    callback, batch = known.callback, known.batch
+  else
+    if key_type(job) ~= 'hash' then return end
+    local f = redis.call('HMGET', job, 'callback', 'batch')
+    callback, batch = f[1], f[2]
+  end
   if callback and callback ~= '' then webhook_create(job, 'job', id, status, callback) end
-  local batch = redis.call('HGET', job, 'batch')
   if not batch then return end
   local b = P .. ':batch:' .. batch
   if key_type(b) ~= 'hash' then return end
@@ -256,6 +329,7 @@ local function promote_due(limit, dead_ttl)
   local sched = P .. ':scheduled'
   own_zset(sched)
   local due = redis.call('ZRANGEBYSCORE', sched, '-inf', NOW, 'LIMIT', 0, limit)
+  local promoted = 0
   for _, id in ipairs(due) do
     redis.call('ZREM', sched, id)
     local problem = record_problem(id)
@@ -267,6 +341,7 @@ local function promote_due(limit, dead_ttl)
         redis.call('HSET', job_key(id), 'status', 'queued')
         redis.call('HDEL', job_key(id), 'next_run_at')
         redis.call('RPUSH', ready_key(f[2], f[3]), id)
+        promoted = promoted + 1
         -- Listed again if the cap's clean-up dropped its queue while it waited.
         if f[3] and f[3] ~= '' and f[3] ~= 'default' and key_type(P .. ':queues') == 'set' then
           redis.call('SADD', P .. ':queues', f[3])
@@ -274,5 +349,6 @@ local function promote_due(limit, dead_ttl)
       end
     end
   end
+  if promoted > 0 then redis.call('PUBLISH', BASE .. ':wake', promoted) end
   return #due
 end

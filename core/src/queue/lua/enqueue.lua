@@ -81,6 +81,10 @@ if fresh > 0 and redis.call('SCARD', queues) + fresh > cap then
   end
 end
 local out = {}
+local ready = 0
+-- The list pushes and index entries are written after the loop, one command per list
+-- (in input order: LPUSH a b c is LPUSH a, LPUSH b, LPUSH c) and per 500 entries.
+local pushes, push_order, indexed = {}, {}, {}
 local submitted = string.format('%d', NOW)
 for i = 6, #ARGV, 10 do
   local id, payload, kind, priority, max_attempts, key, line, callback, queue =
@@ -119,17 +123,29 @@ for i = 6, #ARGV, 10 do
       redis.call('HSET', job, 'status', 'scheduled', 'next_run_at', string.format('%d', run_at))
       redis.call('ZADD', P .. ':scheduled', run_at, id)
     else
-      redis.call('LPUSH', ready_key(priority, queue), id)
+      local rk = ready_key(priority, queue)
+      if not pushes[rk] then
+        pushes[rk] = {}
+        table.insert(push_order, rk)
+      end
+      table.insert(pushes[rk], id)
+      ready = ready + 1
     end
-    redis.call('ZADD', index, NOW, id)
+    table.insert(indexed, NOW)
+    table.insert(indexed, id)
     table.insert(out, 1)
     table.insert(out, id)
   end
 end
+for _, rk in ipairs(push_order) do chunked('LPUSH', rk, pushes[rk], 500) end
+chunked('ZADD', index, indexed, 1000)
 -- Last, not first: Redis lets a script that has written once go on writing past
 -- maxmemory (for atomicity), so the first write must be one it refuses when out of
 -- memory (HSET), or an OOM Redis would take jobs in.
 redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - tonumber(ARGV[4]) * 1000)
+-- Idle workers fetch at once (queue/lease.rs listen_for_work); nobody listening costs
+-- nothing.
+if ready > 0 then redis.call('PUBLISH', BASE .. ':wake', ready) end
 -- Names idle before this call that got no job in it are dropped.
 for _, q in ipairs(idle_queues) do
   if no_job_waits(q) then redis.call('SREM', queues, q) end

@@ -46,38 +46,53 @@ local out, got, skipped = {}, 0, 0
 -- Judges the popped entry `id` alone and leases it if it is a queued job: true when
 -- leased. A malformed entry is dead-lettered (never run), any other status is a stale
 -- entry (dropped).
+local now_s = string.format('%d', NOW)
+local lease_s = string.format('%d', NOW + lease)
+-- The leases are written by one ZADD at the end (finish_leases), before the answer.
+local leased = {}
+local function finish_leases()
+  chunked('ZADD', P .. ':leases', leased, 1000)
+end
 local function take(id, suspect)
   local job = job_key(id)
-  local problem = record_problem(id)
-  local status = (not problem) and redis.call('HGET', job, 'status')
-  if not problem and not status then
-    problem = 'the job record has no status (written by something other than mcpq?)'
+  -- One read: the judged fields (common.lua's JUDGED, 1-7), then status, payload,
+  -- next_run_at.
+  local f, problem = judged_record(id, {'status', 'payload', 'next_run_at'})
+  if f and not f[8] then
+    if next(f) == nil and key_type(job) == 'none' then
+      problem = 'the queue held an entry with no job record (written by something other than mcpq?): ' .. id
+    else
+      problem = 'the job record has no status (written by something other than mcpq?)'
+    end
+  end
+  if not problem then
+    local a = key_type(job .. ':attempts')
+    if a ~= 'none' and a ~= 'list' then problem = 'the attempt history is a ' .. a .. ', not a list' end
   end
   if problem then
     bury(id, problem, dead_ttl)
     skipped = skipped + 1
     return false
-  elseif status ~= 'queued' then
+  elseif f[8] ~= 'queued' then
     -- Cancelled, dead, running: a stale entry; drop it.
     skipped = skipped + 1
     return false
   end
   -- A job of a queue this worker does not serve now (put in the wrong list by a worker
   -- of an older version, or paused since) goes back to the front of its own list.
-  local f = redis.call('HMGET', job, 'queue', 'priority')
-  if not by_name[f[1] or 'default'] then
-    redis.call('RPUSH', ready_key(f[2], f[1]), id)
+  local q = f[7] or 'default'
+  if not by_name[q] then
+    redis.call('RPUSH', ready_key(f[1], f[7]), id)
     skipped = skipped + 1
     return false
   end
-  local attempt = redis.call('HINCRBY', job, 'attempt', 1)
-  redis.call('HSET', job, 'status', 'running', 'worker', worker,
-    'started_at', string.format('%d', NOW), 'lease_until', string.format('%d', NOW + lease))
-  redis.call('HDEL', job, 'next_run_at')
-  redis.call('ZADD', P .. ':leases', NOW + lease, id)
-  local f = redis.call('HMGET', job, 'payload', 'max_attempts', 'failures', 'queue')
-  table.insert(out, {id, attempt, f[1] or '', f[2] or '1', f[3] or '0', suspect and 1 or 0})
-  local q = f[4] or 'default'
+  local attempt = tonumber(f[2] or '0') + 1
+  redis.call('HSET', job, 'status', 'running', 'attempt', string.format('%d', attempt),
+    'worker', worker, 'started_at', now_s, 'lease_until', lease_s)
+  if f[10] then redis.call('HDEL', job, 'next_run_at') end
+  table.insert(leased, NOW + lease)
+  table.insert(leased, id)
+  table.insert(out, {id, attempt, f[9] or '', f[5] or '1', f[4] or '0', suspect and 1 or 0})
   started[q] = (started[q] or 0) + 1
   got = got + 1
   return true
@@ -118,6 +133,7 @@ if alone then
     redis.call('LREM', P .. ':suspects', 1, id)
     if take(id, true) then
       count_started()
+      finish_leases()
       return {#own_suspects(), out}
     end
   end
@@ -126,10 +142,12 @@ end
 local pick, wh, wn = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local total = wh + wn + tonumber(ARGV[7])
 local max, stride = tonumber(ARGV[9]), tonumber(ARGV[10])
+local HIGH_FIRST, NORMAL_FIRST, LOW_FIRST =
+  {'high', 'normal', 'low'}, {'normal', 'high', 'low'}, {'low', 'high', 'normal'}
 local function order_for(draw)
-  if draw < wh then return {'high', 'normal', 'low'}
-  elseif draw < wh + wn then return {'normal', 'high', 'low'}
-  else return {'low', 'high', 'normal'} end
+  if draw < wh then return HIGH_FIRST
+  elseif draw < wh + wn then return NORMAL_FIRST
+  else return LOW_FIRST end
 end
 -- Which served queue first, by weight; the others in the order given. The draw and
 -- its stride are taken over the weights of the queues served now (paused ones left
@@ -141,7 +159,9 @@ end
 local qpick = tonumber(ARGV[12]) % math.max(qtotal, 1)
 local qstride = math.max(math.floor(qtotal * 0.618), 1)
 while qtotal > 0 and gcd(qstride, qtotal) ~= 1 do qstride = qstride + 1 end
+local single = #served == 1 and {served[1][1]}
 local function queues_for(draw)
+  if single then return single end
   local order, first = {}, nil
   for i, q in ipairs(served) do
     if not first and draw < q[2] then first = i else draw = draw - q[2] end
@@ -153,13 +173,24 @@ local function queues_for(draw)
   return order
 end
 -- 4. Pop until `max` queued jobs turned up or the served queues are empty.
+-- A list found empty is not popped again in this call (the lists of a busy queue are
+-- mostly one priority: without this, most pops of a batch would be empty ones).
+local empty, keys_of = {}, {}
 while got < max and skipped < 100 and qtotal > 0 do
   local id
   local priorities = order_for((pick + got * stride) % total)
   for _, queue in ipairs(queues_for((qpick + got * qstride) % qtotal)) do
     for _, prio in ipairs(priorities) do
-      id = redis.call('RPOP', ready_key(prio, queue))
-      if id then break end
+      local key = keys_of[prio .. ' ' .. queue]
+      if not key then
+        key = ready_key(prio, queue)
+        keys_of[prio .. ' ' .. queue] = key
+      end
+      if not empty[key] then
+        id = redis.call('RPOP', key)
+        if id then break end
+        empty[key] = true
+      end
     end
     if id then break end
   end
@@ -167,4 +198,5 @@ while got < max and skipped < 100 and qtotal > 0 do
   take(id, false)
 end
 count_started()
+finish_leases()
 return {#own_suspects(), out}
