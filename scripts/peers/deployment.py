@@ -106,13 +106,11 @@ def mcpq_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MCPQ_CONFIG", "MCPQ_NAMESPACE")}
 
 
-def mcpq_job(workload: str, has_noop: bool, timeout_s: int | None) -> str:
+def mcpq_job(workload: str, timeout_s: int | None) -> str:
+    """One line of mcpq's batch file: a no-op job, or one echo call on server-everything."""
     if workload == "noop":
-        if has_noop:
-            return json.dumps({"kind": "noop"})
-        step = {"server": "echo", "tool": "echo", "arguments": {"text": "x"}}
-    else:
-        step = {"server": "everything", "tool": "echo", "arguments": {"message": "x"}}
+        return json.dumps({"kind": "noop"})
+    step = {"server": "everything", "tool": "echo", "arguments": {"message": "x"}}
     job: dict = {"kind": "agent", "payload": {"steps": [step]}}
     if timeout_s:
         job["options"] = {"timeout": f"{timeout_s}s"}
@@ -120,8 +118,8 @@ def mcpq_job(workload: str, has_noop: bool, timeout_s: int | None) -> str:
 
 
 class Deployment:
-    def __init__(self, paths: Paths, run: Run, has_noop: bool) -> None:
-        self.paths, self.run, self.has_noop = paths, run, has_noop
+    def __init__(self, paths: Paths, run: Run) -> None:
+        self.paths, self.run = paths, run
         self.r = redis.Redis(host="127.0.0.1", port=6379, db=run.db)
         self.info = redis.Redis(host="127.0.0.1", port=6379)
         self.workers: list[subprocess.Popen] = []
@@ -180,7 +178,7 @@ class Deployment:
         batch = None
         if self.run.system == "mcpq":
             jobs = self.paths.work / f"{counter}.jsonl"
-            jobs.write_text((mcpq_job(self.run.workload, self.has_noop, self.run.timeout_s) + "\n") * n)
+            jobs.write_text((mcpq_job(self.run.workload, self.run.timeout_s) + "\n") * n)
             log_path = self.paths.work / f"{counter}.submit.log"
             t0 = time.monotonic()
             p = start(systems.mcpq_submit(self.paths, self.cfg, jobs), None, mcpq_env(), log_path, talk=True)

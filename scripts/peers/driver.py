@@ -34,7 +34,7 @@ import redis
 import deployment
 import report
 import systems
-from deployment import Deployment, log, mcpq_env
+from deployment import Deployment, log
 from systems import Paths, Run
 
 SYSTEMS = ["mcpq", "bullmq", "dramatiq", "rq", "celery", "arq"]
@@ -61,23 +61,7 @@ BUDGET_S = 14 * 60
 RUN_ID = f"bp{os.getpid()}x{int(time.time()) % 100000}"
 
 
-def mcpq_has_noop(paths: Paths) -> bool:
-    """Whether this mcpq runs {"kind":"noop"} jobs (`mcpq run` of one, without Redis);
-    BENCH_PEERS_MCPQ_NOOP=0 or 1 decides instead."""
-    forced = os.environ.get("BENCH_PEERS_MCPQ_NOOP")
-    if forced in ("0", "1"):
-        return forced == "1"
-    cfg = paths.work / "noop-probe.toml"
-    cfg.write_text('namespace = "bench-peers-probe"\n')
-    try:
-        p = subprocess.run([str(paths.mcpq_bin / "mcpq"), "--config", str(cfg), "run", "-"], input=b'{"kind":"noop"}',
-                           capture_output=True, timeout=30, env=mcpq_env(), check=False)
-    except subprocess.TimeoutExpired:
-        return False
-    return p.returncode == 0
-
-
-def run_workload(paths: Paths, w: str, chosen: list[str], db_base: int, has_noop: bool, smoke: bool,
+def run_workload(paths: Paths, w: str, chosen: list[str], db_base: int, smoke: bool,
                  rounds: int, progress, over_budget) -> tuple[list[dict], list[dict]]:
     """Runs one workload on every chosen system: (one result per round and system, one
     stop report per system)."""
@@ -85,7 +69,7 @@ def run_workload(paths: Paths, w: str, chosen: list[str], db_base: int, has_noop
     deps = []
     for s in chosen:
         run = Run(system=s, workload=w, key=f"{RUN_ID}-{s}-{w}", timeout_s=timeout_s, db=db_base + systems.DB_OFFSET[s])
-        deps.append(Deployment(paths, run, has_noop))
+        deps.append(Deployment(paths, run))
     results: list[dict] = []
     stops: list[dict] = []
     try:
@@ -107,8 +91,6 @@ def run_workload(paths: Paths, w: str, chosen: list[str], db_base: int, has_noop
                            "succeeded": 0, "notes": [f"round skipped: past the {BUDGET_S // 60}-minute budget"]}
                 else:
                     res = d.measure(rnd, n, deadline_s)
-                if w == "noop" and d.run.system == "mcpq" and not has_noop:
-                    res["notes"].append("an echo call on the pooled fixture server: this mcpq has no noop job kind")
                 log(f"{w} round {rnd} {d.run.system}: " + ", ".join(
                     f"{k}={v}" for k, v in res.items() if k not in ("system", "workload", "round")) + f" ({progress()})")
                 results.append(res)
@@ -192,7 +174,6 @@ def main() -> int:
     for w in workloads:
         if w not in WORKLOADS:
             ap.error(f"unknown workload {w}")
-    has_noop = mcpq_has_noop(paths)
     for s in chosen:
         r = redis.Redis(host="127.0.0.1", port=6379, db=a.db_base + systems.DB_OFFSET[s])
         foreign = systems.foreign_keys(r, s)
@@ -211,7 +192,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         for w in workloads:
-            res, st = run_workload(paths, w, chosen, a.db_base, has_noop, a.smoke, rounds_of(w),
+            res, st = run_workload(paths, w, chosen, a.db_base, a.smoke, rounds_of(w),
                                    lambda: f"{time.monotonic() - started:.0f} s so far",
                                    lambda: time.monotonic() - started > BUDGET_S)
             results += res
@@ -229,7 +210,6 @@ def main() -> int:
         workloads={w: {"n": max(2, WORKLOADS[w][0] // 100) if a.smoke else WORKLOADS[w][0], "rounds": rounds_of(w),
                        "warmup": WORKLOADS[w][2], "timeout_s": WORKLOADS[w][3]} for w in workloads},
         n_override={f"{w}/{s}": n for (w, s), n in N_OVERRIDE.items()},
-        mcpq_noop_kind=has_noop,
     )
     a.json.write_text(json.dumps({"meta": meta, "runs": results, "stops": stops}, indent=1) + "\n")
     section = report.section(meta, results, stops, chosen, workloads)

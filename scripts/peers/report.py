@@ -25,7 +25,7 @@ TITLES = {
 }
 NAMES = {"mcpq": "mcpq", "bullmq": "BullMQ", "dramatiq": "Dramatiq", "rq": "RQ", "celery": "Celery", "arq": "arq"}
 HOW = {
-    "mcpq": "one `mcpq-worker`, `worker.concurrency = 8`; enqueue: `mcpq batch submit` (500 jobs per script call)",
+    "mcpq": "one `mcpq-worker`, `worker.concurrency = 8`, defaults otherwise; no-op jobs are `{\"kind\": \"noop\"}`; enqueue: `mcpq batch submit FILE`, all N as one batch (500 jobs per script call)",
     "bullmq": "one Worker, concurrency 8 (Node); enqueue: `Queue.addBulk`, 500 per call",
     "dramatiq": "1 process x 8 threads; enqueue: a `send` loop",
     "rq": "8 worker processes (RQ runs one job at a time per process): `SimpleWorker` (no fork per job) for no-op and cached session, the default forking `Worker` for fresh server per job; enqueue: `enqueue_many`, 500 per call",
@@ -186,9 +186,6 @@ def section(meta: dict, results: list[dict], stops: list[dict], chosen: list[str
         "`StdioClientTransport`); the cached session is opened once per worker process at its start "
         "and shared by that process's concurrent jobs. Code: `scripts/peers/`."
     )
-    if not meta.get("mcpq_noop_kind"):
-        out.append("- mcpq's no-op row is an `echo` call on the pooled fixture server (`mcpq-fixture`): "
-                   "this mcpq has no `noop` job kind yet, so that row does more work than the peers' no-ops.")
     out.append("")
     out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
     out.append("")
@@ -222,7 +219,7 @@ def chart(results: list[dict], chosen: list[str], workloads: list[str], path: Pa
             hi.append(a["rate_max"] - a["rate"])
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=NAMES[s])
         for x, y in zip(xs, ys):
-            ax.text(x, y * 1.08, f"{y:,.0f}", ha="center", va="bottom", fontsize=7, rotation=90)
+            ax.text(x, y * 1.08, f"{y:,.0f}" if y >= 10 else f"{y:.1f}", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_yscale("log")
     ax.set_xticks(range(len(shown)))
     ax.set_xticklabels([{"noop": "no-op", "echo": "MCP echo, cached session", "fresh": "MCP echo, fresh server per job"}[w] for w in shown])

@@ -50,7 +50,7 @@ class Paths:
     """Where everything is (set by scripts/bench-peers)."""
 
     cache: Path  # $HOME/.cache/mcpq-peers: venv, venv-arq, npm
-    mcpq_bin: Path  # mcpq, mcpq-worker, mcpq-fixture
+    mcpq_bin: Path  # mcpq, mcpq-worker
     everything: Path  # the server-everything script (scripts/test-deps installs it)
     work: Path  # this run's scratch directory (configs, job files, logs)
 
@@ -109,9 +109,7 @@ def peer_env(paths: Paths, run: Run) -> dict[str, str]:
 def mcpq_config(paths: Paths, run: Run) -> Path:
     """mcpq's config for a run: concurrency 8, defaults otherwise (pool included)."""
     if run.workload == "noop":
-        # The no-op row runs the fixture's echo on a pooled session until the worker has
-        # a no-op job kind (see driver.mcpq_job).
-        server = f'[servers.echo]\ncommand = "{paths.mcpq_bin / "mcpq-fixture"}"\n'
+        server = ""  # {"kind": "noop"} jobs need no server
     else:
         server = (
             f'[servers.everything]\ncommand = "node"\nargs = ["{paths.everything}"]\n'
