@@ -131,6 +131,10 @@ def versions(paths: Paths) -> dict[str, str]:
     except (OSError, ValueError, KeyError):
         out["npm @modelcontextprotocol/server-everything"] = "?"
     out["mcpq"] = systems.run_quiet([str(paths.mcpq_bin / "mcpq"), "--version"]).strip().removeprefix("mcpq ")
+    # The version says little while mcpq moves fast: which build ran, by the binaries' times.
+    for b in ("mcpq", "mcpq-worker"):
+        built = time.gmtime((paths.mcpq_bin / b).stat().st_mtime)
+        out[f"{b} binary"] = f"{paths.mcpq_bin.name}, built {time.strftime('%Y-%m-%d %H:%M UTC', built)}"
     out["node"] = systems.run_quiet(["node", "--version"]).strip()
     out["python"] = systems.run_quiet([str(paths.py / "python"), "--version"]).strip()
     return out
