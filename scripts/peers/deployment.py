@@ -231,7 +231,8 @@ class Deployment:
 
     def measure(self, rnd: int, n: int, deadline_s: float) -> dict:
         run = self.run
-        result: dict = {"system": run.system, "workload": run.workload, "round": rnd, "n": n, "notes": []}
+        result: dict = {"system": run.system, "workload": run.workload, "round": rnd, "n": n, "notes": [],
+                        "load1": round(os.getloadavg()[0], 1)}
         if self.error:
             result.update(done=0, succeeded=0, notes=[f"not run: {self.error}"])
             return result

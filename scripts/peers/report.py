@@ -67,11 +67,15 @@ def _fmt(x, digits=0) -> str:
 
 
 def aggregate(results: list[dict], workload: str, system: str) -> dict | None:
-    runs = [r for r in results if r["workload"] == workload and r["system"] == system]
-    if not runs:
+    all_runs = [r for r in results if r["workload"] == workload and r["system"] == system]
+    if not all_runs:
         return None
+    runs = [r for r in all_runs if not r.get("skipped")]
+    if not runs:
+        return {"skipped": True, "n": all_runs[0]["n"], "rounds": 0, "notes": sorted({n for r in all_runs for n in r.get("notes", [])})}
     rates = [r.get("jobs_per_s") for r in runs if r.get("jobs_per_s") is not None]
     return {
+        "skipped": False,
         "rounds": len(runs),
         "n": runs[0]["n"],
         "succeeded": sum(r.get("succeeded", 0) for r in runs),
@@ -86,7 +90,7 @@ def aggregate(results: list[dict], workload: str, system: str) -> dict | None:
         "servers": max((r.get("peak_servers") or 0) for r in runs),
         "cpu_1k": _med([r.get("cpu_s_per_1k") for r in runs]),
         "redis_cpu": _med([r.get("redis_cpu_s") for r in runs]),
-        "notes": sorted({n for r in runs for n in r.get("notes", [])}),
+        "notes": sorted({n for r in all_runs for n in r.get("notes", [])}),
     }
 
 
@@ -100,10 +104,15 @@ def section(meta: dict, results: list[dict], stops: list[dict], chosen: list[str
         f"Redis {meta['redis']} on 127.0.0.1 (shared with whatever else runs: other builds and tests "
         "run on this machine, so figures are noisy; compare systems within one run)."
     )
+    loads = [r["load1"] for r in results if r.get("load1") is not None]
+    if loads:
+        out[-1] += (f" The machine's 1-minute load average when the runs started: {min(loads)} to {max(loads)} "
+                    f"(median {statistics.median(loads)}) on {meta['nproc']} cores"
+                    + (": other work was running, and every figure below is slowed by it, unevenly." if max(loads) > meta["nproc"] * 1.5 else "."))
     out.append("")
     out.append(
         "Everyone at concurrency 8, on the same Redis, each system in its own database. Per "
-        "workload, every system's workers are started side by side and warmed up (16 jobs, 8 for "
+        "workload, every system's workers are started side by side and warmed up (16 jobs, 2 for "
         "the fresh-server rows: mcpq's pool opens its sessions on first use, the peers open theirs "
         "at start) before any clock starts; while one system runs its N jobs, the others' workers "
         "sit idle (their idle polling is in the Redis CPU column, and small). "
@@ -130,6 +139,9 @@ def section(meta: dict, results: list[dict], stops: list[dict], chosen: list[str
         for s in chosen:
             a = aggregate(results, w, s)
             if a is None:
+                continue
+            if a["skipped"]:
+                out.append(f"| {NAMES[s]} | {a['n']:,} | skipped: past the time budget | | | | | | |")
                 continue
             rate = f"{_fmt(a['rate'])} [{_fmt(a['rate_min'])}-{_fmt(a['rate_max'])}]" if a["rate"] is not None else "-"
             notes = "; ".join(a["notes"])
@@ -162,6 +174,8 @@ def section(meta: dict, results: list[dict], stops: list[dict], chosen: list[str
                 a = aggregate(results, w, s)
                 st = next((x for x in stops if x["system"] == s and x["workload"] == w), None)
                 if a is None or st is None:
+                    continue
+                if a["skipped"]:
                     continue
                 label = "cached session" if w == "echo" else "fresh server per job"
                 out.append(
@@ -211,7 +225,7 @@ def chart(results: list[dict], chosen: list[str], workloads: list[str], path: Pa
         xs, ys, lo, hi = [], [], [], []
         for j, w in enumerate(shown):
             a = aggregate(results, w, s)
-            if a is None or not a["rate"]:
+            if a is None or a["skipped"] or not a["rate"]:
                 continue
             xs.append(j + (i - (len(chosen) - 1) / 2) * width)
             ys.append(a["rate"])
