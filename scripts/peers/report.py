@@ -66,6 +66,10 @@ def _fmt(x, digits=0) -> str:
     return f"{x:,.{digits}f}"
 
 
+def _ms(x) -> str:
+    return _fmt(x, 1 if x is not None and x < 100 else 0)
+
+
 def aggregate(results: list[dict], workload: str, system: str) -> dict | None:
     all_runs = [r for r in results if r["workload"] == workload and r["system"] == system]
     if not all_runs:
@@ -143,12 +147,13 @@ def section(meta: dict, results: list[dict], stops: list[dict], chosen: list[str
             if a["skipped"]:
                 out.append(f"| {NAMES[s]} | {a['n']:,} | skipped: past the time budget | | | | | | |")
                 continue
-            rate = f"{_fmt(a['rate'])} [{_fmt(a['rate_min'])}-{_fmt(a['rate_max'])}]" if a["rate"] is not None else "-"
+            d = 1 if a["rate"] is not None and a["rate"] < 100 else 0
+            rate = f"{_fmt(a['rate'], d)} [{_fmt(a['rate_min'], d)}-{_fmt(a['rate_max'], d)}]" if a["rate"] is not None else "-"
             notes = "; ".join(a["notes"])
             if a["n"] != wl["n"]:
                 notes = (notes + "; " if notes else "") + "N cut to fit the time budget"
             out.append(
-                f"| {NAMES[s]} | {a['n']:,} | {rate} | {_fmt(a['p50'], 1)} / {_fmt(a['p99'], 1)} | "
+                f"| {NAMES[s]} | {a['n']:,} | {rate} | {_ms(a['p50'])} / {_ms(a['p99'])} | "
                 f"{_fmt(a['rss_w'])} / {_fmt(a['rss_s'])} | {_fmt(a['cpu_1k'], 2)} | {_fmt(a['redis_cpu'], 2)} | "
                 f"{a['succeeded']:,} / {a['submitted']:,} | {notes} |"
             )
@@ -232,8 +237,8 @@ def chart(results: list[dict], chosen: list[str], workloads: list[str], path: Pa
             lo.append(a["rate"] - a["rate_min"])
             hi.append(a["rate_max"] - a["rate"])
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=NAMES[s])
-        for x, y in zip(xs, ys):
-            ax.text(x, y * 1.08, f"{y:,.0f}" if y >= 10 else f"{y:.1f}", ha="center", va="bottom", fontsize=7, rotation=90)
+        for x, y, top in zip(xs, ys, hi):
+            ax.text(x, (y + top) * 1.1, f"{y:,.0f}" if y >= 10 else f"{y:.1f}", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_yscale("log")
     ax.set_xticks(range(len(shown)))
     ax.set_xticklabels([{"noop": "no-op", "echo": "MCP echo, cached session", "fresh": "MCP echo, fresh server per job"}[w] for w in shown])
