@@ -208,7 +208,7 @@ def section(meta: dict, results: list[dict], stops: list[dict], chosen: list[str
     out.append("")
     out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
     out.append("")
-    out.append(f"Raw results: `docs/bench-peers.json`. Chart (jobs/s, log scale, bars at the median, whiskers min-max):")
+    out.append("Raw results: `docs/bench-peers.json`. Chart (jobs/s, log scale, bars at the median, whiskers min-max):")
     out.append("")
     out.append("![jobs/s per system and workload](bench-peers.png)")
     out.append(END)

@@ -43,7 +43,7 @@ import redis
 # moment, and a Celery child has replaced sys.stderr by a LoggingProxy, which has no
 # fileno(), by the time it runs jobs: imported then, every spawn fails.
 if os.environ.get("BENCH_WORKLOAD", "noop") != "noop":
-    import mcp.client
+    import mcp.client  # noqa: F401
     import mcp.client.stdio  # noqa: F401
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
