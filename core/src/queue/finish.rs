@@ -39,6 +39,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Bytes of the body the script receives (the result or error JSON), about.
+    fn body_len(&self) -> usize {
+        match self {
+            Outcome::Succeeded(v) => v.to_string().len(),
+            Outcome::Retry { error, .. } | Outcome::Dead(error) => error.message.len() + 128,
+            Outcome::Release => 0,
+        }
+    }
+
     fn parts(&self) -> (&'static str, String, u64) {
         let json = |f: &JobFailure| {
             serde_json::to_string(f).expect("a failure is plain data and always serializes")
@@ -215,6 +224,76 @@ fn stopped() -> QueueError {
     )))
 }
 
+/// Most bytes of outcome bodies in one script call: a batch of big results is split
+/// (a result alone may be up to `queue.max_result`), far below Redis's query buffer.
+const MAX_FINISH_BYTES: usize = 4 * 1024 * 1024;
+
+/// `group` in runs of at most [`MAX_FINISH_BYTES`] of bodies (at least one each).
+fn by_size(group: Vec<(Ended, Reply)>) -> Vec<Vec<(Ended, Reply)>> {
+    let mut out: Vec<Vec<(Ended, Reply)>> = Vec::new();
+    let mut bytes = 0;
+    for item in group {
+        let size = item.0.outcome.body_len();
+        if out.is_empty() || bytes + size > MAX_FINISH_BYTES {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(last) = out.last_mut() {
+            last.push(item);
+        }
+    }
+    out
+}
+
+/// Stores one batch of one partition and answers each caller. When a call of several
+/// outcomes fails, each is stored again alone, so that one outcome Redis refuses
+/// (a key someone else broke) does not fail the others with it.
+async fn store_batch(
+    mut conn: Conn,
+    keys: &Keys,
+    settings: &QueueSettings,
+    group: Vec<(Ended, Reply)>,
+) {
+    let home = keys.for_job(&group[0].0.id);
+    let (ended, replies): (Vec<Ended>, Vec<Reply>) = group.into_iter().unzip();
+    let answer = finish_many_in(&mut conn, &home, settings, &ended).await;
+    match answer {
+        Ok(answers) if answers.len() == replies.len() => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
+            }
+        }
+        Err(_) if ended.len() > 1 => {
+            for (e, reply) in ended.into_iter().zip(replies) {
+                let alone = finish_many_in(&mut conn, &home, settings, std::slice::from_ref(&e))
+                    .await
+                    .and_then(|mut a| a.pop().ok_or_else(|| miscount(0, 1)));
+                let _ = reply.send(alone);
+            }
+        }
+        Ok(answers) => {
+            let e = miscount(answers.len(), replies.len());
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+fn miscount(got: usize, wanted: usize) -> QueueError {
+    QueueError::Command(redis::RedisError::from((
+        redis::ErrorKind::Parse,
+        "finish.lua answered a different number of outcomes",
+        format!("{got} for {wanted}"),
+    )))
+}
+
 /// The finisher's loop: takes what waits (at least one), groups it by partition, one
 /// script call per partition (concurrently), answers each, again.
 async fn run_finisher(
@@ -232,31 +311,10 @@ async fn run_finisher(
             by_partition.entry(p).or_default().push((ended, reply));
         }
         let calls = by_partition.into_values().map(|group| {
-            let (mut conn, keys, settings) = (conn.clone(), keys.clone(), &settings);
+            let (conn, keys, settings) = (conn.clone(), keys.clone(), &settings);
             async move {
-                let home = keys.for_job(&group[0].0.id);
-                let (ended, replies): (Vec<Ended>, Vec<Reply>) = group.into_iter().unzip();
-                match finish_many_in(&mut conn, &home, settings, &ended).await {
-                    Ok(answers) if answers.len() == replies.len() => {
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            let _ = reply.send(Ok(answer));
-                        }
-                    }
-                    Ok(answers) => {
-                        let e = QueueError::Command(redis::RedisError::from((
-                            redis::ErrorKind::Parse,
-                            "finish.lua answered a different number of outcomes",
-                            format!("{} for {}", answers.len(), replies.len()),
-                        )));
-                        for reply in replies {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                    Err(e) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
+                for part in by_size(group) {
+                    store_batch(conn.clone(), &keys, settings, part).await;
                 }
             }
         });

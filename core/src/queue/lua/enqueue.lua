@@ -68,6 +68,19 @@ local function no_job_waits(q)
   end
   return true
 end
+-- The ready lists this call pushes to must be lists (or absent): judged before any
+-- write, so that a list someone else replaced never strands a half-enqueued call.
+local judged_lists = {}
+for i = 6, #ARGV, 10 do
+  local rk = ready_key(ARGV[i + 3], ARGV[i + 8])
+  if not judged_lists[rk] then
+    judged_lists[rk] = true
+    local t = key_type(rk)
+    if t ~= 'none' and t ~= 'list' then
+      return redis.error_reply(rk .. ' is a ' .. t .. ', not a list (written by something other than mcpq?)')
+    end
+  end
+end
 local idle_queues = {}
 if fresh > 0 and redis.call('SCARD', queues) + fresh > cap then
   local paused = key_type(P .. ':paused') == 'set'
@@ -137,7 +150,17 @@ for i = 6, #ARGV, 10 do
     table.insert(out, id)
   end
 end
-for _, rk in ipairs(push_order) do chunked('LPUSH', rk, pushes[rk], 500) end
+-- A list that was empty before this call wakes the idle workers (one PUBLISH per list
+-- that became non-empty, none while the queue has a backlog: busy workers need none).
+local woke = false
+for _, rk in ipairs(push_order) do
+  local items = pushes[rk]
+  for i = 1, #items, 500 do
+    local last = math.min(i + 499, #items)
+    local len = redis.call('LPUSH', rk, unpack(items, i, last))
+    if len == last then woke = true end
+  end
+end
 chunked('ZADD', index, indexed, 1000)
 -- Last, not first: Redis lets a script that has written once go on writing past
 -- maxmemory (for atomicity), so the first write must be one it refuses when out of
@@ -145,7 +168,7 @@ chunked('ZADD', index, indexed, 1000)
 redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - tonumber(ARGV[4]) * 1000)
 -- Idle workers fetch at once (queue/lease.rs listen_for_work); nobody listening costs
 -- nothing.
-if ready > 0 then redis.call('PUBLISH', BASE .. ':wake', ready) end
+if woke then redis.call('PUBLISH', BASE .. ':wake', ready) end
 -- Names idle before this call that got no job in it are dropped.
 for _, q in ipairs(idle_queues) do
   if no_job_waits(q) then redis.call('SREM', queues, q) end

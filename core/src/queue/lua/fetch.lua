@@ -29,6 +29,8 @@ local alone = ARGV[11] == '1'
 --    the front of their queue (common.lua's promote_due; the rescuer tick does the same
 --    in bigger chunks, so a long due backlog never rests on fetches alone).
 promote_due(100, dead_ttl)
+own_zset(P .. ':leases')
+own_zset(P .. ':dead')
 -- The queues served now: those given, but the paused ones.
 local paused = P .. ':paused'
 local any_paused = key_type(paused) == 'set'
@@ -48,11 +50,6 @@ local out, got, skipped = {}, 0, 0
 -- entry (dropped).
 local now_s = string.format('%d', NOW)
 local lease_s = string.format('%d', NOW + lease)
--- The leases are written by one ZADD at the end (finish_leases), before the answer.
-local leased = {}
-local function finish_leases()
-  chunked('ZADD', P .. ':leases', leased, 1000)
-end
 local function take(id, suspect)
   local job = job_key(id)
   -- One read: the judged fields (common.lua's JUDGED, 1-7), then status, payload,
@@ -90,8 +87,9 @@ local function take(id, suspect)
   redis.call('HSET', job, 'status', 'running', 'attempt', string.format('%d', attempt),
     'worker', worker, 'started_at', now_s, 'lease_until', lease_s)
   if f[10] then redis.call('HDEL', job, 'next_run_at') end
-  table.insert(leased, NOW + lease)
-  table.insert(leased, id)
+  -- Each lease at once: should a later step of this call fail, the jobs taken so far
+  -- have their lease, and the rescuer gives them back when it expires.
+  redis.call('ZADD', P .. ':leases', NOW + lease, id)
   table.insert(out, {id, attempt, f[9] or '', f[5] or '1', f[4] or '0', suspect and 1 or 0})
   started[q] = (started[q] or 0) + 1
   got = got + 1
@@ -133,7 +131,6 @@ if alone then
     redis.call('LREM', P .. ':suspects', 1, id)
     if take(id, true) then
       count_started()
-      finish_leases()
       return {#own_suspects(), out}
     end
   end
@@ -198,5 +195,4 @@ while got < max and skipped < 100 and qtotal > 0 do
   take(id, false)
 end
 count_started()
-finish_leases()
 return {#own_suspects(), out}

@@ -22,7 +22,7 @@ local totals = {}
 local function count(field) totals[field] = (totals[field] or 0) + 1 end
 
 -- The fields read per outcome, after common.lua's JUDGED ones (f[8] on).
-local READ = {'status', 'worker', 'started_at', 'callback', 'batch'}
+local READ = {'status', 'worker', 'started_at', 'callback', 'batch', 'idempotency_key'}
 -- Ids whose lease ends: one ZREM at the end of the call.
 local unleased = {}
 local function finish_one(id, attempt, outcome, body, delay)
@@ -42,13 +42,16 @@ local function finish_one(id, attempt, outcome, body, delay)
   -- 11 callback, 12 batch.
   if f[8] ~= 'running' or f[2] ~= attempt then
     redis.call('HINCRBY', job, 'stale_writes', 1)
-    return 'stale:' .. tostring(f[8]) .. ':' .. tostring(f[2] or 0)
+    local now_status = string.gsub(string.sub(tostring(f[8]), 1, 50), '[:\r\n]', '_')
+    return 'stale:' .. now_status .. ':' .. tostring(f[2] or 0)
   end
   local known = {callback = f[11], batch = f[12]}
   local history = job .. ':attempts'
   if outcome == 'succeeded' then
     redis.call('HSET', job, 'status', 'succeeded', 'result', body, 'finished_at', now)
-    if not keep_payload then
+    -- A job with an idempotency key keeps it: a later submit with the same key is
+    -- compared with it (the HTTP API answers 409 to a different job).
+    if not keep_payload and not f[13] then
       redis.call('HDEL', job, 'lease_until', 'payload')
     else
       redis.call('HDEL', job, 'lease_until')
@@ -79,18 +82,26 @@ local function finish_one(id, attempt, outcome, body, delay)
     job_ended(id, 'dead', known)
     count('dead')
   else
+    local rk = ready_key(f[1], f[7])
+    local t = key_type(rk)
+    if t ~= 'none' and t ~= 'list' then redis.call('RENAME', rk, rk .. ':corrupt') end
     -- release: cut off by the worker's shutdown, not the job's fault, so not counted; it
     -- goes to the front of its queue so that another worker starts it at once.
     redis.call('HSET', job, 'status', 'queued')
     redis.call('HDEL', job, 'lease_until')
     redis.call('RPUSH', history, attempt_record(f[2], f[9], f[10], 'released', nil))
-    redis.call('RPUSH', ready_key(f[1], f[7]), id)
+    redis.call('RPUSH', rk, id)
     count('released')
   end
   table.insert(unleased, id)
   return 'ok'
 end
 
+-- Keys every outcome may write, made the right type before anything is written (one
+-- someone else replaced is set aside as KEY:corrupt), so no outcome fails half-way.
+own_zset(P .. ':leases')
+own_zset(P .. ':dead')
+own_zset(P .. ':scheduled')
 local OUTCOMES = {succeeded = true, retry = true, dead = true, release = true}
 for i = 5, #ARGV, 5 do
   if not OUTCOMES[ARGV[i + 2]] then
