@@ -42,7 +42,7 @@ fn most_in_any_window(starts: &[u128], window_us: u128) -> usize {
 }
 
 #[test]
-fn two_workers_and_a_hundred_jobs_never_exceed_ten_calls_in_any_second() {
+fn two_workers_and_a_hundred_jobs_stay_at_ten_calls_a_second_at_the_server() {
     let env = TestEnv::with_echo(
         "rate-10s",
         "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
@@ -70,9 +70,19 @@ fn two_workers_and_a_hundred_jobs_never_exceed_ten_calls_in_any_second() {
         .map(|(_, at)| at)
         .collect();
     assert_eq!(starts.len(), 100, "every job called the server once");
-    let most = most_in_any_window(&starts, 1_000_000);
-    eprintln!("100 calls at 10/s: {took:?}, at most {most} in any second at the server");
-    assert!(most <= 10, "{most} calls within one second at the server");
+    // Redis admits at most 10 calls in any 1.05 s (the period and its guard). A call
+    // reaches the server some time after its admission; a delay of up to D shifts the
+    // bound at the server to 10 in any (1.05 s - D). On a quiet box D is a few ms and
+    // no second sees more than 10; a loaded 2-core CI box has stalled calls for
+    // 250 ms (12 in one second once), so the window checked allows D = 300 ms. A
+    // limit held per worker instead of cluster-wide (20/s) shows ~15 in it.
+    let most_second = most_in_any_window(&starts, 1_000_000);
+    let most = most_in_any_window(&starts, 750_000);
+    eprintln!(
+        "100 calls at 10/s: {took:?}, at most {most_second} in any second and {most} in \
+         any 750 ms at the server"
+    );
+    assert!(most <= 10, "{most} calls within 750 ms at the server");
     // Without the limit, 16 slots would finish 100 instant calls in well under a second.
     assert!(took >= Duration::from_secs(9), "took only {took:?}");
     // Waiting is no attempt: every job succeeded at its first.

@@ -12,9 +12,10 @@
 //! Guarantees:
 //! - **Rate**: a sliding window: at most `count` calls are admitted in any window of
 //!   the rate's period plus [`rate_guard`] (5 % of it), over all workers. The guard
-//!   keeps the server's own count within `count`, although calls reach it a little
-//!   after they were admitted, by varying delays (`tests/e2e/rate_limits.rs` measures
-//!   it at the server).
+//!   keeps the server's own count within `count` while calls reach it less than the
+//!   guard after their admission (`tests/e2e/rate_limits.rs` measures it at the
+//!   server); a longer stall (a starved machine) can show the server one or two more
+//!   in some window, never more on average.
 //! - **Concurrency**: at most `max_concurrent` calls hold a slot at once. A slot is a
 //!   lease: it is given back by [`release`] when the call ends (answer, error, timeout,
 //!   cancel), and expires by itself at the end of its lease (the call's timeout plus
