@@ -1,4 +1,5 @@
-//! The warm session pool: reuse, multiplexing, replacement, cancellation, limits.
+//! The warm session pool: reuse, multiplexing, growth and shrinking, replacement,
+//! cancellation, limits.
 
 use std::time::Duration;
 
@@ -21,10 +22,11 @@ fn span_millis(env: &TestEnv, ids: &[String]) -> u64 {
 
 #[test]
 fn five_hundred_jobs_on_two_pooled_sessions_start_exactly_two_servers() {
+    // Serial (one call per session), so that 8 jobs at once need every session.
     let env = TestEnv::with_echo(
         "pool-500",
         "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
-        "max_sessions = 2",
+        "max_sessions = 2\nmax_in_flight = 1",
     );
     let worker = env.worker(&[]);
     let jobs: Vec<_> = (0..500)
@@ -45,6 +47,126 @@ fn five_hundred_jobs_on_two_pooled_sessions_start_exactly_two_servers() {
         );
     }
     assert_eq!(env.fixture_pids().len(), 2, "servers started for 500 jobs");
+}
+
+/// Issue 18: with the defaults, 8 jobs at once share one warm server (or few, if the
+/// machine is so loaded that an echo call takes longer than `grow_after`), not one
+/// server per job slot.
+#[test]
+fn a_default_pool_runs_200_jobs_of_8_at_once_on_one_server() {
+    let env = TestEnv::new(
+        "pool-default",
+        "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
+    );
+    let worker = env.worker(&[]);
+    let jobs: Vec<_> = (0..200)
+        .map(|i| call_job("echo", "add", json!({"a": i, "b": 0.5})))
+        .collect();
+    env.submit_jobs(&jobs);
+    assert!(
+        env.wait_finished(200, Duration::from_secs(120)),
+        "{}",
+        worker.log_text()
+    );
+    assert_eq!(env.status_counts().get("succeeded"), Some(&200));
+    for (i, job) in jobs.iter().enumerate().step_by(23) {
+        let (code, v) = env.wait_json(&job.id.to_string());
+        assert_eq!(code, Some(0), "{v}");
+        assert_eq!(
+            v["result"][0]["result"]["content"][0]["text"],
+            format!("{i}.5")
+        );
+    }
+    let spawned = env.fixture_pids().len();
+    assert!(
+        (1..=2).contains(&spawned),
+        "{spawned} servers started for 200 jobs, 8 at once"
+    );
+}
+
+/// Answers of the fixture's `overlap` tool: (pid, most calls it ran at once).
+fn overlaps(env: &TestEnv, ids: &[String]) -> Vec<(u64, u64)> {
+    ids.iter()
+        .map(|id| {
+            let (code, v) = env.wait_json(id);
+            assert_eq!(code, Some(0), "{v}");
+            let text = v["result"][0]["result"]["content"][0]["text"]
+                .as_str()
+                .expect("text");
+            let answer: serde_json::Value = serde_json::from_str(text).expect("overlap json");
+            (
+                answer["pid"].as_u64().expect("pid"),
+                answer["most"].as_u64().expect("most"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_serial_server_gets_one_call_at_a_time_per_session() {
+    let env = TestEnv::with_echo(
+        "pool-serial",
+        "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
+        "max_in_flight = 1",
+    );
+    let _worker = env.worker(&[]);
+    let jobs: Vec<_> = (0..24)
+        .map(|_| call_job("echo", "overlap", json!({"ms": 200})))
+        .collect();
+    let ids = env.submit_jobs(&jobs);
+    let answers = overlaps(&env, &ids);
+    for (pid, most) in &answers {
+        assert_eq!(*most, 1, "server {pid} ran {most} calls at once");
+    }
+    // The jobs ran side by side, on several sessions: one per concurrent call.
+    let servers: std::collections::BTreeSet<u64> = answers.iter().map(|a| a.0).collect();
+    assert!(servers.len() >= 2, "{servers:?}");
+    assert!(env.fixture_pids().len() <= 8);
+}
+
+#[test]
+fn a_serial_server_makes_the_pool_grow_and_the_extra_sessions_close_after_the_load() {
+    // Default max_in_flight and grow_after: the pool does not know the server is serial.
+    let env = TestEnv::with_echo(
+        "pool-grow",
+        "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
+        "min_sessions = 1\nidle_ttl = \"2s\"",
+    );
+    let worker = env.worker(&[]);
+    assert!(wait_until(Duration::from_secs(10), || env
+        .fixture_pids()
+        .len()
+        == 1));
+    let jobs: Vec<_> = (0..48)
+        .map(|_| call_job("echo", "sleep_serial", json!({"ms": 100})))
+        .collect();
+    env.submit_jobs(&jobs);
+    assert!(
+        env.wait_finished(48, Duration::from_secs(60)),
+        "{}",
+        worker.log_text()
+    );
+    assert_eq!(env.status_counts().get("succeeded"), Some(&48));
+    // 48 x 100 ms in turn on one session would take 4.8 s; the calls queued, so the
+    // pool started more sessions (one at a time, up to max_sessions = 8).
+    let spawned = env.fixture_pids().len();
+    assert!(
+        (3..=8).contains(&spawned),
+        "{spawned} servers for a serial server under 8 jobs at once"
+    );
+    // Once the load is gone, the grown sessions close (idle_ttl, here shorter than the
+    // 60 s for grown sessions); min_sessions stays.
+    let alive = || {
+        env.fixture_pids()
+            .into_iter()
+            .filter(|&p| process_alive(p))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || alive() == 1),
+        "{} sessions alive after the load",
+        alive()
+    );
 }
 
 #[test]
@@ -117,14 +239,16 @@ fn a_pooled_server_killed_during_a_call_fails_that_job_and_is_replaced() {
 
 #[test]
 fn a_timed_out_call_on_a_multiplexed_session_leaves_the_others_to_finish() {
+    // The default max_in_flight (16), all on one session: 15 slow calls and one that
+    // times out.
     let env = TestEnv::with_echo(
         "pool-cancel",
-        "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n[defaults]\nkill_grace = \"500ms\"\n",
-        "max_sessions = 1\nmax_in_flight = 8",
+        "[worker]\nconcurrency = 16\npoll_interval = \"20ms\"\n[defaults]\nkill_grace = \"500ms\"\n",
+        "max_sessions = 1",
     );
     let _worker = env.worker(&[]);
-    let slow: Vec<_> = (0..3)
-        .map(|_| call_job("echo", "sleep_ms", json!({"ms": 2000})))
+    let slow: Vec<_> = (0..15)
+        .map(|_| call_job("echo", "overlap", json!({"ms": 3000})))
         .collect();
     env.submit_jobs(&slow);
     assert!(wait_until(Duration::from_secs(10), || {
@@ -144,7 +268,11 @@ fn a_timed_out_call_on_a_multiplexed_session_leaves_the_others_to_finish() {
         let (code, v) = env.wait_json(&job.id.to_string());
         assert_eq!(code, Some(0), "a cancellation disturbed another call: {v}");
     }
-    // One session served all four; once its other calls were done, the session of the
+    // They really were in flight together on that session.
+    let ids: Vec<String> = slow.iter().map(|j| j.id.to_string()).collect();
+    let most = overlaps(&env, &ids).iter().map(|a| a.1).max();
+    assert_eq!(most, Some(15));
+    // One session served all sixteen; once its other calls were done, the session of the
     // cancelled call was stopped.
     assert_eq!(env.fixture_pids().len(), 1);
     let pgid = env.fixture_groups()[0];
@@ -159,7 +287,7 @@ fn a_full_pool_fails_the_job_at_its_deadline_with_pool_exhausted() {
     let env = TestEnv::with_echo(
         "pool-exhausted",
         "[worker]\nconcurrency = 2\npoll_interval = \"20ms\"\n",
-        "max_sessions = 1",
+        "max_sessions = 1\nmax_in_flight = 1",
     );
     let _worker = env.worker(&[]);
     let busy = env.submit_call("echo", "sleep_ms", r#"{"ms":3000}"#, &[]);

@@ -5,9 +5,11 @@ use mcpq_tests::{process_alive, text, wait_until, TestEnv};
 #[test]
 fn sigterm_with_jobs_running_exits_0_within_the_grace_period_and_leaves_no_process() {
     // Also: a_job_cut_off_by_shutdown_is_released_and_runs_again_at_once (GUARANTEES.md 7).
-    let env = TestEnv::new(
+    // Serial sessions: each job on its own server.
+    let env = TestEnv::with_echo(
         "shutdown",
         "[worker]\nshutdown_grace = \"2s\"\n[defaults]\nkill_grace = \"500ms\"\n",
+        "max_in_flight = 1",
     );
     let mut worker = env.worker(&[]);
     let short = env.submit_call("echo", "sleep_ms", r#"{"ms":800}"#, &[]);

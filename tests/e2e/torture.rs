@@ -283,9 +283,11 @@ fn a_servers_stderr_before_initialize_appears_in_the_worker_log_attributed_to_it
 
 #[test]
 fn sigkill_of_the_worker_takes_its_8_running_servers_with_it_within_1s() {
-    let env = TestEnv::new(
+    // Serial sessions: one server per running job.
+    let env = TestEnv::with_echo(
         "sigkill-worker",
         "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
+        "max_in_flight = 1",
     );
     let mut worker = env.worker(&[]);
     for _ in 0..8 {

@@ -6,24 +6,59 @@
 //! 1. **Bounded**: at most `max_sessions` sessions, each with at most `max_in_flight`
 //!    calls at once (MCP matches answers to requests by JSON-RPC id). A job waits for a
 //!    free slot at most until its deadline, then fails with "pool exhausted".
-//! 2. **Healthy sessions only**: a session whose process died or whose connection closed
-//!    is discarded at checkout and replaced; one idle for more than `idle_ttl / 2` is
-//!    pinged first; one idle for more than `idle_ttl` is closed (beyond `min_sessions`);
-//!    one that served `max_calls` calls is replaced.
-//! 3. **A failed call retires its session**: after a timeout (rmcp has sent
+//! 2. **Few sessions, grown when calls queue** (`pool::a_default_pool_runs_200_jobs_of_8_at_once_on_one_server`,
+//!    `pool::a_serial_server_makes_the_pool_grow_and_the_extra_sessions_close_after_the_load`).
+//!    A call takes, in this order:
+//!    1. the oldest session (in start order) with a free slot that is not *queuing*:
+//!       none of its running calls has run longer than `grow_after` (default 50 ms);
+//!       with `grow_after = "0s"`, not queuing means idle. Packing calls onto the oldest
+//!       sessions leaves the others idle, so they close (promise 3);
+//!    2. else, when every session with a free slot is queuing: the least busy of them,
+//!       and another session is started in the background (up to `max_sessions`, one
+//!       start at a time, only while the server's health book lets it start), which
+//!       later calls take. The call does not wait for that start;
+//!    3. else (no free slot anywhere): a slot of a session being started, if those
+//!       will have one left (each brings `max_in_flight - 1` besides its starter's:
+//!       8 calls at an empty pool start one session), or a new session, the call
+//!       waiting for its start, as long as fewer than `max_sessions` exist;
+//!    4. else it waits for a free slot (promise 1).
+//!
+//!    With `max_in_flight = 1` ("serial") a free slot means an idle session, so steps 1
+//!    and 3 are all there is: one call per session, a session per concurrent call up to
+//!    `max_sessions` (`pool::a_serial_server_gets_one_call_at_a_time_per_session`).
+//! 3. **Healthy sessions only, idle ones closed**: a session whose process died or whose
+//!    connection closed is discarded at checkout and replaced; one idle for more than
+//!    `idle_ttl / 2` is pinged first; one that served `max_calls` calls is replaced. Idle
+//!    sessions beyond `min_sessions` close: the first `max(min_sessions, 1)` (in start
+//!    order) after `idle_ttl` (default 5 min), the later ones, grown for a burst, after
+//!    `min(idle_ttl, 60 s)` ([`GROWN_IDLE_TTL`]).
+//! 4. **A failed call retires its session**: after a timeout (rmcp has sent
 //!    `notifications/cancelled`, but the server's handler may still be running), a
 //!    transport error or a crash, the session takes no new calls; calls already in
 //!    flight on it finish undisturbed; when the last one is done its process tree is
-//!    stopped (SIGTERM, grace, SIGKILL). A tool error or a JSON-RPC error does not.
-//! 4. Crashes go to the supervisor's health book: restart backoff and crash-loop
+//!    stopped (SIGTERM, grace, SIGKILL). A tool error or a JSON-RPC error does not
+//!    (`pool::a_timed_out_call_on_a_multiplexed_session_leaves_the_others_to_finish`:
+//!    one of 16 calls on one session times out, the other 15 succeed).
+//! 5. Crashes go to the supervisor's health book: restart backoff and crash-loop
 //!    "unhealthy" apply to pooled servers as to fresh ones.
 //!
 //! Jobs do not call the pool directly: [`JobSessions`](super::JobSessions) sends a
 //! pooled server's calls here and runs the others on the job's own sessions, with the
 //! same call steps ([`McpSession::call_for_job`]).
 //!
-//! Caveat: a timed-out call on a multiplexed session keeps its session (and whatever
-//! the server is still doing for it) alive until the session's other calls finish.
+//! # Caveats
+//! - A timed-out call on a multiplexed session keeps its session (and whatever the
+//!   server is still doing for it) alive until the session's other calls finish.
+//! - Calls share their session's fate: a server that crashes, or closes its stdout,
+//!   fails every call in flight on it (up to `max_in_flight` jobs, each retried as its
+//!   own failure says), and its stderr tail, quoted in their errors, mixes their output.
+//! - The pool cannot see inside a server: "queuing" is a guess from how long calls run.
+//!   A server whose tools simply take longer than `grow_after` grows like a serial one
+//!   (up to `max_sessions`, shrinking again when idle); raise `grow_after` above its
+//!   usual call time if its processes are costly. A server that handles one request at
+//!   a time, left at the default `max_in_flight`, is still served (its sessions grow as
+//!   its calls queue), but a call that hangs there holds up the calls queued behind it
+//!   on the same session until their own timeouts: declare it `max_in_flight = 1`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -50,6 +85,12 @@ const IDLE_CHECK: Duration = Duration::from_millis(100);
 
 /// Longest a reuse ping may take (also bounded by the server's `call_timeout`).
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// 60 s: an idle session beyond the first `max(min_sessions, 1)` closes after this (or
+/// `idle_ttl`, if shorter). It was started for a burst; bursts a minute apart still find
+/// it warm, and restarting a Node or Python server (about 1 s of CPU) at most once a
+/// minute costs under 2 % of a core, while an idle one holds 30-80 MB.
+pub const GROWN_IDLE_TTL: Duration = Duration::from_secs(60);
 
 /// Why the pool could not serve a call.
 #[derive(Debug, thiserror::Error)]
@@ -185,22 +226,76 @@ impl PoolError {
 /// One session and its bookkeeping.
 struct Slot {
     session: McpSession,
+    /// Leases out: calls running, or about to (waiting for their cluster-wide limits).
     in_flight: AtomicUsize,
+    /// When each running call was sent, by lease number (at most `max_in_flight`
+    /// entries): how long the oldest has run says whether the session's calls queue.
+    running: Mutex<Vec<(u64, Instant)>>,
     calls: AtomicU64,
     retired: AtomicBool,
     last_used: Mutex<Instant>,
 }
 
 impl Slot {
+    fn new(session: McpSession, leased: bool) -> Self {
+        Slot {
+            session,
+            in_flight: AtomicUsize::new(usize::from(leased)),
+            running: Mutex::new(Vec::new()),
+            calls: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            last_used: Mutex::new(Instant::now()),
+        }
+    }
+
     fn idle_for(&self, now: Instant) -> Duration {
         now.saturating_duration_since(*self.last_used.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// True when a call given to this session would likely wait behind others: one of
+    /// its running calls has run longer than `grow_after` (with `grow_after` zero: it
+    /// has any call at all).
+    fn is_queuing(&self, now: Instant, grow_after: Duration) -> bool {
+        if grow_after.is_zero() {
+            return self.in_flight.load(Ordering::SeqCst) > 0;
+        }
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|&(_, sent)| now.saturating_duration_since(sent) > grow_after)
+    }
+
+    /// True when it takes new calls and has a free slot.
+    fn is_open(&self, max_in_flight: usize) -> bool {
+        !self.retired.load(Ordering::SeqCst)
+            && self.in_flight.load(Ordering::SeqCst) < max_in_flight
     }
 }
 
 #[derive(Default)]
 struct State {
     slots: Vec<Arc<Slot>>,
+    /// Sessions being started.
     starting: usize,
+    /// Calls waiting for a session being started instead of starting their own: each
+    /// start brings at least `max_in_flight - 1` free slots, so 8 calls arriving at an
+    /// empty pool start one session, not 8.
+    claims: usize,
+}
+
+/// A call's place among [`State::claims`], given back when it stops waiting. Never
+/// dropped while the state lock is held.
+struct Claim(Arc<ServerPool>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .claims -= 1;
+    }
 }
 
 /// The sessions of one server.
@@ -213,6 +308,8 @@ struct ServerPool {
     changed: Notify,
     /// Checkouts waiting on `changed`; releases notify only when there are some.
     waiters: AtomicUsize,
+    /// Numbers leases, to find a call's entry in its slot's `running`.
+    leases: AtomicU64,
 }
 
 /// Counts one waiting checkout while it lives.
@@ -244,6 +341,24 @@ impl ServerPool {
 struct Lease {
     slot: Arc<Slot>,
     pool: Arc<ServerPool>,
+    number: u64,
+}
+
+impl Lease {
+    fn new(slot: Arc<Slot>, pool: Arc<ServerPool>) -> Self {
+        let number = pool.leases.fetch_add(1, Ordering::Relaxed);
+        Lease { slot, pool, number }
+    }
+
+    /// Marks the call as sent: from now on its running time counts toward the
+    /// session's queuing (a lease still waiting for its cluster-wide limits does not).
+    fn begin(&self) {
+        self.slot
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((self.number, Instant::now()));
+    }
 }
 
 /// Long-lived sessions for every pooled server. Cheap to clone.
@@ -254,6 +369,9 @@ pub struct McpPool {
     /// The cluster-wide limits every job's calls wait for (none: no Redis, as in
     /// benches; limits and 429 pauses are then not applied).
     limiter: Option<Limiter>,
+    /// Set by [`McpPool::shutdown`]: a session that finishes starting afterwards (in the
+    /// background) is stopped instead of kept.
+    closed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for McpPool {
@@ -278,9 +396,15 @@ pub struct ServerSnapshot {
 }
 
 enum Step {
+    /// Take a slot of this session.
     Use(Arc<Slot>),
+    /// Take a slot of this session, and start another in the background (its
+    /// `starting` count is taken).
+    Grow(Arc<Slot>),
+    /// Start a session and take its first slot (its `starting` count is taken).
     Start,
-    Wait,
+    /// Wait for a slot to free up, or (with a claim) for a session being started.
+    Wait(Option<Claim>),
 }
 
 impl McpPool {
@@ -299,6 +423,7 @@ impl McpPool {
                     state: Mutex::default(),
                     changed: Notify::new(),
                     waiters: AtomicUsize::new(0),
+                    leases: AtomicU64::new(0),
                 };
                 (name.clone(), Arc::new(pool))
             })
@@ -307,6 +432,7 @@ impl McpPool {
             supervisor,
             servers: Arc::new(servers),
             limiter: None,
+            closed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -342,7 +468,7 @@ impl McpPool {
                 let tick = pool
                     .servers
                     .values()
-                    .map(|p| p.settings.idle_ttl / 4)
+                    .map(|p| p.settings.idle_ttl.min(GROWN_IDLE_TTL) / 4)
                     .min()
                     .unwrap_or(Duration::from_secs(30))
                     .clamp(Duration::from_millis(100), Duration::from_secs(30));
@@ -357,16 +483,26 @@ impl McpPool {
             let idle: Vec<Arc<Slot>> = {
                 let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
                 let mut keep = st.slots.len();
+                let mut kept = 0;
                 let mut closed = Vec::new();
+                // Promise 3: the first sessions (in start order, the ones calls are
+                // packed onto) keep idle_ttl; those grown for a burst close sooner.
+                let first = pool.settings.min_sessions.max(1);
+                let grown_ttl = pool.settings.idle_ttl.min(GROWN_IDLE_TTL);
                 st.slots.retain(|slot| {
+                    let ttl = if kept < first {
+                        pool.settings.idle_ttl
+                    } else {
+                        grown_ttl
+                    };
                     let expired = slot.in_flight.load(Ordering::SeqCst) == 0
-                        && (slot.idle_for(now) > pool.settings.idle_ttl
-                            || !slot.session.is_alive());
+                        && (slot.idle_for(now) > ttl || !slot.session.is_alive());
                     if expired && keep > pool.settings.min_sessions {
                         keep -= 1;
                         closed.push(slot.clone());
                         false
                     } else {
+                        kept += 1;
                         true
                     }
                 });
@@ -377,10 +513,13 @@ impl McpPool {
                 slot.session.shutdown().await;
             }
             let missing = {
-                let st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
-                pool.settings
+                let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+                let missing = pool
+                    .settings
                     .min_sessions
-                    .saturating_sub(st.slots.len() + st.starting)
+                    .saturating_sub(st.slots.len() + st.starting);
+                st.starting += missing;
+                missing
             };
             for _ in 0..missing {
                 let deadline = Instant::now() + pool.timeouts.startup;
@@ -443,6 +582,7 @@ impl McpPool {
                 return Err(refused);
             }
         };
+        lease.begin();
         let outcome = match lease
             .slot
             .session
@@ -509,6 +649,7 @@ impl McpPool {
     ) -> Result<Arc<Vec<Tool>>, PoolError> {
         let pool = self.pooled(server);
         let lease = self.checkout(&pool, deadline, cancel).await?;
+        lease.begin();
         let left = deadline.saturating_duration_since(Instant::now());
         let tools = lease
             .slot
@@ -530,15 +671,13 @@ impl McpPool {
             let slot = st
                 .slots
                 .iter()
-                .find(|s| {
-                    !s.retired.load(Ordering::SeqCst)
-                        && s.in_flight.load(Ordering::SeqCst) < pool.settings.max_in_flight
-                })?
+                .find(|s| s.is_open(pool.settings.max_in_flight))?
                 .clone();
             slot.in_flight.fetch_add(1, Ordering::SeqCst);
             slot
         };
-        let lease = Lease { slot, pool };
+        let lease = Lease::new(slot, pool);
+        lease.begin();
         let tools = lease.slot.session.list_tools(PING_TIMEOUT).await;
         self.release(lease, tools.is_err(), false).await;
         tools.ok()
@@ -546,6 +685,7 @@ impl McpPool {
 
     /// Stops every session of every server (worker shutdown).
     pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         let slots: Vec<Arc<Slot>> = self
             .servers
             .values()
@@ -568,11 +708,13 @@ impl McpPool {
             tokio::pin!(notified);
             let (mut step, mut dead) = self.next_step(pool);
             let mut waiting = None;
-            if matches!(step, Step::Wait) {
+            if matches!(step, Step::Wait(_)) {
                 // Register as a waiter, then look again: a release between the first look
                 // and the registration is seen by the second look, one after it wakes us.
                 waiting = Some(WaiterGuard::new(&pool.waiters));
                 notified.as_mut().enable();
+                // Give back the first look's claim before the second look counts claims.
+                drop(std::mem::replace(&mut step, Step::Wait(None)));
                 let (again, more) = self.next_step(pool);
                 step = again;
                 dead.extend(more);
@@ -583,15 +725,15 @@ impl McpPool {
                     slot.session.shutdown().await;
                 });
             }
-            if !matches!(step, Step::Wait) {
+            if !matches!(step, Step::Wait(_)) {
                 drop(waiting.take());
             }
+            if matches!(step, Step::Grow(_)) {
+                self.grow(pool);
+            }
             match step {
-                Step::Use(slot) => {
-                    let lease = Lease {
-                        slot,
-                        pool: pool.clone(),
-                    };
+                Step::Use(slot) | Step::Grow(slot) => {
+                    let lease = Lease::new(slot, pool.clone());
                     if self.is_usable(&lease, deadline).await {
                         return Ok(lease);
                     }
@@ -599,12 +741,10 @@ impl McpPool {
                 }
                 Step::Start => {
                     let slot = self.start_slot(pool, deadline, true).await?;
-                    return Ok(Lease {
-                        slot,
-                        pool: pool.clone(),
-                    });
+                    return Ok(Lease::new(slot, pool.clone()));
                 }
-                Step::Wait => {
+                Step::Wait(claim) => {
+                    let _claim = claim;
                     let _waiting = waiting;
                     tokio::select! {
                         _ = notified => {}
@@ -628,9 +768,10 @@ impl McpPool {
         }
     }
 
-    /// Under the state lock: drop retired idle slots, then pick the least busy live slot
-    /// with room, or decide to start one, or to wait.
-    fn next_step(&self, pool: &ServerPool) -> (Step, Vec<Arc<Slot>>) {
+    /// Under the state lock: drop retired idle slots, then choose as promise 2 says: the
+    /// oldest open session that is not queuing; else the least busy open one, growing
+    /// the pool in the background if it may; else a new session; else wait.
+    fn next_step(&self, pool: &Arc<ServerPool>) -> (Step, Vec<Arc<Slot>>) {
         let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut dead = Vec::new();
         st.slots.retain(|slot| {
@@ -641,26 +782,52 @@ impl McpPool {
             }
             !gone
         });
-        let best = st
+        let now = Instant::now();
+        let PoolSettings {
+            max_in_flight,
+            max_sessions,
+            grow_after,
+            ..
+        } = pool.settings;
+        let room = st.slots.len() + st.starting < max_sessions;
+        let fresh = st
             .slots
             .iter()
-            .filter(|s| {
-                !s.retired.load(Ordering::SeqCst)
-                    && s.in_flight.load(Ordering::SeqCst) < pool.settings.max_in_flight
-            })
-            .min_by_key(|s| s.in_flight.load(Ordering::SeqCst))
+            .find(|s| s.is_open(max_in_flight) && !s.is_queuing(now, grow_after))
             .cloned();
-        let step = match best {
-            Some(slot) => {
-                slot.in_flight.fetch_add(1, Ordering::SeqCst);
-                Step::Use(slot)
+        let step = match fresh {
+            Some(slot) => Step::Use(slot),
+            None => {
+                let least = st
+                    .slots
+                    .iter()
+                    .filter(|s| s.is_open(max_in_flight))
+                    .min_by_key(|s| s.in_flight.load(Ordering::SeqCst))
+                    .cloned();
+                match least {
+                    // One start at a time, and none while the health book holds the
+                    // server back: the call has a session, so growing is optional.
+                    Some(slot) if room && st.starting == 0 && self.may_start(pool) => {
+                        st.starting += 1;
+                        Step::Grow(slot)
+                    }
+                    Some(slot) => Step::Use(slot),
+                    // Sessions being started will have room for this call too.
+                    None if st.starting * max_in_flight.saturating_sub(1) > st.claims => {
+                        st.claims += 1;
+                        Step::Wait(Some(Claim(pool.clone())))
+                    }
+                    None if room => {
+                        st.starting += 1;
+                        Step::Start
+                    }
+                    None => Step::Wait(None),
+                }
             }
-            None if st.slots.len() + st.starting < pool.settings.max_sessions => {
-                st.starting += 1;
-                Step::Start
-            }
-            None => Step::Wait,
         };
+        if let Step::Use(slot) | Step::Grow(slot) = &step {
+            slot.in_flight.fetch_add(1, Ordering::SeqCst);
+        }
         (step, dead)
     }
 
@@ -696,37 +863,63 @@ impl McpPool {
         true
     }
 
+    /// True when the supervisor's health book lets the server start right now (no
+    /// restart backoff, not unhealthy).
+    fn may_start(&self, pool: &ServerPool) -> bool {
+        matches!(
+            self.supervisor
+                .health()
+                .admission(&pool.name, std::time::Instant::now()),
+            Admission::Ready
+        )
+    }
+
+    /// Starts one more session of `pool` in the background (its `starting` count was
+    /// taken by `next_step`); it joins the pool idle, and waiting calls are woken. A
+    /// failure is logged: the call that asked for it runs on a session it already has.
+    fn grow(&self, pool: &Arc<ServerPool>) {
+        let this = self.clone();
+        let pool = pool.clone();
+        tracing::debug!(server = %pool.name, "calls are queuing; starting another session");
+        tokio::spawn(async move {
+            let deadline = Instant::now() + pool.timeouts.startup;
+            if let Err(e) = this.start_slot(&pool, deadline, false).await {
+                tracing::warn!(server = %pool.name, "could not start another pooled session: {e}");
+            }
+        });
+    }
+
     /// Starts a session (health book permitting) and adds it to the pool, leased to the
-    /// caller when `lease` (its `starting` count was taken by `next_step`), else idle.
+    /// caller when `lease`, else idle. The caller has counted it in `starting`.
     async fn start_slot(
         &self,
         pool: &Arc<ServerPool>,
         deadline: Instant,
         lease: bool,
     ) -> Result<Arc<Slot>, PoolError> {
-        if !lease {
-            pool.state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .starting += 1;
-        }
         let started = self.start_session(pool, deadline).await;
-        let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.starting -= 1;
-        let result = started.map(|session| {
-            let slot = Arc::new(Slot {
-                session,
-                in_flight: AtomicUsize::new(usize::from(lease)),
-                calls: AtomicU64::new(0),
-                retired: AtomicBool::new(false),
-                last_used: Mutex::new(Instant::now()),
-            });
-            st.slots.push(slot.clone());
-            slot
-        });
-        drop(st);
+        let (started, kept) = {
+            let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.starting -= 1;
+            // Decided under the lock that `shutdown` takes the slots under.
+            let kept = !self.closed.load(Ordering::SeqCst);
+            let started = started.map(|session| Arc::new(Slot::new(session, lease)));
+            if let (Ok(slot), true) = (&started, kept) {
+                st.slots.push(slot.clone());
+            }
+            (started, kept)
+        };
         pool.wake_waiters();
-        result
+        let slot = started?;
+        if !kept {
+            // The pool shut down while it started: nothing else would stop it.
+            slot.session.shutdown().await;
+            return Err(PoolError::Cancelled {
+                server: pool.name.clone(),
+                stop_note: None,
+            });
+        }
+        Ok(slot)
     }
 
     async fn start_session(
@@ -748,7 +941,11 @@ impl McpPool {
     /// With `retire`, or once the session reached `max_calls`, the session takes no new
     /// calls; the last call out stops it and gets the report.
     async fn release(&self, lease: Lease, retire: bool, counted: bool) -> Option<StopReport> {
-        let Lease { slot, pool } = lease;
+        let Lease { slot, pool, number } = lease;
+        slot.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&(n, _)| n != number);
         let calls = slot.calls.fetch_add(u64::from(counted), Ordering::SeqCst) + u64::from(counted);
         *slot.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if retire || pool.settings.max_calls.is_some_and(|max| calls >= max) {

@@ -1,8 +1,8 @@
 //! `mcpq-fixture`: a stdio MCP server built with rmcp, with one tool per behaviour the
-//! tests need: echo, add, sleep, progress reports, call time stamps, fail, crash, flood stderr, a big answer, report signal
-//! state, and the
-//! torture ones (sleep for ever, ignore SIGTERM, spawn a grandchild, close stdout but
-//! stay alive).
+//! tests need: echo, add, sleep, sleep in turn (like a server that handles one request
+//! at a time), count overlapping calls, progress reports, call time stamps, fail, crash,
+//! flood stderr, a big answer, report signal state, and the torture ones (sleep for
+//! ever, ignore SIGTERM, spawn a grandchild, close stdout but stay alive).
 //!
 //! With `--http ADDR` (e.g. `--http 127.0.0.1:0`) it serves the same tools over
 //! streamable HTTP at `http://ADDR/mcp` instead, and prints that URL on stdout; with
@@ -123,6 +123,13 @@ struct Fixture;
 /// hung server that only SIGKILL removes.
 static STUBBORN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Held by `sleep_serial` while it sleeps: its calls take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Calls of `overlap` running now, and the most at once so far.
+static OVERLAP_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static OVERLAP_MOST: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 async fn forever() -> ! {
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -192,6 +199,28 @@ impl Fixture {
     async fn sleep_ms(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         format!("slept {ms} ms")
+    }
+
+    #[tool(
+        description = "Sleep `ms` milliseconds holding a process-wide lock, then answer: calls of it run one after another, like a server that handles one request at a time"
+    )]
+    async fn sleep_serial(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
+        let _turn = SERIAL.lock().await;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        format!("slept {ms} ms in turn")
+    }
+
+    #[tool(
+        description = "Sleep `ms` milliseconds, then answer {pid, running, most}: the calls of this tool the process was running when this one started (itself included), and the most ever"
+    )]
+    async fn overlap(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
+        use std::sync::atomic::Ordering;
+        let running = OVERLAP_RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+        OVERLAP_MOST.fetch_max(running, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let most = OVERLAP_MOST.load(Ordering::SeqCst);
+        OVERLAP_RUNNING.fetch_sub(1, Ordering::SeqCst);
+        json!({"pid": std::process::id(), "running": running, "most": most}).to_string()
     }
 
     #[tool(
