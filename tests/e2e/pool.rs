@@ -283,6 +283,49 @@ fn a_timed_out_call_on_a_multiplexed_session_leaves_the_others_to_finish() {
 }
 
 #[test]
+fn an_oversized_answer_on_a_multiplexed_session_fails_only_its_own_job() {
+    // One session, 8 calls at once: 7 slow echoes share it with one answer of 200 kB
+    // against a limit of 64 KiB. Only that job fails (result_too_large, once); the
+    // others succeed at their first attempt on the same server, which serves on.
+    let env = TestEnv::custom(
+        "pool-big-shared",
+        &format!("{}max_result = 65536\n", mcpq_tests::TEST_QUEUE),
+        "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
+        "max_sessions = 1\nmax_in_flight = 8",
+    );
+    let _worker = env.worker(&[]);
+    let slow: Vec<_> = (0..7)
+        .map(|_| call_job("echo", "overlap", json!({"ms": 1500})))
+        .collect();
+    env.submit_jobs(&slow);
+    assert!(wait_until(Duration::from_secs(10), || {
+        slow.iter()
+            .all(|j| env.status_json(&j.id.to_string())["status"] == "running")
+    }));
+    let big = env.submit_call("echo", "big_answer", r#"{"bytes": 200000}"#, &[]);
+    let (code, v) = env.wait_json(&big);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["error"]["kind"], "result_too_large", "{v}");
+    assert_eq!(v["error"]["retryable"], false, "{v}");
+    assert!(v.to_string().contains("65536"), "{v}");
+    assert_eq!(env.status_json(&big)["attempts"], 1);
+    for job in &slow {
+        let id = job.id.to_string();
+        let (code, v) = env.wait_json(&id);
+        assert_eq!(code, Some(0), "an innocent call failed: {v}");
+        assert_eq!(env.status_json(&id)["attempts"], 1, "retried: {v}");
+    }
+    let ids: Vec<String> = slow.iter().map(|j| j.id.to_string()).collect();
+    let most = overlaps(&env, &ids).iter().map(|a| a.1).max();
+    assert_eq!(most, Some(7), "they shared the session");
+    // The session serves on: same server, one more call.
+    let id = env.submit_call("echo", "echo", r#"{"text":"still here"}"#, &[]);
+    let (code, v) = env.wait_json(&id);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(env.fixture_pids().len(), 1, "the session was not replaced");
+}
+
+#[test]
 fn a_full_pool_fails_the_job_at_its_deadline_with_pool_exhausted() {
     let env = TestEnv::with_echo(
         "pool-exhausted",

@@ -36,9 +36,11 @@
 //!    `notifications/cancelled`, but the server's handler may still be running), a
 //!    transport error or a crash, the session takes no new calls; calls already in
 //!    flight on it finish undisturbed; when the last one is done its process tree is
-//!    stopped (SIGTERM, grace, SIGKILL). A tool error or a JSON-RPC error does not
+//!    stopped (SIGTERM, grace, SIGKILL). A tool error, a JSON-RPC error or a stdio
+//!    answer over `queue.max_result` thrown away ([`super::answer_limit`]) does not
 //!    (`pool::a_timed_out_call_on_a_multiplexed_session_leaves_the_others_to_finish`:
-//!    one of 16 calls on one session times out, the other 15 succeed).
+//!    one of 16 calls on one session times out, the other 15 succeed;
+//!    `pool::an_oversized_answer_on_a_multiplexed_session_fails_only_its_own_job`).
 //! 5. Crashes go to the supervisor's health book: restart backoff and crash-loop
 //!    "unhealthy" apply to pooled servers as to fresh ones.
 //!
@@ -622,6 +624,12 @@ impl McpPool {
             // A 429 says nothing against the session: keep it while it is connected.
             Err(McpError::Protocol { .. } | McpError::RateLimited { .. }) => {
                 !lease.slot.session.is_alive()
+            }
+            // A stdio answer over the limit thrown away (the stream goes on) says nothing
+            // against the session either; one that ended the stream, or an HTTP body
+            // over it, retires it.
+            Err(McpError::AnswerTooLarge { .. }) => {
+                lease.slot.session.answer_too_large() || !lease.slot.session.is_alive()
             }
             Err(_) => true,
         };

@@ -15,10 +15,14 @@
 //! A server that dies mid-call is reported with its exit status and stderr tail.
 //!
 //! No message from a server may be bigger than `queue.max_result` ([`AnswerLimit`]): a
-//! stdio line past it closes the session at once ([`LimitedLines`]); an HTTP body or SSE
-//! event past it is refused by rmcp and noticed by the session's [`LimitedHttpClient`].
-//! Either way the call fails with [`McpError::AnswerTooLarge`] (`result_too_large`, not
-//! retried) instead of waiting out its timeout, and the session's owner retires it.
+//! stdio line past it is thrown away and replaced by an error for the call it answered
+//! ([`LimitedLines`]; if its id cannot be found, the session is closed at once); an
+//! HTTP body or SSE event past it is refused by rmcp and noticed by the session's
+//! [`LimitedHttpClient`]. Either way the call it answered fails with
+//! [`McpError::AnswerTooLarge`] (`result_too_large`, not retried) instead of waiting
+//! out its timeout. Other calls multiplexed on the session go on; if the session had
+//! to be closed, they fail with [`McpError::ClosedByAnother`] (retried), and its owner
+//! retires it.
 //!
 //! A 429 (Too Many Requests) from an HTTP server, seen by the [`LimitedHttpClient`] and
 //! noted in the session's [`Throttle`], fails the call as [`McpError::RateLimited`]
@@ -42,7 +46,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::answer_limit::{AnswerLimit, LimitedLines};
+use super::answer_limit::{AnswerLimit, LimitedLines, DISCARDED_CODE};
 use super::http_client::LimitedHttpClient;
 use super::progress::{ProgressRoutes, ProgressSink};
 use super::spawn_spec::spawn_spec;
@@ -126,9 +130,23 @@ pub enum McpError {
         /// Stderr tail.
         stderr: Option<String>,
     },
+    /// The session's stream was ended while this call was in flight by a message over
+    /// `queue.max_result` that may have answered another call on the same session (a
+    /// multiplexed one): not this call's fault, so retried.
+    #[error("server `{server}`: the session was closed during the call to `{tool}` by a message of more than {limit} bytes (queue.max_result) that may have answered another call on it; retried")]
+    ClosedByAnother {
+        /// Server name.
+        server: String,
+        /// Tool name.
+        tool: String,
+        /// The limit in bytes.
+        limit: usize,
+        /// Stderr tail.
+        stderr: Option<String>,
+    },
     /// The server sent a message bigger than `queue.max_result` (a stdio line, an HTTP
-    /// body or an SSE event). A stdio session is closed by it.
-    #[error("server `{server}` answered `{tool}` with a message of more than {limit} bytes, the limit (queue.max_result); the session was closed")]
+    /// body or an SSE event) in answer to this call.
+    #[error("server `{server}` answered `{tool}` with a message of more than {limit} bytes, the limit (queue.max_result)")]
     AnswerTooLarge {
         /// Server name.
         server: String,
@@ -176,6 +194,7 @@ impl McpError {
             | McpError::ServerExited { stderr, .. }
             | McpError::ConnectionClosed { stderr, .. }
             | McpError::AnswerTooLarge { stderr, .. }
+            | McpError::ClosedByAnother { stderr, .. }
             | McpError::Protocol { stderr, .. } => stderr.as_deref(),
         }
     }
@@ -200,6 +219,7 @@ impl McpError {
             McpError::ServerExited { .. } => FailureKind::ServerExited,
             McpError::ConnectionClosed { .. } => FailureKind::ConnectionClosed,
             McpError::AnswerTooLarge { .. } => FailureKind::ResultTooLarge,
+            McpError::ClosedByAnother { .. } => FailureKind::ConnectionClosed,
             McpError::RateLimited { .. } => FailureKind::RateLimited,
             McpError::Protocol { .. } => FailureKind::ProtocolError,
         }
@@ -498,6 +518,9 @@ impl McpSession {
         timeout: Duration,
     ) -> Result<ServerResult, ServiceError> {
         let peer = self.peer.clone();
+        // Counted until answered: a message past the limit that ends the stream cuts
+        // off every request in flight, and only a lone one is surely the culprit.
+        let _in_flight = self.limit.request();
         let call = async move {
             peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
                 .await?
@@ -648,8 +671,18 @@ impl McpSession {
 
     async fn call_error(&self, tool: &str, err: ServiceError) -> McpError {
         let (server, tool) = (self.name.clone(), tool.to_string());
-        if self.limit.tripped() {
+        let discarded = matches!(&err, ServiceError::McpError(data)
+            if data.code.0 == DISCARDED_CODE && self.limit.discarded() > 0);
+        if discarded || (self.limit.tripped() && self.limit.tripped_alone()) {
             return McpError::AnswerTooLarge {
+                server,
+                tool,
+                limit: self.limit.bytes,
+                stderr: self.stderr_tail(),
+            };
+        }
+        if self.limit.tripped() {
+            return McpError::ClosedByAnother {
                 server,
                 tool,
                 limit: self.limit.bytes,
