@@ -39,15 +39,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Bytes of the body the script receives (the result or error JSON), about.
-    fn body_len(&self) -> usize {
-        match self {
-            Outcome::Succeeded(v) => v.to_string().len(),
-            Outcome::Retry { error, .. } | Outcome::Dead(error) => error.message.len() + 128,
-            Outcome::Release => 0,
-        }
-    }
-
     fn parts(&self) -> (&'static str, String, u64) {
         let json = |f: &JobFailure| {
             serde_json::to_string(f).expect("a failure is plain data and always serializes")
@@ -133,6 +124,44 @@ pub async fn finish_many_in(
     settings: &QueueSettings,
     ended: &[Ended],
 ) -> Result<Vec<Finished>, QueueError> {
+    let prepared: Vec<Prepared> = ended
+        .iter()
+        .map(|e| Prepared::of(&e.id, e.attempt, &e.outcome))
+        .collect();
+    store(conn, keys, settings, &prepared).await
+}
+
+/// One outcome as `finish.lua` takes it: its body serialized once, when it is handed
+/// over (so a batch is sized by its real bytes, and a big result is not copied).
+#[derive(Debug, Clone)]
+struct Prepared {
+    id: String,
+    attempt: u32,
+    kind: &'static str,
+    body: String,
+    delay: u64,
+}
+
+impl Prepared {
+    fn of(id: &str, attempt: u32, outcome: &Outcome) -> Self {
+        let (kind, body, delay) = outcome.parts();
+        Prepared {
+            id: id.to_string(),
+            attempt,
+            kind,
+            body,
+            delay,
+        }
+    }
+}
+
+/// One `finish.lua` call for `prepared`, all of partition `keys`.
+async fn store(
+    conn: &mut Conn,
+    keys: &Keys,
+    settings: &QueueSettings,
+    prepared: &[Prepared],
+) -> Result<Vec<Finished>, QueueError> {
     let mut invocation = scripts::FINISH.prepare_invoke();
     invocation
         .key(keys.script_key())
@@ -140,14 +169,13 @@ pub async fn finish_many_in(
         .arg(QueueSettings::secs(settings.result_ttl))
         .arg(QueueSettings::secs(settings.dead_ttl))
         .arg(u8::from(settings.keep_payload));
-    for e in ended {
-        let (kind, body, delay) = e.outcome.parts();
+    for p in prepared {
         invocation
-            .arg(&e.id)
-            .arg(e.attempt)
-            .arg(kind)
-            .arg(body)
-            .arg(delay);
+            .arg(&p.id)
+            .arg(p.attempt)
+            .arg(p.kind)
+            .arg(&p.body)
+            .arg(p.delay);
     }
     let answers: Vec<String> = invocation.invoke_async(conn).await?;
     Ok(answers.iter().map(|a| parse_answer(a)).collect())
@@ -184,7 +212,7 @@ type Reply = tokio::sync::oneshot::Sender<Result<Finished, QueueError>>;
 /// [`finish`]). The background task ends when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Finisher {
-    tx: tokio::sync::mpsc::UnboundedSender<(Ended, Reply)>,
+    tx: tokio::sync::mpsc::UnboundedSender<(Prepared, Reply)>,
 }
 
 impl Finisher {
@@ -205,12 +233,11 @@ impl Finisher {
         outcome: &Outcome,
     ) -> Result<Finished, QueueError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let ended = Ended {
-            id: id.to_string(),
-            attempt,
-            outcome: outcome.clone(),
-        };
-        if self.tx.send((ended, reply)).is_err() {
+        if self
+            .tx
+            .send((Prepared::of(id, attempt, outcome), reply))
+            .is_err()
+        {
             return Err(stopped());
         }
         answer.await.unwrap_or_else(|_| Err(stopped()))
@@ -229,11 +256,11 @@ fn stopped() -> QueueError {
 const MAX_FINISH_BYTES: usize = 4 * 1024 * 1024;
 
 /// `group` in runs of at most [`MAX_FINISH_BYTES`] of bodies (at least one each).
-fn by_size(group: Vec<(Ended, Reply)>) -> Vec<Vec<(Ended, Reply)>> {
-    let mut out: Vec<Vec<(Ended, Reply)>> = Vec::new();
+fn by_size(group: Vec<(Prepared, Reply)>) -> Vec<Vec<(Prepared, Reply)>> {
+    let mut out: Vec<Vec<(Prepared, Reply)>> = Vec::new();
     let mut bytes = 0;
     for item in group {
-        let size = item.0.outcome.body_len();
+        let size = item.0.body.len();
         if out.is_empty() || bytes + size > MAX_FINISH_BYTES {
             out.push(Vec::new());
             bytes = 0;
@@ -253,11 +280,11 @@ async fn store_batch(
     mut conn: Conn,
     keys: &Keys,
     settings: &QueueSettings,
-    group: Vec<(Ended, Reply)>,
+    group: Vec<(Prepared, Reply)>,
 ) {
     let home = keys.for_job(&group[0].0.id);
-    let (ended, replies): (Vec<Ended>, Vec<Reply>) = group.into_iter().unzip();
-    let answer = finish_many_in(&mut conn, &home, settings, &ended).await;
+    let (ended, replies): (Vec<Prepared>, Vec<Reply>) = group.into_iter().unzip();
+    let answer = store(&mut conn, &home, settings, &ended).await;
     match answer {
         Ok(answers) if answers.len() == replies.len() => {
             for (reply, answer) in replies.into_iter().zip(answers) {
@@ -266,7 +293,7 @@ async fn store_batch(
         }
         Err(_) if ended.len() > 1 => {
             for (e, reply) in ended.into_iter().zip(replies) {
-                let alone = finish_many_in(&mut conn, &home, settings, std::slice::from_ref(&e))
+                let alone = store(&mut conn, &home, settings, std::slice::from_ref(&e))
                     .await
                     .and_then(|mut a| a.pop().ok_or_else(|| miscount(0, 1)));
                 let _ = reply.send(alone);
@@ -300,11 +327,11 @@ async fn run_finisher(
     conn: Conn,
     keys: Keys,
     settings: QueueSettings,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Ended, Reply)>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Prepared, Reply)>,
 ) {
     let mut waiting = Vec::with_capacity(MAX_FINISH_BATCH);
     while rx.recv_many(&mut waiting, MAX_FINISH_BATCH).await > 0 {
-        let mut by_partition: std::collections::BTreeMap<u16, Vec<(Ended, Reply)>> =
+        let mut by_partition: std::collections::BTreeMap<u16, Vec<(Prepared, Reply)>> =
             Default::default();
         for (ended, reply) in waiting.drain(..) {
             let p = keys.for_job(&ended.id).partition();

@@ -8,24 +8,29 @@
 //! - No line longer than the limit ever reaches rmcp: rmcp gets at most the limit's
 //!   worth of it, cut by a newline (it ignores a line that is not JSON), so it never
 //!   buffers more than the limit.
-//! - The rest of the line is read and thrown away (at most [`DISCARD_MAX`] of it),
-//!   keeping its first and last [`ENDS`] bytes. When the line ends and the JSON-RPC
-//!   `id` it answers is found there (`{"jsonrpc":"2.0","id":7,...` as rmcp writes it,
-//!   or `...,"jsonrpc":"2.0","id":7}` as the TypeScript SDK does), rmcp is handed a
-//!   JSON-RPC error for that id instead ([`DISCARDED_CODE`]): only the call it
-//!   answered fails ([`AnswerLimit::discarded`] says why: `result_too_large`), and the
-//!   session, and the other calls multiplexed on it, go on.
-//! - A line whose `id` cannot be found (a notification, a reordered object) or that
-//!   goes past [`DISCARD_MAX`] ends the session's stream instead: every call still
-//!   waiting on it fails at once and the session, no longer connected, is retired by
-//!   its owner (the pool or the job). [`AnswerLimit::tripped`] says so, and
-//!   [`AnswerLimit::tripped_alone`] whether the call that failed was the only one in
-//!   flight (so the culprit) or one of several (so maybe an innocent one, which is
-//!   retried).
+//! - The rest of the line is read and thrown away (at most [`DISCARD_MAX`] of it:
+//!   meanwhile the session's other answers wait behind it), keeping its first and
+//!   last [`ENDS`] bytes. When the line ends and it is an answer (`result` or `error`,
+//!   no `method`) whose JSON-RPC `id` is found there (`{"jsonrpc":"2.0","id":7,
+//!   "result":...` as rmcp writes it, or `{"result":...,"jsonrpc":"2.0","id":7}` as
+//!   the TypeScript SDK does), rmcp is handed a JSON-RPC error for that id instead
+//!   ([`DISCARDED_CODE`], marked with this session's [`AnswerLimit::is_ours`] token):
+//!   only the call it answered fails (`result_too_large`), and the session, and the
+//!   other calls multiplexed on it, go on.
+//! - A request or notification from the server (a top-level `method`) that long is
+//!   dropped: nobody waits for it.
+//! - A line that cannot be told apart (no findable `id`, an unusual member order),
+//!   that ends with the stream, or that goes past [`DISCARD_MAX`] ends the session's
+//!   stream instead: every call still waiting on it fails at once and the session, no
+//!   longer connected, is retired by its owner (the pool or the job).
+//!   [`AnswerLimit::culprit`] tells a call whether it was the only request in flight
+//!   (so the one answered: `result_too_large`) or one of several, counting requests
+//!   given up before their answer came (then it may be innocent, and is retried).
 //!
 //! The limit is `queue.max_result`: an answer bigger than a whole job's result cannot
 //! be stored anyway.
 
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -56,31 +61,67 @@ pub struct AnswerLimit {
 
 #[derive(Debug, Default)]
 struct LimitState {
+    /// A message past the limit ended the stream, or an HTTP body went past it.
     tripped: AtomicBool,
+    /// A message past the limit ended the (stdio) stream.
+    stream_ended: AtomicBool,
     /// Requests sent and not yet answered.
     in_flight: AtomicUsize,
-    /// `in_flight` when the stream was ended.
+    /// Requests given up (timeout, cancel) before their answer came: it may still.
+    abandoned: AtomicUsize,
+    /// The next request's number.
+    next: AtomicU64,
+    /// `in_flight + abandoned` when the stream was ended, and `next` then.
     tripped_with: AtomicUsize,
+    trip_seq: AtomicU64,
     /// Oversized answers replaced by an error for their call.
     discarded: AtomicU64,
+    /// Marks the errors put in place of oversized answers (a server cannot guess it).
+    token: u64,
 }
 
-/// A request counted as in flight on a session until dropped.
+/// A request counted as in flight on a session until dropped (as given up, unless
+/// [`InFlight::answered`] was called).
 #[derive(Debug)]
-pub struct InFlight(Arc<LimitState>);
+pub struct InFlight {
+    state: Arc<LimitState>,
+    seq: u64,
+    answered: bool,
+}
+
+impl InFlight {
+    /// The server answered the request (a result or a JSON-RPC error).
+    pub fn answered(&mut self) {
+        self.answered = true;
+    }
+
+    /// The request's number, for [`AnswerLimit::culprit`].
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if !self.answered {
+            self.state.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl AnswerLimit {
     /// A limit of `bytes` per message.
     pub fn new(bytes: usize) -> Self {
+        let token = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
         AnswerLimit {
             bytes,
-            state: Arc::default(),
+            state: Arc::new(LimitState {
+                token,
+                ..Default::default()
+            }),
         }
     }
 
@@ -95,10 +136,18 @@ impl AnswerLimit {
         self.state.tripped.store(true, Ordering::SeqCst);
     }
 
-    /// True when at most one request was in flight when the stream was ended: the call
-    /// that failed is the one the oversized message answered.
-    pub fn tripped_alone(&self) -> bool {
-        self.state.tripped_with.load(Ordering::SeqCst) <= 1
+    /// True once a message past the limit ended the (stdio) stream.
+    pub fn stream_ended(&self) -> bool {
+        self.state.stream_ended.load(Ordering::SeqCst)
+    }
+
+    /// True when request `seq` was sent before the stream was ended and was then the
+    /// only request that could still be answered (none other in flight or given up):
+    /// the oversized message was its answer.
+    pub fn culprit(&self, seq: u64) -> bool {
+        self.stream_ended()
+            && self.state.tripped_with.load(Ordering::SeqCst) == 1
+            && seq < self.state.trip_seq.load(Ordering::SeqCst)
     }
 
     /// How many oversized answers were thrown away and replaced by an error with
@@ -107,16 +156,32 @@ impl AnswerLimit {
         self.state.discarded.load(Ordering::SeqCst)
     }
 
+    /// True when a JSON-RPC error's `data` is this session's mark: it was put in place
+    /// of an oversized answer here, not sent by the server.
+    pub fn is_ours(&self, data: Option<&serde_json::Value>) -> bool {
+        data.and_then(|d| d.get("mcpq_discarded"))
+            .and_then(serde_json::Value::as_u64)
+            == Some(self.state.token)
+    }
+
     /// Counts a request as in flight until the guard is dropped.
     pub fn request(&self) -> InFlight {
         self.state.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(self.state.clone())
+        InFlight {
+            seq: self.state.next.fetch_add(1, Ordering::SeqCst),
+            state: self.state.clone(),
+            answered: false,
+        }
     }
 
-    /// Ends the stream: notes how many requests it cuts off.
+    /// Ends the stream: notes how many requests it may have cut off.
     fn trip_stream(&self) {
-        let n = self.state.in_flight.load(Ordering::SeqCst);
-        self.state.tripped_with.store(n, Ordering::SeqCst);
+        let st = &self.state;
+        st.trip_seq
+            .store(st.next.load(Ordering::SeqCst), Ordering::SeqCst);
+        let n = st.in_flight.load(Ordering::SeqCst) + st.abandoned.load(Ordering::SeqCst);
+        st.tripped_with.store(n, Ordering::SeqCst);
+        st.stream_ended.store(true, Ordering::SeqCst);
         self.trip();
     }
 }
@@ -191,9 +256,11 @@ impl<R> LimitedLines<R> {
             if let Some(discard) = &mut self.discarding {
                 let Some(end) = new[at..].iter().position(|b| *b == b'\n') else {
                     discard.take(&new[at..]);
+                    keep_head(&mut self.head, &new[at..]);
                     return 0;
                 };
                 discard.take(&new[at..at + end]);
+                keep_head(&mut self.head, &new[at..at + end]);
                 self.unread
                     .splice(0..0, new[at + end + 1..].iter().copied());
                 self.end_discard();
@@ -208,7 +275,6 @@ impl<R> LimitedLines<R> {
                 // This line goes past the limit: hand on nothing more of it; end what
                 // rmcp holds of it with a newline (not JSON: rmcp ignores it).
                 // The rest of this read is looked at again in discard mode.
-                self.keep_head(chunk);
                 self.unread.splice(0..0, new[at..].iter().copied());
                 self.discarding = Some(Discard {
                     tail: Vec::new(),
@@ -217,7 +283,7 @@ impl<R> LimitedLines<R> {
                 self.out.push(b'\n');
                 return at;
             }
-            self.keep_head(chunk);
+            keep_head(&mut self.head, chunk);
             if ends {
                 self.line = 0;
                 self.head.clear();
@@ -230,20 +296,23 @@ impl<R> LimitedLines<R> {
         new.len()
     }
 
-    fn keep_head(&mut self, bytes: &[u8]) {
-        let room = ENDS.saturating_sub(self.head.len());
-        self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
-    }
-
     /// The oversized line has ended: an error answer for its id, or the end of the
     /// stream if it has none.
     fn end_discard(&mut self) {
         let discard = self.discarding.take().unwrap_or_default();
-        let id = request_id_at_start(&self.head).or_else(|| request_id_at_end(&discard.tail));
+        let kind = message_kind(&self.head);
+        let id = match kind {
+            Kind::Answer => {
+                request_id_at_start(&self.head).or_else(|| request_id_at_end(&discard.tail))
+            }
+            _ => None,
+        };
         self.line = 0;
         self.head.clear();
-        match id {
-            Some(id) => {
+        match (kind, id) {
+            // Nobody waits for a request or a notification.
+            (Kind::FromServer, _) => {}
+            (_, Some(id)) => {
                 self.limit.state.discarded.fetch_add(1, Ordering::SeqCst);
                 let answer = serde_json::json!({
                     "jsonrpc": "2.0",
@@ -254,12 +323,13 @@ impl<R> LimitedLines<R> {
                             "mcpq: the answer was longer than {} bytes (queue.max_result) and was thrown away",
                             self.limit.bytes
                         ),
+                        "data": {"mcpq_discarded": self.limit.state.token},
                     },
                 });
                 self.out.extend_from_slice(answer.to_string().as_bytes());
                 self.out.push(b'\n');
             }
-            None => self.limit.trip_stream(),
+            (_, None) => self.limit.trip_stream(),
         }
     }
 }
@@ -271,6 +341,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for LimitedLines<R> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if !this.out.is_empty() {
                 let n = this.out.len().min(buf.remaining());
@@ -294,6 +367,15 @@ impl<R: AsyncRead + Unpin> AsyncRead for LimitedLines<R> {
                     other => return other,
                 }
                 if buf.filled().len() == before {
+                    if this.discarding.is_some() {
+                        // The stream ends inside an oversized line: it was cut short,
+                        // so only an `id` at its start can be trusted.
+                        if let Some(d) = &mut this.discarding {
+                            d.tail.clear();
+                        }
+                        this.end_discard();
+                        continue;
+                    }
                     return Poll::Ready(Ok(())); // the end of the stream
                 }
             } else {
@@ -307,6 +389,53 @@ impl<R: AsyncRead + Unpin> AsyncRead for LimitedLines<R> {
                 return Poll::Ready(Ok(()));
             }
         }
+    }
+}
+
+fn keep_head(head: &mut Vec<u8>, bytes: &[u8]) {
+    let room = ENDS.saturating_sub(head.len());
+    head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+}
+
+/// What a message is, from its first top-level members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// It has `result` or `error` (and no `method` before them): an answer.
+    Answer,
+    /// It has `method`: the server's own request or notification.
+    FromServer,
+    /// Not known from the bytes kept.
+    Unknown,
+}
+
+fn message_kind(head: &[u8]) -> Kind {
+    let mut at = skip_ws(head, 0);
+    if head.get(at) != Some(&b'{') {
+        return Kind::Unknown;
+    }
+    at += 1;
+    loop {
+        at = skip_ws(head, at);
+        let Some((key, after)) = string_at(head, at) else {
+            return Kind::Unknown;
+        };
+        match key {
+            b"result" | b"error" => return Kind::Answer,
+            b"method" => return Kind::FromServer,
+            _ => {}
+        }
+        at = skip_ws(head, after);
+        if head.get(at) != Some(&b':') {
+            return Kind::Unknown;
+        }
+        let Some(end) = scalar_end(head, skip_ws(head, at + 1)) else {
+            return Kind::Unknown;
+        };
+        at = skip_ws(head, end);
+        if head.get(at) != Some(&b',') {
+            return Kind::Unknown;
+        }
+        at += 1;
     }
 }
 
@@ -485,8 +614,6 @@ mod tests {
     async fn an_oversized_line_without_a_findable_id_ends_the_stream() {
         let big = "x".repeat(100);
         for line in [
-            // A notification: no id.
-            format!(r#"{{"jsonrpc":"2.0","method":"log","params":{{"t":"{big}"}}}}"#),
             // An id inside the result, not the message's.
             format!(r#"{{"jsonrpc":"2.0","result":{{"t":"{big}","id":3}}}}"#),
             format!(r#"{{"result":{{"t":"{big}","id":3}},"jsonrpc":"2.0"}}"#),
@@ -494,13 +621,17 @@ mod tests {
             format!(r#"{{"jsonrpc":"2.0","result":{{"t":"{big}\",\"id\":3}}"}}}}"#),
         ] {
             let limit = AnswerLimit::new(60);
-            let _guard = (limit.request(), limit.request());
+            let guards = (limit.request(), limit.request());
             let err = read_all(format!("{line}\n").as_bytes(), &limit)
                 .await
                 .expect_err(&line);
             assert!(err.to_string().contains("more than 60 bytes"), "{err}");
             assert!(limit.tripped());
-            assert!(!limit.tripped_alone(), "two requests were in flight");
+            assert!(limit.stream_ended());
+            assert!(
+                !limit.culprit(guards.0.seq()),
+                "two requests were in flight"
+            );
             assert_eq!(limit.discarded(), 0);
         }
     }
@@ -566,5 +697,72 @@ mod tests {
             .collect();
         assert_eq!(ids, [1, 2, 3], "{out}");
         assert_eq!(limit.discarded(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_request_or_notification_from_the_server_is_dropped() {
+        let big = "z".repeat(100);
+        let data = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"sampling/createMessage\",\"params\":\"{big}\"}}\n\
+             {{\"method\":\"notifications/message\",\"params\":\"{big}\",\"jsonrpc\":\"2.0\"}}\n\
+             {{\"method\":\"x\",\"params\":\"{big}\",\"jsonrpc\":\"2.0\",\"id\":6}}\n{{\"b\":2}}\n"
+        );
+        let limit = AnswerLimit::new(60);
+        let out = read_all(data.as_bytes(), &limit).await.expect("goes on");
+        // Nothing with an id 5 or 6 reaches rmcp: the client's own requests with those
+        // numbers are not failed by the server's.
+        assert!(!out.contains("-32097"), "{out}");
+        assert!(out.ends_with("{\"b\":2}\n"), "{out}");
+        assert!(!limit.tripped());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_inside_an_oversized_answer_fails_that_call() {
+        let data = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":\"{}",
+            "w".repeat(100)
+        );
+        let limit = AnswerLimit::new(60);
+        let out = read_all(data.as_bytes(), &limit).await.expect("ends");
+        assert!(out.contains(r#""id":9"#) && out.contains("-32097"), "{out}");
+        // Cut short at the end: an id that only its end could give is not trusted.
+        let data = format!(
+            "{{\"result\":\"{}\",\"jsonrpc\":\"2.0\",\"id\":9}}",
+            "w".repeat(1000)
+        );
+        let limit = AnswerLimit::new(60);
+        assert!(read_all(data.as_bytes(), &limit).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_call_is_the_culprit_only_if_it_was_alone_and_nothing_was_given_up() {
+        let line = format!("{{\"t\":\"{}\"}}\n", "v".repeat(100));
+        // Alone: the culprit; a request sent after the end is not.
+        let limit = AnswerLimit::new(60);
+        let lone = limit.request();
+        assert!(read_all(line.as_bytes(), &limit).await.is_err());
+        assert!(limit.culprit(lone.seq()));
+        assert!(!limit.culprit(limit.request().seq()));
+        // A request given up before (its late answer may be the long line): nobody is.
+        let limit = AnswerLimit::new(60);
+        drop(limit.request());
+        let lone = limit.request();
+        assert!(read_all(line.as_bytes(), &limit).await.is_err());
+        assert!(!limit.culprit(lone.seq()));
+        // One answered before does not count.
+        let limit = AnswerLimit::new(60);
+        limit.request().answered();
+        let lone = limit.request();
+        assert!(read_all(line.as_bytes(), &limit).await.is_err());
+        assert!(limit.culprit(lone.seq()));
+    }
+
+    #[test]
+    fn only_this_sessions_mark_makes_an_error_ours() {
+        let (a, b) = (AnswerLimit::new(1), AnswerLimit::new(1));
+        let mark = serde_json::json!({"mcpq_discarded": a.state.token});
+        assert!(a.is_ours(Some(&mark)));
+        assert!(!b.is_ours(Some(&mark)));
+        assert!(!a.is_ours(None));
     }
 }

@@ -20,9 +20,10 @@
 //! HTTP body or SSE event past it is refused by rmcp and noticed by the session's
 //! [`LimitedHttpClient`]. Either way the call it answered fails with
 //! [`McpError::AnswerTooLarge`] (`result_too_large`, not retried) instead of waiting
-//! out its timeout. Other calls multiplexed on the session go on; if the session had
-//! to be closed, they fail with [`McpError::ClosedByAnother`] (retried), and its owner
-//! retires it.
+//! out its timeout. Over stdio the other calls multiplexed on the session go on; if
+//! the session had to be closed, they fail with [`McpError::ClosedByAnother`]
+//! (retried). An HTTP session that got a body over the limit is retired by its owner
+//! (its calls in flight finish).
 //!
 //! A 429 (Too Many Requests) from an HTTP server, seen by the [`LimitedHttpClient`] and
 //! noted in the session's [`Throttle`], fails the call as [`McpError::RateLimited`]
@@ -516,20 +517,25 @@ impl McpSession {
         &self,
         request: ClientRequest,
         timeout: Duration,
-    ) -> Result<ServerResult, ServiceError> {
+    ) -> Result<ServerResult, (ServiceError, u64)> {
         let peer = self.peer.clone();
-        // Counted until answered: a message past the limit that ends the stream cuts
-        // off every request in flight, and only a lone one is surely the culprit.
-        let _in_flight = self.limit.request();
+        // Counted until answered (or given up): a message past the limit that ends the
+        // stream cuts off every request in flight, and only a lone one is surely the
+        // one it answered (`AnswerLimit::culprit`).
+        let mut in_flight = self.limit.request();
         let call = async move {
             peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
                 .await?
                 .await_response()
                 .await
         };
-        tokio::time::timeout(timeout + Duration::from_millis(100), call)
+        let answer = tokio::time::timeout(timeout + Duration::from_millis(100), call)
             .await
-            .unwrap_or(Err(ServiceError::Timeout { timeout }))
+            .unwrap_or(Err(ServiceError::Timeout { timeout }));
+        if matches!(answer, Ok(_) | Err(ServiceError::McpError(_))) {
+            in_flight.answered();
+        }
+        answer.map_err(|e| (e, in_flight.seq()))
     }
 
     /// Sends `ping`; fails after `timeout`.
@@ -539,7 +545,7 @@ impl McpSession {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => Err(self.call_error("ping", e).await),
+            Err((e, seq)) => Err(self.call_error("ping", e, seq).await),
         }
     }
 
@@ -551,13 +557,19 @@ impl McpSession {
                 return Ok(tools);
             }
         }
+        let mut in_flight = self.limit.request();
         let listed = tokio::time::timeout(timeout, self.peer.list_all_tools()).await;
+        if matches!(listed, Ok(Ok(_)) | Ok(Err(ServiceError::McpError(_)))) {
+            in_flight.answered();
+        }
+        let seq = in_flight.seq();
+        drop(in_flight);
         let tools = match listed {
             Ok(Ok(tools)) => Arc::new(tools),
-            Ok(Err(e)) => return Err(self.call_error("tools/list", e).await),
+            Ok(Err(e)) => return Err(self.call_error("tools/list", e, seq).await),
             Err(_) => {
                 return Err(self
-                    .call_error("tools/list", ServiceError::Timeout { timeout })
+                    .call_error("tools/list", ServiceError::Timeout { timeout }, seq)
                     .await)
             }
         };
@@ -598,6 +610,7 @@ impl McpSession {
             }
             Err(e) => e,
         };
+        let (err, seq) = err;
         if let Some(retry_after) = self.throttle.since(started) {
             return Err(McpError::RateLimited {
                 server: self.name.clone(),
@@ -605,7 +618,7 @@ impl McpSession {
                 retry_after,
             });
         }
-        Err(self.call_error(tool, err).await)
+        Err(self.call_error(tool, err, seq).await)
     }
 
     /// One call of a job: `tool` within the server's `call_timeout` cut to what is left
@@ -669,11 +682,15 @@ impl McpSession {
         }
     }
 
-    async fn call_error(&self, tool: &str, err: ServiceError) -> McpError {
+    /// The error of request `seq` (its number from `AnswerLimit::request`).
+    async fn call_error(&self, tool: &str, err: ServiceError, seq: u64) -> McpError {
         let (server, tool) = (self.name.clone(), tool.to_string());
+        // An oversized answer thrown away (`LimitedLines`), a stream ended by one that
+        // answered this request alone, or an HTTP body over the limit.
         let discarded = matches!(&err, ServiceError::McpError(data)
-            if data.code.0 == DISCARDED_CODE && self.limit.discarded() > 0);
-        if discarded || (self.limit.tripped() && self.limit.tripped_alone()) {
+            if data.code.0 == DISCARDED_CODE && self.limit.is_ours(data.data.as_ref()));
+        let ended = self.limit.stream_ended();
+        if discarded || (ended && self.limit.culprit(seq)) || (!ended && self.limit.tripped()) {
             return McpError::AnswerTooLarge {
                 server,
                 tool,
@@ -681,7 +698,7 @@ impl McpSession {
                 stderr: self.stderr_tail(),
             };
         }
-        if self.limit.tripped() {
+        if ended {
             return McpError::ClosedByAnother {
                 server,
                 tool,

@@ -97,17 +97,18 @@ local function finish_one(id, attempt, outcome, body, delay)
   return 'ok'
 end
 
--- Keys every outcome may write, made the right type before anything is written (one
--- someone else replaced is set aside as KEY:corrupt), so no outcome fails half-way.
-own_zset(P .. ':leases')
-own_zset(P .. ':dead')
-own_zset(P .. ':scheduled')
+-- A caller's mistake is refused before anything is written.
 local OUTCOMES = {succeeded = true, retry = true, dead = true, release = true}
 for i = 5, #ARGV, 5 do
   if not OUTCOMES[ARGV[i + 2]] then
     return redis.error_reply('finish.lua: unknown outcome ' .. ARGV[i + 2])
   end
 end
+-- Keys every outcome may write, made the right type before anything is written (one
+-- someone else replaced is set aside as KEY:corrupt), so no outcome fails half-way.
+own_zset(P .. ':leases')
+own_zset(P .. ':dead')
+own_zset(P .. ':scheduled')
 local out = {}
 ended_lines = {}
 for i = 5, #ARGV, 5 do
