@@ -20,6 +20,30 @@ fn span_millis(env: &TestEnv, ids: &[String]) -> u64 {
     end.expect("finished") - start.expect("started")
 }
 
+/// Runs `n` jobs `add(i, 0.5)` through one worker of `env` and checks that all
+/// succeeded, with the right sums.
+fn run_adds(env: &TestEnv, n: usize) {
+    let worker = env.worker(&[]);
+    let jobs: Vec<_> = (0..n)
+        .map(|i| call_job("echo", "add", json!({"a": i, "b": 0.5})))
+        .collect();
+    env.submit_jobs(&jobs);
+    assert!(
+        env.wait_finished(n, Duration::from_secs(120)),
+        "{}",
+        worker.log_text()
+    );
+    assert_eq!(env.status_counts().get("succeeded"), Some(&n));
+    for (i, job) in jobs.iter().enumerate().step_by(23) {
+        let (code, v) = env.wait_json(&job.id.to_string());
+        assert_eq!(code, Some(0), "{v}");
+        assert_eq!(
+            v["result"][0]["result"]["content"][0]["text"],
+            format!("{i}.5")
+        );
+    }
+}
+
 #[test]
 fn five_hundred_jobs_on_two_pooled_sessions_start_exactly_two_servers() {
     // Serial (one call per session), so that 8 jobs at once need every session.
@@ -28,24 +52,7 @@ fn five_hundred_jobs_on_two_pooled_sessions_start_exactly_two_servers() {
         "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
         "max_sessions = 2\nmax_in_flight = 1",
     );
-    let worker = env.worker(&[]);
-    let jobs: Vec<_> = (0..500)
-        .map(|i| call_job("echo", "add", json!({"a": i, "b": 0.5})))
-        .collect();
-    env.submit_jobs(&jobs);
-    assert!(
-        env.wait_finished(500, Duration::from_secs(120)),
-        "{}",
-        worker.log_text()
-    );
-    for (i, job) in jobs.iter().enumerate().step_by(37) {
-        let (code, v) = env.wait_json(&job.id.to_string());
-        assert_eq!(code, Some(0), "{v}");
-        assert_eq!(
-            v["result"][0]["result"]["content"][0]["text"],
-            format!("{i}.5")
-        );
-    }
+    run_adds(&env, 500);
     assert_eq!(env.fixture_pids().len(), 2, "servers started for 500 jobs");
 }
 
@@ -58,25 +65,7 @@ fn a_default_pool_runs_200_jobs_of_8_at_once_on_one_server() {
         "pool-default",
         "[worker]\nconcurrency = 8\npoll_interval = \"20ms\"\n",
     );
-    let worker = env.worker(&[]);
-    let jobs: Vec<_> = (0..200)
-        .map(|i| call_job("echo", "add", json!({"a": i, "b": 0.5})))
-        .collect();
-    env.submit_jobs(&jobs);
-    assert!(
-        env.wait_finished(200, Duration::from_secs(120)),
-        "{}",
-        worker.log_text()
-    );
-    assert_eq!(env.status_counts().get("succeeded"), Some(&200));
-    for (i, job) in jobs.iter().enumerate().step_by(23) {
-        let (code, v) = env.wait_json(&job.id.to_string());
-        assert_eq!(code, Some(0), "{v}");
-        assert_eq!(
-            v["result"][0]["result"]["content"][0]["text"],
-            format!("{i}.5")
-        );
-    }
+    run_adds(&env, 200);
     let spawned = env.fixture_pids().len();
     assert!(
         (1..=2).contains(&spawned),

@@ -114,8 +114,8 @@ pub const DEFAULT_POOL: bool = true;
 /// 16 calls in flight per session: MCP matches answers to requests by JSON-RPC id, and
 /// the SDK servers (TypeScript, Python, rmcp) answer concurrent requests, so a worker
 /// of the default concurrency (4) or of 8 or 16 runs on one warm process instead of one
-/// process per job slot. Measured on a 2-core box, concurrency 8, 2,000 echo jobs
-/// (`pool_default` bench): see docs/BENCHMARKS.md. A server that answers one request at a
+/// process per job slot. Measured on a 2-core box, concurrency 8, 2,000 echo jobs on
+/// server-everything: see docs/BENCHMARKS.md ("The pool's default"). A server that answers one request at a
 /// time is still served ([`DEFAULT_GROW_AFTER`] adds sessions when its calls queue), but
 /// should say so with `max_in_flight = 1` ("serial").
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;

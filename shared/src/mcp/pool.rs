@@ -54,6 +54,9 @@
 //! - Calls share their session's fate: a server that crashes, or closes its stdout,
 //!   fails every call in flight on it (up to `max_in_flight` jobs, each retried as its
 //!   own failure says), and its stderr tail, quoted in their errors, mixes their output.
+//!   An answer over `queue.max_result` fails only its own call, unless it cannot be told
+//!   whose it is (then each call in flight fails as `connection_closed`, retried); while
+//!   it is read and thrown away, the session's other answers wait behind it.
 //! - The pool cannot see inside a server: "queuing" is a guess from how long calls run.
 //!   A server whose tools simply take longer than `grow_after` grows like a serial one
 //!   (up to `max_sessions`, shrinking again when idle); raise `grow_after` above its
