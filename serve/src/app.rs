@@ -1,7 +1,8 @@
 //! The router: which route needs a token, which limits apply where (the server loop and
 //! its graceful shutdown: [`crate::server`]).
 //!
-//! - `/health` is open; everything else needs a token ([`crate::auth`]).
+//! - `/health` is open; the API needs a token ([`crate::auth`]); the dashboard (`/`,
+//!   [`crate::dashboard`]) a session cookie, got by logging in with a token.
 //! - A body is at most `queue.max_payload` bytes (a job cannot be bigger), except a
 //!   batch's, which is streamed to disk up to `serve.max_batch_bytes`.
 //! - A request gets `serve.request_timeout` (503 after), a long poll `serve.max_wait` more.
@@ -17,20 +18,26 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::auth::{self, Tokens};
+use crate::dashboard::session::Sessions;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{batches, dlq, health, jobs, json_errors, metrics, openapi, servers};
+use crate::{batches, dashboard, dlq, health, jobs, json_errors, metrics, openapi, servers};
 
 /// The whole API.
 pub fn router(state: AppState, tokens: Tokens, mcp: Router) -> Router {
     let protected = api_routes(&state)
         .with_state(state.clone())
         .merge(mcp)
-        .route_layer(middleware::from_fn_with_state(tokens, auth::require));
+        .route_layer(middleware::from_fn_with_state(
+            tokens.clone(),
+            auth::require,
+        ));
+    let dashboard = dashboard::router(state.clone(), Sessions::new(tokens));
     Router::new()
         .route("/health", get(health::health))
         .with_state(state.clone())
         .merge(protected)
+        .merge(dashboard)
         .fallback(|| async { ApiError::not_found("no such route (see /openapi.json)") })
         .layer(DefaultBodyLimit::max(state.config.queue.max_payload))
         .layer(middleware::from_fn_with_state(

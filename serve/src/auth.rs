@@ -147,9 +147,23 @@ impl Tokens {
         Ok(())
     }
 
+    /// The key a dashboard session of token `name` is signed with (derived from the
+    /// digest of its secret, so every `mcpq serve` with the same tokens accepts the
+    /// same sessions, and changing a secret ends its sessions).
+    pub fn session_key(&self, name: &str) -> Option<[u8; 32]> {
+        self.0.iter().find(|t| t.name == name).map(|t| {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(b"mcpq-dashboard-session-v1\0");
+            ctx.update(&t.digest);
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ctx.finish().as_ref());
+            out
+        })
+    }
+
     /// The name of the token `presented` is, its digest compared against every token's
     /// in constant time.
-    fn who(&self, presented: &[u8]) -> Option<&str> {
+    pub fn who(&self, presented: &[u8]) -> Option<&str> {
         let presented = digest(presented);
         let mut found = None;
         for token in self.0.iter() {
@@ -164,7 +178,7 @@ impl Tokens {
 /// Whether a request is from a program of this machine rather than a web page: no
 /// `Origin` header, and a `Host` (if any) that is `localhost` or a loopback IP, with or
 /// without a port. What an open (token-less) server answers; see the module docs.
-fn local_caller(headers: &header::HeaderMap) -> Result<(), ApiError> {
+pub fn local_caller(headers: &header::HeaderMap) -> Result<(), ApiError> {
     let refuse = |why: &str| {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -197,7 +211,7 @@ fn local_caller(headers: &header::HeaderMap) -> Result<(), ApiError> {
 
 /// `localhost` (any case, an optional final dot) or a loopback IP literal (`[::1]` in
 /// brackets), each with or without `:port`.
-fn loopback_host(host: &str) -> bool {
+pub fn loopback_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         let Some((inside, after)) = rest.split_once(']') else {
             return false;

@@ -7,7 +7,8 @@
 //! [`to_json`] wraps the whole router: an error answer (4xx, 5xx) whose body is not
 //! JSON is replaced by the JSON error of its status, keeping the status and the headers
 //! that matter (`Allow`, `WWW-Authenticate`, `Retry-After`); the plain text, if any,
-//! becomes the message. Answers that are JSON already pass untouched.
+//! becomes the message. Answers that are JSON already, and the dashboard's HTML error
+//! pages, pass untouched.
 
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -42,11 +43,12 @@ pub async fn to_json(request: Request, next: Next) -> Response {
     out
 }
 
+/// JSON, or a dashboard page (its error pages are HTML for a browser).
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"))
 }
 
 /// The JSON error for a plain answer of `status` with body `text`.

@@ -13,6 +13,7 @@
 mod app;
 mod auth;
 mod batches;
+mod dashboard;
 mod dlq;
 mod error;
 mod health;
@@ -222,12 +223,13 @@ async fn run(args: Args, log_guard: &logging::LogGuard) -> Result<(), Failure> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"type": "listening", "url": url, "tokens": tokens.len()})
+            serde_json::json!({"type": "listening", "url": url, "dashboard": format!("{url}/"), "tokens": tokens.len()})
         );
     } else {
+        // One line only: scripts read it and may close the pipe after it.
         println!("listening on {url}");
     }
-    tracing::info!(%url, tokens = tokens.len(), namespace = %state.config.namespace, "mcpq-serve started");
+    tracing::info!(%url, dashboard = %format!("{url}/"), tokens = tokens.len(), namespace = %state.config.namespace, "mcpq-serve started");
     let config = state.config.clone();
     // Started once the address is bound: a front that cannot listen runs no jobs.
     let mut worker = match args.with_worker {

@@ -1,0 +1,113 @@
+// mcpq dashboard: live counts, the rate chart, a job's live status, confirmations.
+// Everything from the server is written with textContent: never as HTML.
+"use strict";
+
+function field(data, path) {
+  return path.split(".").reduce((v, k) => (v == null ? v : v[k]), data);
+}
+
+function age(ms) {
+  if (ms == null) return "-";
+  if (ms < 1000) return ms + " ms";
+  if (ms < 60000) return (ms / 1000).toFixed(1) + " s";
+  if (ms < 3600000) return (ms / 60000).toFixed(1) + " min";
+  return (ms / 3600000).toFixed(1) + " h";
+}
+
+function cell(text) {
+  const td = document.createElement("td");
+  td.textContent = text == null ? "" : String(text);
+  return td;
+}
+
+function liveOverview(section) {
+  const url = section.dataset.live;
+  const samples = [];
+  const line = document.querySelector("#rate-chart polyline");
+  async function tick() {
+    let data;
+    try {
+      const resp = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+      if (!resp.ok) return;
+      data = await resp.json();
+    } catch (e) {
+      return;
+    }
+    const t = data.totals || {};
+    const done = (t.succeeded || 0) + (t.dead || 0);
+    const now = Date.now();
+    samples.push([now, done]);
+    while (samples.length > 150) samples.shift();
+    let rate = null;
+    if (samples.length >= 2) {
+      const [t0, d0] = samples[samples.length - 2];
+      rate = Math.max(0, (done - d0) / ((now - t0) / 1000));
+    }
+    data.rate = rate == null ? "-" : rate.toFixed(1);
+    section.querySelectorAll("[data-field]").forEach((el) => {
+      const v = field(data, el.dataset.field);
+      el.textContent = el.dataset.format === "age" ? age(v) : v == null ? "0" : String(v);
+    });
+    if (line && samples.length >= 2) {
+      const rates = [];
+      for (let i = 1; i < samples.length; i++) {
+        const dt = (samples[i][0] - samples[i - 1][0]) / 1000;
+        rates.push(dt > 0 ? Math.max(0, (samples[i][1] - samples[i - 1][1]) / dt) : 0);
+      }
+      const top = Math.max(1, ...rates);
+      const step = 300 / Math.max(1, rates.length - 1);
+      line.setAttribute("points", rates.map((r, i) => (i * step).toFixed(1) + "," + (58 - (r / top) * 56).toFixed(1)).join(" "));
+    }
+    const body = document.getElementById("workers");
+    if (body && Array.isArray(data.workers)) {
+      body.replaceChildren();
+      if (data.workers.length === 0) {
+        const tr = document.createElement("tr");
+        const td = cell("No live worker.");
+        td.colSpan = 6;
+        tr.append(td);
+        body.append(tr);
+      }
+      for (const w of data.workers) {
+        const tr = document.createElement("tr");
+        tr.append(cell(w.id), cell(w.host), cell(w.pid), cell(w.running + " / " + w.concurrency), cell(age(w.heartbeat_age_ms) + " ago"), cell(w.version));
+        body.append(tr);
+      }
+    }
+  }
+  tick();
+  setInterval(tick, 2000);
+}
+
+function liveStatus(el) {
+  const url = el.dataset.liveStatus;
+  async function tick() {
+    try {
+      const resp = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+      if (!resp.ok) return;
+      const data = await resp.json();
+      if (data.status && data.status !== el.textContent) {
+        el.textContent = data.status;
+        el.className = "status " + data.status;
+        el.dataset.changed = "1";
+        const link = document.getElementById("job-changed");
+        if (link) link.hidden = false;
+      }
+    } catch (e) {
+      /* the next tick tries again */
+    }
+  }
+  setInterval(tick, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const section = document.querySelector("[data-live]");
+  if (section) liveOverview(section);
+  const status = document.querySelector("[data-live-status]");
+  if (status) liveStatus(status);
+  document.querySelectorAll("form[data-confirm]").forEach((form) => {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  });
+});

@@ -1,0 +1,635 @@
+//! The dashboard: `mcpq serve`'s web pages for operators, at `/`.
+//!
+//! Server-rendered HTML (minijinja templates compiled into the binary, auto-escaped:
+//! job data, emails and tool results are hostile input and never reach a page as
+//! markup), one small stylesheet and one small script, both embedded: no CDN, no
+//! JavaScript build step, works offline.
+//!
+//! Pages and the Redis calls each makes (none scans the whole keyspace or all jobs):
+//! - `/` overview: the stats script per partition (`queue::stats`), `HGETALL` of each
+//!   partition's `{ns}:totals`, the live workers' heartbeats (`queue::workers`); the
+//!   page polls `/ui/overview.json` (the same reads) every 2 s: live counts and a chart
+//!   of jobs finished per second, no reload.
+//! - `/jobs`: one page of the job index (`queue::listing::list_page`: at most 50 jobs,
+//!   `?status=`, `?batch=`, `?cursor=`); `?q=` a job id goes to its page.
+//! - `/jobs/{id}`: the job's record (`HMGET` + its attempts), with cancel and, when dead,
+//!   requeue; it polls `/ui/jobs/{id}` (the same read) every second for its status.
+//! - `/dead`: the newest 200 dead jobs (`queue::control::dead_list`), `?kind=` filters
+//!   them by error kind; requeue one.
+//!
+//! Auth ([`session`]): a login form trades a bearer token for a signed session cookie;
+//! every action is a POST carrying the session's CSRF token, from the same origin, and
+//! runs the same handler as the HTTP API (`/v1/...`), logged with the token's name.
+
+pub mod session;
+
+use std::sync::OnceLock;
+
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use mcpq_core::queue::results::now_ms;
+use mcpq_core::queue::{control, listing, stats, workers, JobStatus};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{local_caller, Caller};
+use crate::error::ApiError;
+use crate::state::AppState;
+use session::{same_origin, set_cookie, Session, Sessions};
+
+/// The statuses `/jobs` filters by.
+const STATUSES: [&str; 8] = [
+    "queued",
+    "scheduled",
+    "running",
+    "failed",
+    "succeeded",
+    "dead",
+    "cancelled",
+    "waiting",
+];
+
+/// Jobs per page of `/jobs`.
+const PAGE: usize = 50;
+/// Dead jobs read for `/dead` (the newest).
+const DEAD_PAGE: usize = 200;
+
+/// The dashboard's routes (their own auth: a session cookie, not a bearer token).
+pub fn router(state: AppState, sessions: Sessions) -> Router {
+    let pages = Router::new()
+        .route("/", get(overview))
+        .route("/ui/overview.json", get(overview_json))
+        .route("/jobs", get(jobs_page))
+        .route("/jobs/{id}", get(job_page))
+        .route("/ui/jobs/{id}", get(job_status_json))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/dead", get(dead_page))
+        .route("/dead/{id}/requeue", post(requeue))
+        .route("/logout", post(logout))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), sessions.clone()),
+            require_session,
+        ))
+        .with_state(state.clone());
+    Router::new()
+        .route("/login", get(login_form).post(login))
+        .route("/assets/app.css", get(css))
+        .route("/assets/app.js", get(js))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .with_state((state, sessions))
+        .merge(pages)
+}
+
+/// Lets a request through with its [`Session`] (and a [`Caller`] for the API's
+/// handlers); a page without one goes to the login form, a POST without its CSRF token
+/// or from another origin is 403.
+async fn require_session(
+    State((_, sessions)): State<(AppState, Sessions)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let mut new_cookie = None;
+    if sessions.open() {
+        // No token: the loopback rules of the API for every request, minus the Origin
+        // check (a page of this dashboard sends one), which `same_origin` does below.
+        let mut headers = request.headers().clone();
+        headers.remove(header::ORIGIN);
+        if let Err(e) = local_caller(&headers) {
+            return e.into_response();
+        }
+    }
+    let session = match sessions.of_request(request.headers(), now_ms()) {
+        Some(s) => s,
+        None if sessions.open() => match sessions.anonymous(now_ms()) {
+            Some((s, cookie)) => {
+                new_cookie = Some(cookie);
+                s
+            }
+            None => return forbidden("no session key").into_response(),
+        },
+        None if request.method() == axum::http::Method::GET => {
+            return Redirect::to("/login").into_response();
+        }
+        None => return forbidden("log in first").into_response(),
+    };
+    if request.method() != axum::http::Method::GET && !same_origin(request.headers()) {
+        return forbidden("a request from another site").into_response();
+    }
+    let set = new_cookie.map(|c| set_cookie(Some(&c), request.headers()));
+    request.extensions_mut().insert(Caller(session.who.clone()));
+    request.extensions_mut().insert(session);
+    let mut response = next.run(request).await;
+    if let Some(set) = set {
+        if let Ok(v) = set.parse() {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+fn forbidden(why: &str) -> Page {
+    Page::error(StatusCode::FORBIDDEN, &format!("Forbidden: {why}."))
+}
+
+/// The form of every action: its CSRF token.
+#[derive(Debug, Deserialize)]
+struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+fn check_csrf(session: &Session, form: &ActionForm) -> Result<(), Page> {
+    if Sessions::check_csrf(session, &form.csrf) {
+        Ok(())
+    } else {
+        Err(forbidden(
+            "the form's CSRF token is missing or wrong (reload the page)",
+        ))
+    }
+}
+
+/// A rendered page, or an error page.
+struct Page {
+    status: StatusCode,
+    html: String,
+}
+
+impl Page {
+    fn render(template: &str, context: Value) -> Page {
+        match templates()
+            .get_template(template)
+            .and_then(|t| t.render(context))
+        {
+            Ok(html) => Page {
+                status: StatusCode::OK,
+                html,
+            },
+            Err(e) => {
+                tracing::error!(template, error = %e, "dashboard template failed");
+                Page::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The page could not be rendered.",
+                )
+            }
+        }
+    }
+
+    fn error(status: StatusCode, message: &str) -> Page {
+        let html = templates()
+            .get_template("error.html")
+            .and_then(|t| t.render(json!({"status": status.as_u16(), "message": message})))
+            .unwrap_or_else(|_| "error".into());
+        Page { status, html }
+    }
+}
+
+impl From<ApiError> for Page {
+    fn from(e: ApiError) -> Page {
+        let response = e.into_response();
+        let status = response.status();
+        Page::error(
+            status,
+            &format!("{status}: the request failed (see the server's log)."),
+        )
+    }
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            [
+                (header::CONTENT_SECURITY_POLICY, CSP),
+                (header::X_FRAME_OPTIONS, "DENY"),
+                (header::REFERRER_POLICY, "same-origin"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            Html(self.html),
+        )
+            .into_response()
+    }
+}
+
+/// Scripts and styles only from this server; no inline script runs, no frame shows us.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn templates() -> &'static minijinja::Environment<'static> {
+    static ENV: OnceLock<minijinja::Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = minijinja::Environment::new();
+        // `{{ ms | time }}`: a Unix time in ms as UTC (RFC 3339), `-` for none.
+        env.add_filter("time", |ms: Option<u64>| match ms {
+            Some(ms) => humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string(),
+            None => "-".to_string(),
+        });
+        // `.html` names: every value is HTML-escaped unless marked safe (none is).
+        for (name, text) in [
+            ("base.html", include_str!("templates/base.html")),
+            ("error.html", include_str!("templates/error.html")),
+            ("login.html", include_str!("templates/login.html")),
+            ("overview.html", include_str!("templates/overview.html")),
+            ("jobs.html", include_str!("templates/jobs.html")),
+            ("job.html", include_str!("templates/job.html")),
+            ("dead.html", include_str!("templates/dead.html")),
+        ] {
+            if let Err(e) = env.add_template(name, text) {
+                tracing::error!(name, error = %e, "dashboard template does not parse");
+            }
+        }
+        env
+    })
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("assets/app.css"),
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("assets/app.js"),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    token: String,
+}
+
+async fn login_form(State((_, sessions)): State<(AppState, Sessions)>) -> Response {
+    if sessions.open() {
+        return Redirect::to("/").into_response();
+    }
+    Page::render("login.html", json!({})).into_response()
+}
+
+async fn login(
+    State((_, sessions)): State<(AppState, Sessions)>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return forbidden("a login from another site").into_response();
+    }
+    match sessions.login(form.token.as_bytes(), now_ms()) {
+        Some((session, cookie)) => {
+            tracing::info!(caller = %session.who, "dashboard login");
+            (
+                [(header::SET_COOKIE, set_cookie(Some(&cookie), &headers))],
+                Redirect::to("/"),
+            )
+                .into_response()
+        }
+        None => {
+            tracing::info!("dashboard login refused: not a configured token");
+            let mut page = Page::render("login.html", json!({"failed": true}));
+            page.status = StatusCode::UNAUTHORIZED;
+            page.into_response()
+        }
+    }
+}
+
+async fn logout(
+    Extension(session): Extension<Session>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(page) = check_csrf(&session, &form) {
+        return page.into_response();
+    }
+    (
+        [(header::SET_COOKIE, set_cookie(None, &headers))],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+/// What the overview shows, as JSON (the page's first render and its live updates).
+async fn overview_data(state: &AppState) -> Result<Value, ApiError> {
+    let conn = state.conn();
+    let keys = state.producer.keys();
+    let counts = stats::read(&conn, keys).await?;
+    let mut totals = serde_json::Map::new();
+    for part in keys.all() {
+        let got: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(format!("{}:totals", part.prefix()))
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap_or_default();
+        for (k, v) in got {
+            let sum = totals.get(&k).and_then(Value::as_i64).unwrap_or(0) + v;
+            totals.insert(k, json!(sum));
+        }
+    }
+    let live = workers::live(&conn, keys).await?;
+    Ok(json!({
+        "stats": counts,
+        "queued_total": counts.queued_total(),
+        "oldest_queued_age_ms": counts.oldest_queued_age(),
+        "totals": totals,
+        "workers": live,
+    }))
+}
+
+async fn overview(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> Result<Page, Page> {
+    let data = overview_data(&state).await?;
+    Ok(Page::render(
+        "overview.html",
+        json!({"session": session_json(&session), "data": data, "page": "overview"}),
+    ))
+}
+
+async fn overview_json(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    overview_data(&state).await.map(Json)
+}
+
+fn session_json(session: &Session) -> Value {
+    json!({"who": session.who, "csrf": session.csrf})
+}
+
+#[derive(Debug, Deserialize)]
+struct JobsQuery {
+    status: Option<String>,
+    batch: Option<String>,
+    cursor: Option<String>,
+    q: Option<String>,
+}
+
+async fn jobs_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Query(query): Query<JobsQuery>,
+) -> Result<Response, Page> {
+    if let Some(q) = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        return match crate::jobs::parse_id(q) {
+            Ok(id) => Ok(Redirect::to(&format!("/jobs/{id}")).into_response()),
+            Err(_) => Err(Page::error(
+                StatusCode::BAD_REQUEST,
+                "Search takes a job id (26 characters).",
+            )),
+        };
+    }
+    let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            JobStatus::parse(s)
+                .ok_or_else(|| Page::error(StatusCode::BAD_REQUEST, "Unknown status."))?,
+        ),
+        None => None,
+    };
+    let batch = match query.batch.as_deref().filter(|b| !b.is_empty()) {
+        Some(b) => Some(crate::jobs::parse_id(b)?.to_string()),
+        None => None,
+    };
+    let filter = listing::JobFilter {
+        status,
+        batch: batch.clone(),
+    };
+    let page = listing::list_page(
+        &mut state.conn(),
+        state.producer.keys(),
+        &filter,
+        PAGE,
+        query.cursor.as_deref(),
+    )
+    .await
+    .map_err(ApiError::from)?;
+    Ok(Page::render(
+        "jobs.html",
+        json!({
+            "session": session_json(&session),
+            "page": "jobs",
+            "jobs": page.jobs,
+            "next": page.next,
+            "status": status.map(|s| s.as_str()),
+            "batch": batch,
+            "statuses": STATUSES,
+        }),
+    )
+    .into_response())
+}
+
+async fn job_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Result<Page, Page> {
+    let id = crate::jobs::parse_id(&id)?.to_string();
+    let Some(record) = state.producer.status(&id).await.map_err(ApiError::from)? else {
+        return Err(Page::error(
+            StatusCode::NOT_FOUND,
+            "No such job (or its record expired).",
+        ));
+    };
+    // The result and the envelope of a finished job: possibly megabytes, read by the
+    // bounded reader (as `/v1/jobs/{id}/result`), shown up to SHOWN bytes each.
+    let (mut result, mut envelope) = (None, None);
+    if record.status.is_finished() {
+        if let Some(whole) = state.results.read_json(&id).await? {
+            let whole: Value = serde_json::from_slice(&whole).unwrap_or_default();
+            result = whole
+                .get("result")
+                .filter(|r| !r.is_null())
+                .map(|r| shown(serde_json::to_string_pretty(r).unwrap_or_default()));
+            envelope = whole.get("payload").and_then(Value::as_str).map(|p| {
+                let pretty = serde_json::from_str::<Value>(p)
+                    .ok()
+                    .and_then(|v| serde_json::to_string_pretty(&v).ok());
+                shown(pretty.unwrap_or_else(|| p.to_string()))
+            });
+        }
+    }
+    let ended = matches!(
+        record.status,
+        JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled
+    );
+    let dead = record.status == JobStatus::Dead;
+    Ok(Page::render(
+        "job.html",
+        json!({
+            "session": session_json(&session),
+            "page": "jobs",
+            "job": record,
+            "result": result,
+            "envelope": envelope,
+            "can_cancel": !ended,
+            "can_requeue": dead,
+        }),
+    ))
+}
+
+/// A job's status, for its page's live update.
+async fn job_status_json(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = crate::jobs::parse_id(&id)?.to_string();
+    let record = state.producer.status(&id).await?;
+    Ok(Json(json!({"status": record.map(|r| r.status.as_str())})))
+}
+
+/// Most bytes of a result or an envelope a job's page shows (the rest is one click
+/// away, at `/v1/jobs/{id}/result`).
+const SHOWN: usize = 256 * 1024;
+
+/// `text` cut to [`SHOWN`] bytes (at a character boundary), saying so.
+fn shown(mut text: String) -> String {
+    if text.len() > SHOWN {
+        let mut at = SHOWN;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let more = text.len() - at;
+        text.truncate(at);
+        text.push_str(&format!(
+            "\n... ({more} more bytes: GET /v1/jobs/ID/result)"
+        ));
+    }
+    text
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Result<Redirect, Page> {
+    check_csrf(&session, &form)?;
+    let id = crate::jobs::parse_id(&id)?.to_string();
+    let _answer = crate::jobs::cancel(State(state), Extension(caller), Path(id.clone())).await?;
+    Ok(Redirect::to(&format!("/jobs/{id}")))
+}
+
+#[derive(Debug, Deserialize)]
+struct DeadQuery {
+    kind: Option<String>,
+}
+
+async fn dead_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Query(query): Query<DeadQuery>,
+) -> Result<Page, Page> {
+    let (jobs, total) = control::dead_list(&mut state.conn(), state.producer.keys(), DEAD_PAGE)
+        .await
+        .map_err(ApiError::from)?;
+    let kind = query.kind.filter(|k| !k.is_empty());
+    let mut kinds: Vec<String> = jobs.iter().map(|j| j.error_kind.clone()).collect();
+    kinds.sort();
+    kinds.dedup();
+    let shown: Vec<_> = jobs
+        .into_iter()
+        .filter(|j| kind.as_deref().is_none_or(|k| j.error_kind == k))
+        .collect();
+    Ok(Page::render(
+        "dead.html",
+        json!({
+            "session": session_json(&session),
+            "page": "dead",
+            "jobs": shown,
+            "total": total,
+            "read": DEAD_PAGE,
+            "kind": kind,
+            "kinds": kinds,
+        }),
+    ))
+}
+
+async fn requeue(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Result<Redirect, Page> {
+    check_csrf(&session, &form)?;
+    let id = crate::jobs::parse_id(&id)?.to_string();
+    let _answer = crate::dlq::requeue(State(state), Extension(caller), Path(id.clone())).await?;
+    Ok(Redirect::to(&format!("/jobs/{id}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(name: &str, context: Value) -> String {
+        templates()
+            .get_template(name)
+            .and_then(|t| t.render(context))
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+    }
+
+    #[test]
+    fn every_page_renders_and_escapes_what_it_is_given() {
+        let evil = "<script>alert(1)</script>\"'&";
+        let session = json!({"who": evil, "csrf": "c0ffee"});
+        let job = json!({
+            "id": evil, "kind": "agent", "status": "dead", "priority": "normal",
+            "attempts": 1, "max_attempts": 3, "failures": 1, "rescues": 0,
+            "worker": evil, "submitted_at": 1, "started_at": 2, "finished_at": 3,
+            "error": {"kind": "tool_error", "message": evil, "server": evil, "tool": evil,
+                      "stderr_tail": evil, "retryable": false},
+            "progress": {"progress": 1, "total": 2, "message": evil},
+            "history": [{"attempt": 1, "worker": evil, "started_at": 2, "ended_at": 3,
+                         "outcome": evil, "error": {"kind": evil}}],
+        });
+        let pages = [
+            ("login.html", json!({"failed": true})),
+            ("error.html", json!({"status": 404, "message": evil})),
+            (
+                "overview.html",
+                json!({"session": session, "page": "overview", "data": {
+                    "stats": {"queued": {"high": 1, "normal": 2, "low": 3}, "scheduled": 4,
+                              "running": 5, "dead": 6},
+                    "queued_total": 6, "oldest_queued_age_ms": 7, "totals": {"succeeded": 8},
+                    "workers": [{"id": evil, "host": evil, "pid": 1, "running": 0,
+                                 "concurrency": 4, "heartbeat_age_ms": 5, "version": evil}]}}),
+            ),
+            (
+                "jobs.html",
+                json!({"session": session, "page": "jobs", "statuses": STATUSES,
+                       "status": "dead", "batch": evil, "next": evil,
+                       "jobs": [{"id": evil, "status": "dead", "kind": evil, "attempts": 1,
+                                 "error_kind": evil, "batch": evil}]}),
+            ),
+            (
+                "job.html",
+                json!({"session": session, "page": "jobs", "job": job, "result": evil,
+                       "can_cancel": true, "can_requeue": true}),
+            ),
+            (
+                "dead.html",
+                json!({"session": session, "page": "dead", "total": 1, "read": DEAD_PAGE,
+                       "kind": evil, "kinds": [evil],
+                       "jobs": [{"id": evil, "kind": evil, "error_kind": evil,
+                                 "error": evil, "attempts": 1}]}),
+            ),
+        ];
+        for (name, context) in pages {
+            let html = render(name, context);
+            assert!(
+                !html.contains("<script>alert"),
+                "{name} let markup through:\n{html}"
+            );
+            assert!(!html.contains("'&"), "{name}");
+            assert!(html.contains("/assets/app.js"), "{name}");
+            if name != "login.html" && name != "error.html" {
+                assert!(html.contains("&lt;script&gt;"), "{name} lost the text");
+            }
+        }
+    }
+}
