@@ -7,7 +7,7 @@
 // MCPQ_URL, MCPQ_TOKEN, MCPQ_CHROMIUM, MCPQ_SHOTS (a directory for
 // screenshots), MCPQ_DEAD (a dead job id; its tool succeeds once requeued),
 // MCPQ_DEAD_KIND, MCPQ_RUNNING (a running job id), MCPQ_EVIL (a job whose data holds
-// markup), and the overview should count 3 scheduled jobs.
+// markup), MCPQ_BATCH (a batch that takes a few seconds), and the overview should count 3 scheduled jobs.
 import { createRequire } from "node:module";
 
 const env = (name) => {
@@ -55,6 +55,26 @@ try {
   const cookies = await context.cookies();
   const session = cookies.find((c) => c.name === "mcpq_session");
   out.cookie = session ? { httpOnly: session.httpOnly, sameSite: session.sameSite } : null;
+
+  // The batch: its bar reaches 100 % without a reload.
+  await page.goto(`${url}/batches/${env("MCPQ_BATCH")}`);
+  out.batch_percent_start = await page.$eval("#batch-progress", (b) => b.value);
+  let batchNavigations = 0;
+  const countBatch = () => batchNavigations++;
+  page.on("framenavigated", countBatch);
+  await page.waitForFunction(
+    () => document.querySelector("#batch-progress").value >= 100,
+    null,
+    { timeout: 60000 },
+  );
+  page.off("framenavigated", countBatch);
+  out.batch_percent_end = await page.$eval("#batch-progress", (b) => b.value);
+  out.batch_reloads = batchNavigations;
+  await page.screenshot({ path: `${shots}/dashboard-batch.png`, fullPage: true });
+  await page.goto(`${url}/servers`);
+  await page.screenshot({ path: `${shots}/dashboard-servers.png`, fullPage: true });
+  await page.goto(`${url}/`);
+  step("batch");
 
   // The overview's counts, after its first live update.
   await page.waitForFunction(

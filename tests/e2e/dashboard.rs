@@ -280,8 +280,9 @@ fn chromium() -> Option<std::path::PathBuf> {
 /// tests/browser/dashboard.mjs): log in, the overview counts what was submitted, a dead
 /// job found by its error kind is requeued from its page and shows `succeeded` without
 /// a reload, a running job is cancelled from its page, markup in job data stays text
-/// (no dialog opens), a POST without the CSRF token is refused. Screenshots of each
-/// page go to docs/img/ (`MCPQ_SCREENSHOTS` overrides; the README shows them).
+/// (no dialog opens), a POST without the CSRF token is refused, a batch's progress bar
+/// reaches 100 % by itself. Screenshots of each page go to the test's directory, or
+/// to `MCPQ_SCREENSHOTS` (`MCPQ_SCREENSHOTS=docs/img` refreshes the README's).
 #[test]
 fn in_a_real_browser_an_operator_requeues_a_dead_job_and_cancels_a_running_one() {
     let (Some(deps), Some(chromium)) = (mcpq_tests::deps("browser"), chromium()) else {
@@ -324,9 +325,28 @@ fn in_a_real_browser_an_operator_requeues_a_dead_job_and_cancels_a_running_one()
         .expect("kind")
         .to_string();
     std::fs::write(&file, "here now").expect("write the file");
+    // A batch that takes a few seconds: its page's bar moves to 100 % by itself.
+    let lines: String = (0..12)
+        .map(|_| {
+            serde_json::json!({"kind": "agent", "payload": {"steps": [
+                {"server": "echo", "tool": "sleep_ms", "arguments": {"ms": 1000}}]}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let batch_file = env.dir.join("batch.jsonl");
+    std::fs::write(&batch_file, lines).expect("write the batch");
+    let out = env.mcpq(&[
+        "batch",
+        "submit",
+        batch_file.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    let batch: serde_json::Value = serde_json::from_slice(&out.stdout).expect("batch json");
+    let batch = batch["id"].as_str().expect("batch id").to_string();
     let shots = std::env::var_os("MCPQ_SCREENSHOTS")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img"));
+        .unwrap_or_else(|| env.dir.join("screenshots"));
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     let output = std::process::Command::new("node")
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/dashboard.mjs"))
@@ -339,6 +359,7 @@ fn in_a_real_browser_an_operator_requeues_a_dead_job_and_cancels_a_running_one()
         .env("MCPQ_DEAD_KIND", &kind)
         .env("MCPQ_RUNNING", &running)
         .env("MCPQ_EVIL", &evil)
+        .env("MCPQ_BATCH", &batch)
         .current_dir(deps.join("browser"))
         .output()
         .expect("run node");
@@ -389,7 +410,9 @@ fn in_a_real_browser_an_operator_requeues_a_dead_job_and_cancels_a_running_one()
         "succeeded",
         "the forged cancel did nothing"
     );
-    for shot in ["overview", "dead", "job", "jobs"] {
+    assert_eq!(seen["batch_percent_end"], 100.0, "{seen}");
+    assert_eq!(seen["batch_reloads"], 0, "{seen}");
+    for shot in ["overview", "dead", "job", "jobs", "batch", "servers"] {
         assert!(
             shots.join(format!("dashboard-{shot}.png")).exists(),
             "{shot}"

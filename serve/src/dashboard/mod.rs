@@ -16,6 +16,11 @@
 //!   requeue; it polls `/ui/jobs/{id}` (the same read) every second for its status.
 //! - `/dead`: the newest 200 dead jobs (`queue::control::dead_list`), `?kind=` filters
 //!   them by error kind; requeue one.
+//! - `/batches`: the newest 50 batches (`queue::batch::list`) with progress bars, rate
+//!   and ETA; `/batches/{id}`: one batch's counts (`queue::batch::status`), polled every
+//!   second at `/ui/batches/{id}`, and the link to its results export.
+//! - `/servers`: the configured MCP servers and the newest worker report of each
+//!   (`queue::servers::read_all`): health, sessions, calls in flight, tools.
 //!
 //! Auth ([`session`]): a login form trades a bearer token for a signed session cookie;
 //! every action is a POST carrying the session's CSRF token, from the same origin, and
@@ -68,6 +73,10 @@ pub fn router(state: AppState, sessions: Sessions) -> Router {
         .route("/ui/jobs/{id}", get(job_status_json))
         .route("/jobs/{id}/cancel", post(cancel))
         .route("/dead", get(dead_page))
+        .route("/batches", get(batches_page))
+        .route("/batches/{id}", get(batch_page))
+        .route("/ui/batches/{id}", get(batch_json))
+        .route("/servers", get(servers_page))
         .route("/dead/{id}/requeue", post(requeue))
         .route("/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(
@@ -75,6 +84,7 @@ pub fn router(state: AppState, sessions: Sessions) -> Router {
             require_session,
         ))
         .with_state(state.clone());
+    let timeout = state.config.serve.request_timeout;
     Router::new()
         .route("/login", get(login_form).post(login))
         .route("/assets/app.css", get(css))
@@ -82,6 +92,25 @@ pub fn router(state: AppState, sessions: Sessions) -> Router {
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .with_state((state, sessions))
         .merge(pages)
+        .layer(middleware::from_fn(common_headers))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+}
+
+/// On every dashboard answer: no MIME sniffing, and nothing cached (job data).
+async fn common_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Lets a request through with its [`Session`] (and a [`Caller`] for the API's
@@ -189,12 +218,13 @@ impl Page {
 
 impl From<ApiError> for Page {
     fn from(e: ApiError) -> Page {
-        let response = e.into_response();
-        let status = response.status();
-        Page::error(
-            status,
-            &format!("{status}: the request failed (see the server's log)."),
-        )
+        if e.status.is_server_error() {
+            // Logged by the API's error type; the page does not repeat Redis's words.
+            let status = e.status;
+            let _ = e.into_response();
+            return Page::error(status, "The request failed (see the server's log).");
+        }
+        Page::error(e.status, &e.message)
     }
 }
 
@@ -223,10 +253,16 @@ fn templates() -> &'static minijinja::Environment<'static> {
         let mut env = minijinja::Environment::new();
         // `{{ ms | time }}`: a Unix time in ms as UTC (RFC 3339), `-` for none.
         env.add_filter("time", |ms: Option<u64>| match ms {
-            Some(ms) => humantime::format_rfc3339_millis(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-            )
-            .to_string(),
+            Some(ms) => {
+                use std::fmt::Write;
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                let mut out = String::new();
+                // Past the year 9999 humantime refuses: the raw number then.
+                match write!(out, "{}", humantime::format_rfc3339_millis(at)) {
+                    Ok(()) => out,
+                    Err(_) => format!("{ms} ms"),
+                }
+            }
             None => "-".to_string(),
         });
         // `.html` names: every value is HTML-escaped unless marked safe (none is).
@@ -238,6 +274,9 @@ fn templates() -> &'static minijinja::Environment<'static> {
             ("jobs.html", include_str!("templates/jobs.html")),
             ("job.html", include_str!("templates/job.html")),
             ("dead.html", include_str!("templates/dead.html")),
+            ("batches.html", include_str!("templates/batches.html")),
+            ("batch.html", include_str!("templates/batch.html")),
+            ("servers.html", include_str!("templates/servers.html")),
         ] {
             if let Err(e) = env.add_template(name, text) {
                 tracing::error!(name, error = %e, "dashboard template does not parse");
@@ -308,6 +347,7 @@ async fn logout(
     if let Err(page) = check_csrf(&session, &form) {
         return page.into_response();
     }
+    tracing::info!(caller = %session.who, "dashboard logout (the cookie is removed; a copy of it stays valid until it expires)");
     (
         [(header::SET_COOKIE, set_cookie(None, &headers))],
         Redirect::to("/login"),
@@ -434,21 +474,22 @@ async fn job_page(
             "No such job (or its record expired).",
         ));
     };
-    // The result and the envelope of a finished job: possibly megabytes, read by the
-    // bounded reader (as `/v1/jobs/{id}/result`), shown up to SHOWN bytes each.
-    let (mut result, mut envelope) = (None, None);
-    if record.status.is_finished() {
+    // The result of a succeeded job: possibly megabytes, read by the bounded reader (as
+    // `/v1/jobs/{id}/result`). A small record is parsed and its result pretty-printed;
+    // a big one is shown as stored, its first SHOWN bytes (pretty-printing hostile,
+    // deeply nested JSON can multiply its size a hundredfold).
+    let mut result = None;
+    if record.status == JobStatus::Succeeded {
         if let Some(whole) = state.results.read_json(&id).await? {
-            let whole: Value = serde_json::from_slice(&whole).unwrap_or_default();
-            result = whole
-                .get("result")
-                .filter(|r| !r.is_null())
-                .map(|r| shown(serde_json::to_string_pretty(r).unwrap_or_default()));
-            envelope = whole.get("payload").and_then(Value::as_str).map(|p| {
-                let pretty = serde_json::from_str::<Value>(p)
-                    .ok()
-                    .and_then(|v| serde_json::to_string_pretty(&v).ok());
-                shown(pretty.unwrap_or_else(|| p.to_string()))
+            result = Some(if whole.len() <= SHOWN {
+                let parsed: Value = serde_json::from_slice(&whole).unwrap_or_default();
+                let pretty = parsed
+                    .get("result")
+                    .map(|r| serde_json::to_string_pretty(r).unwrap_or_default())
+                    .unwrap_or_default();
+                shown(pretty)
+            } else {
+                shown(String::from_utf8_lossy(&whole).into_owned())
             });
         }
     }
@@ -464,7 +505,6 @@ async fn job_page(
             "page": "jobs",
             "job": record,
             "result": result,
-            "envelope": envelope,
             "can_cancel": !ended,
             "can_requeue": dead,
         }),
@@ -562,6 +602,93 @@ async fn requeue(
     Ok(Redirect::to(&format!("/jobs/{id}")))
 }
 
+/// Batches listed on `/batches`.
+const BATCH_PAGE: usize = 50;
+
+/// A batch's counts with its percent, rate (jobs ended per second since it was made)
+/// and ETA (seconds, at that rate), as its pages show them.
+fn batch_view(b: &mcpq_core::queue::batch::BatchStatus, now: u64) -> Value {
+    let done = b.done();
+    let until = b.finished_at.unwrap_or(now);
+    let secs = until.saturating_sub(b.created_at) as f64 / 1000.0;
+    let rate = (secs > 0.0).then(|| done as f64 / secs);
+    let eta = match rate {
+        Some(r) if r > 0.0 && b.pending > 0 => Some((b.pending as f64 / r).ceil() as u64),
+        _ => None,
+    };
+    let mut v = serde_json::to_value(b).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.insert("done".into(), json!(done));
+        map.insert("percent".into(), json!((b.percent() * 10.0).round() / 10.0));
+        map.insert(
+            "rate".into(),
+            json!(rate.map(|r| (r * 10.0).round() / 10.0)),
+        );
+        map.insert("eta_s".into(), json!(eta));
+    }
+    v
+}
+
+async fn batches_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> Result<Page, Page> {
+    let batches =
+        mcpq_core::queue::batch::list(&mut state.conn(), state.producer.keys(), BATCH_PAGE)
+            .await
+            .map_err(ApiError::from)?;
+    let now = now_ms();
+    let views: Vec<Value> = batches.iter().map(|b| batch_view(b, now)).collect();
+    Ok(Page::render(
+        "batches.html",
+        json!({"session": session_json(&session), "page": "batches", "batches": views}),
+    ))
+}
+
+async fn batch_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Result<Page, Page> {
+    let id = crate::jobs::parse_id(&id)?.to_string();
+    let Some(b) = mcpq_core::queue::batch::status(&mut state.conn(), state.producer.keys(), &id)
+        .await
+        .map_err(ApiError::from)?
+    else {
+        return Err(Page::error(
+            StatusCode::NOT_FOUND,
+            "No such batch (or it expired).",
+        ));
+    };
+    Ok(Page::render(
+        "batch.html",
+        json!({"session": session_json(&session), "page": "batches", "batch": batch_view(&b, now_ms())}),
+    ))
+}
+
+/// A batch's counts, for its page's live update.
+async fn batch_json(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = crate::jobs::parse_id(&id)?.to_string();
+    let b = mcpq_core::queue::batch::status(&mut state.conn(), state.producer.keys(), &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no batch {id} (or it expired)")))?;
+    Ok(Json(batch_view(&b, now_ms())))
+}
+
+async fn servers_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> Result<Page, Page> {
+    let axum::Json(list) = crate::servers::list(State(state)).await?;
+    Ok(Page::render(
+        "servers.html",
+        json!({"session": session_json(&session), "page": "servers", "servers": list.servers}),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,6 +744,29 @@ mod tests {
                        "kind": evil, "kinds": [evil],
                        "jobs": [{"id": evil, "kind": evil, "error_kind": evil,
                                  "error": evil, "attempts": 1}]}),
+            ),
+            (
+                "batches.html",
+                json!({"session": session, "page": "batches", "batches": [
+                    {"id": evil, "percent": 50.0, "done": 1, "total": 2, "succeeded": 1,
+                     "dead": 0, "cancelled": 0, "pending": 1, "rate": 0.5, "eta_s": 2,
+                     "created_at": 1}]}),
+            ),
+            (
+                "batch.html",
+                json!({"session": session, "page": "batches", "batch": {
+                    "id": evil, "percent": 50.0, "done": 1, "total": 2, "succeeded": 1,
+                    "dead": 0, "cancelled": 0, "pending": 1, "rate": null, "eta_s": null,
+                    "created_at": 1, "finished_at": null, "then": evil, "source": evil}}),
+            ),
+            (
+                "servers.html",
+                json!({"session": session, "page": "servers", "servers": [
+                    {"name": evil, "transport": "stdio", "pooled": true, "report": {
+                        "worker": evil, "reported_at": 1, "health": evil,
+                        "health_clears_in_ms": 5, "pooled": true, "sessions": 1,
+                        "in_flight": 0, "tools": [{"name": evil, "description": evil}]}},
+                    {"name": "quiet", "transport": "http", "pooled": false, "report": null}]}),
             ),
         ];
         for (name, context) in pages {

@@ -195,19 +195,32 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     let authority = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"));
-    authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
+    // Behind a proxy that rewrites Host, the public name is in X-Forwarded-Host (a page
+    // of another site cannot set it on a form post).
+    let forwarded = headers
+        .get("x-forwarded-host")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split(',').next())
+        .map(str::trim);
+    authority.is_some_and(|a| {
+        a.eq_ignore_ascii_case(host) || forwarded.is_some_and(|f| a.eq_ignore_ascii_case(f))
+    })
 }
 
-/// The value of cookie `name` in a request's `Cookie` headers.
+/// The value of cookie `name` in a request's `Cookie` headers; `None` when it is sent
+/// twice (another site of the same host may plant one: browsers do not separate
+/// cookies by port, so which is ours cannot be told).
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v);
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
 fn csrf_of(key: &hmac::Key, cookie: &str) -> String {
@@ -301,6 +314,12 @@ mod tests {
             HeaderValue::from_static("a=1; mcpq_session=v1.x.y.z; b=2"),
         );
         assert_eq!(cookie(&headers, COOKIE), Some("v1.x.y.z"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("mcpq_session=planted"),
+        );
+        assert_eq!(cookie(&headers, COOKIE), None, "two: neither is trusted");
+        headers.remove(header::COOKIE);
         let set = set_cookie(Some("v"), &headers);
         assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"));
         assert!(!set.contains("Secure"));
@@ -325,6 +344,18 @@ mod tests {
         assert!(!same_origin(&h));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(!same_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://mcpq.example.com"),
+        );
+        assert!(!same_origin(&h));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("mcpq.example.com"),
+        );
+        assert!(same_origin(&h), "behind a proxy");
+        h.remove("x-forwarded-host");
+        h.remove(header::ORIGIN);
         h.remove(header::ORIGIN);
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(!same_origin(&h));

@@ -100,7 +100,29 @@ function liveStatus(el) {
   setInterval(tick, 1000);
 }
 
+function liveBatch(section) {
+  const url = section.dataset.liveBatch;
+  const bar = document.getElementById("batch-progress");
+  async function tick() {
+    try {
+      const resp = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+      if (!resp.ok) return;
+      const data = await resp.json();
+      if (bar && typeof data.percent === "number") bar.value = data.percent;
+      section.querySelectorAll("[data-batch]").forEach((el) => {
+        const v = data[el.dataset.batch];
+        el.textContent = v == null ? "-" : String(v);
+      });
+    } catch (e) {
+      /* the next tick tries again */
+    }
+  }
+  setInterval(tick, 1000);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const batch = document.querySelector("[data-live-batch]");
+  if (batch) liveBatch(batch);
   const section = document.querySelector("[data-live]");
   if (section) liveOverview(section);
   const status = document.querySelector("[data-live-status]");
