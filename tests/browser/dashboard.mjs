@@ -7,7 +7,8 @@
 // MCPQ_URL, MCPQ_TOKEN, MCPQ_CHROMIUM, MCPQ_SHOTS (a directory for
 // screenshots), MCPQ_DEAD (a dead job id; its tool succeeds once requeued),
 // MCPQ_DEAD_KIND, MCPQ_RUNNING (a running job id), MCPQ_EVIL (a job whose data holds
-// markup), MCPQ_BATCH (a batch that takes a few seconds), and the overview should count 3 scheduled jobs.
+// markup), MCPQ_BATCH (a batch that takes a few seconds), MCPQ_EMAIL (an email job whose
+// subject is markup), and the overview should count 3 scheduled jobs.
 import { createRequire } from "node:module";
 
 const env = (name) => {
@@ -129,6 +130,11 @@ try {
   out.evil_text_shown = (await page.textContent("pre.result")) || "";
   out.evil_script_elements = await page.locator("main script").count();
   out.evil_img_elements = await page.locator("main img").count();
+  await page.goto(`${url}/jobs/${env("MCPQ_EMAIL")}`);
+  await page.waitForTimeout(500);
+  out.email_text_shown = (await page.textContent("pre.result")) || "";
+  out.email_script_elements = await page.locator("main script").count();
+  out.email_img_elements = await page.locator("main img").count();
   step("escaped");
 
   // A POST without the CSRF token, from the page itself (same origin, cookie sent).

@@ -192,6 +192,75 @@ fn a_dead_job_is_found_by_its_kind_and_requeued_from_its_page_with_its_csrf_toke
 }
 
 #[test]
+fn dead_jobs_are_requeued_in_bulk_and_purged_and_a_job_is_found_by_its_idempotency_key() {
+    let env = TestEnv::new("dash-bulk", TOKEN_CONFIG);
+    let _worker = env.worker(&[]);
+    let serve = env.serve(&[]);
+    let http = client();
+    let cookie = login(&http, &serve);
+    let a = env.submit_call(
+        "echo",
+        "no_such_tool",
+        "{}",
+        &["--max-attempts", "1", "--idempotency-key", "order-77"],
+    );
+    let b = env.submit_call("echo", "no_such_tool", "{}", &["--max-attempts", "1"]);
+    let both_dead = |attempts: u64| {
+        wait_until(Duration::from_secs(30), || {
+            [&a, &b].iter().all(|id| {
+                let s = env.status_json(id);
+                s["status"] == "dead" && s["attempts"].as_u64() == Some(attempts)
+            })
+        })
+    };
+    assert!(both_dead(1));
+    // The search box takes an idempotency key too.
+    let resp = http
+        .get(serve.at("/jobs?q=order-77"))
+        .header("cookie", &cookie)
+        .send()
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], format!("/jobs/{a}").as_str());
+    let (status, _) = get(&http, &serve.at("/jobs?q=no-such-key"), &cookie);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Both checked, requeued in one POST; they run (and die) again.
+    let (_, page) = get(&http, &serve.at("/dead"), &cookie);
+    let token = csrf(&page);
+    let resp = http
+        .post(serve.at("/dead/requeue"))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={token}&id={a}&id={b}"))
+        .send()
+        .expect("POST");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp
+        .text()
+        .unwrap_or_default()
+        .contains("2 of 2 selected dead jobs requeued"));
+    assert!(both_dead(2));
+    // Purge: nothing is older than an hour; everything is older than 0s.
+    for (age, purged) in [("1h", 0), ("0s", 2)] {
+        let resp = http
+            .post(serve.at("/dead/purge"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={token}&older_than={age}"))
+            .send()
+            .expect("POST");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = resp.text().unwrap_or_default();
+        assert!(
+            text.contains(&format!("{purged} dead jobs older than {age} purged")),
+            "{text}"
+        );
+    }
+    let (_, page) = get(&http, &serve.at("/dead"), &cookie);
+    assert!(!page.contains(&a) && !page.contains(&b), "purged");
+}
+
+#[test]
 fn hostile_job_data_is_shown_as_text_and_pages_forbid_inline_script() {
     let env = TestEnv::new("dash-hostile", TOKEN_CONFIG);
     let _worker = env.worker(&[]);
@@ -279,8 +348,8 @@ fn chromium() -> Option<std::path::PathBuf> {
 /// The issue's scenarios in a real browser (headless chromium driven by
 /// tests/browser/dashboard.mjs): log in, the overview counts what was submitted, a dead
 /// job found by its error kind is requeued from its page and shows `succeeded` without
-/// a reload, a running job is cancelled from its page, markup in job data stays text
-/// (no dialog opens), a POST without the CSRF token is refused, a batch's progress bar
+/// a reload, a running job is cancelled from its page, markup in job data and in an
+/// email's subject stays text (no dialog opens), a POST without the CSRF token is refused, a batch's progress bar
 /// reaches 100 % by itself. Screenshots of each page go to the test's directory, or
 /// to `MCPQ_SCREENSHOTS` (`MCPQ_SCREENSHOTS=docs/img` refreshes the README's).
 #[test]
@@ -315,10 +384,30 @@ fn in_a_real_browser_an_operator_requeues_a_dead_job_and_cancels_a_running_one()
         r#"{"text":"<script>alert('xss')</script><img src=x onerror=alert('img')>"}"#,
         &[],
     );
+    // An email whose subject is markup; its result quotes the subject.
+    let email = serde_json::json!({"kind": "email", "payload": {
+        "from": "Mallory <mallory@example.com>",
+        "subject": "<script>alert('subject')</script><img src=x onerror=alert('subject-img')>",
+        "text": "hello", "message_id": "evil-1@example.com",
+        "instructions": "summarise", "servers": ["echo"],
+        "steps": [{"name": "say", "server": "echo", "tool": "echo",
+                   "arguments": {"text": "{{ email.subject }}"}}],
+        "reply": {"text": "Re: {{ steps.say.text }}"}}});
+    let email_file = env.dir.join("email.json");
+    std::fs::write(&email_file, email.to_string()).expect("email job");
+    let out = env.mcpq(&["submit", email_file.to_str().expect("utf-8")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let email = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(wait_until(Duration::from_secs(30), || {
         env.status_json(&dead)["status"] == "dead"
             && env.status_json(&running)["status"] == "running"
             && env.status_json(&evil)["status"] == "succeeded"
+            && env.status_json(&email)["status"] == "succeeded"
     }));
     let kind = env.status_json(&dead)["error"]["kind"]
         .as_str()
@@ -360,6 +449,7 @@ fn in_a_real_browser_an_operator_requeues_a_dead_job_and_cancels_a_running_one()
         .env("MCPQ_RUNNING", &running)
         .env("MCPQ_EVIL", &evil)
         .env("MCPQ_BATCH", &batch)
+        .env("MCPQ_EMAIL", &email)
         .current_dir(deps.join("browser"))
         .output()
         .expect("run node");
@@ -399,6 +489,15 @@ fn in_a_real_browser_an_operator_requeues_a_dead_job_and_cancels_a_running_one()
         "the markup is shown as text: {seen}"
     );
     assert_eq!(seen["evil_script_elements"], 0, "{seen}");
+    assert!(
+        seen["email_text_shown"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("onerror=alert('subject-img')"),
+        "the email's subject is shown as text: {seen}"
+    );
+    assert_eq!(seen["email_script_elements"], 0, "{seen}");
+    assert_eq!(seen["email_img_elements"], 0, "{seen}");
     assert_eq!(seen["evil_img_elements"], 0, "{seen}");
     // Only the dashboard's own confirmations (requeue, cancel) opened a dialog.
     let dialogs = seen["dialogs"].as_array().cloned().unwrap_or_default();

@@ -11,11 +11,13 @@
 //!   page polls `/ui/overview.json` (the same reads) every 2 s: live counts and a chart
 //!   of jobs finished per second, no reload.
 //! - `/jobs`: one page of the job index (`queue::listing::list_page`: at most 50 jobs,
-//!   `?status=`, `?batch=`, `?cursor=`); `?q=` a job id goes to its page.
+//!   `?status=`, `?batch=`, `?cursor=`); `?q=` a job id, or an idempotency key (one
+//!   `GET` of `{ns}:idem:KEY`), goes to its page.
 //! - `/jobs/{id}`: the job's record (`HMGET` + its attempts), with cancel and, when dead,
 //!   requeue; it polls `/ui/jobs/{id}` (the same read) every second for its status.
 //! - `/dead`: the newest 200 dead jobs (`queue::control::dead_list`), `?kind=` filters
-//!   them by error kind; requeue one.
+//!   them by error kind; requeue one, the checked ones, all (`control::requeue_all`) or
+//!   those of the kind shown; purge those older than a duration (`control::purge_dead`).
 //! - `/batches`: the newest 50 batches (`queue::batch::list`) with progress bars, rate
 //!   and ETA; `/batches/{id}`: one batch's counts (`queue::batch::status`), polled every
 //!   second at `/ui/batches/{id}`, and the link to its results export.
@@ -78,6 +80,9 @@ pub fn router(state: AppState, sessions: Sessions) -> Router {
         .route("/ui/batches/{id}", get(batch_json))
         .route("/servers", get(servers_page))
         .route("/dead/{id}/requeue", post(requeue))
+        .route("/dead/requeue", post(requeue_selected))
+        .route("/dead/requeue-matching", post(requeue_matching))
+        .route("/dead/purge", post(purge))
         .route("/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), sessions.clone()),
@@ -277,6 +282,7 @@ fn templates() -> &'static minijinja::Environment<'static> {
             ("batches.html", include_str!("templates/batches.html")),
             ("batch.html", include_str!("templates/batch.html")),
             ("servers.html", include_str!("templates/servers.html")),
+            ("done.html", include_str!("templates/done.html")),
         ] {
             if let Err(e) = env.add_template(name, text) {
                 tracing::error!(name, error = %e, "dashboard template does not parse");
@@ -415,11 +421,29 @@ async fn jobs_page(
     Query(query): Query<JobsQuery>,
 ) -> Result<Response, Page> {
     if let Some(q) = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        return match crate::jobs::parse_id(q) {
-            Ok(id) => Ok(Redirect::to(&format!("/jobs/{id}")).into_response()),
-            Err(_) => Err(Page::error(
-                StatusCode::BAD_REQUEST,
-                "Search takes a job id (26 characters).",
+        if let Ok(id) = crate::jobs::parse_id(q) {
+            return Ok(Redirect::to(&format!("/jobs/{id}")).into_response());
+        }
+        // Not an id: an idempotency key (one GET where the producer put it).
+        let keys = state.producer.keys();
+        let found: Option<String> = if q.len() <= MAX_KEY {
+            let part = match keys.partitions() {
+                0 | 1 => 0,
+                n => mcpq_core::queue::partition::of_key(q, n),
+            };
+            redis::cmd("GET")
+                .arg(keys.at(part).idempotency(q))
+                .query_async(&mut state.conn())
+                .await
+                .map_err(|e| ApiError::from(mcpq_core::queue::QueueError::from(e)))?
+        } else {
+            None
+        };
+        return match found.as_deref().map(crate::jobs::parse_id) {
+            Some(Ok(id)) => Ok(Redirect::to(&format!("/jobs/{id}")).into_response()),
+            _ => Err(Page::error(
+                StatusCode::NOT_FOUND,
+                "No job has that id or idempotency key (a key is remembered for queue.idempotency_ttl).",
             )),
         };
     }
@@ -602,6 +626,139 @@ async fn requeue(
     Ok(Redirect::to(&format!("/jobs/{id}")))
 }
 
+/// Longest idempotency key looked up.
+const MAX_KEY: usize = 1024;
+
+/// The bulk actions' forms: the CSRF token and the ids checked (repeated `id` fields),
+/// or the kind filter, or the age.
+#[derive(Debug, Deserialize)]
+struct BulkForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    older_than: String,
+}
+
+/// Requeues the dead jobs checked on `/dead` (at most the page's [`DEAD_PAGE`]).
+async fn requeue_selected(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Result<Page, Page> {
+    let csrf = pairs
+        .iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    check_csrf(&session, &ActionForm { csrf })?;
+    let ids: Vec<String> = pairs
+        .into_iter()
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| v)
+        .take(DEAD_PAGE)
+        .collect();
+    let mut requeued = 0;
+    for id in &ids {
+        let id = crate::jobs::parse_id(id)?.to_string();
+        let mut conn = state.conn();
+        if control::requeue(&mut conn, state.producer.keys(), &id)
+            .await
+            .map_err(ApiError::from)?
+            == control::Requeued::Yes
+        {
+            requeued += 1;
+        }
+    }
+    tracing::info!(caller = %session.who, requeued, asked = ids.len(), "dead jobs requeued (selected)");
+    Ok(done_page(
+        &session,
+        &format!("{requeued} of {} selected dead jobs requeued.", ids.len()),
+    ))
+}
+
+/// Requeues every dead job (no kind), or those of one error kind among the newest
+/// [`DEAD_PAGE`].
+async fn requeue_matching(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<BulkForm>,
+) -> Result<Page, Page> {
+    check_csrf(
+        &session,
+        &ActionForm {
+            csrf: form.csrf.clone(),
+        },
+    )?;
+    let keys = state.producer.keys();
+    let mut conn = state.conn();
+    let requeued = if form.kind.is_empty() {
+        control::requeue_all(&mut conn, keys)
+            .await
+            .map_err(ApiError::from)?
+    } else {
+        let (jobs, _) = control::dead_list(&mut conn, keys, DEAD_PAGE)
+            .await
+            .map_err(ApiError::from)?;
+        let mut n = 0;
+        for job in jobs.iter().filter(|j| j.error_kind == form.kind) {
+            if control::requeue(&mut conn, keys, &job.id)
+                .await
+                .map_err(ApiError::from)?
+                == control::Requeued::Yes
+            {
+                n += 1;
+            }
+        }
+        n
+    };
+    tracing::info!(caller = %session.who, requeued, kind = %form.kind, "dead jobs requeued (matching)");
+    Ok(done_page(
+        &session,
+        &format!("{requeued} dead jobs requeued."),
+    ))
+}
+
+/// Deletes dead jobs older than `older_than` (a duration: `7d`, `12h`).
+async fn purge(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<BulkForm>,
+) -> Result<Page, Page> {
+    check_csrf(
+        &session,
+        &ActionForm {
+            csrf: form.csrf.clone(),
+        },
+    )?;
+    let age = humantime::parse_duration(form.older_than.trim()).map_err(|_| {
+        Page::error(
+            StatusCode::BAD_REQUEST,
+            "older than: a duration such as 7d or 12h.",
+        )
+    })?;
+    let purged = control::purge_dead(&mut state.conn(), state.producer.keys(), age)
+        .await
+        .map_err(ApiError::from)?;
+    tracing::info!(caller = %session.who, purged, older_than = %form.older_than, "dead jobs purged");
+    Ok(done_page(
+        &session,
+        &format!(
+            "{purged} dead jobs older than {} purged.",
+            form.older_than.trim()
+        ),
+    ))
+}
+
+/// The page after a bulk action: what it did, and the way back.
+fn done_page(session: &Session, message: &str) -> Page {
+    Page::render(
+        "done.html",
+        json!({"session": session_json(session), "page": "dead", "message": message}),
+    )
+}
+
 /// Batches listed on `/batches`.
 const BATCH_PAGE: usize = 50;
 
@@ -767,6 +924,10 @@ mod tests {
                         "health_clears_in_ms": 5, "pooled": true, "sessions": 1,
                         "in_flight": 0, "tools": [{"name": evil, "description": evil}]}},
                     {"name": "quiet", "transport": "http", "pooled": false, "report": null}]}),
+            ),
+            (
+                "done.html",
+                json!({"session": session, "page": "dead", "message": evil}),
             ),
         ];
         for (name, context) in pages {
