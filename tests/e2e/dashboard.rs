@@ -54,14 +54,20 @@ fn csrf(html: &str) -> String {
 }
 
 fn login(http: &Client, serve: &mcpq_tests::serve::ServeProc) -> String {
-    let resp = http
-        .post(serve.at("/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form("token", TOKEN))
-        .send()
-        .expect("POST /login");
+    let resp = post_form(http, &serve.at("/login"), &[], form("token", TOKEN));
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     session_cookie(&resp).0
+}
+
+/// POSTs the URL-encoded `body` to `url`, with `headers` (the cookie, an origin) added.
+fn post_form(http: &Client, url: &str, headers: &[(&str, &str)], body: String) -> Response {
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(body).send().expect("POST")
 }
 
 fn get(http: &Client, url: &str, cookie: &str) -> (StatusCode, String) {
@@ -82,23 +88,18 @@ fn a_login_gives_an_http_only_strict_cookie_and_the_overview_counts_what_was_sub
     let resp = http.post(serve.at("/logout")).send().expect("POST");
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     // A wrong token, then the right one.
-    let resp = http
-        .post(serve.at("/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form("token", "not-the-token-not-the-token"))
-        .send()
-        .expect("POST /login");
+    let resp = post_form(
+        &http,
+        &serve.at("/login"),
+        &[],
+        form("token", "not-the-token-not-the-token"),
+    );
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert!(resp
         .text()
         .unwrap_or_default()
         .contains("not a configured token"));
-    let resp = http
-        .post(serve.at("/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form("token", TOKEN))
-        .send()
-        .expect("POST /login");
+    let resp = post_form(&http, &serve.at("/login"), &[], form("token", TOKEN));
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let (cookie, line) = session_cookie(&resp);
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
@@ -156,32 +157,22 @@ fn a_dead_job_is_found_by_its_kind_and_requeued_from_its_page_with_its_csrf_toke
     assert!(page.contains(&kind) && page.contains("Requeue"), "{page}");
     let token = csrf(&page);
     let url = serve.at(&format!("/dead/{dead}/requeue"));
-    let resp = http
-        .post(&url)
-        .header("cookie", &cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form("csrf", "0"))
-        .send()
-        .expect("POST");
+    let resp = post_form(&http, &url, &[("cookie", &cookie)], form("csrf", "0"));
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    let resp = http
-        .post(&url)
-        .header("cookie", &cookie)
-        .header("origin", "http://evil.example")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form("csrf", token.as_str()))
-        .send()
-        .expect("POST");
+    let resp = post_form(
+        &http,
+        &url,
+        &[("cookie", &cookie), ("origin", "http://evil.example")],
+        form("csrf", token.as_str()),
+    );
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(env.status_json(&dead)["status"], "dead", "nothing ran");
-    let resp = http
-        .post(&url)
-        .header("cookie", &cookie)
-        .header("origin", serve.url.as_str())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form("csrf", token.as_str()))
-        .send()
-        .expect("POST");
+    let resp = post_form(
+        &http,
+        &url,
+        &[("cookie", &cookie), ("origin", serve.url.as_str())],
+        form("csrf", token.as_str()),
+    );
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     // Requeued: it runs again (and, the tool still missing, dies again, second attempt).
     assert!(wait_until(Duration::from_secs(30), || {
@@ -227,13 +218,12 @@ fn dead_jobs_are_requeued_in_bulk_and_purged_and_a_job_is_found_by_its_idempoten
     // Both checked, requeued in one POST; they run (and die) again.
     let (_, page) = get(&http, &serve.at("/dead"), &cookie);
     let token = csrf(&page);
-    let resp = http
-        .post(serve.at("/dead/requeue"))
-        .header("cookie", &cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={token}&id={a}&id={b}"))
-        .send()
-        .expect("POST");
+    let resp = post_form(
+        &http,
+        &serve.at("/dead/requeue"),
+        &[("cookie", &cookie)],
+        format!("csrf={token}&id={a}&id={b}"),
+    );
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp
         .text()
@@ -242,13 +232,12 @@ fn dead_jobs_are_requeued_in_bulk_and_purged_and_a_job_is_found_by_its_idempoten
     assert!(both_dead(2));
     // Purge: nothing is older than an hour; everything is older than 0s.
     for (age, purged) in [("1h", 0), ("0s", 2)] {
-        let resp = http
-            .post(serve.at("/dead/purge"))
-            .header("cookie", &cookie)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={token}&older_than={age}"))
-            .send()
-            .expect("POST");
+        let resp = post_form(
+            &http,
+            &serve.at("/dead/purge"),
+            &[("cookie", &cookie)],
+            format!("csrf={token}&older_than={age}"),
+        );
         assert_eq!(resp.status(), StatusCode::OK);
         let text = resp.text().unwrap_or_default();
         assert!(
@@ -318,14 +307,12 @@ fn an_open_server_gives_loopback_callers_a_session_and_refuses_others() {
         .expect("GET /");
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     // Another site's form, with the session cookie a browser would not even send.
-    let resp = http
-        .post(serve.at("/logout"))
-        .header("cookie", &cookie)
-        .header("origin", "http://evil.example")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form("csrf", csrf(&html).as_str()))
-        .send()
-        .expect("POST");
+    let resp = post_form(
+        &http,
+        &serve.at("/logout"),
+        &[("cookie", &cookie), ("origin", "http://evil.example")],
+        form("csrf", csrf(&html).as_str()),
+    );
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     // The login page is not needed.
     let resp = http.get(serve.at("/login")).send().expect("GET");

@@ -572,9 +572,27 @@ async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
 ) -> Result<Redirect, Page> {
-    check_csrf(&session, &form)?;
-    let id = crate::jobs::parse_id(&id)?.to_string();
-    let _answer = crate::jobs::cancel(State(state), Extension(caller), Path(id.clone())).await?;
+    job_action(&session, &form, &id, |id| {
+        crate::jobs::cancel(State(state), Extension(caller), Path(id))
+    })
+    .await
+}
+
+/// The steps of every action on one job: its form's CSRF token, the id, then `run`
+/// (the HTTP API's own handler, so the same checks and log line), then back to the
+/// job's page.
+async fn job_action<T, Fut>(
+    session: &Session,
+    form: &ActionForm,
+    id: &str,
+    run: impl FnOnce(String) -> Fut,
+) -> Result<Redirect, Page>
+where
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    check_csrf(session, form)?;
+    let id = crate::jobs::parse_id(id)?.to_string();
+    run(id.clone()).await?;
     Ok(Redirect::to(&format!("/jobs/{id}")))
 }
 
@@ -620,10 +638,10 @@ async fn requeue(
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
 ) -> Result<Redirect, Page> {
-    check_csrf(&session, &form)?;
-    let id = crate::jobs::parse_id(&id)?.to_string();
-    let _answer = crate::dlq::requeue(State(state), Extension(caller), Path(id.clone())).await?;
-    Ok(Redirect::to(&format!("/jobs/{id}")))
+    job_action(&session, &form, &id, |id| {
+        crate::dlq::requeue(State(state), Extension(caller), Path(id))
+    })
+    .await
 }
 
 /// Longest idempotency key looked up.
