@@ -213,9 +213,19 @@ pub struct JobsArgs {
     /// Only this batch's jobs.
     #[arg(long)]
     pub batch: Option<String>,
+    /// Only jobs of this named queue (`default`: jobs that name none).
+    #[arg(long, value_parser = parse_queue)]
+    pub queue: Option<String>,
     /// Show at most this many.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+}
+
+fn parse_queue(s: &str) -> Result<String, String> {
+    match mcpq_core::job::queue_name::queue_name_problem(s) {
+        None => Ok(s.to_string()),
+        Some(why) => Err(format!("`{s}` is not a queue name: it {why}")),
+    }
 }
 
 fn parse_status(s: &str) -> Result<mcpq_core::queue::JobStatus, String> {

@@ -60,6 +60,7 @@ pub fn api_routes(state: &AppState) -> Router<AppState> {
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::status))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/run-now", post(jobs::run_now))
         .route("/v1/batches", get(batches::list))
         .route("/v1/batches/{id}", get(batches::status))
         .route("/v1/dlq", get(dlq::list))

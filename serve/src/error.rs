@@ -55,7 +55,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable kind: `unauthorized`, `forbidden`, `invalid_job`, `invalid_request`,
-    /// `not_found`, `method_not_allowed`, `duplicate_id`, `idempotency_key_reused`,
+    /// `not_found`, `not_waiting`, `method_not_allowed`, `duplicate_id`, `idempotency_key_reused`,
     /// `too_large`, `unsupported_media_type`, `busy`, `redis`, `corrupt_record`,
     /// `timeout`, `internal`.
     pub kind: String,

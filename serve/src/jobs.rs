@@ -64,6 +64,8 @@ pub struct ListQuery {
     pub status: Option<String>,
     /// Only this batch's jobs.
     pub batch: Option<String>,
+    /// Only jobs of this named queue (`default` for jobs that name none).
+    pub queue: Option<String>,
     /// Most jobs to return (default 100, at most 1000).
     pub limit: Option<usize>,
     /// `next` of the previous page.
@@ -88,6 +90,18 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
         return Err(ApiError::bad_request(format!("limit: 1 to {MAX_LIST}")));
     }
     Ok(limit)
+}
+
+/// A `queue` filter: absent or empty is none; otherwise a queue's name (the rule of
+/// `options.queue`).
+pub fn parse_queue(queue: Option<&str>) -> Result<Option<String>, ApiError> {
+    match queue.map(str::trim).filter(|q| !q.is_empty()) {
+        None => Ok(None),
+        Some(q) => match mcpq_core::job::queue_name::queue_name_problem(q) {
+            None => Ok(Some(q.to_string())),
+            Some(why) => Err(ApiError::bad_request(format!("queue: {why}"))),
+        },
+    }
 }
 
 /// Parses a job id from the path (400 if it is not one).
@@ -475,6 +489,66 @@ pub async fn cancel(
     }))
 }
 
+/// What a run-now did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunNowAnswer {
+    /// The job.
+    pub id: String,
+    /// True when this request queued it; false when it was not waiting for its time.
+    pub queued: bool,
+    /// Its status now.
+    pub status: JobStatus,
+}
+
+/// Run a waiting job now: a failed job waiting for its retry's backoff, or a delayed
+/// one, goes to its queue at once (its failures so far still count).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/run-now",
+    operation_id = "run_job_now",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "Queued now", body = RunNowAnswer),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "It is not waiting for its time (`not_waiting`; the message says its status)", body = ErrorBody),
+        (status = 503, description = "Redis failed (`redis`) or no answer in time (`timeout`)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn run_now(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<RunNowAnswer>, ApiError> {
+    let id = parse_id(&id)?;
+    let text = id.to_string();
+    let done = control::run_now(
+        &mut state.conn(),
+        state.producer.keys(),
+        state.producer.settings(),
+        &text,
+    )
+    .await?;
+    match done {
+        control::RunNow::Queued => {
+            tracing::info!(job = %text, caller = %caller.0, "run now: queued");
+            Ok(Json(RunNowAnswer {
+                id: text,
+                queued: true,
+                status: JobStatus::Queued,
+            }))
+        }
+        control::RunNow::NotWaiting(None) => Err(unknown(&id)),
+        control::RunNow::NotWaiting(Some(status)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_waiting",
+            format!("job {text} is {status}, not waiting for its time (only a failed job waiting for its retry or a delayed one can run now)"),
+        )),
+    }
+}
+
 /// List jobs, newest first, page by page.
 #[utoipa::path(
     get,
@@ -506,12 +580,17 @@ pub async fn list(
         Some(b) => Some(parse_id(b)?.to_string()),
         None => None,
     };
+    let queue = parse_queue(query.queue.as_deref())?;
     let limit = page_limit(query.limit)?;
     let mut conn = state.conn();
     let page = listing::list_page(
         &mut conn,
         state.producer.keys(),
-        &JobFilter { status, batch },
+        &JobFilter {
+            status,
+            batch,
+            queue,
+        },
         limit,
         query.cursor.as_deref(),
     )

@@ -8,7 +8,9 @@
 //! JSON is replaced by the JSON error of its status, keeping the status and the headers
 //! that matter (`Allow`, `WWW-Authenticate`, `Retry-After`); the plain text, if any,
 //! becomes the message. Answers that are JSON already, and the dashboard's HTML error
-//! pages, pass untouched.
+//! pages, pass untouched. A browser's request for a page outside the API (it accepts
+//! `text/html`; not `/v1/`, `/mcp`, `/ui/`, ...) gets the dashboard's HTML error page
+//! instead: an unknown page, a form that does not deserialize.
 
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -23,9 +25,13 @@ const MAX_TEXT: usize = 4096;
 /// The middleware (see the module docs).
 pub async fn to_json(request: Request, next: Next) -> Response {
     let method = request.method().clone();
+    let html = wants_page(&request);
     let response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+    if !(status.is_client_error() || status.is_server_error()) || is_html(response.headers()) {
+        return response;
+    }
+    if is_json(response.headers()) && !html {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -33,7 +39,27 @@ pub async fn to_json(request: Request, next: Next) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
-    let err = error_for(status, &method, text);
+    let err = match serde_json::from_str::<serde_json::Value>(&text) {
+        // A JSON error (an unknown route, a rejection a handler made JSON) for a page.
+        Ok(v) if is_json(&parts.headers) => ApiError::new(
+            status,
+            "internal",
+            v.pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("the request failed")
+                .to_string(),
+        ),
+        _ => error_for(status, &method, text),
+    };
+    if html {
+        // A browser's page request outside the API: the dashboard's error page.
+        let message = if status == StatusCode::NOT_FOUND {
+            "No such page.".to_string()
+        } else {
+            err.message.clone()
+        };
+        return crate::dashboard::error_page(status, &message);
+    }
     let mut out = err.into_response();
     for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
         if let Some(v) = parts.headers.get(&name) {
@@ -43,12 +69,41 @@ pub async fn to_json(request: Request, next: Next) -> Response {
     out
 }
 
-/// JSON, or a dashboard page (its error pages are HTML for a browser).
+/// A JSON answer.
 fn is_json(headers: &HeaderMap) -> bool {
+    content_type(headers).is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// A dashboard page (its error pages are HTML for a browser).
+fn is_html(headers: &HeaderMap) -> bool {
+    content_type(headers).is_some_and(|v| v.starts_with("text/html"))
+}
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"))
+}
+
+/// A browser asking for a page (not the API, whose clients get JSON whatever they
+/// accept): its errors get the dashboard's HTML error page.
+fn wants_page(request: &Request) -> bool {
+    let path = request.uri().path();
+    let api = [
+        "/v1/",
+        "/mcp",
+        "/health",
+        "/metrics",
+        "/openapi.json",
+        "/ui/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p));
+    !api && request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
 }
 
 /// The JSON error for a plain answer of `status` with body `text`.

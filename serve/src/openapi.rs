@@ -19,6 +19,7 @@ use crate::{batches, dlq, health, jobs, metrics, servers};
         jobs::status,
         jobs::result,
         jobs::cancel,
+        jobs::run_now,
         batches::submit,
         batches::list,
         batches::status,

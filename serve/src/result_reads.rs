@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use std::time::Duration;
 
-use mcpq_core::queue::{Keys, QueueError, RawRecord, ResultStore};
+use mcpq_core::queue::{JobRecord, Keys, QueueError, RawRecord, ResultStore};
 use mcpq_shared::queue::Conn;
 use tokio::sync::Semaphore;
 
@@ -64,6 +64,23 @@ impl ResultReads {
 }
 
 impl ResultReads {
+    /// Job `id`'s whole record but its payload, parsed off the async runtime (the
+    /// result may be megabytes); `None` if there is no such job.
+    pub async fn read_record(&self, id: &str) -> Result<Option<JobRecord>, ApiError> {
+        let _turn = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        let Some(raw) = self.read_raw(id).await? else {
+            return Ok(None);
+        };
+        let record = tokio::task::spawn_blocking(move || raw.parse())
+            .await
+            .map_err(|e| internal(e.to_string()))??;
+        Ok(Some(record))
+    }
+
     /// The raw record, a failed read retried [`RETRIES`] times: the connection is idle
     /// between big reads, and after Redis restarted its first command reports the
     /// broken connection while it reconnects.

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 
 /// A client that does not follow redirects (the tests look at them) and keeps no
 /// cookies of its own (the tests send the session cookie themselves).
-fn client() -> Client {
+pub(crate) fn client() -> Client {
     mcpq_shared::tls::install();
     Client::builder()
         .timeout(Duration::from_secs(30))
@@ -22,7 +22,7 @@ fn client() -> Client {
 }
 
 /// The session cookie's `name=value` from a response's `Set-Cookie`, and the whole line.
-fn session_cookie(resp: &Response) -> (String, String) {
+pub(crate) fn session_cookie(resp: &Response) -> (String, String) {
     let line = resp
         .headers()
         .get_all("set-cookie")
@@ -36,7 +36,7 @@ fn session_cookie(resp: &Response) -> (String, String) {
 }
 
 /// A form body of one field (URL-encoded).
-fn form(name: &str, value: &str) -> String {
+pub(crate) fn form(name: &str, value: &str) -> String {
     let encoded: String = value
         .bytes()
         .map(|b| match b {
@@ -48,19 +48,24 @@ fn form(name: &str, value: &str) -> String {
 }
 
 /// The value of the first hidden `csrf` input of a page.
-fn csrf(html: &str) -> String {
+pub(crate) fn csrf(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     html[at..].split('"').next().unwrap_or_default().to_string()
 }
 
-fn login(http: &Client, serve: &mcpq_tests::serve::ServeProc) -> String {
+pub(crate) fn login(http: &Client, serve: &mcpq_tests::serve::ServeProc) -> String {
     let resp = post_form(http, &serve.at("/login"), &[], form("token", TOKEN));
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     session_cookie(&resp).0
 }
 
 /// POSTs the URL-encoded `body` to `url`, with `headers` (the cookie, an origin) added.
-fn post_form(http: &Client, url: &str, headers: &[(&str, &str)], body: String) -> Response {
+pub(crate) fn post_form(
+    http: &Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> Response {
     let mut request = http
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded");
@@ -70,7 +75,7 @@ fn post_form(http: &Client, url: &str, headers: &[(&str, &str)], body: String) -
     request.body(body).send().expect("POST")
 }
 
-fn get(http: &Client, url: &str, cookie: &str) -> (StatusCode, String) {
+pub(crate) fn get(http: &Client, url: &str, cookie: &str) -> (StatusCode, String) {
     let resp = http.get(url).header("cookie", cookie).send().expect("GET");
     let status = resp.status();
     (status, resp.text().unwrap_or_default())
@@ -113,7 +118,7 @@ fn a_login_gives_an_http_only_strict_cookie_and_the_overview_counts_what_was_sub
     let (status, html) = get(&http, &serve.at("/"), &cookie);
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(
-        html.contains(r#"<td data-field="queued_total">3</td>"#),
+        html.contains(r#"<span data-field="queued_total">3</span>"#),
         "{html}"
     );
     let (status, json) = get(&http, &serve.at("/ui/overview.json"), &cookie);

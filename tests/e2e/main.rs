@@ -7,6 +7,7 @@ mod batches; // mcpq batch: JSON lines in, results out in order, progress, the f
 mod cluster; // a real 6-node Redis Cluster: every job succeeds, a failover mid-run, per-master keys
 mod cohosting; // mcpq serve --with-worker: a job calls a gateway tool of its own process
 mod dashboard; // the web dashboard: login, counts, dead letters, CSRF, hostile data
+mod dashboard_views; // the dashboard's queues, history, job page, servers, schedules, limits
 mod delays; // delayed jobs: --delay, --at, options.run_at, scheduled, cancel
 mod delivery; // retries, dead letters, fencing, idempotency, cancel, retention, priorities
 mod email; // email jobs: the .eml corpus, attachments, reply drafts

@@ -104,6 +104,7 @@ impl Launcher {
             jobs: jobs.clone(),
             metrics: listener.is_some().then(|| metrics.clone()),
             started_at: mcpq_shared::queue::results::now_ms(),
+            redactor: Arc::new(mcpq_shared::redact::Redactor::from_config(&config)),
         };
         // Built before any loop starts, so that a failure leaves nothing running.
         let counted = metrics.clone();

@@ -5,8 +5,9 @@
 //!
 //! Every [`REPORT_INTERVAL`], for every server in the config: its health in the
 //! supervisor's book (ok, backoff, unhealthy, and when that clears), the pool's live
-//! sessions and calls in flight, and the tools a warm session listed (no server is
-//! started to answer). The hash expires after `queue::servers::REPORT_TTL` once no
+//! sessions and calls in flight, the tools a warm session listed (no server is
+//! started to answer), the crashes since start and the last error with its stderr tail
+//! (secrets redacted). The hash expires after `queue::servers::REPORT_TTL` once no
 //! worker reports.
 //!
 //! Caveat: best effort. A failed publish (or heartbeat, or stats read) is logged at
@@ -21,10 +22,11 @@ use mcpq_shared::job::Priority;
 use mcpq_shared::mcp::McpPool;
 use mcpq_shared::metrics::Metrics;
 use mcpq_shared::queue::results::now_ms;
-use mcpq_shared::queue::servers::{self, ServerReport, ToolInfo};
+use mcpq_shared::queue::servers::{self, ServerError, ServerReport, ToolInfo};
 use mcpq_shared::queue::workers::{self, Heartbeat, WorkerInfo};
 use mcpq_shared::queue::Conn;
 use mcpq_shared::queue::{stats, tool_catalog, InFlight, Keys};
+use mcpq_shared::redact::Redactor;
 use mcpq_shared::supervisor::Supervisor;
 use mcpq_shared::Config;
 
@@ -50,6 +52,8 @@ pub struct Reporter {
     pub metrics: Option<Metrics>,
     /// When the worker started (ms since the Unix epoch).
     pub started_at: u64,
+    /// Keeps secrets out of the errors reported.
+    pub redactor: Arc<Redactor>,
 }
 
 impl Reporter {
@@ -62,6 +66,7 @@ impl Reporter {
                 .health()
                 .describe(name, std::time::Instant::now());
             let snapshot = self.pool.snapshot(name);
+            let facts = self.supervisor.health().facts(name);
             let tools = self.pool.tools_if_warm(name).await.map(|tools| {
                 tools
                     .iter()
@@ -80,6 +85,12 @@ impl Reporter {
                 sessions: snapshot.as_ref().map_or(0, |s| s.sessions),
                 in_flight: snapshot.as_ref().map_or(0, |s| s.in_flight),
                 tools,
+                crashes: facts.crashes,
+                last_error: facts.last_error.map(|e| ServerError {
+                    at: e.at_ms,
+                    message: self.redactor.text(&e.message).into_owned(),
+                    stderr_tail: e.stderr_tail.map(|t| self.redactor.text(&t).into_owned()),
+                }),
             };
             out.insert(name.clone(), report);
         }

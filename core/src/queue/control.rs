@@ -69,6 +69,9 @@ pub struct DeadJob {
     pub error_kind: String,
     /// The last error's message.
     pub error: String,
+    /// The MCP server the last error came from, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 /// The dead-letter set, newest first: up to `limit` entries and the total count, over
@@ -166,6 +169,7 @@ async fn dead_list_in(
                 .as_ref()
                 .map(|e| e.kind.to_string())
                 .unwrap_or_default(),
+            server: error.as_ref().and_then(|e| e.server.clone()),
             error: error.map(|e| e.message).unwrap_or_default(),
         });
     }
@@ -204,6 +208,39 @@ pub async fn dead_show(
         }
     }
     Ok(None)
+}
+
+/// What [`run_now`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunNow {
+    /// Queued now (at the end of its queue that workers take next).
+    Queued,
+    /// It was not waiting for its time: its status (`None`: no such job).
+    NotWaiting(Option<JobStatus>),
+}
+
+/// Queues now job `id` if it waits for its time: a failed job waiting for its retry's
+/// backoff, or a delayed one. Its failures so far still count.
+pub async fn run_now(
+    conn: &mut Conn,
+    keys: &Keys,
+    settings: &QueueSettings,
+    id: &str,
+) -> Result<RunNow, QueueError> {
+    let keys = keys.for_job(id);
+    let (queued, status): (u8, String) = scripts::RUN_NOW
+        .prepare_invoke()
+        .key(keys.script_key())
+        .arg(keys.prefix())
+        .arg(id)
+        .arg(QueueSettings::secs(settings.dead_ttl))
+        .invoke_async(conn)
+        .await?;
+    Ok(if queued == 1 {
+        RunNow::Queued
+    } else {
+        RunNow::NotWaiting(JobStatus::parse(&status))
+    })
 }
 
 /// What [`requeue`] did.

@@ -165,6 +165,12 @@ impl Keys {
         format!("{}:paused", self.prefix)
     }
 
+    /// Hash of the jobs that ended in minute `minute` (ms / 60,000, Redis's clock), per
+    /// outcome and 10-second slot (`lua/common.lua`'s `add_totals`; `queue::history`).
+    pub fn ended(&self, minute: u64) -> String {
+        format!("{}:ended:{minute}", self.prefix)
+    }
+
     /// Sorted set of ids waiting for their time, by due time (ms): failed jobs waiting
     /// for a retry and delayed jobs (`options.run_at`, status `scheduled`).
     pub fn scheduled(&self) -> String {
@@ -249,6 +255,12 @@ impl Keys {
     /// Hash of the workers' reports on their MCP servers, by server name.
     pub fn servers(&self) -> String {
         format!("{}:servers", self.base)
+    }
+
+    /// Hash of one worker's own server reports (`queue::servers`), one field per server;
+    /// it expires when the worker stops reporting.
+    pub fn servers_of(&self, worker: &str) -> String {
+        format!("{}:servers:worker:{worker}", self.base)
     }
 
     /// Hash of the tool listings of the servers the MCP front exposes, by server name

@@ -182,6 +182,55 @@ pub async fn try_acquire(
     })
 }
 
+/// What an endpoint's limits hold now (see [`usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Calls admitted within the rate's window (its period plus [`rate_guard`]).
+    pub calls_in_window: u64,
+    /// Concurrency slots held now.
+    pub slots_held: u64,
+    /// How long a 429 keeps the endpoint paused still (ms; 0: not paused).
+    pub paused_ms: u64,
+    /// Tokens of the bucket in use (of the `tokens` count; may exceed it after an
+    /// answer overdrew it).
+    pub tokens_used: u64,
+}
+
+/// What `endpoint`'s limits hold now, by Redis's clock (one read-only script; writes
+/// nothing, so it never changes what a caller is admitted to).
+pub async fn usage(
+    mut conn: Conn,
+    keys: &Keys,
+    endpoint: &str,
+    limits: &Limits,
+) -> Result<Usage, QueueError> {
+    let window = limits
+        .rate
+        .as_ref()
+        .map_or(0, |rate| ms(rate.period + rate_guard(rate)));
+    let (period, count) = limits
+        .tokens
+        .as_ref()
+        .map_or((0, 0), |t| (t.period_ms(), t.count));
+    let (calls_in_window, slots_held, paused_ms, tokens_used): (u64, u64, u64, u64) =
+        scripts::LIMIT_USAGE
+            .prepare_invoke()
+            .key(keys.script_key())
+            .arg(keys.prefix())
+            .arg(endpoint)
+            .arg(window)
+            .arg(period)
+            .arg(count)
+            .invoke_async(&mut conn)
+            .await?;
+    Ok(Usage {
+        calls_in_window,
+        slots_held,
+        paused_ms,
+        tokens_used,
+    })
+}
+
 /// Gives back `holder`'s concurrency slot; true when it was still held.
 pub async fn release(
     mut conn: Conn,

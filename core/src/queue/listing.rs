@@ -38,6 +38,8 @@ pub struct JobSummary {
     pub batch: Option<String>,
     /// The last error's kind, if any.
     pub error_kind: Option<String>,
+    /// The queue it waits or waited in (`default` when the record names none).
+    pub queue: String,
 }
 
 /// What to list.
@@ -47,6 +49,8 @@ pub struct JobFilter {
     pub status: Option<JobStatus>,
     /// Only this batch's jobs.
     pub batch: Option<String>,
+    /// Only jobs of this queue (a record that names none is in `default`).
+    pub queue: Option<String>,
 }
 
 /// Up to `limit` jobs matching `filter`, newest first, page after page (for `mcpq
@@ -326,6 +330,7 @@ pub async fn list_page(
                         "attempt",
                         "batch",
                         "error",
+                        "queue",
                     ]);
             }
             let got: Vec<Vec<Option<String>>> = pipe.query_async(conn).await?;
@@ -339,12 +344,19 @@ pub async fn list_page(
         for ((id, score, p), mut row) in entries.into_iter().zip(rows) {
             read += 1;
             last = Some((score, id.clone()));
-            row.resize(7, None);
+            row.resize(8, None);
             let Some(status) = row[0].take() else {
                 expired.push((id, p));
                 continue;
             };
             if filter.status.is_some_and(|want| want.as_str() != status) {
+                continue;
+            }
+            let queue = row[7]
+                .take()
+                .filter(|q| !q.is_empty())
+                .unwrap_or_else(|| crate::job::DEFAULT_QUEUE.to_string());
+            if filter.queue.as_deref().is_some_and(|want| want != queue) {
                 continue;
             }
             let number = |v: &Option<String>| v.as_deref().and_then(|s| s.parse().ok());
@@ -363,6 +375,7 @@ pub async fn list_page(
                         .as_str()
                         .map(|k| k.chars().take(64).collect())
                 }),
+                queue,
             });
             if out.len() == limit {
                 break;

@@ -27,6 +27,7 @@ pub mod control;
 pub mod enqueue;
 pub mod fetch;
 pub mod finish;
+pub mod history;
 pub mod keys;
 pub mod lease;
 pub mod limits;

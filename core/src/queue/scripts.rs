@@ -38,6 +38,8 @@ pub(crate) static FINISH: LazyLock<Script> = script!("finish.lua");
 pub(crate) static RESCUE: LazyLock<Script> = script!("rescue.lua");
 /// Queues due delayed jobs and retries, one chunk per call.
 pub(crate) static PROMOTE: LazyLock<Script> = script!("promote.lua");
+/// Queue one waiting (failed or delayed) job now (`control::run_now`).
+pub(crate) static RUN_NOW: LazyLock<Script> = script!("run_now.lua");
 /// Records the newest tick a cron schedule fired (`queue::schedules`).
 pub(crate) static SCHEDULE_MARK: LazyLock<Script> = script!("schedule_mark.lua");
 /// Cancel a job that has not finished.
@@ -64,6 +66,8 @@ pub(crate) static HEARTBEAT: LazyLock<Script> = script!("heartbeat.lua");
 pub(crate) static QUEUES: LazyLock<Script> = script!("queues.lua");
 /// One try to pass an endpoint's rate, token and concurrency limits (`limits.rs`).
 pub(crate) static LIMIT_ACQUIRE: LazyLock<Script> = script!("limit_acquire.lua");
+/// What one endpoint's limits hold now, read only (`limits.rs`).
+pub(crate) static LIMIT_USAGE: LazyLock<Script> = script!("limit_usage.lua");
 /// Give back one call's concurrency slot (`limits.rs`).
 pub(crate) static LIMIT_RELEASE: LazyLock<Script> = script!("limit_release.lua");
 /// Pause an endpoint for every worker after a 429 (`limits.rs`).

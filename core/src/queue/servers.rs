@@ -1,9 +1,12 @@
 //! What workers know about their MCP servers, published for `mcpq servers`.
 //!
 //! Each worker writes, every few seconds, one JSON entry per configured server into the
-//! hash [`Keys::servers`]: health, pooled sessions, calls in flight and the tools a warm
-//! session listed. The newest report wins; each names the worker and when it was made.
-//! Entries expire with the hash ([`REPORT_TTL`]) when no worker reports any more.
+//! hash [`Keys::servers`]: health, pooled sessions, calls in flight, the tools a warm
+//! session listed, crashes since the worker started and the last error (with the
+//! server's stderr tail). The newest report wins; each names the worker and when it was
+//! made. Entries expire with the hash ([`REPORT_TTL`]) when no worker reports any more.
+//! The same reports also go into the worker's own hash [`Keys::servers_of`] (expiring
+//! [`REPORT_TTL`] after that worker's last report), for a view per worker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,7 +53,30 @@ pub struct ServerReport {
     /// Tools listed by a warm session, if one was up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<ToolInfo>>,
+    /// Crashes the worker recorded since it started (a success does not clear them).
+    #[serde(default)]
+    pub crashes: u64,
+    /// The last error a start or a call of the server came to on that worker (secrets
+    /// redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ServerError>,
 }
+
+/// A server's last error, as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerError {
+    /// When (ms since the Unix epoch, the worker's clock).
+    pub at: u64,
+    /// The error.
+    pub message: String,
+    /// The server's stderr tail with it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_tail: Option<String>,
+}
+
+/// Most workers whose own reports [`read_by_worker`] reads.
+pub const MAX_WORKERS_READ: usize = 100;
 
 /// Writes this worker's reports (one per server).
 pub async fn publish(
@@ -70,14 +96,71 @@ pub async fn publish(
         })
         .collect();
     let key = keys.servers();
+    // The newest report of each server (`mcpq servers`), and this worker's own ones
+    // (the dashboard's per-worker view), which expire with the worker's silence.
+    let own = reports
+        .values()
+        .next()
+        .map(|r| keys.servers_of(&r.worker))
+        .unwrap_or_else(|| keys.servers_of(""));
     let _: () = redis::pipe()
         .hset_multiple(&key, &fields)
         .ignore()
         .expire(&key, REPORT_TTL.as_secs() as i64)
         .ignore()
+        .del(&own)
+        .ignore()
+        .hset_multiple(&own, &fields)
+        .ignore()
+        .expire(&own, REPORT_TTL.as_secs() as i64)
+        .ignore()
         .query_async(&mut conn)
         .await?;
     Ok(())
+}
+
+/// The reports of each of `workers` (at most [`MAX_WORKERS_READ`]: one pipeline of
+/// `HGETALL`s), by worker then server; a worker with none is left out, and so is a
+/// report that does not parse.
+pub async fn read_by_worker(
+    conn: &Conn,
+    keys: &Keys,
+    workers: &[String],
+) -> Result<BTreeMap<String, BTreeMap<String, ServerReport>>, QueueError> {
+    let workers: Vec<&String> = workers.iter().take(MAX_WORKERS_READ).collect();
+    if workers.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut conn = conn.clone();
+    // Types first: HGETALL of a key someone else made a string fails the pipeline.
+    let mut pipe = redis::pipe();
+    for w in &workers {
+        pipe.cmd("TYPE").arg(keys.servers_of(w));
+    }
+    let types: Vec<String> = pipe.query_async(&mut conn).await?;
+    let mut pipe = redis::pipe();
+    let mut asked = Vec::new();
+    for (w, t) in workers.iter().zip(&types) {
+        if t == "hash" {
+            pipe.cmd("HGETALL").arg(keys.servers_of(w));
+            asked.push((*w).clone());
+        }
+    }
+    if asked.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let got: Vec<BTreeMap<String, String>> = pipe.query_async(&mut conn).await?;
+    Ok(asked
+        .into_iter()
+        .zip(got)
+        .map(|(w, raw)| {
+            let reports = raw
+                .into_iter()
+                .filter_map(|(name, json)| Some((name, serde_json::from_str(&json).ok()?)))
+                .collect();
+            (w, reports)
+        })
+        .collect())
 }
 
 /// Every server report of the namespace, by server name.

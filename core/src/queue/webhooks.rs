@@ -328,8 +328,52 @@ async fn list_in(
         .zcard(&set)
         .query_async(conn)
         .await?;
+    Ok((read_deliveries(conn, keys, &ids).await?, total))
+}
+
+/// Most deliveries [`of_job`] reads (the newest).
+pub const MAX_OF_JOB: u64 = 20;
+
+/// The webhook deliveries of job `id`, newest first (at most [`MAX_OF_JOB`]): one per
+/// end of the job (a requeued dead job ends again). Reads the job's count of
+/// deliveries, then each one's hash: two round trips, whatever the namespace holds.
+pub async fn of_job(
+    conn: &mut Conn,
+    keys: &Keys,
+    id: &str,
+) -> Result<Vec<DeliveryInfo>, QueueError> {
+    let keys = keys.for_job(id);
+    let count: Option<Vec<u8>> = match redis::cmd("HGET")
+        .arg(keys.job(id))
+        .arg("webhooks")
+        .query_async(conn)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("WRONGTYPE") => None,
+        Err(e) => return Err(e.into()),
+    };
+    let n: u64 = count
+        .and_then(|c| String::from_utf8(c).ok())
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+        .min(1_000_000_000);
+    let ids: Vec<Vec<u8>> = (n.saturating_sub(MAX_OF_JOB - 1).max(1)..=n)
+        .rev()
+        .map(|i| format!("job-{id}-{i}").into_bytes())
+        .collect();
+    read_deliveries(conn, &keys, &ids).await
+}
+
+/// The deliveries `ids` of partition `keys`, in that order; one whose hash is gone (or
+/// is not a hash) is left out.
+async fn read_deliveries(
+    conn: &mut Conn,
+    keys: &Keys,
+    ids: &[Vec<u8>],
+) -> Result<Vec<DeliveryInfo>, QueueError> {
     if ids.is_empty() {
-        return Ok((Vec::new(), total));
+        return Ok(Vec::new());
     }
     let key = |id: &[u8]| {
         let mut k = keys.webhook("").into_bytes();
@@ -338,7 +382,7 @@ async fn list_in(
     };
     // HMGET on a key of another type fails a whole pipeline: types first.
     let mut pipe = redis::pipe();
-    for id in &ids {
+    for id in ids {
         pipe.cmd("TYPE").arg(key(id));
     }
     let types: Vec<String> = pipe.query_async(conn).await?;
@@ -384,7 +428,7 @@ async fn list_in(
             last_response: response.map(|r| String::from_utf8_lossy(&r).into_owned()),
         });
     }
-    Ok((out, total))
+    Ok(out)
 }
 
 /// Where a stored callback goes, for a listing: its URL or `endpoint:NAME`.

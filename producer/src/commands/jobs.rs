@@ -14,6 +14,7 @@ pub async fn run(ctx: &Ctx, args: JobsArgs) -> anyhow::Result<u8> {
     let filter = JobFilter {
         status: args.status,
         batch: args.batch.clone(),
+        queue: args.queue.clone(),
     };
     let jobs = listing::list_jobs(&mut conn, producer.keys(), &filter, args.limit)
         .await
@@ -32,6 +33,9 @@ pub async fn run(ctx: &Ctx, args: JobsArgs) -> anyhow::Result<u8> {
             );
             if let Some(kind) = &job.error_kind {
                 line.push_str(&format!("  [{}]", one_line(kind)));
+            }
+            if job.queue != mcpq_core::job::DEFAULT_QUEUE {
+                line.push_str(&format!("  queue {}", one_line(&job.queue)));
             }
             if let Some(batch) = &job.batch {
                 line.push_str(&format!("  batch {}", one_line(batch)));

@@ -38,8 +38,11 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use mcpq_core::job::Priority;
 use mcpq_core::queue::results::now_ms;
-use mcpq_core::queue::{control, listing, stats, workers, JobStatus};
+use mcpq_core::queue::{
+    control, history, listing, queues, servers, stats, webhooks, workers, JobStatus,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -74,11 +77,13 @@ pub fn router(state: AppState, sessions: Sessions) -> Router {
         .route("/jobs/{id}", get(job_page))
         .route("/ui/jobs/{id}", get(job_status_json))
         .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/run-now", post(run_now))
         .route("/dead", get(dead_page))
         .route("/batches", get(batches_page))
         .route("/batches/{id}", get(batch_page))
         .route("/ui/batches/{id}", get(batch_json))
         .route("/servers", get(servers_page))
+        .route("/schedules", get(schedules_page))
         .route("/dead/{id}/requeue", post(requeue))
         .route("/dead/requeue", post(requeue_selected))
         .route("/dead/requeue-matching", post(requeue_matching))
@@ -163,6 +168,12 @@ async fn require_session(
         }
     }
     response
+}
+
+/// The dashboard's error page (for errors raised outside its handlers: an unknown
+/// page, a form that does not deserialize; see `json_errors`).
+pub fn error_page(status: StatusCode, message: &str) -> Response {
+    Page::error(status, message).into_response()
 }
 
 fn forbidden(why: &str) -> Page {
@@ -270,6 +281,14 @@ fn templates() -> &'static minijinja::Environment<'static> {
             }
             None => "-".to_string(),
         });
+        // `{{ ms | age }}`: a duration in ms as `850 ms`, `4.2 s`, `3.1 min`, `2.0 h`.
+        env.add_filter("age", |ms: Option<u64>| match ms {
+            None => "-".to_string(),
+            Some(ms) if ms < 1000 => format!("{ms} ms"),
+            Some(ms) if ms < 60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+            Some(ms) if ms < 3_600_000 => format!("{:.1} min", ms as f64 / 60_000.0),
+            Some(ms) => format!("{:.1} h", ms as f64 / 3_600_000.0),
+        });
         // `.html` names: every value is HTML-escaped unless marked safe (none is).
         for (name, text) in [
             ("base.html", include_str!("templates/base.html")),
@@ -282,6 +301,7 @@ fn templates() -> &'static minijinja::Environment<'static> {
             ("batches.html", include_str!("templates/batches.html")),
             ("batch.html", include_str!("templates/batch.html")),
             ("servers.html", include_str!("templates/servers.html")),
+            ("schedules.html", include_str!("templates/schedules.html")),
             ("done.html", include_str!("templates/done.html")),
         ] {
             if let Err(e) = env.add_template(name, text) {
@@ -379,7 +399,36 @@ async fn overview_data(state: &AppState) -> Result<Value, ApiError> {
         }
     }
     let live = workers::live(&conn, keys).await?;
+    let queues: Vec<Value> = queues::list(&mut conn.clone(), keys)
+        .await?
+        .into_iter()
+        .map(|q| {
+            let oldest = Priority::ALL
+                .iter()
+                .filter_map(|&p| q.oldest_queued_age_ms.get(p))
+                .max();
+            let mut v = serde_json::to_value(&q).unwrap_or_default();
+            if let Some(map) = v.as_object_mut() {
+                map.insert("oldest_ms".into(), json!(oldest));
+                map.insert(
+                    "total".into(),
+                    json!(q.queued.high + q.queued.normal + q.queued.low),
+                );
+            }
+            v
+        })
+        .collect();
+    let history = history::read(&conn, keys, counts.read_at_ms).await?;
+    // Jobs ended per second over the last full slot (the newest one is still filling).
+    let rate = history
+        .iter()
+        .rev()
+        .nth(1)
+        .map(|s| (s.succeeded + s.dead) as f64 / (history::SLOT_MS as f64 / 1000.0));
     Ok(json!({
+        "queues": queues,
+        "history": history,
+        "rate": rate.map(|r| (r * 10.0).round() / 10.0),
         "stats": counts,
         "queued_total": counts.queued_total(),
         "oldest_queued_age_ms": counts.oldest_queued_age(),
@@ -411,6 +460,7 @@ fn session_json(session: &Session) -> Value {
 struct JobsQuery {
     status: Option<String>,
     batch: Option<String>,
+    queue: Option<String>,
     cursor: Option<String>,
     q: Option<String>,
 }
@@ -458,9 +508,11 @@ async fn jobs_page(
         Some(b) => Some(crate::jobs::parse_id(b)?.to_string()),
         None => None,
     };
+    let queue = crate::jobs::parse_queue(query.queue.as_deref())?;
     let filter = listing::JobFilter {
         status,
         batch: batch.clone(),
+        queue: queue.clone(),
     };
     let page = listing::list_page(
         &mut state.conn(),
@@ -480,6 +532,7 @@ async fn jobs_page(
             "next": page.next,
             "status": status.map(|s| s.as_str()),
             "batch": batch,
+            "queue": queue,
             "statuses": STATUSES,
         }),
     )
@@ -492,36 +545,47 @@ async fn job_page(
     Path(id): Path<String>,
 ) -> Result<Page, Page> {
     let id = crate::jobs::parse_id(&id)?.to_string();
-    let Some(record) = state.producer.status(&id).await.map_err(ApiError::from)? else {
+    // One read of the record with its result (possibly megabytes: the bounded reader,
+    // as `/v1/jobs/{id}/result`, parsed off the runtime), none of its payload.
+    let Some(mut record) = state.results.read_record(&id).await? else {
         return Err(Page::error(
             StatusCode::NOT_FOUND,
             "No such job (or its record expired).",
         ));
     };
-    // The result of a succeeded job: possibly megabytes, read by the bounded reader (as
-    // `/v1/jobs/{id}/result`). A small record is parsed and its result pretty-printed;
-    // a big one is shown as stored, its first SHOWN bytes (pretty-printing hostile,
-    // deeply nested JSON can multiply its size a hundredfold).
-    let mut result = None;
-    if record.status == JobStatus::Succeeded {
-        if let Some(whole) = state.results.read_json(&id).await? {
-            result = Some(if whole.len() <= SHOWN {
-                let parsed: Value = serde_json::from_slice(&whole).unwrap_or_default();
-                let pretty = parsed
-                    .get("result")
-                    .map(|r| serde_json::to_string_pretty(r).unwrap_or_default())
-                    .unwrap_or_default();
-                shown(pretty)
-            } else {
-                shown(String::from_utf8_lossy(&whole).into_owned())
-            });
-        }
-    }
+    // A small result is pretty-printed; a big one is shown as stored, its first SHOWN
+    // bytes (pretty-printing hostile, deeply nested JSON can multiply its size a
+    // hundredfold).
+    let result = match record.result.take() {
+        Some(r) => Some(
+            tokio::task::spawn_blocking(move || {
+                let compact = serde_json::to_string(&r).unwrap_or_default();
+                if compact.len() <= SHOWN {
+                    shown(serde_json::to_string_pretty(&r).unwrap_or(compact))
+                } else {
+                    shown(compact)
+                }
+            })
+            .await
+            .map_err(|_| {
+                Page::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The page could not be rendered.",
+                )
+            })?,
+        ),
+        None => None,
+    };
+    let envelope = envelope(&state, &id).await?;
+    let webhooks = webhooks::of_job(&mut state.conn(), state.producer.keys(), &id)
+        .await
+        .map_err(ApiError::from)?;
     let ended = matches!(
         record.status,
         JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled
     );
     let dead = record.status == JobStatus::Dead;
+    let waiting = matches!(record.status, JobStatus::Failed | JobStatus::Scheduled);
     Ok(Page::render(
         "job.html",
         json!({
@@ -529,10 +593,48 @@ async fn job_page(
             "page": "jobs",
             "job": record,
             "result": result,
+            "envelope": envelope,
+            "webhooks": webhooks,
             "can_cancel": !ended,
             "can_requeue": dead,
+            "can_run_now": waiting,
         }),
     ))
+}
+
+/// The job's envelope as submitted (its payload), pretty-printed, or a line saying why
+/// it is not shown: its length is asked first (`HSTRLEN`), so a payload someone else
+/// made huge is never read.
+async fn envelope(state: &AppState, id: &str) -> Result<Option<String>, Page> {
+    let key = state.producer.keys().job(id);
+    let len: u64 = match redis::cmd("HSTRLEN")
+        .arg(&key)
+        .arg("payload")
+        .query_async(&mut state.conn())
+        .await
+    {
+        Ok(n) => n,
+        Err(e) if e.code() == Some("WRONGTYPE") => return Ok(None),
+        Err(e) => return Err(ApiError::from(mcpq_core::queue::QueueError::from(e)).into()),
+    };
+    if len == 0 {
+        return Ok(None);
+    }
+    if len > (4 * SHOWN) as u64 {
+        return Ok(Some(format!(
+            "({len} bytes: too big to show here; `mcpq dlq show` or the record in Redis has it)"
+        )));
+    }
+    let raw: Option<Vec<u8>> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("payload")
+        .query_async(&mut state.conn())
+        .await
+        .map_err(|e| ApiError::from(mcpq_core::queue::QueueError::from(e)))?;
+    Ok(raw.map(|raw| match serde_json::from_slice::<Value>(&raw) {
+        Ok(v) if raw.len() <= SHOWN => shown(serde_json::to_string_pretty(&v).unwrap_or_default()),
+        _ => shown(String::from_utf8_lossy(&raw).into_owned()),
+    }))
 }
 
 /// A job's status, for its page's live update.
@@ -545,8 +647,8 @@ async fn job_status_json(
     Ok(Json(json!({"status": record.map(|r| r.status.as_str())})))
 }
 
-/// Most bytes of a result or an envelope a job's page shows (the rest is one click
-/// away, at `/v1/jobs/{id}/result`).
+/// Most bytes of a result or an envelope a job's page shows (the rest of a result is
+/// one click away, at `/v1/jobs/{id}/result`).
 const SHOWN: usize = 256 * 1024;
 
 /// `text` cut to [`SHOWN`] bytes (at a character boundary), saying so.
@@ -578,6 +680,19 @@ async fn cancel(
     .await
 }
 
+async fn run_now(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Result<Redirect, Page> {
+    job_action(&session, &form, &id, |id| {
+        crate::jobs::run_now(State(state), Extension(caller), Path(id))
+    })
+    .await
+}
+
 /// The steps of every action on one job: its form's CSRF token, the id, then `run`
 /// (the HTTP API's own handler, so the same checks and log line), then back to the
 /// job's page.
@@ -599,6 +714,13 @@ where
 #[derive(Debug, Deserialize)]
 struct DeadQuery {
     kind: Option<String>,
+    server: Option<String>,
+}
+
+/// Whether dead job `j` matches the kind and server filters (empty: any).
+fn dead_matches(j: &control::DeadJob, kind: &str, server: &str) -> bool {
+    (kind.is_empty() || j.error_kind == kind)
+        && (server.is_empty() || j.server.as_deref() == Some(server))
 }
 
 async fn dead_page(
@@ -610,12 +732,22 @@ async fn dead_page(
         .await
         .map_err(ApiError::from)?;
     let kind = query.kind.filter(|k| !k.is_empty());
+    let server = query.server.filter(|s| !s.is_empty());
     let mut kinds: Vec<String> = jobs.iter().map(|j| j.error_kind.clone()).collect();
     kinds.sort();
     kinds.dedup();
+    let mut servers: Vec<String> = jobs.iter().filter_map(|j| j.server.clone()).collect();
+    servers.sort();
+    servers.dedup();
     let shown: Vec<_> = jobs
         .into_iter()
-        .filter(|j| kind.as_deref().is_none_or(|k| j.error_kind == k))
+        .filter(|j| {
+            dead_matches(
+                j,
+                kind.as_deref().unwrap_or_default(),
+                server.as_deref().unwrap_or_default(),
+            )
+        })
         .collect();
     Ok(Page::render(
         "dead.html",
@@ -627,6 +759,8 @@ async fn dead_page(
             "read": DEAD_PAGE,
             "kind": kind,
             "kinds": kinds,
+            "server": server,
+            "servers": servers,
         }),
     ))
 }
@@ -655,6 +789,8 @@ struct BulkForm {
     csrf: String,
     #[serde(default)]
     kind: String,
+    #[serde(default)]
+    server: String,
     #[serde(default)]
     older_than: String,
 }
@@ -696,8 +832,8 @@ async fn requeue_selected(
     ))
 }
 
-/// Requeues every dead job (no kind), or those of one error kind among the newest
-/// [`DEAD_PAGE`].
+/// Requeues every dead job (no filter), or those of one error kind and/or server among
+/// the newest [`DEAD_PAGE`].
 async fn requeue_matching(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
@@ -711,7 +847,7 @@ async fn requeue_matching(
     )?;
     let keys = state.producer.keys();
     let mut conn = state.conn();
-    let requeued = if form.kind.is_empty() {
+    let requeued = if form.kind.is_empty() && form.server.is_empty() {
         control::requeue_all(&mut conn, keys)
             .await
             .map_err(ApiError::from)?
@@ -720,7 +856,10 @@ async fn requeue_matching(
             .await
             .map_err(ApiError::from)?;
         let mut n = 0;
-        for job in jobs.iter().filter(|j| j.error_kind == form.kind) {
+        for job in jobs
+            .iter()
+            .filter(|j| dead_matches(j, &form.kind, &form.server))
+        {
             if control::requeue(&mut conn, keys, &job.id)
                 .await
                 .map_err(ApiError::from)?
@@ -731,7 +870,7 @@ async fn requeue_matching(
         }
         n
     };
-    tracing::info!(caller = %session.who, requeued, kind = %form.kind, "dead jobs requeued (matching)");
+    tracing::info!(caller = %session.who, requeued, kind = %form.kind, server = %form.server, "dead jobs requeued (matching)");
     Ok(done_page(
         &session,
         &format!("{requeued} dead jobs requeued."),
@@ -857,10 +996,129 @@ async fn servers_page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> Result<Page, Page> {
-    let axum::Json(list) = crate::servers::list(State(state)).await?;
+    let conn = state.conn();
+    let keys = state.producer.keys();
+    let newest = servers::read_all(&conn, keys)
+        .await
+        .map_err(ApiError::from)?;
+    let live: Vec<String> = workers::live(&conn, keys)
+        .await
+        .map_err(ApiError::from)?
+        .into_iter()
+        .map(|w| w.info.id)
+        .collect();
+    let by_worker = servers::read_by_worker(&conn, keys, &live)
+        .await
+        .map_err(ApiError::from)?;
+    // Per configured server, one row per live worker that reported it; a server only
+    // an older worker reported (no report of its own) shows its newest report.
+    let list: Vec<Value> = state
+        .config
+        .servers
+        .iter()
+        .map(|(name, s)| {
+            let mut reports: Vec<&servers::ServerReport> =
+                by_worker.values().filter_map(|r| r.get(name)).collect();
+            if reports.is_empty() {
+                reports.extend(newest.get(name));
+            }
+            json!({
+                "name": name,
+                "transport": if s.url.is_some() { "http" } else { "stdio" },
+                "pooled": s.pool,
+                "reports": reports,
+                "crashes": reports.iter().map(|r| r.crashes).sum::<u64>(),
+            })
+        })
+        .collect();
     Ok(Page::render(
         "servers.html",
-        json!({"session": session_json(&session), "page": "servers", "servers": list.servers}),
+        json!({"session": session_json(&session), "page": "servers", "servers": list}),
+    ))
+}
+
+/// Most limited endpoints the schedules-and-limits page reads (one script each).
+const MAX_LIMITS_SHOWN: usize = 100;
+
+async fn schedules_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> Result<Page, Page> {
+    use mcpq_core::queue::limits::{self, Limits};
+    use mcpq_core::queue::schedules::{last_runs, LastRun};
+    let keys = state.producer.keys();
+    let schedules = state.config.resolved_schedules();
+    let names: Vec<&str> = schedules.iter().map(|s| s.name.as_str()).collect();
+    let last = last_runs(&mut state.conn(), keys, &names)
+        .await
+        .map_err(ApiError::from)?;
+    let now = now_ms() as i64;
+    let rows: Vec<Value> = schedules
+        .iter()
+        .map(|s| {
+            let (last_tick, last_job, problem) = match last.get(&s.name) {
+                Some(LastRun::Fired(f)) => (Some(f.tick), Some(f.job.clone()), None),
+                Some(LastRun::Unreadable(why)) => (None, None, Some(why.clone())),
+                _ => (None, None, None),
+            };
+            json!({
+                "name": s.name,
+                "cron": s.pattern,
+                "timezone": s.timezone.name(),
+                "catch_up": s.catch_up.as_str(),
+                "last_tick": last_tick.map(|t| t.max(0) as u64),
+                "last_job": last_job,
+                "problem": problem,
+                "next": s.next_after(now).map(|t| t.max(0) as u64),
+            })
+        })
+        .collect();
+    // Every endpoint with a limit: the servers', then the model API's.
+    let mut endpoints: Vec<(String, Limits)> = state
+        .config
+        .servers
+        .iter()
+        .map(|(name, s)| {
+            (
+                limits::server_endpoint(name),
+                Limits {
+                    rate: s.rate,
+                    max_concurrent: s.max_concurrent,
+                    tokens: None,
+                },
+            )
+        })
+        .filter(|(_, l)| !l.is_none())
+        .collect();
+    if let Some(llm) = &state.config.llm {
+        let l = Limits {
+            rate: llm.rate,
+            max_concurrent: None,
+            tokens: llm.tokens,
+        };
+        if !l.is_none() {
+            endpoints.push((limits::LLM_ENDPOINT.to_string(), l));
+        }
+    }
+    let mut limited = Vec::new();
+    for (endpoint, l) in endpoints.into_iter().take(MAX_LIMITS_SHOWN) {
+        let usage = limits::usage(state.conn(), &keys.at(0), &endpoint, &l)
+            .await
+            .map_err(ApiError::from)?;
+        limited.push(json!({
+            "endpoint": endpoint,
+            "rate": l.rate.map(|r| r.to_string()),
+            "rate_count": l.rate.map(|r| r.count),
+            "max_concurrent": l.max_concurrent,
+            "tokens": l.tokens.map(|r| r.to_string()),
+            "tokens_count": l.tokens.map(|r| r.count),
+            "usage": usage,
+        }));
+    }
+    Ok(Page::render(
+        "schedules.html",
+        json!({"session": session_json(&session), "page": "schedules",
+               "schedules": rows, "limits": limited}),
     ))
 }
 
@@ -887,7 +1145,7 @@ mod tests {
                       "stderr_tail": evil, "retryable": false},
             "progress": {"progress": 1, "total": 2, "message": evil},
             "history": [{"attempt": 1, "worker": evil, "started_at": 2, "ended_at": 3,
-                         "outcome": evil, "error": {"kind": evil}}],
+                         "outcome": evil, "error": {"kind": evil, "message": evil, "stderr_tail": evil}}],
         });
         let pages = [
             ("login.html", json!({"failed": true})),
@@ -898,6 +1156,10 @@ mod tests {
                     "stats": {"queued": {"high": 1, "normal": 2, "low": 3}, "scheduled": 4,
                               "running": 5, "dead": 6},
                     "queued_total": 6, "oldest_queued_age_ms": 7, "totals": {"succeeded": 8},
+                    "rate": 1.5, "history": [{"at": 0, "succeeded": 1, "dead": 0, "retried": 0}],
+                    "queues": [{"name": evil, "paused": true,
+                                "queued": {"high": 1, "normal": 2, "low": 3},
+                                "oldest_ms": 70_000, "started_last_minute": 4}],
                     "workers": [{"id": evil, "host": evil, "pid": 1, "running": 0,
                                  "concurrency": 4, "heartbeat_age_ms": 5, "version": evil}]}}),
             ),
@@ -911,14 +1173,18 @@ mod tests {
             (
                 "job.html",
                 json!({"session": session, "page": "jobs", "job": job, "result": evil,
-                       "can_cancel": true, "can_requeue": true}),
+                       "envelope": evil, "can_cancel": true, "can_requeue": true,
+                       "can_run_now": true,
+                       "webhooks": [{"id": evil, "target": evil, "state": evil, "attempts": 1,
+                                     "last_attempt_at": 2, "last_status": 500,
+                                     "last_response": evil}]}),
             ),
             (
                 "dead.html",
                 json!({"session": session, "page": "dead", "total": 1, "read": DEAD_PAGE,
-                       "kind": evil, "kinds": [evil],
+                       "kind": evil, "kinds": [evil], "server": evil, "servers": [evil],
                        "jobs": [{"id": evil, "kind": evil, "error_kind": evil,
-                                 "error": evil, "attempts": 1}]}),
+                                 "error": evil, "attempts": 1, "server": evil}]}),
             ),
             (
                 "batches.html",
@@ -937,11 +1203,24 @@ mod tests {
             (
                 "servers.html",
                 json!({"session": session, "page": "servers", "servers": [
-                    {"name": evil, "transport": "stdio", "pooled": true, "report": {
+                    {"name": evil, "transport": "stdio", "pooled": true, "crashes": 2, "reports": [{
                         "worker": evil, "reported_at": 1, "health": evil,
                         "health_clears_in_ms": 5, "pooled": true, "sessions": 1,
-                        "in_flight": 0, "tools": [{"name": evil, "description": evil}]}},
-                    {"name": "quiet", "transport": "http", "pooled": false, "report": null}]}),
+                        "in_flight": 0, "tools": [{"name": evil, "description": evil}],
+                        "crashes": 2, "last_error": {"at": 1, "message": evil, "stderr_tail": evil}}]},
+                    {"name": "quiet", "transport": "http", "pooled": false, "crashes": 0, "reports": []}]}),
+            ),
+            (
+                "schedules.html",
+                json!({"session": session, "page": "schedules",
+                       "schedules": [{"name": evil, "cron": evil, "timezone": evil, "catch_up": "none",
+                                      "last_tick": 1, "last_job": evil, "problem": null, "next": 2},
+                                     {"name": "b", "cron": "* * * * *", "timezone": "UTC", "catch_up": "all",
+                                      "last_tick": null, "last_job": null, "problem": evil, "next": null}],
+                       "limits": [{"endpoint": evil, "rate": "10/s", "rate_count": 10,
+                                   "max_concurrent": 2, "tokens": "100/min", "tokens_count": 100,
+                                   "usage": {"calls_in_window": 3, "slots_held": 1,
+                                             "paused_ms": 1500, "tokens_used": 7}}]}),
             ),
             (
                 "done.html",

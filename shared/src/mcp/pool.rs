@@ -855,9 +855,13 @@ impl McpPool {
         };
         if !alive {
             tracing::info!(server = %lease.pool.name, pid = session.pid(), "pooled server died while idle; replacing it");
-            self.supervisor
-                .health()
-                .record_crash(&lease.pool.name, std::time::Instant::now());
+            let health = self.supervisor.health();
+            health.note_error(
+                &lease.pool.name,
+                "the pooled server died while idle (replaced)",
+                session.stderr_tail().as_deref(),
+            );
+            health.record_crash(&lease.pool.name, std::time::Instant::now());
             return false;
         }
         if lease.slot.in_flight.load(Ordering::SeqCst) == 1
@@ -1018,6 +1022,7 @@ pub async fn start_admitted(
     McpSession::start(supervisor, name, server, timeouts, deadline)
         .await
         .map_err(|error| {
+            health.note_error(name, &error.to_string(), error.stderr());
             if error.is_crash() {
                 health.record_crash(name, std::time::Instant::now());
             }

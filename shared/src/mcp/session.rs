@@ -674,6 +674,7 @@ impl McpSession {
                 JobCall::Answered(result, stderr)
             }
             Err(error) => {
+                health.note_error(&self.name, &error.to_string(), error.stderr());
                 if error.is_crash() && health.record_crash(&self.name, std::time::Instant::now()) {
                     tracing::warn!(server = %self.name, "server marked unhealthy: crash loop");
                 }

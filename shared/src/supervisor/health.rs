@@ -86,7 +86,32 @@ pub struct HealthBook {
     /// Kept apart from `servers`, which a success clears: a crashed pooled session may
     /// be replaced after another session served calls.
     owed_restarts: Mutex<HashMap<String, u32>>,
+    /// What a success does not clear, for reports: crashes since start, the last error.
+    facts: Mutex<HashMap<String, ServerFacts>>,
     metrics: Metrics,
+}
+
+/// Longest error message and stderr tail kept per server in [`ServerFacts`].
+pub const MAX_FACT_CHARS: usize = 4000;
+
+/// What this process saw of one server since it started (`mcpq servers`, the dashboard).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerFacts {
+    /// Crashes recorded since start (a success does not clear them).
+    pub crashes: u64,
+    /// The last error a start or a call of it came to, if any.
+    pub last_error: Option<LastError>,
+}
+
+/// One error of a server, as kept for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The error (its first [`MAX_FACT_CHARS`] characters).
+    pub message: String,
+    /// The server's stderr tail with it, if any (its last [`MAX_FACT_CHARS`] characters).
+    pub stderr_tail: Option<String>,
 }
 
 impl HealthBook {
@@ -101,6 +126,7 @@ impl HealthBook {
             policy,
             servers: Mutex::default(),
             owed_restarts: Mutex::default(),
+            facts: Mutex::default(),
             metrics,
         }
     }
@@ -174,9 +200,38 @@ impl HealthBook {
         }
     }
 
+    /// Keeps `message` (and the stderr tail) as `server`'s last error, for reports.
+    pub fn note_error(&self, server: &str, message: &str, stderr_tail: Option<&str>) {
+        let head = |t: &str| t.chars().take(MAX_FACT_CHARS).collect::<String>();
+        let tail = |t: &str| {
+            let skip = t.chars().count().saturating_sub(MAX_FACT_CHARS);
+            t.chars().skip(skip).collect::<String>()
+        };
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+        facts.entry(server.to_string()).or_default().last_error = Some(LastError {
+            at_ms,
+            message: head(message),
+            stderr_tail: stderr_tail.map(tail),
+        });
+    }
+
+    /// What was seen of `server` since start: crashes and the last error.
+    pub fn facts(&self, server: &str) -> ServerFacts {
+        let facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+        facts.get(server).cloned().unwrap_or_default()
+    }
+
     /// Records a crash of `server` at `now`; returns true if it is now unhealthy.
     pub fn record_crash(&self, server: &str, now: Instant) -> bool {
         self.metrics.server_crashed(server);
+        {
+            let mut facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+            let f = facts.entry(server.to_string()).or_default();
+            f.crashes = f.crashes.saturating_add(1);
+        }
         {
             let mut owed = self.owed_restarts.lock().unwrap_or_else(|p| p.into_inner());
             let n = owed.entry(server.to_string()).or_default();
@@ -221,6 +276,28 @@ mod tests {
             crash_loop_window: Duration::from_secs(10),
             unhealthy_for: Duration::from_secs(5),
         })
+    }
+
+    #[test]
+    fn facts_outlive_a_success_and_are_cut() {
+        let b = book();
+        let t0 = Instant::now();
+        b.record_crash("s", t0);
+        b.record_crash("s", t0 + Duration::from_millis(150));
+        b.note_error(
+            "s",
+            &"m".repeat(MAX_FACT_CHARS + 10),
+            Some(&format!("{}end", "x".repeat(MAX_FACT_CHARS))),
+        );
+        b.record_success("s");
+        let f = b.facts("s");
+        assert_eq!(f.crashes, 2, "a success clears the backoff, not the count");
+        let e = f.last_error.expect("the last error is kept");
+        assert_eq!(e.message.chars().count(), MAX_FACT_CHARS);
+        let tail = e.stderr_tail.expect("its stderr tail too");
+        assert!(tail.ends_with("end"), "the tail keeps the end");
+        assert_eq!(tail.chars().count(), MAX_FACT_CHARS);
+        assert_eq!(b.facts("other"), ServerFacts::default());
     }
 
     #[test]

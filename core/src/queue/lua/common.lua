@@ -153,6 +153,7 @@ end
 -- began; `mcpq stats` sums them over partitions). Once per script call, whatever the
 -- number of jobs it ended. A totals key someone else wrote is set aside (KEY:corrupt)
 -- and a field that is not a count starts again from 0, so this never raises.
+local HISTORY_TTL = 960
 local function add_totals(counts)
   if next(counts) == nil then return end
   local k = P .. ':totals'
@@ -166,6 +167,27 @@ local function add_totals(counts)
     table.insert(args, string.format('%d', was + n))
   end
   redis.call('HSET', k, unpack(args))
+  -- The same counts per 10 seconds, for the dashboard's chart: hash {ns}:ended:MINUTE
+  -- (MINUTE = ms / 60000), fields OUTCOME:SLOT (SLOT 0-5, the 10 s of the minute),
+  -- kept HISTORY_TTL s (`queue::history` reads the last 15 minutes). A key someone else
+  -- wrote with another type is left alone and not counted in.
+  local h = P .. ':ended:' .. string.format('%d', math.floor(NOW / 60000))
+  local ht = key_type(h)
+  if ht == 'none' or ht == 'hash' then
+    local slot = string.format('%d', math.floor((NOW % 60000) / 10000))
+    local hargs = {}
+    for field, n in pairs(counts) do
+      -- Read and set, never HINCRBY: a field someone else wrote that is not a count
+      -- would make HINCRBY raise (and the whole finish fail); it starts again from 0.
+      local name = field .. ':' .. slot
+      local was = redis.call('HGET', h, name)
+      was = (was and #was <= 15 and string.match(was, '^%d+$') and tonumber(was)) or 0
+      table.insert(hargs, name)
+      table.insert(hargs, string.format('%d', was + n))
+    end
+    redis.call('HSET', h, unpack(hargs))
+    if ht == 'none' then redis.call('EXPIRE', h, HISTORY_TTL) end
+  end
 end
 -- Webhook deliveries (queue/webhooks.rs). A delivery is the hash {ns}:webhook:DID, due in
 -- the sorted set {ns}:webhooks:due and listed in {ns}:webhooks (both by time, ms).
@@ -325,30 +347,33 @@ end
 -- set's size. A set of another type (written by someone else) is set aside
 -- (own_zset), so retries and delays work again from the next write on. Returns how
 -- many entries it took out of the set.
+-- Takes `id` out of the scheduled set `sched` and queues it (at the end of its queue
+-- and priority that workers pop next) when its record says it waits there (failed or scheduled); a malformed
+-- record is buried, a stale entry only dropped. Returns 1 when queued, else 0.
+local function promote_one(sched, id, dead_ttl)
+  redis.call('ZREM', sched, id)
+  local problem = record_problem(id)
+  if problem then
+    bury(id, problem, dead_ttl)
+    return 0
+  end
+  local f = redis.call('HMGET', job_key(id), 'status', 'priority', 'queue')
+  if f[1] ~= 'failed' and f[1] ~= 'scheduled' then return 0 end
+  redis.call('HSET', job_key(id), 'status', 'queued')
+  redis.call('HDEL', job_key(id), 'next_run_at')
+  redis.call('RPUSH', ready_key(f[2], f[3]), id)
+  -- Listed again if the cap's clean-up dropped its queue while it waited.
+  if f[3] and f[3] ~= '' and f[3] ~= 'default' and key_type(P .. ':queues') == 'set' then
+    redis.call('SADD', P .. ':queues', f[3])
+  end
+  return 1
+end
 local function promote_due(limit, dead_ttl)
   local sched = P .. ':scheduled'
   own_zset(sched)
   local due = redis.call('ZRANGEBYSCORE', sched, '-inf', NOW, 'LIMIT', 0, limit)
   local promoted = 0
-  for _, id in ipairs(due) do
-    redis.call('ZREM', sched, id)
-    local problem = record_problem(id)
-    if problem then
-      bury(id, problem, dead_ttl)
-    else
-      local f = redis.call('HMGET', job_key(id), 'status', 'priority', 'queue')
-      if f[1] == 'failed' or f[1] == 'scheduled' then
-        redis.call('HSET', job_key(id), 'status', 'queued')
-        redis.call('HDEL', job_key(id), 'next_run_at')
-        redis.call('RPUSH', ready_key(f[2], f[3]), id)
-        promoted = promoted + 1
-        -- Listed again if the cap's clean-up dropped its queue while it waited.
-        if f[3] and f[3] ~= '' and f[3] ~= 'default' and key_type(P .. ':queues') == 'set' then
-          redis.call('SADD', P .. ':queues', f[3])
-        end
-      end
-    end
-  end
+  for _, id in ipairs(due) do promoted = promoted + promote_one(sched, id, dead_ttl) end
   if promoted > 0 then redis.call('PUBLISH', BASE .. ':wake', promoted) end
   return #due
 end

@@ -20,9 +20,38 @@ function cell(text) {
   return td;
 }
 
+function drawRate(line, history) {
+  if (!line || !Array.isArray(history) || history.length < 2) return;
+  // Per second in each 10 s slot; the newest slot is still filling: left out.
+  const rates = history.slice(0, -1).map((s) => ((s.succeeded || 0) + (s.dead || 0)) / 10);
+  const top = Math.max(1, ...rates);
+  const step = 300 / Math.max(1, rates.length - 1);
+  line.setAttribute("points", rates.map((r, i) => (i * step).toFixed(1) + "," + (58 - (r / top) * 56).toFixed(1)).join(" "));
+}
+
+function queueRows(body, queues) {
+  body.replaceChildren();
+  for (const q of queues) {
+    const tr = document.createElement("tr");
+    const name = document.createElement("td");
+    const a = document.createElement("a");
+    a.href = "/jobs?status=queued&queue=" + encodeURIComponent(q.name);
+    a.textContent = q.name;
+    name.append(a);
+    if (q.paused) {
+      const tag = document.createElement("span");
+      tag.className = "status paused";
+      tag.textContent = "paused";
+      name.append(" ", tag);
+    }
+    const qd = q.queued || {};
+    tr.append(name, cell(qd.high), cell(qd.normal), cell(qd.low), cell(age(q.oldest_ms)), cell(q.started_last_minute));
+    body.append(tr);
+  }
+}
+
 function liveOverview(section) {
   const url = section.dataset.live;
-  const samples = [];
   const line = document.querySelector("#rate-chart polyline");
   async function tick() {
     let data;
@@ -33,31 +62,14 @@ function liveOverview(section) {
     } catch (e) {
       return;
     }
-    const t = data.totals || {};
-    const done = (t.succeeded || 0) + (t.dead || 0);
-    const now = Date.now();
-    samples.push([now, done]);
-    while (samples.length > 150) samples.shift();
-    let rate = null;
-    if (samples.length >= 2) {
-      const [t0, d0] = samples[samples.length - 2];
-      rate = Math.max(0, (done - d0) / ((now - t0) / 1000));
-    }
-    data.rate = rate == null ? "-" : rate.toFixed(1);
+    if (data.rate == null) data.rate = "-";
     section.querySelectorAll("[data-field]").forEach((el) => {
       const v = field(data, el.dataset.field);
       el.textContent = el.dataset.format === "age" ? age(v) : v == null ? "0" : String(v);
     });
-    if (line && samples.length >= 2) {
-      const rates = [];
-      for (let i = 1; i < samples.length; i++) {
-        const dt = (samples[i][0] - samples[i - 1][0]) / 1000;
-        rates.push(dt > 0 ? Math.max(0, (samples[i][1] - samples[i - 1][1]) / dt) : 0);
-      }
-      const top = Math.max(1, ...rates);
-      const step = 300 / Math.max(1, rates.length - 1);
-      line.setAttribute("points", rates.map((r, i) => (i * step).toFixed(1) + "," + (58 - (r / top) * 56).toFixed(1)).join(" "));
-    }
+    drawRate(line, data.history);
+    const queues = document.getElementById("queues");
+    if (queues && Array.isArray(data.queues)) queueRows(queues, data.queues);
     const body = document.getElementById("workers");
     if (body && Array.isArray(data.workers)) {
       body.replaceChildren();
