@@ -74,6 +74,13 @@ try {
   await page.screenshot({ path: `${shots}/dashboard-batch.png`, fullPage: true });
   await page.goto(`${url}/servers`);
   await page.screenshot({ path: `${shots}/dashboard-servers.png`, fullPage: true });
+  await page.goto(`${url}/batches`);
+  await page.screenshot({ path: `${shots}/dashboard-batches.png`, fullPage: true });
+  // Schedules and rate limits: the configured schedule's next run, the limits' usage.
+  await page.goto(`${url}/schedules`);
+  out.schedule_rows = await page.locator("table.schedules tbody tr").count();
+  out.limit_text = (await page.textContent("table.limits tbody")) || "";
+  await page.screenshot({ path: `${shots}/dashboard-schedules.png`, fullPage: true });
   await page.goto(`${url}/`);
   step("batch");
 
@@ -86,6 +93,13 @@ try {
   out.scheduled = (await page.textContent("[data-field='stats.scheduled']")).trim();
   out.dead_count = (await page.textContent("[data-field='stats.dead']")).trim();
   out.workers_rows = await page.locator("#workers tr").count();
+  // The queues table and the chart come from Redis (jobs have ended by now).
+  await page.waitForFunction(
+    () => (document.querySelector("#rate-chart polyline").getAttribute("points") || "").length > 0,
+    null,
+    { timeout: 15000 },
+  );
+  out.queue_names = await page.$$eval("#queues tr td:first-child a", (as) => as.map((a) => a.textContent));
   await page.screenshot({ path: `${shots}/dashboard-overview.png`, fullPage: true });
   step("overview");
 

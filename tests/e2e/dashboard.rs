@@ -349,7 +349,14 @@ fn in_a_real_browser_an_operator_requeues_a_dead_job_and_cancels_a_running_one()
     let (Some(deps), Some(chromium)) = (mcpq_tests::deps("browser"), chromium()) else {
         return;
     };
-    let env = TestEnv::new("dash-browser", TOKEN_CONFIG);
+    // A schedule and a limited server, for the schedules-and-limits page.
+    let env = TestEnv::with_echo(
+        "dash-browser",
+        &format!(
+            "{TOKEN_CONFIG}[schedules.nightly-digest]\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Paris\"\njob = {{ kind = \"agent\", payload = {{ steps = [ {{ server = \"echo\", tool = \"echo\", arguments = {{ text = \"digest\" }} }} ] }} }}\n"
+        ),
+        "rate = \"600/min\"\nmax_concurrent = 8",
+    );
     let _worker = env.worker(&["--concurrency", "4"]);
     let serve = env.serve(&[]);
     // Scheduled for later: the overview must count exactly these.
@@ -503,7 +510,30 @@ fn in_a_real_browser_an_operator_requeues_a_dead_job_and_cancels_a_running_one()
     );
     assert_eq!(seen["batch_percent_end"], 100.0, "{seen}");
     assert_eq!(seen["batch_reloads"], 0, "{seen}");
-    for shot in ["overview", "dead", "job", "jobs", "batch", "servers"] {
+    assert_eq!(seen["schedule_rows"], 1, "{seen}");
+    assert!(
+        seen["limit_text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("of 600/min"),
+        "{seen}"
+    );
+    assert!(
+        seen["queue_names"]
+            .as_array()
+            .is_some_and(|q| q.iter().any(|n| n == "default")),
+        "{seen}"
+    );
+    for shot in [
+        "overview",
+        "dead",
+        "job",
+        "jobs",
+        "batch",
+        "batches",
+        "servers",
+        "schedules",
+    ] {
         assert!(
             shots.join(format!("dashboard-{shot}.png")).exists(),
             "{shot}"

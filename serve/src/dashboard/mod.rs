@@ -5,24 +5,42 @@
 //! markup), one small stylesheet and one small script, both embedded: no CDN, no
 //! JavaScript build step, works offline.
 //!
-//! Pages and the Redis calls each makes (none scans the whole keyspace or all jobs):
-//! - `/` overview: the stats script per partition (`queue::stats`), `HGETALL` of each
-//!   partition's `{ns}:totals`, the live workers' heartbeats (`queue::workers`); the
-//!   page polls `/ui/overview.json` (the same reads) every 2 s: live counts and a chart
-//!   of jobs finished per second, no reload.
+//! Pages and the Redis calls each makes (none scans the whole keyspace or all jobs;
+//! `cargo bench --bench dashboard` loads each at 1,000 and at 100,000 jobs):
+//! - `/` overview: per partition the stats script (`queue::stats`), `HGETALL` of
+//!   `{ns}:totals`, the queues script (`queue::queues`: at most 256 named queues, 3
+//!   `LLEN`s and 30 entries looked at each) and, for the chart, `TYPE` + `HGETALL` of the
+//!   15 per-minute hashes `{ns}:ended:MINUTE` (`queue::history`); the live workers'
+//!   heartbeats (`queue::workers`). The page polls `/ui/overview.json` (the same reads)
+//!   every 2 s: live counts, queues and chart, no reload.
 //! - `/jobs`: one page of the job index (`queue::listing::list_page`: at most 50 jobs,
-//!   `?status=`, `?batch=`, `?cursor=`); `?q=` a job id, or an idempotency key (one
-//!   `GET` of `{ns}:idem:KEY`), goes to its page.
-//! - `/jobs/{id}`: the job's record (`HMGET` + its attempts), with cancel and, when dead,
-//!   requeue; it polls `/ui/jobs/{id}` (the same read) every second for its status.
-//! - `/dead`: the newest 200 dead jobs (`queue::control::dead_list`), `?kind=` filters
-//!   them by error kind; requeue one, the checked ones, all (`control::requeue_all`) or
-//!   those of the kind shown; purge those older than a duration (`control::purge_dead`).
+//!   reading at most 5,000 index entries with `?status=`, `?queue=`; `?batch=` reads
+//!   the batch's list; `?cursor=`); `?q=` a job id, or an idempotency key (one `GET` of
+//!   `{ns}:idem:KEY`), goes to its page.
+//! - `/jobs/{id}`: the job's record with its result (`HMGET` + its attempts, through the
+//!   bounded reader of `/v1/jobs/{id}/result`), its envelope (`HSTRLEN`, then `HGET`
+//!   when at most 1 MiB), its webhook deliveries (`HGET` of its count, then `TYPE` +
+//!   `HMGET` of at most 20); Cancel, Run now (a failed job waiting for its retry, a
+//!   delayed one) and, when dead, Requeue. It polls `/ui/jobs/{id}` (`HMGET`) every
+//!   second for its status.
+//! - `/dead`: the newest 200 dead jobs (`queue::control::dead_list`: `ZREVRANGE`, then
+//!   `TYPE` + `HMGET` each), filtered by error kind and by server; requeue one, the
+//!   checked ones, all (`control::requeue_all`) or those shown; purge those older than a
+//!   duration (`control::purge_dead`).
 //! - `/batches`: the newest 50 batches (`queue::batch::list`) with progress bars, rate
 //!   and ETA; `/batches/{id}`: one batch's counts (`queue::batch::status`), polled every
 //!   second at `/ui/batches/{id}`, and the link to its results export.
-//! - `/servers`: the configured MCP servers and the newest worker report of each
-//!   (`queue::servers::read_all`): health, sessions, calls in flight, tools.
+//! - `/servers`: per configured MCP server, each live worker's own report
+//!   (`queue::servers::read_by_worker`: `TYPE` + `HGETALL` of `{ns}:servers:worker:W`
+//!   for at most 100 live workers): health, sessions, calls in flight, crashes since the
+//!   worker started, the last error with its stderr tail, tools.
+//! - `/schedules`: the configured cron schedules with their last run (one `HMGET` of
+//!   `{ns}:schedules`) and next run; each rate-limited endpoint's usage now (one
+//!   read-only script each, `queue::limits::usage`: calls in the window, slots held,
+//!   tokens in use, a 429's pause).
+//!
+//! A browser's request that fails before a handler (an unknown page, a form axum
+//! refuses) gets the HTML error page (`json_errors`), not the API's JSON.
 //!
 //! Auth ([`session`]): a login form trades a bearer token for a signed session cookie;
 //! every action is a POST carrying the session's CSRF token, from the same origin, and
@@ -620,7 +638,7 @@ async fn envelope(state: &AppState, id: &str) -> Result<Option<String>, Page> {
     if len == 0 {
         return Ok(None);
     }
-    if len > (4 * SHOWN) as u64 {
+    if len > MAX_ENVELOPE {
         return Ok(Some(format!(
             "({len} bytes: too big to show here; `mcpq dlq show` or the record in Redis has it)"
         )));
@@ -646,6 +664,9 @@ async fn job_status_json(
     let record = state.producer.status(&id).await?;
     Ok(Json(json!({"status": record.map(|r| r.status.as_str())})))
 }
+
+/// Longest envelope a job's page reads (its first [`SHOWN`] bytes are shown).
+const MAX_ENVELOPE: u64 = 1024 * 1024;
 
 /// Most bytes of a result or an envelope a job's page shows (the rest of a result is
 /// one click away, at `/v1/jobs/{id}/result`).
