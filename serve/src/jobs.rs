@@ -510,6 +510,7 @@ pub struct RunNowAnswer {
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, description = "Queued now", body = RunNowAnswer),
+        (status = 400, description = "Not a job id", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "It is not waiting for its time (`not_waiting`; the message says its status)", body = ErrorBody),
@@ -544,7 +545,7 @@ pub async fn run_now(
         control::RunNow::NotWaiting(Some(status)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_waiting",
-            format!("job {text} is {status}, not waiting for its time (only a failed job waiting for its retry or a delayed one can run now)"),
+            format!("job {text} is {status}, not waiting for its time (only a failed job waiting for its retry or a delayed one can run now; a malformed record found waiting was dead-lettered: see its error)"),
         )),
     }
 }

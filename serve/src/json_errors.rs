@@ -39,34 +39,34 @@ pub async fn to_json(request: Request, next: Next) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
-    let err = match serde_json::from_str::<serde_json::Value>(&text) {
-        // A JSON error (an unknown route, a rejection a handler made JSON) for a page.
-        Ok(v) if is_json(&parts.headers) => ApiError::new(
-            status,
-            "internal",
-            v.pointer("/error/message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("the request failed")
-                .to_string(),
-        ),
-        _ => error_for(status, &method, text),
-    };
     if html {
-        // A browser's page request outside the API: the dashboard's error page.
-        let message = if status == StatusCode::NOT_FOUND {
-            "No such page.".to_string()
-        } else {
-            err.message.clone()
+        // A browser's page request outside the API: the dashboard's error page, with
+        // the message of the JSON error (an unknown route) or of the plain one.
+        let message = match serde_json::from_str::<serde_json::Value>(&text) {
+            _ if status == StatusCode::NOT_FOUND => "No such page.".to_string(),
+            Ok(v) if is_json(&parts.headers) => v
+                .pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("The request failed.")
+                .to_string(),
+            _ => error_for(status, &method, text).message,
         };
-        return crate::dashboard::error_page(status, &message);
+        let mut out = crate::dashboard::error_page(status, &message);
+        keep_headers(&parts.headers, &mut out);
+        return out;
     }
-    let mut out = err.into_response();
+    let mut out = error_for(status, &method, text).into_response();
+    keep_headers(&parts.headers, &mut out);
+    out
+}
+
+/// The headers of the original answer that matter to a client of the replacement.
+fn keep_headers(from: &HeaderMap, out: &mut Response) {
     for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
-        if let Some(v) = parts.headers.get(&name) {
+        if let Some(v) = from.get(&name) {
             out.headers_mut().insert(name, v.clone());
         }
     }
-    out
 }
 
 /// A JSON answer.
@@ -103,7 +103,19 @@ fn wants_page(request: &Request) -> bool {
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"))
+        .is_some_and(|v| {
+            // `text/html`, unless with `q=0` (not wanted).
+            v.split(',').any(|t| {
+                let mut parts = t.split(';');
+                parts.next().is_some_and(|m| m.trim() == "text/html")
+                    && parts.all(|p| {
+                        p.trim()
+                            .strip_prefix("q=")
+                            .and_then(|q| q.parse::<f32>().ok())
+                            .is_none_or(|q| q > 0.0)
+                    })
+            })
+        })
 }
 
 /// The JSON error for a plain answer of `status` with body `text`.
@@ -147,6 +159,30 @@ fn error_for(status: StatusCode, method: &axum::http::Method, text: String) -> A
 mod tests {
     use super::*;
     use axum::http::Method;
+
+    #[test]
+    fn only_a_browsers_page_request_outside_the_api_wants_a_page() {
+        let req = |path: &str, accept: &str| {
+            Request::builder()
+                .uri(path)
+                .header(header::ACCEPT, accept)
+                .body(axum::body::Body::empty())
+                .expect("request")
+        };
+        let html = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8";
+        assert!(wants_page(&req("/no/such/page", html)));
+        assert!(wants_page(&req("/jobs", "text/html;q=0.5")));
+        for (path, accept) in [
+            ("/v1/jobs", html),
+            ("/ui/overview.json", html),
+            ("/mcp", html),
+            ("/jobs", "application/json"),
+            ("/jobs", "text/html;q=0, application/json"),
+            ("/jobs", "*/*"),
+        ] {
+            assert!(!wants_page(&req(path, accept)), "{path} {accept}");
+        }
+    }
 
     #[test]
     fn each_plain_error_gets_its_kind() {

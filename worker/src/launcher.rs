@@ -86,6 +86,9 @@ impl Launcher {
         metrics: Metrics,
     ) -> anyhow::Result<Launcher> {
         let supervisor = Supervisor::with_metrics(health_policy(&config.defaults), metrics.clone());
+        // The servers' last errors are kept (and reported) without the config's secrets.
+        let redactor = Arc::new(mcpq_shared::redact::Redactor::from_config(&config));
+        supervisor.health().set_redactor(redactor.clone());
         let limiter = Limiter::new(conn.clone(), keys.clone(), worker, Some(metrics.clone()));
         let pool = McpPool::new(&config, supervisor.clone()).with_limiter(limiter);
         let jobs = InFlight::default();
@@ -104,7 +107,7 @@ impl Launcher {
             jobs: jobs.clone(),
             metrics: listener.is_some().then(|| metrics.clone()),
             started_at: mcpq_shared::queue::results::now_ms(),
-            redactor: Arc::new(mcpq_shared::redact::Redactor::from_config(&config)),
+            redactor: redactor.clone(),
         };
         // Built before any loop starts, so that a failure leaves nothing running.
         let counted = metrics.clone();

@@ -215,8 +215,10 @@ pub async fn dead_show(
 pub enum RunNow {
     /// Queued now (at the end of its queue that workers take next).
     Queued,
-    /// It was not waiting for its time: its status (`None`: no such job).
-    NotWaiting(Option<JobStatus>),
+    /// It was not waiting for its time: its status as stored (`None`: no such job; cut
+    /// to 50 characters, as read: a record someone else wrote may hold anything). A
+    /// malformed record found waiting is dead-lettered on the way (`dead`).
+    NotWaiting(Option<String>),
 }
 
 /// Queues now job `id` if it waits for its time: a failed job waiting for its retry's
@@ -228,7 +230,7 @@ pub async fn run_now(
     id: &str,
 ) -> Result<RunNow, QueueError> {
     let keys = keys.for_job(id);
-    let (queued, status): (u8, String) = scripts::RUN_NOW
+    let (queued, status): (u8, Vec<u8>) = scripts::RUN_NOW
         .prepare_invoke()
         .key(keys.script_key())
         .arg(keys.prefix())
@@ -239,7 +241,8 @@ pub async fn run_now(
     Ok(if queued == 1 {
         RunNow::Queued
     } else {
-        RunNow::NotWaiting(JobStatus::parse(&status))
+        let status: String = String::from_utf8_lossy(&status).chars().take(50).collect();
+        RunNow::NotWaiting((!status.is_empty()).then_some(status))
     })
 }
 

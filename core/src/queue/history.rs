@@ -7,11 +7,10 @@
 //! hash expires 16 minutes after it was made, so the namespace holds at most 16 of
 //! them per partition, whatever the load.
 //!
-//! [`read`] is one pipeline of [`MINUTES`] `HGETALL`s per partition: bounded, whatever
-//! the number of jobs. A field that is not a count (written by someone else) reads as
-//! 0, a key of another type as empty.
-
-use std::collections::HashMap;
+//! [`read`] is two pipelines per partition (`TYPE`, then `HMGET` of the 18 fields mcpq
+//! writes, of the 16 minutes the window touches): bounded, whatever the number of jobs
+//! or what else a hash holds. A field that is not a count (written by someone else)
+//! reads as 0, a key of another type as empty.
 
 use serde::Serialize;
 
@@ -37,61 +36,77 @@ pub struct Slot {
     pub retried: u64,
 }
 
-/// The slots of the last [`MINUTES`] minutes up to `now_ms` (Redis's clock, e.g.
-/// `QueueStats::read_at_ms`), oldest first, summed over partitions; the slot `now_ms`
-/// falls in is the last (still filling).
+/// The outcomes counted, as the fields' prefixes.
+const OUTCOMES: [&str; 3] = ["succeeded", "dead", "retried"];
+
+/// Largest count read from one field: more is someone else's number (a real slot holds
+/// what one namespace ends in 10 s), read as this.
+const MAX_COUNT: u64 = 1 << 40;
+
+/// The [`MINUTES`] x [`SLOTS`] slots up to the one `now_ms` falls in (Redis's clock,
+/// e.g. `QueueStats::read_at_ms`), oldest first, summed over partitions; the last one is
+/// still filling. Always the same number of slots, so a chart keeps its scale.
 pub async fn read(conn: &Conn, keys: &Keys, now_ms: u64) -> Result<Vec<Slot>, QueueError> {
-    let minute = now_ms / 60_000;
-    let first = minute.saturating_sub(MINUTES - 1);
-    let last_slot = (now_ms % 60_000) / SLOT_MS;
-    let mut slots: Vec<Slot> = (first..=minute)
-        .flat_map(|m| (0..SLOTS).map(move |s| m * 60_000 + s * SLOT_MS))
-        .filter(|&at| at <= minute * 60_000 + last_slot * SLOT_MS)
-        .map(|at| Slot {
-            at,
+    let count = MINUTES * SLOTS;
+    let current = now_ms / SLOT_MS;
+    let first = current.saturating_sub(count - 1);
+    let mut slots: Vec<Slot> = (first..=current)
+        .map(|n| Slot {
+            at: n * SLOT_MS,
             ..Slot::default()
         })
         .collect();
+    let minutes: Vec<u64> = (first * SLOT_MS / 60_000..=current * SLOT_MS / 60_000).collect();
+    let fields: Vec<String> = OUTCOMES
+        .iter()
+        .flat_map(|o| (0..SLOTS).map(move |s| format!("{o}:{s}")))
+        .collect();
     for part in keys.all() {
         let mut pipe = redis::pipe();
-        for m in first..=minute {
-            // HGETALL of a key of another type would fail the whole pipeline: types
-            // first, then only the hashes are read.
-            pipe.cmd("TYPE").arg(part.ended(m));
+        for m in &minutes {
+            // HMGET of a key of another type would fail the whole pipeline: types
+            // first, then only the hashes are read, and only the fields mcpq writes (a
+            // hash someone else filled with millions of fields costs the same).
+            pipe.cmd("TYPE").arg(part.ended(*m));
         }
         let types: Vec<String> = pipe.query_async(&mut conn.clone()).await?;
-        let mut pipe = redis::pipe();
-        let mut read = Vec::new();
-        for (m, t) in (first..=minute).zip(&types) {
-            if t == "hash" {
-                pipe.cmd("HGETALL").arg(part.ended(m));
-                read.push(m);
-            }
-        }
+        let read: Vec<u64> = minutes
+            .iter()
+            .zip(&types)
+            .filter(|(_, t)| *t == "hash")
+            .map(|(m, _)| *m)
+            .collect();
         if read.is_empty() {
             continue;
         }
-        let got: Vec<HashMap<String, String>> = pipe.query_async(&mut conn.clone()).await?;
-        for (m, fields) in read.into_iter().zip(got) {
-            for (field, value) in fields {
-                let Some((outcome, slot)) = field.rsplit_once(':') else {
+        let mut pipe = redis::pipe();
+        for m in &read {
+            pipe.cmd("HMGET").arg(part.ended(*m)).arg(&fields);
+        }
+        // As bytes: a value someone else wrote may not be UTF-8.
+        let got: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn.clone()).await?;
+        for (m, values) in read.into_iter().zip(got) {
+            for (i, value) in values.into_iter().enumerate() {
+                let Some(n) = value
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                else {
                     continue;
                 };
-                let (Ok(slot), Ok(n)) = (slot.parse::<u64>(), value.parse::<u64>()) else {
+                let (outcome, slot) = (i as u64 / SLOTS, i as u64 % SLOTS);
+                // The slot's number since the epoch (10 s each).
+                let at = m * SLOTS + slot;
+                let Some(s) = at
+                    .checked_sub(first)
+                    .and_then(|k| slots.get_mut(k as usize))
+                else {
                     continue;
                 };
-                if slot >= SLOTS {
-                    continue;
-                }
-                let at = m * 60_000 + slot * SLOT_MS;
-                let Some(s) = slots.iter_mut().find(|s| s.at == at) else {
-                    continue;
-                };
+                let n = n.min(MAX_COUNT);
                 match outcome {
-                    "succeeded" => s.succeeded = s.succeeded.saturating_add(n),
-                    "dead" => s.dead = s.dead.saturating_add(n),
-                    "retried" => s.retried = s.retried.saturating_add(n),
-                    _ => {}
+                    0 => s.succeeded = s.succeeded.saturating_add(n),
+                    1 => s.dead = s.dead.saturating_add(n),
+                    _ => s.retried = s.retried.saturating_add(n),
                 }
             }
         }

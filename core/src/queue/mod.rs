@@ -54,7 +54,9 @@ pub use enqueue::Producer;
 pub use fetch::Delivery;
 pub use keys::Keys;
 pub use lease::{InFlight, StopReason};
-pub use results::{AttemptRecord, JobFailure, JobRecord, JobStatus, RawRecord, ResultStore};
+pub use results::{
+    AttemptRecord, JobFailure, JobRecord, JobStatus, Payload, RawRecord, ResultStore,
+};
 pub use settings::QueueSettings;
 
 pub use crate::config::redis_target::RedisTarget;

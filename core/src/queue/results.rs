@@ -213,6 +213,25 @@ impl ResultStore {
         ))
     }
 
+    /// Job `id`'s envelope as submitted if it is at most `max` bytes (one read-only
+    /// script: its length is checked where it is read).
+    pub async fn payload_within(&self, id: &str, max: u64) -> Result<Payload, QueueError> {
+        let keys = self.keys.for_job(id);
+        let (len, payload): (u64, Option<Vec<u8>>) = super::scripts::PAYLOAD_READ
+            .prepare_invoke()
+            .key(keys.script_key())
+            .arg(keys.prefix())
+            .arg(id)
+            .arg(max)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match payload {
+            Some(bytes) => Payload::Read(bytes),
+            None if len == 0 => Payload::None,
+            None => Payload::TooLong(len),
+        })
+    }
+
     /// The record of a job with its result but without its payload (the envelope, up to
     /// `queue.max_payload`, which a reader of the outcome does not need), as read: parse
     /// it with [`RawRecord::parse`], off the async runtime when the result may be big
@@ -220,6 +239,17 @@ impl ResultStore {
     pub async fn outcome_raw(&self, id: &str) -> Result<Option<RawRecord>, QueueError> {
         read_raw(&mut self.conn.clone(), &self.keys, id, Read::Outcome).await
     }
+}
+
+/// What [`ResultStore::payload_within`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// No envelope (no such job, or none kept: dropped after a success).
+    None,
+    /// The envelope's bytes.
+    Read(Vec<u8>),
+    /// Longer than asked: its length in bytes.
+    TooLong(u64),
 }
 
 /// How much of a record [`read_record`] loads.

@@ -56,6 +56,8 @@ pub(crate) static WEBHOOK_CLAIM: LazyLock<Script> = script!("webhook_claim.lua")
 pub(crate) static WEBHOOK_DONE: LazyLock<Script> = script!("webhook_done.lua");
 /// Make a failed webhook delivery pending again.
 pub(crate) static WEBHOOK_RETRY: LazyLock<Script> = script!("webhook_retry.lua");
+/// A job's envelope if it is at most so many bytes, read only (`results.rs`).
+pub(crate) static PAYLOAD_READ: LazyLock<Script> = script!("payload_read.lua");
 /// Count the jobs by state, read only (`stats.rs`).
 pub(crate) static STATS: LazyLock<Script> = script!("stats.lua");
 /// Keep and announce a running job's newest progress report (`progress.rs`).

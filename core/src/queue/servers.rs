@@ -103,7 +103,10 @@ pub async fn publish(
         .next()
         .map(|r| keys.servers_of(&r.worker))
         .unwrap_or_else(|| keys.servers_of(""));
+    // One transaction (all keys under `{ns}`: one slot): a reader never sees the
+    // worker's hash between its DEL and its HSET.
     let _: () = redis::pipe()
+        .atomic()
         .hset_multiple(&key, &fields)
         .ignore()
         .expire(&key, REPORT_TTL.as_secs() as i64)
@@ -119,20 +122,23 @@ pub async fn publish(
     Ok(())
 }
 
-/// The reports of each of `workers` (at most [`MAX_WORKERS_READ`]: one pipeline of
-/// `HGETALL`s), by worker then server; a worker with none is left out, and so is a
+/// The reports on `servers` of each of `workers` (at most [`MAX_WORKERS_READ`] workers
+/// and [`MAX_REPORTS`] servers: one pipeline of `HMGET`s, so a hash someone else filled
+/// costs no more), by worker then server; a worker with none is left out, and so is a
 /// report that does not parse.
 pub async fn read_by_worker(
     conn: &Conn,
     keys: &Keys,
     workers: &[String],
+    servers: &[&str],
 ) -> Result<BTreeMap<String, BTreeMap<String, ServerReport>>, QueueError> {
     let workers: Vec<&String> = workers.iter().take(MAX_WORKERS_READ).collect();
-    if workers.is_empty() {
+    let servers: Vec<&str> = servers.iter().copied().take(MAX_REPORTS).collect();
+    if workers.is_empty() || servers.is_empty() {
         return Ok(BTreeMap::new());
     }
     let mut conn = conn.clone();
-    // Types first: HGETALL of a key someone else made a string fails the pipeline.
+    // Types first: HMGET of a key someone else made a string fails the pipeline.
     let mut pipe = redis::pipe();
     for w in &workers {
         pipe.cmd("TYPE").arg(keys.servers_of(w));
@@ -142,25 +148,49 @@ pub async fn read_by_worker(
     let mut asked = Vec::new();
     for (w, t) in workers.iter().zip(&types) {
         if t == "hash" {
-            pipe.cmd("HGETALL").arg(keys.servers_of(w));
+            pipe.cmd("HMGET").arg(keys.servers_of(w)).arg(&servers);
             asked.push((*w).clone());
         }
     }
     if asked.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let got: Vec<BTreeMap<String, String>> = pipe.query_async(&mut conn).await?;
+    let got: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await?;
     Ok(asked
         .into_iter()
         .zip(got)
-        .map(|(w, raw)| {
-            let reports = raw
-                .into_iter()
-                .filter_map(|(name, json)| Some((name, serde_json::from_str(&json).ok()?)))
+        .map(|(w, values)| {
+            let raw = servers
+                .iter()
+                .zip(values)
+                .filter_map(|(name, v)| Some((name.as_bytes().to_vec(), v?)))
                 .collect();
-            (w, reports)
+            (w, parse_reports(raw))
         })
+        .filter(|(_, reports)| !reports.is_empty())
         .collect())
+}
+
+/// Longest report read: a tool list of a few hundred tools fits; more is not a report
+/// mcpq wrote.
+const MAX_REPORT: usize = 1024 * 1024;
+/// Most reports kept from one hash (servers of a config).
+const MAX_REPORTS: usize = 1000;
+
+/// The reports of a hash as read (bytes: a field someone else wrote may not be UTF-8):
+/// a field whose name is not UTF-8, or whose value is too long or not a report, is left
+/// out.
+fn parse_reports(raw: Vec<(Vec<u8>, Vec<u8>)>) -> BTreeMap<String, ServerReport> {
+    raw.into_iter()
+        .filter(|(_, json)| json.len() <= MAX_REPORT)
+        .filter_map(|(name, json)| {
+            Some((
+                String::from_utf8(name).ok()?,
+                serde_json::from_slice(&json).ok()?,
+            ))
+        })
+        .take(MAX_REPORTS)
+        .collect()
 }
 
 /// Every server report of the namespace, by server name.
@@ -169,9 +199,6 @@ pub async fn read_all(
     keys: &Keys,
 ) -> Result<BTreeMap<String, ServerReport>, QueueError> {
     let mut conn = conn.clone();
-    let raw: BTreeMap<String, String> = conn.hgetall(keys.servers()).await?;
-    Ok(raw
-        .into_iter()
-        .filter_map(|(name, json)| Some((name, serde_json::from_str(&json).ok()?)))
-        .collect())
+    let raw: Vec<(Vec<u8>, Vec<u8>)> = conn.hgetall(keys.servers()).await?;
+    Ok(parse_reports(raw))
 }

@@ -18,8 +18,8 @@
 //!   the batch's list; `?cursor=`); `?q=` a job id, or an idempotency key (one `GET` of
 //!   `{ns}:idem:KEY`), goes to its page.
 //! - `/jobs/{id}`: the job's record with its result (`HMGET` + its attempts, through the
-//!   bounded reader of `/v1/jobs/{id}/result`), its envelope (`HSTRLEN`, then `HGET`
-//!   when at most 1 MiB), its webhook deliveries (`HGET` of its count, then `TYPE` +
+//!   bounded reader of `/v1/jobs/{id}/result`), its envelope (a read-only script: read
+//!   only when at most 1 MiB), its webhook deliveries (`HGET` of its count, then `TYPE` +
 //!   `HMGET` of at most 20); Cancel, Run now (a failed job waiting for its retry, a
 //!   delayed one) and, when dead, Requeue. It polls `/ui/jobs/{id}` (`HMGET`) every
 //!   second for its status.
@@ -31,8 +31,8 @@
 //!   and ETA; `/batches/{id}`: one batch's counts (`queue::batch::status`), polled every
 //!   second at `/ui/batches/{id}`, and the link to its results export.
 //! - `/servers`: per configured MCP server, each live worker's own report
-//!   (`queue::servers::read_by_worker`: `TYPE` + `HGETALL` of `{ns}:servers:worker:W`
-//!   for at most 100 live workers): health, sessions, calls in flight, crashes since the
+//!   (`queue::servers::read_by_worker`: `TYPE`, then `HMGET` of the configured servers'
+//!   fields of `{ns}:servers:worker:W`, for at most 100 live workers): health, sessions, calls in flight, crashes since the
 //!   worker started, the last error with its stderr tail, tools.
 //! - `/schedules`: the configured cron schedules with their last run (one `HMGET` of
 //!   `{ns}:schedules`) and next run; each rate-limited endpoint's usage now (one
@@ -438,11 +438,10 @@ async fn overview_data(state: &AppState) -> Result<Value, ApiError> {
         .collect();
     let history = history::read(&conn, keys, counts.read_at_ms).await?;
     // Jobs ended per second over the last full slot (the newest one is still filling).
-    let rate = history
-        .iter()
-        .rev()
-        .nth(1)
-        .map(|s| (s.succeeded + s.dead) as f64 / (history::SLOT_MS as f64 / 1000.0));
+    let rate =
+        history.iter().rev().nth(1).map(|s| {
+            s.succeeded.saturating_add(s.dead) as f64 / (history::SLOT_MS as f64 / 1000.0)
+        });
     Ok(json!({
         "queues": queues,
         "history": history,
@@ -621,35 +620,25 @@ async fn job_page(
 }
 
 /// The job's envelope as submitted (its payload), pretty-printed, or a line saying why
-/// it is not shown: its length is asked first (`HSTRLEN`), so a payload someone else
-/// made huge is never read.
+/// it is not shown: read only when at most [`MAX_ENVELOPE`] bytes (checked in the same
+/// script that reads it, so a payload someone else made huge is never read).
 async fn envelope(state: &AppState, id: &str) -> Result<Option<String>, Page> {
-    let key = state.producer.keys().job(id);
-    let len: u64 = match redis::cmd("HSTRLEN")
-        .arg(&key)
-        .arg("payload")
-        .query_async(&mut state.conn())
+    use mcpq_core::queue::{Payload, ResultStore};
+    let store = ResultStore::new(state.conn(), state.producer.keys().clone());
+    let raw = match store
+        .payload_within(id, MAX_ENVELOPE)
         .await
+        .map_err(ApiError::from)?
     {
-        Ok(n) => n,
-        Err(e) if e.code() == Some("WRONGTYPE") => return Ok(None),
-        Err(e) => return Err(ApiError::from(mcpq_core::queue::QueueError::from(e)).into()),
+        Payload::None => return Ok(None),
+        Payload::TooLong(len) => {
+            return Ok(Some(format!(
+                "({len} bytes: too big to show here; `mcpq dlq show` or the record in Redis has it)"
+            )))
+        }
+        Payload::Read(raw) => raw,
     };
-    if len == 0 {
-        return Ok(None);
-    }
-    if len > MAX_ENVELOPE {
-        return Ok(Some(format!(
-            "({len} bytes: too big to show here; `mcpq dlq show` or the record in Redis has it)"
-        )));
-    }
-    let raw: Option<Vec<u8>> = redis::cmd("HGET")
-        .arg(&key)
-        .arg("payload")
-        .query_async(&mut state.conn())
-        .await
-        .map_err(|e| ApiError::from(mcpq_core::queue::QueueError::from(e)))?;
-    Ok(raw.map(|raw| match serde_json::from_slice::<Value>(&raw) {
+    Ok(Some(match serde_json::from_slice::<Value>(&raw) {
         Ok(v) if raw.len() <= SHOWN => shown(serde_json::to_string_pretty(&v).unwrap_or_default()),
         _ => shown(String::from_utf8_lossy(&raw).into_owned()),
     }))
@@ -760,7 +749,9 @@ async fn dead_page(
     let mut servers: Vec<String> = jobs.iter().filter_map(|j| j.server.clone()).collect();
     servers.sort();
     servers.dedup();
-    let shown: Vec<_> = jobs
+    // A dead-set member is whatever was written there: only a real job id gets links
+    // and action forms (a planted `../jobs/X/cancel?` would aim a click elsewhere).
+    let shown: Vec<Value> = jobs
         .into_iter()
         .filter(|j| {
             dead_matches(
@@ -768,6 +759,14 @@ async fn dead_page(
                 kind.as_deref().unwrap_or_default(),
                 server.as_deref().unwrap_or_default(),
             )
+        })
+        .map(|j| {
+            let valid = crate::jobs::parse_id(&j.id).is_ok();
+            let mut v = serde_json::to_value(&j).unwrap_or_default();
+            if let Some(map) = v.as_object_mut() {
+                map.insert("valid".into(), json!(valid));
+            }
+            v
         })
         .collect();
     Ok(Page::render(
@@ -1028,7 +1027,8 @@ async fn servers_page(
         .into_iter()
         .map(|w| w.info.id)
         .collect();
-    let by_worker = servers::read_by_worker(&conn, keys, &live)
+    let names: Vec<&str> = state.config.servers.keys().map(String::as_str).collect();
+    let by_worker = servers::read_by_worker(&conn, keys, &live, &names)
         .await
         .map_err(ApiError::from)?;
     // Per configured server, one row per live worker that reported it; a server only
@@ -1048,13 +1048,14 @@ async fn servers_page(
                 "transport": if s.url.is_some() { "http" } else { "stdio" },
                 "pooled": s.pool,
                 "reports": reports,
-                "crashes": reports.iter().map(|r| r.crashes).sum::<u64>(),
+                "crashes": reports.iter().fold(0u64, |n, r| n.saturating_add(r.crashes)),
             })
         })
         .collect();
     Ok(Page::render(
         "servers.html",
-        json!({"session": session_json(&session), "page": "servers", "servers": list}),
+        json!({"session": session_json(&session), "page": "servers", "servers": list,
+               "workers_live": live.len(), "workers_read": servers::MAX_WORKERS_READ}),
     ))
 }
 
@@ -1205,7 +1206,9 @@ mod tests {
                 json!({"session": session, "page": "dead", "total": 1, "read": DEAD_PAGE,
                        "kind": evil, "kinds": [evil], "server": evil, "servers": [evil],
                        "jobs": [{"id": evil, "kind": evil, "error_kind": evil,
-                                 "error": evil, "attempts": 1, "server": evil}]}),
+                                 "error": evil, "attempts": 1, "server": evil, "valid": true},
+                                {"id": "../jobs/x/cancel?", "kind": evil, "error_kind": evil,
+                                 "error": evil, "attempts": 1, "valid": false}]}),
             ),
             (
                 "batches.html",
@@ -1223,7 +1226,7 @@ mod tests {
             ),
             (
                 "servers.html",
-                json!({"session": session, "page": "servers", "servers": [
+                json!({"session": session, "page": "servers", "workers_live": 101, "workers_read": 100, "servers": [
                     {"name": evil, "transport": "stdio", "pooled": true, "crashes": 2, "reports": [{
                         "worker": evil, "reported_at": 1, "health": evil,
                         "health_clears_in_ms": 5, "pooled": true, "sessions": 1,

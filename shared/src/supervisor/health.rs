@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
+use crate::redact::Redactor;
 
 /// The knobs of [`HealthBook`] (the worker takes them from `[defaults]` in the config,
 /// through `mcp::health_policy`).
@@ -88,6 +89,8 @@ pub struct HealthBook {
     owed_restarts: Mutex<HashMap<String, u32>>,
     /// What a success does not clear, for reports: crashes since start, the last error.
     facts: Mutex<HashMap<String, ServerFacts>>,
+    /// Takes the secrets out of an error before it is kept ([`HealthBook::set_redactor`]).
+    redactor: std::sync::OnceLock<std::sync::Arc<Redactor>>,
     metrics: Metrics,
 }
 
@@ -127,6 +130,7 @@ impl HealthBook {
             servers: Mutex::default(),
             owed_restarts: Mutex::default(),
             facts: Mutex::default(),
+            redactor: std::sync::OnceLock::new(),
             metrics,
         }
     }
@@ -200,8 +204,21 @@ impl HealthBook {
         }
     }
 
-    /// Keeps `message` (and the stderr tail) as `server`'s last error, for reports.
+    /// Redacts every error [`HealthBook::note_error`] keeps from now on (the worker
+    /// sets its redactor once, at start; a second call is ignored).
+    pub fn set_redactor(&self, redactor: std::sync::Arc<Redactor>) {
+        let _ = self.redactor.set(redactor);
+    }
+
+    /// Keeps `message` (and the stderr tail) as `server`'s last error, for reports:
+    /// redacted whole first (a secret across the cut is still found), then cut.
     pub fn note_error(&self, server: &str, message: &str, stderr_tail: Option<&str>) {
+        let redact = |t: &str| match self.redactor.get() {
+            Some(r) => r.text(t).into_owned(),
+            None => t.to_string(),
+        };
+        let (message, stderr_tail) = (redact(message), stderr_tail.map(redact));
+        let (message, stderr_tail) = (message.as_str(), stderr_tail.as_deref());
         let head = |t: &str| t.chars().take(MAX_FACT_CHARS).collect::<String>();
         let tail = |t: &str| {
             let skip = t.chars().count().saturating_sub(MAX_FACT_CHARS);
@@ -298,6 +315,29 @@ mod tests {
         assert!(tail.ends_with("end"), "the tail keeps the end");
         assert_eq!(tail.chars().count(), MAX_FACT_CHARS);
         assert_eq!(b.facts("other"), ServerFacts::default());
+    }
+
+    #[test]
+    fn a_secret_across_the_cut_is_redacted_before_it_is_cut() {
+        let b = book();
+        let secret = "sk-live-0123456789abcdef";
+        b.set_redactor(std::sync::Arc::new(Redactor::new([secret.to_string()])));
+        // The secret straddles the first MAX_FACT_CHARS characters of the message and
+        // the last MAX_FACT_CHARS of the stderr tail.
+        let message = format!("{}{secret}", "m".repeat(MAX_FACT_CHARS - 5));
+        let stderr = format!("{secret}{}", "e".repeat(MAX_FACT_CHARS - 5));
+        b.note_error("s", &message, Some(&stderr));
+        let e = b.facts("s").last_error.expect("kept");
+        let tail = e.stderr_tail.expect("tail");
+        for part in [&secret[..5], &secret[secret.len() - 5..]] {
+            assert!(
+                !e.message.ends_with(part),
+                "{}",
+                &e.message[MAX_FACT_CHARS - 20..]
+            );
+            assert!(!tail.starts_with(part), "{}", &tail[..20]);
+        }
+        assert!(!e.message.contains("sk-live") && !tail.contains("cdef"));
     }
 
     #[test]

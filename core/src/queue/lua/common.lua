@@ -186,7 +186,8 @@ local function add_totals(counts)
       table.insert(hargs, string.format('%d', was + n))
     end
     redis.call('HSET', h, unpack(hargs))
-    if ht == 'none' then redis.call('EXPIRE', h, HISTORY_TTL) end
+    -- A new hash gets its TTL; so does one someone else made without one.
+    if ht == 'none' or redis.call('TTL', h) < 0 then redis.call('EXPIRE', h, HISTORY_TTL) end
   end
 end
 -- Webhook deliveries (queue/webhooks.rs). A delivery is the hash {ns}:webhook:DID, due in
@@ -338,18 +339,10 @@ local function bury(id, reason, dead_ttl)
   redis.call('EXPIRE', job .. ':attempts', dead_ttl)
   job_ended(name, 'dead')
 end
--- Queues up to `limit` ids of {ns}:scheduled whose time has come, oldest first: failed
--- jobs whose retry backoff is over and delayed jobs (status `scheduled`) whose run_at
--- has come. Each goes to the front of its queue (the end workers pop): it has waited
--- its turn already. A malformed entry (not a job id, no record, a bad counter) is
--- dead-lettered alone; an entry whose job is in any other state (cancelled, requeued by
--- hand) is dropped. Bounded: ZRANGEBYSCORE with LIMIT is O(log N + limit), whatever the
--- set's size. A set of another type (written by someone else) is set aside
--- (own_zset), so retries and delays work again from the next write on. Returns how
--- many entries it took out of the set.
 -- Takes `id` out of the scheduled set `sched` and queues it (at the end of its queue
--- and priority that workers pop next) when its record says it waits there (failed or scheduled); a malformed
--- record is buried, a stale entry only dropped. Returns 1 when queued, else 0.
+-- and priority that workers pop next) when its record says it waits there (failed or
+-- scheduled); a malformed record is buried, a stale entry only dropped. Returns 1 when
+-- queued, else 0.
 local function promote_one(sched, id, dead_ttl)
   redis.call('ZREM', sched, id)
   local problem = record_problem(id)
@@ -368,6 +361,15 @@ local function promote_one(sched, id, dead_ttl)
   end
   return 1
 end
+-- Queues up to `limit` ids of {ns}:scheduled whose time has come, oldest first: failed
+-- jobs whose retry backoff is over and delayed jobs (status `scheduled`) whose run_at
+-- has come. Each goes to the front of its queue (the end workers pop): it has waited
+-- its turn already. A malformed entry (not a job id, no record, a bad counter) is
+-- dead-lettered alone; an entry whose job is in any other state (cancelled, requeued by
+-- hand) is dropped. Bounded: ZRANGEBYSCORE with LIMIT is O(log N + limit), whatever the
+-- set's size. A set of another type (written by someone else) is set aside
+-- (own_zset), so retries and delays work again from the next write on. Returns how
+-- many entries it took out of the set.
 local function promote_due(limit, dead_ttl)
   local sched = P .. ':scheduled'
   own_zset(sched)
