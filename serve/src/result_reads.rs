@@ -42,31 +42,32 @@ impl ResultReads {
 
     /// Job `id`'s whole record but its payload, as JSON; `None` if there is no such job.
     pub async fn read_json(&self, id: &str) -> Result<Option<Bytes>, ApiError> {
-        let _turn = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| internal(e.to_string()))?;
-        let Some(raw) = self.read_raw(id).await? else {
-            return Ok(None);
-        };
-        let json = tokio::task::spawn_blocking(move || {
-            let record = raw.parse()?;
-            serde_json::to_vec(&record).map_err(|e| QueueError::Corrupt {
-                id: record.id.clone(),
-                message: format!("its record does not serialize: {e}"),
-            })
+        self.with_record(id, |record| {
+            serde_json::to_vec(&record)
+                .map(Bytes::from)
+                .map_err(|e| QueueError::Corrupt {
+                    id: record.id.clone(),
+                    message: format!("its record does not serialize: {e}"),
+                })
         })
         .await
-        .map_err(|e| internal(e.to_string()))??;
-        Ok(Some(Bytes::from(json)))
+    }
+
+    /// Job `id`'s whole record but its payload, parsed; `None` if there is no such job.
+    pub async fn read_record(&self, id: &str) -> Result<Option<JobRecord>, ApiError> {
+        self.with_record(id, Ok).await
     }
 }
 
 impl ResultReads {
-    /// Job `id`'s whole record but its payload, parsed off the async runtime (the
-    /// result may be megabytes); `None` if there is no such job.
-    pub async fn read_record(&self, id: &str) -> Result<Option<JobRecord>, ApiError> {
+    /// Reads job `id`'s record (one of [`MAX_READS`] at a time), then parses it and
+    /// hands it to `then` on a blocking thread (the result may be megabytes: checked as
+    /// UTF-8, parsed, maybe serialized, never on the async runtime).
+    async fn with_record<T: Send + 'static>(
+        &self,
+        id: &str,
+        then: impl FnOnce(JobRecord) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<Option<T>, ApiError> {
         let _turn = self
             .permits
             .acquire()
@@ -75,10 +76,10 @@ impl ResultReads {
         let Some(raw) = self.read_raw(id).await? else {
             return Ok(None);
         };
-        let record = tokio::task::spawn_blocking(move || raw.parse())
+        let out = tokio::task::spawn_blocking(move || then(raw.parse()?))
             .await
             .map_err(|e| internal(e.to_string()))??;
-        Ok(Some(record))
+        Ok(Some(out))
     }
 
     /// The raw record, a failed read retried [`RETRIES`] times: the connection is idle

@@ -153,14 +153,15 @@ fn score_arg(score: f64) -> String {
     format!("{score}")
 }
 
-/// Up to [`PAGE`] entries of the job index strictly after `after` (`None`: from the
-/// newest), newest first, with their scores: always the first [`PAGE`] of what is
-/// left (fewer only when no more are left), so that the lists of several partitions
-/// merge ([`index_after_all`]).
+/// Up to `chunk` (at most [`PAGE`]) entries of the job index strictly after `after`
+/// (`None`: from the newest), newest first, with their scores: always the first
+/// `chunk` of what is left (fewer only when no more are left), so that the lists of
+/// several partitions merge ([`index_after_all`]).
 async fn index_after(
     conn: &mut Conn,
     keys: &Keys,
     after: Option<&(f64, String)>,
+    chunk: usize,
 ) -> Result<Vec<(String, f64)>, QueueError> {
     let Some((score, id)) = after else {
         return Ok(redis::cmd("ZREVRANGEBYSCORE")
@@ -170,7 +171,7 @@ async fn index_after(
             .arg("WITHSCORES")
             .arg("LIMIT")
             .arg(0)
-            .arg(PAGE)
+            .arg(chunk)
             .query_async(conn)
             .await?);
     };
@@ -194,8 +195,8 @@ async fn index_after(
                 .filter(|t| t.as_bytes() < id.as_bytes())
                 .map(|t| (t, *score)),
         );
-        if out.len() >= PAGE {
-            out.truncate(PAGE);
+        if out.len() >= chunk {
+            out.truncate(chunk);
             return Ok(out);
         }
         if read < PAGE {
@@ -211,7 +212,7 @@ async fn index_after(
         .arg("WITHSCORES")
         .arg("LIMIT")
         .arg(0)
-        .arg(PAGE - out.len())
+        .arg(chunk - out.len())
         .query_async(conn)
         .await?;
     out.extend(older);
@@ -225,12 +226,14 @@ async fn index_after_all(
     conn: &mut Conn,
     keys: &Keys,
     after: Option<&(f64, String)>,
+    chunk: usize,
 ) -> Result<Vec<(String, f64, u16)>, QueueError> {
+    let chunk = chunk.clamp(1, PAGE);
     let mut all = Vec::new();
     for part in keys.all() {
         let p = part.partition();
         all.extend(
-            index_after(conn, &part, after)
+            index_after(conn, &part, after, chunk)
                 .await?
                 .into_iter()
                 .map(|(id, score)| (id, score, p)),
@@ -241,7 +244,7 @@ async fn index_after_all(
             b.1.total_cmp(&a.1)
                 .then_with(|| b.0.as_bytes().cmp(a.0.as_bytes()))
         });
-        all.truncate(PAGE);
+        all.truncate(chunk);
     }
     Ok(all)
 }
@@ -284,6 +287,8 @@ pub async fn list_page(
     let mut out = Vec::new();
     let mut complete = false;
     let mut scanned = 0u64;
+    let filtered = filter.status.is_some() || filter.queue.is_some();
+    let chunk = |listed: usize| if filtered { PAGE } else { limit - listed };
     while out.len() < limit && scanned < MAX_SCAN {
         let entries: Vec<(String, f64, u16)> = match batch_at {
             Some(next) => {
@@ -292,7 +297,7 @@ pub async fn list_page(
                     break;
                 }
                 let batch = filter.batch.as_deref().unwrap_or_default();
-                let start = (next - PAGE as i64 + 1).max(0);
+                let start = (next - chunk(out.len()) as i64 + 1).max(0);
                 let mut ids: Vec<String> = redis::cmd("LRANGE")
                     .arg(keys.batch_jobs(batch))
                     .arg(start)
@@ -303,7 +308,8 @@ pub async fn list_page(
                 let home = keys.for_job(batch).partition();
                 ids.into_iter().map(|id| (id, 0.0, home)).collect()
             }
-            None => index_after_all(conn, keys, index_at.as_ref()).await?,
+            // Unfiltered, every entry read is listed: read only what the page lacks.
+            None => index_after_all(conn, keys, index_at.as_ref(), chunk(out.len())).await?,
         };
         if entries.is_empty() {
             complete = true;

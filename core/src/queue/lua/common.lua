@@ -154,19 +154,26 @@ end
 -- number of jobs it ended. A totals key someone else wrote is set aside (KEY:corrupt)
 -- and a field that is not a count starts again from 0, so this never raises.
 local HISTORY_TTL = 960
+-- Adds `counts` (a table name -> n) to the fields NAME .. suffix of hash `k`. Read and
+-- set, never HINCRBY: a field someone else wrote that is not a count would make
+-- HINCRBY raise (and the whole script fail); such a field starts again from 0.
+local function add_counts(k, counts, suffix)
+  local args = {}
+  for field, n in pairs(counts) do
+    local name = field .. suffix
+    local was = redis.call('HGET', k, name)
+    was = (was and #was <= 15 and string.match(was, '^%d+$') and tonumber(was)) or 0
+    table.insert(args, name)
+    table.insert(args, string.format('%d', was + n))
+  end
+  redis.call('HSET', k, unpack(args))
+end
 local function add_totals(counts)
   if next(counts) == nil then return end
   local k = P .. ':totals'
   local t = key_type(k)
   if t ~= 'none' and t ~= 'hash' then redis.call('RENAME', k, k .. ':corrupt') end
-  local args = {}
-  for field, n in pairs(counts) do
-    local was = redis.call('HGET', k, field)
-    was = (was and #was <= 15 and string.match(was, '^%d+$') and tonumber(was)) or 0
-    table.insert(args, field)
-    table.insert(args, string.format('%d', was + n))
-  end
-  redis.call('HSET', k, unpack(args))
+  add_counts(k, counts, '')
   -- The same counts per 10 seconds, for the dashboard's chart: hash {ns}:ended:MINUTE
   -- (MINUTE = ms / 60000), fields OUTCOME:SLOT (SLOT 0-5, the 10 s of the minute),
   -- kept HISTORY_TTL s (`queue::history` reads the last 15 minutes). A key someone else
@@ -174,18 +181,7 @@ local function add_totals(counts)
   local h = P .. ':ended:' .. string.format('%d', math.floor(NOW / 60000))
   local ht = key_type(h)
   if ht == 'none' or ht == 'hash' then
-    local slot = string.format('%d', math.floor((NOW % 60000) / 10000))
-    local hargs = {}
-    for field, n in pairs(counts) do
-      -- Read and set, never HINCRBY: a field someone else wrote that is not a count
-      -- would make HINCRBY raise (and the whole finish fail); it starts again from 0.
-      local name = field .. ':' .. slot
-      local was = redis.call('HGET', h, name)
-      was = (was and #was <= 15 and string.match(was, '^%d+$') and tonumber(was)) or 0
-      table.insert(hargs, name)
-      table.insert(hargs, string.format('%d', was + n))
-    end
-    redis.call('HSET', h, unpack(hargs))
+    add_counts(h, counts, ':' .. string.format('%d', math.floor((NOW % 60000) / 10000)))
     -- A new hash gets its TTL; so does one someone else made without one.
     if ht == 'none' or redis.call('TTL', h) < 0 then redis.call('EXPIRE', h, HISTORY_TTL) end
   end
