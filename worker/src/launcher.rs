@@ -88,7 +88,10 @@ impl Launcher {
         let supervisor = Supervisor::with_metrics(health_policy(&config.defaults), metrics.clone());
         // The servers' last errors are kept (and reported) without the config's secrets.
         let redactor = Arc::new(mcpq_shared::redact::Redactor::from_config(&config));
-        supervisor.health().set_redactor(redactor.clone());
+        let redact = redactor.clone();
+        supervisor
+            .health()
+            .set_redactor(Arc::new(move |t| redact.text(t).into_owned()));
         let limiter = Limiter::new(conn.clone(), keys.clone(), worker, Some(metrics.clone()));
         let pool = McpPool::new(&config, supervisor.clone()).with_limiter(limiter);
         let jobs = InFlight::default();

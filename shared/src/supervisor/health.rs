@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
-use crate::redact::Redactor;
 
 /// The knobs of [`HealthBook`] (the worker takes them from `[defaults]` in the config,
 /// through `mcp::health_policy`).
@@ -90,8 +89,21 @@ pub struct HealthBook {
     /// What a success does not clear, for reports: crashes since start, the last error.
     facts: Mutex<HashMap<String, ServerFacts>>,
     /// Takes the secrets out of an error before it is kept ([`HealthBook::set_redactor`]).
-    redactor: std::sync::OnceLock<std::sync::Arc<Redactor>>,
+    redactor: std::sync::OnceLock<RedactFn>,
     metrics: Metrics,
+}
+
+/// What takes the secrets out of a text (the worker's `Redactor`, which lives in a
+/// higher layer: handed down as a function).
+pub type Redact = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// A [`Redact`] in the book (Debug without showing anything).
+struct RedactFn(Redact);
+
+impl std::fmt::Debug for RedactFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Redact")
+    }
 }
 
 /// Longest error message and stderr tail kept per server in [`ServerFacts`].
@@ -206,15 +218,15 @@ impl HealthBook {
 
     /// Redacts every error [`HealthBook::note_error`] keeps from now on (the worker
     /// sets its redactor once, at start; a second call is ignored).
-    pub fn set_redactor(&self, redactor: std::sync::Arc<Redactor>) {
-        let _ = self.redactor.set(redactor);
+    pub fn set_redactor(&self, redact: Redact) {
+        let _ = self.redactor.set(RedactFn(redact));
     }
 
     /// Keeps `message` (and the stderr tail) as `server`'s last error, for reports:
     /// redacted whole first (a secret across the cut is still found), then cut.
     pub fn note_error(&self, server: &str, message: &str, stderr_tail: Option<&str>) {
         let redact = |t: &str| match self.redactor.get() {
-            Some(r) => r.text(t).into_owned(),
+            Some(RedactFn(r)) => r(t),
             None => t.to_string(),
         };
         let (message, stderr_tail) = (redact(message), stderr_tail.map(redact));
@@ -321,7 +333,8 @@ mod tests {
     fn a_secret_across_the_cut_is_redacted_before_it_is_cut() {
         let b = book();
         let secret = "sk-live-0123456789abcdef";
-        b.set_redactor(std::sync::Arc::new(Redactor::new([secret.to_string()])));
+        let redactor = crate::redact::Redactor::new([secret.to_string()]);
+        b.set_redactor(std::sync::Arc::new(move |t| redactor.text(t).into_owned()));
         // The secret straddles the first MAX_FACT_CHARS characters of the message and
         // the last MAX_FACT_CHARS of the stderr tail.
         let message = format!("{}{secret}", "m".repeat(MAX_FACT_CHARS - 5));
