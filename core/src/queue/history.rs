@@ -14,6 +14,7 @@
 
 use serde::Serialize;
 
+use super::hashes::hmget_hashes;
 use super::{Conn, Keys, QueueError};
 
 /// Minutes of history [`read`] returns (the current one included).
@@ -62,30 +63,12 @@ pub async fn read(conn: &Conn, keys: &Keys, now_ms: u64) -> Result<Vec<Slot>, Qu
         .flat_map(|o| (0..SLOTS).map(move |s| format!("{o}:{s}")))
         .collect();
     for part in keys.all() {
-        let mut pipe = redis::pipe();
-        for m in &minutes {
-            // HMGET of a key of another type would fail the whole pipeline: types
-            // first, then only the hashes are read, and only the fields mcpq writes (a
-            // hash someone else filled with millions of fields costs the same).
-            pipe.cmd("TYPE").arg(part.ended(*m));
-        }
-        let types: Vec<String> = pipe.query_async(&mut conn.clone()).await?;
-        let read: Vec<u64> = minutes
-            .iter()
-            .zip(&types)
-            .filter(|(_, t)| *t == "hash")
-            .map(|(m, _)| *m)
-            .collect();
-        if read.is_empty() {
-            continue;
-        }
-        let mut pipe = redis::pipe();
-        for m in &read {
-            pipe.cmd("HMGET").arg(part.ended(*m)).arg(&fields);
-        }
-        // As bytes: a value someone else wrote may not be UTF-8.
-        let got: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn.clone()).await?;
-        for (m, values) in read.into_iter().zip(got) {
+        // Only the fields mcpq writes: a hash someone else filled with millions of
+        // fields costs the same.
+        let names: Vec<String> = minutes.iter().map(|m| part.ended(*m)).collect();
+        let got = hmget_hashes(&mut conn.clone(), &names, &fields).await?;
+        for (m, values) in minutes.iter().zip(got) {
+            let Some(values) = values else { continue };
             for (i, value) in values.into_iter().enumerate() {
                 let Some(n) = value
                     .and_then(|v| String::from_utf8(v).ok())

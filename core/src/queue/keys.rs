@@ -165,6 +165,12 @@ impl Keys {
         format!("{}:paused", self.prefix)
     }
 
+    /// Hash of the jobs ended since the namespace began, by outcome (`succeeded`,
+    /// `retried`, `dead`, `released`; `lua/common.lua`'s `add_totals`).
+    pub fn totals(&self) -> String {
+        format!("{}:totals", self.prefix)
+    }
+
     /// Hash of the jobs that ended in minute `minute` (ms / 60,000, Redis's clock), per
     /// outcome and 10-second slot (`lua/common.lua`'s `add_totals`; `queue::history`).
     pub fn ended(&self, minute: u64) -> String {

@@ -71,6 +71,26 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The limits of an MCP server (`rate`, `max_concurrent` of `[servers.NAME]`), the
+    /// endpoint [`server_endpoint`].
+    pub fn of_server(server: &crate::config::ServerConfig) -> Limits {
+        Limits {
+            rate: server.rate,
+            max_concurrent: server.max_concurrent,
+            tokens: None,
+        }
+    }
+
+    /// The limits of the model API (`[llm] rate`, `tokens`), the endpoint
+    /// [`LLM_ENDPOINT`].
+    pub fn of_llm(llm: &crate::config::llm::LlmSettings) -> Limits {
+        Limits {
+            rate: llm.rate,
+            max_concurrent: None,
+            tokens: llm.tokens,
+        }
+    }
+
     /// True when no limit is set (a 429 pause may still apply).
     pub fn is_none(&self) -> bool {
         self.rate.is_none() && self.max_concurrent.is_none() && self.tokens.is_none()

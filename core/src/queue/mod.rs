@@ -27,6 +27,7 @@ pub mod control;
 pub mod enqueue;
 pub mod fetch;
 pub mod finish;
+mod hashes;
 pub mod history;
 pub mod keys;
 pub mod lease;

@@ -15,6 +15,7 @@ use crate::queue::Conn;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
+use super::hashes::hmget_hashes;
 use super::{Keys, QueueError};
 
 /// A report older than this is gone (the hash expires): no worker is running.
@@ -137,35 +138,18 @@ pub async fn read_by_worker(
     if workers.is_empty() || servers.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let mut conn = conn.clone();
-    // Types first: HMGET of a key someone else made a string fails the pipeline.
-    let mut pipe = redis::pipe();
-    for w in &workers {
-        pipe.cmd("TYPE").arg(keys.servers_of(w));
-    }
-    let types: Vec<String> = pipe.query_async(&mut conn).await?;
-    let mut pipe = redis::pipe();
-    let mut asked = Vec::new();
-    for (w, t) in workers.iter().zip(&types) {
-        if t == "hash" {
-            pipe.cmd("HMGET").arg(keys.servers_of(w)).arg(&servers);
-            asked.push((*w).clone());
-        }
-    }
-    if asked.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let got: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await?;
-    Ok(asked
+    let hashes: Vec<String> = workers.iter().map(|w| keys.servers_of(w)).collect();
+    let got = hmget_hashes(&mut conn.clone(), &hashes, &servers).await?;
+    Ok(workers
         .into_iter()
         .zip(got)
-        .map(|(w, values)| {
+        .filter_map(|(w, values)| {
             let raw = servers
                 .iter()
-                .zip(values)
+                .zip(values?)
                 .filter_map(|(name, v)| Some((name.as_bytes().to_vec(), v?)))
                 .collect();
-            (w, parse_reports(raw))
+            Some((w.clone(), parse_reports(raw)))
         })
         .filter(|(_, reports)| !reports.is_empty())
         .collect())

@@ -49,6 +49,20 @@ impl<T: Copy> ByPriority<T> {
     }
 }
 
+impl ByPriority<u64> {
+    /// The sum over all priorities.
+    pub fn total(&self) -> u64 {
+        self.high + self.normal + self.low
+    }
+}
+
+impl ByPriority<Option<u64>> {
+    /// The largest of the values present (the oldest age of any priority).
+    pub fn max(&self) -> Option<u64> {
+        Priority::ALL.iter().filter_map(|&p| self.get(p)).max()
+    }
+}
+
 /// The queue's counts by state, read at one instant (one Lua script).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
@@ -74,16 +88,58 @@ pub struct QueueStats {
 impl QueueStats {
     /// Jobs queued over all priorities.
     pub fn queued_total(&self) -> u64 {
-        self.queued.high + self.queued.normal + self.queued.low
+        self.queued.total()
     }
 
     /// Age (ms) of the oldest queued job of any priority.
     pub fn oldest_queued_age(&self) -> Option<u64> {
-        Priority::ALL
-            .iter()
-            .filter_map(|&p| self.oldest_queued_age_ms.get(p))
-            .max()
+        self.oldest_queued_age_ms.max()
     }
+}
+
+/// The jobs ended since the namespace began, by outcome (`{ns}:totals` of every
+/// partition, summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Jobs that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed and were retried.
+    pub retried: u64,
+    /// Jobs that went to the dead letters.
+    pub dead: u64,
+    /// Jobs given back at a worker's shutdown.
+    pub released: u64,
+}
+
+/// Reads [`Totals`]: one `HMGET` of the four fields per partition, as bytes (a hash or
+/// a value someone else wrote counts 0, never an error).
+pub async fn totals(conn: &Conn, keys: &Keys) -> Result<Totals, QueueError> {
+    let mut sum = Totals::default();
+    for part in keys.all() {
+        let got: Vec<Option<Vec<u8>>> = match redis::cmd("HMGET")
+            .arg(part.totals())
+            .arg(&["succeeded", "retried", "dead", "released"])
+            .query_async(&mut conn.clone())
+            .await
+        {
+            Ok(v) => v,
+            Err(e) if e.code() == Some("WRONGTYPE") => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let n = |i: usize| {
+            got.get(i)
+                .cloned()
+                .flatten()
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        sum.succeeded = sum.succeeded.saturating_add(n(0));
+        sum.retried = sum.retried.saturating_add(n(1));
+        sum.dead = sum.dead.saturating_add(n(2));
+        sum.released = sum.released.saturating_add(n(3));
+    }
+    Ok(sum)
 }
 
 /// Reads the counts of the namespace of `keys` (see the module doc): one script per

@@ -7,10 +7,10 @@
 //!
 //! Pages and the Redis calls each makes (none scans the whole keyspace or all jobs;
 //! `cargo bench --bench dashboard` loads each at 1,000 and at 100,000 jobs):
-//! - `/` overview: per partition the stats script (`queue::stats`), `HGETALL` of
+//! - `/` overview: per partition the stats script (`queue::stats`), `HMGET` of
 //!   `{ns}:totals`, the queues script (`queue::queues`: at most 256 named queues, 3
-//!   `LLEN`s and 30 entries looked at each) and, for the chart, `TYPE` + `HGETALL` of the
-//!   15 per-minute hashes `{ns}:ended:MINUTE` (`queue::history`); the live workers'
+//!   `LLEN`s and 30 entries looked at each) and, for the chart, `TYPE` + `HMGET` of the
+//!   per-minute hashes `{ns}:ended:MINUTE` of the last 15 minutes (`queue::history`); the live workers'
 //!   heartbeats (`queue::workers`). The page polls `/ui/overview.json` (the same reads)
 //!   every 2 s: live counts, queues and chart, no reload.
 //! - `/jobs`: one page of the job index (`queue::listing::list_page`: at most 50 jobs,
@@ -56,7 +56,6 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use mcpq_core::job::Priority;
 use mcpq_core::queue::results::now_ms;
 use mcpq_core::queue::{
     control, history, listing, queues, servers, stats, webhooks, workers, JobStatus,
@@ -404,34 +403,16 @@ async fn overview_data(state: &AppState) -> Result<Value, ApiError> {
     let conn = state.conn();
     let keys = state.producer.keys();
     let counts = stats::read(&conn, keys).await?;
-    let mut totals = serde_json::Map::new();
-    for part in keys.all() {
-        let got: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
-            .arg(format!("{}:totals", part.prefix()))
-            .query_async(&mut conn.clone())
-            .await
-            .unwrap_or_default();
-        for (k, v) in got {
-            let sum = totals.get(&k).and_then(Value::as_i64).unwrap_or(0) + v;
-            totals.insert(k, json!(sum));
-        }
-    }
+    let totals = stats::totals(&conn, keys).await?;
     let live = workers::live(&conn, keys).await?;
     let queues: Vec<Value> = queues::list(&mut conn.clone(), keys)
         .await?
         .into_iter()
         .map(|q| {
-            let oldest = Priority::ALL
-                .iter()
-                .filter_map(|&p| q.oldest_queued_age_ms.get(p))
-                .max();
             let mut v = serde_json::to_value(&q).unwrap_or_default();
             if let Some(map) = v.as_object_mut() {
-                map.insert("oldest_ms".into(), json!(oldest));
-                map.insert(
-                    "total".into(),
-                    json!(q.queued.high + q.queued.normal + q.queued.low),
-                );
+                map.insert("oldest_ms".into(), json!(q.oldest_queued_age_ms.max()));
+                map.insert("total".into(), json!(q.queued.total()));
             }
             v
         })
@@ -1100,28 +1081,12 @@ async fn schedules_page(
         .config
         .servers
         .iter()
-        .map(|(name, s)| {
-            (
-                limits::server_endpoint(name),
-                Limits {
-                    rate: s.rate,
-                    max_concurrent: s.max_concurrent,
-                    tokens: None,
-                },
-            )
-        })
-        .filter(|(_, l)| !l.is_none())
+        .map(|(name, s)| (limits::server_endpoint(name), Limits::of_server(s)))
         .collect();
     if let Some(llm) = &state.config.llm {
-        let l = Limits {
-            rate: llm.rate,
-            max_concurrent: None,
-            tokens: llm.tokens,
-        };
-        if !l.is_none() {
-            endpoints.push((limits::LLM_ENDPOINT.to_string(), l));
-        }
+        endpoints.push((limits::LLM_ENDPOINT.to_string(), Limits::of_llm(llm)));
     }
+    endpoints.retain(|(_, l)| !l.is_none());
     let mut limited = Vec::new();
     for (endpoint, l) in endpoints.into_iter().take(MAX_LIMITS_SHOWN) {
         let usage = limits::usage(state.conn(), &keys.at(0), &endpoint, &l)

@@ -126,11 +126,7 @@ impl ChatClient {
             request_timeout: settings.request_timeout,
             max_response: settings.max_response,
             limiter: None,
-            limits: Limits {
-                rate: settings.rate,
-                max_concurrent: None,
-                tokens: settings.tokens,
-            },
+            limits: Limits::of_llm(settings),
         }
     }
 

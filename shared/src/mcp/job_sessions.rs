@@ -258,11 +258,7 @@ impl<'a> JobSessions<'a> {
         else {
             return Ok(None);
         };
-        let limits = Limits {
-            rate: config.rate,
-            max_concurrent: config.max_concurrent,
-            tokens: None,
-        };
+        let limits = Limits::of_server(config);
         if limits.is_none() && config.url.is_none() {
             return Ok(None);
         }
