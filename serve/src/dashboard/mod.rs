@@ -309,6 +309,7 @@ fn templates() -> &'static minijinja::Environment<'static> {
         // `.html` names: every value is HTML-escaped unless marked safe (none is).
         for (name, text) in [
             ("base.html", include_str!("templates/base.html")),
+            ("macros.html", include_str!("templates/macros.html")),
             ("error.html", include_str!("templates/error.html")),
             ("login.html", include_str!("templates/login.html")),
             ("overview.html", include_str!("templates/overview.html")),
@@ -578,10 +579,7 @@ async fn job_page(
     let webhooks = webhooks::of_job(&mut state.conn(), state.producer.keys(), &id)
         .await
         .map_err(ApiError::from)?;
-    let ended = matches!(
-        record.status,
-        JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled
-    );
+    let ended = record.status.is_finished();
     let dead = record.status == JobStatus::Dead;
     let waiting = matches!(record.status, JobStatus::Failed | JobStatus::Scheduled);
     Ok(Page::render(
